@@ -1,0 +1,43 @@
+/* body: find and rewrite the top-level "model" of a request body, JSON or
+ * multipart/form-data, leaving every other byte as the client sent it. */
+#ifndef API_TOGETHER_BODY_H
+#define API_TOGETHER_BODY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum body_kind {
+	BODY_EMPTY,     /* no body */
+	BODY_JSON,      /* a JSON object */
+	BODY_MULTIPART, /* multipart/form-data */
+	BODY_OTHER      /* anything else: forwarded untouched, no model */
+};
+
+struct body_info {
+	enum body_kind kind;
+	char *model; /* malloc'd; NULL when the body names no model */
+	bool stream; /* JSON "stream": true */
+};
+
+/* Classifies body by content_type (may be NULL) and reads its model.
+ * A JSON body is one whose content type is application/json or ends in +json,
+ * or, with no content type or application/x-www-form-urlencoded, one whose
+ * first non-blank byte is '{'. Returns 0 and fills *info (free with
+ * body_info_free), or -1 with a client-facing reason in err when a JSON body
+ * does not parse, is not an object, or has a "model" that is not a string;
+ * then *info holds nothing to free. Nesting deeper than jansson's limit is a
+ * parse error, never a crash. */
+int body_inspect(const char *content_type, const char *body, size_t len,
+		 struct body_info *info, char *err, size_t errlen);
+
+void body_info_free(struct body_info *info);
+
+/* Copies body with the value of its top-level "model" (every top-level
+ * "model" key of a JSON object; the "model" part of a multipart body)
+ * replaced by model. Returns 0 and a malloc'd copy in *out / *outlen
+ * (caller frees), or -1 when the body has no model to replace or memory
+ * runs out. */
+int body_rewrite_model(const char *content_type, const char *body, size_t len,
+		       const char *model, char **out, size_t *outlen);
+
+#endif

@@ -1,0 +1,85 @@
+#include "clock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef API_TOGETHER_TEST_CLOCK
+/* Test builds only: seconds added to the real clock, read from a file so a
+ * test can move every process's time without restarting them. */
+static int64_t
+clock_test_offset_ms(void)
+{
+	const char *path = getenv("API_TOGETHER_TEST_CLOCK_FILE");
+	char buf[64];
+	size_t n;
+	FILE *f;
+
+	if (path == NULL || (f = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return (int64_t)(strtod(buf, NULL) * 1000.0);
+}
+#endif
+
+int64_t
+clock_now_ms(void)
+{
+	struct timespec ts;
+	int64_t ms;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#ifdef API_TOGETHER_TEST_CLOCK
+	ms += clock_test_offset_ms();
+#endif
+	return ms;
+}
+
+long
+clock_local_day(int64_t t_ms)
+{
+	time_t t = (time_t)(t_ms / 1000);
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL)
+		return 0;
+	return (long)(tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+}
+
+int64_t
+clock_ms_to_midnight(int64_t t_ms)
+{
+	time_t t = (time_t)(t_ms / 1000);
+	struct tm tm;
+	time_t next;
+
+	if (localtime_r(&t, &tm) == NULL)
+		return 86400000;
+	tm.tm_mday += 1;
+	tm.tm_hour = 0;
+	tm.tm_min = 0;
+	tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	next = mktime(&tm);
+	if (next == (time_t)-1 || (int64_t)next * 1000 <= t_ms)
+		return 86400000;
+	return (int64_t)next * 1000 - t_ms;
+}
+
+void
+clock_iso8601(int64_t t_ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(t_ms / 1000);
+	struct tm tm;
+	char day[32];
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+		snprintf(buf, len, "1970-01-01T00:00:00.000Z");
+		return;
+	}
+	snprintf(buf, len, "%s.%03dZ", day, (int)(t_ms % 1000));
+}

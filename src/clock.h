@@ -1,0 +1,25 @@
+/* clock: the time every limit is counted in.
+ *
+ * A build configured with --enable-test-clock adds the number of seconds
+ * written in the file named by API_TOGETHER_TEST_CLOCK_FILE (re-read on each
+ * call), so integration tests can move time without sleeping. Release builds
+ * ignore that variable. */
+#ifndef API_TOGETHER_CLOCK_H
+#define API_TOGETHER_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* Milliseconds since the epoch, with the test offset in test builds. */
+int64_t clock_now_ms(void);
+
+/* Local calendar day of t_ms as YYYYMMDD (TZ honoured). */
+long clock_local_day(int64_t t_ms);
+
+/* Milliseconds from t_ms to the next local midnight. */
+int64_t clock_ms_to_midnight(int64_t t_ms);
+
+/* t_ms as ISO-8601 UTC with milliseconds into buf ("2024-01-01T12:00:00.000Z"). */
+void clock_iso8601(int64_t t_ms, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,39 @@
+/* sse: token usage from an upstream answer, whole JSON or a server-sent-event
+ * stream read chunk by chunk as it passes through. */
+#ifndef API_TOGETHER_SSE_H
+#define API_TOGETHER_SSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct usage {
+	bool found;              /* a "usage" object was seen */
+	bool completion_present; /* it had "completion_tokens" */
+	long long prompt;        /* prompt_tokens, 0 when absent */
+	long long completion;    /* completion_tokens, 0 when absent */
+	long long total;         /* total_tokens, else prompt + completion */
+};
+
+/* Reads the top-level "usage" object of a JSON answer. Returns 0 (with
+ * out->found false when there is none or the body is not JSON). */
+int usage_from_json(const char *body, size_t len, struct usage *out);
+
+struct sse_parser;
+
+/* A parser for one stream. Returns NULL when memory runs out. */
+struct sse_parser *sse_parser_new(void);
+
+/* Feeds the next bytes of the stream, split anywhere (even inside a line or
+ * a CRLF). Lines longer than an internal bound are skipped, not kept. */
+void sse_parser_feed(struct sse_parser *p, const char *data, size_t len);
+
+/* The usage of the last "data:" event that carried a non-null "usage"
+ * (an unterminated last line is taken into account). */
+void sse_parser_usage(struct sse_parser *p, struct usage *out);
+
+/* True once any "data:" line other than "[DONE]" has been seen. */
+bool sse_parser_saw_data(const struct sse_parser *p);
+
+void sse_parser_free(struct sse_parser *p);
+
+#endif

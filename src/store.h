@@ -1,0 +1,101 @@
+/* store: the shared counters of every endpoint (SPEC section 7).
+ *
+ * One store is used by every process and thread of the responder. Each call
+ * is atomic across all of them. Implementations: store_gdbm.c. A handle is
+ * not thread-safe: each worker thread opens its own. */
+#ifndef API_TOGETHER_STORE_H
+#define API_TOGETHER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* One endpoint as the store sees it. */
+struct store_endpoint {
+	const char *id;
+	long rpm; /* -1 unlimited */
+	long rpd; /* -1 unlimited */
+};
+
+enum store_verdict {
+	STORE_RESERVED, /* an attempt was counted on *chosen */
+	STORE_LIMITED,  /* every candidate is at its RPM or RPD limit */
+	STORE_COOLING   /* every candidate is cooling down (none limited) */
+};
+
+/* Picks one of n candidates whose room[i] is true (at least one is).
+ * Called with the store locked: it must be quick and must not call the store. */
+typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
+
+struct store_reservation {
+	enum store_verdict verdict;
+	size_t chosen;       /* with STORE_RESERVED */
+	long retry_after_s;  /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
+};
+
+/* What one attempt came to. */
+struct store_outcome {
+	bool success;  /* the endpoint answered usably: clears the failure run */
+	bool served;   /* a 2xx answer went to the client: counts in requests */
+	bool has_usage;
+	long long prompt_tokens;
+	long long completion_tokens;
+	long long total_tokens;
+};
+
+struct store_cooldown {
+	long failures; /* failures in a row that start a cooldown */
+	long seconds;
+};
+
+/* One endpoint's state, as read for status pages. */
+struct store_usage {
+	long rpm_used;          /* attempts in the last 60 s */
+	long rpd_used;          /* attempts today (local day) */
+	long fail_run;          /* failures in a row */
+	int64_t cooldown_until; /* ms; 0 when none */
+	long long prompt_tokens;
+	long long completion_tokens;
+	long long total_tokens;
+	long long requests;     /* answered successfully */
+	int64_t last_used;      /* ms of the last success; 0 never */
+	long rpm_free_in_s;     /* when rpm_used is at the limit: seconds until room */
+};
+
+/* Opens the store at path, creating the file (mode 0600) when missing.
+ * Returns NULL with a reason in err when it cannot be used. */
+struct store *store_open(const char *path, char *err, size_t errlen);
+void store_close(struct store *st);
+
+/* The path this handle was opened on. */
+const char *store_path(const struct store *st);
+
+/* Among the n endpoints, finds those not cooling down with RPM and RPD room
+ * at now_ms, lets pick choose one and counts an attempt on it, all in one
+ * atomic step. Returns 0 and fills *res, or -1 with err set when the store
+ * cannot be read or written (then nothing was counted). */
+int store_reserve(struct store *st, const struct store_endpoint *eps, size_t n,
+		  int64_t now_ms, store_pick_fn pick, void *pick_ctx,
+		  struct store_reservation *res, char *err, size_t errlen);
+
+/* Records the outcome of an attempt on endpoint id: a success clears the run
+ * of failures and adds usage; a failure extends the run and, at
+ * cd->failures, starts a cooldown. Returns 0, or -1 with err set. */
+int store_record(struct store *st, const char *id, const struct store_outcome *o,
+		 const struct store_cooldown *cd, int64_t now_ms, char *err,
+		 size_t errlen);
+
+/* Reads the state of n endpoints into out[0..n-1]. Returns 0, or -1 with err. */
+int store_read(struct store *st, const struct store_endpoint *eps, size_t n,
+	       int64_t now_ms, struct store_usage *out, char *err, size_t errlen);
+
+/* Zeroes the token totals and request counts of endpoint id, or of every
+ * endpoint when id is NULL. Returns 0, or -1 with err. */
+int store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen);
+
+/* Checks that the store can be read and written now. Returns 0, or -1 with err. */
+int store_check(struct store *st, char *err, size_t errlen);
+
+#endif
