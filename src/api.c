@@ -1,0 +1,400 @@
+#include "api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "response.h"
+#include "store.h"
+
+#define API_SERVICE "api-together"
+/* Every model object carries the same "created": the gateway does not know
+ * when an upstream made a model, and clients only need a number. */
+#define API_MODEL_CREATED 1700000000
+
+const char *
+api_state_path(const struct config *cfg)
+{
+	const char *p = getenv("API_TOGETHER_STATE");
+
+	if (p != NULL && *p != '\0')
+		return p;
+	if (cfg != NULL && cfg->state_file != NULL)
+		return cfg->state_file;
+	return LOCALSTATEDIR "/lib/api-together/state.db";
+}
+
+struct store *
+api_store(struct worker *w, const struct config *cfg)
+{
+	const char *path = api_state_path(cfg);
+
+	if (w->store != NULL && strcmp(w->store_path, path) == 0)
+		return w->store;
+	store_close(w->store);
+	w->store = NULL;
+	free(w->store_path);
+	w->store_path = strdup(path);
+	if (w->store_path == NULL) {
+		snprintf(w->store_err, sizeof(w->store_err), "out of memory");
+		return NULL;
+	}
+	w->store = store_open(path, w->store_err, sizeof(w->store_err));
+	if (w->store == NULL) {
+		log_error("state file cannot be used: %s", w->store_err);
+		free(w->store_path);
+		w->store_path = NULL;
+	}
+	return w->store;
+}
+
+void
+api_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
+{
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		eps[i].id = cfg->apis[i].id;
+		eps[i].rpm = cfg->apis[i].rpm;
+		eps[i].rpd = cfg->apis[i].rpd;
+	}
+}
+
+bool
+api_owns(const char *d)
+{
+	return strcmp(d, "/v1/status") == 0 || strcmp(d, "/v1/models") == 0 ||
+	       strncmp(d, "/v1/models/", 11) == 0 || strcmp(d, "/v1/token/stats") == 0 ||
+	       strcmp(d, "/v1/token/reset") == 0;
+}
+
+static int
+api_method_not_allowed(struct request *r, const char *allow, bool cors)
+{
+	FCGX_FPrintF(r->fcgi->out, "Allow: %s\r\n", allow);
+	return response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cors);
+}
+
+static bool
+api_is_get(const struct request *r)
+{
+	return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+}
+
+static json_t *
+api_now_json(void)
+{
+	char ts[40];
+
+	clock_iso8601(clock_now_ms(), ts, sizeof(ts));
+	return json_string(ts);
+}
+
+int
+api_health(struct request *r, const struct config *cfg, const char *why, struct worker *w)
+{
+	bool cors = cfg == NULL || cfg->cors;
+	const char *reason = NULL;
+	char err[300];
+	json_t *body;
+	int status;
+
+	if (!api_is_get(r))
+		return api_method_not_allowed(r, "GET, HEAD", cors);
+	if (cfg == NULL) {
+		reason = why != NULL ? why : "configuration cannot be loaded";
+	} else {
+		struct store *st = api_store(w, cfg);
+		if (st == NULL) {
+			reason = "state file cannot be used";
+		} else if (store_check(st, err, sizeof(err)) != 0) {
+			log_error("state file cannot be used: %s", err);
+			reason = "state file cannot be used";
+		}
+	}
+	status = reason == NULL ? 200 : 503;
+	body = json_pack("{s:s,s:o,s:s,s:s}", "status", reason == NULL ? "ok" : "error",
+			 "timestamp", api_now_json(), "service", API_SERVICE, "version",
+			 PACKAGE_VERSION);
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cors);
+	if (reason != NULL)
+		json_object_set_new(body, "reason", json_string(reason));
+	response_json(r->fcgi->out, status, body, cors);
+	json_decref(body);
+	return status;
+}
+
+/* Reads every endpoint's usage into a new array (caller frees), or NULL
+ * after answering 503 itself. */
+static struct store_usage *
+api_read_usage(struct request *r, const struct config *cfg, struct worker *w, int *status)
+{
+	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
+	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
+	struct store *st = api_store(w, cfg);
+	char err[300];
+
+	if (eps == NULL || u == NULL) {
+		*status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+		goto fail;
+	}
+	api_store_endpoints(cfg, eps);
+	if (st == NULL || store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
+		if (st != NULL)
+			log_error("state file cannot be read: %s", err);
+		*status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+		goto fail;
+	}
+	free(eps);
+	return u;
+fail:
+	free(eps);
+	free(u);
+	return NULL;
+}
+
+static int
+api_status(struct request *r, const struct config *cfg, struct worker *w)
+{
+	int64_t now = clock_now_ms();
+	struct store_usage *u;
+	json_t *apis, *body;
+	int status = 0;
+
+	u = api_read_usage(r, cfg, w, &status);
+	if (u == NULL)
+		return status;
+	apis = json_array();
+	for (size_t i = 0; apis != NULL && i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		bool cooling = u[i].cooldown_until > now;
+		bool in_service = a->enabled && a->rpm != 0 && a->rpd != 0;
+		json_t *o = json_pack(
+			"{s:s,s:s,s:b,s:b,s:b,s:i,s:{s:i,s:i},s:{s:i,s:i},s:{s:I,s:I,s:I}}", "id",
+			a->id, "name", a->name, "enabled", a->enabled, "available",
+			in_service && !cooling && u[i].rpm_free_in_s == 0, "temporarilyDisabled",
+			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
+			(json_int_t)a->rpm, "rpd", (json_int_t)a->rpd, "usage", "rpm",
+			(json_int_t)u[i].rpm_used, "rpd", (json_int_t)u[i].rpd_used, "tokens",
+			"prompt", (json_int_t)u[i].prompt_tokens, "completion",
+			(json_int_t)u[i].completion_tokens, "total", (json_int_t)u[i].total_tokens);
+		if (o != NULL && cooling) {
+			char ts[40];
+			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));
+			json_object_set_new(o, "cooldownUntil", json_string(ts));
+		}
+		if (o == NULL || json_array_append_new(apis, o) != 0) {
+			json_decref(apis);
+			apis = NULL;
+		}
+	}
+	free(u);
+	body = apis != NULL ? json_pack("{s:s,s:o,s:o}", "service", API_SERVICE, "timestamp",
+					api_now_json(), "apis", apis)
+			    : NULL;
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	status = response_json(r->fcgi->out, 200, body, cfg->cors);
+	json_decref(body);
+	return status;
+}
+
+static json_t *
+api_model_object(const char *id)
+{
+	return json_pack("{s:s,s:s,s:i,s:s}", "id", id, "object", "model", "created",
+			 API_MODEL_CREATED, "owned_by", API_SERVICE);
+}
+
+/* Adds each model an enabled endpoint serves once, in config order. */
+static json_t *
+api_model_list(const struct config *cfg)
+{
+	json_t *seen = json_object(), *data = json_array();
+
+	if (seen == NULL || data == NULL)
+		goto fail;
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		if (!a->enabled)
+			continue;
+		size_t n = a->n_models + a->n_mapping;
+		for (size_t j = 0; j < n; j++) {
+			const char *id = j < a->n_models ? a->models[j] : a->mapping[j - a->n_models].key;
+			if (json_object_get(seen, id) != NULL)
+				continue;
+			if (json_object_set_new(seen, id, json_true()) != 0 ||
+			    json_array_append_new(data, api_model_object(id)) != 0)
+				goto fail;
+		}
+	}
+	json_decref(seen);
+	return data;
+fail:
+	json_decref(seen);
+	json_decref(data);
+	return NULL;
+}
+
+static int
+api_models(struct request *r, const struct config *cfg)
+{
+	json_t *data = api_model_list(cfg), *body = NULL;
+	const char *id = strncmp(r->decoded, "/v1/models/", 11) == 0 ? r->decoded + 11 : NULL;
+	int status;
+
+	if (data == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	if (id == NULL) {
+		body = json_pack("{s:s,s:o}", "object", "list", "data", data);
+		data = NULL;
+	} else {
+		size_t k;
+		json_t *m;
+		json_array_foreach(data, k, m)
+		{
+			if (strcmp(json_string_value(json_object_get(m, "id")), id) == 0) {
+				body = json_incref(m);
+				break;
+			}
+		}
+		json_decref(data);
+		if (body == NULL)
+			return response_error(r->fcgi->out, RESP_MODEL_NOT_FOUND,
+					      "The model does not exist or no enabled endpoint "
+					      "serves it.",
+					      0, cfg->cors);
+	}
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	status = response_json(r->fcgi->out, 200, body, cfg->cors);
+	json_decref(body);
+	return status;
+}
+
+static int
+api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
+{
+	long long prompt = 0, completion = 0, total = 0, requests = 0;
+	struct store_usage *u;
+	json_t *detail, *body;
+	int status = 0;
+
+	u = api_read_usage(r, cfg, w, &status);
+	if (u == NULL)
+		return status;
+	detail = json_object();
+	for (size_t i = 0; detail != NULL && i < cfg->n_apis; i++) {
+		json_t *last = json_null();
+		if (u[i].last_used > 0) {
+			char ts[40];
+			clock_iso8601(u[i].last_used, ts, sizeof(ts));
+			last = json_string(ts);
+		}
+		json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:o}", "promptTokens",
+				      (json_int_t)u[i].prompt_tokens, "completionTokens",
+				      (json_int_t)u[i].completion_tokens, "totalTokens",
+				      (json_int_t)u[i].total_tokens, "requests",
+				      (json_int_t)u[i].requests, "lastUsed", last);
+		if (o == NULL || json_object_set_new(detail, cfg->apis[i].id, o) != 0) {
+			json_decref(detail);
+			detail = NULL;
+		}
+		prompt += u[i].prompt_tokens;
+		completion += u[i].completion_tokens;
+		total += u[i].total_tokens;
+		requests += u[i].requests;
+	}
+	free(u);
+	body = detail != NULL
+		       ? json_pack("{s:s,s:o,s:{s:I,s:I,s:I,s:I},s:o}", "service", API_SERVICE,
+				   "timestamp", api_now_json(), "summary", "totalTokens",
+				   (json_int_t)total, "totalRequests", (json_int_t)requests,
+				   "totalPromptTokens", (json_int_t)prompt,
+				   "totalCompletionTokens", (json_int_t)completion, "detailedStats",
+				   detail)
+		       : NULL;
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	status = response_json(r->fcgi->out, 200, body, cfg->cors);
+	json_decref(body);
+	return status;
+}
+
+static int
+api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
+{
+	const char *id = NULL;
+	json_t *req = NULL, *body;
+	struct store *st;
+	char err[300], msg[512];
+	int rc, status;
+
+	rc = request_read_body(r, cfg->max_body_bytes);
+	if (rc == 1)
+		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
+	if (rc != 0)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	size_t skip = 0;
+	while (skip < r->body_len && strchr(" \t\r\n", r->body[skip]) != NULL)
+		skip++;
+	if (skip < r->body_len) {
+		json_error_t jerr;
+		req = json_loadb(r->body, r->body_len, 0, &jerr);
+		if (req == NULL || !json_is_object(req))
+			goto bad;
+		json_t *v = json_object_get(req, "apiId");
+		if (v != NULL && !json_is_null(v)) {
+			if (!json_is_string(v))
+				goto bad;
+			id = json_string_value(v);
+			if (config_find_api(cfg, id) < 0) {
+				json_decref(req);
+				return response_error(r->fcgi->out, RESP_API_NOT_FOUND, NULL, 0,
+						      cfg->cors);
+			}
+		}
+	}
+	st = api_store(w, cfg);
+	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
+		if (st != NULL)
+			log_error("state file cannot be written: %s", err);
+		json_decref(req);
+		return response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+	}
+	if (id != NULL)
+		snprintf(msg, sizeof(msg), "Token statistics of %s were reset.", id);
+	else
+		snprintf(msg, sizeof(msg), "Token statistics of every endpoint were reset.");
+	json_decref(req);
+	body = json_pack("{s:s,s:o}", "message", msg, "timestamp", api_now_json());
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+	status = response_json(r->fcgi->out, 200, body, cfg->cors);
+	json_decref(body);
+	return status;
+bad:
+	json_decref(req);
+	return response_error(r->fcgi->out, RESP_INVALID_JSON,
+			      "Body must be empty or a JSON object like {\"apiId\": \"api1\"}.", 0,
+			      cfg->cors);
+}
+
+int
+api_handle(struct request *r, const struct config *cfg, struct worker *w)
+{
+	const char *d = r->decoded;
+
+	if (strcmp(d, "/v1/token/reset") == 0) {
+		if (strcmp(r->method, "POST") != 0)
+			return api_method_not_allowed(r, "POST", cfg->cors);
+		return api_token_reset(r, cfg, w);
+	}
+	if (!api_is_get(r))
+		return api_method_not_allowed(r, "GET, HEAD", cfg->cors);
+	if (strcmp(d, "/v1/status") == 0)
+		return api_status(r, cfg, w);
+	if (strcmp(d, "/v1/token/stats") == 0)
+		return api_token_stats(r, cfg, w);
+	return api_models(r, cfg);
+}

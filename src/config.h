@@ -1,0 +1,98 @@
+/* config: load, validate and hold the JSON configuration (SPEC section 4).
+ *
+ * A loaded config is an immutable snapshot. config_acquire() hands out the
+ * current one with a reference; a changed file is reloaded on the next acquire,
+ * and a file that fails to load keeps the last good snapshot in service. */
+#ifndef API_TOGETHER_CONFIG_H
+#define API_TOGETHER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config_pair {
+	char *key;
+	char *value;
+};
+
+struct config_api {
+	char *id;
+	char *name;     /* the id when not given */
+	char *base_url; /* http:// or https://, trailing '/' removed */
+	char *api_key;  /* "" sends no Authorization upstream */
+	long rpm;       /* -1 unlimited, 0 endpoint off */
+	long rpd;
+	bool enabled;
+	char **models;
+	size_t n_models;
+	struct config_pair *mapping; /* requested name -> upstream name */
+	size_t n_mapping;
+	struct config_pair *headers; /* extra headers sent upstream */
+	size_t n_headers;
+	double weight; /* > 0 */
+};
+
+struct config {
+	char **api_keys; /* server.apiKey first, then server.apiKeys */
+	size_t n_api_keys;
+	long port;
+	long max_retries;
+	long connect_timeout_s;
+	long timeout_s;
+	long cooldown_failures;
+	long cooldown_seconds;
+	bool empty_response_retry;
+	long long max_body_bytes;
+	bool cors;
+	char *state_file; /* NULL when not set */
+	struct config_api *apis;
+	size_t n_apis;
+};
+
+/* One problem found while loading: an error makes the load fail, a warning
+ * (an unknown field) does not. path is a JSON path ("apis[1].rpm") or
+ * "line L, column C" for a syntax error. */
+struct config_issue {
+	bool error;
+	char *path;
+	char *message;
+};
+
+struct config_issues {
+	struct config_issue *v;
+	size_t n;
+};
+
+/* Parses and validates a config held in memory. On success returns 0 and a
+ * new config in *out (caller frees with config_free). On any error returns -1
+ * and sets *out to NULL. Either way every problem found is appended to
+ * issues (may be NULL); the caller frees it with config_issues_free. */
+int config_parse(const char *text, size_t len, struct config **out,
+		 struct config_issues *issues);
+
+/* As config_parse, for a file; an unreadable file is one error naming it. */
+int config_load_file(const char *path, struct config **out,
+		     struct config_issues *issues);
+
+void config_free(struct config *cfg);
+void config_issues_free(struct config_issues *issues);
+
+/* The upstream model name api uses for a requested model: the mapping target
+ * when the name is mapped, the name itself when it is in models, else NULL.
+ * The result points into api or equals model. */
+const char *config_api_model(const struct config_api *api, const char *model);
+
+/* Index of the endpoint with this id, or -1. */
+long config_find_api(const struct config *cfg, const char *id);
+
+/* Sets the file that config_acquire serves. Call once, before threads. */
+void config_set_path(const char *path);
+
+/* Returns the current snapshot with a reference the caller gives back with
+ * config_release, reloading first when the file changed since the last look
+ * (mtime, size, inode). Thread-safe. Returns NULL when no config has ever
+ * loaded; then *why (if not NULL) points to a static, secret-free reason.
+ * A reload failure is logged and the last good snapshot is returned. */
+struct config *config_acquire(const char **why);
+void config_release(struct config *cfg);
+
+#endif

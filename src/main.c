@@ -1,0 +1,381 @@
+/* api-together: a FastCGI responder that spreads OpenAI-format API requests
+ * over several upstream endpoints. main: the command line, the worker
+ * threads, and the path of one request through the other modules. */
+#include <errno.h>
+#include <fcgiapp.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "auth.h"
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "proxy.h"
+#include "request.h"
+#include "response.h"
+#include "route.h"
+#include "store.h"
+#include "worker.h"
+
+#define MAIN_DEFAULT_CONFIG SYSCONFDIR "/api-together/apis.json"
+#define MAIN_DEFAULT_THREADS 16
+#define MAIN_MAX_THREADS 1024
+
+/* The socket every worker accepts on: set once before the threads start. */
+static int main_listen_fd;
+
+static void
+main_usage(FILE *f)
+{
+	fprintf(f, "Usage: api-together [OPTION]\n"
+		   "A FastCGI responder that spreads OpenAI-format API requests over several\n"
+		   "upstream endpoints. A web server (lighttpd mod_fastcgi, Apache mod_fcgid)\n"
+		   "starts it with no option; or it listens itself with --listen.\n\n"
+		   "  --check-config [FILE]  validate FILE (default: the configured one), print\n"
+		   "                         each problem with its JSON path; exit 1 on an error\n"
+		   "  --status               print each endpoint's usage from the state file\n"
+		   "  --listen ADDR:PORT|/path.sock\n"
+		   "                         run as a FastCGI server on that socket\n"
+		   "  --version              print the version\n"
+		   "  --help                 print this help\n\n"
+		   "Environment: API_TOGETHER_CONFIG (default %s),\n"
+		   "API_TOGETHER_STATE, API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
+		   "API_TOGETHER_THREADS (worker threads per process, default %d).\n",
+		MAIN_DEFAULT_CONFIG, MAIN_DEFAULT_THREADS);
+}
+
+static const char *
+main_config_path(void)
+{
+	const char *p = getenv("API_TOGETHER_CONFIG");
+
+	return p != NULL && *p != '\0' ? p : MAIN_DEFAULT_CONFIG;
+}
+
+/* The path of one request: parameters, mount point, key, then the gateway's
+ * own endpoints or the proxy. */
+static void
+main_serve(FCGX_Request *f, struct worker *w)
+{
+	const char *why = NULL;
+	struct config *cfg = config_acquire(&why);
+	bool cors = cfg == NULL || cfg->cors;
+	struct request r;
+	int v, status;
+
+	v = request_load(&r, f, clock_now_ms());
+	if (v == REQUEST_PATH_FOREIGN) {
+		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
+		goto done;
+	}
+	if (v == REQUEST_PATH_BAD) {
+		status = response_error(f->out, RESP_INVALID_PATH, NULL, 0, cors);
+		goto done;
+	}
+	if (v != REQUEST_PATH_OK) {
+		status = response_error(f->out, RESP_INTERNAL, NULL, 0, cors);
+		goto done;
+	}
+	if (cors && strcmp(r.method, "OPTIONS") == 0) {
+		status = response_preflight(f->out,
+					    request_header(&r, "Access-Control-Request-Headers"));
+		goto done;
+	}
+	if (strcmp(r.decoded, "/health") == 0) {
+		status = api_health(&r, cfg, why, w);
+		goto done;
+	}
+	if (strcmp(r.decoded, "/v1") != 0 && strncmp(r.decoded, "/v1/", 4) != 0) {
+		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
+		goto done;
+	}
+	if (cfg == NULL) {
+		status = response_error(f->out, RESP_CONFIG_ERROR, NULL, 0, cors);
+		goto done;
+	}
+	if (!auth_check(cfg, auth_client_key(&r))) {
+		status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
+		goto done;
+	}
+	if (api_owns(r.decoded)) {
+		status = api_handle(&r, cfg, w);
+		goto done;
+	}
+	/* The proxy logs its own, richer line. */
+	proxy_handle(&r, cfg, w);
+	request_free(&r);
+	config_release(cfg);
+	return;
+done:
+	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%s %s%s status=%d ms=%lld",
+		r.method != NULL ? r.method : "-", r.mount != NULL ? r.mount : "",
+		r.path != NULL ? r.path : "-", status, (long long)(clock_now_ms() - r.start_ms));
+	request_free(&r);
+	if (cfg != NULL)
+		config_release(cfg);
+}
+
+static void *
+main_worker(void *arg)
+{
+	struct worker w = {0};
+	FCGX_Request f;
+
+	(void)arg;
+	w.curl = curl_easy_init();
+	if (w.curl == NULL) {
+		log_error("libcurl cannot start a handle; worker thread stops");
+		return NULL;
+	}
+	route_seed(&w.rng);
+	if (FCGX_InitRequest(&f, main_listen_fd, 0) != 0) {
+		log_error("FCGX_InitRequest failed; worker thread stops");
+		curl_easy_cleanup(w.curl);
+		return NULL;
+	}
+	for (;;) {
+		int rc = FCGX_Accept_r(&f);
+		if (rc < 0) {
+			if (rc == -EINTR || errno == EINTR)
+				continue;
+			log_error("FastCGI accept failed (%d); worker thread stops", rc);
+			break;
+		}
+		main_serve(&f, &w);
+		FCGX_Finish_r(&f);
+	}
+	curl_easy_cleanup(w.curl);
+	store_close(w.store);
+	free(w.store_path);
+	return NULL;
+}
+
+/* libfcgi's own handler only sets a flag, which leaves threads blocked in
+ * accept() and the process alive after the web server stopped
+ * (NOTES-fastcgi.md). Every step of the store is whole on disk once it
+ * returns, so leaving at once loses nothing. */
+static void
+main_on_term(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
+static int
+main_check_config(const char *path)
+{
+	struct config_issues issues = {0};
+	struct config *cfg = NULL;
+	int rc = config_load_file(path, &cfg, &issues);
+
+	for (size_t i = 0; i < issues.n; i++)
+		printf("%s: %s: %s: %s\n", path, issues.v[i].error ? "error" : "warning",
+		       issues.v[i].path, issues.v[i].message);
+	if (rc == 0)
+		printf("%s: ok, %zu endpoint%s\n", path, cfg->n_apis, cfg->n_apis == 1 ? "" : "s");
+	config_issues_free(&issues);
+	config_free(cfg);
+	return rc == 0 ? 0 : 1;
+}
+
+static int
+main_status(void)
+{
+	struct config_issues issues = {0};
+	struct config *cfg = NULL;
+	const char *path = main_config_path();
+	struct store_endpoint *eps = NULL;
+	struct store_usage *u = NULL;
+	struct store *st = NULL;
+	char err[300];
+	int64_t now = clock_now_ms();
+	int rc = 1;
+
+	if (config_load_file(path, &cfg, &issues) != 0) {
+		fprintf(stderr, "api-together: %s cannot be loaded (try --check-config)\n", path);
+		goto out;
+	}
+	st = store_open(api_state_path(cfg), err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "api-together: state file: %s\n", err);
+		goto out;
+	}
+	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
+	u = calloc(cfg->n_apis + 1, sizeof(*u));
+	if (eps == NULL || u == NULL)
+		goto out;
+	api_store_endpoints(cfg, eps);
+	if (store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0) {
+		fprintf(stderr, "api-together: state file: %s\n", err);
+		goto out;
+	}
+	printf("%-16s %-8s %-13s %-13s %-9s %-24s %s\n", "ID", "ENABLED", "RPM(USED/MAX)",
+	       "RPD(USED/MAX)", "FAILURES", "COOLDOWN UNTIL", "TOKENS(P/C/T)");
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		char rpm[32], rpd[32], cool[40] = "-";
+		const struct config_api *a = &cfg->apis[i];
+		snprintf(rpm, sizeof(rpm), "%ld/%ld", u[i].rpm_used, a->rpm);
+		snprintf(rpd, sizeof(rpd), "%ld/%ld", u[i].rpd_used, a->rpd);
+		if (u[i].cooldown_until > now)
+			clock_iso8601(u[i].cooldown_until, cool, sizeof(cool));
+		printf("%-16s %-8s %-13s %-13s %-9ld %-24s %lld/%lld/%lld\n", a->id,
+		       a->enabled ? "yes" : "no", rpm, rpd, u[i].fail_run, cool,
+		       u[i].prompt_tokens, u[i].completion_tokens, u[i].total_tokens);
+	}
+	rc = 0;
+out:
+	free(eps);
+	free(u);
+	store_close(st);
+	config_free(cfg);
+	config_issues_free(&issues);
+	return rc;
+}
+
+static long
+main_threads(void)
+{
+	const char *v = getenv("API_TOGETHER_THREADS");
+	char *end;
+	long n;
+
+	if (v == NULL || *v == '\0')
+		return MAIN_DEFAULT_THREADS;
+	n = strtol(v, &end, 10);
+	if (*end != '\0' || n < 1 || n > MAIN_MAX_THREADS) {
+		log_warn("API_TOGETHER_THREADS: expected 1 to %d; using %d", MAIN_MAX_THREADS,
+			 MAIN_DEFAULT_THREADS);
+		return MAIN_DEFAULT_THREADS;
+	}
+	return n;
+}
+
+static int
+main_serve_forever(const char *listen_addr)
+{
+	struct sigaction sa = {0};
+	pthread_attr_t attr;
+	long n = main_threads();
+	long started = 0;
+
+	sa.sa_handler = main_on_term;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+
+	if (FCGX_Init() != 0) {
+		fprintf(stderr, "api-together: FastCGI library cannot start\n");
+		return 1;
+	}
+	if (listen_addr != NULL) {
+		/* Unix sockets: a socket file left by a killed run would block the bind. */
+		if (listen_addr[0] == '/') {
+			struct stat sb;
+			if (stat(listen_addr, &sb) == 0 && S_ISSOCK(sb.st_mode))
+				unlink(listen_addr);
+		}
+		main_listen_fd = FCGX_OpenSocket(listen_addr, 128);
+		if (main_listen_fd < 0) {
+			fprintf(stderr, "api-together: cannot listen on %s\n", listen_addr);
+			return 1;
+		}
+	} else {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		if (getsockname(0, (struct sockaddr *)&ss, &len) != 0) {
+			fprintf(stderr, "api-together: not started by a FastCGI server (standard input "
+					"is no socket); use --listen, or see --help\n");
+			return 2;
+		}
+		main_listen_fd = 0;
+	}
+	config_set_path(main_config_path());
+	{
+		const char *why = NULL;
+		struct config *cfg = config_acquire(&why);
+		if (cfg == NULL)
+			log_error("no usable configuration at %s; answering 500 until it loads",
+				  main_config_path());
+		else
+			config_release(cfg);
+	}
+	/* Threads sit mostly in libcurl and libfcgi: a small stack is plenty,
+	 * and many threads stay cheap. jansson's parser recurses to 2048 levels. */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 1024 * 1024);
+	for (long i = 0; i < n; i++) {
+		pthread_t t;
+		if (pthread_create(&t, &attr, main_worker, NULL) != 0) {
+			log_error("cannot start worker thread %ld", i);
+			break;
+		}
+		started++;
+	}
+	pthread_attr_destroy(&attr);
+	if (started == 0)
+		return 1;
+	log_info("started: %ld worker threads, pid %ld", started, (long)getpid());
+	for (;;)
+		pause();
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"check-config", no_argument, NULL, 'c'}, {"status", no_argument, NULL, 's'},
+		{"listen", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},	  {NULL, 0, NULL, 0},
+	};
+	const char *listen_addr = NULL;
+	int mode = 0, c;
+
+	log_init();
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+		case 's':
+		case 'v':
+			mode = c;
+			break;
+		case 'l':
+			listen_addr = optarg;
+			break;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		default:
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (mode == 'v') {
+		printf("api-together %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	if (mode == 'c') {
+		const char *file = optind < argc ? argv[optind] : main_config_path();
+		return main_check_config(file);
+	}
+	if (optind < argc) {
+		main_usage(stderr);
+		return 2;
+	}
+	if (mode == 's')
+		return main_status();
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		fprintf(stderr, "api-together: libcurl cannot start\n");
+		return 1;
+	}
+	return main_serve_forever(listen_addr);
+}

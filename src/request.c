@@ -1,0 +1,290 @@
+#include "request.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int
+request_hex(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+char *
+request_percent_decode(const char *s, size_t *len)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(n + 1);
+
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (s[i] == '%' && i + 2 < n && (hi = request_hex((unsigned char)s[i + 1])) >= 0 &&
+		    (lo = request_hex((unsigned char)s[i + 2])) >= 0) {
+			out[o++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else {
+			out[o++] = s[i];
+		}
+	}
+	out[o] = '\0';
+	*len = o;
+	return out;
+}
+
+/* True when s[0..len) has a segment "..", with '/' or '\' as separators. */
+static bool
+request_has_dotdot(const char *s, size_t len)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || s[i] == '/' || s[i] == '\\') {
+			if (i - start == 2 && s[start] == '.' && s[start + 1] == '.')
+				return true;
+			start = i + 1;
+		}
+	}
+	return false;
+}
+
+bool
+request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
+{
+	if (strpbrk(raw, "\r\n") != NULL || request_has_dotdot(raw, strlen(raw)))
+		return false;
+	for (size_t i = 0; i < decoded_len; i++)
+		if (decoded[i] == '\0' || decoded[i] == '\r' || decoded[i] == '\n')
+			return false;
+	return !request_has_dotdot(decoded, decoded_len);
+}
+
+/* Length of the mount point in path, or -1 when no segment "v1" or "health"
+ * starts a path below it. */
+static long
+request_find_mount(const char *path, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		if (path[i] != '/')
+			return -1;
+		size_t seg = i + 1, end = seg;
+		while (end < len && path[end] != '/')
+			end++;
+		size_t sl = end - seg;
+		if ((sl == 2 && memcmp(path + seg, "v1", 2) == 0) ||
+		    (sl == 6 && memcmp(path + seg, "health", 6) == 0))
+			return (long)i;
+		i = end;
+	}
+	return -1;
+}
+
+int
+request_split_uri(const char *uri, const char *base, char **mount, char **path, char **query)
+{
+	const char *q = strchr(uri, '?');
+	size_t plen = q != NULL ? (size_t)(q - uri) : strlen(uri);
+	long mlen;
+
+	*mount = *path = *query = NULL;
+	if (base != NULL && *base != '\0') {
+		size_t blen = strlen(base);
+		while (blen > 0 && base[blen - 1] == '/')
+			blen--;
+		if (plen <= blen || strncmp(uri, base, blen) != 0 || uri[blen] != '/')
+			return REQUEST_PATH_FOREIGN;
+		mlen = (long)blen;
+	} else {
+		mlen = request_find_mount(uri, plen);
+		if (mlen < 0)
+			return REQUEST_PATH_FOREIGN;
+	}
+	*mount = strndup(uri, (size_t)mlen);
+	*path = strndup(uri + mlen, plen - (size_t)mlen);
+	if (q != NULL)
+		*query = strdup(q + 1);
+	if (*mount == NULL || *path == NULL || (q != NULL && *query == NULL)) {
+		free(*mount);
+		free(*path);
+		free(*query);
+		*mount = *path = *query = NULL;
+		return -1;
+	}
+	return REQUEST_PATH_OK;
+}
+
+/* "HTTP_X_API_KEY" -> "X-Api-Key". */
+static char *
+request_header_name(const char *param, size_t len)
+{
+	char *name = malloc(len + 1);
+	bool word_start = true;
+
+	if (name == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		char c = param[i];
+		if (c == '_') {
+			name[i] = '-';
+			word_start = true;
+			continue;
+		}
+		name[i] = (char)(word_start ? toupper((unsigned char)c) : tolower((unsigned char)c));
+		word_start = false;
+	}
+	name[len] = '\0';
+	return name;
+}
+
+static int
+request_add_header(struct request *r, const char *name, size_t len, const char *value,
+		   size_t *cap)
+{
+	if (r->n_headers == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		struct request_header *h = realloc(r->headers, ncap * sizeof(*h));
+		if (h == NULL)
+			return -1;
+		r->headers = h;
+		*cap = ncap;
+	}
+	char *n = request_header_name(name, len);
+	if (n == NULL)
+		return -1;
+	r->headers[r->n_headers].name = n;
+	r->headers[r->n_headers].value = (char *)value;
+	r->n_headers++;
+	return 0;
+}
+
+int
+request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
+{
+	const char *uri, *cl;
+	size_t cap = 0;
+	int v;
+
+	memset(r, 0, sizeof(*r));
+	r->fcgi = f;
+	r->start_ms = now_ms;
+	r->content_length = -1;
+	r->method = FCGX_GetParam("REQUEST_METHOD", f->envp);
+	if (r->method == NULL)
+		r->method = "GET";
+	r->content_type = FCGX_GetParam("CONTENT_TYPE", f->envp);
+	if (r->content_type != NULL && *r->content_type == '\0')
+		r->content_type = NULL;
+	cl = FCGX_GetParam("CONTENT_LENGTH", f->envp);
+	if (cl != NULL && *cl != '\0') {
+		char *end;
+		long long n = strtoll(cl, &end, 10);
+		if (*end == '\0' && n >= 0)
+			r->content_length = n;
+	}
+	for (char **e = f->envp; e != NULL && *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		if (eq == NULL || strncmp(*e, "HTTP_", 5) != 0)
+			continue;
+		if (request_add_header(r, *e + 5, (size_t)(eq - *e - 5), eq + 1, &cap) != 0)
+			return -1;
+	}
+	if (r->content_type != NULL &&
+	    request_add_header(r, "CONTENT_TYPE", 12, r->content_type, &cap) != 0)
+		return -1;
+	/* REQUEST_URI is the path as the client sent it whatever split of
+	 * SCRIPT_NAME and PATH_INFO the server made (NOTES-fastcgi.md). */
+	uri = FCGX_GetParam("REQUEST_URI", f->envp);
+	if (uri == NULL || *uri != '/')
+		return REQUEST_PATH_FOREIGN;
+	v = request_split_uri(uri, getenv("API_TOGETHER_BASE_PATH"), &r->mount, &r->path,
+			      &r->query);
+	if (v != REQUEST_PATH_OK)
+		return v;
+	r->decoded = request_percent_decode(r->path, &r->decoded_len);
+	if (r->decoded == NULL)
+		return -1;
+	if (!request_path_safe(r->path, r->decoded, r->decoded_len) ||
+	    (r->query != NULL && strpbrk(r->query, "\r\n") != NULL))
+		return REQUEST_PATH_BAD;
+	return REQUEST_PATH_OK;
+}
+
+int
+request_read_body(struct request *r, long long max)
+{
+	size_t cap, len = 0;
+	char *buf;
+
+	if (r->content_length > max)
+		return 1;
+	/* With a length, read exactly that; without, up to max + 1 to see excess. */
+	cap = r->content_length >= 0 ? (size_t)r->content_length : 65536;
+	buf = malloc(cap + 1);
+	if (buf == NULL)
+		return -1;
+	for (;;) {
+		if (r->content_length >= 0 && len == (size_t)r->content_length)
+			break;
+		if (len == cap) {
+			if ((long long)cap > max) {
+				free(buf);
+				return 1;
+			}
+			size_t ncap = cap * 2;
+			if ((long long)ncap > max + 1)
+				ncap = (size_t)max + 1;
+			char *nb = realloc(buf, ncap + 1);
+			if (nb == NULL) {
+				free(buf);
+				return -1;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		int n = FCGX_GetStr(buf + len, (int)(cap - len > 1 << 20 ? 1 << 20 : cap - len),
+				    r->fcgi->in);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if ((long long)len > max) {
+		free(buf);
+		return 1;
+	}
+	buf[len] = '\0';
+	r->body = buf;
+	r->body_len = len;
+	return 0;
+}
+
+const char *
+request_header(const struct request *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_headers; i++)
+		if (strcasecmp(r->headers[i].name, name) == 0)
+			return r->headers[i].value;
+	return NULL;
+}
+
+void
+request_free(struct request *r)
+{
+	for (size_t i = 0; i < r->n_headers; i++)
+		free(r->headers[i].name);
+	free(r->headers);
+	free(r->mount);
+	free(r->path);
+	free(r->decoded);
+	free(r->query);
+	free(r->body);
+	memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,68 @@
+/* request: one client request, from FastCGI parameters and body into a struct. */
+#ifndef API_TOGETHER_REQUEST_H
+#define API_TOGETHER_REQUEST_H
+
+#include <fcgiapp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct request_header {
+	char *name;  /* Title-Case, e.g. "X-Api-Key" */
+	char *value; /* points into the FastCGI parameters */
+};
+
+struct request {
+	FCGX_Request *fcgi;
+	const char *method;
+	char *mount;   /* the mount point, "" or e.g. "/llm" */
+	char *path;    /* below the mount, as the client sent it, without query */
+	char *decoded; /* path percent-decoded */
+	size_t decoded_len;
+	char *query;   /* after '?', NULL when there is none */
+	const char *content_type;
+	long long content_length; /* -1 when not given */
+	struct request_header *headers;
+	size_t n_headers;
+	char *body;
+	size_t body_len;
+	int64_t start_ms;
+};
+
+enum request_path_verdict {
+	REQUEST_PATH_OK,
+	REQUEST_PATH_FOREIGN, /* not below the mount point: not ours */
+	REQUEST_PATH_BAD      /* "..", NUL, CR or LF: refused */
+};
+
+/* Splits a REQUEST_URI into mount point, path and query. base is
+ * API_TOGETHER_BASE_PATH (NULL or "" when unset): without it the mount point
+ * is everything before the first path segment "v1" or "health". On
+ * REQUEST_PATH_OK the three strings are malloc'd (query may be NULL); -1
+ * when out of memory. */
+int request_split_uri(const char *uri, const char *base, char **mount,
+					    char **path, char **query);
+
+/* Percent-decodes s into a malloc'd string, its length in *len (it may hold
+ * NUL bytes). Malformed escapes are kept as they are. NULL when out of memory. */
+char *request_percent_decode(const char *s, size_t *len);
+
+/* True when neither raw nor decoded (of decoded_len bytes) has a ".."
+ * segment, a NUL, CR or LF. */
+bool request_path_safe(const char *raw, const char *decoded, size_t decoded_len);
+
+/* Fills r from the FastCGI parameters of f (the body is not read). Returns
+ * REQUEST_PATH_OK, or the verdict that ends the request; -1 when out of
+ * memory. */
+int request_load(struct request *r, FCGX_Request *f, int64_t now_ms);
+
+/* Reads the body, at most max bytes. Returns 0, 1 when it is larger than
+ * max (nothing more is read), -1 on a read error or lack of memory. */
+int request_read_body(struct request *r, long long max);
+
+/* The value of header name (case-insensitive), or NULL. */
+const char *request_header(const struct request *r, const char *name);
+
+void request_free(struct request *r);
+
+#endif

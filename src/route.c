@@ -1,0 +1,73 @@
+#include "route.h"
+
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+size_t
+route_candidates(const struct config *cfg, const char *model, size_t *idx)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *api = &cfg->apis[i];
+		if (!api->enabled || api->rpm == 0 || api->rpd == 0)
+			continue;
+		if (model != NULL && config_api_model(api, model) == NULL)
+			continue;
+		idx[n++] = i;
+	}
+	return n;
+}
+
+uint64_t
+route_random(uint64_t *rng)
+{
+	uint64_t x = *rng;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+void
+route_seed(uint64_t *rng)
+{
+	uint64_t seed = 0;
+
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed) || seed == 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uintptr_t)rng;
+	}
+	*rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
+}
+
+size_t
+route_pick(void *ctx, const bool *room, size_t n)
+{
+	const struct route_pick *p = ctx;
+	double sum = 0, target;
+	size_t last = n;
+
+	for (size_t i = 0; i < n; i++) {
+		if (room[i]) {
+			sum += p->weights[i];
+			last = i;
+		}
+	}
+	if (last == n)
+		return n;
+	/* 53 random bits give a uniform double in [0, 1). */
+	target = (double)(route_random(p->rng) >> 11) / 9007199254740992.0 * sum;
+	for (size_t i = 0; i < n; i++) {
+		if (!room[i])
+			continue;
+		if (target < p->weights[i])
+			return i;
+		target -= p->weights[i];
+	}
+	return last; /* rounding left a sliver past the end */
+}

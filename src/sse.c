@@ -1,0 +1,285 @@
+#include "sse.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* Longest line kept. A usage event is a few hundred bytes; a longer line is
+ * content we need not read, and keeping it would let an upstream make us
+ * hold any amount of memory. */
+#define SSE_LINE_MAX (256 * 1024)
+
+struct sse_parser {
+	char *line; /* the current, unterminated line */
+	size_t len;
+	size_t cap;
+	bool skipping; /* the current line is over SSE_LINE_MAX: drop to its end */
+	bool saw_data;
+	struct usage usage;
+};
+
+/* A token count as a long long; jansson hands every number over as a real
+ * (see sse_json_load), and a negative or absurd count is no count. */
+static long long
+sse_count(json_t *v)
+{
+	double d = json_number_value(v);
+
+	if (!(d > 0))
+		return 0;
+	if (d >= (double)LLONG_MAX)
+		return LLONG_MAX;
+	return (long long)d;
+}
+
+/* Fills out from the top-level "usage" of root; out->found stays false when
+ * it is absent, null or not an object. */
+static void
+sse_usage_from_root(json_t *root, struct usage *out)
+{
+	json_t *u, *p, *c, *t;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(root))
+		return;
+	u = json_object_get(root, "usage");
+	if (!json_is_object(u))
+		return;
+	p = json_object_get(u, "prompt_tokens");
+	c = json_object_get(u, "completion_tokens");
+	t = json_object_get(u, "total_tokens");
+	out->found = true;
+	out->prompt = json_is_number(p) ? sse_count(p) : 0;
+	out->completion_present = json_is_number(c);
+	out->completion = out->completion_present ? sse_count(c) : 0;
+	if (json_is_number(t))
+		out->total = sse_count(t);
+	else if (out->prompt <= LLONG_MAX - out->completion)
+		out->total = out->prompt + out->completion;
+	else
+		out->total = LLONG_MAX;
+}
+
+static json_t *
+sse_json_load(const char *s, size_t len)
+{
+	/* Integers as reals so that one huge number elsewhere in an answer does
+	 * not cost us its usage; NUL allowed for the same reason. */
+	return json_loadb(s, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+}
+
+int
+usage_from_json(const char *body, size_t len, struct usage *out)
+{
+	json_t *root;
+
+	memset(out, 0, sizeof(*out));
+	if (body == NULL || len == 0)
+		return 0;
+	root = sse_json_load(body, len);
+	if (root == NULL)
+		return 0;
+	sse_usage_from_root(root, out);
+	json_decref(root);
+	return 0;
+}
+
+/* When the line s[0..n) (no LF) is a "data:" line, points *v at its value
+ * (one leading space and a trailing CR removed) and returns true. */
+static bool
+sse_data_value(const char *s, size_t n, const char **v, size_t *vn)
+{
+	if (n > 0 && s[n - 1] == '\r')
+		n--;
+	if (n < 5 || memcmp(s, "data:", 5) != 0)
+		return false;
+	s += 5;
+	n -= 5;
+	if (n > 0 && s[0] == ' ') {
+		s++;
+		n--;
+	}
+	*v = s;
+	*vn = n;
+	return true;
+}
+
+static bool
+sse_is_done(const char *v, size_t n)
+{
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n == 6 && memcmp(v, "[DONE]", 6) == 0;
+}
+
+/* The usage a data value carries, if it is a JSON object with a non-null
+ * "usage". Parsing only values that mention "usage" keeps a stream cheap. */
+static bool
+sse_value_usage(const char *v, size_t n, struct usage *out)
+{
+	json_t *root;
+
+	if (memmem(v, n, "usage", 5) == NULL)
+		return false;
+	root = sse_json_load(v, n);
+	if (root == NULL)
+		return false;
+	sse_usage_from_root(root, out);
+	json_decref(root);
+	return out->found;
+}
+
+/* One complete line, without its LF. */
+static void
+sse_parser_line(struct sse_parser *p, const char *s, size_t n)
+{
+	struct usage u;
+	const char *v;
+	size_t vn;
+
+	if (!sse_data_value(s, n, &v, &vn) || sse_is_done(v, vn))
+		return;
+	p->saw_data = true;
+	if (sse_value_usage(v, vn, &u))
+		p->usage = u;
+}
+
+/* True when the line that a[0..an) then b[0..bn) begin is a "data:" line. */
+static bool
+sse_starts_data(const char *a, size_t an, const char *b, size_t bn)
+{
+	static const char want[] = "data:";
+
+	for (size_t i = 0; i < 5; i++) {
+		char c;
+
+		if (i < an)
+			c = a[i];
+		else if (i - an < bn)
+			c = b[i - an];
+		else
+			return false;
+		if (c != want[i])
+			return false;
+	}
+	return true;
+}
+
+/* Starts dropping the current line: it is over the bound. It still counts as
+ * data, since it cannot be "[DONE]". */
+static void
+sse_parser_skip(struct sse_parser *p, const char *data, size_t len)
+{
+	if (sse_starts_data(p->line, p->len, data, len))
+		p->saw_data = true;
+	p->skipping = true;
+	p->len = 0;
+}
+
+/* Appends to the current line; false when it would pass the bound or memory
+ * runs out. */
+static bool
+sse_parser_append(struct sse_parser *p, const char *data, size_t len)
+{
+	if (len > SSE_LINE_MAX - p->len)
+		return false;
+	if (p->len + len > p->cap) {
+		size_t cap = p->cap == 0 ? 1024 : p->cap;
+		char *line;
+
+		while (cap < p->len + len)
+			cap *= 2;
+		if (cap > SSE_LINE_MAX)
+			cap = SSE_LINE_MAX;
+		line = realloc(p->line, cap);
+		if (line == NULL)
+			return false;
+		p->line = line;
+		p->cap = cap;
+	}
+	memcpy(p->line + p->len, data, len);
+	p->len += len;
+	return true;
+}
+
+struct sse_parser *
+sse_parser_new(void)
+{
+	return calloc(1, sizeof(struct sse_parser));
+}
+
+void
+sse_parser_feed(struct sse_parser *p, const char *data, size_t len)
+{
+	while (len > 0) {
+		const char *nl = memchr(data, '\n', len);
+		size_t n;
+
+		if (nl == NULL) {
+			if (!p->skipping && !sse_parser_append(p, data, len))
+				sse_parser_skip(p, data, len);
+			return;
+		}
+		n = (size_t)(nl - data);
+		if (p->skipping) {
+			p->skipping = false;
+		} else if (p->len == 0) {
+			/* The whole line is in this chunk: read it in place. */
+			if (n > SSE_LINE_MAX)
+				sse_parser_skip(p, data, n);
+			else
+				sse_parser_line(p, data, n);
+			p->skipping = false;
+		} else if (sse_parser_append(p, data, n)) {
+			sse_parser_line(p, p->line, p->len);
+		} else {
+			sse_parser_skip(p, data, n);
+			p->skipping = false;
+		}
+		p->len = 0;
+		data = nl + 1;
+		len -= n + 1;
+	}
+}
+
+void
+sse_parser_usage(struct sse_parser *p, struct usage *out)
+{
+	const char *v;
+	size_t vn;
+	struct usage u;
+
+	*out = p->usage;
+	/* A last line the stream did not end with LF; it stays pending, since
+	 * more bytes may still come. */
+	if (!p->skipping && p->len > 0 && sse_data_value(p->line, p->len, &v, &vn) &&
+	    !sse_is_done(v, vn) && sse_value_usage(v, vn, &u))
+		*out = u;
+}
+
+bool
+sse_parser_saw_data(const struct sse_parser *p)
+{
+	const char *v;
+	size_t vn;
+
+	if (p->saw_data)
+		return true;
+	/* A pending data line counts unless it may still turn into "[DONE]". */
+	if (p->skipping || p->len == 0 || !sse_data_value(p->line, p->len, &v, &vn))
+		return false;
+	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+		vn--;
+	return vn > 6 || memcmp(v, "[DONE]", vn) != 0;
+}
+
+void
+sse_parser_free(struct sse_parser *p)
+{
+	if (p == NULL)
+		return;
+	free(p->line);
+	free(p);
+}

@@ -1,0 +1,87 @@
+/* upstream: one attempt at an upstream endpoint with libcurl, and the rules
+ * for what crosses between client and upstream (URL, headers, answers). */
+#ifndef API_TOGETHER_UPSTREAM_H
+#define API_TOGETHER_UPSTREAM_H
+
+#include <curl/curl.h>
+#include <fcgiapp.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "request.h"
+#include "sse.h"
+
+/* The upstream URL for a client path below the mount point (it starts with
+ * "/v1"). A base_url without a path keeps the client's path; one with a path
+ * has it replace the leading "/v1". The query is appended when not NULL.
+ * Returns a malloc'd string, NULL when out of memory. */
+char *upstream_url(const char *base_url, const char *path, const char *query);
+
+/* True when a client request header goes on upstream: end-to-end headers do,
+ * except Authorization, X-Api-Key, Host, Cookie, Content-Length,
+ * Accept-Encoding (the gateway reads answers to count tokens) and any header
+ * listed in the client's Connection header (connection, may be NULL). */
+bool upstream_request_header_passes(const char *name, const char *connection);
+
+/* True when an upstream answer header goes on to the client: not hop-by-hop,
+ * not Content-Length (the web server frames the body), not Status. */
+bool upstream_response_header_passes(const char *name);
+
+/* True when an answer with this status is retried on another endpoint:
+ * 401, 403, 408, 409, 429 and 5xx. */
+bool upstream_status_retryable(long status);
+
+/* The header list for one attempt at api: the client's headers that pass,
+ * the endpoint's key and extra headers, and an empty Expect. Returns NULL
+ * when out of memory; the caller frees it with curl_slist_free_all. */
+struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api);
+
+/* An upstream answer held back from the client while other attempts run. */
+struct upstream_answer {
+	long status;
+	char *head; /* passing header lines, "Name: value\r\n" each */
+	size_t head_len;
+	char *body;
+	size_t body_len;
+};
+
+/* Sends a held answer to the client. */
+void upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cors);
+void upstream_answer_free(struct upstream_answer *a);
+
+enum upstream_result {
+	UPSTREAM_SENT,       /* an answer went to the client (perhaps cut short) */
+	UPSTREAM_HELD,       /* a failed answer, kept in call->held */
+	UPSTREAM_NO_ANSWER,  /* no usable answer: refused, timed out, not HTTP */
+	UPSTREAM_CLIENT_GONE /* the client went away; nothing more to send */
+};
+
+struct upstream_call {
+	/* In. */
+	const char *url;
+	const char *method;
+	const struct curl_slist *headers;
+	const char *body;
+	size_t body_len;
+	long connect_timeout_s;
+	long timeout_s;        /* longest silence from the upstream */
+	bool empty_is_failure; /* server.emptyResponseRetry */
+	bool stream;           /* the client asked for a stream */
+	bool cors;
+	FCGX_Request *client;
+	/* Out. */
+	long status;          /* 0 when no status line arrived */
+	bool failure;         /* counts against the endpoint */
+	struct usage usage;   /* tokens of a successful answer */
+	struct upstream_answer held;
+	char error[CURL_ERROR_SIZE]; /* why, with UPSTREAM_NO_ANSWER */
+};
+
+/* Runs one attempt on curl (reset first, connection cache kept). A stream is
+ * passed to the client chunk by chunk, flushed each time; any other
+ * successful answer is read whole (up to 1 MiB, then passed on) so that an
+ * empty one can still be retried. A failed answer is held, not sent. */
+enum upstream_result upstream_forward(CURL *curl, struct upstream_call *call);
+
+#endif

@@ -1,0 +1,599 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sse.h"
+
+/* An OpenAI chat stream with stream_options.include_usage: every chunk has
+ * "usage":null, and a last chunk carries the real usage. */
+static const char openai_stream[] =
+	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+	"\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+	"\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n"
+	"\n"
+	": keep-alive comment that says usage\n"
+	"\n"
+	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+	"\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
+	"\"finish_reason\":null}],\"usage\":null}\n"
+	"\n"
+	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+	"\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},"
+	"\"finish_reason\":\"stop\"}],\"usage\":null}\n"
+	"\n"
+	"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+	"\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":19,"
+	"\"completion_tokens\":10,\"total_tokens\":29,"
+	"\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n"
+	"\n"
+	"data: [DONE]\n"
+	"\n";
+
+/* The same stream with CRLF line ends, "data:" without a space, and an event
+ * line. */
+static const char crlf_stream[] =
+	"event: message\r\n"
+	"data:{\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\r\n"
+	"\r\n"
+	"data:{\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,"
+	"\"total_tokens\":10}}\r\n"
+	"\r\n"
+	"data:[DONE]\r\n"
+	"\r\n";
+
+static void
+assert_usage(const struct usage *u, long long prompt, long long completion, long long total)
+{
+	assert_true(u->found);
+	assert_int_equal(u->prompt, prompt);
+	assert_int_equal(u->completion, completion);
+	assert_int_equal(u->total, total);
+}
+
+static struct sse_parser *
+parser_new(void)
+{
+	struct sse_parser *p = sse_parser_new();
+
+	assert_non_null(p);
+	return p;
+}
+
+/* Feeds s[0..len) in pieces of size step. */
+static void
+feed_in_steps(struct sse_parser *p, const char *s, size_t len, size_t step)
+{
+	for (size_t i = 0; i < len; i += step)
+		sse_parser_feed(p, s + i, len - i < step ? len - i : step);
+}
+
+/* usage_from_json */
+
+static void
+json_usage_is_read(void **state)
+{
+	static const char body[] =
+		"{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"hi\"}}],"
+		"\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 12, 5, 17);
+	assert_true(u.completion_present);
+}
+
+static void
+embeddings_usage_has_no_completion(void **state)
+{
+	static const char body[] = "{\"object\":\"list\",\"data\":[{\"embedding\":[0.1,-0.2]}],"
+				   "\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 8, 0, 8);
+	assert_false(u.completion_present);
+}
+
+static void
+zero_completion_tokens_is_present(void **state)
+{
+	static const char body[] =
+		"{\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":0,\"total_tokens\":4}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 4, 0, 4);
+	assert_true(u.completion_present);
+}
+
+static void
+total_falls_back_to_prompt_plus_completion(void **state)
+{
+	static const char body[] = "{\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}";
+	static const char prompt_only[] = "{\"usage\":{\"prompt_tokens\":4}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 4, 6, 10);
+	assert_true(u.completion_present);
+	assert_int_equal(usage_from_json(prompt_only, strlen(prompt_only), &u), 0);
+	assert_usage(&u, 4, 0, 4);
+	assert_false(u.completion_present);
+}
+
+static void
+empty_usage_object_is_found_with_zeros(void **state)
+{
+	static const char body[] = "{\"usage\":{}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 0, 0, 0);
+	assert_false(u.completion_present);
+}
+
+static void
+huge_numbers_do_not_lose_usage(void **state)
+{
+	static const char body[] = "{\"seed\":123456789012345678901234567890,"
+				   "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 3, 2, 5);
+}
+
+static void
+missing_or_bad_usage_is_not_found(void **state)
+{
+	static const char *const bodies[] = {
+		"{\"id\":\"x\"}",
+		"{\"usage\":null}",
+		"{\"usage\":42}",
+		"{\"usage\":[1]}",
+		"{\"choices\":[{\"usage\":{\"prompt_tokens\":1}}]}",
+		"[{\"usage\":{\"prompt_tokens\":1}}]",
+		"not json at all, but says usage",
+		"{\"usage\":{\"prompt_tokens\":1}",
+		"",
+	};
+	struct usage u;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		memset(&u, 0xa5, sizeof(u));
+		assert_int_equal(usage_from_json(bodies[i], strlen(bodies[i]), &u), 0);
+		assert_false(u.found);
+		assert_false(u.completion_present);
+		assert_int_equal(u.prompt, 0);
+		assert_int_equal(u.completion, 0);
+		assert_int_equal(u.total, 0);
+	}
+	assert_int_equal(usage_from_json(NULL, 0, &u), 0);
+	assert_false(u.found);
+}
+
+static void
+non_numeric_counts_are_zero(void **state)
+{
+	static const char body[] = "{\"usage\":{\"prompt_tokens\":\"4\",\"completion_tokens\":null,"
+				   "\"total_tokens\":-3}}";
+	struct usage u;
+
+	(void)state;
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	assert_usage(&u, 0, 0, 0);
+	assert_false(u.completion_present);
+}
+
+/* The stream parser */
+
+static void
+stream_usage_is_read(void **state)
+{
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, openai_stream, strlen(openai_stream));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 19, 10, 29);
+	assert_true(u.completion_present);
+	assert_true(sse_parser_saw_data(p));
+	sse_parser_free(p);
+}
+
+static void
+stream_usage_split_across_feeds(void **state)
+{
+	size_t len = strlen(openai_stream);
+
+	(void)state;
+	for (size_t cut = 0; cut <= len; cut++) {
+		struct sse_parser *p = parser_new();
+		struct usage u;
+
+		sse_parser_feed(p, openai_stream, cut);
+		sse_parser_feed(p, openai_stream + cut, len - cut);
+		sse_parser_usage(p, &u);
+		assert_usage(&u, 19, 10, 29);
+		assert_true(sse_parser_saw_data(p));
+		sse_parser_free(p);
+	}
+}
+
+static void
+stream_usage_split_in_three_feeds(void **state)
+{
+	size_t len = strlen(crlf_stream);
+
+	(void)state;
+	for (size_t a = 0; a <= len; a++) {
+		for (size_t b = a; b <= len; b += 7) {
+			struct sse_parser *p = parser_new();
+			struct usage u;
+
+			sse_parser_feed(p, crlf_stream, a);
+			sse_parser_feed(p, crlf_stream + a, b - a);
+			sse_parser_feed(p, crlf_stream + b, len - b);
+			sse_parser_usage(p, &u);
+			assert_usage(&u, 7, 3, 10);
+			sse_parser_free(p);
+		}
+	}
+}
+
+static void
+stream_fed_byte_by_byte(void **state)
+{
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	feed_in_steps(p, openai_stream, strlen(openai_stream), 1);
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 19, 10, 29);
+	sse_parser_free(p);
+}
+
+static void
+crlf_stream_split_at_every_offset(void **state)
+{
+	size_t len = strlen(crlf_stream);
+
+	(void)state;
+	for (size_t cut = 0; cut <= len; cut++) {
+		struct sse_parser *p = parser_new();
+		struct usage u;
+
+		sse_parser_feed(p, crlf_stream, cut);
+		sse_parser_feed(p, crlf_stream + cut, len - cut);
+		sse_parser_usage(p, &u);
+		assert_usage(&u, 7, 3, 10);
+		assert_true(u.completion_present);
+		assert_true(sse_parser_saw_data(p));
+		sse_parser_free(p);
+	}
+}
+
+static void
+null_usage_does_not_erase_earlier_usage(void **state)
+{
+	static const char s[] =
+		"data: "
+		"{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n"
+		"data: {\"choices\":[],\"usage\":null}\n"
+		"data: {\"choices\":[]}\n"
+		"data: [DONE]\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 5, 1, 6);
+	sse_parser_free(p);
+}
+
+static void
+last_usage_wins(void **state)
+{
+	static const char s[] =
+		"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n"
+		"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":9}}\n\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 5, 9, 14);
+	sse_parser_free(p);
+}
+
+static void
+comments_and_other_fields_are_ignored(void **state)
+{
+	static const char s[] = ": {\"usage\":{\"prompt_tokens\":1}}\n"
+				"event: {\"usage\":{\"prompt_tokens\":2}}\n"
+				"id: {\"usage\":{\"prompt_tokens\":3}}\n"
+				"retry: 1000\n"
+				"Data: {\"usage\":{\"prompt_tokens\":4}}\n"
+				" data: {\"usage\":{\"prompt_tokens\":5}}\n"
+				"datum: {\"usage\":{\"prompt_tokens\":6}}\n"
+				"\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_false(u.found);
+	assert_false(sse_parser_saw_data(p));
+	sse_parser_free(p);
+}
+
+static void
+data_without_space_is_read(void **state)
+{
+	static const char s[] = "data:{\"usage\":{\"prompt_tokens\":2,\"total_tokens\":2}}\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 2, 0, 2);
+	assert_false(u.completion_present);
+	assert_true(sse_parser_saw_data(p));
+	sse_parser_free(p);
+}
+
+static void
+usage_word_in_content_is_harmless(void **state)
+{
+	static const char s[] = "data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}]}\n"
+				"data: {\"usage\": broken json\n"
+				"data: usage\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_false(u.found);
+	assert_true(sse_parser_saw_data(p));
+	sse_parser_free(p);
+}
+
+static void
+done_alone_is_no_data(void **state)
+{
+	static const char *const streams[] = {
+		"data: [DONE]\n\n",
+		"data: [DONE]\r\n\r\n",
+		"data:[DONE]\n",
+		": comment\n\ndata: [DONE]",
+		"data: [DO",
+		"data:",
+		"",
+		"event: done\n",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+		struct sse_parser *p = parser_new();
+		struct usage u;
+
+		sse_parser_feed(p, streams[i], strlen(streams[i]));
+		assert_false(sse_parser_saw_data(p));
+		sse_parser_usage(p, &u);
+		assert_false(u.found);
+		sse_parser_free(p);
+	}
+}
+
+static void
+any_other_data_line_is_data(void **state)
+{
+	static const char *const streams[] = {
+		"data: {}\n",         "data: [DONE]\ndata: {\"x\":1}\n",
+		"data: hello",        "data: [DONE]x",
+		"data: {\"choices\"",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+		struct sse_parser *p = parser_new();
+
+		sse_parser_feed(p, streams[i], strlen(streams[i]));
+		assert_true(sse_parser_saw_data(p));
+		sse_parser_free(p);
+	}
+}
+
+static void
+unterminated_last_line_counts(void **state)
+{
+	static const char s[] = "data: {\"usage\":null}\n\n"
+				"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
+	static const char more[] = "\r\n\r\ndata: {\"usage\":{\"prompt_tokens\":1}}\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 3, 4, 7);
+	/* Asking does not consume the line: the stream may go on. */
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 3, 4, 7);
+	sse_parser_feed(p, more, strlen(more));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 1, 0, 1);
+	sse_parser_free(p);
+}
+
+/* "data: {"pad":"xxx...","usage":{...}}" with n bytes of padding; malloc'd. */
+static char *
+long_usage_line(size_t n, size_t *len)
+{
+	static const char head[] = "data: {\"pad\":\"";
+	static const char tail[] =
+		"\",\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":100}}\n";
+	char *s = malloc(sizeof(head) + n + sizeof(tail));
+
+	assert_non_null(s);
+	memcpy(s, head, sizeof(head) - 1);
+	memset(s + sizeof(head) - 1, 'x', n);
+	memcpy(s + sizeof(head) - 1 + n, tail, sizeof(tail));
+	*len = sizeof(head) - 1 + n + sizeof(tail) - 1;
+	return s;
+}
+
+static void
+over_long_line_is_skipped_and_parsing_resumes(void **state)
+{
+	static const char before[] =
+		"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n";
+	static const char after[] =
+		"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}\n";
+	static const size_t steps[] = {1 << 20, 65536, 4093, 1000};
+	size_t len;
+	char *big = long_usage_line(300 * 1024, &len);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		struct sse_parser *p = parser_new();
+		struct usage u;
+
+		sse_parser_feed(p, before, strlen(before));
+		feed_in_steps(p, big, len, steps[i]);
+		/* The long line is dropped, not taken as the last usage. */
+		sse_parser_usage(p, &u);
+		assert_usage(&u, 1, 2, 3);
+		sse_parser_feed(p, after, strlen(after));
+		sse_parser_usage(p, &u);
+		assert_usage(&u, 5, 6, 11);
+		sse_parser_free(p);
+	}
+	free(big);
+}
+
+static void
+over_long_unterminated_line_is_not_usage(void **state)
+{
+	size_t len;
+	static const char next[] = "\ndata: {\"usage\":{\"prompt_tokens\":2}}\n";
+	char *big = long_usage_line(300 * 1024, &len);
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	/* Without its LF the line is still pending, and still too long. */
+	feed_in_steps(p, big, len - 1, 8192);
+	sse_parser_usage(p, &u);
+	assert_false(u.found);
+	sse_parser_feed(p, next, strlen(next));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 2, 0, 2);
+	sse_parser_free(p);
+	free(big);
+}
+
+static void
+over_long_data_line_still_counts_as_data(void **state)
+{
+	size_t len;
+	char *big = long_usage_line(300 * 1024, &len);
+	struct sse_parser *p = parser_new();
+
+	(void)state;
+	feed_in_steps(p, big, len, 3);
+	assert_true(sse_parser_saw_data(p));
+	sse_parser_free(p);
+
+	p = parser_new();
+	sse_parser_feed(p, big, len);
+	assert_true(sse_parser_saw_data(p));
+	sse_parser_free(p);
+	free(big);
+}
+
+static void
+line_just_under_the_bound_is_kept(void **state)
+{
+	size_t len;
+	char *big = long_usage_line(200 * 1024, &len);
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	feed_in_steps(p, big, len, 4096);
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 100, 100, 200);
+	sse_parser_free(p);
+	free(big);
+}
+
+static void
+empty_feeds_and_free_null_are_safe(void **state)
+{
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, "", 0);
+	sse_parser_feed(p, NULL, 0);
+	sse_parser_usage(p, &u);
+	assert_false(u.found);
+	assert_false(sse_parser_saw_data(p));
+	sse_parser_free(p);
+	sse_parser_free(NULL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(json_usage_is_read),
+		cmocka_unit_test(embeddings_usage_has_no_completion),
+		cmocka_unit_test(zero_completion_tokens_is_present),
+		cmocka_unit_test(total_falls_back_to_prompt_plus_completion),
+		cmocka_unit_test(empty_usage_object_is_found_with_zeros),
+		cmocka_unit_test(huge_numbers_do_not_lose_usage),
+		cmocka_unit_test(missing_or_bad_usage_is_not_found),
+		cmocka_unit_test(non_numeric_counts_are_zero),
+		cmocka_unit_test(stream_usage_is_read),
+		cmocka_unit_test(stream_usage_split_across_feeds),
+		cmocka_unit_test(stream_usage_split_in_three_feeds),
+		cmocka_unit_test(stream_fed_byte_by_byte),
+		cmocka_unit_test(crlf_stream_split_at_every_offset),
+		cmocka_unit_test(null_usage_does_not_erase_earlier_usage),
+		cmocka_unit_test(last_usage_wins),
+		cmocka_unit_test(comments_and_other_fields_are_ignored),
+		cmocka_unit_test(data_without_space_is_read),
+		cmocka_unit_test(usage_word_in_content_is_harmless),
+		cmocka_unit_test(done_alone_is_no_data),
+		cmocka_unit_test(any_other_data_line_is_data),
+		cmocka_unit_test(unterminated_last_line_counts),
+		cmocka_unit_test(over_long_line_is_skipped_and_parsing_resumes),
+		cmocka_unit_test(over_long_unterminated_line_is_not_usage),
+		cmocka_unit_test(over_long_data_line_still_counts_as_data),
+		cmocka_unit_test(line_just_under_the_bound_is_kept),
+		cmocka_unit_test(empty_feeds_and_free_null_are_safe),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
