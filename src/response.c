@@ -1,5 +1,6 @@
 #include "response.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,21 @@ static const struct {
 	[RESP_INTERNAL] = {500, "server_error", "internal_error", "Internal error."},
 };
 
+void
+response_printf(FCGX_Stream *out, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	FCGX_PutStr(buf, n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1, out);
+}
+
 const char *
 response_reason(int status)
 {
@@ -69,7 +85,7 @@ response_json(FCGX_Stream *out, int status, const json_t *body, bool cors)
 {
 	char *text = json_dumps(body, JSON_COMPACT);
 
-	FCGX_FPrintF(out, "Status: %d %s\r\nContent-Type: application/json\r\n", status,
+	response_printf(out, "Status: %d %s\r\nContent-Type: application/json\r\n", status,
 		     response_reason(status));
 	if (cors)
 		FCGX_PutS(RESPONSE_CORS_HEADER, out);
@@ -77,7 +93,7 @@ response_json(FCGX_Stream *out, int status, const json_t *body, bool cors)
 		FCGX_PutS("Content-Length: 2\r\n\r\n{}", out);
 		return status;
 	}
-	FCGX_FPrintF(out, "Content-Length: %zu\r\n\r\n", strlen(text));
+	response_printf(out, "Content-Length: %zu\r\n\r\n", strlen(text));
 	FCGX_PutS(text, out);
 	free(text);
 	return status;
@@ -91,14 +107,14 @@ response_error(FCGX_Stream *out, enum response_error e, const char *message, lon
 	int status = response_errors[e].status;
 
 	if (retry_after_s > 0)
-		FCGX_FPrintF(out, "Retry-After: %ld\r\n", retry_after_s);
+		response_printf(out, "Retry-After: %ld\r\n", retry_after_s);
 	if (e == RESP_METHOD_NOT_ALLOWED && message == NULL)
 		message = response_errors[e].message;
 	body = json_pack("{s:{s:s,s:s,s:s}}", "error", "message",
 			 message != NULL ? message : response_errors[e].message, "type",
 			 response_errors[e].type, "code", response_errors[e].code);
 	if (body == NULL) {
-		FCGX_FPrintF(out, "Status: %d\r\n\r\n", status);
+		response_printf(out, "Status: %d\r\n\r\n", status);
 		return status;
 	}
 	response_json(out, status, body, cors);
@@ -115,7 +131,7 @@ response_preflight(FCGX_Stream *out, const char *request_headers)
 	/* Echo the asked-for headers only when they are one safe line. */
 	if (request_headers != NULL && *request_headers != '\0' &&
 	    strpbrk(request_headers, "\r\n") == NULL && strlen(request_headers) < 4096)
-		FCGX_FPrintF(out, "Access-Control-Allow-Headers: %s\r\n", request_headers);
+		response_printf(out, "Access-Control-Allow-Headers: %s\r\n", request_headers);
 	else
 		FCGX_PutS("Access-Control-Allow-Headers: Authorization, Content-Type, "
 			  "X-Api-Key\r\n",

@@ -43,6 +43,10 @@ int response_preflight(FCGX_Stream *out, const char *request_headers);
 /* The header line that opens every CORS answer. */
 #define RESPONSE_CORS_HEADER "Access-Control-Allow-Origin: *\r\n"
 
+/* printf to a FastCGI stream. libfcgi's own FCGX_FPrintF knows only part
+ * of C's formats (not %zu), so everything goes through vsnprintf. */
+void response_printf(FCGX_Stream *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Reason phrase of a status, "" when unknown. */
 const char *response_reason(int status);
 

@@ -254,14 +254,14 @@ upstream_commit(struct upstream_xfer *x, long content_length)
 {
 	FCGX_Stream *out = x->call->client->out;
 
-	FCGX_FPrintF(out, "Status: %ld %s\r\n", x->status, response_reason((int)x->status));
+	response_printf(out, "Status: %ld %s\r\n", x->status, response_reason((int)x->status));
 	FCGX_PutStr(x->head, (int)x->head_len, out);
 	if (x->call->cors && !x->has_cors)
 		FCGX_PutS(RESPONSE_CORS_HEADER, out);
 	if (x->event_stream)
 		FCGX_PutS("X-Accel-Buffering: no\r\n", out);
 	if (content_length >= 0)
-		FCGX_FPrintF(out, "Content-Length: %ld\r\n", content_length);
+		response_printf(out, "Content-Length: %ld\r\n", content_length);
 	FCGX_PutS("\r\n", out);
 	x->mode = MODE_PASS;
 }
@@ -503,12 +503,12 @@ upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cor
 			p = nl != NULL ? nl + 1 : end;
 		}
 	}
-	FCGX_FPrintF(out, "Status: %ld %s\r\n", a->status, response_reason((int)a->status));
+	response_printf(out, "Status: %ld %s\r\n", a->status, response_reason((int)a->status));
 	if (a->head_len > 0)
 		FCGX_PutStr(a->head, (int)a->head_len, out);
 	if (cors && !has_cors)
 		FCGX_PutS(RESPONSE_CORS_HEADER, out);
-	FCGX_FPrintF(out, "Content-Length: %zu\r\n\r\n", a->body_len);
+	response_printf(out, "Content-Length: %zu\r\n\r\n", a->body_len);
 	if (a->body_len > 0)
 		FCGX_PutStr(a->body, (int)a->body_len, out);
 }

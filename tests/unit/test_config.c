@@ -1,0 +1,1322 @@
+/* Unit tests of config.c: parsing, validation, lookups, snapshots and reload. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+/* ---- helpers ---- */
+
+/* The seed README's config, character for character. */
+static const char seed_json[] = "{\n"
+				"  \"server\": {\n"
+				"    \"port\": 3001,\n"
+				"    \"apiKey\": \"sk-123\"\n"
+				"  },\n"
+				"  \"apis\": [\n"
+				"    {\n"
+				"      \"id\": \"api1\",\n"
+				"      \"name\": \"OpenAI Official API\",\n"
+				"      \"baseUrl\": \"https://api.openai.com\",\n"
+				"      \"apiKey\": \"sk-your-real-openai-key-here\",\n"
+				"      \"rpm\": 60,\n"
+				"      \"rpd\": 1000,\n"
+				"      \"enabled\": true,\n"
+				"      \"models\": [\"gpt-3.5-turbo\", \"gpt-4\"],\n"
+				"      \"modelMapping\": {\n"
+				"        \"gpt-3.5\": \"gpt-3.5-turbo\"\n"
+				"      }\n"
+				"    },\n"
+				"    {\n"
+				"      \"id\": \"api2\",\n"
+				"      \"name\": \"Backup API Endpoint\",\n"
+				"      \"baseUrl\": \"https://your-backup-api.com\",\n"
+				"      \"apiKey\": \"sk-your-backup-key-here\",\n"
+				"      \"rpm\": -1,\n"
+				"      \"rpd\": 500,\n"
+				"      \"enabled\": true,\n"
+				"      \"models\": [\"claude-2\", \"claude-instant-1\"]\n"
+				"    }\n"
+				"  ]\n"
+				"}\n";
+
+/* snprintf that fails the test instead of cutting the text short. */
+static void fmt(char *buf, size_t len, const char *format, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+fmt(char *buf, size_t len, const char *format, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, format);
+	n = vsnprintf(buf, len, format, ap);
+	va_end(ap);
+	assert_true(n >= 0 && (size_t)n < len);
+}
+
+/* Test JSON is written with ' for " to stay readable; no test needs a '. */
+static char *
+dq(const char *s)
+{
+	char *d = strdup(s);
+
+	assert_non_null(d);
+	for (char *p = d; *p != '\0'; p++)
+		if (*p == '\'')
+			*p = '"';
+	return d;
+}
+
+static int
+parse(const char *quoted, struct config **cfg, struct config_issues *is)
+{
+	char *text = dq(quoted);
+	int rc = config_parse(text, strlen(text), cfg, is);
+
+	free(text);
+	return rc;
+}
+
+/* A config with one endpoint made of fields (no braces). */
+static int
+parse_api(const char *fields, struct config **cfg, struct config_issues *is)
+{
+	char buf[4096];
+	fmt(buf, sizeof(buf), "{'server': {'apiKey': 'sk-client'}, 'apis': [{%s}]}", fields);
+	return parse(buf, cfg, is);
+}
+
+/* As parse_api, with a valid id, baseUrl and models before fields. */
+static int
+parse_api_with(const char *fields, struct config **cfg, struct config_issues *is)
+{
+	char buf[4096];
+	fmt(buf, sizeof(buf), "'id': 'a', 'baseUrl': 'http://h', 'models': ['m']%s%s",
+	    fields[0] != '\0' ? ", " : "", fields);
+	return parse_api(buf, cfg, is);
+}
+
+static const struct config_issue *
+issue_at(const struct config_issues *is, const char *path)
+{
+	for (size_t i = 0; i < is->n; i++)
+		if (strcmp(is->v[i].path, path) == 0)
+			return &is->v[i];
+	return NULL;
+}
+
+/* Fails unless an issue of that kind is at path with exactly message. */
+static void
+expect_issue(const struct config_issues *is, bool error, const char *path, const char *message)
+{
+	const struct config_issue *i = issue_at(is, path);
+
+	if (i == NULL) {
+		for (size_t k = 0; k < is->n; k++)
+			print_error("  have %s: %s\n", is->v[k].path, is->v[k].message);
+		fail_msg("no issue at %s", path);
+	}
+	assert_int_equal(i->error, error);
+	assert_string_equal(i->message, message);
+}
+
+static size_t
+count_errors(const struct config_issues *is)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < is->n; i++)
+		n += is->v[i].error;
+	return n;
+}
+
+/* The single issue of a config with one error. */
+static void
+expect_only_error(const char *fields, bool full, const char *path, const char *message)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	int rc = full ? parse_api(fields, &cfg, &is) : parse_api_with(fields, &cfg, &is);
+
+	assert_int_equal(rc, -1);
+	assert_null(cfg);
+	if (is.n != 1) {
+		for (size_t k = 0; k < is.n; k++)
+			print_error("  have %s: %s\n", is.v[k].path, is.v[k].message);
+		fail_msg("%zu issues for %s, expected 1", is.n, fields);
+	}
+	expect_issue(&is, true, path, message);
+	config_issues_free(&is);
+}
+
+static char tmpdir[64];
+
+static void
+write_file(const char *path, const char *quoted)
+{
+	char *text = dq(quoted);
+	size_t len = strlen(text);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	free(text);
+}
+
+/* Replaces path at once, as editors and deploy tools do. */
+static void
+replace_file(const char *path, const char *quoted)
+{
+	char tmp[128];
+
+	fmt(tmp, sizeof(tmp), "%s.new", path);
+	write_file(tmp, quoted);
+	assert_int_equal(rename(tmp, path), 0);
+}
+
+static void
+tmp_path(char *buf, size_t len, const char *name)
+{
+	fmt(buf, len, "%s/%s", tmpdir, name);
+}
+
+static int
+setup_dir(void **state)
+{
+	(void)state;
+	fmt(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
+	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+}
+
+static int
+teardown_dir(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	config_set_path(NULL);
+	fmt(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char one_api_rpm1[] = "{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a', "
+				   "'baseUrl': 'http://h', 'models': ['m'], 'rpm': 1}]}";
+static const char one_api_rpm2[] = "{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a', "
+				   "'baseUrl': 'http://h', 'models': ['m'], 'rpm': 2}]}";
+static const char two_apis[] = "{'server': {'apiKey': 'k'}, 'apis': ["
+			       "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m']},"
+			       "{'id': 'b', 'baseUrl': 'http://h', 'models': ['m']}]}";
+
+/* ---- parsing ---- */
+
+static void
+seed_config_loads_unchanged(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(config_parse(seed_json, strlen(seed_json), &cfg, &is), 0);
+	assert_int_equal(is.n, 0);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->port, 3001);
+	assert_int_equal(cfg->n_api_keys, 1);
+	assert_string_equal(cfg->api_keys[0], "sk-123");
+	assert_int_equal(cfg->n_apis, 2);
+	assert_string_equal(cfg->apis[0].id, "api1");
+	assert_string_equal(cfg->apis[0].name, "OpenAI Official API");
+	assert_string_equal(cfg->apis[0].base_url, "https://api.openai.com");
+	assert_string_equal(cfg->apis[0].api_key, "sk-your-real-openai-key-here");
+	assert_int_equal(cfg->apis[0].rpm, 60);
+	assert_int_equal(cfg->apis[0].rpd, 1000);
+	assert_true(cfg->apis[0].enabled);
+	assert_int_equal(cfg->apis[0].n_models, 2);
+	assert_string_equal(cfg->apis[0].models[1], "gpt-4");
+	assert_int_equal(cfg->apis[0].n_mapping, 1);
+	assert_string_equal(cfg->apis[0].mapping[0].key, "gpt-3.5");
+	assert_string_equal(cfg->apis[0].mapping[0].value, "gpt-3.5-turbo");
+	assert_int_equal(cfg->apis[1].rpm, -1);
+	assert_int_equal(cfg->apis[1].rpd, 500);
+	assert_int_equal(cfg->apis[1].n_mapping, 0);
+	config_free(cfg);
+}
+
+static void
+example_config_file_loads_without_problems(void **state)
+{
+	const char *dir = getenv("API_TOGETHER_SRCDIR");
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char path[4096];
+
+	(void)state;
+	fmt(path, sizeof(path), "%s/conf/apis.json", dir != NULL && *dir != '\0' ? dir : ".");
+	assert_int_equal(config_load_file(path, &cfg, &is), 0);
+	assert_int_equal(is.n, 0);
+	assert_int_equal(cfg->port, 3001);
+	assert_string_equal(cfg->api_keys[0], "sk-123");
+	assert_int_equal(cfg->n_apis, 2);
+	config_free(cfg);
+}
+
+static void
+every_default_applies(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	const struct config_api *a;
+
+	(void)state;
+	assert_int_equal(parse_api_with("", &cfg, &is), 0);
+	assert_int_equal(is.n, 0);
+	assert_int_equal(cfg->port, 3001);
+	assert_int_equal(cfg->max_retries, 10);
+	assert_int_equal(cfg->connect_timeout_s, 10);
+	assert_int_equal(cfg->timeout_s, 300);
+	assert_int_equal(cfg->cooldown_failures, 3);
+	assert_int_equal(cfg->cooldown_seconds, 600);
+	assert_true(cfg->empty_response_retry);
+	assert_true(cfg->max_body_bytes == 10485760);
+	assert_true(cfg->cors);
+	assert_null(cfg->state_file);
+	a = &cfg->apis[0];
+	assert_string_equal(a->name, "a");
+	assert_string_equal(a->api_key, "");
+	assert_int_equal(a->rpm, -1);
+	assert_int_equal(a->rpd, -1);
+	assert_true(a->enabled);
+	assert_int_equal(a->n_mapping, 0);
+	assert_int_equal(a->n_headers, 0);
+	assert_true(a->weight == 1.0);
+	config_free(cfg);
+}
+
+static void
+every_field_is_read(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	const struct config_api *a;
+
+	(void)state;
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k2', 'k3'], 'port': 8080,"
+		      " 'maxRetries': 2, 'connectTimeoutSeconds': 3, 'timeoutSeconds': 4,"
+		      " 'cooldown': {'failures': 5, 'seconds': 0}, 'emptyResponseRetry': false,"
+		      " 'maxBodyBytes': 12345678901, 'cors': false, 'stateFile': '/var/s.db'},"
+		      " 'apis': [{'id': 'x', 'name': 'X', 'baseUrl': 'https://h:8443/api/v1',"
+		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false,"
+		      " 'models': ['m1', 'm2'], 'modelMapping': {'a': 'm1', 'b': 'm9'},"
+		      " 'weight': 2.5, 'headers': {'api-version': '2024-01-01'}}]}",
+		      &cfg, &is),
+		0);
+	assert_int_equal(is.n, 0);
+	assert_int_equal(cfg->n_api_keys, 3);
+	assert_string_equal(cfg->api_keys[0], "k1");
+	assert_string_equal(cfg->api_keys[2], "k3");
+	assert_int_equal(cfg->port, 8080);
+	assert_int_equal(cfg->max_retries, 2);
+	assert_int_equal(cfg->connect_timeout_s, 3);
+	assert_int_equal(cfg->timeout_s, 4);
+	assert_int_equal(cfg->cooldown_failures, 5);
+	assert_int_equal(cfg->cooldown_seconds, 0);
+	assert_false(cfg->empty_response_retry);
+	assert_true(cfg->max_body_bytes == 12345678901LL);
+	assert_false(cfg->cors);
+	assert_string_equal(cfg->state_file, "/var/s.db");
+	a = &cfg->apis[0];
+	assert_string_equal(a->name, "X");
+	assert_string_equal(a->base_url, "https://h:8443/api/v1");
+	assert_string_equal(a->api_key, "up");
+	assert_int_equal(a->rpm, 0);
+	assert_int_equal(a->rpd, 7);
+	assert_false(a->enabled);
+	assert_int_equal(a->n_mapping, 2);
+	assert_string_equal(a->mapping[1].key, "b");
+	assert_string_equal(a->mapping[1].value, "m9");
+	assert_true(a->weight == 2.5);
+	assert_int_equal(a->n_headers, 1);
+	assert_string_equal(a->headers[0].key, "api-version");
+	assert_string_equal(a->headers[0].value, "2024-01-01");
+	config_free(cfg);
+}
+
+static void
+null_fields_take_their_default(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k', 'port': null, 'stateFile': null},"
+			       " 'apis': [{'id': 'a', 'baseUrl': 'http://h', 'models': ['m'],"
+			       " 'name': null, 'rpm': null, 'headers': null}]}",
+			       &cfg, &is),
+			 0);
+	assert_int_equal(is.n, 0);
+	assert_int_equal(cfg->port, 3001);
+	assert_null(cfg->state_file);
+	assert_string_equal(cfg->apis[0].name, "a");
+	assert_int_equal(cfg->apis[0].rpm, -1);
+	config_free(cfg);
+}
+
+static void
+integral_reals_count_as_integers(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k', 'port': 3.0e3}, 'apis': [{'id': 'a',"
+			       " 'baseUrl': 'http://h', 'models': ['m'], 'rpm': 60.0}]}",
+			       &cfg, &is),
+			 0);
+	assert_int_equal(cfg->port, 3000);
+	assert_int_equal(cfg->apis[0].rpm, 60);
+	config_free(cfg);
+	expect_only_error("'rpm': 1.5", false, "apis[0].rpm", "expected an integer >= -1");
+}
+
+static void
+rpm_below_minus_one_is_named_by_path(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': ["
+			       "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m']},"
+			       "{'id': 'b', 'baseUrl': 'http://h', 'models': ['m'], 'rpm': -2}]}",
+			       &cfg, &is),
+			 -1);
+	assert_null(cfg);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, "apis[1].rpm", "expected an integer >= -1");
+	config_issues_free(&is);
+	expect_only_error("'rpd': '10'", false, "apis[0].rpd", "expected an integer >= -1");
+}
+
+static void
+integer_fields_are_range_checked(void **state)
+{
+	static const struct {
+		const char *server;
+		const char *path;
+		const char *message;
+	} cases[] = {
+		{"'port': 0", "server.port", "expected an integer from 1 to 65535"},
+		{"'port': 65536", "server.port", "expected an integer from 1 to 65535"},
+		{"'port': '3001'", "server.port", "expected an integer from 1 to 65535"},
+		{"'maxRetries': 0", "server.maxRetries", "expected an integer >= 1"},
+		{"'connectTimeoutSeconds': 0", "server.connectTimeoutSeconds",
+		 "expected an integer >= 1"},
+		{"'timeoutSeconds': true", "server.timeoutSeconds", "expected an integer >= 1"},
+		{"'timeoutSeconds': 99999999999", "server.timeoutSeconds",
+		 "expected an integer <= 2147483647"},
+		{"'cooldown': {'failures': 0}", "server.cooldown.failures",
+		 "expected an integer >= 1"},
+		{"'cooldown': {'seconds': -1}", "server.cooldown.seconds",
+		 "expected an integer >= 0"},
+		{"'cooldown': 5", "server.cooldown", "expected an object"},
+		{"'maxBodyBytes': 0", "server.maxBodyBytes", "expected an integer >= 1"},
+		{"'emptyResponseRetry': 'no'", "server.emptyResponseRetry", "expected a boolean"},
+		{"'cors': 1", "server.cors", "expected a boolean"},
+		{"'stateFile': ''", "server.stateFile", "expected a non-empty string"},
+		{"'stateFile': 5", "server.stateFile", "expected a non-empty string"},
+		{"'apiKeys': 'k2'", "server.apiKeys", "expected an array of strings"},
+		{"'apiKeys': ['k2', '']", "server.apiKeys[1]", "expected a non-empty string"},
+		{"'apiKey': ''", "server.apiKey", "expected a non-empty string"},
+	};
+	char buf[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config_issues is = {0};
+		struct config *cfg = NULL;
+
+		fmt(buf, sizeof(buf),
+		    "{'server': {'apiKey': 'k', %s}, 'apis': [{'id': 'a', "
+		    "'baseUrl': 'http://h', 'models': ['m']}]}",
+		    cases[i].server);
+		/* An empty apiKey replaces the good one: a duplicate-key warning. */
+		assert_int_equal(parse(buf, &cfg, &is), -1);
+		assert_int_equal(count_errors(&is), 1);
+		expect_issue(&is, true, cases[i].path, cases[i].message);
+		config_issues_free(&is);
+	}
+}
+
+static void
+a_client_key_is_required(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'port': 1}, 'apis': []}", &cfg, &is), -1);
+	expect_issue(&is, true, "server.apiKey", "required (or a non-empty server.apiKeys)");
+	config_issues_free(&is);
+	assert_int_equal(parse("{'server': {'apiKeys': []}, 'apis': []}", &cfg, &is), -1);
+	expect_issue(&is, true, "server.apiKey", "required (or a non-empty server.apiKeys)");
+	config_issues_free(&is);
+	assert_int_equal(parse("{'server': {'apiKeys': ['k1', 'k2']}, 'apis': []}", &cfg, &is), 0);
+	assert_int_equal(cfg->n_api_keys, 2);
+	assert_string_equal(cfg->api_keys[1], "k2");
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+top_level_needs_server_and_apis(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("[1]", &cfg, &is), -1);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, "top level", "expected an object");
+	config_issues_free(&is);
+	assert_int_equal(parse("{}", &cfg, &is), -1);
+	assert_int_equal(is.n, 2);
+	expect_issue(&is, true, "server", "required");
+	expect_issue(&is, true, "apis", "required");
+	config_issues_free(&is);
+	assert_int_equal(parse("{'server': [], 'apis': {}}", &cfg, &is), -1);
+	expect_issue(&is, true, "server", "expected an object");
+	expect_issue(&is, true, "apis", "expected an array");
+	config_issues_free(&is);
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': [5]}", &cfg, &is), -1);
+	expect_issue(&is, true, "apis[0]", "expected an object");
+	config_issues_free(&is);
+}
+
+static void
+empty_api_list_loads_with_a_warning(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': []}", &cfg, &is), 0);
+	assert_int_equal(cfg->n_apis, 0);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, false, "apis", "no endpoints configured");
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+endpoint_requires_id_base_url_and_models(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_api("'name': 'n'", &cfg, &is), -1);
+	assert_int_equal(is.n, 3);
+	expect_issue(&is, true, "apis[0].id", "required");
+	expect_issue(&is, true, "apis[0].baseUrl", "required");
+	expect_issue(&is, true, "apis[0].models", "required");
+	config_issues_free(&is);
+}
+
+static void
+duplicate_id_is_an_error(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': ["
+			       "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m']},"
+			       "{'id': 'b', 'baseUrl': 'http://h', 'models': ['m']},"
+			       "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m']}]}",
+			       &cfg, &is),
+			 -1);
+	assert_null(cfg);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, "apis[2].id", "duplicate id, already used by apis[0]");
+	config_issues_free(&is);
+}
+
+static void
+bad_ids_are_refused(void **state)
+{
+	(void)state;
+	expect_only_error("'id': '', 'baseUrl': 'http://h', 'models': ['m']", true, "apis[0].id",
+			  "expected a non-empty string");
+	expect_only_error("'id': 7, 'baseUrl': 'http://h', 'models': ['m']", true, "apis[0].id",
+			  "expected a non-empty string");
+	expect_only_error("'id': 'a\\tb', 'baseUrl': 'http://h', 'models': ['m']", true,
+			  "apis[0].id", "must not contain control characters");
+	expect_only_error("'name': 5", false, "apis[0].name", "expected a string");
+}
+
+static void
+base_url_is_normalised(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *out;
+	} cases[] = {
+		{"https://api.openai.com/", "https://api.openai.com"},
+		{"HTTPS://Api.Example.com/v1///", "https://Api.Example.com/v1"},
+		{"Http://localhost:11434/v1", "http://localhost:11434/v1"},
+		{"http://[::1]:8080/", "http://[::1]:8080"},
+		{"https://openrouter.ai/api/v1", "https://openrouter.ai/api/v1"},
+	};
+	char buf[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config_issues is = {0};
+		struct config *cfg = NULL;
+
+		fmt(buf, sizeof(buf), "'id': 'a', 'models': ['m'], 'baseUrl': '%s'", cases[i].in);
+		assert_int_equal(parse_api(buf, &cfg, &is), 0);
+		assert_string_equal(cfg->apis[0].base_url, cases[i].out);
+		config_free(cfg);
+		config_issues_free(&is);
+	}
+}
+
+static void
+bad_base_urls_are_refused(void **state)
+{
+	static const struct {
+		const char *url;
+		const char *message;
+	} cases[] = {
+		{"ftp://h", "expected an http:// or https:// URL"},
+		{"api.openai.com", "expected an http:// or https:// URL"},
+		{"", "expected an http:// or https:// URL"},
+		{"http://", "has no host"},
+		{"https:///v1", "has no host"},
+		{"http://:80", "has no host"},
+		{"http://[]:80", "has no host"},
+		{"http://h:0", "has an invalid port"},
+		{"http://h:65536", "has an invalid port"},
+		{"http://h:x", "has an invalid port"},
+		{"http://h:", "has an invalid port"},
+		{"http://[::1]x", "has an invalid host"},
+		{"http://h/v1?x=1", "must not have a query or fragment"},
+		{"http://h/#top", "must not have a query or fragment"},
+		{"http://h /v1", "must not contain spaces or control characters"},
+		{"http://h/\\nv1", "must not contain spaces or control characters"},
+		{"https://user:sk-pass@h", "must not hold credentials (use apiKey or headers)"},
+	};
+	char buf[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fmt(buf, sizeof(buf), "'id': 'a', 'models': ['m'], 'baseUrl': '%s'", cases[i].url);
+		expect_only_error(buf, true, "apis[0].baseUrl", cases[i].message);
+	}
+	expect_only_error("'id': 'a', 'models': ['m'], 'baseUrl': 1", true, "apis[0].baseUrl",
+			  "expected a string");
+}
+
+static void
+models_must_be_non_empty_strings(void **state)
+{
+	(void)state;
+	expect_only_error("'id': 'a', 'baseUrl': 'http://h', 'models': []", true, "apis[0].models",
+			  "expected a non-empty array of strings");
+	expect_only_error("'id': 'a', 'baseUrl': 'http://h', 'models': 'm'", true, "apis[0].models",
+			  "expected an array of strings");
+	expect_only_error("'id': 'a', 'baseUrl': 'http://h', 'models': ['m', '']", true,
+			  "apis[0].models[1]", "expected a non-empty string");
+	expect_only_error("'id': 'a', 'baseUrl': 'http://h', 'models': ['m', 3]", true,
+			  "apis[0].models[1]", "expected a non-empty string");
+}
+
+static void
+mapping_values_must_be_non_empty_strings(void **state)
+{
+	(void)state;
+	expect_only_error("'modelMapping': ['a']", false, "apis[0].modelMapping",
+			  "expected an object");
+	expect_only_error("'modelMapping': {'gpt-3.5': ''}", false,
+			  "apis[0].modelMapping[\"gpt-3.5\"]", "expected a non-empty string");
+	expect_only_error("'modelMapping': {'ok': 'm', 'x': 1}", false, "apis[0].modelMapping.x",
+			  "expected a non-empty string");
+}
+
+static void
+weight_must_be_positive(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_api_with("'weight': 3", &cfg, &is), 0);
+	assert_true(cfg->apis[0].weight == 3.0);
+	config_free(cfg);
+	assert_int_equal(parse_api_with("'weight': 0.25", &cfg, &is), 0);
+	assert_true(cfg->apis[0].weight == 0.25);
+	config_free(cfg);
+	assert_int_equal(is.n, 0);
+	expect_only_error("'weight': 0", false, "apis[0].weight", "expected a number > 0");
+	expect_only_error("'weight': -1.5", false, "apis[0].weight", "expected a number > 0");
+	expect_only_error("'weight': '2'", false, "apis[0].weight", "expected a number > 0");
+	expect_only_error("'weight': 1e12", false, "apis[0].weight",
+			  "expected a number <= 1000000000");
+}
+
+static void
+headers_are_checked(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_api_with("'headers': {'x-ok': 'v\\tw', 'bad name': 'v',"
+					" 'authorization': 'Bearer x', 'HOST': 'h',"
+					" 'Content-Length': '1', 'transfer-encoding': 'chunked',"
+					" 'Connection': 'close', 'x-crlf': 'a\\r\\nb',"
+					" 'x-num': 5, 'x-empty': ''}",
+					&cfg, &is),
+			 -1);
+	assert_int_equal(is.n, 8);
+	expect_issue(&is, true, "apis[0].headers[\"bad name\"]", "not a valid header name");
+	expect_issue(&is, true, "apis[0].headers.authorization",
+		     "set by the gateway, cannot be configured");
+	expect_issue(&is, true, "apis[0].headers.HOST", "set by the gateway, cannot be configured");
+	expect_issue(&is, true, "apis[0].headers[\"Content-Length\"]",
+		     "set by the gateway, cannot be configured");
+	expect_issue(&is, true, "apis[0].headers[\"transfer-encoding\"]",
+		     "set by the gateway, cannot be configured");
+	expect_issue(&is, true, "apis[0].headers.Connection",
+		     "set by the gateway, cannot be configured");
+	expect_issue(&is, true, "apis[0].headers[\"x-crlf\"]",
+		     "must not contain control characters");
+	expect_issue(&is, true, "apis[0].headers[\"x-num\"]", "expected a string");
+	config_issues_free(&is);
+	expect_only_error("'headers': []", false, "apis[0].headers", "expected an object");
+}
+
+static void
+upstream_key_must_be_one_header_line(void **state)
+{
+	(void)state;
+	expect_only_error("'apiKey': 'sk-a\\r\\nX-Evil: 1'", false, "apis[0].apiKey",
+			  "must not contain control characters");
+	expect_only_error("'apiKey': 5", false, "apis[0].apiKey", "expected a string");
+}
+
+static void
+syntax_error_gives_line_and_column(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{\n  'server': {\n    'port': 3001,\n  }\n}\n", &cfg, &is), -1);
+	assert_null(cfg);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, "line 4, column 3", "string or '}' expected");
+	config_issues_free(&is);
+	assert_int_equal(config_parse("", 0, &cfg, &is), -1);
+	assert_int_equal(is.n, 1);
+	assert_true(is.v[0].error);
+	assert_non_null(strstr(is.v[0].path, "line 1"));
+	config_issues_free(&is);
+}
+
+static void
+duplicate_key_is_a_warning_and_the_last_wins(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k1', 'apiKey': 'k2'}, 'apis': []}", &cfg, &is), 0);
+	assert_string_equal(cfg->api_keys[0], "k2");
+	expect_issue(&is, false, "line 1, column 36",
+		     "duplicate object key, the last value is used");
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+byte_order_mark_is_skipped(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char *text = dq("\xEF\xBB\xBF{'server': {'apiKey': 'k'}, 'apis': []}");
+
+	(void)state;
+	assert_int_equal(config_parse(text, strlen(text), &cfg, &is), 0);
+	config_free(cfg);
+	config_issues_free(&is);
+	free(text);
+}
+
+static void
+unknown_field_is_a_warning_only(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k', 'apikey': 'x', 'host': 'h',"
+			       " 'cooldown': {'minutes': 1}}, 'apis': [{'id': 'a',"
+			       " 'baseUrl': 'http://h', 'models': ['m'], 'priority': 1}],"
+			       " 'logging': true}",
+			       &cfg, &is),
+			 0);
+	assert_non_null(cfg);
+	assert_int_equal(is.n, 5);
+	assert_int_equal(count_errors(&is), 0);
+	expect_issue(&is, false, "server.apikey",
+		     "unknown field, ignored (did you mean \"apiKey\"?)");
+	expect_issue(&is, false, "server.host", "unknown field, ignored");
+	expect_issue(&is, false, "server.cooldown.minutes", "unknown field, ignored");
+	expect_issue(&is, false, "apis[0].priority", "unknown field, ignored");
+	expect_issue(&is, false, "logging", "unknown field, ignored");
+	assert_int_equal(cfg->n_api_keys, 1);
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+odd_keys_are_quoted_in_paths(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char long_key[200], buf[512];
+
+	(void)state;
+	memset(long_key, 'k', 150);
+	long_key[150] = '\0';
+	fmt(buf, sizeof(buf),
+	    "{'server': {'apiKey': 'k', 'a\\'b\\\\c\\n': 1, '%s': 1}, 'apis': []}", long_key);
+	/* dq turns the escaped \' into \", a quote inside the key. */
+	assert_int_equal(parse(buf, &cfg, &is), 0);
+	expect_issue(&is, false, "server[\"a\\\"b\\\\c\\u000a\"]", "unknown field, ignored");
+	for (size_t i = 0; i < is.n; i++) {
+		assert_true(strlen(is.v[i].path) < 100);
+		assert_null(strchr(is.v[i].path, '\n'));
+	}
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+all_problems_are_reported_in_one_pass(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'port': 0, 'cors': 'yes', 'extra': 1}, 'apis': ["
+			       "{'id': 'a', 'baseUrl': 'ftp://h', 'models': []},"
+			       "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m'], 'rpm': -5,"
+			       " 'weight': 0}]}",
+			       &cfg, &is),
+			 -1);
+	assert_null(cfg);
+	expect_issue(&is, true, "server.apiKey", "required (or a non-empty server.apiKeys)");
+	expect_issue(&is, true, "server.port", "expected an integer from 1 to 65535");
+	expect_issue(&is, true, "server.cors", "expected a boolean");
+	expect_issue(&is, false, "server.extra", "unknown field, ignored");
+	expect_issue(&is, true, "apis[0].baseUrl", "expected an http:// or https:// URL");
+	expect_issue(&is, true, "apis[0].models", "expected a non-empty array of strings");
+	expect_issue(&is, true, "apis[1].id", "duplicate id, already used by apis[0]");
+	expect_issue(&is, true, "apis[1].rpm", "expected an integer >= -1");
+	expect_issue(&is, true, "apis[1].weight", "expected a number > 0");
+	assert_int_equal(is.n, 9);
+	config_issues_free(&is);
+}
+
+static void
+issues_are_appended_to_the_list_given(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(parse_api_with("'rpm': -9, 'rpd': -9, 'x': 1", &cfg, &is), -1);
+	assert_int_equal(is.n, 9);
+	assert_string_equal(is.v[8].path, "apis[0].x");
+	config_issues_free(&is);
+	assert_int_equal(is.n, 0);
+	assert_null(is.v);
+	/* Without a list the verdict is the same. */
+	assert_int_equal(parse_api_with("'rpm': -9", &cfg, NULL), -1);
+	assert_null(cfg);
+	assert_int_equal(parse_api_with("'x': 1", &cfg, NULL), 0);
+	config_free(cfg);
+	config_free(NULL);
+	config_issues_free(NULL);
+}
+
+static void
+messages_never_contain_keys(void **state)
+{
+	static const char *const bad[] = {
+		"{'server': {'apiKey': 'sk-SECRET1",
+		"{'server': {'apiKey': sk-SECRET2}}",
+		"{'server': {'apiKey': 'sk-SECRET3' 'apis': []}",
+		"{'server': {'apiKey': 'sk-SECRET4', 'apiKey': 'sk-SECRET5'}, 'apis': [1]}",
+		"{'server': {'apiKey': 'sk-SECRET6', 'apiKeys': ['sk-SECRET7', 3, '']},"
+		" 'apis': [{'id': 'a', 'apiKey': 'sk-SECRET8\\n', 'models': [],"
+		" 'baseUrl': 'https://u:sk-SECRET9@h',"
+		" 'headers': {'api-key': 'sk-SECRETA\\r\\n', 'Authorization': 'Bearer sk-SECRETB',"
+		" 'x-key': ['sk-SECRETC']}}]}",
+		"{'server': {'apiKey': ['sk-SECRETD']}, 'apis': [{'apiKey': 'sk-SECRETE', 'rpm': "
+		"'x'}]}",
+		"{'server': {'apiKey': 'sk-SECRETF\\u0000'}, 'apis': []}",
+		"{'server': {'apiKey': 'sk-SECRETG\\x'}, 'apis': []}",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config_issues is = {0};
+		struct config *cfg = NULL;
+
+		assert_int_equal(parse(bad[i], &cfg, &is), -1);
+		assert_true(is.n > 0);
+		for (size_t k = 0; k < is.n; k++) {
+			if (strstr(is.v[k].message, "SECRET") != NULL ||
+			    strstr(is.v[k].path, "SECRET") != NULL)
+				fail_msg("case %zu leaks: %s: %s", i, is.v[k].path,
+					 is.v[k].message);
+		}
+		config_issues_free(&is);
+	}
+}
+
+/* ---- lookups ---- */
+
+static void
+mapping_lookup_prefers_the_mapping_then_models(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	const struct config_api *a;
+	const char *gpt4 = "gpt-4";
+
+	(void)state;
+	assert_int_equal(config_parse(seed_json, strlen(seed_json), &cfg, &is), 0);
+	a = &cfg->apis[0];
+	assert_string_equal(config_api_model(a, "gpt-3.5"), "gpt-3.5-turbo");
+	assert_ptr_equal(config_api_model(a, gpt4), gpt4);
+	assert_null(config_api_model(a, "claude-2"));
+	assert_null(config_api_model(a, "gpt-3.5-turbo-x"));
+	assert_null(config_api_model(a, NULL));
+	assert_null(config_api_model(&cfg->apis[1], "gpt-3.5"));
+	config_free(cfg);
+	/* A mapped name that is also listed goes to its target. */
+	assert_int_equal(
+		parse_api_with("'models': ['m', 'n'], 'modelMapping': {'m': 'n'}", &cfg, &is), 0);
+	assert_string_equal(config_api_model(&cfg->apis[0], "m"), "n");
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+static void
+find_api_by_id(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(config_parse(seed_json, strlen(seed_json), &cfg, &is), 0);
+	assert_int_equal(config_find_api(cfg, "api1"), 0);
+	assert_int_equal(config_find_api(cfg, "api2"), 1);
+	assert_int_equal(config_find_api(cfg, "api3"), -1);
+	assert_int_equal(config_find_api(cfg, "API1"), -1);
+	assert_int_equal(config_find_api(cfg, NULL), -1);
+	assert_int_equal(config_find_api(NULL, "api1"), -1);
+	config_free(cfg);
+}
+
+/* ---- files ---- */
+
+static void
+load_file_reads_a_file(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "load.json");
+	write_file(path, two_apis);
+	assert_int_equal(config_load_file(path, &cfg, &is), 0);
+	assert_int_equal(cfg->n_apis, 2);
+	config_free(cfg);
+	write_file(path, "{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a'}]}");
+	assert_int_equal(config_load_file(path, &cfg, &is), -1);
+	assert_null(cfg);
+	expect_issue(&is, true, "apis[0].models", "required");
+	config_issues_free(&is);
+}
+
+static void
+unreadable_file_is_one_error_naming_it(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "missing.json");
+	assert_int_equal(config_load_file(path, &cfg, &is), -1);
+	assert_null(cfg);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, path, strerror(ENOENT));
+	config_issues_free(&is);
+	assert_int_equal(config_load_file(tmpdir, &cfg, &is), -1);
+	expect_issue(&is, true, tmpdir, strerror(EISDIR));
+	config_issues_free(&is);
+}
+
+static void
+oversized_file_is_refused(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char path[128];
+	int fd;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "big.json");
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	/* A hole reads as zeros: 16 MiB + 1 without writing them. */
+	assert_int_equal(ftruncate(fd, 16L * 1024 * 1024 + 1), 0);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(config_load_file(path, &cfg, &is), -1);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, path, "larger than the 16 MiB limit");
+	config_issues_free(&is);
+	assert_int_equal(unlink(path), 0);
+}
+
+/* ---- snapshot and reload ---- */
+
+static void
+nothing_loaded_gives_null_and_a_reason(void **state)
+{
+	const char *why = NULL;
+	char path[128];
+
+	(void)state;
+	config_set_path(NULL);
+	assert_null(config_acquire(&why));
+	assert_non_null(why);
+	tmp_path(path, sizeof(path), "never.json");
+	config_set_path(path);
+	why = NULL;
+	assert_null(config_acquire(&why));
+	assert_string_equal(why, "configuration cannot be loaded");
+	assert_null(config_acquire(NULL));
+	write_file(path, "{'server': {}}");
+	why = NULL;
+	assert_null(config_acquire(&why));
+	assert_string_equal(why, "configuration cannot be loaded");
+	config_release(NULL);
+	config_set_path(NULL);
+}
+
+static void
+acquire_returns_the_same_snapshot_until_the_file_changes(void **state)
+{
+	struct config *a, *b;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "same.json");
+	write_file(path, two_apis);
+	config_set_path(path);
+	a = config_acquire(NULL);
+	assert_non_null(a);
+	assert_int_equal(a->n_apis, 2);
+	b = config_acquire(NULL);
+	assert_ptr_equal(a, b);
+	config_release(a);
+	config_release(b);
+	config_set_path(NULL);
+}
+
+static void
+reload_picks_up_a_changed_file(void **state)
+{
+	struct config *a, *b, *c;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "reload.json");
+	write_file(path, one_api_rpm1);
+	config_set_path(path);
+	a = config_acquire(NULL);
+	assert_non_null(a);
+	assert_int_equal(a->apis[0].rpm, 1);
+	/* Same size, same inode, likely the same clock tick: only the text differs. */
+	write_file(path, one_api_rpm2);
+	b = config_acquire(NULL);
+	assert_non_null(b);
+	assert_int_equal(b->apis[0].rpm, 2);
+	/* A snapshot taken before the reload stays valid until released. */
+	assert_int_equal(a->apis[0].rpm, 1);
+	assert_string_equal(a->apis[0].id, "a");
+	config_release(a);
+	replace_file(path, two_apis);
+	c = config_acquire(NULL);
+	assert_non_null(c);
+	assert_int_equal(c->n_apis, 2);
+	config_release(b);
+	config_release(c);
+	config_set_path(NULL);
+}
+
+static void
+broken_reload_keeps_last_good(void **state)
+{
+	struct config *a, *b, *c;
+	const char *why = NULL;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "broken.json");
+	write_file(path, one_api_rpm1);
+	config_set_path(path);
+	a = config_acquire(NULL);
+	assert_non_null(a);
+	replace_file(path, "{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a', 'rpm': -7}]}");
+	b = config_acquire(&why);
+	assert_ptr_equal(a, b);
+	assert_int_equal(b->apis[0].rpm, 1);
+	config_release(b);
+	replace_file(path, "{ not json");
+	b = config_acquire(NULL);
+	assert_ptr_equal(a, b);
+	config_release(b);
+	replace_file(path, one_api_rpm2);
+	c = config_acquire(NULL);
+	assert_non_null(c);
+	assert_ptr_not_equal(a, c);
+	assert_int_equal(c->apis[0].rpm, 2);
+	config_release(a);
+	config_release(c);
+	config_set_path(NULL);
+}
+
+static void
+deleted_file_keeps_last_good(void **state)
+{
+	struct config *a, *b;
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "deleted.json");
+	write_file(path, one_api_rpm1);
+	config_set_path(path);
+	a = config_acquire(NULL);
+	assert_non_null(a);
+	assert_int_equal(unlink(path), 0);
+	b = config_acquire(NULL);
+	assert_ptr_equal(a, b);
+	config_release(b);
+	write_file(path, one_api_rpm2);
+	b = config_acquire(NULL);
+	assert_int_equal(b->apis[0].rpm, 2);
+	config_release(a);
+	config_release(b);
+	config_set_path(NULL);
+}
+
+/* Counts the lines containing needle that fn(arg) writes on stderr. */
+static int
+count_log_lines(void (*fn)(const char *), const char *arg, const char *needle)
+{
+	char logpath[128], line[4096];
+	int saved, fd, n = 0;
+	FILE *f;
+
+	tmp_path(logpath, sizeof(logpath), "stderr.log");
+	fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	fn(arg);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	assert_int_equal(close(saved), 0);
+	assert_int_equal(close(fd), 0);
+	f = fopen(logpath, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, needle) != NULL;
+	assert_int_equal(fclose(f), 0);
+	return n;
+}
+
+static void
+acquire_five_times(const char *path)
+{
+	config_set_path(path);
+	for (int i = 0; i < 5; i++) {
+		struct config *cfg = config_acquire(NULL);
+
+		assert_null(cfg);
+	}
+}
+
+static void
+broken_file_is_reported_once(void **state)
+{
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "once.json");
+	write_file(path, "{'server': {'apiKey': 'sk-SECRET'}, 'apis': [{'rpm': -9}]}");
+	assert_int_equal(count_log_lines(acquire_five_times, path, "not loaded"), 1);
+	config_set_path(NULL);
+	write_file(path, "{'server': {'apiKey': 'sk-SECRET'}, 'apis': [{'rpm': -9}]}");
+	assert_int_equal(count_log_lines(acquire_five_times, path, "SECRET"), 0);
+	config_set_path(NULL);
+	tmp_path(path, sizeof(path), "absent.json");
+	assert_int_equal(count_log_lines(acquire_five_times, path, "absent.json"), 1);
+	config_set_path(NULL);
+}
+
+static void
+load_with_warnings_logs_them(const char *path)
+{
+	struct config *cfg;
+
+	config_set_path(path);
+	cfg = config_acquire(NULL);
+	assert_non_null(cfg);
+	config_release(cfg);
+}
+
+static void
+warnings_are_logged_when_a_config_loads(void **state)
+{
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "warn.json");
+	write_file(path, "{'server': {'apiKey': 'k', 'porrt': 1}, 'apis': []}");
+	assert_int_equal(count_log_lines(load_with_warnings_logs_them, path, "server.porrt"), 1);
+	config_set_path(NULL);
+}
+
+struct reader_arg {
+	int rounds;
+	int failures;
+};
+
+static void *
+reader(void *p)
+{
+	struct reader_arg *arg = p;
+
+	for (int i = 0; i < arg->rounds; i++) {
+		struct config *cfg = config_acquire(NULL);
+
+		if (cfg == NULL || (cfg->n_apis != 1 && cfg->n_apis != 2) ||
+		    strcmp(cfg->apis[0].id, "a") != 0)
+			arg->failures++;
+		config_release(cfg);
+	}
+	return NULL;
+}
+
+static void
+concurrent_acquire_and_reload_are_safe(void **state)
+{
+	struct reader_arg args[4];
+	pthread_t th[4];
+	char path[128];
+
+	(void)state;
+	tmp_path(path, sizeof(path), "threads.json");
+	write_file(path, one_api_rpm1);
+	config_set_path(path);
+	for (int i = 0; i < 4; i++) {
+		args[i].rounds = 300;
+		args[i].failures = 0;
+		assert_int_equal(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+	}
+	for (int i = 0; i < 30; i++)
+		replace_file(path, i % 2 == 0 ? two_apis : one_api_rpm2);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].failures, 0);
+	}
+	config_set_path(NULL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(seed_config_loads_unchanged),
+		cmocka_unit_test(example_config_file_loads_without_problems),
+		cmocka_unit_test(every_default_applies),
+		cmocka_unit_test(every_field_is_read),
+		cmocka_unit_test(null_fields_take_their_default),
+		cmocka_unit_test(integral_reals_count_as_integers),
+		cmocka_unit_test(rpm_below_minus_one_is_named_by_path),
+		cmocka_unit_test(integer_fields_are_range_checked),
+		cmocka_unit_test(a_client_key_is_required),
+		cmocka_unit_test(top_level_needs_server_and_apis),
+		cmocka_unit_test(empty_api_list_loads_with_a_warning),
+		cmocka_unit_test(endpoint_requires_id_base_url_and_models),
+		cmocka_unit_test(duplicate_id_is_an_error),
+		cmocka_unit_test(bad_ids_are_refused),
+		cmocka_unit_test(base_url_is_normalised),
+		cmocka_unit_test(bad_base_urls_are_refused),
+		cmocka_unit_test(models_must_be_non_empty_strings),
+		cmocka_unit_test(mapping_values_must_be_non_empty_strings),
+		cmocka_unit_test(weight_must_be_positive),
+		cmocka_unit_test(headers_are_checked),
+		cmocka_unit_test(upstream_key_must_be_one_header_line),
+		cmocka_unit_test(syntax_error_gives_line_and_column),
+		cmocka_unit_test(duplicate_key_is_a_warning_and_the_last_wins),
+		cmocka_unit_test(byte_order_mark_is_skipped),
+		cmocka_unit_test(unknown_field_is_a_warning_only),
+		cmocka_unit_test(odd_keys_are_quoted_in_paths),
+		cmocka_unit_test(all_problems_are_reported_in_one_pass),
+		cmocka_unit_test(issues_are_appended_to_the_list_given),
+		cmocka_unit_test(messages_never_contain_keys),
+		cmocka_unit_test(mapping_lookup_prefers_the_mapping_then_models),
+		cmocka_unit_test(find_api_by_id),
+		cmocka_unit_test(load_file_reads_a_file),
+		cmocka_unit_test(unreadable_file_is_one_error_naming_it),
+		cmocka_unit_test(oversized_file_is_refused),
+		cmocka_unit_test(nothing_loaded_gives_null_and_a_reason),
+		cmocka_unit_test(acquire_returns_the_same_snapshot_until_the_file_changes),
+		cmocka_unit_test(reload_picks_up_a_changed_file),
+		cmocka_unit_test(broken_reload_keeps_last_good),
+		cmocka_unit_test(deleted_file_keeps_last_good),
+		cmocka_unit_test(broken_file_is_reported_once),
+		cmocka_unit_test(warnings_are_logged_when_a_config_loads),
+		cmocka_unit_test(concurrent_acquire_and_reload_are_safe),
+	};
+
+	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
