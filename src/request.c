@@ -97,12 +97,20 @@ request_split_uri(const char *uri, const char *base, char **mount, char **path, 
 
 	*mount = *path = *query = NULL;
 	if (base != NULL && *base != '\0') {
+		/* "llm", "/llm" and "/llm/" name the same mount point. */
+		while (*base == '/')
+			base++;
 		size_t blen = strlen(base);
 		while (blen > 0 && base[blen - 1] == '/')
 			blen--;
-		if (plen <= blen || strncmp(uri, base, blen) != 0 || uri[blen] != '/')
-			return REQUEST_PATH_FOREIGN;
-		mlen = (long)blen;
+		if (blen == 0) {
+			mlen = 0;
+		} else {
+			if (plen <= blen + 1 || strncmp(uri + 1, base, blen) != 0 ||
+			    uri[blen + 1] != '/')
+				return REQUEST_PATH_FOREIGN;
+			mlen = (long)blen + 1;
+		}
 	} else {
 		mlen = request_find_mount(uri, plen);
 		if (mlen < 0)

@@ -111,7 +111,11 @@ upstream_append(struct curl_slist *list, const char *name, const char *value, bo
 
 	if (!*ok)
 		return list;
-	if ((size_t)snprintf(line, sizeof(line), "%s: %s", name, value) >= sizeof(line))
+	/* "Name;" is how libcurl sends a header with an empty value: "Name:"
+	 * would remove it instead. */
+	int n0 = *value == '\0' ? snprintf(line, sizeof(line), "%s;", name)
+				: snprintf(line, sizeof(line), "%s: %s", name, value);
+	if (n0 < 0 || (size_t)n0 >= sizeof(line))
 		return list; /* an absurd header is dropped rather than cut */
 	n = curl_slist_append(list, line);
 	if (n == NULL) {
