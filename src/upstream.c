@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include <poll.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,10 @@ struct upstream_xfer {
 	struct sse_parser *sse;
 	bool client_gone;
 	bool oom;
+	bool idle_timeout;
+	/* Silence detection: progress seen last, and when it last moved. */
+	curl_off_t seen_dl, seen_ul;
+	struct timespec active;
 };
 
 static int
@@ -211,6 +216,7 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 	size_t len = size * nitems;
 	size_t n = len;
 
+	clock_gettime(CLOCK_MONOTONIC, &x->active);
 	while (n > 0 && (data[n - 1] == '\r' || data[n - 1] == '\n'))
 		n--;
 	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
@@ -349,8 +355,20 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 	return len;
 }
 
-/* Stops the transfer when the client has gone, even while the upstream is
- * silent and no write would notice (NOTES-fastcgi.md, libfcgi). */
+static double
+upstream_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Called by libcurl about once a second even while nothing moves. Stops the
+ * transfer when the client has gone, even while the upstream is silent and
+ * no write would notice (NOTES-fastcgi.md, libfcgi); and when the upstream
+ * has been silent for timeout_s. libcurl's LOW_SPEED check would average
+ * over a window that includes the upload and notice silence seconds late. */
 static int
 upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		     curl_off_t ulnow)
@@ -358,9 +376,17 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 	struct upstream_xfer *x = ud;
 	struct pollfd p = {.fd = x->call->client->ipcFd, .events = POLLRDHUP};
 
-	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	(void)dltotal, (void)ultotal;
 	if (p.fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
 		x->client_gone = true;
+		return 1;
+	}
+	if (dlnow != x->seen_dl || ulnow != x->seen_ul) {
+		x->seen_dl = dlnow;
+		x->seen_ul = ulnow;
+		clock_gettime(CLOCK_MONOTONIC, &x->active);
+	} else if (upstream_since(&x->active) >= (double)x->call->timeout_s) {
+		x->idle_timeout = true;
 		return 1;
 	}
 	return 0;
@@ -416,6 +442,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	memset(&call->usage, 0, sizeof(call->usage));
 	call->error[0] = '\0';
 	x.sse = sse_parser_new();
+	clock_gettime(CLOCK_MONOTONIC, &x.active);
 
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_URL, call->url);
@@ -423,9 +450,8 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call->headers);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, call->connect_timeout_s);
-	/* A silence limit, not a total one: a long stream is fine while it talks. */
-	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, call->timeout_s);
+	/* The silence limit is upstream_on_progress's; there is no total one,
+	 * so a long stream is fine while it talks. */
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, upstream_on_header);
 	curl_easy_setopt(curl, CURLOPT_HEADERDATA, &x);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, upstream_on_body);
@@ -442,7 +468,10 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	if (x.client_gone) {
 		result = UPSTREAM_CLIENT_GONE;
 	} else if (rc != CURLE_OK) {
-		if (call->error[0] == '\0')
+		if (x.idle_timeout)
+			snprintf(call->error, sizeof(call->error),
+				 "no data from upstream for %ld s", call->timeout_s);
+		else if (call->error[0] == '\0')
 			snprintf(call->error, sizeof(call->error), "%s",
 				 x.oom ? "out of memory" : curl_easy_strerror(rc));
 		call->failure = true;
