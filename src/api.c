@@ -139,7 +139,8 @@ api_read_usage(struct request *r, const struct config *cfg, struct worker *w, in
 		goto fail;
 	}
 	api_store_endpoints(cfg, eps);
-	if (st == NULL || store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
+	if (st == NULL ||
+	    store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("state file cannot be read: %s", err);
 		*status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
@@ -172,7 +173,7 @@ api_status(struct request *r, const struct config *cfg, struct worker *w)
 		json_t *o = json_pack(
 			"{s:s,s:s,s:b,s:b,s:b,s:i,s:{s:i,s:i},s:{s:i,s:i},s:{s:I,s:I,s:I}}", "id",
 			a->id, "name", a->name, "enabled", a->enabled, "available",
-			in_service && !cooling && u[i].rpm_free_in_s == 0, "temporarilyDisabled",
+			in_service && !cooling && u[i].free_in_s == 0, "temporarilyDisabled",
 			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
 			(json_int_t)a->rpm, "rpd", (json_int_t)a->rpd, "usage", "rpm",
 			(json_int_t)u[i].rpm_used, "rpd", (json_int_t)u[i].rpd_used, "tokens",
@@ -220,7 +221,8 @@ api_model_list(const struct config *cfg)
 			continue;
 		size_t n = a->n_models + a->n_mapping;
 		for (size_t j = 0; j < n; j++) {
-			const char *id = j < a->n_models ? a->models[j] : a->mapping[j - a->n_models].key;
+			const char *id =
+				j < a->n_models ? a->models[j] : a->mapping[j - a->n_models].key;
 			if (json_object_get(seen, id) != NULL)
 				continue;
 			if (json_object_set_new(seen, id, json_true()) != 0 ||
@@ -310,9 +312,8 @@ api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
 		       ? json_pack("{s:s,s:o,s:{s:I,s:I,s:I,s:I},s:o}", "service", API_SERVICE,
 				   "timestamp", api_now_json(), "summary", "totalTokens",
 				   (json_int_t)total, "totalRequests", (json_int_t)requests,
-				   "totalPromptTokens", (json_int_t)prompt,
-				   "totalCompletionTokens", (json_int_t)completion, "detailedStats",
-				   detail)
+				   "totalPromptTokens", (json_int_t)prompt, "totalCompletionTokens",
+				   (json_int_t)completion, "detailedStats", detail)
 		       : NULL;
 	if (body == NULL)
 		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);

@@ -27,8 +27,8 @@ struct body_info {
  * does not parse, is not an object, or has a "model" that is not a string;
  * then *info holds nothing to free. Nesting deeper than jansson's limit is a
  * parse error, never a crash. */
-int body_inspect(const char *content_type, const char *body, size_t len,
-		 struct body_info *info, char *err, size_t errlen);
+int body_inspect(const char *content_type, const char *body, size_t len, struct body_info *info,
+		 char *err, size_t errlen);
 
 void body_info_free(struct body_info *info);
 
@@ -37,7 +37,7 @@ void body_info_free(struct body_info *info);
  * replaced by model. Returns 0 and a malloc'd copy in *out / *outlen
  * (caller frees), or -1 when the body has no model to replace or memory
  * runs out. */
-int body_rewrite_model(const char *content_type, const char *body, size_t len,
-		       const char *model, char **out, size_t *outlen);
+int body_rewrite_model(const char *content_type, const char *body, size_t len, const char *model,
+		       char **out, size_t *outlen);
 
 #endif

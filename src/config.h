@@ -66,12 +66,10 @@ struct config_issues {
  * new config in *out (caller frees with config_free). On any error returns -1
  * and sets *out to NULL. Either way every problem found is appended to
  * issues (may be NULL); the caller frees it with config_issues_free. */
-int config_parse(const char *text, size_t len, struct config **out,
-		 struct config_issues *issues);
+int config_parse(const char *text, size_t len, struct config **out, struct config_issues *issues);
 
 /* As config_parse, for a file; an unreadable file is one error naming it. */
-int config_load_file(const char *path, struct config **out,
-		     struct config_issues *issues);
+int config_load_file(const char *path, struct config **out, struct config_issues *issues);
 
 void config_free(struct config *cfg);
 void config_issues_free(struct config_issues *issues);

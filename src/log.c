@@ -51,8 +51,8 @@ log_msg(enum log_level level, const char *fmt, ...)
 	if (!log_enabled(level))
 		return;
 	clock_iso8601(clock_now_ms(), when, sizeof(when));
-	n = snprintf(line, sizeof(line), "%s %s api-together[%ld]: ", when,
-		     log_names[level], (long)getpid());
+	n = snprintf(line, sizeof(line), "%s %s api-together[%ld]: ", when, log_names[level],
+		     (long)getpid());
 	if (n < 0)
 		return;
 	len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

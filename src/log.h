@@ -12,8 +12,7 @@ int log_enabled(enum log_level level);
 
 /* One line "TIME LEVEL message" written with a single write(2), so lines of
  * several threads and processes never interleave. Never pass a key here. */
-void log_msg(enum log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

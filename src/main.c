@@ -35,20 +35,21 @@ static int main_listen_fd;
 static void
 main_usage(FILE *f)
 {
-	fprintf(f, "Usage: api-together [OPTION]\n"
-		   "A FastCGI responder that spreads OpenAI-format API requests over several\n"
-		   "upstream endpoints. A web server (lighttpd mod_fastcgi, Apache mod_fcgid)\n"
-		   "starts it with no option; or it listens itself with --listen.\n\n"
-		   "  --check-config [FILE]  validate FILE (default: the configured one), print\n"
-		   "                         each problem with its JSON path; exit 1 on an error\n"
-		   "  --status               print each endpoint's usage from the state file\n"
-		   "  --listen ADDR:PORT|/path.sock\n"
-		   "                         run as a FastCGI server on that socket\n"
-		   "  --version              print the version\n"
-		   "  --help                 print this help\n\n"
-		   "Environment: API_TOGETHER_CONFIG (default %s),\n"
-		   "API_TOGETHER_STATE, API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
-		   "API_TOGETHER_THREADS (worker threads per process, default %d).\n",
+	fprintf(f,
+		"Usage: api-together [OPTION]\n"
+		"A FastCGI responder that spreads OpenAI-format API requests over several\n"
+		"upstream endpoints. A web server (lighttpd mod_fastcgi, Apache mod_fcgid)\n"
+		"starts it with no option; or it listens itself with --listen.\n\n"
+		"  --check-config [FILE]  validate FILE (default: the configured one), print\n"
+		"                         each problem with its JSON path; exit 1 on an error\n"
+		"  --status               print each endpoint's usage from the state file\n"
+		"  --listen ADDR:PORT|/path.sock\n"
+		"                         run as a FastCGI server on that socket\n"
+		"  --version              print the version\n"
+		"  --help                 print this help\n\n"
+		"Environment: API_TOGETHER_CONFIG (default %s),\n"
+		"API_TOGETHER_STATE, API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
+		"API_TOGETHER_THREADS (worker threads per process, default %d).\n",
 		MAIN_DEFAULT_CONFIG, MAIN_DEFAULT_THREADS);
 }
 
@@ -227,8 +228,8 @@ main_status(void)
 		if (u[i].cooldown_until > now)
 			clock_iso8601(u[i].cooldown_until, cool, sizeof(cool));
 		printf("%-16s %-8s %-13s %-13s %-9ld %-24s %lld/%lld/%lld\n", a->id,
-		       a->enabled ? "yes" : "no", rpm, rpd, u[i].fail_run, cool,
-		       u[i].prompt_tokens, u[i].completion_tokens, u[i].total_tokens);
+		       a->enabled ? "yes" : "no", rpm, rpd, u[i].fail_run, cool, u[i].prompt_tokens,
+		       u[i].completion_tokens, u[i].total_tokens);
 	}
 	rc = 0;
 out:
@@ -293,8 +294,9 @@ main_serve_forever(const char *listen_addr)
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		if (getsockname(0, (struct sockaddr *)&ss, &len) != 0) {
-			fprintf(stderr, "api-together: not started by a FastCGI server (standard input "
-					"is no socket); use --listen, or see --help\n");
+			fprintf(stderr,
+				"api-together: not started by a FastCGI server (standard input "
+				"is no socket); use --listen, or see --help\n");
 			return 2;
 		}
 		main_listen_fd = 0;
@@ -335,7 +337,7 @@ main(int argc, char **argv)
 	static const struct option opts[] = {
 		{"check-config", no_argument, NULL, 'c'}, {"status", no_argument, NULL, 's'},
 		{"listen", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},	  {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	const char *listen_addr = NULL;
 	int mode = 0, c;

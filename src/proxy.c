@@ -43,7 +43,8 @@ static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
 	      const struct body_info *info, struct worker *w, struct upstream_call *call)
 {
-	const char *upstream_model = info->model != NULL ? config_api_model(api, info->model) : NULL;
+	const char *upstream_model =
+		info->model != NULL ? config_api_model(api, info->model) : NULL;
 	char *rewritten = NULL, *url = NULL;
 	struct curl_slist *headers = NULL;
 	size_t rewritten_len = 0;
@@ -109,7 +110,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	struct upstream_answer last = {0};
 	struct store_endpoint *eps = NULL;
 	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds};
-	size_t *idx = NULL, n;
+	size_t *idx = NULL, *map = NULL, n;
 	double *weights = NULL;
 	bool *tried = NULL;
 	struct store *st;
@@ -124,7 +125,8 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	weights = calloc(cfg->n_apis + 1, sizeof(*weights));
 	tried = calloc(cfg->n_apis + 1, sizeof(*tried));
-	if (idx == NULL || eps == NULL || weights == NULL || tried == NULL) {
+	map = calloc(cfg->n_apis + 1, sizeof(*map));
+	if (idx == NULL || eps == NULL || weights == NULL || tried == NULL || map == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}
@@ -145,7 +147,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	bool have_answer = false;
 	for (long attempt = 0; attempt < cfg->max_retries; attempt++) {
 		/* The endpoints not yet tried, in the same order each time. */
-		size_t m = 0, map[n];
+		size_t m = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (tried[i])
 				continue;
@@ -162,8 +164,8 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 				  sizeof(err)) != 0) {
 			log_error("state file cannot be used: %s", err);
 			if (trace.attempts == 0) {
-				status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0,
-							cfg->cors);
+				status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL,
+							0, cfg->cors);
 				goto done;
 			}
 			break;
@@ -219,7 +221,8 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		upstream_answer_send(&last, r->fcgi->out, cfg->cors);
 		status = (int)last.status;
 	} else {
-		status = response_error(r->fcgi->out, RESP_UPSTREAM_UNREACHABLE, NULL, 0, cfg->cors);
+		status =
+			response_error(r->fcgi->out, RESP_UPSTREAM_UNREACHABLE, NULL, 0, cfg->cors);
 	}
 done:
 	proxy_log(r, info.model, &trace, status);
@@ -230,5 +233,6 @@ done:
 	free(eps);
 	free(weights);
 	free(tried);
+	free(map);
 	return status;
 }

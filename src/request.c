@@ -146,7 +146,8 @@ request_header_name(const char *param, size_t len)
 			word_start = true;
 			continue;
 		}
-		name[i] = (char)(word_start ? toupper((unsigned char)c) : tolower((unsigned char)c));
+		name[i] =
+			(char)(word_start ? toupper((unsigned char)c) : tolower((unsigned char)c));
 		word_start = false;
 	}
 	name[len] = '\0';
@@ -154,8 +155,7 @@ request_header_name(const char *param, size_t len)
 }
 
 static int
-request_add_header(struct request *r, const char *name, size_t len, const char *value,
-		   size_t *cap)
+request_add_header(struct request *r, const char *name, size_t len, const char *value, size_t *cap)
 {
 	if (r->n_headers == *cap) {
 		size_t ncap = *cap ? *cap * 2 : 16;

@@ -19,7 +19,7 @@ struct request {
 	char *path;    /* below the mount, as the client sent it, without query */
 	char *decoded; /* path percent-decoded */
 	size_t decoded_len;
-	char *query;   /* after '?', NULL when there is none */
+	char *query; /* after '?', NULL when there is none */
 	const char *content_type;
 	long long content_length; /* -1 when not given */
 	struct request_header *headers;
@@ -40,8 +40,7 @@ enum request_path_verdict {
  * is everything before the first path segment "v1" or "health". On
  * REQUEST_PATH_OK the three strings are malloc'd (query may be NULL); -1
  * when out of memory. */
-int request_split_uri(const char *uri, const char *base, char **mount,
-					    char **path, char **query);
+int request_split_uri(const char *uri, const char *base, char **mount, char **path, char **query);
 
 /* Percent-decodes s into a malloc'd string, its length in *len (it may hold
  * NUL bytes). Malformed escapes are kept as they are. NULL when out of memory. */

@@ -59,18 +59,30 @@ const char *
 response_reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Payload Too Large";
-	case 429: return "Too Many Requests";
-	case 500: return "Internal Server Error";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	default: return "";
+	case 200:
+		return "OK";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "";
 	}
 }
 
@@ -86,7 +98,7 @@ response_json(FCGX_Stream *out, int status, const json_t *body, bool cors)
 	char *text = json_dumps(body, JSON_COMPACT);
 
 	response_printf(out, "Status: %d %s\r\nContent-Type: application/json\r\n", status,
-		     response_reason(status));
+			response_reason(status));
 	if (cors)
 		FCGX_PutS(RESPONSE_CORS_HEADER, out);
 	if (text == NULL) {

@@ -31,8 +31,8 @@ int response_error_status(enum response_error e);
 /* Writes error e as {"error":{"message","type","code"}}. message NULL uses
  * the table's; it must hold no secret. retry_after_s > 0 adds Retry-After.
  * Returns the status written. */
-int response_error(FCGX_Stream *out, enum response_error e, const char *message,
-		   long retry_after_s, bool cors);
+int response_error(FCGX_Stream *out, enum response_error e, const char *message, long retry_after_s,
+		   bool cors);
 
 /* Writes status and body (not consumed) as JSON. Returns status. */
 int response_json(FCGX_Stream *out, int status, const json_t *body, bool cors);

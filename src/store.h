@@ -31,14 +31,14 @@ typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
 
 struct store_reservation {
 	enum store_verdict verdict;
-	size_t chosen;       /* with STORE_RESERVED */
-	long retry_after_s;  /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
+	size_t chosen;      /* with STORE_RESERVED */
+	long retry_after_s; /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
 };
 
 /* What one attempt came to. */
 struct store_outcome {
-	bool success;  /* the endpoint answered usably: clears the failure run */
-	bool served;   /* a 2xx answer went to the client: counts in requests */
+	bool success; /* the endpoint answered usably: clears the failure run */
+	bool served;  /* a 2xx answer went to the client: counts in requests */
 	bool has_usage;
 	long long prompt_tokens;
 	long long completion_tokens;
@@ -59,9 +59,9 @@ struct store_usage {
 	long long prompt_tokens;
 	long long completion_tokens;
 	long long total_tokens;
-	long long requests;     /* answered successfully */
-	int64_t last_used;      /* ms of the last success; 0 never */
-	long rpm_free_in_s;     /* when rpm_used is at the limit: seconds until room */
+	long long requests; /* attempts whose 2xx answer went to the client */
+	int64_t last_used;  /* ms of the last such answer; 0 never */
+	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
 };
 
 /* Opens the store at path, creating the file (mode 0600) when missing.
@@ -76,23 +76,23 @@ const char *store_path(const struct store *st);
  * at now_ms, lets pick choose one and counts an attempt on it, all in one
  * atomic step. Returns 0 and fills *res, or -1 with err set when the store
  * cannot be read or written (then nothing was counted). */
-int store_reserve(struct store *st, const struct store_endpoint *eps, size_t n,
-		  int64_t now_ms, store_pick_fn pick, void *pick_ctx,
-		  struct store_reservation *res, char *err, size_t errlen);
+int store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		  store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
+		  size_t errlen);
 
 /* Records the outcome of an attempt on endpoint id: a success clears the run
  * of failures and adds usage; a failure extends the run and, at
  * cd->failures, starts a cooldown. Returns 0, or -1 with err set. */
 int store_record(struct store *st, const char *id, const struct store_outcome *o,
-		 const struct store_cooldown *cd, int64_t now_ms, char *err,
-		 size_t errlen);
+		 const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen);
 
 /* Reads the state of n endpoints into out[0..n-1]. Returns 0, or -1 with err. */
-int store_read(struct store *st, const struct store_endpoint *eps, size_t n,
-	       int64_t now_ms, struct store_usage *out, char *err, size_t errlen);
+int store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+	       struct store_usage *out, char *err, size_t errlen);
 
-/* Zeroes the token totals and request counts of endpoint id, or of every
- * endpoint when id is NULL. Returns 0, or -1 with err. */
+/* Zeroes the token totals, request counts and last_used of endpoint id, or
+ * of every endpoint when id is NULL; attempt counters stay. Returns 0, or -1
+ * with err. */
 int store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen);
 
 /* Checks that the store can be read and written now. Returns 0, or -1 with err. */

@@ -1,11 +1,19 @@
 /* The GDBM store: one database file shared by every process, guarded by an
  * exclusive flock on a lock file beside it ("PATH.lock").
  *
+ * All endpoints live in one record, written alternately under two keys
+ * ("state.0", "state.1") with a sequence number at both ends. A step reads
+ * the newest whole copy and writes the next one over the older, so a process
+ * killed in the middle of a write leaves the copy before it intact: nothing
+ * that a finished step counted can be lost (SPEC section 7).
+ *
  * Each step opens the database after taking the lock, so the header it reads
  * is the one the last holder wrote, and releases the lock before closing, so
  * the fsync that gdbm_close always does runs outside the lock: the data is in
  * the page cache once gdbm_store returns, which is all another process needs
- * and all a killed process can lose (NOTES-fastcgi.md, GDBM). */
+ * (NOTES-fastcgi.md, GDBM). GDBM_NOMMAP: write(2) copies a record into the
+ * page cache front to back, which is what the sequence check relies on, and
+ * the open is cheaper without setting up a mapping each time. */
 #include "store.h"
 
 #include <errno.h>
@@ -15,22 +23,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 
-#define STORE_MAGIC 0x41544731u /* "ATG1" */
-#define STORE_VERSION 1u
+#define STORE_MAGIC 0x41544732u /* "ATG2" */
+#define STORE_VERSION 2u
 #define STORE_WINDOW_MS 60000
 /* One more second than the window, so a bucket sum always covers it. */
 #define STORE_BUCKETS 61
 /* How long a step waits for the lock before the store counts as unusable. */
 #define STORE_LOCK_WAIT_MS 3000
-/* An endpoint's RPM ring never holds more attempts than this; above it the
- * limit is enforced with one-second buckets, which can only under-use it. */
-#define STORE_RING_MAX 100000
+/* Limits up to this are enforced from the times of the last rpm attempts,
+ * exactly; above it with whole-second buckets, which can only hold back
+ * early (by under a second), never let one through. */
+#define STORE_RING_MAX 1000
+/* Ring times are milliseconds after ring_base; rebased well before 2^32. */
+#define STORE_REBASE_MS (INT64_C(1) << 31)
 
 struct store {
 	char *path;
@@ -38,16 +48,20 @@ struct store {
 	int lock_fd;
 };
 
-/* Per-second attempt counts, for usage of endpoints without an exact ring. */
 struct store_bucket {
-	int64_t second;
-	int64_t count;
+	uint32_t second;
+	uint32_t count;
 };
 
-/* One endpoint's record; ring[ring_cap] of attempt times (ms) follows it. */
-struct store_rec {
-	uint32_t magic;
-	uint32_t version;
+/* One endpoint as stored; on disk it is followed by its id (id_len bytes,
+ * padded to 8) and its ring (ring_cap times, padded to 8). */
+struct store_ent_disk {
+	uint32_t id_len;
+	uint32_t ring_cap;
+	uint32_t ring_len;
+	uint32_t ring_head; /* index of the oldest time */
+	int64_t ring_base;
+	int64_t ring_since; /* the ring was sized then: it knows nothing older */
 	int64_t day;
 	int64_t day_count;
 	int64_t fail_run;
@@ -58,20 +72,28 @@ struct store_rec {
 	int64_t requests;
 	int64_t last_used;
 	int64_t attempts;
-	int64_t ring_since; /* when the ring got its size: it knows nothing older */
-	uint32_t ring_cap;
-	uint32_t ring_len;
-	uint32_t ring_head; /* index of the oldest time */
-	uint32_t pad;
 	struct store_bucket buckets[STORE_BUCKETS];
-	int64_t ring[];
 };
 
-/* A record in memory, with room for its ring. */
-struct store_entry {
-	struct store_rec *rec;
-	size_t size;
-	bool dirty;
+struct store_ent {
+	struct store_ent_disk d;
+	char *id;
+	uint32_t *ring;
+};
+
+struct store_head {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t seq;
+	uint64_t size; /* of the whole record, trailing sequence number included */
+	uint64_t n;
+};
+
+/* The state as one step sees it. */
+struct store_state {
+	uint64_t seq;
+	size_t n, cap;
+	struct store_ent *e;
 };
 
 static void
@@ -82,17 +104,224 @@ store_set_err(char *err, size_t errlen, const char *what, const char *why)
 }
 
 static size_t
-store_rec_size(uint32_t ring_cap)
+store_pad8(size_t n)
 {
-	return sizeof(struct store_rec) + (size_t)ring_cap * sizeof(int64_t);
+	return (n + 7) & ~(size_t)7;
 }
 
-static uint32_t
-store_ring_cap_for(long rpm)
+static void
+store_state_free(struct store_state *s)
 {
-	if (rpm <= 0)
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->e[i].id);
+		free(s->e[i].ring);
+	}
+	free(s->e);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Checks that one copy is whole and ours: 1 with its sequence number in
+ * *seq, 0 when absent (len 0), -1 when torn or not ours. */
+static int
+store_copy_ok(const char *p, size_t len, uint64_t *seq)
+{
+	struct store_head h;
+	uint64_t tail;
+
+	if (p == NULL)
 		return 0;
-	return rpm > STORE_RING_MAX ? STORE_RING_MAX : (uint32_t)rpm;
+	if (len < sizeof(h) + sizeof(tail))
+		return -1;
+	memcpy(&h, p, sizeof(h));
+	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
+	if (h.magic != STORE_MAGIC || h.version != STORE_VERSION || h.size != len ||
+	    tail != h.seq || h.n > 1000000)
+		return -1;
+	*seq = h.seq;
+	return 1;
+}
+
+/* Reads a copy that store_copy_ok accepted; -1 when its insides are not
+ * consistent or memory runs out. */
+static int
+store_decode(const char *p, size_t len, struct store_state *out)
+{
+	struct store_head h;
+	size_t off = sizeof(h), end = len - sizeof(uint64_t);
+
+	memset(out, 0, sizeof(*out));
+	memcpy(&h, p, sizeof(h));
+	out->seq = h.seq;
+	out->e = calloc(h.n + 1, sizeof(*out->e));
+	if (out->e == NULL)
+		return -1;
+	out->cap = h.n + 1;
+	for (uint64_t i = 0; i < h.n; i++) {
+		struct store_ent *e = &out->e[i];
+		if (off + sizeof(e->d) > end)
+			goto bad;
+		memcpy(&e->d, p + off, sizeof(e->d));
+		off += sizeof(e->d);
+		out->n++;
+		size_t idl = store_pad8(e->d.id_len), rl = store_pad8((size_t)e->d.ring_cap * 4);
+		if (e->d.id_len == 0 || e->d.ring_cap > STORE_RING_MAX ||
+		    e->d.ring_len > e->d.ring_cap ||
+		    (e->d.ring_cap > 0 && e->d.ring_head >= e->d.ring_cap) || off + idl + rl > end)
+			goto bad;
+		e->id = strndup(p + off, e->d.id_len);
+		off += idl;
+		if (e->id == NULL || strlen(e->id) != e->d.id_len)
+			goto bad;
+		if (e->d.ring_cap > 0) {
+			e->ring = malloc((size_t)e->d.ring_cap * 4);
+			if (e->ring == NULL)
+				goto bad;
+			memcpy(e->ring, p + off, (size_t)e->d.ring_cap * 4);
+		}
+		off += rl;
+	}
+	if (off != end)
+		goto bad;
+	return 0;
+bad:
+	store_state_free(out);
+	return -1;
+}
+
+static char *
+store_encode(const struct store_state *s, size_t *len)
+{
+	struct store_head h = {STORE_MAGIC, STORE_VERSION, s->seq, 0, s->n};
+	size_t n = sizeof(h) + sizeof(uint64_t), off = sizeof(h);
+	char *p;
+
+	for (size_t i = 0; i < s->n; i++)
+		n += sizeof(s->e[i].d) + store_pad8(s->e[i].d.id_len) +
+		     store_pad8((size_t)s->e[i].d.ring_cap * 4);
+	/* Zeroed: the padding goes to disk too. */
+	p = calloc(1, n);
+	if (p == NULL)
+		return NULL;
+	h.size = n;
+	memcpy(p, &h, sizeof(h));
+	for (size_t i = 0; i < s->n; i++) {
+		const struct store_ent *e = &s->e[i];
+		memcpy(p + off, &e->d, sizeof(e->d));
+		off += sizeof(e->d);
+		memcpy(p + off, e->id, e->d.id_len);
+		off += store_pad8(e->d.id_len);
+		if (e->d.ring_cap > 0)
+			memcpy(p + off, e->ring, (size_t)e->d.ring_cap * 4);
+		off += store_pad8((size_t)e->d.ring_cap * 4);
+	}
+	memcpy(p + off, &s->seq, sizeof(s->seq));
+	*len = n;
+	return p;
+}
+
+static const char *const store_slot_key[2] = {"state.0", "state.1"};
+
+/* Loads the newest whole copy. A missing state is an empty one; a state of
+ * which no copy is whole is an error: guessing could exceed a limit. */
+static int
+store_load(GDBM_FILE db, struct store_state *s, char *err, size_t errlen)
+{
+	datum val[2];
+	uint64_t seq[2] = {0, 0};
+	int ok[2], rc = -1;
+
+	memset(s, 0, sizeof(*s));
+	for (int k = 0; k < 2; k++) {
+		datum key = {(char *)store_slot_key[k], (int)strlen(store_slot_key[k])};
+		val[k] = gdbm_fetch(db, key);
+		if (val[k].dptr == NULL && gdbm_errno != GDBM_ITEM_NOT_FOUND) {
+			store_set_err(err, errlen, "state file", gdbm_db_strerror(db));
+			if (k == 1)
+				free(val[0].dptr);
+			return -1;
+		}
+		ok[k] = store_copy_ok(val[k].dptr, (size_t)val[k].dsize, &seq[k]);
+	}
+	int pick = -1;
+	if (ok[0] == 1 && (ok[1] != 1 || seq[0] > seq[1]))
+		pick = 0;
+	else if (ok[1] == 1)
+		pick = 1;
+	if (pick >= 0) {
+		if (store_decode(val[pick].dptr, (size_t)val[pick].dsize, s) == 0)
+			rc = 0;
+		else
+			store_set_err(err, errlen, "state file", "damaged record");
+	} else if (ok[0] < 0 || ok[1] < 0) {
+		store_set_err(err, errlen, "state file", "damaged record (no whole copy)");
+	} else {
+		rc = 0; /* a new file */
+	}
+	free(val[0].dptr);
+	free(val[1].dptr);
+	return rc;
+}
+
+static int
+store_save(GDBM_FILE db, struct store_state *s, char *err, size_t errlen)
+{
+	size_t len;
+	char *p;
+	int rc;
+
+	s->seq++;
+	p = store_encode(s, &len);
+	if (p == NULL) {
+		store_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
+	const char *k = store_slot_key[s->seq % 2];
+	datum key = {(char *)k, (int)strlen(k)};
+	datum val = {p, (int)len};
+	rc = gdbm_store(db, key, val, GDBM_REPLACE);
+	free(p);
+	if (rc != 0) {
+		store_set_err(err, errlen, "state file", gdbm_db_strerror(db));
+		return -1;
+	}
+	return 0;
+}
+
+/* The entry of id, added when missing; NULL when out of memory. */
+static struct store_ent *
+store_entry(struct store_state *s, const char *id)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->e[i].id, id) == 0)
+			return &s->e[i];
+	if (s->n == s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 16;
+		struct store_ent *ne = realloc(s->e, ncap * sizeof(*ne));
+		if (ne == NULL)
+			return NULL;
+		s->e = ne;
+		s->cap = ncap;
+	}
+	struct store_ent *e = &s->e[s->n];
+	memset(e, 0, sizeof(*e));
+	e->id = strdup(id);
+	if (e->id == NULL)
+		return NULL;
+	e->d.id_len = (uint32_t)strlen(id);
+	s->n++;
+	return e;
+}
+
+/* The entry of id, or a zeroed stand-in when the state has none. */
+static const struct store_ent *
+store_find(const struct store_state *s, const char *id)
+{
+	static const struct store_ent none;
+
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->e[i].id, id) == 0)
+			return &s->e[i];
+	return &none;
 }
 
 /* Takes the lock, waiting at most STORE_LOCK_WAIT_MS. */
@@ -112,9 +341,9 @@ store_lock(struct store *st, int how, char *err, size_t errlen)
 		struct timespec now;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-		if (deadline == 0)
+		if (deadline == 0) {
 			deadline = now_ms + STORE_LOCK_WAIT_MS;
-		else if (now_ms > deadline) {
+		} else if (now_ms > deadline) {
 			store_set_err(err, errlen, st->lock_path,
 				      "locked by another process for too long");
 			return -1;
@@ -135,13 +364,12 @@ store_unlock(struct store *st)
 static GDBM_FILE
 store_db_open(struct store *st, bool write, char *err, size_t errlen)
 {
-	int flags = (write ? GDBM_WRCREAT : GDBM_READER) | GDBM_NOLOCK | GDBM_CLOEXEC;
+	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC;
 	GDBM_FILE db;
 
-	db = gdbm_open(st->path, 0, flags, 0600, NULL);
+	db = gdbm_open(st->path, 0, (write ? GDBM_WRCREAT : GDBM_READER) | base, 0600, NULL);
 	if (db == NULL && write && gdbm_errno == GDBM_NEED_RECOVERY) {
-		db = gdbm_open(st->path, 0, GDBM_WRITER | GDBM_NOLOCK | GDBM_CLOEXEC, 0600,
-			       NULL);
+		db = gdbm_open(st->path, 0, GDBM_WRITER | base, 0600, NULL);
 		if (db != NULL && gdbm_recover(db, NULL, 0) != 0) {
 			store_set_err(err, errlen, st->path, gdbm_db_strerror(db));
 			gdbm_close(db);
@@ -157,189 +385,190 @@ store_db_open(struct store *st, bool write, char *err, size_t errlen)
 	return db;
 }
 
-/* Reads the record of id into e, or a fresh one when there is none. A record
- * that is not ours (bad size or magic) is an error: guessing could let a
- * limit be exceeded. */
+/* Runs one step: lock, open, load; then, after fn, save when it asks and
+ * release the lock before gdbm_close's fsync. fn returns -1 (error), 0 (no
+ * change) or 1 (save). */
 static int
-store_get(GDBM_FILE db, const char *id, struct store_entry *e, char *err, size_t errlen)
+store_step(struct store *st, bool write,
+	   int (*fn)(struct store_state *s, void *ctx, char *err, size_t errlen), void *ctx,
+	   char *err, size_t errlen)
 {
-	datum key = {(char *)id, (int)strlen(id)};
-	datum val;
+	struct store_state s;
+	GDBM_FILE db;
+	int rc = -1;
 
-	memset(e, 0, sizeof(*e));
-	val = gdbm_fetch(db, key);
-	if (val.dptr == NULL) {
-		if (gdbm_errno != GDBM_ITEM_NOT_FOUND) {
-			store_set_err(err, errlen, "state file", gdbm_db_strerror(db));
-			return -1;
-		}
-		e->size = store_rec_size(0);
-		e->rec = calloc(1, e->size);
-		if (e->rec == NULL) {
-			store_set_err(err, errlen, "state", "out of memory");
-			return -1;
-		}
-		e->rec->magic = STORE_MAGIC;
-		e->rec->version = STORE_VERSION;
-		return 0;
-	}
-	struct store_rec *r = (struct store_rec *)(void *)val.dptr;
-	if ((size_t)val.dsize < sizeof(*r) || r->magic != STORE_MAGIC ||
-	    r->version != STORE_VERSION || r->ring_cap > STORE_RING_MAX ||
-	    (size_t)val.dsize != store_rec_size(r->ring_cap) || r->ring_len > r->ring_cap ||
-	    (r->ring_cap > 0 && r->ring_head >= r->ring_cap)) {
-		free(val.dptr);
-		store_set_err(err, errlen, "state file", "damaged record");
+	if (store_lock(st, write ? LOCK_EX : LOCK_SH, err, errlen) != 0)
+		return -1;
+	db = store_db_open(st, write, err, errlen);
+	if (db == NULL) {
+		store_unlock(st);
 		return -1;
 	}
-	e->rec = r;
-	e->size = (size_t)val.dsize;
-	return 0;
+	if (store_load(db, &s, err, errlen) == 0) {
+		rc = fn(&s, ctx, err, errlen);
+		if (rc == 1)
+			rc = write ? store_save(db, &s, err, errlen) : 0;
+		store_state_free(&s);
+	}
+	store_unlock(st);
+	gdbm_close(db);
+	return rc < 0 ? -1 : 0;
 }
 
-static int
-store_put(GDBM_FILE db, const char *id, struct store_entry *e, char *err, size_t errlen)
+static uint32_t
+store_ring_cap_for(long rpm)
 {
-	datum key = {(char *)id, (int)strlen(id)};
-	datum val = {(char *)e->rec, (int)e->size};
+	if (rpm <= 0 || rpm > STORE_RING_MAX)
+		return 0;
+	return (uint32_t)rpm;
+}
 
-	if (gdbm_store(db, key, val, GDBM_REPLACE) != 0) {
-		store_set_err(err, errlen, "state file", gdbm_db_strerror(db));
-		return -1;
-	}
-	return 0;
+static int64_t
+store_ring_at(const struct store_ent *e, uint32_t i)
+{
+	return e->d.ring_base + e->ring[(e->d.ring_head + i) % e->d.ring_cap];
 }
 
 /* Attempts in the last `seconds` whole seconds, this one included. */
 static int64_t
-store_bucket_sum(const struct store_rec *r, int64_t now_ms, int seconds)
+store_bucket_sum(const struct store_ent *e, int64_t now_ms, int seconds)
 {
 	int64_t now_s = now_ms / 1000;
 	int64_t sum = 0;
 
 	for (int i = 0; i < STORE_BUCKETS; i++)
-		if (r->buckets[i].second > now_s - seconds && r->buckets[i].second <= now_s)
-			sum += r->buckets[i].count;
+		if ((int64_t)e->d.buckets[i].second > now_s - seconds &&
+		    (int64_t)e->d.buckets[i].second <= now_s)
+			sum += e->d.buckets[i].count;
 	return sum;
+}
+
+/* True when the ring holds every attempt of the last window. */
+static bool
+store_ring_complete(const struct store_ent *e, int64_t now_ms)
+{
+	return e->d.ring_cap > 0 && e->d.ring_since <= now_ms - STORE_WINDOW_MS;
 }
 
 /* Resizes the ring to the endpoint's current rpm, keeping the newest times. */
 static int
-store_fit_ring(struct store_entry *e, long rpm, int64_t now_ms)
+store_fit_ring(struct store_ent *e, long rpm, int64_t now_ms)
 {
 	uint32_t cap = store_ring_cap_for(rpm);
-	struct store_rec *old = e->rec;
-	struct store_rec *r;
+	uint32_t keep = e->d.ring_len < cap ? e->d.ring_len : cap;
+	uint32_t *ring = NULL;
 
-	if (cap == old->ring_cap)
+	if (cap == e->d.ring_cap)
 		return 0;
-	r = calloc(1, store_rec_size(cap));
-	if (r == NULL)
-		return -1;
-	memcpy(r, old, sizeof(*r));
-	r->ring_cap = cap;
-	/* Grown while attempts it never saw are still in the window. */
-	if (cap > old->ring_cap && store_bucket_sum(old, now_ms, STORE_BUCKETS) > old->ring_len)
-		r->ring_since = now_ms;
-	r->ring_len = old->ring_len < cap ? old->ring_len : cap;
-	r->ring_head = 0;
-	for (uint32_t i = 0; i < r->ring_len; i++) {
-		uint32_t from = (old->ring_head + old->ring_len - r->ring_len + i) % old->ring_cap;
-		r->ring[i] = old->ring[from];
+	if (cap > 0) {
+		ring = calloc(cap, sizeof(*ring));
+		if (ring == NULL)
+			return -1;
+		for (uint32_t i = 0; i < keep; i++)
+			ring[i] = e->ring[(e->d.ring_head + e->d.ring_len - keep + i) %
+					  e->d.ring_cap];
 	}
-	free(old);
-	e->rec = r;
-	e->size = store_rec_size(cap);
+	/* Grown while attempts it never saw are still in the window. */
+	if (cap > e->d.ring_cap &&
+	    store_bucket_sum(e, now_ms, STORE_BUCKETS) > (int64_t)e->d.ring_len)
+		e->d.ring_since = now_ms;
+	if (e->d.ring_cap == 0)
+		e->d.ring_base = now_ms;
+	free(e->ring);
+	e->ring = ring;
+	e->d.ring_cap = cap;
+	e->d.ring_len = keep;
+	e->d.ring_head = 0;
 	return 0;
 }
 
-static void
-store_roll_day(struct store_rec *r, int64_t now_ms)
-{
-	long today = clock_local_day(now_ms);
-
-	if (r->day != today) {
-		r->day = today;
-		r->day_count = 0;
-	}
-}
-
-/* Attempts in the last 60 s, exact when the ring covers the limit. */
+/* Attempts in the last 60 s: exact from a complete ring, else from buckets. */
 static long
-store_rpm_used(const struct store_rec *r, int64_t now_ms)
+store_rpm_used(const struct store_ent *e, int64_t now_ms)
 {
 	long n = 0;
 
-	if (r->ring_cap == 0)
-		return (long)store_bucket_sum(r, now_ms, STORE_WINDOW_MS / 1000);
-	for (uint32_t i = 0; i < r->ring_len; i++)
-		if (r->ring[(r->ring_head + i) % r->ring_cap] > now_ms - STORE_WINDOW_MS)
+	if (!store_ring_complete(e, now_ms))
+		return (long)store_bucket_sum(e, now_ms, STORE_WINDOW_MS / 1000);
+	for (uint32_t i = 0; i < e->d.ring_len; i++)
+		if (store_ring_at(e, i) > now_ms - STORE_WINDOW_MS)
 			n++;
 	return n;
 }
 
 /* Milliseconds until ep has room again under its limits, 0 when it has room. */
 static int64_t
-store_wait_ms(const struct store_rec *r, const struct store_endpoint *ep, int64_t now_ms)
+store_wait_ms(const struct store_ent *e, const struct store_endpoint *ep, int64_t now_ms)
 {
 	int64_t wait = 0;
 
-	if (ep->rpd >= 0 && r->day == clock_local_day(now_ms) && r->day_count >= ep->rpd)
+	if (ep->rpm == 0 || ep->rpd == 0)
+		return clock_ms_to_midnight(now_ms);
+	if (ep->rpd > 0 && e->d.day == clock_local_day(now_ms) && e->d.day_count >= ep->rpd)
 		wait = clock_ms_to_midnight(now_ms);
-	bool ring_covers = ep->rpm > 0 && r->ring_cap >= (uint32_t)ep->rpm;
-	bool ring_young = r->ring_since > now_ms - STORE_WINDOW_MS;
-
-	if (ring_covers) {
+	if (ep->rpm < 0)
+		return wait;
+	bool covers = e->d.ring_cap >= (uint32_t)ep->rpm && e->d.ring_cap > 0;
+	if (covers && e->d.ring_len >= (uint32_t)ep->rpm) {
 		/* Exact: the rpm-th newest attempt must have left the window. */
-		if (r->ring_len >= (uint32_t)ep->rpm) {
-			uint32_t k = (r->ring_head + r->ring_len - (uint32_t)ep->rpm) % r->ring_cap;
-			int64_t w = r->ring[k] + STORE_WINDOW_MS - now_ms;
-			if (w > wait)
-				wait = w;
-		}
+		int64_t w = store_ring_at(e, e->d.ring_len - (uint32_t)ep->rpm) + STORE_WINDOW_MS -
+			    now_ms;
+		if (w > wait)
+			wait = w;
 	}
-	if (ep->rpm > 0 && (!ring_covers || ring_young) &&
-	    store_bucket_sum(r, now_ms, STORE_BUCKETS) >= ep->rpm) {
-		/* The ring does not cover this limit (above STORE_RING_MAX), or was
-		 * sized within the window and misses older attempts: whole-second
-		 * buckets spanning more than the window can only hold back early. */
-		int64_t now_s = now_ms / 1000;
-		int64_t oldest = now_s;
-		for (int i = 0; i < STORE_BUCKETS; i++)
-			if (r->buckets[i].count > 0 &&
-			    r->buckets[i].second > now_s - STORE_BUCKETS &&
-			    r->buckets[i].second < oldest)
-				oldest = r->buckets[i].second;
+	if ((!covers || !store_ring_complete(e, now_ms)) &&
+	    store_bucket_sum(e, now_ms, STORE_BUCKETS) >= ep->rpm) {
+		/* Buckets spanning more than the window: the oldest frees first. */
+		int64_t now_s = now_ms / 1000, oldest = now_s;
+		for (int i = 0; i < STORE_BUCKETS; i++) {
+			int64_t sec = e->d.buckets[i].second;
+			if (e->d.buckets[i].count > 0 && sec > now_s - STORE_BUCKETS &&
+			    sec < oldest)
+				oldest = sec;
+		}
 		int64_t w = (oldest + STORE_BUCKETS) * 1000 - now_ms;
 		if (w > wait)
 			wait = w;
 	}
-	if (ep->rpm == 0 || ep->rpd == 0)
-		wait = clock_ms_to_midnight(now_ms);
 	return wait;
 }
 
 static void
-store_count_attempt(struct store_rec *r, int64_t now_ms)
+store_count_attempt(struct store_ent *e, int64_t now_ms)
 {
 	int64_t now_s = now_ms / 1000;
-	struct store_bucket *b = &r->buckets[now_s % STORE_BUCKETS];
+	struct store_bucket *b = &e->d.buckets[now_s % STORE_BUCKETS];
+	long today = clock_local_day(now_ms);
 
-	if (b->second != now_s) {
-		b->second = now_s;
+	if (e->d.day != today) {
+		e->d.day = today;
+		e->d.day_count = 0;
+	}
+	if (b->second != (uint32_t)now_s) {
+		b->second = (uint32_t)now_s;
 		b->count = 0;
 	}
 	b->count++;
-	r->day_count++;
-	r->attempts++;
-	if (r->ring_cap == 0)
+	e->d.day_count++;
+	e->d.attempts++;
+	if (e->d.ring_cap == 0)
 		return;
-	if (r->ring_len < r->ring_cap) {
-		r->ring[(r->ring_head + r->ring_len) % r->ring_cap] = now_ms;
-		r->ring_len++;
+	if (now_ms - e->d.ring_base >= STORE_REBASE_MS) {
+		/* Keep offsets small; times older than the new base are long gone. */
+		int64_t nb = now_ms - STORE_WINDOW_MS;
+		for (uint32_t i = 0; i < e->d.ring_cap; i++) {
+			int64_t t = e->d.ring_base + e->ring[i];
+			e->ring[i] = t > nb ? (uint32_t)(t - nb) : 0;
+		}
+		e->d.ring_base = nb;
+	}
+	uint32_t off = (uint32_t)(now_ms - e->d.ring_base);
+	if (e->d.ring_len < e->d.ring_cap) {
+		e->ring[(e->d.ring_head + e->d.ring_len) % e->d.ring_cap] = off;
+		e->d.ring_len++;
 	} else {
-		r->ring[r->ring_head] = now_ms;
-		r->ring_head = (r->ring_head + 1) % r->ring_cap;
+		e->ring[e->d.ring_head] = off;
+		e->d.ring_head = (e->d.ring_head + 1) % e->d.ring_cap;
 	}
 }
 
@@ -408,11 +637,68 @@ store_path(const struct store *st)
 	return st->path;
 }
 
-static void
-store_entries_free(struct store_entry *e, size_t n)
+struct store_reserve_ctx {
+	const struct store_endpoint *eps;
+	size_t n;
+	int64_t now;
+	store_pick_fn pick;
+	void *pick_ctx;
+	struct store_reservation *res;
+	bool *room;
+};
+
+static int
+store_reserve_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < n; i++)
-		free(e[i].rec);
+	struct store_reserve_ctx *c = ctx;
+	int64_t min_wait = -1, min_cool = -1;
+	size_t have_room = 0;
+
+	for (size_t i = 0; i < c->n; i++) {
+		const struct store_ent *e = store_find(s, c->eps[i].id);
+		c->room[i] = false;
+		if (e->d.cooldown_until > c->now) {
+			int64_t w = e->d.cooldown_until - c->now;
+			if (min_cool < 0 || w < min_cool)
+				min_cool = w;
+			continue;
+		}
+		int64_t w = store_wait_ms(e, &c->eps[i], c->now);
+		if (w > 0) {
+			if (min_wait < 0 || w < min_wait)
+				min_wait = w;
+			continue;
+		}
+		c->room[i] = true;
+		have_room++;
+	}
+	if (have_room == 0) {
+		if (min_wait >= 0) {
+			/* A cooling endpoint may free before a limited one does. */
+			if (min_cool >= 0 && min_cool < min_wait)
+				min_wait = min_cool;
+			c->res->verdict = STORE_LIMITED;
+			c->res->retry_after_s = store_ceil_s(min_wait);
+		} else {
+			c->res->verdict = STORE_COOLING;
+			c->res->retry_after_s = store_ceil_s(min_cool);
+		}
+		return 0;
+	}
+	size_t k = c->pick(c->pick_ctx, c->room, c->n);
+	if (k >= c->n || !c->room[k]) {
+		store_set_err(err, errlen, "state", "no endpoint picked");
+		return -1;
+	}
+	struct store_ent *e = store_entry(s, c->eps[k].id);
+	if (e == NULL || store_fit_ring(e, c->eps[k].rpm, c->now) != 0) {
+		store_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
+	store_count_attempt(e, c->now);
+	c->res->verdict = STORE_RESERVED;
+	c->res->chosen = k;
+	return 1;
 }
 
 int
@@ -420,14 +706,9 @@ store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int6
 	      store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
 	      size_t errlen)
 {
-	struct store_entry stack_e[16], *e = stack_e;
-	bool stack_room[16], *room = stack_room;
-	int64_t min_wait = -1, min_cool = -1;
-	size_t have_room = 0;
-	bool any_limited = false;
-	GDBM_FILE db = NULL;
-	size_t got = 0;
-	int rc = -1;
+	bool stack_room[32];
+	struct store_reserve_ctx c = {eps, n, now_ms, pick, pick_ctx, res, stack_room};
+	int rc;
 
 	memset(res, 0, sizeof(*res));
 	if (n == 0) {
@@ -435,251 +716,138 @@ store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int6
 		res->retry_after_s = 1;
 		return 0;
 	}
-	if (n > 16) {
-		e = calloc(n, sizeof(*e));
-		room = calloc(n, sizeof(*room));
-		if (e == NULL || room == NULL) {
+	if (n > sizeof(stack_room) / sizeof(stack_room[0])) {
+		c.room = calloc(n, sizeof(*c.room));
+		if (c.room == NULL) {
 			store_set_err(err, errlen, "state", "out of memory");
-			goto out;
+			return -1;
 		}
 	}
-	if (store_lock(st, LOCK_EX, err, errlen) != 0)
-		goto out;
-	db = store_db_open(st, true, err, errlen);
-	if (db == NULL)
-		goto unlock;
-	for (got = 0; got < n; got++)
-		if (store_get(db, eps[got].id, &e[got], err, errlen) != 0)
-			goto unlock;
-	for (size_t i = 0; i < n; i++) {
-		struct store_rec *r = e[i].rec;
-		room[i] = false;
-		if (r->cooldown_until > now_ms) {
-			int64_t w = r->cooldown_until - now_ms;
-			if (min_cool < 0 || w < min_cool)
-				min_cool = w;
-			continue;
-		}
-		int64_t w = store_wait_ms(r, &eps[i], now_ms);
-		if (w > 0) {
-			any_limited = true;
-			if (min_wait < 0 || w < min_wait)
-				min_wait = w;
-			continue;
-		}
-		room[i] = true;
-		have_room++;
-	}
-	if (have_room == 0) {
-		if (any_limited) {
-			res->verdict = STORE_LIMITED;
-			/* A cooling endpoint may free before a limited one does. */
-			if (min_cool >= 0 && min_cool < min_wait)
-				min_wait = min_cool;
-			res->retry_after_s = store_ceil_s(min_wait);
-		} else {
-			res->verdict = STORE_COOLING;
-			res->retry_after_s = store_ceil_s(min_cool);
-		}
-		rc = 0;
-		goto unlock;
-	}
-	size_t c = pick(pick_ctx, room, n);
-	if (c >= n || !room[c]) {
-		store_set_err(err, errlen, "state", "no endpoint picked");
-		goto unlock;
-	}
-	if (store_fit_ring(&e[c], eps[c].rpm, now_ms) != 0) {
-		store_set_err(err, errlen, "state", "out of memory");
-		goto unlock;
-	}
-	store_roll_day(e[c].rec, now_ms);
-	store_count_attempt(e[c].rec, now_ms);
-	if (store_put(db, eps[c].id, &e[c], err, errlen) != 0)
-		goto unlock;
-	res->verdict = STORE_RESERVED;
-	res->chosen = c;
-	rc = 0;
-unlock:
-	/* Unlock first: gdbm_close fsyncs, and nobody should wait for that. */
-	store_unlock(st);
-	if (db != NULL)
-		gdbm_close(db);
-out:
-	store_entries_free(e, got);
-	if (e != stack_e)
-		free(e);
-	if (room != stack_room)
-		free(room);
+	rc = store_step(st, true, store_reserve_fn, &c, err, errlen);
+	if (c.room != stack_room)
+		free(c.room);
 	return rc;
+}
+
+struct store_record_ctx {
+	const char *id;
+	const struct store_outcome *o;
+	const struct store_cooldown *cd;
+	int64_t now;
+};
+
+static int
+store_record_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	struct store_record_ctx *c = ctx;
+	struct store_ent *e = store_entry(s, c->id);
+
+	if (e == NULL) {
+		store_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
+	if (c->o->success) {
+		e->d.fail_run = 0;
+		e->d.cooldown_until = 0;
+	} else {
+		e->d.fail_run++;
+		if (c->cd->failures > 0 && e->d.fail_run >= c->cd->failures && c->cd->seconds > 0)
+			e->d.cooldown_until = c->now + (int64_t)c->cd->seconds * 1000;
+	}
+	if (c->o->served) {
+		e->d.requests++;
+		e->d.last_used = c->now;
+	}
+	if (c->o->has_usage) {
+		e->d.prompt += c->o->prompt_tokens;
+		e->d.completion += c->o->completion_tokens;
+		e->d.total += c->o->total_tokens;
+	}
+	return 1;
 }
 
 int
 store_record(struct store *st, const char *id, const struct store_outcome *o,
 	     const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen)
 {
-	struct store_entry e = {0};
-	GDBM_FILE db;
-	int rc = -1;
+	struct store_record_ctx c = {id, o, cd, now_ms};
 
-	if (store_lock(st, LOCK_EX, err, errlen) != 0)
-		return -1;
-	db = store_db_open(st, true, err, errlen);
-	if (db == NULL)
-		goto unlock;
-	if (store_get(db, id, &e, err, errlen) != 0)
-		goto unlock;
-	struct store_rec *r = e.rec;
-	if (o->success) {
-		r->fail_run = 0;
-		r->cooldown_until = 0;
-	} else {
-		r->fail_run++;
-		if (cd->failures > 0 && r->fail_run >= cd->failures && cd->seconds > 0)
-			r->cooldown_until = now_ms + (int64_t)cd->seconds * 1000;
+	return store_step(st, true, store_record_fn, &c, err, errlen);
+}
+
+struct store_read_ctx {
+	const struct store_endpoint *eps;
+	size_t n;
+	int64_t now;
+	struct store_usage *out;
+};
+
+static int
+store_read_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	struct store_read_ctx *c = ctx;
+
+	(void)err, (void)errlen;
+	for (size_t i = 0; i < c->n; i++) {
+		const struct store_ent *e = store_find(s, c->eps[i].id);
+		struct store_usage *u = &c->out[i];
+		memset(u, 0, sizeof(*u));
+		u->rpm_used = store_rpm_used(e, c->now);
+		u->rpd_used = e->d.day == clock_local_day(c->now) ? (long)e->d.day_count : 0;
+		u->fail_run = (long)e->d.fail_run;
+		u->cooldown_until = e->d.cooldown_until > c->now ? e->d.cooldown_until : 0;
+		u->prompt_tokens = e->d.prompt;
+		u->completion_tokens = e->d.completion;
+		u->total_tokens = e->d.total;
+		u->requests = e->d.requests;
+		u->last_used = e->d.last_used;
+		int64_t w = store_wait_ms(e, &c->eps[i], c->now);
+		u->free_in_s = w > 0 ? store_ceil_s(w) : 0;
 	}
-	if (o->served) {
-		r->requests++;
-		r->last_used = now_ms;
-	}
-	if (o->has_usage) {
-		r->prompt += o->prompt_tokens;
-		r->completion += o->completion_tokens;
-		r->total += o->total_tokens;
-	}
-	rc = store_put(db, id, &e, err, errlen);
-unlock:
-	store_unlock(st);
-	if (db != NULL)
-		gdbm_close(db);
-	free(e.rec);
-	return rc;
+	return 0;
 }
 
 int
 store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 	   struct store_usage *out, char *err, size_t errlen)
 {
-	GDBM_FILE db;
-	int rc = -1;
+	struct store_read_ctx c = {eps, n, now_ms, out};
 
-	if (store_lock(st, LOCK_SH, err, errlen) != 0)
-		return -1;
-	db = store_db_open(st, false, err, errlen);
-	if (db == NULL)
-		goto unlock;
-	for (size_t i = 0; i < n; i++) {
-		struct store_entry e;
-		if (store_get(db, eps[i].id, &e, err, errlen) != 0)
-			goto unlock;
-		struct store_rec *r = e.rec;
-		struct store_usage *u = &out[i];
-		memset(u, 0, sizeof(*u));
-		u->rpm_used = store_rpm_used(r, now_ms);
-		u->rpd_used = r->day == clock_local_day(now_ms) ? (long)r->day_count : 0;
-		u->fail_run = (long)r->fail_run;
-		u->cooldown_until = r->cooldown_until > now_ms ? r->cooldown_until : 0;
-		u->prompt_tokens = r->prompt;
-		u->completion_tokens = r->completion;
-		u->total_tokens = r->total;
-		u->requests = r->requests;
-		u->last_used = r->last_used;
-		int64_t w = store_wait_ms(r, &eps[i], now_ms);
-		u->rpm_free_in_s = w > 0 ? store_ceil_s(w) : 0;
-		free(r);
+	return store_step(st, false, store_read_fn, &c, err, errlen);
+}
+
+static int
+store_reset_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	const char *id = ctx;
+
+	(void)err, (void)errlen;
+	for (size_t i = 0; i < s->n; i++) {
+		struct store_ent *e = &s->e[i];
+		if (id != NULL && strcmp(e->id, id) != 0)
+			continue;
+		e->d.prompt = e->d.completion = e->d.total = 0;
+		e->d.requests = 0;
+		e->d.last_used = 0;
 	}
-	rc = 0;
-unlock:
-	store_unlock(st);
-	if (db != NULL)
-		gdbm_close(db);
-	return rc;
+	return 1;
 }
 
 int
 store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
 {
-	GDBM_FILE db;
-	int rc = -1;
+	return store_step(st, true, store_reset_fn, (void *)id, err, errlen);
+}
 
-	if (store_lock(st, LOCK_EX, err, errlen) != 0)
-		return -1;
-	db = store_db_open(st, true, err, errlen);
-	if (db == NULL)
-		goto unlock;
-	/* Collect the keys first: storing while walking may reorder them. */
-	size_t n = 0, cap = 0;
-	char **keys = NULL;
-	if (id != NULL) {
-		keys = malloc(sizeof(*keys));
-		if (keys == NULL || (keys[0] = strdup(id)) == NULL) {
-			free(keys);
-			keys = NULL;
-			store_set_err(err, errlen, "state", "out of memory");
-			goto unlock;
-		}
-		n = 1;
-	} else {
-		datum k = gdbm_firstkey(db);
-		while (k.dptr != NULL) {
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 16;
-				char **nk = realloc(keys, ncap * sizeof(*keys));
-				if (nk == NULL) {
-					free(k.dptr);
-					store_set_err(err, errlen, "state", "out of memory");
-					goto free_keys;
-				}
-				keys = nk;
-				cap = ncap;
-			}
-			keys[n] = strndup(k.dptr, (size_t)k.dsize);
-			datum next = gdbm_nextkey(db, k);
-			free(k.dptr);
-			k = next;
-			if (keys[n] == NULL) {
-				free(k.dptr);
-				store_set_err(err, errlen, "state", "out of memory");
-				goto free_keys;
-			}
-			n++;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct store_entry e;
-		if (store_get(db, keys[i], &e, err, errlen) != 0)
-			goto free_keys;
-		e.rec->prompt = e.rec->completion = e.rec->total = 0;
-		e.rec->requests = 0;
-		e.rec->last_used = 0;
-		int prc = store_put(db, keys[i], &e, err, errlen);
-		free(e.rec);
-		if (prc != 0)
-			goto free_keys;
-	}
-	rc = 0;
-free_keys:
-	for (size_t i = 0; i < n; i++)
-		free(keys[i]);
-	free(keys);
-unlock:
-	store_unlock(st);
-	if (db != NULL)
-		gdbm_close(db);
-	return rc;
+static int
+store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	(void)s, (void)ctx, (void)err, (void)errlen;
+	return 0;
 }
 
 int
 store_check(struct store *st, char *err, size_t errlen)
 {
-	GDBM_FILE db;
-
-	if (store_lock(st, LOCK_EX, err, errlen) != 0)
-		return -1;
-	db = store_db_open(st, true, err, errlen);
-	store_unlock(st);
-	if (db == NULL)
-		return -1;
-	gdbm_close(db);
-	return 0;
+	return store_step(st, true, store_check_fn, NULL, err, errlen);
 }

@@ -14,9 +14,16 @@
 #define UPSTREAM_BUFFER_MAX (1024 * 1024)
 
 static const char *const upstream_hop_by_hop[] = {
-	"Connection",	"Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Proxy-Connection", "TE",     "Trailer",		"Transfer-Encoding",
-	"Upgrade",	NULL,
+	"Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Proxy-Connection",
+	"TE",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+	NULL,
 };
 
 static bool
@@ -54,8 +61,8 @@ bool
 upstream_request_header_passes(const char *name, const char *connection)
 {
 	static const char *const dropped[] = {
-		"Authorization", "X-Api-Key", "Host", "Cookie", "Content-Length",
-		"Accept-Encoding", "Expect", NULL,
+		"Authorization",  "X-Api-Key",       "Host",   "Cookie",
+		"Content-Length", "Accept-Encoding", "Expect", NULL,
 	};
 
 	if (upstream_name_in(name, dropped) || upstream_name_in(name, upstream_hop_by_hop))
@@ -74,8 +81,8 @@ upstream_response_header_passes(const char *name)
 bool
 upstream_status_retryable(long status)
 {
-	return status == 401 || status == 403 || status == 408 || status == 409 ||
-	       status == 429 || status >= 500;
+	return status == 401 || status == 403 || status == 408 || status == 409 || status == 429 ||
+	       status >= 500;
 }
 
 char *

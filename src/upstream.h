@@ -71,9 +71,9 @@ struct upstream_call {
 	bool cors;
 	FCGX_Request *client;
 	/* Out. */
-	long status;          /* 0 when no status line arrived */
-	bool failure;         /* counts against the endpoint */
-	struct usage usage;   /* tokens of a successful answer */
+	long status;        /* 0 when no status line arrived */
+	bool failure;       /* counts against the endpoint */
+	struct usage usage; /* tokens of a successful answer */
 	struct upstream_answer held;
 	char error[CURL_ERROR_SIZE]; /* why, with UPSTREAM_NO_ANSWER */
 };
