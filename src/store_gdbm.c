@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -326,7 +327,7 @@ store_find(const struct store_state *s, const char *id)
 
 /* Takes the lock, waiting at most STORE_LOCK_WAIT_MS. */
 static int
-store_lock(struct store *st, int how, char *err, size_t errlen)
+store_lock_fd(struct store *st, int how, char *err, size_t errlen)
 {
 	struct timespec pause = {0, 20000};
 	int64_t deadline = 0;
@@ -352,6 +353,41 @@ store_lock(struct store *st, int how, char *err, size_t errlen)
 		if (pause.tv_nsec < 1000000)
 			pause.tv_nsec *= 2;
 	}
+}
+
+static int
+store_open_lock_file(struct store *st, char *err, size_t errlen)
+{
+	/* Its own open file description: flock then also excludes other threads. */
+	st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (st->lock_fd < 0) {
+		store_set_err(err, errlen, st->lock_path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Takes the lock on the lock file that is at lock_path now. A lock file
+ * deleted or replaced since it was opened (its folder removed and made
+ * again) would exclude nobody who opens the new one, so it is opened anew. */
+static int
+store_lock(struct store *st, int how, char *err, size_t errlen)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		struct stat held, named;
+		if (st->lock_fd < 0 && store_open_lock_file(st, err, errlen) != 0)
+			return -1;
+		if (store_lock_fd(st, how, err, errlen) != 0)
+			return -1;
+		if (fstat(st->lock_fd, &held) == 0 && stat(st->lock_path, &named) == 0 &&
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+			return 0;
+		flock(st->lock_fd, LOCK_UN);
+		close(st->lock_fd);
+		st->lock_fd = -1;
+	}
+	store_set_err(err, errlen, st->lock_path, "lock file keeps changing");
+	return -1;
 }
 
 static void
@@ -600,12 +636,6 @@ store_open(const char *path, char *err, size_t errlen)
 		goto fail;
 	}
 	snprintf(st->lock_path, n, "%s.lock", path);
-	/* Its own open file description: flock then also excludes other threads. */
-	st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
-		store_set_err(err, errlen, st->lock_path, strerror(errno));
-		goto fail;
-	}
 	if (store_lock(st, LOCK_EX, err, errlen) != 0)
 		goto fail;
 	db = store_db_open(st, true, err, errlen);

@@ -180,7 +180,7 @@ class Gateway:
 
     def __init__(self, config, *, max_procs=2, mount="/", binary=None, clock=False,
                  tz=None, name="gw", raw_config=None, extra_env=None, state_bytes=None,
-                 fastcgi_options=None):
+                 fastcgi_options=None, user=None, group=None, state_name="state.db"):
         self.config = config
         self.raw_config = raw_config
         self.max_procs = max_procs
@@ -192,6 +192,11 @@ class Gateway:
         self.extra_env = extra_env or {}
         self.state_bytes = state_bytes  # written to the state file before start
         self.fastcgi_options = fastcgi_options or {}  # more fastcgi.server options
+        # server.username / server.groupname: lighttpd (started as root) drops to
+        # them, so the responder runs unprivileged; the directory is chowned to them.
+        self.user = user
+        self.group = group
+        self.state_name = state_name  # the state file's path below the directory
         self.dir = None
         self.port = None
         self.proc = None
@@ -209,7 +214,7 @@ class Gateway:
 
     @property
     def state_path(self):
-        return self.path("state.db")
+        return self.path(self.state_name)
 
     @property
     def errorlog_path(self):
@@ -257,6 +262,11 @@ class Gateway:
         if self.tz:
             env["TZ"] = self.tz
         env.update(self.extra_env)
+        priv = ""
+        if self.user:
+            priv += 'server.username = "%s"\n' % self.user
+        if self.group:
+            priv += 'server.groupname = "%s"\n' % self.group
         env_lines = "".join('\t\t\t"%s" => "%s",\n' % (k, v) for k, v in env.items())
         opt_lines = "".join('\t\t"%s" => "%s",\n' % (k, v)
                             for k, v in self.fastcgi_options.items())
@@ -274,7 +284,7 @@ server.upload-dirs = ( "{dir}" )
 server.stream-response-body = 1
 server.stream-request-body = 0
 server.max-request-size = 20480
-
+{priv}
 $HTTP["url"] =~ "{regex}" {{
 	fastcgi.server = ( "{mount}" => ((
 		"socket" => "{dir}/fcgi.sock",
@@ -286,7 +296,7 @@ $HTTP["url"] =~ "{regex}" {{
 	)) )
 }}
 """.format(port=self.port, dir=self.dir, regex=regex, mount=mount, binary=self.binary,
-           max_procs=self.max_procs, env=env_lines, opts=opt_lines)
+           max_procs=self.max_procs, env=env_lines, opts=opt_lines, priv=priv)
 
     # -- life cycle
     def start(self, timeout=15):
@@ -306,6 +316,8 @@ $HTTP["url"] =~ "{regex}" {{
                 self.write_config(raw=self.raw_config)
             else:
                 self.write_config()
+        if self.user or self.group:
+            self.chown_to_server_user(self.dir)
         last_err = None
         for _ in range(3):  # a free port can be taken between probe and bind
             self.port = free_port()
@@ -325,6 +337,21 @@ $HTTP["url"] =~ "{regex}" {{
                 if "Address already in use" not in self.log_text():
                     break
         raise RuntimeError("%s did not start: %s\n%s" % (self.name, last_err, self.log_tail(40)))
+
+    def server_ids(self):
+        """(uid, gid) of server.username / server.groupname (-1 when unset)."""
+        import grp
+        import pwd
+        uid = pwd.getpwnam(self.user).pw_uid if self.user else -1
+        gid = grp.getgrnam(self.group).gr_gid if self.group else -1
+        return uid, gid
+
+    def chown_to_server_user(self, path):
+        """Gives path (and everything below it) to server.username/groupname."""
+        uid, gid = self.server_ids()
+        for root, dirs, files in os.walk(path):
+            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
+                os.lchown(n, uid, gid)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout

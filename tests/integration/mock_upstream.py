@@ -24,6 +24,8 @@ Behaviours (the first argument of set/push):
                      with usage, then "data: [DONE]"; chunked encoding, one HTTP
                      chunk per event, each written at once
     close            read the request, then close the connection without answering
+    auto             "stream" when the request's JSON body has "stream": true, else
+                     "chat"; usage=(p, c) for chat, stream_usage=(p, c) for streams
 
 Every behaviour takes delay=SECONDS (sleep before answering). A port that
 refuses connections: closed_port().
@@ -141,6 +143,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             pass
         model = model or "mock-model"
+        if kind == "auto":
+            wants_stream = False
+            try:
+                j = json.loads(body.decode("utf-8")) if body else None
+                wants_stream = isinstance(j, dict) and j.get("stream") is True
+            except (ValueError, UnicodeDecodeError):
+                pass
+            if wants_stream:
+                beh = dict(beh, kind="stream", usage=beh.get("stream_usage", (5, 3)))
+            else:
+                beh = dict(beh, kind="chat")
+            kind = beh["kind"]
         try:
             if kind == "close":
                 self.close_connection = True
@@ -238,6 +252,12 @@ class _Server(ThreadingHTTPServer):
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        # A client (the responder) that went away mid-request is no news.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def close_all(self):
         with self._conns_lock:

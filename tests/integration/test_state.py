@@ -1,0 +1,965 @@
+#!/usr/bin/env python3
+"""Integration tests of the shared state (SPEC section 7, issue 3 "Shared state in
+GDBM"): the built responder behind a real lighttpd with max-procs 4, against mock
+upstreams on loopback.
+
+    S01 exact RPM / RPD limits with 30 requests fired at once
+    S02 the RPM window slides (test-clock build)
+    S03 the day rolls over at local midnight of the TZ lighttpd hands the responder
+    S04 a cooldown is shared by every process, and a success ends it
+    S05 counters, failure runs and token totals survive a lighttpd restart
+    S06 responders killed with SIGKILL under load lose and exceed nothing
+    S07 broken state files: clear log line, 503 answers, service back once repaired
+    S08 token totals of JSON and streamed answers add up
+
+Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
+when every case passes. Python 3 standard library only. By hand:
+
+    python3 tests/integration/test_state.py [-v] [S02Window.test_name ...]
+"""
+
+import collections
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import test_http as th  # noqa: E402  (shared Base, TAP printer, keys)
+from harness import Gateway  # noqa: E402
+from mock_upstream import MockUpstream  # noqa: E402
+from test_http import CLIENT_KEY, chat, default_server, new_key  # noqa: E402
+
+# A zone whose midnight is neither UTC's nor (most likely) the host's: a day that
+# rolls over at the right moment shows that the TZ lighttpd passes is honoured.
+try:
+    from zoneinfo import ZoneInfo
+    LOCAL_TZ = ZoneInfo("Asia/Tokyo")
+    TZ_NAME = "Asia/Tokyo"
+except Exception:  # no zoneinfo module or no tzdata: the same zone, POSIX style
+    LOCAL_TZ = datetime.timezone(datetime.timedelta(hours=9))
+    TZ_NAME = "JST-9"
+
+PROCS = 4
+CHAT = "/v1/chat/completions"
+LOG_PID_RE = re.compile(r"api-together\[(\d+)\]")
+
+
+def seconds_to_local_midnight(clock_offset=0.0):
+    now = datetime.datetime.now(LOCAL_TZ) + datetime.timedelta(seconds=clock_offset)
+    midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+    return (midnight - now).total_seconds()
+
+
+def note(msg):
+    """A TAP comment line (shown by the driver, ignored by the plan)."""
+    for line in str(msg).splitlines():
+        print("# " + line)
+    sys.stdout.flush()
+
+
+def fire_at_once(n, fn):
+    """n threads that each call fn(i) at the same moment; results in order
+    (an exception in place of a result when fn raised)."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait(10)
+            results[i] = fn(i)
+        except Exception as e:  # reported by the caller
+            results[i] = e
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    return results
+
+
+def statuses(results):
+    return [r.status if hasattr(r, "status") else repr(r) for r in results]
+
+
+def lighttpd_children(pid):
+    """Pids whose parent is pid (the responders lighttpd spawned)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+            out.append(int(d))
+    return out
+
+
+def answer_kind(r):
+    """"200", or the status with the error code of a JSON error, or with
+    "lighttpd" for a page of the web server itself."""
+    if r.status == 200:
+        return "200"
+    try:
+        code = json.loads(r.body.decode("utf-8"))["error"]["code"]
+    except Exception:
+        code = "lighttpd" if b"<html" in r.body.lower() or not r.body else "other"
+    return "%d %s" % (r.status, code)
+
+
+def stale_lock_fds(pids, lock_path):
+    """{pid: n} of descriptors the processes hold on a deleted lock_path."""
+    out = {}
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target == lock_path + " (deleted)":
+                out[pid] = out.get(pid, 0) + 1
+    return out
+
+
+def proc_uid(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cli_status(gw):
+    """api-together --status on the gateway's config and state file."""
+    env = dict(os.environ, API_TOGETHER_CONFIG=gw.config_path, API_TOGETHER_STATE=gw.state_path,
+               TZ=TZ_NAME)
+    return subprocess.run([gw.binary, "--status"], env=env, capture_output=True, text=True,
+                          timeout=20)
+
+
+def cli_row(out, api_id):
+    """The fields of api_id's line of --status (ID ENABLED RPM RPD FAILURES ...)."""
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == api_id:
+            return f
+    return None
+
+
+class StateBase(th.Base):
+    gateway_name = "st-procs4"
+    gateway_kwargs = {"max_procs": PROCS, "tz": TZ_NAME}
+
+    def chat_post(self, model, timeout=30):
+        return self.post(CHAT, chat(model), timeout=timeout)
+
+    def burst(self, n, model):
+        """n chat requests fired at once."""
+        return fire_at_once(n, lambda i: self.chat_post(model))
+
+    def status_entry(self, api_id, gw=None):
+        gw = gw or self.gw
+        r = gw.request("GET", "/v1/status", key=CLIENT_KEY)
+        self.assertStatus(r, 200)
+        for a in r.json().get("apis", []):
+            if a.get("id") == api_id:
+                return a
+        self.fail("endpoint %s not in /v1/status: %s" % (api_id, r))
+
+    def token_detail(self, api_id, gw=None):
+        gw = gw or self.gw
+        r = gw.request("GET", "/v1/token/stats", key=CLIENT_KEY)
+        self.assertStatus(r, 200)
+        return r.json()
+
+    def log_lines(self, offset=None, gw=None):
+        gw = gw or self.gw
+        time.sleep(0.15)  # the responder logs a request after answering it
+        return gw.log_since(self.log_offset if offset is None else offset).splitlines()
+
+    def pids_of(self, lines, needle):
+        out = collections.Counter()
+        for line in lines:
+            if needle in line:
+                m = LOG_PID_RE.search(line)
+                if m:
+                    out[int(m.group(1))] += 1
+        return out
+
+    def assertCounts(self, sts, want, what):
+        got = collections.Counter(sts)
+        self.assertEqual(dict(got), want, "%s: want %s, got %s (in order: %s)"
+                         % (what, want, dict(got), sts))
+
+
+# ---------------------------------------------------------------------------
+class S01ExactLimits(StateBase):
+    """30 requests at once against 4 processes: the limit holds exactly."""
+
+    def test_rpm7_30_at_once(self):
+        up = self.mock("rpm7")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-rpm7"], rpm=7)])
+        res = self.burst(30, "m-rpm7")
+        sts = statuses(res)
+        self.assertCounts(sts, {200: 7, 429: 23}, "rpm 7, 30 requests at once")
+        self.assertEqual(up.count(), 7, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+                self.assertRetryAfter(r, 1, 60)
+        st = self.status_entry(aid)
+        self.assertEqual((st["usage"]["rpm"], st["usage"]["rpd"]), (7, 7), st)
+        pids = self.pids_of(self.log_lines(), "model=m-rpm7")
+        note("rpm 7: answers came from %d responder processes %s" % (len(pids), dict(pids)))
+        self.assertGreaterEqual(len(pids), 2, "all 30 requests went to one process; the "
+                                "test shows nothing about processes: %s" % dict(pids))
+
+    def test_rpd5_30_at_once(self):
+        up = self.mock("rpd5")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-rpd5"], rpd=5)])
+        res = self.burst(30, "m-rpd5")
+        to_midnight = seconds_to_local_midnight()
+        sts = statuses(res)
+        self.assertCounts(sts, {200: 5, 429: 25}, "rpd 5, 30 requests at once")
+        self.assertEqual(up.count(), 5, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+                ra = self.assertRetryAfter(r, 1, int(to_midnight) + 2)
+                # the day ends at midnight of TZ=%s, not of UTC or of the host
+                self.assertGreater(ra, to_midnight - 15,
+                                   "Retry-After %d, but local (%s) midnight is %d s away%s"
+                                   % (ra, TZ_NAME, to_midnight, self.diag(r)))
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["rpd"], 5, st)
+        self.assertIs(st["available"], False, st)
+
+
+# ---------------------------------------------------------------------------
+class ClockBase(StateBase):
+    gateway_name = "st-clock"
+    gateway_kwargs = {"max_procs": PROCS, "tz": TZ_NAME, "binary": harness.TESTCLOCK_BIN,
+                      "clock": True}
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(harness.TESTCLOCK_BIN, os.X_OK):
+            raise unittest.SkipTest("test-clock build not found: %s (make check builds it)"
+                                    % harness.TESTCLOCK_BIN)
+        super().setUpClass()
+
+    def seq(self, n, model):
+        return [self.chat_post(model) for _ in range(n)]
+
+
+class S02Window(ClockBase):
+    """The RPM window is a sliding 60 s, not a fixed minute."""
+
+    def test_full_burst_frees_after_60s(self):
+        up = self.mock("win")
+        self.configure([self.api(self.uid("a"), up.url, ["m-win"], rpm=7)])
+        # t: 7 allowed, 7 more refused
+        self.assertCounts(statuses(self.burst(7, "m-win")), {200: 7}, "7 at t")
+        res = self.burst(7, "m-win")
+        self.assertCounts(statuses(res), {429: 7}, "7 more at t")
+        for r in res:
+            self.assertRetryAfter(r, 55, 60)
+        # t+30: still nothing
+        self.gw.advance_clock(30)
+        res = self.seq(3, "m-win")
+        self.assertCounts(statuses(res), {429: 3}, "at t+30")
+        for r in res:
+            self.assertRetryAfter(r, 25, 31)
+        self.assertEqual(up.count(), 7)
+        # t+61: the 7 of t have left the window
+        self.gw.advance_clock(31)
+        self.assertCounts(statuses(self.burst(7, "m-win")), {200: 7}, "7 at t+61")
+        r = self.chat_post("m-win")
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 55, 60)
+        self.assertEqual(up.count(), 14)
+
+    def test_spread_attempts_leave_one_by_one(self):
+        up = self.mock("spread")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-spread"], rpm=7)])
+        self.assertCounts(statuses(self.seq(3, "m-spread")), {200: 3}, "3 at t")
+        self.gw.advance_clock(30)
+        self.assertCounts(statuses(self.seq(4, "m-spread")), {200: 4}, "4 at t+30")
+        r = self.chat_post("m-spread")
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 25, 31)  # the first of t leaves at t+60
+        # t+61: the 3 of t are out, the 4 of t+30 still in
+        self.gw.advance_clock(31)
+        got = statuses(self.seq(7, "m-spread"))
+        self.assertEqual(got, [200] * 3 + [429] * 4, "at t+61 exactly 3 more may go")
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["rpm"], 7, st)
+        r = self.chat_post("m-spread")
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 25, 31)  # the 4 of t+30 leave at t+90
+        # t+91: the 4 of t+30 are out too
+        self.gw.advance_clock(30)
+        got = statuses(self.seq(5, "m-spread"))
+        self.assertEqual(got, [200] * 4 + [429], "at t+91 exactly 4 more may go")
+        self.assertEqual(up.count(), 3 + 4 + 3 + 4)
+
+
+class S03Midnight(ClockBase):
+    """RPD is per calendar day of the local time of the TZ the responder gets."""
+
+    def test_day_rolls_over_at_local_midnight(self):
+        up = self.mock("mid")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-mid"], rpd=3)])
+        # move the clock to 23:59:50 local
+        now = datetime.datetime.now(LOCAL_TZ) + datetime.timedelta(
+            seconds=self.gw._clock_offset)
+        target = now.replace(hour=23, minute=59, second=50, microsecond=0)
+        if target - now < datetime.timedelta(seconds=1):
+            target += datetime.timedelta(days=1)
+        self.gw.advance_clock((target - now).total_seconds())
+        self.assertCounts(statuses(self.burst(3, "m-mid")), {200: 3}, "3 at 23:59:50")
+        res = self.burst(4, "m-mid")
+        self.assertCounts(statuses(res), {429: 4}, "after the day's 3")
+        for r in res:
+            self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+            # local midnight is 10 s away (UTC's is hours away)
+            self.assertRetryAfter(r, 1, 11)
+        self.assertEqual(self.status_entry(aid)["usage"]["rpd"], 3)
+        self.assertEqual(up.count(), 3)
+        # cross midnight: 00:00:02 local
+        self.gw.advance_clock(12)
+        self.assertEqual(self.status_entry(aid)["usage"]["rpd"], 0,
+                         "usage.rpd of the new day")
+        self.assertCounts(statuses(self.burst(5, "m-mid")), {200: 3, 429: 2},
+                          "the new day's requests")
+        r = self.chat_post("m-mid")
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 86400 - 30, 86400)
+        self.assertEqual(self.status_entry(aid)["usage"]["rpd"], 3)
+        self.assertEqual(up.count(), 6)
+
+
+class S04Cooldown(ClockBase):
+    """A cooldown started by failures in one process holds in all of them."""
+
+    def test_cooldown_shared_by_every_process(self):
+        bad = self.mock("cool", "status", status=500, body='{"error":{"message":"down"}}',
+                        delay=0.4)
+        aid = self.uid("a")
+        self.configure([self.api(aid, bad.url, ["m-cool"])],
+                       cooldown={"failures": 2, "seconds": 30})
+        # two failures at the same time: two worker threads, likely two processes
+        res = self.burst(2, "m-cool")
+        self.assertEqual(statuses(res), [500, 500], [str(r) for r in res])
+        fail_pids = self.pids_of(self.log_lines(), "tried=%s:500" % aid)
+        note("the 2 failures were handled by processes %s" % dict(fail_pids))
+        st = self.status_entry(aid)
+        self.assertEqual(st["errorCount"], 2, st)
+        self.assertIs(st["temporarilyDisabled"], True, st)
+        self.assertIs(st["available"], False, st)
+        # enough requests at once to reach every process
+        bad.set("chat")
+        offset = self.gw.log_size()
+        procs = set(self.gw.responder_pids())
+        seen = collections.Counter()
+        rounds = 0
+        while rounds < 8 and not procs <= set(seen):
+            rounds += 1
+            res = self.burst(24, "m-cool")
+            for r in res:
+                self.assertError(r, 503, "service_unavailable", "no_available_api")
+                self.assertRetryAfter(r, 1, 30)
+            seen = self.pids_of(self.log_lines(offset), "model=m-cool")
+        self.assertEqual(bad.count(), 2, "a request reached the endpoint during its cooldown")
+        note("cooldown 503s came from processes %s (of %s) in %d rounds"
+             % (dict(seen), sorted(procs), rounds))
+        self.assertTrue(procs <= set(seen),
+                        "never reached every responder process %s: answers came from %s"
+                        % (sorted(procs), dict(seen)))
+        # after the cooldown a success ends the run, for everybody
+        self.gw.advance_clock(31)
+        self.assertStatus(self.chat_post("m-cool"), 200)
+        st = self.status_entry(aid)
+        self.assertEqual(st["errorCount"], 0, st)
+        self.assertIs(st["temporarilyDisabled"], False, st)
+        self.assertIs(st["available"], True, st)
+        self.assertCounts(statuses(self.burst(16, "m-cool")), {200: 16}, "after the cooldown")
+        self.assertEqual(bad.count(), 2 + 1 + 16)
+
+
+# ---------------------------------------------------------------------------
+class OwnGatewayBase(StateBase):
+    """A test that starts (and stops) a gateway of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    def setUp(self):
+        self.gw = None
+        self.mocks = []
+        self._n = 0
+        self.log_offset = 0
+
+    def tearDown(self):
+        super().tearDown()
+        if self.gw is not None:
+            self.gw.stop()
+
+    def start_gateway(self, apis, name, **server):
+        self.gw = Gateway({"server": default_server(**server), "apis": apis}, name=name,
+                          max_procs=PROCS, tz=TZ_NAME)
+        self.gw.start()
+        return self.gw
+
+
+class S05Restart(OwnGatewayBase):
+    """Nothing of the state is lost when lighttpd and its responders restart."""
+
+    def test_usage_survives_restart(self):
+        ok = self.mock("ok", "auto", usage=(11, 7), stream_usage=(5, 3))
+        bad = self.mock("bad", "status", status=500, body="no")
+        a, b, c = "rs-ok", "rs-onefail", "rs-cooling"
+        gw = self.start_gateway([self.api(a, ok.url, ["m-ok"], rpd=6, rpm=50),
+                                 self.api(b, bad.url, ["m-bad1"]),
+                                 self.api(c, bad.url, ["m-bad2"])],
+                                "restart", cooldown={"failures": 2, "seconds": 600})
+        self.assertCounts(statuses(self.burst(3, "m-ok")), {200: 3}, "json answers")
+        s = gw.stream("POST", CHAT, body=chat("m-ok", stream=True), key=CLIENT_KEY)
+        self.assertEqual(s.status, 200, s.describe())
+        self.assertStatus(self.chat_post("m-bad1"), 500)
+        self.assertStatus(self.chat_post("m-bad2"), 500)
+        self.assertStatus(self.chat_post("m-bad2"), 500)
+        self.assertTrue(self.wait_for(lambda: self.status_entry(a)["tokens"]["total"] == 62),
+                        self.status_entry(a))
+
+        def snapshot():
+            r = gw.request("GET", "/v1/status", key=CLIENT_KEY)
+            self.assertStatus(r, 200)
+            apis = {x["id"]: x for x in r.json()["apis"]}
+            r = gw.request("GET", "/v1/token/stats", key=CLIENT_KEY)
+            self.assertStatus(r, 200)
+            return apis, r.json()["detailedStats"], r.json()["summary"]
+
+        before = snapshot()
+        self.assertEqual(before[0][a]["usage"], {"rpm": 4, "rpd": 4}, before[0][a])
+        self.assertEqual(before[0][a]["tokens"], {"prompt": 38, "completion": 24, "total": 62})
+        self.assertEqual(before[0][b]["errorCount"], 1, before[0][b])
+        self.assertIs(before[0][c]["temporarilyDisabled"], True, before[0][c])
+        self.assertEqual(before[1][a]["requests"], 4, before[1])
+        old_pids = set(gw.responder_pids())
+
+        gw.stop(keep=True)
+        self.assertEqual(gw.leftovers_after_term, [], "responders outlived lighttpd")
+        cli = cli_status(gw)
+        self.assertEqual(cli.returncode, 0, "--status with lighttpd stopped: %s %s"
+                         % (cli.stdout, cli.stderr))
+        row = cli_row(cli.stdout, a)
+        self.assertIsNotNone(row, cli.stdout)
+        self.assertEqual(row[3], "4/6", "--status RPD column of %s:\n%s" % (a, cli.stdout))
+        gw.start()
+        self.assertFalse(old_pids & set(gw.responder_pids()), "not a fresh set of responders")
+
+        after = snapshot()
+        for api_id in (a, b, c):
+            for k in ("usage", "tokens", "errorCount", "temporarilyDisabled", "available",
+                      "cooldownUntil"):
+                self.assertEqual(after[0][api_id].get(k), before[0][api_id].get(k),
+                                 "%s.%s changed in the restart:\nbefore %s\nafter  %s"
+                                 % (api_id, k, before[0][api_id], after[0][api_id]))
+        self.assertEqual(after[1], before[1], "/v1/token/stats detailedStats changed")
+        self.assertEqual(after[2], before[2], "/v1/token/stats summary changed")
+        # and the counts still bind: 2 more of the day's 6, the cooldown still on
+        self.assertCounts(statuses(self.burst(5, "m-ok")), {200: 2, 429: 3}, "after restart")
+        r = self.chat_post("m-bad2")
+        self.assertError(r, 503, "service_unavailable", "no_available_api")
+        self.assertEqual(ok.count(), 6)
+        self.assertEqual(bad.count(), 3)
+
+
+class S06Kill9(OwnGatewayBase):
+    """SIGKILL of responders at random moments under load (SPEC §7: a process
+    killed at any moment loses nothing and never lets a limit be exceeded)."""
+
+    RPD = 200
+    SECONDS = 6.0
+
+    def test_kill9_under_load(self):
+        lim = self.mock("lim", "chat", usage=(1, 1))
+        free = self.mock("free", "chat", usage=(1, 1))
+        L, U = "kill-limited", "kill-free"
+        gw = self.start_gateway([
+            self.api(L, lim.url, ["m-kill", "m-kill-l"], rpd=self.RPD, rpm=1000, weight=1),
+            self.api(U, free.url, ["m-kill"], weight=3)], "kill9")
+        stop = threading.Event()
+        lock = threading.Lock()
+        answers = collections.Counter()
+        polls = []  # (t, L rpd, U rpd, L tokens, U tokens)
+        poll_errors = collections.Counter()
+        kills = []
+        bad_answers = []
+
+        def client(i):
+            while not stop.is_set():
+                try:
+                    r = gw.request("POST", CHAT, body=chat("m-kill"), key=CLIENT_KEY, timeout=15)
+                    key = answer_kind(r)
+                    # lighttpd's own 5xx for a killed responder are expected; so is
+                    # the upstream answer of an endpoint; any error of the
+                    # responder itself is not
+                    if r.status != 200 and not key.endswith("lighttpd"):
+                        bad_answers.append(r.describe(300))
+                except Exception as e:  # a killed responder: lighttpd closes or errs
+                    key = type(e).__name__
+                with lock:
+                    answers[key] += 1
+
+        def poller():
+            while not stop.is_set():
+                try:
+                    r = gw.request("GET", "/v1/status", key=CLIENT_KEY, timeout=10)
+                    if r.status == 200:
+                        apis = {x["id"]: x for x in r.json()["apis"]}
+                        polls.append((time.monotonic(), apis[L]["usage"]["rpd"],
+                                      apis[U]["usage"]["rpd"], apis[L]["tokens"]["total"],
+                                      apis[U]["tokens"]["total"]))
+                    else:
+                        poll_errors[r.status] += 1
+                except Exception as e:
+                    poll_errors[type(e).__name__] += 1
+                time.sleep(0.03)
+
+        def killer():
+            rnd = random.Random(7)
+            while not stop.wait(rnd.uniform(0.1, 0.3)):
+                kids = lighttpd_children(gw.proc.pid)
+                if not kids:
+                    continue
+                pid = rnd.choice(kids)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(pid)
+                except OSError:
+                    pass
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        threads += [threading.Thread(target=poller), threading.Thread(target=killer)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(self.SECONDS)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        lim_during = lim.count()
+        note("kill -9 loop: %.1fs, %d kills, client answers %s, %d status polls (failed %s); "
+             "limited endpoint got %d, free one %d"
+             % (time.monotonic() - t0, len(kills), dict(answers), len(polls), dict(poll_errors),
+                lim_during, free.count()))
+        self.assertGreaterEqual(len(kills), 10, "the killer hardly ran")
+        self.assertGreaterEqual(answers["200"], 100, "hardly any load: %s" % dict(answers))
+        self.assertFalse(bad_answers, "unexpected answers:\n" + "\n".join(bad_answers[:5]))
+
+        # the service comes back, the state file opens
+        self.assertTrue(self.wait_for(
+            lambda: gw.request("GET", "/health").status == 200, timeout=10),
+            "no /health 200 after the kill loop")
+        cli = cli_status(gw)
+        self.assertEqual(cli.returncode, 0, "--status after the kill loop: rc %d %s %s"
+                         % (cli.returncode, cli.stdout, cli.stderr))
+
+        # no count ever went backwards
+        for name, k in (("usage.rpd of " + L, 1), ("usage.rpd of " + U, 2),
+                        ("tokens.total of " + L, 3), ("tokens.total of " + U, 4)):
+            seq = [p[k] for p in polls]
+            drops = [(i, seq[i - 1], seq[i]) for i in range(1, len(seq)) if seq[i] < seq[i - 1]]
+            self.assertFalse(drops, "%s went backwards between polls (index, before, after): %s"
+                             % (name, drops[:5]))
+
+        # every attempt that reached an upstream was counted; no limit exceeded
+        st_l, st_u = self.status_entry(L), self.status_entry(U)
+        self.assertLessEqual(lim_during, self.RPD, "the limited endpoint got more than its rpd")
+        self.assertLessEqual(st_l["usage"]["rpd"], self.RPD, st_l)
+        self.assertGreaterEqual(st_l["usage"]["rpd"], lim.count(),
+                                "attempts on %s reached the upstream uncounted" % L)
+        self.assertGreaterEqual(st_u["usage"]["rpd"], free.count(),
+                                "attempts on %s reached the upstream uncounted" % U)
+        if polls:
+            self.assertGreaterEqual(st_l["usage"]["rpd"], polls[-1][1])
+            self.assertGreaterEqual(st_u["usage"]["rpd"], polls[-1][2])
+
+        # use up the rest of the day: the limit holds exactly, state and upstream agree
+        for _ in range(15):
+            res = fire_at_once(32, lambda i: self.chat_post("m-kill-l"))
+            kinds = [answer_kind(r) if hasattr(r, "status") else repr(r) for r in res]
+            # lighttpd may still hold a killed responder's slot for a moment
+            self.assertEqual(set(kinds) - {"200", "429 rate_limit_exceeded", "503 lighttpd"},
+                             set(), kinds)
+            if "429 rate_limit_exceeded" in kinds:
+                break
+        st_l = self.status_entry(L)
+        self.assertEqual(st_l["usage"]["rpd"], self.RPD, st_l)
+        r = self.chat_post("m-kill-l")
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertLessEqual(lim.count(), self.RPD, "the limited endpoint got more than its rpd")
+        lost = st_l["usage"]["rpd"] - lim.count()
+        note("counted on %s but never received (killed between count and send): %d"
+             % (L, lost))
+        self.assertLessEqual(lost, len(kills), "more uncounted-by-upstream attempts than kills")
+        cli = cli_status(gw)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        row = cli_row(cli.stdout, L)
+        self.assertIsNotNone(row, cli.stdout)
+        self.assertEqual(row[3], "%d/%d" % (self.RPD, self.RPD), cli.stdout)
+        errs = [l for l in gw.log_since(0).splitlines() if "state file" in l]
+        self.assertFalse(errs, "state file errors after kills:\n" + "\n".join(errs[:10]))
+
+
+# ---------------------------------------------------------------------------
+HOLD_LOCK = r"""
+import fcntl, sys, time
+f = open(sys.argv[1], "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+class S07BrokenState(StateBase):
+    """Each broken state file: a clear log line naming it, 503 for proxied requests
+    and /health, nothing forwarded, no crash; repaired, service resumes without a
+    restart (SPEC §5 /health, §7). One gateway, its responders unprivileged so file
+    modes count, its state file in a folder of its own that is missing at start."""
+
+    gateway_name = "st-broken"
+
+    @classmethod
+    def setUpClass(cls):
+        kw = {"max_procs": PROCS, "tz": TZ_NAME, "state_name": "state/state.db"}
+        cls.unprivileged = os.geteuid() != 0
+        if os.geteuid() == 0:
+            import pwd
+            try:
+                pwd.getpwnam("nobody")
+                group = next(g for g in ("nogroup", "nobody") if _has_group(g))
+                kw.update(user="nobody", group=group)
+                cls.unprivileged = True
+            except (KeyError, StopIteration):
+                pass
+        cls.gateway_kwargs = kw
+        super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.mock("broken")
+        self.aid = "broken-ep"
+        self.configure([self.api(self.aid, self.up.url, ["m-broken"])])
+
+    # -- helpers
+    @property
+    def state_dir(self):
+        return os.path.dirname(self.gw.state_path)
+
+    def give(self, path):
+        if self.gw.user or self.gw.group:
+            self.gw.chown_to_server_user(path)
+
+    def pids(self):
+        return sorted(lighttpd_children(self.gw.proc.pid))
+
+    def expect_broken(self, what, log_needle, n=3):
+        """/health and proxied requests give 503, nothing is forwarded, and the log
+        names the state file."""
+        before = self.up.count()
+        r = self.gw.request("GET", "/health")
+        self.assertStatus(r, 503)
+        j = r.json()
+        self.assertEqual(j.get("status"), "error", "%s: /health%s" % (what, self.diag(r)))
+        res = fire_at_once(n, lambda i: self.chat_post("m-broken"))
+        for r in res:
+            self.assertTrue(hasattr(r, "status"), "%s: %r" % (what, r))
+            self.assertErrorShape(r, 503)
+        self.assertEqual(self.up.count(), before, "%s: forwarded without a usable state file"
+                         % what)
+        lines = [l for l in self.log_lines() if re.search(r"\berror\b", l)
+                 and "state file" in l and log_needle in l]
+        self.assertTrue(lines, "%s: no error line naming the state file (%r) in the log:\n%s"
+                        % (what, log_needle, "\n".join(self.log_lines()[-15:])))
+        note("%s: %s" % (what, lines[-1].split(": ", 1)[-1]))
+        return lines
+
+    def expect_working(self, what):
+        r = self.gw.request("GET", "/health")
+        self.assertStatus(r, 200)
+        before = self.up.count()
+        res = fire_at_once(8, lambda i: self.chat_post("m-broken"))
+        self.assertCounts(statuses(res), {200: 8}, "%s: after the repair" % what)
+        self.assertEqual(self.up.count(), before + 8)
+        return self.status_entry(self.aid)
+
+    def assertNoCrash(self, pids_before, what):
+        self.assertEqual(self.pids(), pids_before,
+                         "%s: responder processes changed (a crash?)" % what)
+
+    # -- cases, in order on the same gateway
+    def test_a_folder_missing_at_start(self):
+        self.assertFalse(os.path.exists(self.state_dir))
+        pids = self.pids()
+        self.expect_broken("state folder missing at start", self.state_dir)
+        os.mkdir(self.state_dir, 0o755)
+        self.give(self.state_dir)
+        st = self.expect_working("state folder created")
+        self.assertEqual(st["usage"]["rpd"], 8, st)
+        self.assertTrue(os.path.exists(self.gw.state_path))
+        mode = os.stat(self.gw.state_path).st_mode & 0o777
+        self.assertEqual(mode, 0o600, "state file mode %o (SPEC §7: 0600)" % mode)
+        self.assertNoCrash(pids, "folder missing")
+
+    def test_b_folder_moved_away(self):
+        self.assertTrue(os.path.exists(self.gw.state_path), "test_a did not run first")
+        rpd = self.status_entry(self.aid)["usage"]["rpd"]
+        pids = self.pids()
+        moved = self.state_dir + ".moved"
+        os.rename(self.state_dir, moved)
+        try:
+            self.expect_broken("state folder gone", self.state_dir)
+        finally:
+            os.rename(moved, self.state_dir)
+        st = self.expect_working("state folder back")
+        self.assertEqual(st["usage"]["rpd"], rpd + 8, "counts kept: %s" % st)
+        self.assertNoCrash(pids, "folder moved away")
+
+    def test_c_file_not_writable(self):
+        if not self.unprivileged:
+            self.skipTest("running as root without a 'nobody' user: file modes do not bind")
+        uid = proc_uid(self.pids()[0])
+        self.assertNotEqual(uid, 0, "the responder runs as root; file modes would not count")
+        pids = self.pids()
+        os.chmod(self.gw.state_path, 0o400)
+        try:
+            self.expect_broken("state file read-only", self.gw.state_path)
+        finally:
+            os.chmod(self.gw.state_path, 0o600)
+        self.expect_working("state file writable again")
+        self.assertNoCrash(pids, "not writable")
+
+    def test_d_locked_too_long(self):
+        lock_path = self.gw.state_path + ".lock"
+        pids = self.pids()
+        before = self.up.count()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_path, "5"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), "locked")
+            t_locked = time.monotonic()
+            health = {}
+            ht = threading.Thread(target=lambda: health.update(
+                r=self.gw.request("GET", "/health", timeout=20)))
+            ht.start()
+            r = self.chat_post("m-broken", timeout=20)
+            ht.join(20)
+            self.assertErrorShape(r, 503)
+            self.assertTrue(2.5 <= r.elapsed <= 4.8,
+                            "answer after %.2fs while the lock was held (want about 3 s)"
+                            % r.elapsed)
+            self.assertStatus(health["r"], 503)
+            self.assertEqual(self.up.count(), before)
+            self.assertLess(time.monotonic() - t_locked, 5, "the lock was released already")
+            lines = [l for l in self.log_lines() if "state file" in l and lock_path in l]
+            self.assertTrue(lines, "no log line naming the lock file:\n"
+                            + "\n".join(self.log_lines()[-10:]))
+            note("locked: " + lines[-1].split(": ", 1)[-1])
+        finally:
+            holder.wait(10)
+        self.expect_working("lock released")
+        self.assertNoCrash(pids, "locked")
+
+    def test_e_not_a_gdbm_file(self):
+        rpd = self.status_entry(self.aid)["usage"]["rpd"]
+        pids = self.pids()
+        backup = self.gw.state_path + ".bak"
+        shutil.copy2(self.gw.state_path, backup)
+        try:
+            with open(self.gw.state_path, "r+b") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.write((b"this is not a GDBM file\n" * (size // 24 + 1))[:size])
+            self.expect_broken("garbage state file", self.gw.state_path)
+        finally:
+            shutil.copy2(backup, self.gw.state_path)
+            self.give(self.gw.state_path)
+        st = self.expect_working("good state file restored")
+        self.assertEqual(st["usage"]["rpd"], rpd + 8, "counts of the restored file: %s" % st)
+        self.assertNoCrash(pids, "not a GDBM file")
+
+    def test_f_empty_state_file(self):
+        """A file of 0 bytes (a crashed copy, a full disk): refused like garbage
+        or started afresh, but never a crash or a forwarded request without a count."""
+        pids = self.pids()
+        backup = self.gw.state_path + ".bak"
+        shutil.copy2(self.gw.state_path, backup)
+        try:
+            with open(self.gw.state_path, "r+b") as f:
+                f.truncate(0)
+            r = self.gw.request("GET", "/health")
+            if r.status == 200:
+                note("an empty state file is taken as a new one")
+                before = self.up.count()
+                self.assertStatus(self.chat_post("m-broken"), 200)
+                self.assertEqual(self.status_entry(self.aid)["usage"]["rpd"], 1)
+                self.assertEqual(self.up.count(), before + 1)
+            else:
+                self.expect_broken("empty state file", self.gw.state_path)
+        finally:
+            shutil.copy2(backup, self.gw.state_path)
+            self.give(self.gw.state_path)
+        self.expect_working("good state file restored")
+        self.assertNoCrash(pids, "empty file")
+
+    def test_g_folder_recreated_shares_lock(self):
+        """The folder deleted and created again (new state file and lock file): the
+        responders must lock the new lock file, as a process started now does;
+        otherwise old and new processes write the database without excluding each
+        other."""
+        pids = self.pids()
+        shutil.rmtree(self.state_dir)
+        self.expect_broken("state folder deleted", self.state_dir, n=2)
+        os.mkdir(self.state_dir, 0o755)
+        self.give(self.state_dir)
+        self.expect_working("state folder created again")
+        lock_path = self.gw.state_path + ".lock"
+        self.assertTrue(os.path.exists(lock_path))
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_path, "4"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), "locked")
+            before = self.up.count()
+            r = self.chat_post("m-broken", timeout=20)
+            stale = stale_lock_fds(self.pids(), lock_path)
+            self.assertEqual(r.status, 503,
+                             "a request went through while another process held the new "
+                             "%s: the responders still lock the deleted lock file they opened "
+                             "before (open descriptors: %s), while a responder started now "
+                             "(or --status) locks the new one, so the two do not exclude each "
+                             "other%s" % (lock_path, stale, self.diag(r)))
+            self.assertEqual(self.up.count(), before)
+        finally:
+            holder.wait(10)
+        self.expect_working("lock released")
+        self.assertNoCrash(pids, "folder recreated")
+
+
+def _has_group(name):
+    import grp
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+class S08Tokens(StateBase):
+    def test_json_and_stream_usage_add_up(self):
+        up = self.mock("tok", "auto", usage=(11, 7), stream_usage=(5, 3), events=2,
+                       interval_ms=20)
+        aid, other = self.uid("a"), self.uid("b")
+        self.configure([self.api(aid, up.url, ["m-tok"]), self.api(other, up.url, ["m-oth"])])
+
+        def one(i):
+            if i % 2:
+                s = self.gw.stream("POST", CHAT, body=chat("m-tok", stream=True), key=CLIENT_KEY)
+                return s
+            return self.chat_post("m-tok")
+
+        res = fire_at_once(12, one)
+        for r in res:
+            self.assertTrue(hasattr(r, "status") and r.status == 200, str(r))
+            if hasattr(r, "events"):
+                self.assertTrue(any(b'"usage"' in e for _, e in r.events), r.describe())
+        self.assertStatus(self.chat_post("m-oth"), 200)
+        want = {"promptTokens": 6 * 11 + 6 * 5, "completionTokens": 6 * 7 + 6 * 3,
+                "totalTokens": 6 * 18 + 6 * 8, "requests": 12}
+
+        def detail():
+            d = self.token_detail(aid)["detailedStats"].get(aid, {})
+            return {k: d.get(k) for k in want}
+
+        self.wait_for(lambda: detail() == want, timeout=3)
+        j = self.token_detail(aid)
+        self.assertEqual({k: j["detailedStats"][aid].get(k) for k in want}, want,
+                         json.dumps(j["detailedStats"][aid]))
+        self.assertEqual(j["detailedStats"][other]["totalTokens"], 18, json.dumps(j))
+        summ = j["summary"]
+        for sk, dk in (("totalTokens", "totalTokens"), ("totalRequests", "requests"),
+                       ("totalPromptTokens", "promptTokens"),
+                       ("totalCompletionTokens", "completionTokens")):
+            self.assertEqual(summ.get(sk), sum(v.get(dk, 0) for v in j["detailedStats"].values()),
+                             "summary.%s: %s" % (sk, json.dumps(j)))
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokens"], {"prompt": want["promptTokens"],
+                                        "completion": want["completionTokens"],
+                                        "total": want["totalTokens"]}, st)
+        self.assertEqual(st["usage"]["rpd"], 12, st)
+
+
+ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S05Restart, S06Kill9,
+         S07BrokenState, S08Tokens]
+
+
+def main(argv):
+    verbose = "-v" in argv
+    names = [a for a in argv if not a.startswith("-")]
+    if not os.access(harness.LIGHTTPD, os.X_OK):
+        print("1..0 # SKIP lighttpd not found at %s" % harness.LIGHTTPD)
+        return 0
+    if not os.access(harness.BIN, os.X_OK):
+        print("Bail out! responder not built: %s" % harness.BIN)
+        return 1
+    loader = unittest.TestLoader()
+    if names:
+        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
+    else:
+        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in ORDER)
+    result = th.TapResult(verbose)
+    t0 = time.monotonic()
+    try:
+        suite.run(result)
+    finally:
+        th.stop_gateways()
+    print("1..%d" % result.n)
+    print("# %d run, %d failed, %d skipped in %.1fs" % (result.n, result.bad,
+                                                       len(result.skipped), time.monotonic() - t0))
+    sys.stdout.flush()
+    return 0 if result.bad == 0 and result.n > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
