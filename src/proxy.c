@@ -38,6 +38,24 @@ proxy_log(const struct request *r, const char *model, const struct proxy_trace *
 		status, t->attempts, (long long)(clock_now_ms() - r->start_ms));
 }
 
+/* Upstreams that refuse a key may quote it in their answer (401, 403), and
+ * such an answer can reach the client as the last one: every whole copy of
+ * the endpoint's key in the held body is masked to its last four characters. */
+static void
+proxy_mask_key(struct upstream_answer *a, const char *key)
+{
+	size_t klen = strlen(key);
+
+	if (klen < 8 || a->body == NULL)
+		return;
+	for (size_t i = 0; i + klen <= a->body_len; i++) {
+		if (memcmp(a->body + i, key, klen) != 0)
+			continue;
+		memset(a->body + i, '*', klen - 4);
+		i += klen - 1;
+	}
+}
+
 /* One attempt at api: the body with the model it knows, then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
@@ -213,6 +231,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		if (ur == UPSTREAM_HELD) {
 			upstream_answer_free(&last);
 			last = call.held;
+			proxy_mask_key(&last, api->api_key);
 			memset(&call.held, 0, sizeof(call.held));
 			have_answer = true;
 		}
