@@ -171,7 +171,7 @@ api_status(struct request *r, const struct config *cfg, struct worker *w)
 		bool cooling = u[i].cooldown_until > now;
 		bool in_service = a->enabled && a->rpm != 0 && a->rpd != 0;
 		json_t *o = json_pack(
-			"{s:s,s:s,s:b,s:b,s:b,s:i,s:{s:i,s:i},s:{s:i,s:i},s:{s:I,s:I,s:I}}", "id",
+			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I}}", "id",
 			a->id, "name", a->name, "enabled", a->enabled, "available",
 			in_service && !cooling && u[i].free_in_s == 0, "temporarilyDisabled",
 			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
@@ -335,7 +335,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 	if (rc == 1)
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
 	if (rc != 0)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+		return response_error(r->fcgi->out, RESP_INCOMPLETE_BODY, NULL, 0, cfg->cors);
 	size_t skip = 0;
 	while (skip < r->body_len && strchr(" \t\r\n", r->body[skip]) != NULL)
 		skip++;

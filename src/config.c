@@ -455,7 +455,8 @@ config_parse_server(struct config_ctx *ctx, json_t *server, struct config *cfg)
 		config_unknown(ctx, cooldown, "server.cooldown", config_cooldown_fields);
 	}
 	config_bool(ctx, server, "server", "emptyResponseRetry", &cfg->empty_response_retry);
-	config_int(ctx, server, "server", "maxBodyBytes", 1, LLONG_MAX, &cfg->max_body_bytes);
+	/* 1 GiB: a body is held in memory whole, and sizes stay far from overflow. */
+	config_int(ctx, server, "server", "maxBodyBytes", 1, 1073741824LL, &cfg->max_body_bytes);
 	config_bool(ctx, server, "server", "cors", &cfg->cors);
 	state = config_get(server, "stateFile");
 	if (state != NULL) {

@@ -64,10 +64,11 @@ log_msg(enum log_level level, const char *fmt, ...)
 	len += (size_t)n;
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
-	/* A line must stay one line whatever a message carried in. */
+	/* A line must stay one plain line whatever a message carried in: no
+	 * line breaks, no terminal escapes. */
 	for (size_t i = 0; i < len; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	line[len++] = '\n';
 	/* One write: lines from several threads and processes never mix. */
 	if (write(STDERR_FILENO, line, len) < 0)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -110,6 +111,12 @@ main_serve(FCGX_Request *f, struct worker *w)
 		status = api_handle(&r, cfg, w);
 		goto done;
 	}
+	/* The upstream URL is built from the raw path: an encoded "/v1"
+	 * (%76%31) would slip past a baseUrl's path. */
+	if (strncmp(r.path, "/v1/", 4) != 0) {
+		status = response_error(f->out, RESP_INVALID_PATH, NULL, 0, cors);
+		goto done;
+	}
 	/* The proxy logs its own, richer line. */
 	proxy_handle(&r, cfg, w);
 	request_free(&r);
@@ -145,10 +152,19 @@ main_worker(void *arg)
 	for (;;) {
 		int rc = FCGX_Accept_r(&f);
 		if (rc < 0) {
-			if (rc == -EINTR || errno == EINTR)
-				continue;
-			log_error("FastCGI accept failed (%d); worker thread stops", rc);
-			break;
+			/* Out of descriptors or memory passes; a socket that is
+			 * gone does not. A thread that stopped for good would
+			 * leave a process the web server counts on but that
+			 * never answers. */
+			if (rc == -EBADF || rc == -ENOTSOCK || rc == -EINVAL) {
+				log_error("FastCGI socket unusable (%d); process stops", rc);
+				exit(1);
+			}
+			if (rc != -EINTR)
+				log_warn("FastCGI accept failed (%d); retrying", rc);
+			struct timespec pause = {0, 100000000};
+			nanosleep(&pause, NULL);
+			continue;
 		}
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
@@ -161,8 +177,10 @@ main_worker(void *arg)
 
 /* libfcgi's own handler only sets a flag, which leaves threads blocked in
  * accept() and the process alive after the web server stopped
- * (NOTES-fastcgi.md). Every step of the store is whole on disk once it
- * returns, so leaving at once loses nothing. */
+ * (NOTES-fastcgi.md). Every finished step of the store is on disk, so
+ * leaving at once loses no counter; attempts in flight end with it (their
+ * outcome is not recorded) and streams are cut, as the server's stop cuts
+ * them anyway. */
 static void
 main_on_term(int sig)
 {
@@ -204,7 +222,15 @@ main_status(void)
 		fprintf(stderr, "api-together: %s cannot be loaded (try --check-config)\n", path);
 		goto out;
 	}
-	st = store_open(api_state_path(cfg), err, sizeof(err));
+	/* Read-only: run as root, it must not create files the responder's
+	 * user then cannot open. */
+	if (access(api_state_path(cfg), F_OK) != 0) {
+		printf("No state file at %s yet: no request has been counted.\n",
+		       api_state_path(cfg));
+		rc = 0;
+		goto out;
+	}
+	st = store_open_readonly(api_state_path(cfg), err, sizeof(err));
 	if (st == NULL) {
 		fprintf(stderr, "api-together: state file: %s\n", err);
 		goto out;

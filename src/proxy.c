@@ -38,24 +38,6 @@ proxy_log(const struct request *r, const char *model, const struct proxy_trace *
 		status, t->attempts, (long long)(clock_now_ms() - r->start_ms));
 }
 
-/* Upstreams that refuse a key may quote it in their answer (401, 403), and
- * such an answer can reach the client as the last one: every whole copy of
- * the endpoint's key in the held body is masked to its last four characters. */
-static void
-proxy_mask_key(struct upstream_answer *a, const char *key)
-{
-	size_t klen = strlen(key);
-
-	if (klen < 8 || a->body == NULL)
-		return;
-	for (size_t i = 0; i + klen <= a->body_len; i++) {
-		if (memcmp(a->body + i, key, klen) != 0)
-			continue;
-		memset(a->body + i, '*', klen - 4);
-		i += klen - 1;
-	}
-}
-
 /* One attempt at api: the body with the model it knows, then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
@@ -65,11 +47,15 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 		info->model != NULL ? config_api_model(api, info->model) : NULL;
 	char *rewritten = NULL, *url = NULL;
 	struct curl_slist *headers = NULL;
+	const char **secrets = NULL;
 	size_t rewritten_len = 0;
 	enum upstream_result res = UPSTREAM_NO_ANSWER;
 
 	call->body = r->body;
 	call->body_len = r->body_len;
+	call->failure = false;
+	call->local_error = false;
+	call->status = 0;
 	if (upstream_model != NULL && strcmp(upstream_model, info->model) != 0) {
 		if (body_rewrite_model(r->content_type, r->body, r->body_len, upstream_model,
 				       &rewritten, &rewritten_len) != 0) {
@@ -81,10 +67,17 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	}
 	url = upstream_url(api->base_url, r->path, r->query);
 	headers = upstream_headers(r, api);
-	if (url == NULL || headers == NULL) {
+	/* The endpoint's key and extra header values (an Azure api-key...). */
+	secrets = calloc(api->n_headers + 1, sizeof(*secrets));
+	if (url == NULL || headers == NULL || secrets == NULL) {
 		snprintf(call->error, sizeof(call->error), "out of memory");
 		goto out;
 	}
+	secrets[0] = api->api_key;
+	for (size_t i = 0; i < api->n_headers; i++)
+		secrets[i + 1] = api->headers[i].value;
+	call->secrets = secrets;
+	call->n_secrets = api->n_headers + 1;
 	call->url = url;
 	call->method = r->method;
 	call->headers = headers;
@@ -96,6 +89,10 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	call->client = r->fcgi;
 	res = upstream_forward(w->curl, call);
 out:
+	if (res == UPSTREAM_NO_ANSWER && call->status == 0 && !call->failure)
+		call->local_error = true;
+	call->secrets = NULL;
+	free(secrets);
 	curl_slist_free_all(headers);
 	free(url);
 	free(rewritten);
@@ -112,8 +109,7 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
 	if (rc == 1)
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
 	if (rc != 0)
-		return response_error(r->fcgi->out, RESP_INTERNAL, "Cannot read the request body.",
-				      0, cfg->cors);
+		return response_error(r->fcgi->out, RESP_INCOMPLETE_BODY, NULL, 0, cfg->cors);
 	if (body_inspect(r->content_type, r->body, r->body_len, info, err, sizeof(err)) != 0)
 		return response_error(r->fcgi->out, RESP_INVALID_JSON, err, 0, cfg->cors);
 	return 0;
@@ -213,6 +209,15 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 			.completion_tokens = call.usage.completion,
 			.total_tokens = call.usage.total,
 		};
+		/* The gateway's own failure is no endpoint's: nothing to record,
+		 * and no other endpoint would fare better. */
+		if (call.local_error) {
+			log_error("cannot forward to %s: %s", api->id, call.error);
+			proxy_trace_add(&trace, api->id, "local-error");
+			status = response_error(r->fcgi->out, RESP_INTERNAL,
+						"The request cannot be forwarded.", 0, cfg->cors);
+			goto done;
+		}
 		if (ur != UPSTREAM_CLIENT_GONE &&
 		    store_record(st, api->id, &o, &cd, clock_now_ms(), err, sizeof(err)) != 0)
 			log_error("state file cannot be written: %s", err);
@@ -231,7 +236,6 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		if (ur == UPSTREAM_HELD) {
 			upstream_answer_free(&last);
 			last = call.held;
-			proxy_mask_key(&last, api->api_key);
 			memset(&call.held, 0, sizeof(call.held));
 			have_answer = true;
 		}

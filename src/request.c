@@ -55,10 +55,33 @@ request_has_dotdot(const char *s, size_t len)
 	return false;
 }
 
+/* True when s holds a space, a control character or DEL: a client must
+ * percent-encode them, and a URL holding one would fail towards upstream. */
+static bool
+request_has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* RFC 9110 token characters, for methods and header names. */
+static bool
+request_is_token(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
+			return false;
+	return true;
+}
+
 bool
 request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
 {
-	if (strpbrk(raw, "\r\n") != NULL || request_has_dotdot(raw, strlen(raw)))
+	if (request_has_ctl(raw) || request_has_dotdot(raw, strlen(raw)))
 		return false;
 	for (size_t i = 0; i < decoded_len; i++)
 		if (decoded[i] == '\0' || decoded[i] == '\r' || decoded[i] == '\n')
@@ -200,7 +223,9 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	}
 	for (char **e = f->envp; e != NULL && *e != NULL; e++) {
 		const char *eq = strchr(*e, '=');
-		if (eq == NULL || strncmp(*e, "HTTP_", 5) != 0)
+		/* A name that is no token could smuggle a line upstream. */
+		if (eq == NULL || strncmp(*e, "HTTP_", 5) != 0 ||
+		    !request_is_token(*e + 5, (size_t)(eq - *e - 5)))
 			continue;
 		if (request_add_header(r, *e + 5, (size_t)(eq - *e - 5), eq + 1, &cap) != 0)
 			return -1;
@@ -221,7 +246,8 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	if (r->decoded == NULL)
 		return -1;
 	if (!request_path_safe(r->path, r->decoded, r->decoded_len) ||
-	    (r->query != NULL && strpbrk(r->query, "\r\n") != NULL))
+	    (r->query != NULL && request_has_ctl(r->query)) ||
+	    !request_is_token(r->method, strlen(r->method)))
 		return REQUEST_PATH_BAD;
 	return REQUEST_PATH_OK;
 }
@@ -267,6 +293,13 @@ request_read_body(struct request *r, long long max)
 	if ((long long)len > max) {
 		free(buf);
 		return 1;
+	}
+	/* A body that ended before its length, or a read error, is not sent
+	 * on: a cut upload would still be counted upstream. */
+	if ((r->content_length >= 0 && len < (size_t)r->content_length) ||
+	    FCGX_GetError(r->fcgi->in) != 0) {
+		free(buf);
+		return -1;
 	}
 	buf[len] = '\0';
 	r->body = buf;

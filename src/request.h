@@ -32,7 +32,7 @@ struct request {
 enum request_path_verdict {
 	REQUEST_PATH_OK,
 	REQUEST_PATH_FOREIGN, /* not below the mount point: not ours */
-	REQUEST_PATH_BAD      /* "..", NUL, CR or LF: refused */
+	REQUEST_PATH_BAD      /* "..", control characters, a method no token: refused */
 };
 
 /* Splits a REQUEST_URI into mount point, path and query. base is
@@ -46,8 +46,8 @@ int request_split_uri(const char *uri, const char *base, char **mount, char **pa
  * NUL bytes). Malformed escapes are kept as they are. NULL when out of memory. */
 char *request_percent_decode(const char *s, size_t *len);
 
-/* True when neither raw nor decoded (of decoded_len bytes) has a ".."
- * segment, a NUL, CR or LF. */
+/* True when raw has no "..", space, control character or DEL, and decoded
+ * (of decoded_len bytes) neither a ".." segment, a NUL, CR nor LF. */
 bool request_path_safe(const char *raw, const char *decoded, size_t decoded_len);
 
 /* Fills r from the FastCGI parameters of f (the body is not read). Returns
@@ -56,7 +56,8 @@ bool request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
 int request_load(struct request *r, FCGX_Request *f, int64_t now_ms);
 
 /* Reads the body, at most max bytes. Returns 0, 1 when it is larger than
- * max (nothing more is read), -1 on a read error or lack of memory. */
+ * max (nothing more is read), -1 when it ends before its Content-Length, on
+ * a read error or lack of memory. */
 int request_read_body(struct request *r, long long max);
 
 /* The value of header name (case-insensitive), or NULL. */

@@ -19,6 +19,8 @@ static const struct {
 			       "Request body is not valid JSON."},
 	[RESP_INVALID_PATH] = {400, "invalid_request_error", "invalid_path",
 			       "Request path is not allowed."},
+	[RESP_INCOMPLETE_BODY] = {400, "invalid_request_error", "incomplete_body",
+				  "Request body ended before its Content-Length."},
 	[RESP_METHOD_NOT_ALLOWED] = {405, "invalid_request_error", "method_not_allowed",
 				     "Method not allowed on this path."},
 	[RESP_NOT_FOUND] = {404, "invalid_request_error", "not_found", "Unknown path."},
@@ -120,8 +122,6 @@ response_error(FCGX_Stream *out, enum response_error e, const char *message, lon
 
 	if (retry_after_s > 0)
 		response_printf(out, "Retry-After: %ld\r\n", retry_after_s);
-	if (e == RESP_METHOD_NOT_ALLOWED && message == NULL)
-		message = response_errors[e].message;
 	body = json_pack("{s:{s:s,s:s,s:s}}", "error", "message",
 			 message != NULL ? message : response_errors[e].message, "type",
 			 response_errors[e].type, "code", response_errors[e].code);
@@ -142,9 +142,11 @@ response_preflight(FCGX_Stream *out, const char *request_headers)
 		  out);
 	/* Echo the asked-for headers only when they are one safe line. */
 	if (request_headers != NULL && *request_headers != '\0' &&
-	    strpbrk(request_headers, "\r\n") == NULL && strlen(request_headers) < 4096)
-		response_printf(out, "Access-Control-Allow-Headers: %s\r\n", request_headers);
-	else
+	    strpbrk(request_headers, "\r\n") == NULL && strlen(request_headers) < 4096) {
+		FCGX_PutS("Access-Control-Allow-Headers: ", out);
+		FCGX_PutS(request_headers, out);
+		FCGX_PutS("\r\n", out);
+	} else
 		FCGX_PutS("Access-Control-Allow-Headers: Authorization, Content-Type, "
 			  "X-Api-Key\r\n",
 			  out);

@@ -67,6 +67,10 @@ struct store_usage {
 /* Opens the store at path, creating the file (mode 0600) when missing.
  * Returns NULL with a reason in err when it cannot be used. */
 struct store *store_open(const char *path, char *err, size_t errlen);
+
+/* Opens an existing store for store_read only, creating nothing: for
+ * commands an operator runs as another user than the responder's. */
+struct store *store_open_readonly(const char *path, char *err, size_t errlen);
 void store_close(struct store *st);
 
 /* The path this handle was opened on. */

@@ -47,6 +47,7 @@ struct store {
 	char *path;
 	char *lock_path;
 	int lock_fd;
+	bool readonly;
 };
 
 struct store_bucket {
@@ -359,7 +360,8 @@ static int
 store_open_lock_file(struct store *st, char *err, size_t errlen)
 {
 	/* Its own open file description: flock then also excludes other threads. */
-	st->lock_fd = open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	st->lock_fd = st->readonly ? open(st->lock_path, O_RDONLY | O_CLOEXEC)
+				   : open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (st->lock_fd < 0) {
 		store_set_err(err, errlen, st->lock_path, strerror(errno));
 		return -1;
@@ -433,6 +435,10 @@ store_step(struct store *st, bool write,
 	GDBM_FILE db;
 	int rc = -1;
 
+	if (write && st->readonly) {
+		store_set_err(err, errlen, st->path, "opened read-only");
+		return -1;
+	}
 	if (store_lock(st, write ? LOCK_EX : LOCK_SH, err, errlen) != 0)
 		return -1;
 	db = store_db_open(st, write, err, errlen);
@@ -615,8 +621,8 @@ store_ceil_s(int64_t ms)
 	return s < 1 ? 1 : s;
 }
 
-struct store *
-store_open(const char *path, char *err, size_t errlen)
+static struct store *
+store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 {
 	struct store *st;
 	size_t n;
@@ -628,6 +634,7 @@ store_open(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	st->lock_fd = -1;
+	st->readonly = readonly;
 	n = strlen(path) + sizeof(".lock");
 	st->path = strdup(path);
 	st->lock_path = malloc(n);
@@ -636,9 +643,9 @@ store_open(const char *path, char *err, size_t errlen)
 		goto fail;
 	}
 	snprintf(st->lock_path, n, "%s.lock", path);
-	if (store_lock(st, LOCK_EX, err, errlen) != 0)
+	if (store_lock(st, readonly ? LOCK_SH : LOCK_EX, err, errlen) != 0)
 		goto fail;
-	db = store_db_open(st, true, err, errlen);
+	db = store_db_open(st, !readonly, err, errlen);
 	store_unlock(st);
 	if (db == NULL)
 		goto fail;
@@ -647,6 +654,18 @@ store_open(const char *path, char *err, size_t errlen)
 fail:
 	store_close(st);
 	return NULL;
+}
+
+struct store *
+store_open(const char *path, char *err, size_t errlen)
+{
+	return store_open_mode(path, false, err, errlen);
+}
+
+struct store *
+store_open_readonly(const char *path, char *err, size_t errlen)
+{
+	return store_open_mode(path, true, err, errlen);
 }
 
 void
@@ -759,6 +778,19 @@ store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int6
 	return rc;
 }
 
+/* An upstream may report any number: totals stay within range. */
+static int64_t
+store_add_tokens(int64_t sum, long long add)
+{
+	const int64_t max = INT64_C(1) << 60;
+
+	if (add <= 0)
+		return sum;
+	if (add > max || sum > max - add)
+		return max;
+	return sum + add;
+}
+
 struct store_record_ctx {
 	const char *id;
 	const struct store_outcome *o;
@@ -789,9 +821,9 @@ store_record_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 		e->d.last_used = c->now;
 	}
 	if (c->o->has_usage) {
-		e->d.prompt += c->o->prompt_tokens;
-		e->d.completion += c->o->completion_tokens;
-		e->d.total += c->o->total_tokens;
+		e->d.prompt = store_add_tokens(e->d.prompt, c->o->prompt_tokens);
+		e->d.completion = store_add_tokens(e->d.completion, c->o->completion_tokens);
+		e->d.total = store_add_tokens(e->d.total, c->o->total_tokens);
 	}
 	return 1;
 }

@@ -175,10 +175,11 @@ upstream_headers(const struct request *r, const struct config_api *api)
 }
 
 enum upstream_mode {
-	MODE_UNDECIDED, /* no body byte yet */
-	MODE_HOLD,      /* a failed answer: kept, not sent */
-	MODE_BUFFER,    /* a success, read whole to check it is not empty */
-	MODE_PASS       /* going to the client as it comes */
+	MODE_UNDECIDED,   /* no body byte yet */
+	MODE_HOLD,        /* not a 2xx: kept whole, masked, then held or sent */
+	MODE_BUFFER,      /* a 2xx answer, read whole to check it is not empty */
+	MODE_STREAM_WAIT, /* a stream before its first data event */
+	MODE_PASS         /* going to the client as it comes */
 };
 
 struct upstream_xfer {
@@ -216,6 +217,19 @@ upstream_grow(char **p, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Answer headers a web server would act on instead of passing them: files
+ * sent from its disk, and internal redirects. */
+static bool
+upstream_header_acted_on(const char *name, const char *value)
+{
+	static const char *const acted[] = {
+		"X-Sendfile", "X-Sendfile2", "X-Lighttpd-Send-File", "X-Accel-Redirect", NULL,
+	};
+
+	return upstream_name_in(name, acted) ||
+	       (strcasecmp(name, "Location") == 0 && value[0] == '/');
+}
+
 static size_t
 upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 {
@@ -235,6 +249,11 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		x->has_cors = false;
 		return len;
 	}
+	/* Folded lines and stray CRs or NULs could split into more headers
+	 * on the way to the client: such lines are dropped. */
+	if (n == 0 || data[0] == ' ' || data[0] == '\t' || memchr(data, '\r', n) != NULL ||
+	    memchr(data, '\n', n) != NULL || memchr(data, '\0', n) != NULL)
+		return len;
 	const char *colon = memchr(data, ':', n);
 	if (colon == NULL || colon == data)
 		return len;
@@ -244,14 +263,17 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		return len;
 	memcpy(name, data, nlen);
 	name[nlen] = '\0';
-	if (!upstream_response_header_passes(name))
+	const char *v = colon + 1;
+	while (v < data + n && (*v == ' ' || *v == '\t'))
+		v++;
+	char value[2];
+	value[0] = v < data + n ? *v : '\0';
+	value[1] = '\0';
+	if (!upstream_response_header_passes(name) || upstream_header_acted_on(name, value))
 		return len;
-	if (strcasecmp(name, "Content-Type") == 0) {
-		const char *v = colon + 1;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		x->event_stream = strncasecmp(v, "text/event-stream", 17) == 0;
-	}
+	if (strcasecmp(name, "Content-Type") == 0)
+		x->event_stream = (size_t)(data + n - v) >= 17 &&
+				  strncasecmp(v, "text/event-stream", 17) == 0;
 	if (strcasecmp(name, "Access-Control-Allow-Origin") == 0)
 		x->has_cors = true;
 	if (upstream_grow(&x->head, &x->head_cap, x->head_len + n + 2) != 0) {
@@ -263,6 +285,27 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 	memcpy(x->head + x->head_len, "\r\n", 2);
 	x->head_len += 2;
 	return len;
+}
+
+/* Masks every copy of each secret in buf[0..len) but its last four
+ * characters (short secrets whole), so an upstream that quotes a key back
+ * does not hand it to the client. */
+static void
+upstream_mask(char *buf, size_t len, const struct upstream_call *call)
+{
+	for (size_t k = 0; buf != NULL && k < call->n_secrets; k++) {
+		const char *sec = call->secrets[k];
+		size_t sl = strlen(sec);
+		if (sl < 6)
+			continue; /* too short to tell from ordinary text */
+		size_t keep = sl >= 8 ? 4 : 0;
+		for (size_t i = 0; i + sl <= len; i++) {
+			if (buf[i] == sec[0] && memcmp(buf + i, sec, sl) == 0) {
+				memset(buf + i, '*', sl - keep);
+				i += sl - 1;
+			}
+		}
+	}
 }
 
 /* Writes status and headers to the client: the answer is committed. */
@@ -300,11 +343,41 @@ upstream_to_client(struct upstream_xfer *x, const char *data, size_t len, bool f
 static enum upstream_mode
 upstream_decide(const struct upstream_xfer *x)
 {
-	if (upstream_status_retryable(x->status))
+	if (x->status < 200 || x->status >= 300)
 		return MODE_HOLD;
-	if (x->status >= 200 && x->status < 300 && !x->event_stream && !x->call->stream)
-		return MODE_BUFFER;
-	return MODE_PASS;
+	if (x->event_stream)
+		return x->sse != NULL ? MODE_STREAM_WAIT : MODE_PASS;
+	return MODE_BUFFER;
+}
+
+/* Keeps bytes in the transfer's buffer, at most UPSTREAM_BUFFER_MAX when
+ * cap_it (the rest is dropped). False when memory runs out. */
+static bool
+upstream_keep(struct upstream_xfer *x, const char *data, size_t len, bool cap_it)
+{
+	if (cap_it) {
+		if (x->len >= UPSTREAM_BUFFER_MAX)
+			return true;
+		if (len > UPSTREAM_BUFFER_MAX - x->len)
+			len = UPSTREAM_BUFFER_MAX - x->len;
+	}
+	if (upstream_grow(&x->buf, &x->cap, x->len + len) != 0) {
+		x->oom = true;
+		return false;
+	}
+	memcpy(x->buf + x->len, data, len);
+	x->len += len;
+	return true;
+}
+
+/* Commits and sends what was kept; from here on bytes pass as they come. */
+static bool
+upstream_release(struct upstream_xfer *x, bool flush)
+{
+	upstream_commit(x, -1);
+	bool ok = upstream_to_client(x, x->buf, x->len, flush);
+	x->len = 0;
+	return ok;
 }
 
 static size_t
@@ -320,36 +393,30 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 	}
 	switch (x->mode) {
 	case MODE_HOLD:
-		if (x->len < UPSTREAM_BUFFER_MAX) {
-			size_t take = len;
-			if (take > UPSTREAM_BUFFER_MAX - x->len)
-				take = UPSTREAM_BUFFER_MAX - x->len;
-			if (upstream_grow(&x->buf, &x->cap, x->len + take) != 0) {
-				x->oom = true;
-				return 0;
-			}
-			memcpy(x->buf + x->len, data, take);
-			x->len += take;
-		}
-		return len;
+		return upstream_keep(x, data, len, true) ? len : 0;
 	case MODE_BUFFER:
-		if (x->len + len <= UPSTREAM_BUFFER_MAX) {
-			if (upstream_grow(&x->buf, &x->cap, x->len + len) != 0) {
-				x->oom = true;
-				return 0;
-			}
-			memcpy(x->buf + x->len, data, len);
-			x->len += len;
-			return len;
-		}
+		if (x->len + len <= UPSTREAM_BUFFER_MAX)
+			return upstream_keep(x, data, len, false) ? len : 0;
 		/* Too large to be an empty answer: pass it on from here. */
-		upstream_commit(x, -1);
-		if (!upstream_to_client(x, x->buf, x->len, false)) {
+		if (!upstream_release(x, false)) {
 			x->client_gone = true;
 			return 0;
 		}
-		x->len = 0;
 		break;
+	case MODE_STREAM_WAIT:
+		/* Comments and empty events before the first data event are
+		 * kept, so a stream with no data can still go to another
+		 * endpoint; from the first data event on, nothing is held. */
+		sse_parser_feed(x->sse, data, len);
+		if (!upstream_keep(x, data, len, false))
+			return 0;
+		if (!sse_parser_saw_data(x->sse) && x->len < UPSTREAM_BUFFER_MAX)
+			return len;
+		if (!upstream_release(x, true)) {
+			x->client_gone = true;
+			return 0;
+		}
+		return len;
 	default:
 		break;
 	}
@@ -399,12 +466,15 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 	return 0;
 }
 
+/* Moves the kept answer into call->held, masked. */
 static void
 upstream_hold(struct upstream_xfer *x)
 {
 	struct upstream_answer *a = &x->call->held;
 
 	upstream_answer_free(a);
+	upstream_mask(x->head, x->head_len, x->call);
+	upstream_mask(x->buf, x->len, x->call);
 	a->status = x->status;
 	a->head = x->head;
 	a->head_len = x->head_len;
@@ -431,10 +501,69 @@ upstream_set_method(CURL *curl, const struct upstream_call *call)
 		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call->method);
 }
 
+/* libcurl errors that are the gateway's own doing, not the endpoint's. */
 static bool
-upstream_is_empty(const struct upstream_xfer *x, const struct usage *u)
+upstream_local_error(CURLcode rc)
 {
-	return x->len == 0 || (u->found && u->completion_present && u->completion == 0);
+	return rc == CURLE_URL_MALFORMAT || rc == CURLE_OUT_OF_MEMORY ||
+	       rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_BAD_FUNCTION_ARGUMENT ||
+	       rc == CURLE_FAILED_INIT;
+}
+
+/* The outcome of a transfer that ended without error. */
+static enum upstream_result
+upstream_finish(struct upstream_xfer *x, bool no_body)
+{
+	struct upstream_call *call = x->call;
+	bool ok_status = x->status >= 200 && x->status < 300;
+	bool may_be_empty = ok_status && x->status != 204 && strcmp(call->method, "HEAD") != 0 &&
+			    call->empty_is_failure;
+
+	if (x->mode == MODE_BUFFER)
+		usage_from_json(x->buf, x->len, &call->usage);
+	else if (x->sse != NULL)
+		sse_parser_usage(x->sse, &call->usage);
+	const struct usage *u = &call->usage;
+	bool no_completion = u->found && u->completion_present && u->completion == 0;
+
+	switch (x->mode) {
+	case MODE_HOLD:
+		if (upstream_status_retryable(x->status)) {
+			call->failure = true;
+			upstream_hold(x);
+			return UPSTREAM_HELD;
+		}
+		/* Another answer (400, 404, 422...) goes to the client as it is,
+		 * keys masked. */
+		upstream_mask(x->head, x->head_len, call);
+		upstream_mask(x->buf, x->len, call);
+		upstream_commit(x, (long)x->len);
+		upstream_to_client(x, x->buf, x->len, true);
+		return UPSTREAM_SENT;
+	case MODE_BUFFER:
+	case MODE_STREAM_WAIT:
+		if (may_be_empty &&
+		    (no_body || x->mode == MODE_STREAM_WAIT || x->len == 0 || no_completion)) {
+			call->failure = true;
+			memset(&call->usage, 0, sizeof(call->usage));
+			upstream_hold(x);
+			return UPSTREAM_HELD;
+		}
+		if (x->mode == MODE_STREAM_WAIT) {
+			upstream_release(x, true);
+			return UPSTREAM_SENT;
+		}
+		upstream_commit(x, (long)x->len);
+		upstream_to_client(x, x->buf, x->len, true);
+		return UPSTREAM_SENT;
+	default:
+		/* Passed on already: a stream whose usage says it completed
+		 * nothing is charged to the endpoint, though it cannot be retried. */
+		if (may_be_empty && no_completion)
+			call->failure = true;
+		FCGX_FFlush(call->client->out);
+		return UPSTREAM_SENT;
+	}
 }
 
 enum upstream_result
@@ -446,6 +575,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 
 	call->status = 0;
 	call->failure = false;
+	call->local_error = false;
 	memset(&call->usage, 0, sizeof(call->usage));
 	call->error[0] = '\0';
 	x.sse = sse_parser_new();
@@ -481,13 +611,20 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 		else if (call->error[0] == '\0')
 			snprintf(call->error, sizeof(call->error), "%s",
 				 x.oom ? "out of memory" : curl_easy_strerror(rc));
-		call->failure = true;
-		if (x.mode == MODE_PASS) {
+		if (x.oom || upstream_local_error(rc)) {
+			call->local_error = true;
+			result = UPSTREAM_NO_ANSWER;
+		} else if (x.mode == MODE_PASS) {
 			/* Cut short after the client got part of it: the stream
-			 * just ends, and the endpoint is charged with a failure. */
+			 * just ends, and the endpoint is charged with a failure;
+			 * usage already seen still counts. */
+			call->failure = true;
+			if (x.sse != NULL)
+				sse_parser_usage(x.sse, &call->usage);
 			FCGX_FFlush(call->client->out);
 			result = UPSTREAM_SENT;
 		} else {
+			call->failure = true;
 			result = UPSTREAM_NO_ANSWER;
 		}
 	} else if (x.status < 100) {
@@ -498,30 +635,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 		bool no_body = x.mode == MODE_UNDECIDED;
 		if (no_body)
 			x.mode = upstream_decide(&x);
-		if (x.mode == MODE_BUFFER)
-			usage_from_json(x.buf, x.len, &call->usage);
-		else if (x.sse != NULL)
-			sse_parser_usage(x.sse, &call->usage);
-		bool success = x.status >= 200 && x.status < 300 && x.status != 204 &&
-			       strcmp(call->method, "HEAD") != 0;
-		bool empty = success && call->empty_is_failure &&
-			     ((x.mode == MODE_BUFFER && upstream_is_empty(&x, &call->usage)) ||
-			      (x.mode == MODE_PASS && no_body));
-		if (x.mode == MODE_HOLD || empty) {
-			call->failure = true;
-			memset(&call->usage, 0, sizeof(call->usage));
-			upstream_hold(&x);
-			result = UPSTREAM_HELD;
-		} else if (x.mode == MODE_BUFFER) {
-			upstream_commit(&x, (long)x.len);
-			upstream_to_client(&x, x.buf, x.len, true);
-			result = UPSTREAM_SENT;
-		} else {
-			if (no_body)
-				upstream_commit(&x, 0);
-			FCGX_FFlush(call->client->out);
-			result = UPSTREAM_SENT;
-		}
+		result = upstream_finish(&x, no_body);
 	}
 	sse_parser_free(x.sse);
 	free(x.head);

@@ -70,18 +70,23 @@ struct upstream_call {
 	bool stream;           /* the client asked for a stream */
 	bool cors;
 	FCGX_Request *client;
+	const char *const *secrets; /* masked in answers that reach the client */
+	size_t n_secrets;
 	/* Out. */
 	long status;        /* 0 when no status line arrived */
 	bool failure;       /* counts against the endpoint */
+	bool local_error;   /* the gateway's own fault (bad URL, memory) */
 	struct usage usage; /* tokens of a successful answer */
 	struct upstream_answer held;
 	char error[CURL_ERROR_SIZE]; /* why, with UPSTREAM_NO_ANSWER */
 };
 
 /* Runs one attempt on curl (reset first, connection cache kept). A stream is
- * passed to the client chunk by chunk, flushed each time; any other
- * successful answer is read whole (up to 1 MiB, then passed on) so that an
- * empty one can still be retried. A failed answer is held, not sent. */
+ * passed to the client chunk by chunk, flushed each time, from its first data
+ * event on (what comes before is kept, so a stream without data can still be
+ * retried); any other 2xx answer is read whole (up to 1 MiB, then passed on)
+ * so that an empty one can still be retried. Other answers are read whole
+ * (up to 1 MiB) with the secrets masked: a retryable one is held, not sent. */
 enum upstream_result upstream_forward(CURL *curl, struct upstream_call *call);
 
 #endif

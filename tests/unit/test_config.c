@@ -317,7 +317,7 @@ every_field_is_read(void **state)
 		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k2', 'k3'], 'port': 8080,"
 		      " 'maxRetries': 2, 'connectTimeoutSeconds': 3, 'timeoutSeconds': 4,"
 		      " 'cooldown': {'failures': 5, 'seconds': 0}, 'emptyResponseRetry': false,"
-		      " 'maxBodyBytes': 12345678901, 'cors': false, 'stateFile': '/var/s.db'},"
+		      " 'maxBodyBytes': 123456789, 'cors': false, 'stateFile': '/var/s.db'},"
 		      " 'apis': [{'id': 'x', 'name': 'X', 'baseUrl': 'https://h:8443/api/v1',"
 		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false,"
 		      " 'models': ['m1', 'm2'], 'modelMapping': {'a': 'm1', 'b': 'm9'},"
@@ -335,7 +335,7 @@ every_field_is_read(void **state)
 	assert_int_equal(cfg->cooldown_failures, 5);
 	assert_int_equal(cfg->cooldown_seconds, 0);
 	assert_false(cfg->empty_response_retry);
-	assert_true(cfg->max_body_bytes == 12345678901LL);
+	assert_true(cfg->max_body_bytes == 123456789LL);
 	assert_false(cfg->cors);
 	assert_string_equal(cfg->state_file, "/var/s.db");
 	a = &cfg->apis[0];
@@ -434,6 +434,8 @@ integer_fields_are_range_checked(void **state)
 		 "expected an integer >= 0"},
 		{"'cooldown': 5", "server.cooldown", "expected an object"},
 		{"'maxBodyBytes': 0", "server.maxBodyBytes", "expected an integer >= 1"},
+		{"'maxBodyBytes': 1073741825", "server.maxBodyBytes",
+		 "expected an integer <= 1073741824"},
 		{"'emptyResponseRetry': 'no'", "server.emptyResponseRetry", "expected a boolean"},
 		{"'cors': 1", "server.cors", "expected a boolean"},
 		{"'stateFile': ''", "server.stateFile", "expected a non-empty string"},

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Inputs that must not hurt an endpoint or leak a key, through a real web
+server (lighttpd by default; API_TOGETHER_TEST_SERVER as in test_http.py):
+
+- a request the gateway cannot forward is the gateway's fault: 400 or 500,
+  and no endpoint is charged a failure (three such requests must not put every
+  endpoint into cooldown);
+- an upstream that quotes its key back (in a 401's body or header, or in a 400
+  that goes to the client as it is) never hands that key to the client;
+- an encoded "/v1" cannot route around a baseUrl's path;
+- a stream that sends no data event counts as empty and goes to the next
+  endpoint;
+- `api-together --status` creates no file.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import test_http as th  # noqa: E402
+from test_http import CLIENT_KEY, chat  # noqa: E402
+
+
+def raw_request(gw, line, headers=(), body=b""):
+    """Sends a request line as given (http.client refuses what this sends)."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+    try:
+        head = [line, "Host: 127.0.0.1", "Connection: close",
+                "Content-Length: %d" % len(body)] + list(headers)
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
+
+
+class H01GatewayFaultsChargeNoEndpoint(th.Base):
+    def test_unforwardable_query_is_400_and_no_endpoint_cools_down(self):
+        a = self.mock("a")
+        ida = self.uid("a")
+        self.configure([self.api(ida, a.url, ["m-h01"])], cooldown={"failures": 2, "seconds": 600})
+        for _ in range(3):
+            st, data = raw_request(
+                self.gw, "POST %s HTTP/1.1" % self.gw.url_path("/v1/chat/completions?a b"),
+                ["Authorization: Bearer " + CLIENT_KEY, "Content-Type: application/json"],
+                b'{"model":"m-h01"}')
+            # lighttpd may refuse the line itself; either way never a 5xx.
+            self.assertIn(st, (400, 404), data[:300])
+        self.assertEqual(a.count(), 0)
+        s = self.status_of(ida)
+        self.assertEqual(s["errorCount"], 0, s)
+        self.assertFalse(s["temporarilyDisabled"], s)
+        r = self.post("/v1/chat/completions", chat("m-h01"))
+        self.assertStatus(r, 200)
+
+    def test_encoded_v1_is_refused_not_sent_outside_the_base_path(self):
+        a = self.mock("a")
+        ida = self.uid("a")
+        self.configure([self.api(ida, a.url + "/api/v1", ["m-h01b"])])
+        # Not a mount point (404) or a refused path (400): never forwarded.
+        for path in ("/%76%31/chat/completions", "/v1%2Fchat/completions"):
+            r = self.post(path, chat("m-h01b"))
+            self.assertIn(r.status, (400, 404), r.describe())
+        self.assertEqual(a.count(), 0)
+
+
+class H02KeysNeverReachTheClient(th.Base):
+    def test_key_quoted_in_a_401_body_and_header_is_masked(self):
+        a = self.mock("a")
+        ida = self.uid("a")
+        api = self.api(ida, a.url, ["m-h02"])
+        key = api["apiKey"]
+        a.set("status", status=401, body={"error": {"message": "Incorrect API key: " + key}},
+              headers={"WWW-Authenticate": 'Bearer realm="x", key="%s"' % key})
+        self.configure([api])
+        r = self.post("/v1/chat/completions", chat("m-h02"))
+        self.assertStatus(r, 401)
+        whole = r.text() + "".join("%s: %s\n" % h for h in r.headers)
+        self.assertFalse(th.leaked(whole, key), whole)
+        self.assertIn(key[-4:], r.text())
+
+    def test_key_quoted_in_a_400_passed_through_is_masked(self):
+        a = self.mock("a")
+        ida = self.uid("a")
+        api = self.api(ida, a.url, ["m-h02b"], headers={"api-key": "azure-secret-0123456789"})
+        a.set("status", status=400,
+              body="bad request for key %s and azure-secret-0123456789" % api["apiKey"])
+        self.configure([api])
+        r = self.post("/v1/chat/completions", chat("m-h02b"))
+        self.assertStatus(r, 400)
+        self.assertFalse(th.leaked(r.text(), api["apiKey"]), r.text())
+        self.assertFalse(th.leaked(r.text(), "azure-secret-0123456789"), r.text())
+        self.assertEqual(a.count(), 1)
+
+
+class H03EmptyStreams(th.Base):
+    def test_stream_with_only_comments_goes_to_the_next_endpoint(self):
+        a, b = self.mock("a"), self.mock("b", "stream", events=2, interval_ms=10)
+        ida, idb = self.uid("a"), self.uid("b")
+        a.set("status", status=200, body=": keep-alive\n\n: still here\n\n",
+              headers={"Content-Type": "text/event-stream"})
+        self.configure([self.api(ida, a.url, ["m-h03"], weight=1000),
+                        self.api(idb, b.url, ["m-h03"], weight=0.001)])
+        r = self.post("/v1/chat/completions", chat("m-h03", stream=True))
+        self.assertStatus(r, 200)
+        self.assertIn("[DONE]", r.text())
+        self.assertNotIn("keep-alive", r.text())
+        self.assertEqual((a.count(), b.count()), (1, 1))
+        self.assertEqual(self.status_of(ida)["errorCount"], 1)
+
+
+class H04StatusCommand(th.Base):
+    def test_status_command_creates_no_state_file(self):
+        d = self.gw.path("no-state-here")
+        os.mkdir(d)
+        env = dict(os.environ, API_TOGETHER_CONFIG=self.gw.config_path,
+                   API_TOGETHER_STATE=os.path.join(d, "state.db"))
+        p = subprocess.run([harness.BIN, "--status"], env=env, capture_output=True, text=True,
+                           timeout=20)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(os.listdir(d), [])
+
+
+ORDER = [H01GatewayFaultsChargeNoEndpoint, H02KeysNeverReachTheClient, H03EmptyStreams,
+         H04StatusCommand]
+
+
+def main(argv):
+    verbose = "-v" in argv
+    if not os.access(harness.BIN, os.X_OK):
+        print("Bail out! responder not built: %s" % harness.BIN)
+        return 1
+    suite = unittest.TestSuite(unittest.TestLoader().loadTestsFromTestCase(c) for c in ORDER)
+    result = th.TapResult(verbose)
+    try:
+        suite.run(result)
+    finally:
+        th.stop_gateways()
+    print("1..%d" % result.n)
+    sys.stdout.flush()
+    return 0 if result.bad == 0 and result.n > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
