@@ -80,6 +80,20 @@ api_is_get(const struct request *r)
 	return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
 }
 
+/* Answers 200 with body, which it takes (NULL, from a failed json_pack,
+ * answers 500). */
+static int
+api_send(struct request *r, bool cors, json_t *body)
+{
+	int status;
+
+	if (body == NULL)
+		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cors);
+	status = response_json(r->fcgi->out, 200, body, cors);
+	json_decref(body);
+	return status;
+}
+
 static json_t *
 api_now_json(void)
 {
@@ -193,11 +207,7 @@ api_status(struct request *r, const struct config *cfg, struct worker *w)
 	body = apis != NULL ? json_pack("{s:s,s:o,s:o}", "service", API_SERVICE, "timestamp",
 					api_now_json(), "apis", apis)
 			    : NULL;
-	if (body == NULL)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
-	status = response_json(r->fcgi->out, 200, body, cfg->cors);
-	json_decref(body);
-	return status;
+	return api_send(r, cfg->cors, body);
 }
 
 static json_t *
@@ -243,7 +253,6 @@ api_models(struct request *r, const struct config *cfg)
 {
 	json_t *data = api_model_list(cfg), *body = NULL;
 	const char *id = strncmp(r->decoded, "/v1/models/", 11) == 0 ? r->decoded + 11 : NULL;
-	int status;
 
 	if (data == NULL)
 		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
@@ -267,11 +276,7 @@ api_models(struct request *r, const struct config *cfg)
 					      "serves it.",
 					      0, cfg->cors);
 	}
-	if (body == NULL)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
-	status = response_json(r->fcgi->out, 200, body, cfg->cors);
-	json_decref(body);
-	return status;
+	return api_send(r, cfg->cors, body);
 }
 
 static int
@@ -315,11 +320,7 @@ api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
 				   "totalPromptTokens", (json_int_t)prompt, "totalCompletionTokens",
 				   (json_int_t)completion, "detailedStats", detail)
 		       : NULL;
-	if (body == NULL)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
-	status = response_json(r->fcgi->out, 200, body, cfg->cors);
-	json_decref(body);
-	return status;
+	return api_send(r, cfg->cors, body);
 }
 
 static int
@@ -329,7 +330,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 	json_t *req = NULL, *body;
 	struct store *st;
 	char err[300], msg[512];
-	int rc, status;
+	int rc;
 
 	rc = request_read_body(r, cfg->max_body_bytes);
 	if (rc == 1)
@@ -369,11 +370,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 		snprintf(msg, sizeof(msg), "Token statistics of every endpoint were reset.");
 	json_decref(req);
 	body = json_pack("{s:s,s:o}", "message", msg, "timestamp", api_now_json());
-	if (body == NULL)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
-	status = response_json(r->fcgi->out, 200, body, cfg->cors);
-	json_decref(body);
-	return status;
+	return api_send(r, cfg->cors, body);
 bad:
 	json_decref(req);
 	return response_error(r->fcgi->out, RESP_INVALID_JSON,
