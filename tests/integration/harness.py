@@ -1,5 +1,12 @@
-"""Harness for the integration tests: a real lighttpd with the responder behind
-mod_fastcgi, in a temporary directory, plus HTTP helpers.
+"""Harness for the integration tests: a real web server with the responder
+behind it, in a temporary directory, plus HTTP helpers. Three servers:
+
+    "lighttpd"    lighttpd + mod_fastcgi (it starts max_procs responders)
+    "fcgid"       Apache 2.4 + mod_fcgid (it starts up to max_procs responders),
+                  configured by the shipped apache/api-together-fcgid.conf.in
+    "proxy_fcgi"  Apache 2.4 + mod_proxy_fcgi, configured by the shipped
+                  apache/api-together-proxy-fcgi.conf.in, in front of one
+                  `api-together --listen DIR/fcgi.sock` the harness runs itself
 
 Python 3 standard library only.
 
@@ -9,11 +16,14 @@ Python 3 standard library only.
     s = gw.stream("POST", "/v1/chat/completions", body=..., key=...)
     s.events  -> [(monotonic time, b"data: ...")]
     gw.write_config({...})      # the responder reloads it on the next request
-    gw.log_text()               # lighttpd's error log + the responder's stderr
+    gw.log_text()               # the server's error log + the responder's stderr
     gw.stop()
 
 Environment (set by make check; defaults fit a run by hand from the source dir):
-API_TOGETHER_BIN, API_TOGETHER_TESTCLOCK_BIN, API_TOGETHER_SRCDIR, LIGHTTPD.
+API_TOGETHER_BIN, API_TOGETHER_TESTCLOCK_BIN, API_TOGETHER_SRCDIR, LIGHTTPD,
+APACHE2 (the apache2 / httpd binary), APACHE_MODULES (its modules folder), and
+API_TOGETHER_TEST_SERVER: the server kind of a Gateway that names none
+(default "lighttpd").
 """
 
 import http.client
@@ -33,6 +43,11 @@ BIN = os.environ.get("API_TOGETHER_BIN") or os.path.join(SRCDIR, "src", "api-tog
 TESTCLOCK_BIN = (os.environ.get("API_TOGETHER_TESTCLOCK_BIN")
                  or os.path.join(SRCDIR, "tests", "api-together-testclock"))
 LIGHTTPD = os.environ.get("LIGHTTPD") or "/usr/sbin/lighttpd"
+APACHE2 = (os.environ.get("APACHE2") or shutil.which("apache2") or shutil.which("httpd")
+           or "/usr/sbin/apache2")
+APACHE_MODULES = os.environ.get("APACHE_MODULES") or "/usr/lib/apache2/modules"
+SERVER_KINDS = ("lighttpd", "fcgid", "proxy_fcgi")
+DEFAULT_SERVER = os.environ.get("API_TOGETHER_TEST_SERVER") or "lighttpd"
 KEEP_TMP = os.environ.get("API_TOGETHER_KEEP_TMP") == "1"
 
 
@@ -44,6 +59,52 @@ def free_port():
     return port
 
 
+# Modules each Apache kind loads (mod_unixd, for User/Group, is built in on Debian).
+_APACHE_MODS = {
+    "fcgid": ["mpm_event", "authz_core", "alias", "mime", "fcgid"],
+    "proxy_fcgi": ["mpm_event", "authz_core", "mime", "proxy", "proxy_fcgi"],
+}
+
+
+def _module_file(name):
+    return os.path.join(APACHE_MODULES, "mod_%s.so" % name)
+
+
+def server_missing(kind):
+    """None when the server of that kind can run here, else why not."""
+    if kind not in SERVER_KINDS:
+        return "unknown server kind %r (one of %s)" % (kind, ", ".join(SERVER_KINDS))
+    if kind == "lighttpd":
+        return None if os.access(LIGHTTPD, os.X_OK) else "lighttpd not found at %s" % LIGHTTPD
+    if not os.access(APACHE2, os.X_OK):
+        return "apache2 not found at %s" % APACHE2
+    for m in _APACHE_MODS[kind]:
+        if not os.path.exists(_module_file(m)):
+            return "Apache module %s not found" % _module_file(m)
+    return None
+
+
+def apache_snippet(kind):
+    """The text of the shipped snippet apache/*.conf.in of an Apache kind."""
+    name = {"fcgid": "api-together-fcgid.conf.in",
+            "proxy_fcgi": "api-together-proxy-fcgi.conf.in"}[kind]
+    with open(os.path.join(SRCDIR, "apache", name), encoding="utf-8") as f:
+        return f.read()
+
+
+def mount_snippet(text, mount):
+    """The snippet's URL patterns ("^/(v1|health)...", "^/((v1|health)...") moved
+    below mount ("/llm/"): the one place a test adapts the shipped text."""
+    if mount == "/":
+        return text
+    out, n = re.subn(r'"\^/(\(*)\(v1\|health\)', lambda m: '"^%s%s(v1|health)'
+                     % (mount, m.group(1)), text)
+    if n == 0:
+        raise RuntimeError("no ^/(v1|health) pattern in the Apache snippet to move below %s"
+                           % mount)
+    return out
+
+
 def package_version():
     """The version in AC_INIT of configure.ac, or None."""
     try:
@@ -52,6 +113,45 @@ def package_version():
             return m.group(1) if m else None
     except OSError:
         return None
+
+
+def _unprivileged_ids():
+    """("nobody", its group) for a server started as root, or (None, None)."""
+    import grp
+    import pwd
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        return None, None
+    for g in ("nogroup", "nobody"):
+        try:
+            grp.getgrnam(g)
+            return "nobody", g
+        except KeyError:
+            pass
+    return "nobody", None
+
+
+def _descendants(root):
+    """Pids of every process below root (by /proc/PID/stat parent links)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 class Response:
@@ -176,11 +276,19 @@ def _send(conn, method, path, headers, body, chunked=False):
 
 
 class Gateway:
-    """lighttpd + the responder in a temporary directory."""
+    """A web server (server: "lighttpd", "fcgid" or "proxy_fcgi"; by default
+    API_TOGETHER_TEST_SERVER or "lighttpd") + the responder in a temporary
+    directory. max_procs is lighttpd's max-procs, mod_fcgid's
+    FcgidMaxProcessesPerClass (one request at a time each), and means nothing
+    to proxy_fcgi (one --listen process, API_TOGETHER_THREADS threads)."""
 
     def __init__(self, config, *, max_procs=2, mount="/", binary=None, clock=False,
                  tz=None, name="gw", raw_config=None, extra_env=None, state_bytes=None,
-                 fastcgi_options=None, user=None, group=None, state_name="state.db"):
+                 fastcgi_options=None, user=None, group=None, state_name="state.db",
+                 server=None, apache_lines=""):
+        self.server = server or DEFAULT_SERVER
+        if self.server not in SERVER_KINDS:
+            raise ValueError("unknown server kind %r" % self.server)
         self.config = config
         self.raw_config = raw_config
         self.max_procs = max_procs
@@ -191,18 +299,29 @@ class Gateway:
         self.name = name
         self.extra_env = extra_env or {}
         self.state_bytes = state_bytes  # written to the state file before start
-        self.fastcgi_options = fastcgi_options or {}  # more fastcgi.server options
+        self.fastcgi_options = fastcgi_options or {}  # more fastcgi.server options (lighttpd)
+        self.apache_lines = apache_lines  # more httpd.conf lines, after the snippet (Apache)
         # server.username / server.groupname: lighttpd (started as root) drops to
         # them, so the responder runs unprivileged; the directory is chowned to them.
+        # Apache's User / Group likewise; as root they default to nobody / nogroup
+        # (Apache would run its children as uid -1 otherwise), and the --listen
+        # responder of proxy_fcgi runs as them too, as with the shipped systemd unit.
+        if self.is_apache and os.geteuid() == 0 and not (user or group):
+            user, group = _unprivileged_ids()
         self.user = user
         self.group = group
         self.state_name = state_name  # the state file's path below the directory
         self.dir = None
         self.port = None
-        self.proc = None
+        self.proc = None  # the web server
+        self.listener = None  # proxy_fcgi: the api-together --listen process
         self._mtime = 0.0
         self._clock_offset = 0.0
         self.leftovers_after_term = None
+
+    @property
+    def is_apache(self):
+        return self.server in ("fcgid", "proxy_fcgi")
 
     # -- paths
     def path(self, name):
@@ -218,13 +337,32 @@ class Gateway:
 
     @property
     def errorlog_path(self):
-        """lighttpd's own error log."""
+        """The web server's own error log."""
         return self.path("error.log")
 
     @property
     def responder_log_path(self):
-        """The responder's stderr (server.breakagelog)."""
+        """The responder's stderr: lighttpd's server.breakagelog; Apache's ErrorLog
+        under mod_fcgid (it hands the responder that file as stderr); the --listen
+        process's stderr under mod_proxy_fcgi."""
+        if self.server == "fcgid":
+            return self.errorlog_path
         return self.path("responder.log")
+
+    @property
+    def socket_path(self):
+        return self.path("fcgi.sock")
+
+    @property
+    def exec_path(self):
+        """The program the server starts. For fcgid a copy of the binary as
+        DIR/bin/api-together, made at each start: mod_fcgid tells programs apart
+        by inode, so a rebuild during a run would start a second set of
+        processes beside the first; and the snippet's <Files "api-together">
+        then applies to the test-clock build too."""
+        if self.server == "fcgid":
+            return self.path(os.path.join("bin", "api-together"))
+        return self.binary
 
     # -- config and clock
     def write_config(self, config=None, raw=None):
@@ -249,9 +387,9 @@ class Gateway:
             f.write("%.3f\n" % self._clock_offset)
         os.replace(tmp, self.path("clock"))
 
-    def _lighttpd_conf(self):
-        mount = self.mount
-        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health)(/|$)"
+    def responder_env(self):
+        """The variables the responder gets (bin-environment, FcgidInitialEnv, or
+        the environment of the --listen process)."""
         env = {
             "API_TOGETHER_CONFIG": self.config_path,
             "API_TOGETHER_STATE": self.state_path,
@@ -262,6 +400,12 @@ class Gateway:
         if self.tz:
             env["TZ"] = self.tz
         env.update(self.extra_env)
+        return env
+
+    def _lighttpd_conf(self):
+        mount = self.mount
+        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health)(/|$)"
+        env = self.responder_env()
         priv = ""
         if self.user:
             priv += 'server.username = "%s"\n' % self.user
@@ -298,15 +442,90 @@ $HTTP["url"] =~ "{regex}" {{
 """.format(port=self.port, dir=self.dir, regex=regex, mount=mount, binary=self.binary,
            max_procs=self.max_procs, env=env_lines, opts=opt_lines, priv=priv)
 
+    def _apache_conf(self):
+        """httpd.conf: a minimal server around the shipped snippet, its
+        placeholders filled in, its patterns moved below the mount point; the
+        test-only lines come after it (later settings win)."""
+        snippet = apache_snippet(self.server)
+        subst = {
+            "@API_TOGETHER_BIN@": self.exec_path,
+            "@API_TOGETHER_BINDIR@": os.path.dirname(self.exec_path),
+            "@API_TOGETHER_CONFIG@": self.config_path,
+            "@API_TOGETHER_STATE@": self.state_path,
+            "@API_TOGETHER_SOCKET@": self.socket_path,
+        }
+        for k, v in subst.items():
+            snippet = snippet.replace(k, v)
+        left = re.findall(r"@[A-Z_]+@", snippet)
+        if left:
+            raise RuntimeError("placeholders the harness does not know in the snippet: %s"
+                               % sorted(set(left)))
+        with open(self.path("snippet.conf"), "w", encoding="utf-8") as f:
+            f.write(mount_snippet(snippet, self.mount))
+        mods = "".join('LoadModule %s_module "%s"\n' % (m, _module_file(m))
+                       for m in _APACHE_MODS[self.server])
+        priv = ""
+        if self.user:
+            priv += 'User %s\n' % self.user
+        if self.group:
+            priv += 'Group %s\n' % self.group
+        test_lines = ""
+        if self.server == "fcgid":
+            # The responder's environment: every variable the harness sets (the
+            # snippet's FcgidInitialEnv lines come first; a later one wins).
+            test_lines += "".join('FcgidInitialEnv %s "%s"\n' % kv
+                                  for kv in self.responder_env().items())
+            test_lines += ('FcgidMaxProcessesPerClass {procs}\n'
+                           'FcgidIPCDir "{dir}/fcgid"\n'
+                           'FcgidProcessTableFile "{dir}/fcgid_shm"\n'
+                           ).format(procs=self.max_procs, dir=self.dir)
+        test_lines += self.apache_lines
+        return """# generated by tests/integration/harness.py ({kind})
+ServerRoot "{dir}"
+DefaultRuntimeDir "{dir}"
+Listen 127.0.0.1:{port}
+ServerName localhost
+PidFile "{dir}/apache.pid"
+ErrorLog "{dir}/error.log"
+LogLevel {loglevel}
+{mods}{priv}TypesConfig /etc/mime.types
+Timeout 60
+# What a stock Apache denies (Debian's apache2.conf): the snippet must open
+# up what it serves itself.
+<Directory />
+	Options FollowSymLinks
+	AllowOverride None
+	Require all denied
+</Directory>
+DocumentRoot "{dir}/docroot"
+<Directory "{dir}/docroot">
+	Require all granted
+</Directory>
+
+# --- the shipped snippet, placeholders filled in (snippet.conf)
+Include "{dir}/snippet.conf"
+
+# --- test-only settings
+{test}""".format(kind=self.server, dir=self.dir, port=self.port, mods=mods, priv=priv,
+                 test=test_lines,
+                 # mod_fcgid notes each start and end of a responder process
+                 loglevel="warn fcgid:info" if self.server == "fcgid" else "warn")
+
     # -- life cycle
     def start(self, timeout=15):
-        """Starts lighttpd; after stop(keep=True) it starts again on the same
-        directory (config, state file, logs)."""
+        """Starts the web server (and, for proxy_fcgi, the --listen responder);
+        after stop(keep=True) it starts again on the same directory (config,
+        state file, logs)."""
         if not os.access(self.binary, os.X_OK):
             raise RuntimeError("responder binary not found: %s" % self.binary)
+        missing = server_missing(self.server)
+        if missing:
+            raise RuntimeError(missing)
         if self.dir is None:
             self.dir = tempfile.mkdtemp(prefix="api-together-it-%s-" % self.name)
             os.mkdir(self.path("docroot"))
+            if self.server == "fcgid":
+                os.mkdir(self.path("fcgid"))
             if self.clock:
                 self.advance_clock(0)
             if self.state_bytes is not None:
@@ -316,19 +535,19 @@ $HTTP["url"] =~ "{regex}" {{
                 self.write_config(raw=self.raw_config)
             else:
                 self.write_config()
+        if self.exec_path != self.binary:
+            os.makedirs(os.path.dirname(self.exec_path), exist_ok=True)
+            shutil.copy2(self.binary, self.exec_path + ".tmp")
+            os.replace(self.exec_path + ".tmp", self.exec_path)
         if self.user or self.group:
             self.chown_to_server_user(self.dir)
         last_err = None
         for _ in range(3):  # a free port can be taken between probe and bind
             self.port = free_port()
-            with open(self.path("lighttpd.conf"), "w") as f:
-                f.write(self._lighttpd_conf())
-            out = open(self.path("lighttpd.out"), "ab")
-            self.proc = subprocess.Popen([LIGHTTPD, "-D", "-f", self.path("lighttpd.conf")],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         start_new_session=True, cwd=self.dir)
-            out.close()
             try:
+                if self.server == "proxy_fcgi":
+                    self._start_listener()
+                self._start_server()
                 self._wait_ready(timeout)
                 return self
             except RuntimeError as e:
@@ -336,7 +555,58 @@ $HTTP["url"] =~ "{regex}" {{
                 self._kill_all()
                 if "Address already in use" not in self.log_text():
                     break
-        raise RuntimeError("%s did not start: %s\n%s" % (self.name, last_err, self.log_tail(40)))
+        raise RuntimeError("%s (%s) did not start: %s\n%s" % (self.name, self.server, last_err,
+                                                               self.log_tail(40)))
+
+    def _start_server(self):
+        if self.server == "lighttpd":
+            conf, out_name = self.path("lighttpd.conf"), "lighttpd.out"
+            text = self._lighttpd_conf()
+            argv = [LIGHTTPD, "-D", "-f", conf]
+        else:
+            conf, out_name = self.path("httpd.conf"), "apache.out"
+            text = self._apache_conf()
+            argv = [APACHE2, "-f", conf, "-DFOREGROUND"]
+        with open(conf, "w") as f:
+            f.write(text)
+        out = open(self.path(out_name), "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                     start_new_session=True, cwd=self.dir)
+        out.close()
+
+    def _start_listener(self, timeout=10):
+        """proxy_fcgi: `api-together --listen DIR/fcgi.sock`, as the server user,
+        its stderr to responder.log; returns once the socket takes connections."""
+        env = dict(os.environ)
+        env.update(self.responder_env())
+        kw = {}
+        if os.geteuid() == 0 and (self.user or self.group):
+            uid, gid = self.server_ids()
+            if uid != -1:
+                kw["user"] = uid
+            if gid != -1:
+                kw["group"] = gid
+                kw["extra_groups"] = []
+        log = open(self.responder_log_path, "ab")
+        self.listener = subprocess.Popen([self.binary, "--listen", self.socket_path],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, cwd=self.dir, env=env, **kw)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.listener.poll() is not None:
+                raise RuntimeError("api-together --listen exited with %s"
+                                   % self.listener.returncode)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.socket_path)
+                return
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                s.close()
+        raise RuntimeError("api-together --listen: no socket %s within %ss"
+                           % (self.socket_path, timeout))
 
     def server_ids(self):
         """(uid, gid) of server.username / server.groupname (-1 when unset)."""
@@ -353,12 +623,27 @@ $HTTP["url"] =~ "{regex}" {{
             for n in [root] + [os.path.join(root, x) for x in dirs + files]:
                 os.lchown(n, uid, gid)
 
+    def restart_listener(self, wait=5.0):
+        """proxy_fcgi: once the --listen responder is gone (it may take up to
+        wait seconds to go), starts it again, as its supervisor (systemd's
+        Restart=) would; True if it was started."""
+        if self.server != "proxy_fcgi" or self.dir is None:
+            return False
+        if self.listener is not None:
+            try:
+                self.listener.wait(wait)
+            except subprocess.TimeoutExpired:
+                return False
+        self._start_listener()
+        return True
+
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("lighttpd exited with %s" % self.proc.returncode)
+                raise RuntimeError("%s exited with %s" % (self.server_label,
+                                                         self.proc.returncode))
             try:
                 r = self.request("GET", "/health", timeout=3)
                 last = r
@@ -370,10 +655,19 @@ $HTTP["url"] =~ "{regex}" {{
             time.sleep(0.05)
         raise RuntimeError("no answer from /health within %ss (last: %s)" % (timeout, last))
 
+    @property
+    def server_label(self):
+        return {"lighttpd": "lighttpd", "fcgid": "Apache (mod_fcgid)",
+                "proxy_fcgi": "Apache (mod_proxy_fcgi)"}[self.server]
+
     def responder_pids(self):
-        """Pids of processes whose environment names this gateway's config."""
+        """Pids of the responder processes: those whose environment names this
+        gateway's config (lighttpd's bin-environment, mod_fcgid's
+        FcgidInitialEnv, the --listen process's environment; this still finds
+        them once their web server is gone), plus, for fcgid, processes of the
+        binary below Apache, and for proxy_fcgi the --listen process."""
         want = ("API_TOGETHER_CONFIG=" + self.config_path).encode()
-        pids = []
+        pids = set()
         for d in os.listdir("/proc"):
             if not d.isdigit():
                 continue
@@ -383,20 +677,34 @@ $HTTP["url"] =~ "{regex}" {{
             except OSError:
                 continue
             if want in envs:
-                pids.append(int(d))
-        return pids
+                pids.add(int(d))
+        if self.server == "fcgid" and self.proc is not None and self.proc.poll() is None:
+            binary = os.path.realpath(self.exec_path)
+            for pid in _descendants(self.proc.pid):
+                try:
+                    if os.path.realpath("/proc/%d/exe" % pid) == binary:
+                        pids.add(pid)
+                except OSError:
+                    pass
+        if self.listener is not None and self.listener.poll() is None:
+            pids.add(self.listener.pid)
+        return sorted(pids)
 
     def stop(self, grace=5.0, keep=False):
-        """SIGTERM lighttpd, wait; record responder processes left, then kill
-        them. keep=True keeps the directory for another start()."""
-        if self.proc is None:
+        """SIGTERM the web server (and the --listen responder), wait; record
+        responder processes left, then kill them. keep=True keeps the directory
+        for another start()."""
+        if self.proc is None and self.listener is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
+        for p in (self.proc, self.listener):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (self.proc, self.listener):
+            if p is not None:
+                try:
+                    p.wait(grace)
+                except subprocess.TimeoutExpired:
+                    pass
         deadline = time.monotonic() + grace
         left = self.responder_pids()
         while left and time.monotonic() < deadline:
@@ -405,17 +713,20 @@ $HTTP["url"] =~ "{regex}" {{
         self.leftovers_after_term = left
         self._kill_all()
         self.proc = None
+        self.listener = None
         if not keep and not KEEP_TMP and self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _kill_all(self):
-        if self.proc is not None:
+        for p in (self.proc, self.listener):
+            if p is None:
+                continue
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(p.pid, signal.SIGKILL)
             except OSError:
                 pass
             try:
-                self.proc.wait(5)
+                p.wait(5)
             except subprocess.TimeoutExpired:
                 pass
         for pid in self.responder_pids() if self.dir else []:
@@ -427,7 +738,7 @@ $HTTP["url"] =~ "{regex}" {{
     # -- logs
     def log_text(self):
         out = []
-        for name in ("error.log", "responder.log", "lighttpd.out"):
+        for name in ("error.log", "responder.log", "lighttpd.out", "apache.out"):
             try:
                 with open(self.path(name), "rb") as f:
                     out.append(f.read().decode("utf-8", "replace"))
