@@ -1158,10 +1158,22 @@ config_reload(const struct stat *st)
 	config_current->refs = 1;
 	log_info("config %s: loaded, %zu endpoint%s", config_file, cfg->n_apis,
 		 cfg->n_apis == 1 ? "" : "s");
+	config_warn_mode(config_file, st);
 done:
 	config_issues_free(&issues);
 	free(text);
 	return old;
+}
+
+void
+config_warn_mode(const char *path, const struct stat *st)
+{
+	/* The file holds upstream keys: the web server's user or group needs
+	 * to read it, nobody else. */
+	if (st != NULL && (st->st_mode & S_IROTH))
+		log_warn("config %s is readable by every user and holds keys: chmod o-r (0640 "
+			 "with the web server's group, or 0600)",
+			 path);
 }
 
 void

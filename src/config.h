@@ -82,6 +82,11 @@ const char *config_api_model(const struct config_api *api, const char *model);
 /* Index of the endpoint with this id, or -1. */
 long config_find_api(const struct config *cfg, const char *id);
 
+struct stat;
+
+/* Logs a warning when the file with status st can be read by every user. */
+void config_warn_mode(const char *path, const struct stat *st);
+
 /* Sets the file that config_acquire serves. Call once, before threads. */
 void config_set_path(const char *path);
 

@@ -195,9 +195,13 @@ main_check_config(const char *path)
 	struct config *cfg = NULL;
 	int rc = config_load_file(path, &cfg, &issues);
 
+	struct stat sb;
+
 	for (size_t i = 0; i < issues.n; i++)
 		printf("%s: %s: %s: %s\n", path, issues.v[i].error ? "error" : "warning",
 		       issues.v[i].path, issues.v[i].message);
+	if (stat(path, &sb) == 0 && (sb.st_mode & S_IROTH))
+		printf("%s: warning: readable by every user, and it holds keys: chmod o-r\n", path);
 	if (rc == 0)
 		printf("%s: ok, %zu endpoint%s\n", path, cfg->n_apis, cfg->n_apis == 1 ? "" : "s");
 	config_issues_free(&issues);

@@ -10,7 +10,8 @@ server (lighttpd by default; API_TOGETHER_TEST_SERVER as in test_http.py):
 - an encoded "/v1" cannot route around a baseUrl's path;
 - a stream that sends no data event counts as empty and goes to the next
   endpoint;
-- `api-together --status` creates no file.
+- `api-together --status` creates no file;
+- a config every user can read (it holds keys) is warned about.
 """
 
 import os
@@ -120,7 +121,20 @@ class H03EmptyStreams(th.Base):
         self.assertEqual(self.status_of(ida)["errorCount"], 1)
 
 
-class H04StatusCommand(th.Base):
+class H04ConfigMode(th.Base):
+    def test_world_readable_config_is_warned_about(self):
+        a = self.mock("a")
+        os.chmod(self.gw.config_path, 0o644)
+        self.configure([self.api(self.uid("a"), a.url, ["m-h04"])])
+        os.chmod(self.gw.config_path, 0o644)
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-h04")), 200)
+        self.assertIn("readable by every user", self.gw.log_since(self.log_offset))
+        p = subprocess.run([harness.BIN, "--check-config", self.gw.config_path],
+                           capture_output=True, text=True, timeout=20)
+        self.assertIn("readable by every user", p.stdout)
+
+
+class H05StatusCommand(th.Base):
     def test_status_command_creates_no_state_file(self):
         d = self.gw.path("no-state-here")
         os.mkdir(d)
@@ -133,7 +147,7 @@ class H04StatusCommand(th.Base):
 
 
 ORDER = [H01GatewayFaultsChargeNoEndpoint, H02KeysNeverReachTheClient, H03EmptyStreams,
-         H04StatusCommand]
+         H04ConfigMode, H05StatusCommand]
 
 
 def main(argv):
