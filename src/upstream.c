@@ -505,9 +505,10 @@ upstream_set_method(CURL *curl, const struct upstream_call *call)
 static bool
 upstream_local_error(CURLcode rc)
 {
+	/* Not CURLE_UNSUPPORTED_PROTOCOL: the config allows only http(s), so at
+	 * run time that is an upstream answering something that is not HTTP. */
 	return rc == CURLE_URL_MALFORMAT || rc == CURLE_OUT_OF_MEMORY ||
-	       rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_BAD_FUNCTION_ARGUMENT ||
-	       rc == CURLE_FAILED_INIT;
+	       rc == CURLE_BAD_FUNCTION_ARGUMENT || rc == CURLE_FAILED_INIT;
 }
 
 /* The outcome of a transfer that ended without error. */

@@ -22,21 +22,41 @@ Behaviours (the first argument of set/push):
     zero_completion  200 chat.completion whose usage has completion_tokens 0
     stream           events=N content chunks interval_ms=D apart, then a chunk
                      with usage, then "data: [DONE]"; chunked encoding, one HTTP
-                     chunk per event, each written at once
+                     chunk per event, each written at once; close_after=K closes
+                     the connection right after the K-th content event (no usage
+                     event, no [DONE], no chunked terminator)
     close            read the request, then close the connection without answering
+    garbage          read the request, write data=bytes (default b"HELLO\r\n\r\n",
+                     no HTTP status line) on the raw socket, then close
+    hang             read the request, then send nothing: hold the connection
+                     until the other side closes it (or seconds=S pass, default
+                     60, or the mock stops); see hangs
+    big              a large answer made on the fly (the mock never holds it):
+                     total_bytes=N (default 50 MiB) of body, written piece by
+                     piece (chunk_bytes=K, default 16 KiB); format="sse" (the
+                     default: a text/event-stream of content events, a usage
+                     event and "data: [DONE]", chunked) or "json" (one
+                     chat.completion with a huge content, Content-Length); the
+                     sha256 and length of the body sent are recorded in streams
     auto             "stream" when the request's JSON body has "stream": true, else
                      "chat"; usage=(p, c) for chat, stream_usage=(p, c) for streams
 
 Every behaviour takes delay=SECONDS (sleep before answering). A port that
 refuses connections: closed_port().
 
-Every request is recorded (method, path with query, headers, raw body, time);
-every streamed answer is recorded in streams (time of each event written, and
-when a write failed because the other side had gone).
+Every request is recorded (method, path with query, headers, raw body, time,
+and peer: the (address, port) of the connection it came on); every streamed
+answer ("stream" and "big") is recorded in streams (time of each event written,
+when a write failed because the other side had gone, and peer_closed_at: when
+the mock first saw the other side close the connection while it was between two
+writes); every "hang" in hangs (request_index, started_at, peer_closed_at,
+ended_at).
 """
 
 import argparse
+import hashlib
 import json
+import select
 import socket
 import sys
 import threading
@@ -66,6 +86,7 @@ class Recorded:
         self.time = t  # time.monotonic() when the request was complete
         self.index = index
         self.answer = None  # bytes of the body the mock answered with
+        self.peer = None  # (address, port) of the connection it came on
 
     def header(self, name):
         """The first value of header name (any case), or None."""
@@ -92,6 +113,77 @@ def _body_bytes(body):
     if isinstance(body, str):
         return body.encode("utf-8")
     return json.dumps(body).encode("utf-8")
+
+
+def _readable(sock, timeout):
+    """True when sock has data, EOF or an error waiting (poll: no FD_SETSIZE
+    limit); raises OSError or ValueError for a closed socket."""
+    p = select.poll()
+    p.register(sock, select.POLLIN | select.POLLPRI)
+    return bool(p.poll(max(0, int(timeout * 1000))))
+
+
+def _peer_closed(sock):
+    """True when the other side of sock has closed it (EOF or an error is
+    waiting); never blocks, never consumes data."""
+    try:
+        if not _readable(sock, 0):
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _wait_watching(sock, seconds, info):
+    """Sleeps seconds; notes in info["peer_closed_at"] when the other side
+    closes sock meanwhile (the first time only)."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        if info.get("peer_closed_at") is not None:
+            time.sleep(left)
+            return
+        try:
+            r = _readable(sock, min(left, 0.5))
+        except (OSError, ValueError):
+            time.sleep(left)
+            return
+        if r and _peer_closed(sock):
+            info["peer_closed_at"] = time.monotonic()
+        elif r:
+            time.sleep(min(left, 0.01))  # data waiting (not expected): do not spin
+
+
+_BIG_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _big_block():
+    """A fixed 64 KiB block of JSON-safe pseudo-random characters."""
+    import random
+    rnd = random.Random(1234567)
+    return bytes(rnd.choice(_BIG_ALPHABET) for _ in range(65536))
+
+
+_BIG_BLOCK = None
+
+
+def _big_content(i, n):
+    """n content bytes for piece i: slices of the fixed block, a different
+    offset each time, so a lost or repeated piece changes the hash."""
+    global _BIG_BLOCK
+    if _BIG_BLOCK is None:
+        _BIG_BLOCK = _big_block()
+    out = bytearray()
+    off = (i * 7919) % len(_BIG_BLOCK)
+    while len(out) < n:
+        take = min(n - len(out), len(_BIG_BLOCK) - off)
+        out += _BIG_BLOCK[off:off + take]
+        off = 0
+    return bytes(out)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,6 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         mock = self.server.mock
         body = self._read_body()
         rec = mock._record(self.command, self.path, list(self.headers.items()), body)
+        rec.peer = self.client_address
         beh = mock._next_behaviour()
         kind = beh.get("kind", "chat")
         delay = float(beh.get("delay", 0) or 0)
@@ -166,6 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "stream":
                 self._stream(beh, rec, model)
                 return
+            if kind == "garbage":
+                self._garbage(beh)
+                return
+            if kind == "hang":
+                self._hang(beh, rec)
+                return
+            if kind == "big":
+                self._big(beh, rec, model)
+                return
             status, headers, payload = mock._answer(beh, model, rec)
             rec.answer = payload
             self.send_response(status)
@@ -188,8 +290,10 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(beh.get("events", 5))
         interval = float(beh.get("interval_ms", 100)) / 1000.0
         pt, ct = beh.get("usage", (5, 3))
+        close_after = beh.get("close_after")
         info = {"request_index": rec.index, "sent_times": [], "aborted_at": None,
-                "completed": False, "error": None, "started_at": time.monotonic()}
+                "completed": False, "error": None, "started_at": time.monotonic(),
+                "peer_closed_at": None, "closed_by_mock_at": None}
         with mock._lock:
             mock.streams.append(info)
         self.send_response(int(beh.get("status", 200)))
@@ -215,7 +319,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for i, line in enumerate(lines):
                 if i > 0 and interval > 0:
-                    time.sleep(interval)
+                    _wait_watching(self.connection, interval, info)
+                if close_after is not None and i >= int(close_after):
+                    self._abrupt_close()
+                    info["closed_by_mock_at"] = time.monotonic()
+                    return
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
                 info["sent_times"].append(time.monotonic())
@@ -226,6 +334,133 @@ class _Handler(BaseHTTPRequestHandler):
             info["aborted_at"] = time.monotonic()
             info["error"] = repr(e)
             self.close_connection = True
+
+    def _abrupt_close(self):
+        """Ends the connection at once, mid-answer."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _garbage(self, beh):
+        data = beh.get("data", b"HELLO\r\n\r\n")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.close_connection = True
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            return
+        self._abrupt_close()
+
+    def _hang(self, beh, rec):
+        mock = self.server.mock
+        limit = float(beh.get("seconds", 60))
+        info = {"request_index": rec.index, "started_at": time.monotonic(),
+                "peer_closed_at": None, "ended_at": None}
+        with mock._lock:
+            mock.hangs.append(info)
+        self.close_connection = True
+        end = info["started_at"] + limit
+        while time.monotonic() < end and mock._server is not None:
+            try:
+                r = _readable(self.connection, 0.05)
+            except (OSError, ValueError):
+                break
+            if r:
+                if _peer_closed(self.connection):
+                    info["peer_closed_at"] = time.monotonic()
+                    break
+                time.sleep(0.01)
+        info["ended_at"] = time.monotonic()
+
+    def _big(self, beh, rec, model):
+        """A large answer made piece by piece: the mock never holds it."""
+        mock = self.server.mock
+        total = int(beh.get("total_bytes", 50 * 1024 * 1024))
+        piece = max(64, int(beh.get("chunk_bytes", 16384)))
+        fmt = beh.get("format", "sse")
+        pt, ct = beh.get("usage", (5, 3))
+        info = {"request_index": rec.index, "sent_times": [], "aborted_at": None,
+                "completed": False, "error": None, "started_at": time.monotonic(),
+                "peer_closed_at": None, "closed_by_mock_at": None, "format": fmt,
+                "bytes_sent": 0, "sha256": None, "events": 0}
+        with mock._lock:
+            mock.streams.append(info)
+        h = hashlib.sha256()
+        created = int(time.time())
+        cid = "chatcmpl-big-%d" % rec.index
+
+        def put(data, chunked):
+            if chunked:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                self.wfile.write(data)
+            h.update(data)
+            info["bytes_sent"] += len(data)
+
+        self.send_response(int(beh.get("status", 200)))
+        self.send_header("X-Mock-Name", mock.name)
+        try:
+            if fmt == "json":
+                usage = json.dumps({"prompt_tokens": pt, "completion_tokens": ct,
+                                    "total_tokens": pt + ct}).encode()
+                head = ('{"id":"%s","object":"chat.completion","created":%d,"model":%s,'
+                        '"choices":[{"index":0,"finish_reason":"stop","message":'
+                        '{"role":"assistant","content":"' % (cid, created, json.dumps(model))
+                        ).encode()
+                tail = b'"}}],"usage":' + usage + b"}"
+                n_content = max(0, total - len(head) - len(tail))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(head) + n_content + len(tail)))
+                self.end_headers()
+                put(head, False)
+                i = 0
+                left = n_content
+                while left > 0:
+                    n = min(piece, left)
+                    put(_big_content(i, n), False)
+                    left -= n
+                    i += 1
+                put(tail, False)
+            else:
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                pre = ('data: {"id":"%s","object":"chat.completion.chunk","created":%d,'
+                       '"model":%s,"choices":[{"index":0,"delta":{"content":"'
+                       % (cid, created, json.dumps(model))).encode()
+                post = b'"},"finish_reason":null}]}\n\n'
+                n_content = max(1, piece - len(pre) - len(post))
+                i = 0
+                while info["bytes_sent"] < total:
+                    put(pre + _big_content(i, n_content) + post, True)
+                    info["events"] += 1
+                    i += 1
+                last = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": pt, "completion_tokens": ct,
+                                  "total_tokens": pt + ct}}
+                put(b"data: " + json.dumps(last).encode() + b"\n\n", True)
+                put(b"data: [DONE]\n\n", True)
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            info["completed"] = True
+        except (BrokenPipeError, ConnectionResetError, OSError) as e:
+            info["aborted_at"] = time.monotonic()
+            info["error"] = repr(e)
+            self.close_connection = True
+        finally:
+            info["sha256"] = h.hexdigest()
+            info["ended_at"] = time.monotonic()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
@@ -281,6 +516,7 @@ class MockUpstream:
         self._queue = []
         self.requests = []
         self.streams = []
+        self.hangs = []
         self._server = None
         self._thread = None
 
@@ -326,6 +562,7 @@ class MockUpstream:
         with self._lock:
             self.requests = []
             self.streams = []
+            self.hangs = []
             self._queue = []
 
     def _next_behaviour(self):
@@ -393,13 +630,17 @@ def main(argv=None):
     ap.add_argument("--name", default="mock")
     ap.add_argument("--mode", default="chat",
                     choices=["chat", "embeddings", "status", "empty", "zero_completion",
-                             "stream", "close", "refuse"])
+                             "stream", "close", "refuse", "garbage", "hang", "big"])
     ap.add_argument("--status", type=int, default=500)
     ap.add_argument("--body", default='{"error":{"message":"mock failure","type":"server_error"}}')
     ap.add_argument("--header", action="append", default=[], help="Name: value (status mode)")
     ap.add_argument("--events", type=int, default=5)
     ap.add_argument("--interval-ms", type=float, default=300)
     ap.add_argument("--delay", type=float, default=0)
+    ap.add_argument("--close-after", type=int, default=None,
+                    help="stream: close the connection after this many events")
+    ap.add_argument("--total-bytes", type=int, default=50 * 1024 * 1024, help="big")
+    ap.add_argument("--format", default="sse", choices=["sse", "json"], help="big")
     args = ap.parse_args(argv)
     if args.mode == "refuse":
         print("refusing port: %d" % closed_port(), flush=True)
@@ -411,6 +652,10 @@ def main(argv=None):
                       headers=dict(h.split(":", 1) for h in args.header))
     if args.mode == "stream":
         params.update(events=args.events, interval_ms=args.interval_ms)
+        if args.close_after is not None:
+            params.update(close_after=args.close_after)
+    if args.mode == "big":
+        params.update(total_bytes=args.total_bytes, format=args.format)
     mock.set(args.mode, **params)
     print("listening on %s" % mock.url, flush=True)
     seen = 0
