@@ -94,6 +94,10 @@ body_classify(const char *ct)
 	return BODY_CT_OTHER;
 }
 
+/* Numbers too large for an integer are still valid JSON; \u0000 inside some
+ * other string is the upstream's business. */
+#define BODY_JSON_FLAGS (JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL)
+
 static enum body_kind
 body_kind_of(const char *content_type, const char *body, size_t len)
 {
@@ -108,12 +112,14 @@ body_kind_of(const char *content_type, const char *body, size_t len)
 		return BODY_MULTIPART;
 	case BODY_CT_NONE:
 	case BODY_CT_FORM:
-		/* Clients like `curl -d '{...}'` send JSON as a form. */
+	case BODY_CT_OTHER:
+		/* Clients like `curl -d '{...}'` send JSON as a form, and upstreams
+		 * read JSON whatever its label: a body that looks like an object
+		 * routes on its model, or a client could reach any endpoint with
+		 * a model none of them is configured for. */
 		for (i = 0; i < len && body_is_space(body[i]); i++)
 			;
 		return i < len && body[i] == '{' ? BODY_JSON : BODY_OTHER;
-	case BODY_CT_OTHER:
-		break;
 	}
 	return BODY_OTHER;
 }
@@ -607,7 +613,7 @@ body_inspect_json(const char *body, size_t len, struct body_info *info, char *er
 
 	/* Integers as reals: a valid body with a 20-digit number must not be
 	 * refused for jansson's sake; we read no integer from it. */
-	root = json_loadb(body, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL,
+	root = json_loadb(body, len, BODY_JSON_FLAGS,
 			  &jerr);
 	if (root == NULL) {
 		if (err != NULL && errlen > 0)
@@ -661,6 +667,17 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 
 	switch (info->kind) {
 	case BODY_JSON:
+		/* Labelled as something else and no JSON after all: not the
+		 * client's JSON to refuse, just a body without a model. */
+		if (body_classify(content_type) == BODY_CT_OTHER) {
+			json_error_t jerr;
+			json_t *probe = json_loadb(body, len, BODY_JSON_FLAGS, &jerr);
+			if (probe == NULL) {
+				info->kind = BODY_OTHER;
+				return 0;
+			}
+			json_decref(probe);
+		}
 		return body_inspect_json(body, len, info, err, errlen);
 	case BODY_MULTIPART:
 		if (body_mp_scan(content_type, body, len, &sp) != 0)

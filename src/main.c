@@ -62,6 +62,17 @@ main_config_path(void)
 	return p != NULL && *p != '\0' ? p : MAIN_DEFAULT_CONFIG;
 }
 
+static bool
+main_method_forwarded(const char *m)
+{
+	static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
+
+	for (size_t i = 0; methods[i] != NULL; i++)
+		if (strcmp(m, methods[i]) == 0)
+			return true;
+	return false;
+}
+
 /* The path of one request: parameters, mount point, key, then the gateway's
  * own endpoints or the proxy. */
 static void
@@ -109,6 +120,13 @@ main_serve(FCGX_Request *f, struct worker *w)
 	}
 	if (api_owns(r.decoded)) {
 		status = api_handle(&r, cfg, w);
+		goto done;
+	}
+	/* Only the methods of HTTP APIs go on: an upstream answers another
+	 * (PROPFIND, TRACE...) with 501, which would charge it a failure. */
+	if (!main_method_forwarded(r.method)) {
+		response_printf(f->out, "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n");
+		status = response_error(f->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cors);
 		goto done;
 	}
 	/* The upstream URL is built from the raw path: an encoded "/v1"

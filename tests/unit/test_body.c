@@ -387,10 +387,8 @@ other_bodies_have_no_model(void **state)
 		{NULL, "model=m"},
 		{NULL, "[\"model\"]"},
 		{"application/x-www-form-urlencoded", "model=m&x={"},
-		{"text/plain", "{\"model\":\"m\"}"},
-		{"application/jsonx", "{\"model\":\"m\"}"},
 		{"application/octet-stream", "{garbage"},
-		{"+json", "{\"model\":\"m\"}"},
+		{"text/plain", "{\"model\": 5"},
 	};
 
 	(void)state;
@@ -406,6 +404,25 @@ other_bodies_have_no_model(void **state)
 		assert_int_equal(body_rewrite_model(cases[i].ct, cases[i].body,
 						    strlen(cases[i].body), "x", &out, &outlen),
 				 -1);
+	}
+}
+
+/* Upstreams read JSON whatever its label: an object labelled otherwise
+ * still routes on its model, so no label can reach an endpoint that is not
+ * configured for the model. */
+static void
+json_object_under_another_label_routes_on_its_model(void **state)
+{
+	static const char *const types[] = {"text/plain", "application/jsonx", "+json",
+					    "application/octet-stream", "text/json"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		struct body_info info = inspect_ok(types[i], "{\"model\":\"m\",\"stream\":true}");
+		assert_int_equal(info.kind, BODY_JSON);
+		assert_string_equal(info.model, "m");
+		assert_true(info.stream);
+		body_info_free(&info);
 	}
 }
 
@@ -850,6 +867,7 @@ main(void)
 		cmocka_unit_test(json_content_type_with_non_json_body_is_rejected),
 		cmocka_unit_test(brace_body_without_content_type_is_json),
 		cmocka_unit_test(other_bodies_have_no_model),
+		cmocka_unit_test(json_object_under_another_label_routes_on_its_model),
 		cmocka_unit_test(empty_body_is_empty),
 		cmocka_unit_test(rewrite_keeps_every_other_byte),
 		cmocka_unit_test(rewrite_handles_whitespace_variants),
