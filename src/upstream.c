@@ -196,6 +196,7 @@ struct upstream_xfer {
 	bool client_gone;
 	bool oom;
 	bool idle_timeout;
+	int sends; /* times libcurl was about to send the request */
 	/* Silence detection: progress seen last, and when it last moved. */
 	curl_off_t seen_dl, seen_ul;
 	struct timespec active;
@@ -466,6 +467,20 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 	return 0;
 }
 
+/* Called by libcurl before each send of the request. When a reused
+ * connection dies before any answer, libcurl sends the request again on a
+ * fresh one: the upstream may then act on it twice (a paid completion) for
+ * one counted attempt. An attempt is one send: a second is refused, and the
+ * attempt ends as one without an answer, retried on another endpoint. */
+static int
+upstream_on_send(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	struct upstream_xfer *x = ud;
+
+	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+	return ++x->sends == 1 ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 /* Moves the kept answer into call->held, masked. */
 static void
 upstream_hold(struct upstream_xfer *x)
@@ -597,6 +612,8 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, upstream_on_progress);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &x);
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, upstream_on_send);
+	curl_easy_setopt(curl, CURLOPT_PREREQDATA, &x);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, call->error);
 	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
 	upstream_set_method(curl, call);
@@ -609,6 +626,9 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 		if (x.idle_timeout)
 			snprintf(call->error, sizeof(call->error),
 				 "no data from upstream for %ld s", call->timeout_s);
+		else if (x.sends > 1)
+			snprintf(call->error, sizeof(call->error),
+				 "connection closed before an answer (not sent again)");
 		else if (call->error[0] == '\0')
 			snprintf(call->error, sizeof(call->error), "%s",
 				 x.oom ? "out of memory" : curl_easy_strerror(rc));
