@@ -37,3 +37,8 @@ deps_build() {
 	fi
 	make -j"$(nproc)"
 }
+
+# Packages the checks beyond make check need: clang with libFuzzer (make
+# fuzz; libclang-rt-dev is Debian's libclang-rt-N-dev of the default clang)
+# and valgrind (make valgrind-check). gcc's own ASan and UBSan come with gcc.
+DEPS_CHECK_TOOLS=(clang libclang-rt-dev valgrind)

@@ -317,7 +317,9 @@ body_mp_scan(const char *content_type, const char *body, size_t len, struct body
 			cend--;
 		if (cend > cstart && body[cend - 1] == '\r')
 			cend--;
-		if (is_model && body_spans_add(sp, cstart, cend) != 0)
+		/* A model part whose blank line runs straight into the next
+		 * delimiter has no value of its own to replace. */
+		if (is_model && next > cstart && body_spans_add(sp, cstart, cend) != 0)
 			return -1;
 		p = next;
 	}
@@ -613,8 +615,7 @@ body_inspect_json(const char *body, size_t len, struct body_info *info, char *er
 
 	/* Integers as reals: a valid body with a 20-digit number must not be
 	 * refused for jansson's sake; we read no integer from it. */
-	root = json_loadb(body, len, BODY_JSON_FLAGS,
-			  &jerr);
+	root = json_loadb(body, len, BODY_JSON_FLAGS, &jerr);
 	if (root == NULL) {
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen,
@@ -667,17 +668,6 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 
 	switch (info->kind) {
 	case BODY_JSON:
-		/* Labelled as something else and no JSON after all: not the
-		 * client's JSON to refuse, just a body without a model. */
-		if (body_classify(content_type) == BODY_CT_OTHER) {
-			json_error_t jerr;
-			json_t *probe = json_loadb(body, len, BODY_JSON_FLAGS, &jerr);
-			if (probe == NULL) {
-				info->kind = BODY_OTHER;
-				return 0;
-			}
-			json_decref(probe);
-		}
 		return body_inspect_json(body, len, info, err, errlen);
 	case BODY_MULTIPART:
 		if (body_mp_scan(content_type, body, len, &sp) != 0)

@@ -22,7 +22,7 @@ struct body_info {
 /* Classifies body by content_type (may be NULL) and reads its model.
  * A JSON body is one whose content type is application/json or ends in +json,
  * or, with any other type but multipart/form-data, one whose first non-blank
- * byte is '{' (with an explicit other type, only when it parses). Returns 0 and fills *info (free with
+ * byte is '{' (it must then parse: an upstream may read it as JSON anyway). Returns 0 and fills *info (free with
  * body_info_free), or -1 with a client-facing reason in err when a JSON body
  * does not parse, is not an object, or has a "model" that is not a string;
  * then *info holds nothing to free. Nesting deeper than jansson's limit is a

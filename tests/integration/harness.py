@@ -399,6 +399,8 @@ class Gateway:
             env["API_TOGETHER_TEST_CLOCK_FILE"] = self.path("clock")
         if self.tz:
             env["TZ"] = self.tz
+        # A sanitizer build's settings (make sanitizer-check): mod_fcgid passes on no others.
+        env.update({k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
         env.update(self.extra_env)
         return env
 

@@ -387,8 +387,7 @@ other_bodies_have_no_model(void **state)
 		{NULL, "model=m"},
 		{NULL, "[\"model\"]"},
 		{"application/x-www-form-urlencoded", "model=m&x={"},
-		{"application/octet-stream", "{garbage"},
-		{"text/plain", "{\"model\": 5"},
+		{"application/octet-stream", "[1]"},
 	};
 
 	(void)state;
@@ -424,6 +423,20 @@ json_object_under_another_label_routes_on_its_model(void **state)
 		assert_true(info.stream);
 		body_info_free(&info);
 	}
+}
+
+/* An object that does not parse is refused whatever its label: an upstream
+ * that reads it anyway (NaN, a trailing comma) would see a model no check saw. */
+static void
+broken_object_under_another_label_is_refused(void **state)
+{
+	struct body_info info;
+	char err[256];
+	const char *body = "{\"model\":\"gpt-4-expensive\",\"temperature\":NaN}";
+
+	(void)state;
+	assert_int_equal(body_inspect("text/plain", body, strlen(body), &info, err, sizeof(err)), -1);
+	assert_true(err[0] != '\0');
 }
 
 static void
@@ -841,6 +854,60 @@ multipart_nul_in_model_is_no_model(void **state)
 	mp_inspect_is(CT_MP_PLAIN, body, LEN(body), NULL);
 }
 
+/* A "model" part with no value whose delimiter follows its blank line at
+ * once: the rewrite must not glue the new value to that delimiter, which
+ * would merge the next part into the model's value (found by fuzz/fuzz_body;
+ * fuzz/corpus/fuzz_body/regress-mp-empty-model-*). Either the part is left
+ * alone or it gets the value and a line end of its own. */
+#define MP_MODEL_NO_VALUE                                                                          \
+	"------b0und\r\n"                                                                          \
+	"Content-Disposition: form-data; name=\"model\"\r\n"                                       \
+	"\r\n"
+
+static void
+multipart_empty_model_keeps_the_next_delimiter(void **state)
+{
+	static const char two[] = MP_MODEL("gpt-4") MP_MODEL_NO_VALUE MP_FILE MP_END;
+	static const char one[] = MP_MODEL_NO_VALUE MP_END;
+	static const char file_part[] = "\n------b0und\r\n"
+					"Content-Disposition: form-data; name=\"file\"";
+	struct body_info info;
+	char *out = NULL, *again = NULL;
+	size_t outlen, againlen;
+	bool names_m, file_kept, stable;
+
+	(void)state;
+	mp_inspect_is(CT_MP_PLAIN, two, LEN(two), "gpt-4");
+	assert_int_equal(body_rewrite_model(CT_MP_PLAIN, two, LEN(two), "m", &out, &outlen), 0);
+	/* Everything is read before the asserts, so that a failure leaks nothing. */
+	names_m = body_inspect(CT_MP_PLAIN, out, outlen, &info, NULL, 0) == 0 &&
+		  info.model != NULL && strcmp(info.model, "m") == 0;
+	body_info_free(&info);
+	/* The file part is still a part of its own ... */
+	file_kept = memmem(out, outlen, file_part, LEN(file_part)) != NULL;
+	/* ... and a second rewrite finds the same values. */
+	stable = body_rewrite_model(CT_MP_PLAIN, out, outlen, "m", &again, &againlen) == 0 &&
+		 againlen == outlen && memcmp(again, out, outlen) == 0;
+	free(again);
+	free(out);
+	assert_true(names_m);
+	assert_true(file_kept);
+	assert_true(stable);
+
+	/* Alone, the part may get the value (then the body must name it) or
+	 * be left alone. */
+	out = NULL;
+	assert_int_equal(body_inspect(CT_MP_PLAIN, one, LEN(one), &info, NULL, 0), 0);
+	body_info_free(&info);
+	if (body_rewrite_model(CT_MP_PLAIN, one, LEN(one), "m", &out, &outlen) == 0) {
+		names_m = body_inspect(CT_MP_PLAIN, out, outlen, &info, NULL, 0) == 0 &&
+			  info.model != NULL && strcmp(info.model, "m") == 0;
+		body_info_free(&info);
+		free(out);
+		assert_true(names_m);
+	}
+}
+
 int
 main(void)
 {
@@ -868,6 +935,7 @@ main(void)
 		cmocka_unit_test(brace_body_without_content_type_is_json),
 		cmocka_unit_test(other_bodies_have_no_model),
 		cmocka_unit_test(json_object_under_another_label_routes_on_its_model),
+		cmocka_unit_test(broken_object_under_another_label_is_refused),
 		cmocka_unit_test(empty_body_is_empty),
 		cmocka_unit_test(rewrite_keeps_every_other_byte),
 		cmocka_unit_test(rewrite_handles_whitespace_variants),
@@ -891,6 +959,7 @@ main(void)
 		cmocka_unit_test(multipart_every_model_part_is_rewritten),
 		cmocka_unit_test(multipart_unterminated_part_is_no_model),
 		cmocka_unit_test(multipart_nul_in_model_is_no_model),
+		cmocka_unit_test(multipart_empty_model_keeps_the_next_delimiter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
