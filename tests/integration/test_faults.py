@@ -41,7 +41,10 @@ SERVER = harness.DEFAULT_SERVER
 FIRST = 1000000000
 
 # Each responder process must stay under this resident size during a 50 MB transfer.
-RSS_LIMIT_KB = 16 * 1024
+# Issue 5: each responder under 16 MB while 50 MB pass through. A sanitizer
+# build (make sanitizer-check sets API_TOGETHER_SANITIZED) keeps shadow memory
+# and quarantined blocks: there the bound only catches a body held whole.
+RSS_LIMIT_KB = (48 if os.environ.get("API_TOGETHER_SANITIZED") else 16) * 1024
 
 
 def note(text):
