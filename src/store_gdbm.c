@@ -552,9 +552,15 @@ store_wait_ms(const struct store_ent *e, const struct store_endpoint *ep, int64_
 		return wait;
 	bool covers = e->d.ring_cap >= (uint32_t)ep->rpm && e->d.ring_cap > 0;
 	if (covers && e->d.ring_len >= (uint32_t)ep->rpm) {
-		/* Exact: the rpm-th newest attempt must have left the window. */
-		int64_t w = store_ring_at(e, e->d.ring_len - (uint32_t)ep->rpm) + STORE_WINDOW_MS -
-			    now_ms;
+		/* Exact: the rpm-th newest attempt must have left the window.
+		 * After the clock was set back, times ahead of now were made in
+		 * the last moments: up to a window ahead they count as now; one
+		 * further ahead would hold the endpoint back for as long as the
+		 * step, so it counts as gone (at most rpm attempts more, once). */
+		int64_t t = store_ring_at(e, e->d.ring_len - (uint32_t)ep->rpm);
+		if (t > now_ms)
+			t = t > now_ms + STORE_WINDOW_MS ? now_ms - STORE_WINDOW_MS : now_ms;
+		int64_t w = t + STORE_WINDOW_MS - now_ms;
 		if (w > wait)
 			wait = w;
 	}
@@ -595,11 +601,14 @@ store_count_attempt(struct store_ent *e, int64_t now_ms)
 	e->d.attempts++;
 	if (e->d.ring_cap == 0)
 		return;
-	if (now_ms - e->d.ring_base >= STORE_REBASE_MS) {
-		/* Keep offsets small; times older than the new base are long gone. */
+	if (now_ms - e->d.ring_base >= STORE_REBASE_MS || now_ms < e->d.ring_base) {
+		/* Keep offsets small (and never negative after the clock was set
+		 * back); times older than the new base are long gone. */
 		int64_t nb = now_ms - STORE_WINDOW_MS;
 		for (uint32_t i = 0; i < e->d.ring_cap; i++) {
 			int64_t t = e->d.ring_base + e->ring[i];
+			if (t > now_ms)
+				t = now_ms; /* the clock was set back */
 			e->ring[i] = t > nb ? (uint32_t)(t - nb) : 0;
 		}
 		e->d.ring_base = nb;

@@ -438,6 +438,30 @@ test_read_rpm_used_counts_attempts_before_rpm_was_set(void **state)
 	assert_int_equal(used, 7);
 }
 
+/* A clock set back must not hold an endpoint back for as long as the step:
+ * a small step counts the attempts ahead of now as now; a step of more than
+ * a window lets them go. */
+static void
+test_clock_set_back_holds_back_one_window_at_most(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 7, -1};
+	const int64_t small = T0 - 20000;
+
+	for (int i = 0; i < 7; i++)
+		expect_reserved(f->st, &ep, 1, T0, 0);
+	expect_refused(f->st, &ep, 1, small, STORE_LIMITED);
+	assert_true(read_one(f->st, &ep, small).free_in_s <= 60);
+	/* Real time goes on from the step: by T0 + 60 s they have left. */
+	expect_refused(f->st, &ep, 1, T0 + MIN_MS - 1, STORE_LIMITED);
+	expect_reserved(f->st, &ep, 1, T0 + MIN_MS, 0);
+	/* A step back of an hour: the attempts an hour ahead count as gone. */
+	const struct store_endpoint ep2 = {"b", 3, -1};
+	for (int i = 0; i < 3; i++)
+		expect_reserved(f->st, &ep2, 1, T0, 0);
+	expect_reserved(f->st, &ep2, 1, T0 - HOUR_MS, 0);
+}
+
 /* A minimal deterministic generator, so the sequence is the same everywhere. */
 static uint32_t
 lcg_next(uint64_t *s)
@@ -1480,11 +1504,11 @@ test_killed_process_loses_nothing(void **state)
 			    u[i].completion_tokens - prev[i].completion_tokens != 2 * d_req ||
 			    u[i].total_tokens - prev[i].total_tokens != 3 * d_req) {
 				fail_msg("after kill %d, %s: requests %lld, tokens "
-						 "%lld/%lld/%lld, before %lld, %lld/%lld/%lld",
-						 k, eps[i].id, u[i].requests, u[i].prompt_tokens,
-						 u[i].completion_tokens, u[i].total_tokens,
-						 prev[i].requests, prev[i].prompt_tokens,
-						 prev[i].completion_tokens, prev[i].total_tokens);
+					 "%lld/%lld/%lld, before %lld, %lld/%lld/%lld",
+					 k, eps[i].id, u[i].requests, u[i].prompt_tokens,
+					 u[i].completion_tokens, u[i].total_tokens,
+					 prev[i].requests, prev[i].prompt_tokens,
+					 prev[i].completion_tokens, prev[i].total_tokens);
 			}
 			prev[i] = u[i];
 			want_r[i] = u[i].rpd_used;
@@ -1529,6 +1553,7 @@ main(void)
 		T(test_reset_tokens_of_one_and_of_all_keeps_counters),
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_newest_copy_falls_back_to_previous),
+		T(test_clock_set_back_holds_back_one_window_at_most),
 		T(test_open_non_gdbm_file_fails_with_reason),
 		T(test_state_file_replaced_by_garbage_fails_calls),
 		T(test_open_in_missing_directory_fails_with_reason),
