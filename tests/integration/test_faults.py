@@ -743,40 +743,7 @@ class FaultsTapResult(TapResult):
 
 
 def main(argv):
-    verbose = "-v" in argv
-    names = [a for a in argv if not a.startswith("-")]
-    if SERVER not in harness.SERVER_KINDS:
-        print("Bail out! API_TOGETHER_TEST_SERVER=%s: not one of %s"
-              % (SERVER, ", ".join(harness.SERVER_KINDS)))
-        return 1
-    missing = harness.server_missing(SERVER)
-    if missing:
-        print("1..0 # SKIP %s" % missing)
-        return 0
-    if not os.access(harness.BIN, os.X_OK):
-        print("Bail out! responder not built: %s" % harness.BIN)
-        return 1
-    loader = unittest.TestLoader()
-    if names:
-        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
-    else:
-        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in ORDER)
-    result = FaultsTapResult(verbose)
-    print("# server: %s" % SERVER)
-    t0 = time.monotonic()
-    try:
-        suite.run(result)
-    finally:
-        stop_gateways()
-    print("1..%d" % result.n)
-    print("# %s: %d run, %d failed, %d skipped in %.1fs" % (
-        SERVER, result.n, result.bad, len(result.skipped), time.monotonic() - t0))
-    for gw in test_http._GATEWAYS.values():
-        if isinstance(gw, harness.Gateway) and gw.leftovers_after_term:
-            print("# warning: gateway %s left responder processes %r after SIGTERM"
-                  % (gw.name, gw.leftovers_after_term))
-    sys.stdout.flush()
-    return 0 if result.bad == 0 and result.n > 0 else 1
+    return test_http.run_tap(argv, sys.modules[__name__], ORDER, FaultsTapResult)
 
 
 if __name__ == "__main__":

@@ -151,19 +151,7 @@ ORDER = [H01GatewayFaultsChargeNoEndpoint, H02KeysNeverReachTheClient, H03EmptyS
 
 
 def main(argv):
-    verbose = "-v" in argv
-    if not os.access(harness.BIN, os.X_OK):
-        print("Bail out! responder not built: %s" % harness.BIN)
-        return 1
-    suite = unittest.TestSuite(unittest.TestLoader().loadTestsFromTestCase(c) for c in ORDER)
-    result = th.TapResult(verbose)
-    try:
-        suite.run(result)
-    finally:
-        th.stop_gateways()
-    print("1..%d" % result.n)
-    sys.stdout.flush()
-    return 0 if result.bad == 0 and result.n > 0 else 1
+    return th.run_tap(argv, sys.modules[__name__], ORDER)
 
 
 if __name__ == "__main__":

@@ -1640,7 +1640,10 @@ class TapResult(unittest.TestResult):
         self._line(test, True, " # TODO unexpected success")
 
 
-def main(argv):
+def run_tap(argv, module, order, result_class=None):
+    """Runs the test classes of order (or the names in argv) of module on the
+    server of API_TOGETHER_TEST_SERVER and prints TAP; the exit code. Every
+    integration file's main() is this with its own classes."""
     verbose = "-v" in argv
     names = [a for a in argv if not a.startswith("-")]
     if SERVER not in harness.SERVER_KINDS:
@@ -1656,10 +1659,10 @@ def main(argv):
         return 1
     loader = unittest.TestLoader()
     if names:
-        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
+        suite = loader.loadTestsFromNames(names, module)
     else:
-        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in ORDER)
-    result = TapResult(verbose)
+        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in order)
+    result = (result_class or TapResult)(verbose)
     print("# server: %s" % SERVER)
     t0 = time.monotonic()
     try:
@@ -1675,6 +1678,10 @@ def main(argv):
                   % (gw.name, gw.leftovers_after_term))
     sys.stdout.flush()
     return 0 if result.bad == 0 and result.n > 0 else 1
+
+
+def main(argv):
+    return run_tap(argv, sys.modules[__name__], ORDER)
 
 
 if __name__ == "__main__":

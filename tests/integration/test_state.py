@@ -978,36 +978,7 @@ ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S05Restart, S06Kil
 
 
 def main(argv):
-    verbose = "-v" in argv
-    names = [a for a in argv if not a.startswith("-")]
-    if th.SERVER not in harness.SERVER_KINDS:
-        print("Bail out! API_TOGETHER_TEST_SERVER=%s: not one of %s"
-              % (th.SERVER, ", ".join(harness.SERVER_KINDS)))
-        return 1
-    missing = harness.server_missing(th.SERVER)
-    if missing:
-        print("1..0 # SKIP %s" % missing)
-        return 0
-    if not os.access(harness.BIN, os.X_OK):
-        print("Bail out! responder not built: %s" % harness.BIN)
-        return 1
-    loader = unittest.TestLoader()
-    if names:
-        suite = loader.loadTestsFromNames(names, sys.modules[__name__])
-    else:
-        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in ORDER)
-    result = th.TapResult(verbose)
-    print("# server: %s" % th.SERVER)
-    t0 = time.monotonic()
-    try:
-        suite.run(result)
-    finally:
-        th.stop_gateways()
-    print("1..%d" % result.n)
-    print("# %s: %d run, %d failed, %d skipped in %.1fs" % (
-        th.SERVER, result.n, result.bad, len(result.skipped), time.monotonic() - t0))
-    sys.stdout.flush()
-    return 0 if result.bad == 0 and result.n > 0 else 1
+    return th.run_tap(argv, sys.modules[__name__], ORDER)
 
 
 if __name__ == "__main__":
