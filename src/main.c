@@ -65,7 +65,8 @@ main_config_path(void)
 static bool
 main_method_forwarded(const char *m)
 {
-	static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
+	static const char *const methods[] = {"GET",   "HEAD",   "POST", "PUT",
+					      "PATCH", "DELETE", NULL};
 
 	for (size_t i = 0; methods[i] != NULL; i++)
 		if (strcmp(m, methods[i]) == 0)
@@ -195,7 +196,8 @@ main_worker(void *arg)
 
 /* libfcgi's own handler only sets a flag, which leaves threads blocked in
  * accept() and the process alive after the web server stopped
- * (NOTES-fastcgi.md). Every finished step of the store is on disk, so
+ * (NOTES-fastcgi.md). Every finished step of the store is in the shared
+ * live copy (the page cache keeps what a dead process wrote), so
  * leaving at once loses no counter; attempts in flight end with it (their
  * outcome is not recorded) and streams are cut, as the server's stop cuts
  * them anyway. */
@@ -307,6 +309,48 @@ main_threads(void)
 	return n;
 }
 
+/* The main thread's work once the workers run: once a second, the state
+ * file gets what the workers counted since (store_sync). Every process does
+ * it; the first to find the file behind writes it, the others find it
+ * current. A problem is logged when it starts and when it changes, not
+ * every second; the workers answer 503 for it on their own. */
+static _Noreturn void
+main_sync_forever(void)
+{
+	struct store *st = NULL;
+	char *path = NULL;
+	char err[256], last[256] = "";
+
+	for (;;) {
+		struct timespec second = {1, 0};
+		nanosleep(&second, NULL);
+		const char *why = NULL;
+		struct config *cfg = config_acquire(&why);
+		if (cfg == NULL)
+			continue;
+		const char *want = api_state_path(cfg);
+		err[0] = '\0';
+		if (st != NULL && strcmp(path, want) != 0) {
+			store_close(st);
+			st = NULL;
+		}
+		if (st == NULL) {
+			free(path);
+			path = strdup(want);
+			if (path != NULL)
+				st = store_open(path, err, sizeof(err));
+		}
+		config_release(cfg);
+		if (st != NULL && store_sync(st, err, sizeof(err)) != 0) {
+			store_close(st);
+			st = NULL;
+		}
+		if (err[0] != '\0' && strcmp(err, last) != 0)
+			log_error("state file not synced: %s", err);
+		memcpy(last, err, sizeof(last));
+	}
+}
+
 static int
 main_serve_forever(const char *listen_addr)
 {
@@ -375,8 +419,7 @@ main_serve_forever(const char *listen_addr)
 	if (started == 0)
 		return 1;
 	log_info("started: %ld worker threads, pid %ld", started, (long)getpid());
-	for (;;)
-		pause();
+	main_sync_forever();
 }
 
 int

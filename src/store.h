@@ -102,4 +102,9 @@ int store_reset_tokens(struct store *st, const char *id, char *err, size_t errle
 /* Checks that the store can be read and written now. Returns 0, or -1 with err. */
 int store_check(struct store *st, char *err, size_t errlen);
 
+/* Brings the durable copy up to the live one when it is behind (the GDBM
+ * store writes its file at most this often: each process calls it once a
+ * second). Returns 0, or -1 with err. */
+int store_sync(struct store *st, char *err, size_t errlen);
+
 #endif

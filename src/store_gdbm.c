@@ -1,19 +1,19 @@
 /* The GDBM store: one database file shared by every process, guarded by an
- * exclusive flock on a lock file beside it ("PATH.lock").
+ * exclusive flock on a lock file beside it ("PATH.lock"), which also holds
+ * the live copy of the state (store_live.h).
  *
- * All endpoints live in one record, written alternately under two keys
- * ("state.0", "state.1") with a sequence number at both ends. A step reads
- * the newest whole copy and writes the next one over the older, so a process
- * killed in the middle of a write leaves the copy before it intact: nothing
- * that a finished step counted can be lost (SPEC section 7).
+ * All endpoints live in one record. A step reads the live copy, changes it
+ * and writes the next copy into the shared mapping: no system call beyond
+ * the lock and a stat, no fsync. The GDBM file gets the copy once a second
+ * (store_sync), written alternately under two keys ("state.0", "state.1")
+ * with a sequence number at both ends, so a process killed while writing it
+ * leaves the copy before it intact; it is what a reboot starts from.
  *
- * Each step opens the database after taking the lock, so the header it reads
- * is the one the last holder wrote, and releases the lock before closing, so
- * the fsync that gdbm_close always does runs outside the lock: the data is in
- * the page cache once gdbm_store returns, which is all another process needs
- * (NOTES-fastcgi.md, GDBM). GDBM_NOMMAP: write(2) copies a record into the
- * page cache front to back, which is what the sequence check relies on, and
- * the open is cheaper without setting up a mapping each time. */
+ * The database is opened after taking the lock, so the header it reads is
+ * the one the last holder wrote, and closed after releasing it, so the fsync
+ * that gdbm_close always does runs outside the lock (NOTES-fastcgi.md,
+ * GDBM). GDBM_NOMMAP: write(2) copies a record into the page cache front to
+ * back, which is what the sequence check relies on. */
 #include "store.h"
 
 #include <errno.h>
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "store_live.h"
 
 #define STORE_MAGIC 0x41544732u /* "ATG2" */
 #define STORE_VERSION 2u
@@ -48,6 +49,7 @@ struct store {
 	char *lock_path;
 	int lock_fd;
 	bool readonly;
+	struct store_live live; /* mapping of the lock file */
 };
 
 struct store_bucket {
@@ -264,25 +266,15 @@ store_load(GDBM_FILE db, struct store_state *s, char *err, size_t errlen)
 	return rc;
 }
 
+/* Writes rec (of sequence number seq) over the older of the two copies. */
 static int
-store_save(GDBM_FILE db, struct store_state *s, char *err, size_t errlen)
+store_save(GDBM_FILE db, const char *rec, size_t len, uint64_t seq, char *err, size_t errlen)
 {
-	size_t len;
-	char *p;
-	int rc;
-
-	s->seq++;
-	p = store_encode(s, &len);
-	if (p == NULL) {
-		store_set_err(err, errlen, "state", "out of memory");
-		return -1;
-	}
-	const char *k = store_slot_key[s->seq % 2];
+	const char *k = store_slot_key[seq % 2];
 	datum key = {(char *)k, (int)strlen(k)};
-	datum val = {p, (int)len};
-	rc = gdbm_store(db, key, val, GDBM_REPLACE);
-	free(p);
-	if (rc != 0) {
+	datum val = {(char *)rec, (int)len};
+
+	if (gdbm_store(db, key, val, GDBM_REPLACE) != 0) {
 		store_set_err(err, errlen, "state file", gdbm_db_strerror(db));
 		return -1;
 	}
@@ -385,6 +377,7 @@ store_lock(struct store *st, int how, char *err, size_t errlen)
 		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
 			return 0;
 		flock(st->lock_fd, LOCK_UN);
+		store_live_detach(&st->live);
 		close(st->lock_fd);
 		st->lock_fd = -1;
 	}
@@ -423,37 +416,162 @@ store_db_open(struct store *st, bool write, char *err, size_t errlen)
 	return db;
 }
 
-/* Runs one step: lock, open, load; then, after fn, save when it asks and
- * release the lock before gdbm_close's fsync. fn returns -1 (error), 0 (no
- * change) or 1 (save). */
+/* Whether the GDBM file is still as this store last left it: a file
+ * replaced, rewritten, truncated or made read-only by somebody else is
+ * opened again at once, so that a damaged one is noticed (SPEC section 7). */
+static bool
+store_db_unchanged(const struct store *st, const struct store_live_db *d)
+{
+	struct stat sb;
+
+	if (stat(st->path, &sb) != 0)
+		return false;
+	return (uint64_t)sb.st_dev == d->dev && (uint64_t)sb.st_ino == d->ino &&
+	       (uint64_t)sb.st_size == d->size &&
+	       (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec == d->mtime_ns &&
+	       (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec == d->ctime_ns;
+}
+
+static void
+store_db_note(GDBM_FILE db, uint64_t seq, struct store_live_db *d)
+{
+	struct stat sb;
+
+	memset(d, 0, sizeof(*d));
+	if (fstat(gdbm_fdesc(db), &sb) != 0)
+		return; /* all zero: checked again next step */
+	d->seq = seq;
+	d->ms = clock_now_ms();
+	d->dev = (uint64_t)sb.st_dev;
+	d->ino = (uint64_t)sb.st_ino;
+	d->size = (uint64_t)sb.st_size;
+	d->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+	d->ctime_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
+}
+
+/* Loads the live copy when there is a whole one of this boot: 1 loaded,
+ * 0 none. */
 static int
-store_step(struct store *st, bool write,
+store_live_load(struct store *st, int attached, struct store_state *s)
+{
+	const char *p;
+	size_t len;
+	uint64_t seq;
+
+	if (attached != 1 || (p = store_live_newest(&st->live, &len, &seq)) == NULL)
+		return 0;
+	/* Written length last, so never torn; anything else wrong with it is
+	 * somebody else's doing, and the GDBM file is the copy to trust then. */
+	if (store_copy_ok(p, len, &seq) != 1 || store_decode(p, len, s) != 0)
+		return 0;
+	return 1;
+}
+
+enum store_step_kind {
+	STORE_STEP_READ,
+	STORE_STEP_WRITE,
+	STORE_STEP_SYNC /* write: also bring the GDBM file up to the live copy */
+};
+
+/* Runs one step under the lock: load the live copy (or, when there is none,
+ * the GDBM file's), call fn, write the copy it changed. The GDBM file is
+ * opened only when the live copy is missing, when the file changed behind
+ * the store's back, or to sync it; it is closed after the lock is released,
+ * so that gdbm_close's fsync runs outside it. fn returns -1 (error), 0 (no
+ * change) or 1 (save); it may be NULL. */
+static int
+store_step(struct store *st, enum store_step_kind kind,
 	   int (*fn)(struct store_state *s, void *ctx, char *err, size_t errlen), void *ctx,
 	   char *err, size_t errlen)
 {
+	bool write = kind != STORE_STEP_READ;
 	struct store_state s;
-	GDBM_FILE db;
-	int rc = -1;
+	struct store_live_db note;
+	GDBM_FILE db = NULL;
+	char *rec = NULL;
+	size_t len = 0;
+	int rc = -1, attached, loaded;
 
+	memset(&s, 0, sizeof(s));
 	if (write && st->readonly) {
 		store_set_err(err, errlen, st->path, "opened read-only");
 		return -1;
 	}
 	if (store_lock(st, write ? LOCK_EX : LOCK_SH, err, errlen) != 0)
 		return -1;
-	db = store_db_open(st, write, err, errlen);
-	if (db == NULL) {
-		store_unlock(st);
-		return -1;
+	attached = store_live_attach(&st->live, st->lock_fd, err, errlen);
+	if (attached < 0)
+		goto out;
+	loaded = store_live_load(st, attached, &s);
+	bool need_db = loaded == 0;
+	if (loaded == 1) {
+		const struct store_live_db *d = store_live_db(&st->live);
+		need_db =
+			!store_db_unchanged(st, d) || (kind == STORE_STEP_SYNC && d->seq != s.seq);
 	}
-	if (store_load(db, &s, err, errlen) == 0) {
-		rc = fn(&s, ctx, err, errlen);
-		if (rc == 1)
-			rc = write ? store_save(db, &s, err, errlen) : 0;
-		store_state_free(&s);
+	if (need_db) {
+		struct store_state g;
+		db = store_db_open(st, write, err, errlen);
+		/* Read whole even when the live copy is newer: a damaged file is
+		 * refused (SPEC section 7) rather than silently written over. */
+		if (db == NULL || store_load(db, &g, err, errlen) != 0) {
+			rc = -1;
+			goto out;
+		}
+		if (loaded == 0 || g.seq > s.seq) {
+			/* No live copy, or somebody put a newer file in place. */
+			store_state_free(&s);
+			s = g;
+			loaded = 0;
+		} else {
+			store_state_free(&g);
+		}
 	}
+	rc = fn != NULL ? fn(&s, ctx, err, errlen) : 0;
+	if (rc < 0 || !write || st->readonly)
+		goto out;
+	bool changed = rc == 1;
+	if (changed)
+		s.seq++;
+	if (changed || db != NULL) {
+		rec = store_encode(&s, &len);
+		if (rec == NULL) {
+			store_set_err(err, errlen, "state", "out of memory");
+			rc = -1;
+			goto out;
+		}
+	}
+	if (db != NULL) {
+		/* The GDBM file first: a live copy set up anew below may start from it. */
+		if (store_save(db, rec, len, s.seq, err, errlen) != 0) {
+			rc = -1;
+			goto out;
+		}
+		store_db_note(db, s.seq, &note);
+	}
+	if (loaded == 0 || (changed && store_live_put(&st->live, rec, len, s.seq) != 0)) {
+		/* No live copy yet, or it outgrew its slot: the GDBM file holds it. */
+		if (db == NULL) {
+			db = store_db_open(st, true, err, errlen);
+			if (db == NULL || store_save(db, rec, len, s.seq, err, errlen) != 0) {
+				rc = -1;
+				goto out;
+			}
+			store_db_note(db, s.seq, &note);
+		}
+		if (store_live_reset(&st->live, rec, len, s.seq, &note, err, errlen) != 0) {
+			rc = -1;
+			goto out;
+		}
+	} else if (db != NULL) {
+		*store_live_db(&st->live) = note;
+	}
+out:
 	store_unlock(st);
-	gdbm_close(db);
+	if (db != NULL)
+		gdbm_close(db);
+	free(rec);
+	store_state_free(&s);
 	return rc < 0 ? -1 : 0;
 }
 
@@ -630,12 +748,13 @@ store_ceil_s(int64_t ms)
 	return s < 1 ? 1 : s;
 }
 
+static int store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen);
+
 static struct store *
 store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 {
 	struct store *st;
 	size_t n;
-	GDBM_FILE db;
 
 	st = calloc(1, sizeof(*st));
 	if (st == NULL) {
@@ -644,6 +763,7 @@ store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 	}
 	st->lock_fd = -1;
 	st->readonly = readonly;
+	store_live_handle(&st->live, readonly);
 	n = strlen(path) + sizeof(".lock");
 	st->path = strdup(path);
 	st->lock_path = malloc(n);
@@ -652,13 +772,9 @@ store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 		goto fail;
 	}
 	snprintf(st->lock_path, n, "%s.lock", path);
-	if (store_lock(st, readonly ? LOCK_SH : LOCK_EX, err, errlen) != 0)
+	if (store_step(st, readonly ? STORE_STEP_READ : STORE_STEP_WRITE, store_check_fn, NULL, err,
+		       errlen) != 0)
 		goto fail;
-	db = store_db_open(st, !readonly, err, errlen);
-	store_unlock(st);
-	if (db == NULL)
-		goto fail;
-	gdbm_close(db);
 	return st;
 fail:
 	store_close(st);
@@ -682,6 +798,7 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	store_live_detach(&st->live);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
 	free(st->path);
@@ -781,7 +898,7 @@ store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int6
 			return -1;
 		}
 	}
-	rc = store_step(st, true, store_reserve_fn, &c, err, errlen);
+	rc = store_step(st, STORE_STEP_WRITE, store_reserve_fn, &c, err, errlen);
 	if (c.room != stack_room)
 		free(c.room);
 	return rc;
@@ -843,7 +960,7 @@ store_record(struct store *st, const char *id, const struct store_outcome *o,
 {
 	struct store_record_ctx c = {id, o, cd, now_ms};
 
-	return store_step(st, true, store_record_fn, &c, err, errlen);
+	return store_step(st, STORE_STEP_WRITE, store_record_fn, &c, err, errlen);
 }
 
 struct store_read_ctx {
@@ -884,7 +1001,7 @@ store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t
 {
 	struct store_read_ctx c = {eps, n, now_ms, out};
 
-	return store_step(st, false, store_read_fn, &c, err, errlen);
+	return store_step(st, STORE_STEP_READ, store_read_fn, &c, err, errlen);
 }
 
 static int
@@ -907,7 +1024,7 @@ store_reset_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 int
 store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
 {
-	return store_step(st, true, store_reset_fn, (void *)id, err, errlen);
+	return store_step(st, STORE_STEP_WRITE, store_reset_fn, (void *)id, err, errlen);
 }
 
 static int
@@ -920,5 +1037,11 @@ store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 int
 store_check(struct store *st, char *err, size_t errlen)
 {
-	return store_step(st, true, store_check_fn, NULL, err, errlen);
+	return store_step(st, STORE_STEP_WRITE, store_check_fn, NULL, err, errlen);
+}
+
+int
+store_sync(struct store *st, char *err, size_t errlen)
+{
+	return store_step(st, STORE_STEP_SYNC, NULL, NULL, err, errlen);
 }

@@ -47,6 +47,7 @@
 struct fix {
 	char dir[64];
 	char path[128];
+	char lock[140]; /* the lock file, which holds the live copy */
 	struct store *st;
 };
 
@@ -89,6 +90,7 @@ fix_setup(void **state)
 		return -1;
 	}
 	snprintf(f->path, sizeof(f->path), "%s/state.db", f->dir);
+	snprintf(f->lock, sizeof(f->lock), "%s.lock", f->path);
 	f->st = store_open(f->path, err, sizeof(err));
 	if (f->st == NULL) {
 		print_error("store_open: %s\n", err);
@@ -999,7 +1001,9 @@ test_damaged_record_fails_and_counts_nothing(void **state)
 	char err[256] = "";
 
 	expect_reserved(f->st, &eps[0], 1, T0, 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
 	expect_reserved(f->st, &eps[1], 1, T0, 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
 	datum keep0 = gdbm_get_raw(f->path, "state.0");
 	datum keep1 = gdbm_get_raw(f->path, "state.1");
 	gdbm_put_raw(f->path, "state.0", "garbage", 7);
@@ -1029,18 +1033,21 @@ test_damaged_record_fails_and_counts_nothing(void **state)
 	expect_reserved(f->st, &eps[0], 1, T0 + 5, 0);
 }
 
-/* A newest copy cut short, torn (its two sequence numbers differ) or of
- * another kind: the store falls back to the copy before it, which is what a
- * process killed while writing leaves. */
+/* A newest copy in the GDBM file cut short, torn (its two sequence numbers
+ * differ) or of another kind, as a process killed while syncing leaves it:
+ * the live copy still has every step, and the next sync writes it whole. */
 static void
-test_torn_newest_copy_falls_back_to_previous(void **state)
+test_torn_file_copy_loses_nothing(void **state)
 {
 	struct fix *f = *state;
 	const struct store_endpoint ep = {"a", 7, -1};
+	char err[256] = "";
 
-	/* Three steps: sequence 3 is in state.1, sequence 2 in state.0. */
-	for (int i = 0; i < 3; i++)
+	/* Each step synced: sequence 3 is in state.1, sequence 2 in state.0. */
+	for (int i = 0; i < 3; i++) {
 		expect_reserved(f->st, &ep, 1, T0, 0);
+		assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	}
 	datum v = gdbm_get_raw(f->path, "state.1");
 	size_t len = (size_t)v.dsize;
 	char *copy = malloc(len);
@@ -1050,19 +1057,72 @@ test_torn_newest_copy_falls_back_to_previous(void **state)
 	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 3);
 
 	gdbm_put_raw(f->path, "state.1", copy, len - 8);
-	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 2);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 3);
 	copy[len - 1] ^= 0x55; /* the trailing sequence number */
 	gdbm_put_raw(f->path, "state.1", copy, len);
-	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 2);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 3);
 	copy[len - 1] ^= 0x55;
 	copy[0] ^= 0x55; /* the magic */
 	gdbm_put_raw(f->path, "state.1", copy, len);
-	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 2);
-	/* The next step writes over the damaged copy and goes on from 2. */
-	expect_reserved(f->st, &ep, 1, T0, 0);
 	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 3);
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 4);
 	copy[0] ^= 0x55;
 	free(copy);
+
+	/* Without the live copy (as after a reboot) the file alone says 4. */
+	assert_int_equal(unlink(f->lock), 0);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 4);
+}
+
+/* The live copy of another boot (a crash of the machine may have written its
+ * pages in any order) is not trusted: the state comes from the file. */
+static void
+test_live_copy_of_another_boot_is_not_used(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 7, -1};
+	char err[256] = "";
+
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	expect_reserved(f->st, &ep, 1, T0, 0); /* in the live copy only */
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 2);
+	/* The boot id is the header's second field (after an 8-byte magic). */
+	int fd = open(f->lock, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "another-boot", 12, 8), 12);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 1);
+	/* The next step sets the live copy up again from the file. */
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 2);
+}
+
+/* Steps go to the live copy; the file gets them on store_sync, and only
+ * when it is behind. */
+static void
+test_sync_writes_the_file_only_when_behind(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 7, -1};
+	struct stat a, b;
+	char err[256] = "";
+
+	for (int i = 0; i < 5; i++)
+		expect_reserved(f->st, &ep, 1, T0, 0);
+	assert_int_equal(stat(f->path, &a), 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	assert_int_equal(stat(f->path, &b), 0);
+	assert_true(b.st_mtim.tv_sec != a.st_mtim.tv_sec ||
+		    b.st_mtim.tv_nsec != a.st_mtim.tv_nsec || b.st_size != a.st_size);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	assert_int_equal(stat(f->path, &a), 0);
+	assert_true(a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec);
+	/* The file alone now says 5. */
+	assert_int_equal(unlink(f->lock), 0);
+	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 5);
 }
 
 static void
@@ -1552,7 +1612,9 @@ main(void)
 		T(test_record_adds_tokens_only_with_usage_and_requests_only_when_served),
 		T(test_reset_tokens_of_one_and_of_all_keeps_counters),
 		T(test_damaged_record_fails_and_counts_nothing),
-		T(test_torn_newest_copy_falls_back_to_previous),
+		T(test_torn_file_copy_loses_nothing),
+		T(test_live_copy_of_another_boot_is_not_used),
+		T(test_sync_writes_the_file_only_when_behind),
 		T(test_clock_set_back_holds_back_one_window_at_most),
 		T(test_open_non_gdbm_file_fails_with_reason),
 		T(test_state_file_replaced_by_garbage_fails_calls),
