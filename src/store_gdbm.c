@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gdbm.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ struct store {
 	int lock_fd;
 	bool readonly;
 	struct store_live live; /* mapping of the lock file */
+	size_t lock_size;       /* of the lock file when it was last locked */
 };
 
 struct store_bucket {
@@ -318,12 +320,27 @@ store_find(const struct store_state *s, const char *id)
 	return &none;
 }
 
-/* Takes the lock, waiting at most STORE_LOCK_WAIT_MS. */
-static int
-store_lock_fd(struct store *st, int how, char *err, size_t errlen)
+/* Threads of one process queue here before the flock. Each thread's handle
+ * is its own open file description, so flock alone would exclude them too,
+ * but a waiter can only poll it: hundreds of threads polling one lock
+ * (500 streams starting at once) burn the CPU the streams need. Behind the
+ * mutex they sleep until woken, in order; only one per process polls. */
+static pthread_mutex_t store_process_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t
+store_mono_ms(void)
 {
-	struct timespec pause = {0, 20000};
-	int64_t deadline = 0;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Takes the flock, polling until deadline_ms (monotonic). */
+static int
+store_lock_fd(struct store *st, int how, int64_t deadline_ms, char *err, size_t errlen)
+{
+	struct timespec pause = {0, 10000};
 
 	for (;;) {
 		if (flock(st->lock_fd, how | LOCK_NB) == 0)
@@ -332,18 +349,13 @@ store_lock_fd(struct store *st, int how, char *err, size_t errlen)
 			store_set_err(err, errlen, st->lock_path, strerror(errno));
 			return -1;
 		}
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-		if (deadline == 0) {
-			deadline = now_ms + STORE_LOCK_WAIT_MS;
-		} else if (now_ms > deadline) {
+		if (store_mono_ms() > deadline_ms) {
 			store_set_err(err, errlen, st->lock_path,
 				      "locked by another process for too long");
 			return -1;
 		}
 		nanosleep(&pause, NULL);
-		if (pause.tv_nsec < 1000000)
+		if (pause.tv_nsec < 500000)
 			pause.tv_nsec *= 2;
 	}
 }
@@ -367,21 +379,39 @@ store_open_lock_file(struct store *st, char *err, size_t errlen)
 static int
 store_lock(struct store *st, int how, char *err, size_t errlen)
 {
+	int64_t deadline = store_mono_ms() + STORE_LOCK_WAIT_MS;
+	struct timespec until;
+	int rc;
+
+	/* pthread_mutex_timedlock counts on CLOCK_REALTIME. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STORE_LOCK_WAIT_MS / 1000;
+	rc = pthread_mutex_timedlock(&store_process_lock, &until);
+	if (rc != 0) {
+		store_set_err(err, errlen, st->lock_path,
+			      rc == ETIMEDOUT ? "locked by another process for too long"
+					      : strerror(rc));
+		return -1;
+	}
 	for (int tries = 0; tries < 3; tries++) {
 		struct stat held, named;
 		if (st->lock_fd < 0 && store_open_lock_file(st, err, errlen) != 0)
-			return -1;
-		if (store_lock_fd(st, how, err, errlen) != 0)
-			return -1;
+			break;
+		if (store_lock_fd(st, how, deadline, err, errlen) != 0)
+			break;
 		if (fstat(st->lock_fd, &held) == 0 && stat(st->lock_path, &named) == 0 &&
-		    held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+		    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+			st->lock_size = (size_t)held.st_size;
 			return 0;
+		}
 		flock(st->lock_fd, LOCK_UN);
 		store_live_detach(&st->live);
 		close(st->lock_fd);
 		st->lock_fd = -1;
+		if (tries == 2)
+			store_set_err(err, errlen, st->lock_path, "lock file keeps changing");
 	}
-	store_set_err(err, errlen, st->lock_path, "lock file keeps changing");
+	pthread_mutex_unlock(&store_process_lock);
 	return -1;
 }
 
@@ -389,6 +419,7 @@ static void
 store_unlock(struct store *st)
 {
 	flock(st->lock_fd, LOCK_UN);
+	pthread_mutex_unlock(&store_process_lock);
 }
 
 /* Opens the database; the lock must be held. */
@@ -499,7 +530,7 @@ store_step(struct store *st, enum store_step_kind kind,
 	}
 	if (store_lock(st, write ? LOCK_EX : LOCK_SH, err, errlen) != 0)
 		return -1;
-	attached = store_live_attach(&st->live, st->lock_fd, err, errlen);
+	attached = store_live_attach(&st->live, st->lock_fd, st->lock_size, err, errlen);
 	if (attached < 0)
 		goto out;
 	loaded = store_live_load(st, attached, &s);

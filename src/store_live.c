@@ -94,20 +94,11 @@ store_live_map(struct store_live *lv, int fd, size_t size, char *err, size_t err
 }
 
 int
-store_live_attach(struct store_live *lv, int fd, char *err, size_t errlen)
+store_live_attach(struct store_live *lv, int fd, size_t size, char *err, size_t errlen)
 {
-	struct stat sb;
-
 	if (lv->fd != fd)
 		store_live_detach(lv);
 	lv->fd = fd;
-	/* The size is read each step: touching a mapping beyond the end of a
-	 * file that somebody truncated would kill the process (SIGBUS). */
-	if (fstat(fd, &sb) != 0) {
-		store_live_set_err(err, errlen, strerror(errno));
-		return -1;
-	}
-	size_t size = (size_t)sb.st_size;
 	if (lv->map != NULL && lv->map_len != size) {
 		store_live_detach(lv);
 		lv->fd = fd;

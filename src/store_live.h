@@ -43,11 +43,13 @@ void store_live_handle(struct store_live *lv, bool readonly);
 /* Unmaps; the handle can be attached again. */
 void store_live_detach(struct store_live *lv);
 
-/* Maps fd (the locked file) when it is not mapped yet or has grown. Returns
+/* Maps fd (the locked file, of size bytes now: read each step, since
+ * touching a mapping beyond the end of a file that somebody truncated would
+ * kill the process with SIGBUS) when it is not mapped yet or changed size. Returns
  * 1 when the file holds a live copy of this boot, 0 when it must be set up
  * with store_live_reset (new, of an older boot, or of another format), -1
  * with err set when it cannot be mapped. */
-int store_live_attach(struct store_live *lv, int fd, char *err, size_t errlen);
+int store_live_attach(struct store_live *lv, int fd, size_t size, char *err, size_t errlen);
 
 /* The newest whole copy and its sequence number; NULL when there is none. */
 const char *store_live_newest(const struct store_live *lv, size_t *len, uint64_t *seq);
