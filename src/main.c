@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <getopt.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +29,10 @@
 #include "worker.h"
 
 #define MAIN_DEFAULT_CONFIG SYSCONFDIR "/api-together/apis.json"
-#define MAIN_DEFAULT_THREADS 16
-#define MAIN_MAX_THREADS 1024
+#define MAIN_DEFAULT_THREADS 256
+#define MAIN_MAX_THREADS 4096
+/* Threads started before the first request; more start as they are needed. */
+#define MAIN_FIRST_THREADS 4
 
 /* The socket every worker accepts on: set once before the threads start. */
 static int main_listen_fd;
@@ -50,7 +54,8 @@ main_usage(FILE *f)
 		"  --help                 print this help\n\n"
 		"Environment: API_TOGETHER_CONFIG (default %s),\n"
 		"API_TOGETHER_STATE, API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
-		"API_TOGETHER_THREADS (worker threads per process, default %d).\n",
+		"API_TOGETHER_THREADS (most worker threads per process, started as\n"
+		"requests need them; default %d).\n",
 		MAIN_DEFAULT_CONFIG, MAIN_DEFAULT_THREADS);
 }
 
@@ -150,26 +155,78 @@ done:
 		config_release(cfg);
 }
 
+/* The worker threads of this process. A thread serves one request at a
+ * time, a stream for as long as it lasts, so a process needs as many as it
+ * has requests in flight: they start as they are needed, up to max, and stay.
+ * Each one that has served costs some 70 kB (stack pages, its libcurl handle
+ * and connection), so starting all of max up front would cost that for
+ * threads a small site never uses. */
+struct main_pool {
+	atomic_long idle;    /* threads waiting in accept */
+	atomic_long started; /* threads started (or being started) */
+	long max;
+	pthread_attr_t attr;
+	atomic_bool warned; /* that a thread could not start */
+};
+
+static void *main_worker(void *arg);
+
+/* Whether a connection waits in the listen queue. */
+static bool
+main_pending(void)
+{
+	struct pollfd p = {.fd = main_listen_fd, .events = POLLIN};
+
+	return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
+/* Starts one more worker unless max run already. */
+static void
+main_spawn(struct main_pool *pool)
+{
+	long n = atomic_load(&pool->started);
+	pthread_t t;
+	int rc;
+
+	do {
+		if (n >= pool->max)
+			return;
+	} while (!atomic_compare_exchange_weak(&pool->started, &n, n + 1));
+	rc = pthread_create(&t, &pool->attr, main_worker, pool);
+	if (rc != 0) {
+		atomic_fetch_sub(&pool->started, 1);
+		if (!atomic_exchange(&pool->warned, true))
+			log_warn("cannot start a worker thread (%s); %ld serve", strerror(rc),
+				 (long)atomic_load(&pool->started));
+		return;
+	}
+	pthread_detach(t);
+}
+
 static void *
 main_worker(void *arg)
 {
+	struct main_pool *pool = arg;
 	struct worker w = {0};
 	FCGX_Request f;
 
-	(void)arg;
 	w.curl = curl_easy_init();
 	if (w.curl == NULL) {
 		log_error("libcurl cannot start a handle; worker thread stops");
+		atomic_fetch_sub(&pool->started, 1);
 		return NULL;
 	}
 	route_seed(&w.rng);
 	if (FCGX_InitRequest(&f, main_listen_fd, 0) != 0) {
 		log_error("FCGX_InitRequest failed; worker thread stops");
 		curl_easy_cleanup(w.curl);
+		atomic_fetch_sub(&pool->started, 1);
 		return NULL;
 	}
 	for (;;) {
+		atomic_fetch_add(&pool->idle, 1);
 		int rc = FCGX_Accept_r(&f);
+		long idle_before = atomic_fetch_sub(&pool->idle, 1);
 		if (rc < 0) {
 			/* Out of descriptors or memory passes; a socket that is
 			 * gone does not. A thread that stopped for good would
@@ -185,6 +242,12 @@ main_worker(void *arg)
 			nanosleep(&pause, NULL);
 			continue;
 		}
+		/* The last idle thread took this one, and the next is already
+		 * waiting: start another thread to take it. A thread for every
+		 * momentary peak would cost memory for nothing; a connection
+		 * waiting in the listen queue is demand. */
+		if (idle_before == 1 && main_pending())
+			main_spawn(pool);
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
 	}
@@ -355,9 +418,7 @@ static int
 main_serve_forever(const char *listen_addr)
 {
 	struct sigaction sa = {0};
-	pthread_attr_t attr;
 	long n = main_threads();
-	long started = 0;
 
 	sa.sa_handler = main_on_term;
 	sigaction(SIGTERM, &sa, NULL);
@@ -405,20 +466,16 @@ main_serve_forever(const char *listen_addr)
 	}
 	/* Threads sit mostly in libcurl and libfcgi: a small stack is plenty,
 	 * and many threads stay cheap. jansson's parser recurses to 2048 levels. */
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 1024 * 1024);
-	for (long i = 0; i < n; i++) {
-		pthread_t t;
-		if (pthread_create(&t, &attr, main_worker, NULL) != 0) {
-			log_error("cannot start worker thread %ld", i);
-			break;
-		}
-		started++;
-	}
-	pthread_attr_destroy(&attr);
-	if (started == 0)
+	static struct main_pool pool;
+	pool.max = n;
+	pthread_attr_init(&pool.attr);
+	pthread_attr_setstacksize(&pool.attr, 1024 * 1024);
+	for (long i = 0; i < n && i < MAIN_FIRST_THREADS; i++)
+		main_spawn(&pool);
+	if (atomic_load(&pool.started) == 0)
 		return 1;
-	log_info("started: %ld worker threads, pid %ld", started, (long)getpid());
+	log_info("started: %ld worker threads (up to %ld as requests need them), pid %ld",
+		 (long)atomic_load(&pool.started), n, (long)getpid());
 	main_sync_forever();
 }
 

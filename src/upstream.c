@@ -13,6 +13,8 @@
  * and how much of a failed answer is kept for the client. */
 #define UPSTREAM_BUFFER_MAX (1024 * 1024)
 #define UPSTREAM_POLL_S 0.05
+/* Longest header line sent upstream ("Name: value"). */
+#define UPSTREAM_HEADER_MAX 8192
 
 static const char *const upstream_hop_by_hop[] = {
 	"Connection",
@@ -112,21 +114,31 @@ upstream_url(const char *base_url, const char *path, const char *query)
 	return url;
 }
 
+/* Appends "name: prefix value". On the heap, not the stack: a worker's
+ * stack pages, once touched, stay with it for good. */
 static struct curl_slist *
-upstream_append(struct curl_slist *list, const char *name, const char *value, bool *ok)
+upstream_append(struct curl_slist *list, const char *name, const char *prefix, const char *value,
+		bool *ok)
 {
-	char line[8192];
+	size_t need = strlen(name) + strlen(prefix) + strlen(value) + 3;
 	struct curl_slist *n;
+	char *line;
 
-	if (!*ok)
+	if (!*ok || need > UPSTREAM_HEADER_MAX)
+		return list; /* an absurd header is dropped rather than cut */
+	line = malloc(need);
+	if (line == NULL) {
+		*ok = false;
 		return list;
+	}
 	/* "Name;" is how libcurl sends a header with an empty value: "Name:"
 	 * would remove it instead. */
-	int n0 = *value == '\0' ? snprintf(line, sizeof(line), "%s;", name)
-				: snprintf(line, sizeof(line), "%s: %s", name, value);
-	if (n0 < 0 || (size_t)n0 >= sizeof(line))
-		return list; /* an absurd header is dropped rather than cut */
+	if (*prefix == '\0' && *value == '\0')
+		snprintf(line, need, "%s;", name);
+	else
+		snprintf(line, need, "%s: %s%s", name, prefix, value);
 	n = curl_slist_append(list, line);
+	free(line);
 	if (n == NULL) {
 		*ok = false;
 		return list;
@@ -139,7 +151,6 @@ upstream_headers(const struct request *r, const struct config_api *api)
 {
 	const char *connection = request_header(r, "Connection");
 	struct curl_slist *list = NULL;
-	char bearer[4096];
 	bool ok = true;
 
 	for (size_t i = 0; i < r->n_headers; i++) {
@@ -153,13 +164,12 @@ upstream_headers(const struct request *r, const struct config_api *api)
 			if (strcasecmp(api->headers[j].key, h->name) == 0)
 				overridden = true;
 		if (!overridden)
-			list = upstream_append(list, h->name, h->value, &ok);
+			list = upstream_append(list, h->name, "", h->value, &ok);
 	}
-	if (api->api_key[0] != '\0' &&
-	    (size_t)snprintf(bearer, sizeof(bearer), "Bearer %s", api->api_key) < sizeof(bearer))
-		list = upstream_append(list, "Authorization", bearer, &ok);
+	if (api->api_key[0] != '\0')
+		list = upstream_append(list, "Authorization", "Bearer ", api->api_key, &ok);
 	for (size_t j = 0; j < api->n_headers; j++)
-		list = upstream_append(list, api->headers[j].key, api->headers[j].value, &ok);
+		list = upstream_append(list, api->headers[j].key, "", api->headers[j].value, &ok);
 	/* No "Expect: 100-continue" round trip, and no Accept: curl's default. */
 	if (ok) {
 		struct curl_slist *n = curl_slist_append(list, "Expect:");
