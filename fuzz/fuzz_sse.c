@@ -1,9 +1,14 @@
 /* Fuzzes the SSE usage parser (sse_parser_feed in random splits) and
  * usage_from_json (src/sse.h). Input: 4 bytes that seed the split points,
- * then the upstream's answer. */
+ * then the upstream's answer. usage_from_json walks the answer and parses
+ * only its "usage" object; it is checked against jansson reading the whole,
+ * as it did before (fuzz_reference). */
 #include "fuzz.h"
 
+#include <limits.h>
 #include <stdbool.h>
+
+#include <jansson.h>
 
 #include "sse.h"
 
@@ -26,6 +31,81 @@ fuzz_usage_sane(const struct usage *u)
 	}
 	FUZZ_CHECK(u->prompt >= 0 && u->completion >= 0 && u->total >= 0);
 	FUZZ_CHECK(u->completion_present || u->completion == 0);
+}
+
+/* A token count as sse.c reads one. */
+static long long
+fuzz_count(json_t *v)
+{
+	double d = json_number_value(v);
+
+	if (!(d > 0))
+		return 0;
+	if (d >= (double)LLONG_MAX)
+		return LLONG_MAX;
+	return (long long)d;
+}
+
+/* The usage of s[0..len) by jansson reading it whole, as usage_from_json did
+ * before it walked; returns false when jansson refuses the text, for which
+ * the walk may tell more than jansson did (invalid JSON outside the usage
+ * object no longer hides it). */
+static bool
+fuzz_reference(const char *s, size_t len, struct usage *out)
+{
+	json_t *root, *u, *p, *c, *t;
+
+	memset(out, 0, sizeof(*out));
+	root = json_loadb(s, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+	if (root == NULL)
+		return false;
+	u = json_object_get(root, "usage");
+	if (json_is_object(root) && json_is_object(u)) {
+		p = json_object_get(u, "prompt_tokens");
+		c = json_object_get(u, "completion_tokens");
+		t = json_object_get(u, "total_tokens");
+		out->found = true;
+		out->prompt = json_is_number(p) ? fuzz_count(p) : 0;
+		out->completion_present = json_is_number(c);
+		out->completion = out->completion_present ? fuzz_count(c) : 0;
+		if (json_is_number(t))
+			out->total = fuzz_count(t);
+		else if (out->prompt <= LLONG_MAX - out->completion)
+			out->total = out->prompt + out->completion;
+		else
+			out->total = LLONG_MAX;
+	}
+	json_decref(root);
+	return true;
+}
+
+/* s[0..len) as the one data line of a stream must give what usage_from_json
+ * gives for it, when it can be one line: the stream path has its own filter
+ * in front of the same walk. */
+static void
+fuzz_as_event(const char *s, size_t len, const struct usage *whole)
+{
+	struct sse_parser *p;
+	struct usage u;
+	char *line;
+
+	/* 64 KiB: well under the parser's longest line (sse.c SSE_LINE_MAX),
+	 * above any input fuzz/run makes. */
+	if (len > 65536 || memchr(s, '\n', len) != NULL)
+		return;
+	line = malloc(len + 7);
+	if (line == NULL)
+		abort();
+	memcpy(line, "data: ", 6);
+	memcpy(line + 6, s, len);
+	line[len + 6] = '\n';
+	p = sse_parser_new();
+	FUZZ_CHECK(p != NULL);
+	sse_parser_feed(p, line, len + 7);
+	sse_parser_usage(p, &u);
+	FUZZ_CHECK(fuzz_usage_equal(&u, whole));
+	sse_parser_free(p);
+	free(line);
 }
 
 /* The state after prefix[0..len) fed in one piece. */
@@ -68,6 +148,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&u, 0x5a, sizeof(u));
 	FUZZ_CHECK(usage_from_json(s, len, &u) == 0);
 	fuzz_usage_sane(&u);
+	/* Where jansson reads the whole answer, the walk reads the same usage
+	 * (the last of repeated keys, none when text follows the object...). */
+	if (fuzz_reference(s, len, &w))
+		FUZZ_CHECK(fuzz_usage_equal(&u, &w));
+	/* The same text as the one event of a stream reads the same. */
+	fuzz_as_event(s, len, &u);
 
 	/* The stream, split at random points: after each piece the parser must
 	 * stand where one fed the same bytes in one piece stands. */

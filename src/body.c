@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "json_scan.h"
+
 /* Longest multipart boundary we accept; RFC 2046 allows 70, be generous. */
 #define BODY_BOUNDARY_MAX 256
 
@@ -327,181 +329,29 @@ body_mp_scan(const char *content_type, const char *body, size_t len, struct body
 }
 
 /*
- * JSON, raw: the top-level object walked byte by byte, so that a rewrite
- * keeps everything the client sent.
+ * JSON, raw: the top-level object walked byte by byte (json_scan.h), so that
+ * a rewrite keeps everything the client sent.
  */
 
-static size_t
-body_json_ws(const char *s, size_t len, size_t i)
-{
-	while (i < len && body_is_space(s[i]))
-		i++;
-	return i;
-}
-
-/* s[i] is '"'. Sets *end past the closing quote. */
-static int
-body_json_skip_string(const char *s, size_t len, size_t i, size_t *end)
-{
-	for (i++; i < len; i++) {
-		if (s[i] == '\\')
-			i++;
-		else if (s[i] == '"') {
-			*end = i + 1;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* Skips one value at s[i]; containers by counting brackets rather than by
- * recursion, so any depth is safe. */
-static int
-body_json_skip_value(const char *s, size_t len, size_t i, size_t *end)
-{
-	size_t depth = 0;
-
-	if (i >= len)
-		return -1;
-	if (s[i] == '"')
-		return body_json_skip_string(s, len, i, end);
-	if (s[i] != '{' && s[i] != '[') {
-		size_t st = i;
-
-		while (i < len && !body_is_space(s[i]) && s[i] != ',' && s[i] != '}' && s[i] != ']')
-			i++;
-		if (i == st)
-			return -1;
-		*end = i;
-		return 0;
-	}
-	while (i < len) {
-		switch (s[i]) {
-		case '"':
-			if (body_json_skip_string(s, len, i, &i) != 0)
-				return -1;
-			continue;
-		case '{':
-		case '[':
-			depth++;
-			break;
-		case '}':
-		case ']':
-			if (--depth == 0) {
-				*end = i + 1;
-				return 0;
-			}
-			break;
-		default:
-			break;
-		}
-		i++;
-	}
-	return -1;
-}
-
-static int
-body_hex4(const char *s, unsigned *out)
-{
-	unsigned v = 0;
-
-	for (int k = 0; k < 4; k++) {
-		char c = s[k];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-/* True when the raw key between quotes, s[start..end), decodes to "model";
- * a client may write it as "mod\u0065l". */
-static int
-body_json_key_is_model(const char *s, size_t start, size_t end)
-{
-	static const char want[] = "model";
-	size_t n = 0;
-
-	for (size_t i = start; i < end; i++) {
-		char c = s[i];
-
-		if (c == '\\') {
-			if (++i >= end)
-				return 0;
-			switch (s[i]) {
-			case 'u': {
-				unsigned cp;
-
-				if (end - i < 5 || body_hex4(s + i + 1, &cp) != 0 || cp == 0 ||
-				    cp >= 0x80)
-					return 0;
-				c = (char)cp;
-				i += 4;
-				break;
-			}
-			case '"':
-			case '\\':
-			case '/':
-				c = s[i];
-				break;
-			default:
-				/* \b \f \n \r \t: control characters, not in "model". */
-				return 0;
-			}
-		}
-		if (n >= sizeof(want) - 1 || want[n] != c)
-			return 0;
-		n++;
-	}
-	return n == sizeof(want) - 1;
-}
-
 /* Adds to sp the range, quotes included, of the string value of every
- * top-level "model" key. Returns 0, or -1 when the body is not a JSON object
- * this walk understands or memory runs out. */
+ * top-level "model" key; a client may write it as "mod\u0065l". Returns 0,
+ * or -1 when the body is not a JSON object this walk understands or memory
+ * runs out. */
 static int
 body_json_scan(const char *s, size_t len, struct body_spans *sp)
 {
-	size_t i = body_json_ws(s, len, 0);
+	struct json_scan js;
+	struct json_scan_member m;
+	int rc;
 
-	if (i >= len || s[i] != '{')
+	if (json_scan_object_begin(&js, s, len) != 0)
 		return -1;
-	i = body_json_ws(s, len, i + 1);
-	if (i < len && s[i] == '}')
-		return 0;
-	while (i < len) {
-		size_t kend, vend;
-		int is_model;
-
-		if (s[i] != '"' || body_json_skip_string(s, len, i, &kend) != 0)
+	while ((rc = json_scan_object_next(&js, &m)) == 1) {
+		if (s[m.value] == '"' && json_scan_key_is(&js, &m, "model") &&
+		    body_spans_add(sp, m.value, m.value_end) != 0)
 			return -1;
-		is_model = body_json_key_is_model(s, i + 1, kend - 1);
-		i = body_json_ws(s, len, kend);
-		if (i >= len || s[i] != ':')
-			return -1;
-		i = body_json_ws(s, len, i + 1);
-		if (body_json_skip_value(s, len, i, &vend) != 0)
-			return -1;
-		if (is_model && s[i] == '"' && body_spans_add(sp, i, vend) != 0)
-			return -1;
-		i = body_json_ws(s, len, vend);
-		if (i >= len)
-			return -1;
-		if (s[i] == '}')
-			return 0;
-		if (s[i] != ',')
-			return -1;
-		i = body_json_ws(s, len, i + 1);
 	}
-	return -1;
+	return rc;
 }
 
 /* model as a JSON string literal, quotes included; malloc'd. */

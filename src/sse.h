@@ -14,8 +14,11 @@ struct usage {
 	long long total;         /* total_tokens, else prompt + completion */
 };
 
-/* Reads the top-level "usage" object of a JSON answer. Returns 0 (with
- * out->found false when there is none or the body is not JSON). */
+/* Reads the top-level "usage" object of a JSON answer (the last one when the
+ * key repeats). Only that object is parsed; the rest of the answer is walked
+ * for its structure, not validated. Returns 0 (with out->found false when
+ * there is none, it is not a valid object, or the body is not a JSON object
+ * followed by nothing but whitespace). */
 int usage_from_json(const char *body, size_t len, struct usage *out);
 
 struct sse_parser;

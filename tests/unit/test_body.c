@@ -435,7 +435,8 @@ broken_object_under_another_label_is_refused(void **state)
 	const char *body = "{\"model\":\"gpt-4-expensive\",\"temperature\":NaN}";
 
 	(void)state;
-	assert_int_equal(body_inspect("text/plain", body, strlen(body), &info, err, sizeof(err)), -1);
+	assert_int_equal(body_inspect("text/plain", body, strlen(body), &info, err, sizeof(err)),
+			 -1);
 	assert_true(err[0] != '\0');
 }
 
@@ -569,6 +570,48 @@ rewrite_without_model_fails(void **state)
 	rewrite_fails(CT_JSON, "{\"model\":\"a\"", "x");
 	rewrite_fails(CT_JSON, "{\"model\":\"a", "x");
 	rewrite_fails(CT_JSON, "{\"model\" \"a\"}", "x");
+}
+
+/* A quote ends a string unless an odd run of backslashes comes right before
+ * it; the walk finds quotes with memchr and counts the run back, so runs of
+ * each length, at the start of a string or after other bytes, pin it. */
+static void
+backslash_runs_before_a_quote(void **state)
+{
+	static const char bs[] = "\\\\\\\\\\\\\\\\"; /* 8 backslashes */
+
+	(void)state;
+	for (size_t lead = 0; lead < 2; lead++) {
+		for (size_t k = 0; k < 7; k++) {
+			char body[64], want[64];
+			struct body_info info;
+			char err[256];
+			int n, w;
+
+			n = snprintf(body, sizeof(body), "{\"a\":\"%.*s%.*s\",\"model\":\"m\"}",
+				     (int)lead, "x", (int)k, bs);
+			w = snprintf(want, sizeof(want), "{\"a\":\"%.*s%.*s\",\"model\":\"n\"}",
+				     (int)lead, "x", (int)k, bs);
+			assert_true(n > 0 && (size_t)n < sizeof(body));
+			assert_true(w > 0 && (size_t)w < sizeof(want));
+			memset(&info, 0, sizeof(info));
+			if (k % 2 == 0) {
+				rewrite_is(CT_JSON, body, "n", want);
+				assert_int_equal(body_inspect(CT_JSON, body, (size_t)n, &info, err,
+							      sizeof(err)),
+						 0);
+				assert_model(&info, "m");
+				body_info_free(&info);
+			} else {
+				/* The quote is escaped: the string runs on into "model" and
+				 * the object is malformed, for jansson too. */
+				rewrite_fails(CT_JSON, body, "n");
+				assert_int_equal(body_inspect(CT_JSON, body, (size_t)n, &info, err,
+							      sizeof(err)),
+						 -1);
+			}
+		}
+	}
 }
 
 static void
@@ -945,6 +988,7 @@ main(void)
 		cmocka_unit_test(nested_model_is_not_rewritten),
 		cmocka_unit_test(every_top_level_model_is_rewritten),
 		cmocka_unit_test(rewrite_without_model_fails),
+		cmocka_unit_test(backslash_runs_before_a_quote),
 		cmocka_unit_test(rewrite_never_reads_past_the_end),
 		cmocka_unit_test(multipart_model_part_first_middle_last),
 		cmocka_unit_test(multipart_boundary_quoted_or_not),

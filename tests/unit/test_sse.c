@@ -197,6 +197,288 @@ non_numeric_counts_are_zero(void **state)
 	assert_false(u.completion_present);
 }
 
+/* The top-level walk: only the "usage" member of the answer's own object is
+ * read, wherever its bytes are and however the JSON is laid out. */
+
+static struct usage
+usage_of(const char *body)
+{
+	struct usage u;
+
+	memset(&u, 0xa5, sizeof(u));
+	assert_int_equal(usage_from_json(body, strlen(body), &u), 0);
+	return u;
+}
+
+static void
+assert_no_usage(const struct usage *u)
+{
+	assert_false(u->found);
+	assert_false(u->completion_present);
+	assert_int_equal(u->prompt, 0);
+	assert_int_equal(u->completion, 0);
+	assert_int_equal(u->total, 0);
+}
+
+static void
+nested_usage_is_not_the_answers(void **state)
+{
+	static const char *const bodies[] = {
+		"{\"meta\":{\"usage\":{\"prompt_tokens\":9}}}",
+		"{\"choices\":[{\"message\":{\"usage\":{\"prompt_tokens\":9}}}]}",
+		"{\"a\":[[{\"usage\":{\"prompt_tokens\":9}}]],\"b\":{\"c\":{\"usage\":{}}}}",
+	};
+	struct usage u;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		u = usage_of(bodies[i]);
+		assert_no_usage(&u);
+	}
+	/* A nested one after the real one does not replace it. */
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},"
+		     "\"meta\":{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":9}},"
+		     "\"list\":[{\"usage\":{\"prompt_tokens\":8}}]}");
+	assert_usage(&u, 1, 2, 3);
+}
+
+static void
+usage_inside_a_string_is_content(void **state)
+{
+	struct usage u;
+
+	(void)state;
+	u = usage_of("{\"content\":\"usage\"}");
+	assert_no_usage(&u);
+	u = usage_of("{\"content\":\"{\\\"usage\\\":{\\\"prompt_tokens\\\":9}}\"}");
+	assert_no_usage(&u);
+	/* An escaped quote does not end the string; a doubled backslash does
+	 * not escape the quote after it. */
+	u = usage_of("{\"c\":\"\\\",\\\"usage\\\":{\\\"prompt_tokens\\\":9}}\","
+		     "\"usage\":{\"prompt_tokens\":1}}");
+	assert_usage(&u, 1, 0, 1);
+	u = usage_of("{\"c\":\"x\\\\\",\"usage\":{\"prompt_tokens\":2}}");
+	assert_usage(&u, 2, 0, 2);
+	u = usage_of("{\"c\":\"x\\\\\\\",\\\"usage\\\":{\\\"prompt_tokens\\\":9}}\"}");
+	assert_no_usage(&u);
+	/* Brackets in strings do not unbalance a skipped value. */
+	u = usage_of("{\"c\":[\"]}\",{\"d\":\"{[\"}],\"usage\":{\"prompt_tokens\":3}}");
+	assert_usage(&u, 3, 0, 3);
+	/* A key named in a value, and a value that is the word. */
+	u = usage_of("{\"usage_note\":\"usage\",\"x\":\"usage\"}");
+	assert_no_usage(&u);
+}
+
+static void
+last_top_level_usage_wins(void **state)
+{
+	struct usage u;
+
+	(void)state;
+	/* As jansson kept the last of repeated keys when it read the whole. */
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1},\"x\":0,\"usage\":{\"prompt_tokens\":2}}");
+	assert_usage(&u, 2, 0, 2);
+	u = usage_of("{\"usage\":null,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}");
+	assert_usage(&u, 3, 1, 4);
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1},\"usage\":null}");
+	assert_no_usage(&u);
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1},\"us\\u0061ge\":7}");
+	assert_no_usage(&u);
+}
+
+static void
+escaped_key_spelling_is_usage(void **state)
+{
+	static const char *const lookalikes[] = {
+		"{\"Usage\":{\"prompt_tokens\":1}}",
+		"{\"usage \":{\"prompt_tokens\":1}}",
+		"{\"usag\":{\"prompt_tokens\":1}}",
+		"{\"usages\":{\"prompt_tokens\":1}}",
+		"{\"us\\u0041ge\":{\"prompt_tokens\":1}}",
+		"{\"usage\\u0000\":{\"prompt_tokens\":1}}",
+		"{\"usage\\n\":{\"prompt_tokens\":1}}",
+		"{\"us\\age\":{\"prompt_tokens\":1}}",
+		"{\"us\\u006\":{\"prompt_tokens\":1}}",
+	};
+	struct usage u;
+
+	(void)state;
+	u = usage_of("{\"us\\u0061ge\":{\"prompt_tokens\":4,\"completion_tokens\":1}}");
+	assert_usage(&u, 4, 1, 5);
+	u = usage_of("{\"\\u0075\\u0073\\u0041ge\":1,"
+		     "\"\\u0075\\u0073\\u0061\\u0067\\u0065\":{\"prompt_tokens\":5}}");
+	assert_usage(&u, 5, 0, 5);
+	u = usage_of("{\"USAGE\":{},\"u\\u0073\\u0061\\u0067\\u0065\":{\"total_tokens\":6}}");
+	assert_usage(&u, 0, 0, 6);
+	for (size_t i = 0; i < sizeof(lookalikes) / sizeof(lookalikes[0]); i++) {
+		u = usage_of(lookalikes[i]);
+		assert_no_usage(&u);
+	}
+}
+
+static void
+non_object_usage_is_not_found(void **state)
+{
+	static const char *const bodies[] = {
+		"{\"usage\":null}",
+		"{\"usage\":\"{}\"}",
+		"{\"usage\":true}",
+		"{\"usage\":0}",
+		"{\"usage\":[{}]}",
+		"{\"usage\":{\"prompt_tokens\":01}}",
+		"\"usage\"",
+		"null",
+		"{\"usage\":{\"prompt_tokens\":1,}}",
+	};
+	struct usage u;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		u = usage_of(bodies[i]);
+		assert_no_usage(&u);
+	}
+}
+
+static void
+truncated_answer_has_no_usage(void **state)
+{
+	static const char body[] =
+		"{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"a \\\"b\\\"\"}}],"
+		"\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}";
+	size_t len = strlen(body);
+	struct usage u;
+
+	(void)state;
+	/* Every proper prefix, in a buffer of its exact size so that a read past
+	 * it shows under a sanitizer or valgrind. */
+	for (size_t n = 0; n < len; n++) {
+		char *b = malloc(n + 1);
+
+		assert_non_null(b);
+		memcpy(b, body, n);
+		memset(&u, 0xa5, sizeof(u));
+		assert_int_equal(usage_from_json(b, n, &u), 0);
+		assert_no_usage(&u);
+		free(b);
+	}
+	u = usage_of(body);
+	assert_usage(&u, 12, 5, 17);
+}
+
+static void
+text_after_the_object_loses_usage(void **state)
+{
+	struct usage u;
+
+	(void)state;
+	/* As jansson refused such a body as a whole. */
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1}} x");
+	assert_no_usage(&u);
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1}}{}");
+	assert_no_usage(&u);
+	u = usage_of("{\"usage\":{\"prompt_tokens\":1}}\r\n \t\n");
+	assert_usage(&u, 1, 0, 1);
+}
+
+static void
+whitespace_everywhere_is_read(void **state)
+{
+	static const char body[] =
+		" \r\n\t{ \n\"id\" :\t\"x\" ,\r\n \"choices\" : [ { \"a\" : [ 1 , 2 ] } ] ,"
+		"\n\t\"usage\"\r\n:\t\n{ \"prompt_tokens\" :\r\n7 ,\t\"completion_tokens\" : 2 ,"
+		" \"total_tokens\"\n:\n9\n} \r\n}\n\r\t ";
+	struct usage u;
+
+	(void)state;
+	u = usage_of(body);
+	assert_usage(&u, 7, 2, 9);
+	assert_true(u.completion_present);
+}
+
+/* Content of n bytes (with escapes and brackets in it) before the usage of a
+ * whole answer; malloc'd. */
+static char *
+big_answer(size_t n, size_t *len)
+{
+	static const char head[] = "{\"choices\":[{\"message\":{\"content\":\"";
+	static const char tail[] =
+		"\"}}],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":262144}}";
+	static const char unit[] = "ab\\\"{[\\\\]}\\u00e9 ";
+	size_t ul = sizeof(unit) - 1, o = sizeof(head) - 1;
+	char *s = malloc(sizeof(head) + n + ul + sizeof(tail));
+
+	assert_non_null(s);
+	memcpy(s, head, o);
+	for (size_t i = 0; i < n; i += ul, o += ul)
+		memcpy(s + o, unit, ul);
+	memcpy(s + o, tail, sizeof(tail));
+	*len = o + sizeof(tail) - 1;
+	return s;
+}
+
+static void
+usage_after_a_huge_answer_is_found(void **state)
+{
+	size_t len;
+	char *s = big_answer(1 << 20, &len);
+	struct usage u;
+
+	(void)state;
+	assert_true(len > 1 << 20);
+	assert_int_equal(usage_from_json(s, len, &u), 0);
+	assert_usage(&u, 30, 262144, 262174);
+	free(s);
+}
+
+static void
+deep_nesting_elsewhere_is_skipped(void **state)
+{
+	static const char head[] = "{\"a\":";
+	static const char tail[] = ",\"usage\":{\"prompt_tokens\":1}}";
+	size_t depth = 100000, o = sizeof(head) - 1;
+	char *s = malloc(sizeof(head) + 2 * depth + sizeof(tail));
+	struct usage u;
+
+	(void)state;
+	assert_non_null(s);
+	memcpy(s, head, o);
+	memset(s + o, '[', depth);
+	memset(s + o + depth, ']', depth);
+	o += 2 * depth;
+	memcpy(s + o, tail, sizeof(tail));
+	/* jansson stops at 2048 levels; only the usage object is parsed, and
+	 * the walk counts brackets, so depth elsewhere costs nothing. */
+	assert_int_equal(usage_from_json(s, o + sizeof(tail) - 1, &u), 0);
+	assert_usage(&u, 1, 0, 1);
+	/* Too deep inside usage is jansson's to refuse, without a crash. */
+	memcpy(s, "{\"usage\":{\"x\":", 14);
+	memset(s + 14, '[', depth);
+	memset(s + 14 + depth, ']', depth);
+	memcpy(s + 14 + 2 * depth, "}}", 2);
+	assert_int_equal(usage_from_json(s, 14 + 2 * depth + 2, &u), 0);
+	assert_false(u.found);
+	free(s);
+}
+
+static void
+stream_reads_only_top_level_usage(void **state)
+{
+	static const char s[] =
+		"data: {\"us\\u0061ge\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n"
+		"data: {\"choices\":[{\"delta\":{\"usage\":{\"prompt_tokens\":9}}}]}\n\n"
+		"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":{}\"}}]}\n\n"
+		"data: {\"usage\":{\"prompt_tokens\":9},\"usage\":null}\n\n"
+		"data: [DONE]\n\n";
+	struct sse_parser *p = parser_new();
+	struct usage u;
+
+	(void)state;
+	sse_parser_feed(p, s, strlen(s));
+	sse_parser_usage(p, &u);
+	assert_usage(&u, 2, 3, 5);
+	sse_parser_free(p);
+}
+
 /* The stream parser */
 
 static void
@@ -575,6 +857,16 @@ main(void)
 		cmocka_unit_test(huge_numbers_do_not_lose_usage),
 		cmocka_unit_test(missing_or_bad_usage_is_not_found),
 		cmocka_unit_test(non_numeric_counts_are_zero),
+		cmocka_unit_test(nested_usage_is_not_the_answers),
+		cmocka_unit_test(usage_inside_a_string_is_content),
+		cmocka_unit_test(last_top_level_usage_wins),
+		cmocka_unit_test(escaped_key_spelling_is_usage),
+		cmocka_unit_test(non_object_usage_is_not_found),
+		cmocka_unit_test(truncated_answer_has_no_usage),
+		cmocka_unit_test(text_after_the_object_loses_usage),
+		cmocka_unit_test(whitespace_everywhere_is_read),
+		cmocka_unit_test(usage_after_a_huge_answer_is_found),
+		cmocka_unit_test(deep_nesting_elsewhere_is_skipped),
 		cmocka_unit_test(stream_usage_is_read),
 		cmocka_unit_test(stream_usage_split_across_feeds),
 		cmocka_unit_test(stream_usage_split_in_three_feeds),
@@ -585,6 +877,7 @@ main(void)
 		cmocka_unit_test(comments_and_other_fields_are_ignored),
 		cmocka_unit_test(data_without_space_is_read),
 		cmocka_unit_test(usage_word_in_content_is_harmless),
+		cmocka_unit_test(stream_reads_only_top_level_usage),
 		cmocka_unit_test(done_alone_is_no_data),
 		cmocka_unit_test(any_other_data_line_is_data),
 		cmocka_unit_test(unterminated_last_line_counts),
