@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -523,6 +524,12 @@ main(int argc, char **argv)
 	}
 	if (mode == 's')
 		return main_status();
+	/* glibc gives threads arenas of their own, up to 8 per core, each
+	 * keeping some 25 kB of freed memory: with hundreds of worker threads
+	 * (one per stream) that is most of a process's private memory. Two are
+	 * plenty for a process that mostly waits on sockets. */
+	if (getenv("MALLOC_ARENA_MAX") == NULL)
+		mallopt(M_ARENA_MAX, 2);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
 		fprintf(stderr, "api-together: libcurl cannot start\n");
 		return 1;
