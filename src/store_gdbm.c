@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <gdbm.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@
 #define STORE_WINDOW_MS 60000
 /* One more second than the window, so a bucket sum always covers it. */
 #define STORE_BUCKETS 61
+/* Tries by yielding before the flock is polled with sleeps. */
+#define STORE_LOCK_YIELDS 50
 /* How long a step waits for the lock before the store counts as unusable. */
 #define STORE_LOCK_WAIT_MS 3000
 /* Limits up to this are enforced from the times of the last rpm attempts,
@@ -340,14 +343,23 @@ store_mono_ms(void)
 static int
 store_lock_fd(struct store *st, int how, int64_t deadline_ms, char *err, size_t errlen)
 {
-	struct timespec pause = {0, 10000};
+	struct timespec pause = {0, 20000};
 
-	for (;;) {
+	/* Another process holds it for some microseconds: yielding and trying
+	 * again gets it right after; a sleep (50 us at the least with the
+	 * default timer slack) would leave it unused meanwhile, and this whole
+	 * process's threads waiting behind the mutex. Past the first tries the
+	 * holder is slow or stuck, and sleeping costs less. */
+	for (int tries = 0;; tries++) {
 		if (flock(st->lock_fd, how | LOCK_NB) == 0)
 			return 0;
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			store_set_err(err, errlen, st->lock_path, strerror(errno));
 			return -1;
+		}
+		if (tries < STORE_LOCK_YIELDS) {
+			sched_yield();
+			continue;
 		}
 		if (store_mono_ms() > deadline_ms) {
 			store_set_err(err, errlen, st->lock_path,
