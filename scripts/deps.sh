@@ -18,9 +18,9 @@ deps_install() {
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Packages the build needs.
+# Packages the build needs (libhiredis-dev: the Redis store, server.store).
 DEPS_BUILD=(gcc make autoconf automake libtool pkg-config libfcgi-dev
-	libcurl4-openssl-dev libjansson-dev libgdbm-dev lighttpd ca-certificates)
+	libcurl4-openssl-dev libjansson-dev libgdbm-dev libhiredis-dev lighttpd ca-certificates)
 
 # python3 may come from elsewhere (pyenv); only ask apt for it when absent.
 deps_python() {

@@ -25,27 +25,59 @@ api_state_path(const struct config *cfg)
 	return LOCALSTATEDIR "/lib/api-together/state.db";
 }
 
+const char *
+api_store_address(const struct config *cfg, const char **why)
+{
+	const char *sel = getenv("API_TOGETHER_STORE");
+
+	if (sel == NULL || *sel == '\0')
+		sel = cfg != NULL ? cfg->store : NULL;
+	if (sel == NULL || strcmp(sel, "gdbm") == 0)
+		return api_state_path(cfg);
+	if (store_is_redis(sel))
+		return sel;
+	if (why != NULL)
+		*why = "API_TOGETHER_STORE: expected \"gdbm\" or a Redis address "
+		       "(redis://HOST:PORT, unix:///PATH)";
+	return NULL;
+}
+
+void
+api_store_options(const struct config *cfg, struct store_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (cfg != NULL) {
+		o->prefix = cfg->store_prefix;
+		o->timeout_ms = cfg->store_timeout_ms;
+	}
+}
+
+const char *
+api_store_what(const char *address)
+{
+	return store_is_redis(address) ? "Redis store" : "state file";
+}
+
 struct store *
 api_store(struct worker *w, const struct config *cfg)
 {
-	const char *path = api_state_path(cfg);
+	const char *why = NULL;
+	const char *address = api_store_address(cfg, &why);
+	struct store_options o;
 
-	if (w->store != NULL && strcmp(w->store_path, path) == 0)
+	api_store_options(cfg, &o);
+	if (w->store != NULL && address != NULL && store_matches(w->store, address, &o))
 		return w->store;
 	store_close(w->store);
 	w->store = NULL;
-	free(w->store_path);
-	w->store_path = strdup(path);
-	if (w->store_path == NULL) {
-		snprintf(w->store_err, sizeof(w->store_err), "out of memory");
+	if (address == NULL) {
+		snprintf(w->store_err, sizeof(w->store_err), "%s", why);
+		log_error("state store cannot be used: %s", w->store_err);
 		return NULL;
 	}
-	w->store = store_open(path, w->store_err, sizeof(w->store_err));
-	if (w->store == NULL) {
-		log_error("state file cannot be used: %s", w->store_err);
-		free(w->store_path);
-		w->store_path = NULL;
-	}
+	w->store = store_open_with(address, &o, w->store_err, sizeof(w->store_err));
+	if (w->store == NULL)
+		log_error("%s cannot be used: %s", api_store_what(address), w->store_err);
 	return w->store;
 }
 
@@ -108,7 +140,7 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 {
 	bool cors = cfg == NULL || cfg->cors;
 	const char *reason = NULL;
-	char err[300];
+	char err[300], why_store[64];
 	json_t *body;
 	int status;
 
@@ -118,11 +150,16 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 		reason = why != NULL ? why : "configuration cannot be loaded";
 	} else {
 		struct store *st = api_store(w, cfg);
-		if (st == NULL) {
-			reason = "state file cannot be used";
-		} else if (store_check(st, err, sizeof(err)) != 0) {
-			log_error("state file cannot be used: %s", err);
-			reason = "state file cannot be used";
+		const char *address = api_store_address(cfg, NULL);
+		bool bad = st == NULL;
+		if (st != NULL && store_check(st, err, sizeof(err)) != 0) {
+			log_error("%s cannot be used: %s", store_what(st), err);
+			bad = true;
+		}
+		if (bad) {
+			snprintf(why_store, sizeof(why_store), "%s cannot be used",
+				 address != NULL ? api_store_what(address) : "state store");
+			reason = why_store;
 		}
 	}
 	status = reason == NULL ? 200 : 503;
@@ -156,7 +193,7 @@ api_read_usage(struct request *r, const struct config *cfg, struct worker *w, in
 	if (st == NULL ||
 	    store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
 		if (st != NULL)
-			log_error("state file cannot be read: %s", err);
+			log_error("%s cannot be read: %s", store_what(st), err);
 		*status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto fail;
 	}
@@ -360,7 +397,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 	st = api_store(w, cfg);
 	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
 		if (st != NULL)
-			log_error("state file cannot be written: %s", err);
+			log_error("%s cannot be written: %s", store_what(st), err);
 		json_decref(req);
 		return response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 	}

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "store.h"
 
 /* A config is a few KB; the bound only stops a wrong path (a log, a device)
  * from eating memory. */
@@ -80,6 +81,9 @@ static const char *const config_server_fields[] = {"apiKey",
 						   "maxBodyBytes",
 						   "cors",
 						   "stateFile",
+						   "store",
+						   "storePrefix",
+						   "storeTimeoutMs",
 						   NULL};
 static const char *const config_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_api_fields[] = {"id",           "name",   "baseUrl", "apiKey",
@@ -433,6 +437,47 @@ config_parse_keys(struct config_ctx *ctx, json_t *server, struct config *cfg)
 			      "required (or a non-empty server.apiKeys)");
 }
 
+/* server.store ("gdbm" or a Redis address), storePrefix, storeTimeoutMs. A
+ * Redis address is checked here, also against a build without Redis
+ * support, so that it fails the load with its place rather than each
+ * request with a 503. */
+static void
+config_parse_store(struct config_ctx *ctx, json_t *server, struct config *cfg)
+{
+	json_t *store = config_get(server, "store");
+	json_t *prefix = config_get(server, "storePrefix");
+	char why[200];
+
+	if (store != NULL) {
+		const char *v = json_string_value(store);
+		if (v == NULL || *v == '\0') {
+			config_report(ctx, true, "server.store",
+				      "expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
+				      "unix:///PATH)");
+		} else if (strcmp(v, "gdbm") == 0) {
+			/* the default */
+		} else if (!store_is_redis(v)) {
+			config_report(ctx, true, "server.store",
+				      "expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
+				      "unix:///PATH)");
+		} else if (store_redis_address_check(v, why, sizeof(why)) != 0) {
+			config_report(ctx, true, "server.store", why);
+		} else {
+			cfg->store = config_strdup(ctx, v);
+		}
+	}
+	if (prefix != NULL) {
+		const char *v = json_string_value(prefix);
+		if (v == NULL || *v == '\0' || strlen(v) > 200 || config_has_ctl(v))
+			config_report(ctx, true, "server.storePrefix",
+				      "expected a non-empty string of up to 200 bytes, no control "
+				      "characters");
+		else
+			cfg->store_prefix = config_strdup(ctx, v);
+	}
+	config_long(ctx, server, "server", "storeTimeoutMs", 1, 60000, &cfg->store_timeout_ms);
+}
+
 static void
 config_parse_server(struct config_ctx *ctx, json_t *server, struct config *cfg)
 {
@@ -465,6 +510,7 @@ config_parse_server(struct config_ctx *ctx, json_t *server, struct config *cfg)
 		else
 			cfg->state_file = config_strdup(ctx, json_string_value(state));
 	}
+	config_parse_store(ctx, server, cfg);
 	config_unknown(ctx, server, "server", config_server_fields);
 }
 
@@ -857,6 +903,7 @@ config_parse(const char *text, size_t len, struct config **out, struct config_is
 	cfg->empty_response_retry = true;
 	cfg->max_body_bytes = 10485760;
 	cfg->cors = true;
+	cfg->store_timeout_ms = STORE_DEFAULT_TIMEOUT_MS;
 	if (!json_is_object(root)) {
 		config_report(&ctx, true, "top level", "expected an object");
 		goto fail;
@@ -898,6 +945,8 @@ config_free(struct config *cfg)
 		free(cfg->api_keys[i]);
 	free(cfg->api_keys);
 	free(cfg->state_file);
+	free(cfg->store);
+	free(cfg->store_prefix);
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		struct config_api *api = &cfg->apis[i];
 

@@ -43,7 +43,10 @@ struct config {
 	bool empty_response_retry;
 	long long max_body_bytes;
 	bool cors;
-	char *state_file; /* NULL when not set */
+	char *state_file;      /* NULL when not set */
+	char *store;           /* server.store: a Redis address; NULL for "gdbm" */
+	char *store_prefix;    /* server.storePrefix; NULL for the default */
+	long store_timeout_ms; /* server.storeTimeoutMs */
 	struct config_api *apis;
 	size_t n_apis;
 };

@@ -48,13 +48,14 @@ main_usage(FILE *f)
 		"starts it with no option; or it listens itself with --listen.\n\n"
 		"  --check-config [FILE]  validate FILE (default: the configured one), print\n"
 		"                         each problem with its JSON path; exit 1 on an error\n"
-		"  --status               print each endpoint's usage from the state file\n"
+		"  --status               print each endpoint's usage from the state store\n"
 		"  --listen ADDR:PORT|/path.sock\n"
 		"                         run as a FastCGI server on that socket\n"
 		"  --version              print the version\n"
 		"  --help                 print this help\n\n"
 		"Environment: API_TOGETHER_CONFIG (default %s),\n"
-		"API_TOGETHER_STATE, API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
+		"API_TOGETHER_STATE, API_TOGETHER_STORE (\"gdbm\" or a Redis address),\n"
+		"API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
 		"API_TOGETHER_THREADS (most worker threads per process, started as\n"
 		"requests need them; default %d).\n",
 		MAIN_DEFAULT_CONFIG, MAIN_DEFAULT_THREADS);
@@ -254,7 +255,6 @@ main_worker(void *arg)
 	}
 	curl_easy_cleanup(w.curl);
 	store_close(w.store);
-	free(w.store_path);
 	return NULL;
 }
 
@@ -299,6 +299,8 @@ main_status(void)
 	struct config_issues issues = {0};
 	struct config *cfg = NULL;
 	const char *path = main_config_path();
+	const char *address, *why = NULL;
+	struct store_options o;
 	struct store_endpoint *eps = NULL;
 	struct store_usage *u = NULL;
 	struct store *st = NULL;
@@ -310,17 +312,23 @@ main_status(void)
 		fprintf(stderr, "api-together: %s cannot be loaded (try --check-config)\n", path);
 		goto out;
 	}
+	address = api_store_address(cfg, &why);
+	if (address == NULL) {
+		fprintf(stderr, "api-together: %s\n", why);
+		goto out;
+	}
 	/* Read-only: run as root, it must not create files the responder's
 	 * user then cannot open. */
-	if (access(api_state_path(cfg), F_OK) != 0) {
-		printf("No state file at %s yet: no request has been counted.\n",
-		       api_state_path(cfg));
+	if (!store_is_redis(address) && access(address, F_OK) != 0) {
+		printf("No state file at %s yet: no request has been counted.\n", address);
 		rc = 0;
 		goto out;
 	}
-	st = store_open_readonly(api_state_path(cfg), err, sizeof(err));
+	api_store_options(cfg, &o);
+	o.readonly = true;
+	st = store_open_with(address, &o, err, sizeof(err));
 	if (st == NULL) {
-		fprintf(stderr, "api-together: state file: %s\n", err);
+		fprintf(stderr, "api-together: %s: %s\n", api_store_what(address), err);
 		goto out;
 	}
 	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
@@ -329,7 +337,7 @@ main_status(void)
 		goto out;
 	api_store_endpoints(cfg, eps);
 	if (store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0) {
-		fprintf(stderr, "api-together: state file: %s\n", err);
+		fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
 		goto out;
 	}
 	printf("%-16s %-8s %-13s %-13s %-9s %-24s %s\n", "ID", "ENABLED", "RPM(USED/MAX)",
@@ -392,8 +400,15 @@ main_sync_forever(void)
 		struct config *cfg = config_acquire(&why);
 		if (cfg == NULL)
 			continue;
-		const char *want = api_state_path(cfg);
+		const char *want = api_store_address(cfg, NULL);
 		err[0] = '\0';
+		/* Redis keeps its data itself: nothing to bring up to date. */
+		if (want == NULL || store_is_redis(want)) {
+			config_release(cfg);
+			store_close(st);
+			st = NULL;
+			continue;
+		}
 		if (st != NULL && strcmp(path, want) != 0) {
 			store_close(st);
 			st = NULL;

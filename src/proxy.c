@@ -176,7 +176,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		struct store_reservation res;
 		if (store_reserve(st, eps, m, clock_now_ms(), route_pick, &pick, &res, err,
 				  sizeof(err)) != 0) {
-			log_error("state file cannot be used: %s", err);
+			log_error("%s cannot be used: %s", store_what(st), err);
 			if (trace.attempts == 0) {
 				status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL,
 							0, cfg->cors);
@@ -220,7 +220,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		}
 		if (ur != UPSTREAM_CLIENT_GONE &&
 		    store_record(st, api->id, &o, &cd, clock_now_ms(), err, sizeof(err)) != 0)
-			log_error("state file cannot be written: %s", err);
+			log_error("%s cannot be written: %s", store_what(st), err);
 		char what[64];
 		if (ur == UPSTREAM_NO_ANSWER) {
 			snprintf(what, sizeof(what), "error");

@@ -38,7 +38,7 @@ static const struct {
 	[RESP_CONFIG_ERROR] = {500, "server_error", "config_error",
 			       "The gateway's configuration cannot be loaded."},
 	[RESP_STATE_UNAVAILABLE] = {503, "server_error", "state_unavailable",
-				    "The gateway's state file cannot be used."},
+				    "The gateway's state store cannot be used."},
 	[RESP_INTERNAL] = {500, "server_error", "internal_error", "Internal error."},
 };
 

@@ -1,8 +1,11 @@
 /* store: the shared counters of every endpoint (SPEC section 7).
  *
- * One store is used by every process and thread of the responder. Each call
- * is atomic across all of them. Implementations: store_gdbm.c. A handle is
- * not thread-safe: each worker thread opens its own. */
+ * One store is used by every process and thread of the responder (and, with
+ * Redis, of every host behind one load balancer). Each call is atomic across
+ * all of them. Implementations: store_gdbm.c (a GDBM file on this host, the
+ * default) and store_redis.c (a Redis server); store.c picks one by the
+ * address it is opened on. A handle is not thread-safe: each worker thread
+ * opens its own. */
 #ifndef API_TOGETHER_STORE_H
 #define API_TOGETHER_STORE_H
 
@@ -26,7 +29,10 @@ enum store_verdict {
 };
 
 /* Picks one of n candidates whose room[i] is true (at least one is).
- * Called with the store locked: it must be quick and must not call the store. */
+ * Called within a step (GDBM: with the store locked; Redis: between the
+ * look at the room and the atomic count, which counts only when the room
+ * is still as pick saw it, and else asks pick again with the new room): it
+ * must be quick and must not call the store. */
 typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
 
 struct store_reservation {
@@ -64,17 +70,53 @@ struct store_usage {
 	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
 };
 
-/* Opens the store at path, creating the file (mode 0600) when missing.
- * Returns NULL with a reason in err when it cannot be used. */
-struct store *store_open(const char *path, char *err, size_t errlen);
+/* How a Redis store is reached beyond its address; the GDBM store has no use
+ * for them. */
+struct store_options {
+	const char *prefix; /* of every key, so that gateways can share a Redis;
+			       NULL or "": STORE_DEFAULT_PREFIX */
+	long timeout_ms;    /* connect and command timeout; <= 0: STORE_DEFAULT_TIMEOUT_MS */
+	bool readonly;      /* as store_open_readonly */
+};
+
+#define STORE_DEFAULT_PREFIX "api-together:"
+#define STORE_DEFAULT_TIMEOUT_MS 250
+
+/* Opens the store at address: "redis://[[user]:password@]host[:port][/db]"
+ * or "unix://[[user]:password@]/path.sock[?db=N]" is a Redis server, any
+ * other string the path of a GDBM file, created (mode 0600) when missing.
+ * A Redis store connects on its first call and again after any failure, by
+ * itself; a GDBM file is checked at once. Returns NULL with a reason in err
+ * when it cannot be used (an address that does not parse, a build without
+ * Redis support, an unusable file). */
+struct store *store_open(const char *address, char *err, size_t errlen);
+
+/* As store_open, with options (o may be NULL). */
+struct store *store_open_with(const char *address, const struct store_options *o, char *err,
+			      size_t errlen);
 
 /* Opens an existing store for store_read only, creating nothing: for
  * commands an operator runs as another user than the responder's. */
-struct store *store_open_readonly(const char *path, char *err, size_t errlen);
+struct store *store_open_readonly(const char *address, char *err, size_t errlen);
 void store_close(struct store *st);
 
-/* The path this handle was opened on. */
+/* The address this handle was opened on. A Redis address may hold a
+ * password: it is not for logs (err strings never hold one). */
 const char *store_path(const struct store *st);
+
+/* True when st was opened on address with options o (NULL: defaults). */
+bool store_matches(const struct store *st, const char *address, const struct store_options *o);
+
+/* What the store is, for log lines: "state file" (GDBM) or "Redis store". */
+const char *store_what(const struct store *st);
+
+/* True when address names a Redis server (its scheme is redis://, rediss://
+ * or unix://) rather than a GDBM file. */
+bool store_is_redis(const char *address);
+
+/* Checks a Redis address, and that this build can use it: 0, or -1 with the
+ * reason (which never holds the password) in why. */
+int store_redis_address_check(const char *address, char *why, size_t whylen);
 
 /* Among the n endpoints, finds those not cooling down with RPM and RPD room
  * at now_ms, lets pick choose one and counts an attempt on it, all in one
@@ -104,7 +146,7 @@ int store_check(struct store *st, char *err, size_t errlen);
 
 /* Brings the durable copy up to the live one when it is behind (the GDBM
  * store writes its file at most this often: each process calls it once a
- * second). Returns 0, or -1 with err. */
+ * second; Redis has nothing to do). Returns 0, or -1 with err. */
 int store_sync(struct store *st, char *err, size_t errlen);
 
 #endif

@@ -13,8 +13,11 @@
  * the one the last holder wrote, and closed after releasing it, so the fsync
  * that gdbm_close always does runs outside the lock (NOTES-fastcgi.md,
  * GDBM). GDBM_NOMMAP: write(2) copies a record into the page cache front to
- * back, which is what the sequence check relies on. */
-#include "store.h"
+ * back, which is what the sequence check relies on.
+ *
+ * store.c hands calls here through store_gdbm_ops (store_impl.h); all but
+ * store_gdbm_open is static. */
+#include "store_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,7 +51,8 @@
 /* Ring times are milliseconds after ring_base; rebased well before 2^32. */
 #define STORE_REBASE_MS (INT64_C(1) << 31)
 
-struct store {
+struct store_gdbm {
+	struct store base; /* first: store.c sees this much */
 	char *path;
 	char *lock_path;
 	int lock_fd;
@@ -341,7 +345,7 @@ store_mono_ms(void)
 
 /* Takes the flock, polling until deadline_ms (monotonic). */
 static int
-store_lock_fd(struct store *st, int how, int64_t deadline_ms, char *err, size_t errlen)
+store_lock_fd(struct store_gdbm *st, int how, int64_t deadline_ms, char *err, size_t errlen)
 {
 	struct timespec pause = {0, 20000};
 
@@ -373,7 +377,7 @@ store_lock_fd(struct store *st, int how, int64_t deadline_ms, char *err, size_t 
 }
 
 static int
-store_open_lock_file(struct store *st, char *err, size_t errlen)
+store_open_lock_file(struct store_gdbm *st, char *err, size_t errlen)
 {
 	/* Its own open file description: flock then also excludes other threads. */
 	st->lock_fd = st->readonly ? open(st->lock_path, O_RDONLY | O_CLOEXEC)
@@ -389,7 +393,7 @@ store_open_lock_file(struct store *st, char *err, size_t errlen)
  * deleted or replaced since it was opened (its folder removed and made
  * again) would exclude nobody who opens the new one, so it is opened anew. */
 static int
-store_lock(struct store *st, int how, char *err, size_t errlen)
+store_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
 {
 	int64_t deadline = store_mono_ms() + STORE_LOCK_WAIT_MS;
 	struct timespec until;
@@ -428,7 +432,7 @@ store_lock(struct store *st, int how, char *err, size_t errlen)
 }
 
 static void
-store_unlock(struct store *st)
+store_unlock(struct store_gdbm *st)
 {
 	flock(st->lock_fd, LOCK_UN);
 	pthread_mutex_unlock(&store_process_lock);
@@ -436,7 +440,7 @@ store_unlock(struct store *st)
 
 /* Opens the database; the lock must be held. */
 static GDBM_FILE
-store_db_open(struct store *st, bool write, char *err, size_t errlen)
+store_db_open(struct store_gdbm *st, bool write, char *err, size_t errlen)
 {
 	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC;
 	GDBM_FILE db;
@@ -463,7 +467,7 @@ store_db_open(struct store *st, bool write, char *err, size_t errlen)
  * replaced, rewritten, truncated or made read-only by somebody else is
  * opened again at once, so that a damaged one is noticed (SPEC section 7). */
 static bool
-store_db_unchanged(const struct store *st, const struct store_live_db *d)
+store_db_unchanged(const struct store_gdbm *st, const struct store_live_db *d)
 {
 	struct stat sb;
 
@@ -495,7 +499,7 @@ store_db_note(GDBM_FILE db, uint64_t seq, struct store_live_db *d)
 /* Loads the live copy when there is a whole one of this boot: 1 loaded,
  * 0 none. */
 static int
-store_live_load(struct store *st, int attached, struct store_state *s)
+store_live_load(struct store_gdbm *st, int attached, struct store_state *s)
 {
 	const char *p;
 	size_t len;
@@ -523,7 +527,7 @@ enum store_step_kind {
  * so that gdbm_close's fsync runs outside it. fn returns -1 (error), 0 (no
  * change) or 1 (save); it may be NULL. */
 static int
-store_step(struct store *st, enum store_step_kind kind,
+store_step(struct store_gdbm *st, enum store_step_kind kind,
 	   int (*fn)(struct store_state *s, void *ctx, char *err, size_t errlen), void *ctx,
 	   char *err, size_t errlen)
 {
@@ -793,10 +797,13 @@ store_ceil_s(int64_t ms)
 
 static int store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen);
 
-static struct store *
-store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
+static const struct store_ops store_gdbm_ops;
+static void store_gdbm_close(struct store *base);
+
+struct store *
+store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen)
 {
-	struct store *st;
+	struct store_gdbm *st;
 	size_t n;
 
 	st = calloc(1, sizeof(*st));
@@ -804,6 +811,7 @@ store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 		store_set_err(err, errlen, "state", "out of memory");
 		return NULL;
 	}
+	st->base.ops = &store_gdbm_ops;
 	st->lock_fd = -1;
 	st->readonly = readonly;
 	store_live_handle(&st->live, readonly);
@@ -818,27 +826,17 @@ store_open_mode(const char *path, bool readonly, char *err, size_t errlen)
 	if (store_step(st, readonly ? STORE_STEP_READ : STORE_STEP_WRITE, store_check_fn, NULL, err,
 		       errlen) != 0)
 		goto fail;
-	return st;
+	return &st->base;
 fail:
-	store_close(st);
+	store_gdbm_close(&st->base);
 	return NULL;
 }
 
-struct store *
-store_open(const char *path, char *err, size_t errlen)
+static void
+store_gdbm_close(struct store *base)
 {
-	return store_open_mode(path, false, err, errlen);
-}
+	struct store_gdbm *st = (struct store_gdbm *)base;
 
-struct store *
-store_open_readonly(const char *path, char *err, size_t errlen)
-{
-	return store_open_mode(path, true, err, errlen);
-}
-
-void
-store_close(struct store *st)
-{
 	if (st == NULL)
 		return;
 	store_live_detach(&st->live);
@@ -847,12 +845,6 @@ store_close(struct store *st)
 	free(st->path);
 	free(st->lock_path);
 	free(st);
-}
-
-const char *
-store_path(const struct store *st)
-{
-	return st->path;
 }
 
 struct store_reserve_ctx {
@@ -919,11 +911,12 @@ store_reserve_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 	return 1;
 }
 
-int
-store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-	      store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
-	      size_t errlen)
+static int
+store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		   store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
+		   size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	bool stack_room[32];
 	struct store_reserve_ctx c = {eps, n, now_ms, pick, pick_ctx, res, stack_room};
 	int rc;
@@ -997,10 +990,11 @@ store_record_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 	return 1;
 }
 
-int
-store_record(struct store *st, const char *id, const struct store_outcome *o,
-	     const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen)
+static int
+store_gdbm_record(struct store *base, const char *id, const struct store_outcome *o,
+		  const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	struct store_record_ctx c = {id, o, cd, now_ms};
 
 	return store_step(st, STORE_STEP_WRITE, store_record_fn, &c, err, errlen);
@@ -1038,10 +1032,11 @@ store_read_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 	return 0;
 }
 
-int
-store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-	   struct store_usage *out, char *err, size_t errlen)
+static int
+store_gdbm_read(struct store *base, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		struct store_usage *out, char *err, size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	struct store_read_ctx c = {eps, n, now_ms, out};
 
 	return store_step(st, STORE_STEP_READ, store_read_fn, &c, err, errlen);
@@ -1064,9 +1059,10 @@ store_reset_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 	return 1;
 }
 
-int
-store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
+static int
+store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	return store_step(st, STORE_STEP_WRITE, store_reset_fn, (void *)id, err, errlen);
 }
 
@@ -1077,14 +1073,27 @@ store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 	return 0;
 }
 
-int
-store_check(struct store *st, char *err, size_t errlen)
+static int
+store_gdbm_check(struct store *base, char *err, size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	return store_step(st, STORE_STEP_WRITE, store_check_fn, NULL, err, errlen);
 }
 
-int
-store_sync(struct store *st, char *err, size_t errlen)
+static int
+store_gdbm_sync(struct store *base, char *err, size_t errlen)
 {
+	struct store_gdbm *st = (struct store_gdbm *)base;
 	return store_step(st, STORE_STEP_SYNC, NULL, NULL, err, errlen);
 }
+
+static const struct store_ops store_gdbm_ops = {
+	.what = "state file",
+	.close = store_gdbm_close,
+	.reserve = store_gdbm_reserve,
+	.record = store_gdbm_record,
+	.read = store_gdbm_read,
+	.reset_tokens = store_gdbm_reset_tokens,
+	.check = store_gdbm_check,
+	.sync = store_gdbm_sync,
+};

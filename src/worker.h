@@ -10,7 +10,6 @@
 struct worker {
 	CURL *curl;          /* kept between requests so connections stay open */
 	struct store *store; /* NULL until it opens; retried on each request */
-	char *store_path;    /* the path store was opened on */
 	uint64_t rng;        /* random state of the weighted pick */
 	char store_err[256]; /* why the store could not be opened */
 };

@@ -463,6 +463,81 @@ integer_fields_are_range_checked(void **state)
 	}
 }
 
+/* server.store: "gdbm" or a Redis address, checked at load (a build without
+ * Redis support refuses one); storePrefix and storeTimeoutMs. */
+static void
+store_fields_are_checked(void **state)
+{
+	static const struct {
+		const char *server;
+		const char *path;
+		const char *message;
+	} cases[] = {
+		{"'store': 5", "server.store",
+		 "expected \"gdbm\" or a Redis address (redis://HOST:PORT, unix:///PATH)"},
+		{"'store': 'mysql://h'", "server.store",
+		 "expected \"gdbm\" or a Redis address (redis://HOST:PORT, unix:///PATH)"},
+		{"'store': 'redis://h:0'", "server.store", "expected a port from 1 to 65535"},
+		{"'store': 'redis://:sekret@h:0'", "server.store",
+		 "expected a port from 1 to 65535"},
+		{"'store': 'unix://h/s.sock'", "server.store",
+		 "a Unix socket has a path, no host: unix:///path/redis.sock"},
+		{"'storePrefix': ''", "server.storePrefix",
+		 "expected a non-empty string of up to 200 bytes, no control characters"},
+		{"'storeTimeoutMs': 0", "server.storeTimeoutMs",
+		 "expected an integer from 1 to 60000"},
+		{"'storeTimeoutMs': 60001", "server.storeTimeoutMs",
+		 "expected an integer from 1 to 60000"},
+	};
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char buf[512];
+
+	(void)state;
+	assert_int_equal(parse("{'server': {'apiKey': 'k', 'store': 'gdbm'}, 'apis': [{'id': 'a', "
+			       "'baseUrl': 'http://h', 'models': ['m']}]}",
+			       &cfg, &is),
+			 0);
+	assert_null(cfg->store);
+	assert_null(cfg->store_prefix);
+	assert_int_equal(cfg->store_timeout_ms, 250);
+	config_free(cfg);
+	config_issues_free(&is);
+	memset(&is, 0, sizeof(is));
+	int rc = parse("{'server': {'apiKey': 'k', 'store': 'redis://:pw@10.0.0.5:6380/2', "
+		       "'storePrefix': 'gw1:', 'storeTimeoutMs': 100}, 'apis': [{'id': 'a', "
+		       "'baseUrl': 'http://h', 'models': ['m']}]}",
+		       &cfg, &is);
+#ifdef HAVE_HIREDIS
+	assert_int_equal(rc, 0);
+	assert_string_equal(cfg->store, "redis://:pw@10.0.0.5:6380/2");
+	assert_string_equal(cfg->store_prefix, "gw1:");
+	assert_int_equal(cfg->store_timeout_ms, 100);
+	config_free(cfg);
+#else
+	/* Without Redis support: a clear error, not a 503 on each request. */
+	assert_int_equal(rc, -1);
+	expect_issue(&is, true, "server.store",
+		     "this build has no Redis support: build it with ./configure --with-redis "
+		     "(Debian package libhiredis-dev)");
+#endif
+	config_issues_free(&is);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&is, 0, sizeof(is));
+		cfg = NULL;
+		fmt(buf, sizeof(buf),
+		    "{'server': {'apiKey': 'k', %s}, 'apis': [{'id': 'a', "
+		    "'baseUrl': 'http://h', 'models': ['m']}]}",
+		    cases[i].server);
+		assert_int_equal(parse(buf, &cfg, &is), -1);
+		assert_int_equal(count_errors(&is), 1);
+		expect_issue(&is, true, cases[i].path, cases[i].message);
+		for (size_t k = 0; k < is.n; k++)
+			assert_null(strstr(is.v[k].message, "sekret"));
+		config_issues_free(&is);
+	}
+}
+
 static void
 a_client_key_is_required(void **state)
 {
@@ -1284,6 +1359,7 @@ main(void)
 		cmocka_unit_test(integral_reals_count_as_integers),
 		cmocka_unit_test(rpm_below_minus_one_is_named_by_path),
 		cmocka_unit_test(integer_fields_are_range_checked),
+		cmocka_unit_test(store_fields_are_checked),
 		cmocka_unit_test(a_client_key_is_required),
 		cmocka_unit_test(top_level_needs_server_and_apis),
 		cmocka_unit_test(empty_api_list_loads_with_a_warning),

@@ -1,0 +1,156 @@
+/* The store of store.h: picks the implementation by the address and passes
+ * each call on to it (store_impl.h). */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store_impl.h"
+
+bool
+store_is_redis(const char *address)
+{
+	return address != NULL && (strncasecmp(address, "redis://", 8) == 0 ||
+				   strncasecmp(address, "rediss://", 9) == 0 ||
+				   strncasecmp(address, "unix://", 7) == 0);
+}
+
+/* o with its defaults filled in. */
+static struct store_options
+store_options_of(const struct store_options *o)
+{
+	struct store_options d = {STORE_DEFAULT_PREFIX, STORE_DEFAULT_TIMEOUT_MS, false};
+
+	if (o != NULL) {
+		if (o->prefix != NULL && o->prefix[0] != '\0')
+			d.prefix = o->prefix;
+		if (o->timeout_ms > 0)
+			d.timeout_ms = o->timeout_ms;
+		d.readonly = o->readonly;
+	}
+	return d;
+}
+
+struct store *
+store_open_with(const char *address, const struct store_options *o, char *err, size_t errlen)
+{
+	struct store_options d = store_options_of(o);
+	struct store *st;
+
+	if (address == NULL || address[0] == '\0') {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "state: no store address");
+		return NULL;
+	}
+	if (store_is_redis(address))
+		st = store_redis_open(address, &d, err, errlen);
+	else
+		st = store_gdbm_open(address, d.readonly, err, errlen);
+	if (st == NULL)
+		return NULL;
+	st->address = strdup(address);
+	st->prefix = strdup(d.prefix);
+	st->timeout_ms = d.timeout_ms;
+	st->readonly = d.readonly;
+	if (st->address == NULL || st->prefix == NULL) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "state: out of memory");
+		store_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+struct store *
+store_open(const char *address, char *err, size_t errlen)
+{
+	return store_open_with(address, NULL, err, errlen);
+}
+
+struct store *
+store_open_readonly(const char *address, char *err, size_t errlen)
+{
+	struct store_options o = {NULL, 0, true};
+
+	return store_open_with(address, &o, err, errlen);
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	/* The implementation frees its handle, base included. */
+	char *address = st->address, *prefix = st->prefix;
+	st->ops->close(st);
+	free(address);
+	free(prefix);
+}
+
+const char *
+store_path(const struct store *st)
+{
+	return st->address;
+}
+
+bool
+store_matches(const struct store *st, const char *address, const struct store_options *o)
+{
+	struct store_options d = store_options_of(o);
+
+	if (st == NULL || address == NULL || strcmp(st->address, address) != 0 ||
+	    st->readonly != d.readonly)
+		return false;
+	/* A GDBM file does not care for the Redis options. */
+	if (!store_is_redis(address))
+		return true;
+	return strcmp(st->prefix, d.prefix) == 0 && st->timeout_ms == d.timeout_ms;
+}
+
+const char *
+store_what(const struct store *st)
+{
+	return st->ops->what;
+}
+
+int
+store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+	      store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
+	      size_t errlen)
+{
+	return st->ops->reserve(st, eps, n, now_ms, pick, pick_ctx, res, err, errlen);
+}
+
+int
+store_record(struct store *st, const char *id, const struct store_outcome *o,
+	     const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen)
+{
+	return st->ops->record(st, id, o, cd, now_ms, err, errlen);
+}
+
+int
+store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+	   struct store_usage *out, char *err, size_t errlen)
+{
+	return st->ops->read(st, eps, n, now_ms, out, err, errlen);
+}
+
+int
+store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
+{
+	return st->ops->reset_tokens(st, id, err, errlen);
+}
+
+int
+store_check(struct store *st, char *err, size_t errlen)
+{
+	return st->ops->check(st, err, errlen);
+}
+
+int
+store_sync(struct store *st, char *err, size_t errlen)
+{
+	return st->ops->sync != NULL ? st->ops->sync(st, err, errlen) : 0;
+}

@@ -1,0 +1,46 @@
+/* store_impl: what a store implementation gives the dispatch in store.c.
+ * Only store.c, store_gdbm.c and store_redis.c include it; everything else
+ * sees store.h alone and cannot tell which store runs.
+ *
+ * An implementation's handle starts with a struct store (its base), and its
+ * functions are static but for its open function and its ops table. */
+#ifndef API_TOGETHER_STORE_IMPL_H
+#define API_TOGETHER_STORE_IMPL_H
+
+#include "store.h"
+
+/* The calls of store.h, with the same contracts. */
+struct store_ops {
+	const char *what; /* for log lines: "state file", "Redis store" */
+	void (*close)(struct store *st);
+	int (*reserve)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		       store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
+		       size_t errlen);
+	int (*record)(struct store *st, const char *id, const struct store_outcome *o,
+		      const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen);
+	int (*read)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		    struct store_usage *out, char *err, size_t errlen);
+	int (*reset_tokens)(struct store *st, const char *id, char *err, size_t errlen);
+	int (*check)(struct store *st, char *err, size_t errlen);
+	int (*sync)(struct store *st, char *err, size_t errlen); /* NULL: nothing to do */
+};
+
+struct store {
+	const struct store_ops *ops;
+	/* Set by store.c once the implementation opened: what it was opened
+	 * on, for store_path and store_matches. */
+	char *address;
+	char *prefix;
+	long timeout_ms;
+	bool readonly;
+};
+
+/* Opens the GDBM store at path (store_gdbm.c). */
+struct store *store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen);
+
+/* Opens the Redis store at address (store_redis.c); o is complete (prefix
+ * and timeout set). Connects on the first call, not here. */
+struct store *store_redis_open(const char *address, const struct store_options *o, char *err,
+			       size_t errlen);
+
+#endif
