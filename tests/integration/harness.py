@@ -21,11 +21,15 @@ Python 3 standard library only.
 
 Environment (set by make check; defaults fit a run by hand from the source dir):
 API_TOGETHER_BIN, API_TOGETHER_TESTCLOCK_BIN, API_TOGETHER_SRCDIR, LIGHTTPD,
-APACHE2 (the apache2 / httpd binary), APACHE_MODULES (its modules folder), and
-API_TOGETHER_TEST_SERVER: the server kind of a Gateway that names none
-(default "lighttpd").
+APACHE2 (the apache2 / httpd binary), APACHE_MODULES (its modules folder),
+REDIS_SERVER (the redis-server binary), API_TOGETHER_TEST_SERVER: the server
+kind of a Gateway that names none (default "lighttpd"), and
+API_TOGETHER_TEST_STORE: the store of a Gateway that names none, "gdbm"
+(default: the state file in its directory) or "redis" (a redis-server of its
+own, RedisServer below, handed to the responder as API_TOGETHER_STORE).
 """
 
+import atexit
 import http.client
 import json
 import os
@@ -48,6 +52,10 @@ APACHE2 = (os.environ.get("APACHE2") or shutil.which("apache2") or shutil.which(
 APACHE_MODULES = os.environ.get("APACHE_MODULES") or "/usr/lib/apache2/modules"
 SERVER_KINDS = ("lighttpd", "fcgid", "proxy_fcgi")
 DEFAULT_SERVER = os.environ.get("API_TOGETHER_TEST_SERVER") or "lighttpd"
+REDIS_SERVER = (os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+                or "/usr/bin/redis-server")
+STORE_KINDS = ("gdbm", "redis")
+DEFAULT_STORE = os.environ.get("API_TOGETHER_TEST_STORE") or "gdbm"
 KEEP_TMP = os.environ.get("API_TOGETHER_KEEP_TMP") == "1"
 
 
@@ -57,6 +65,152 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def redis_missing():
+    """None when the tests can start a redis-server, else why not."""
+    if os.access(REDIS_SERVER, os.X_OK):
+        return None
+    return "redis-server not found at %s (Debian package redis-server)" % REDIS_SERVER
+
+
+# Every RedisServer made: ended when the tests end, whatever happened (they
+# run in sessions of their own, so nothing else would end them).
+_REDIS_SERVERS = []
+
+
+@atexit.register
+def _close_redis_servers():
+    for r in _REDIS_SERVERS:
+        r.close()
+
+
+class RedisError(Exception):
+    """An error reply of Redis."""
+
+
+class RedisServer:
+    """A redis-server of the tests' own: on 127.0.0.1, a free port, no
+    persistence (--save ''), in a temporary directory. stop() and start()
+    again keep the port (a restart, empty: nothing was saved); pause() and
+    resume() send SIGSTOP / SIGCONT (a stalled server); command() speaks RESP.
+
+        r = RedisServer().start(); r.url -> "redis://127.0.0.1:PORT"
+    """
+
+    def __init__(self, name="redis"):
+        self.name = name
+        self.dir = None
+        self.port = None
+        self.proc = None
+        _REDIS_SERVERS.append(self)
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "redis.log")
+
+    def start(self, timeout=10):
+        """Starts it (on the same port after a stop) and waits until it answers PING."""
+        missing = redis_missing()
+        if missing:
+            raise RuntimeError(missing)
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="api-together-%s-" % self.name)
+        fixed = self.port is not None
+        for _ in range(3):
+            if not fixed:
+                self.port = free_port()
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+                 "--logfile", self.log_path],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.dir)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if self.command("PING") == "PONG":
+                        return self
+                except (OSError, RedisError):
+                    pass
+                time.sleep(0.02)
+            self.stop()
+            if fixed:
+                break
+        raise RuntimeError("redis-server did not start on port %s:\n%s"
+                           % (self.port, self.log_tail()))
+
+    def stop(self):
+        """Ends it (SIGTERM, SIGKILL after 5 s); the directory and port stay."""
+        if self.proc is None:
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        except OSError:
+            pass
+        self.proc = None
+
+    def close(self):
+        self.stop()
+        if self.dir and not KEEP_TMP:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except (OSError, TypeError):
+            return ""
+
+    def command(self, *args, timeout=3.0):
+        """Sends one command; returns its reply (str, int, list, None), raises
+        RedisError for an error reply and OSError when it cannot be reached."""
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._reply(f)
+
+    def _reply(self, f):
+        line = f.readline()
+        if not line.endswith(b"\r\n"):
+            raise OSError("connection closed by redis-server")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)
+            return data[:-2].decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply(f) for _ in range(n)]
+        raise OSError("not a RESP answer: %r" % line)
 
 
 # Modules each Apache kind loads (mod_unixd, for User/Group, is built in on Debian).
@@ -285,10 +439,18 @@ class Gateway:
     def __init__(self, config, *, max_procs=2, mount="/", binary=None, clock=False,
                  tz=None, name="gw", raw_config=None, extra_env=None, state_bytes=None,
                  fastcgi_options=None, user=None, group=None, state_name="state.db",
-                 server=None, apache_lines=""):
+                 server=None, apache_lines="", store=None, redis=None):
         self.server = server or DEFAULT_SERVER
         if self.server not in SERVER_KINDS:
             raise ValueError("unknown server kind %r" % self.server)
+        # The store: "gdbm" (the state file below) or "redis": the RedisServer
+        # given (shared, e.g. by two hosts; the caller stops it) or one of its
+        # own, started with the gateway and stopped with it.
+        self.store = "redis" if redis is not None else (store or DEFAULT_STORE)
+        if self.store not in STORE_KINDS:
+            raise ValueError("unknown store kind %r" % self.store)
+        self.redis = redis
+        self.own_redis = False
         self.config = config
         self.raw_config = raw_config
         self.max_procs = max_procs
@@ -399,6 +561,8 @@ class Gateway:
             env["API_TOGETHER_TEST_CLOCK_FILE"] = self.path("clock")
         if self.tz:
             env["TZ"] = self.tz
+        if self.store == "redis" and self.redis is not None:
+            env["API_TOGETHER_STORE"] = self.redis.url
         # A sanitizer build's settings (make sanitizer-check): mod_fcgid passes on no others.
         env.update({k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
         env.update(self.extra_env)
@@ -523,6 +687,9 @@ Include "{dir}/snippet.conf"
         missing = server_missing(self.server)
         if missing:
             raise RuntimeError(missing)
+        if self.store == "redis" and self.redis is None:
+            self.redis = RedisServer("redis-%s" % self.name).start()
+            self.own_redis = True
         if self.dir is None:
             self.dir = tempfile.mkdtemp(prefix="api-together-it-%s-" % self.name)
             os.mkdir(self.path("docroot"))
@@ -697,6 +864,8 @@ Include "{dir}/snippet.conf"
         responder processes left, then kill them. keep=True keeps the directory
         for another start()."""
         if self.proc is None and self.listener is None:
+            if not keep:
+                self._close_own_redis()
             return
         for p in (self.proc, self.listener):
             if p is not None and p.poll() is None:
@@ -716,8 +885,16 @@ Include "{dir}/snippet.conf"
         self._kill_all()
         self.proc = None
         self.listener = None
+        if not keep:
+            self._close_own_redis()
         if not keep and not KEEP_TMP and self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _close_own_redis(self):
+        if self.own_redis and self.redis is not None:
+            self.redis.close()
+            self.redis = None
+            self.own_redis = False
 
     def _kill_all(self):
         for p in (self.proc, self.listener):

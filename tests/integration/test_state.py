@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Integration tests of the shared state (SPEC section 7, issue 3 "Shared state in
-GDBM"): the built responder behind a real web server, against mock upstreams on
-loopback. API_TOGETHER_TEST_SERVER picks the server as for test_http.py:
-lighttpd (default; max-procs 4), fcgid (Apache + mod_fcgid, up to 4 processes of
-one thread each) or proxy_fcgi (Apache + mod_proxy_fcgi in front of one
-api-together --listen process with its threads); test_state_fcgid.py and
-test_state_proxy_fcgi.py only set it and call main() here.
+GDBM", issue 7 "a Redis store beside GDBM"): the built responder behind a real
+web server, against mock upstreams on loopback. API_TOGETHER_TEST_SERVER picks the
+server as for test_http.py: lighttpd (default; max-procs 4), fcgid (Apache +
+mod_fcgid, up to 4 processes of one thread each) or proxy_fcgi (Apache +
+mod_proxy_fcgi in front of one api-together --listen process with its threads);
+test_state_fcgid.py and test_state_proxy_fcgi.py only set it and call main()
+here. API_TOGETHER_TEST_STORE picks the store: gdbm (default) or redis (each
+gateway gets a redis-server of its own, the harness's RedisServer, named by
+API_TOGETHER_STORE); test_state_redis.py only sets it. The cases about the GDBM
+file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
+(S09, S10) with GDBM.
 
     S01 exact RPM / RPD limits with 30 requests fired at once
     S02 the RPM window slides (test-clock build)
@@ -18,11 +23,16 @@ test_state_proxy_fcgi.py only set it and call main() here.
         Restart= would)
     S07 broken state files: clear log line, 503 answers, service back once repaired
     S08 token totals of JSON and streamed answers add up
+    S09 Redis stopped, started again, stalled: 503 with a log line naming it,
+        nothing forwarded, service back within about a second (Redis only)
+    S10 two hosts (two web servers, separate configs, no shared file), one
+        Redis: one set of limits (Redis only)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
 
-    [API_TOGETHER_TEST_SERVER=fcgid] python3 tests/integration/test_state.py [-v] [S02Window.test_name ...]
+    [API_TOGETHER_TEST_SERVER=fcgid] [API_TOGETHER_TEST_STORE=redis] \
+        python3 tests/integration/test_state.py [-v] [S02Window.test_name ...]
 """
 
 import collections
@@ -61,6 +71,20 @@ except Exception:  # no zoneinfo module or no tzdata: the same zone, POSIX style
 PROCS = 4
 CHAT = "/v1/chat/completions"
 LOG_PID_RE = re.compile(r"api-together\[(\d+)\]")
+# The store of this run (every Gateway that names none gets it).
+STORE = harness.DEFAULT_STORE
+# What the responder's log lines call it.
+STORE_WORDS = ("state file", "Redis store")
+
+
+def only_store(store, reason):
+    """Class or method decorator: runs with that store only; with the other
+    each case is reported "ok N - name # SKIP reason" (TAP, counted as passing)."""
+    def deco(obj):
+        if STORE == store:
+            return obj
+        return unittest.skip("%s store only: %s" % (store, reason))(obj)
+    return deco
 
 
 def seconds_to_local_midnight(clock_offset=0.0):
@@ -170,9 +194,11 @@ def proc_uid(pid):
 
 
 def cli_status(gw):
-    """api-together --status on the gateway's config and state file."""
+    """api-together --status on the gateway's config and state file (or Redis)."""
     env = dict(os.environ, API_TOGETHER_CONFIG=gw.config_path, API_TOGETHER_STATE=gw.state_path,
                TZ=TZ_NAME)
+    env.pop("API_TOGETHER_STORE", None)
+    env.update({k: v for k, v in gw.responder_env().items() if k == "API_TOGETHER_STORE"})
     return subprocess.run([gw.binary, "--status"], env=env, capture_output=True, text=True,
                           timeout=20)
 
@@ -531,6 +557,8 @@ class S05Restart(OwnGatewayBase):
         self.assertEqual(bad.count(), 3)
 
 
+    @only_store("gdbm", "the live copy in the lock file and the GDBM file it syncs to; "
+                "Redis keeps its data itself")
     def test_file_alone_has_the_counts_within_two_seconds(self):
         """The GDBM store's steps go to a live copy in the lock file, trusted only
         within one boot; the state file gets it within a second (README: what a
@@ -702,8 +730,8 @@ class S06Kill9(OwnGatewayBase):
         row = cli_row(cli.stdout, L)
         self.assertIsNotNone(row, cli.stdout)
         self.assertEqual(row[3], "%d/%d" % (self.RPD, self.RPD), cli.stdout)
-        errs = [l for l in gw.log_since(0).splitlines() if "state file" in l]
-        self.assertFalse(errs, "state file errors after kills:\n" + "\n".join(errs[:10]))
+        errs = [l for l in gw.log_since(0).splitlines() if any(w in l for w in STORE_WORDS)]
+        self.assertFalse(errs, "state store errors after kills:\n" + "\n".join(errs[:10]))
 
 
 # ---------------------------------------------------------------------------
@@ -716,6 +744,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@only_store("gdbm", "broken state files and the lock file; S09 has the Redis faults")
 class S07BrokenState(StateBase):
     """Each broken state file: a clear log line naming it, 503 for proxied requests
     and /health, nothing forwarded, no crash; repaired, service resumes without a
@@ -1000,11 +1029,173 @@ class S08Tokens(StateBase):
         self.assertEqual(st["usage"]["rpd"], 12, st)
 
 
+# ---------------------------------------------------------------------------
+@only_store("redis", "faults of a Redis server; S07 has the GDBM file's")
+class S09RedisFaults(OwnGatewayBase):
+    """Redis stopped or stalled mid-run: 503 answers within the timeout, a log line
+    naming Redis, nothing forwarded unchecked, no crash; service back within about
+    a second of Redis answering again (issue 7, point 3)."""
+
+    def fault_lines(self, gw, offset, needle):
+        lines = [l for l in self.log_lines(offset, gw) if re.search(r"\berror\b", l)
+                 and "Redis store" in l and needle in l]
+        self.assertTrue(lines, "no error line naming the Redis store (%r) in the log:\n%s"
+                        % (needle, "\n".join(self.log_lines(offset, gw)[-15:])))
+        return lines
+
+    def back_after(self, model, limit=5.0):
+        """Seconds from now until a request gets 200 (polled every 50 ms)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            r = self.chat_post(model, timeout=10)
+            if r.status == 200:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        self.fail("no 200 within %.0f s of Redis answering again; last: %s" % (limit, r))
+
+    def test_a_redis_stopped_then_started(self):
+        up = self.mock("rstop")
+        aid = "redis-stop-ep"
+        gw = self.start_gateway([self.api(aid, up.url, ["m-rstop"], rpm=100)], "redis-stop")
+        self.assertCounts(statuses(self.burst(4, "m-rstop")), {200: 4}, "Redis up")
+        pids = sorted(responder_processes(gw))
+        offset = gw.log_size()
+        gw.redis.stop()
+        res = fire_at_once(6, lambda i: self.chat_post("m-rstop"))
+        for r in res:
+            self.assertTrue(hasattr(r, "status"), repr(r))
+            self.assertError(r, 503, "server_error", "state_unavailable")
+        slowest = max(r.elapsed for r in res)
+        h = gw.request("GET", "/health")
+        self.assertStatus(h, 503)
+        self.assertEqual(h.json().get("status"), "error", self.diag(h))
+        self.assertEqual(h.json().get("reason"), "Redis store cannot be used", self.diag(h))
+        self.assertEqual(up.count(), 4, "forwarded while Redis was down")
+        lines = self.fault_lines(gw, offset, "redis 127.0.0.1:%d" % gw.redis.port)
+        note("Redis stopped: 6 answers 503 in at most %.0f ms; %s"
+             % (slowest * 1000, lines[-1].split(": ", 1)[-1]))
+        gw.redis.start()
+        back = self.back_after("m-rstop")
+        note("Redis started again on the same port: first 200 after %.0f ms" % (back * 1000))
+        self.assertLess(back, 1.5, "service not back within about a second of Redis")
+        self.assertCounts(statuses(self.burst(8, "m-rstop")), {200: 8}, "after the restart")
+        self.assertStatus(gw.request("GET", "/health"), 200)
+        self.assertEqual(up.count(), 4 + 1 + 8)
+        gone = sorted(set(pids) - set(responder_processes(gw)))
+        self.assertEqual(gone, [], "responder processes gone (a crash?)")
+
+    def test_b_redis_paused(self):
+        """SIGSTOP: every answer within storeTimeoutMs (300 here) plus the
+        gateway's own time, and 503; what timed out counted nothing."""
+        up = self.mock("rpause")
+        aid = "redis-pause-ep"
+        gw = self.start_gateway([self.api(aid, up.url, ["m-rpause"], rpm=6)], "redis-pause",
+                                storeTimeoutMs=300)
+        self.assertEqual(statuses(self.seq(2, "m-rpause")), [200, 200])
+        pids = sorted(responder_processes(gw))
+        offset = gw.log_size()
+        gw.redis.pause()
+        try:
+            t0 = time.monotonic()
+            res = fire_at_once(6, lambda i: self.chat_post("m-rpause", timeout=20))
+            h = gw.request("GET", "/health", timeout=20)
+            took = time.monotonic() - t0
+        finally:
+            gw.redis.resume()
+        for r in res:
+            self.assertTrue(hasattr(r, "status"), repr(r))
+            self.assertError(r, 503, "server_error", "state_unavailable")
+        slowest = max(r.elapsed for r in res)
+        self.assertStatus(h, 503)
+        self.assertLess(slowest, 1.0, "answers not bounded by storeTimeoutMs (300 ms)")
+        self.assertLess(h.elapsed, 1.0, "/health not bounded by storeTimeoutMs (300 ms)")
+        self.assertEqual(up.count(), 2, "forwarded while Redis was stalled")
+        lines = self.fault_lines(gw, offset, "no answer within 300 ms")
+        note("Redis stalled (SIGSTOP): 6 answers 503 in %.0f-%.0f ms, /health %.0f ms "
+             "(%.1f s in all); %s" % (min(r.elapsed for r in res) * 1000, slowest * 1000,
+                                     h.elapsed * 1000, took, lines[-1].split(": ", 1)[-1]))
+        back = self.back_after("m-rpause")
+        note("Redis resumed (SIGCONT): first 200 after %.0f ms" % (back * 1000))
+        self.assertLess(back, 1.5, "service not back within about a second of Redis")
+        # 3 of the minute's 6 are used: the stalled attempts counted nothing
+        self.assertEqual(statuses(self.seq(4, "m-rpause")), [200, 200, 200, 429])
+        self.assertEqual(up.count(), 6)
+        gone = sorted(set(pids) - set(responder_processes(gw)))
+        self.assertEqual(gone, [], "responder processes gone (a crash?)")
+
+    def seq(self, n, model):
+        return [self.chat_post(model) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------
+@only_store("redis", "several hosts share one Redis")
+class S10TwoHosts(OwnGatewayBase):
+    """Two web servers with their responders, as two hosts behind a load
+    balancer: separate directories, configs and state files, nothing shared
+    but one Redis. The limit holds for both together (issue 7)."""
+
+    def setUp(self):
+        super().setUp()
+        self.hosts = []
+        self.shared = None
+
+    def tearDown(self):
+        for h in self.hosts:
+            h.stop()
+        if self.shared is not None:
+            self.shared.close()
+        super().tearDown()
+
+    def test_two_hosts_rpm7_30_at_once(self):
+        self.shared = harness.RedisServer("two-hosts").start()
+        up = self.mock("two")
+        aid = "two-hosts-ep"
+        apis = [self.api(aid, up.url, ["m-two"], rpm=7)]
+        # Host A is told by API_TOGETHER_STORE, host B by server.store in its
+        # config (the harness sets no variable for a "gdbm" gateway).
+        a = Gateway({"server": default_server(), "apis": apis}, name="host-a",
+                    max_procs=PROCS, tz=TZ_NAME, redis=self.shared)
+        self.hosts.append(a.start())
+        b = Gateway({"server": default_server(store=self.shared.url), "apis": apis},
+                    name="host-b", max_procs=PROCS, tz=TZ_NAME, store="gdbm")
+        self.hosts.append(b.start())
+        self.assertNotIn("API_TOGETHER_STORE", b.responder_env())
+        self.assertNotEqual(a.dir, b.dir)
+        self.assertFalse(os.path.commonpath([a.dir, b.dir]) in (a.dir, b.dir))
+
+        def one(i):
+            return (a if i % 2 else b).request("POST", CHAT, body=chat("m-two"), key=CLIENT_KEY)
+
+        res = fire_at_once(30, one)
+        sts = statuses(res)
+        self.assertCounts(sts, {200: 7, 429: 23}, "rpm 7, 30 requests at once over two hosts")
+        self.assertEqual(up.count(), 7, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+                self.assertRetryAfter(r, 1, 60)
+        ok_a = sum(1 for i, r in enumerate(res) if i % 2 and r.status == 200)
+        note("two hosts, one Redis: 30 requests (15 each) -> 7 reached the upstream "
+             "(%d via host A, %d via host B), 23 answered 429" % (ok_a, 7 - ok_a))
+        for gw in (a, b):
+            st = self.status_entry(aid, gw)
+            self.assertEqual((st["usage"]["rpm"], st["usage"]["rpd"]), (7, 7), st)
+        cli = cli_status(b)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        row = cli_row(cli.stdout, aid)
+        self.assertIsNotNone(row, cli.stdout)
+        self.assertEqual(row[2], "7/7", cli.stdout)
+        # neither host wrote a state file: the counts are in Redis only
+        for gw in (a, b):
+            self.assertFalse(os.path.exists(gw.state_path), gw.state_path)
+
+
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S05Restart, S06Kill9,
-         S07BrokenState, S08Tokens]
+         S07BrokenState, S08Tokens, S09RedisFaults, S10TwoHosts]
 
 
 def main(argv):
+    print("# store: %s" % STORE)
     return th.run_tap(argv, sys.modules[__name__], ORDER)
 
 
