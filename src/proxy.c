@@ -39,6 +39,35 @@ proxy_log(const struct request *r, const char *model, const struct proxy_trace *
 }
 
 /* One attempt at api: the body with the model it knows, then the transfer. */
+/* Records what one attempt came to, once. */
+struct proxy_recorder {
+	struct store *st;
+	const char *id;
+	const struct store_cooldown *cd;
+	bool done;
+};
+
+static void
+proxy_record_outcome(void *ctx, const struct upstream_call *call)
+{
+	struct proxy_recorder *rec = ctx;
+	struct store_outcome o = {
+		.success = !call->failure,
+		.served = !call->failure && call->status >= 200 && call->status < 300,
+		.has_usage = call->usage.found,
+		.prompt_tokens = call->usage.prompt,
+		.completion_tokens = call->usage.completion,
+		.total_tokens = call->usage.total,
+	};
+	char err[256];
+
+	if (rec->done)
+		return;
+	rec->done = true;
+	if (store_record(rec->st, rec->id, &o, rec->cd, clock_now_ms(), err, sizeof(err)) != 0)
+		log_error("%s cannot be written: %s", store_what(rec->st), err);
+}
+
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
 	      const struct body_info *info, struct worker *w, struct upstream_call *call)
@@ -200,15 +229,10 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		tried[ci] = true;
 		trace.attempts++;
 
+		struct proxy_recorder rec = {st, api->id, &cd, false};
+		call.on_outcome = proxy_record_outcome;
+		call.on_outcome_ctx = &rec;
 		enum upstream_result ur = proxy_attempt(r, cfg, api, &info, w, &call);
-		struct store_outcome o = {
-			.success = !call.failure,
-			.served = !call.failure && call.status >= 200 && call.status < 300,
-			.has_usage = call.usage.found,
-			.prompt_tokens = call.usage.prompt,
-			.completion_tokens = call.usage.completion,
-			.total_tokens = call.usage.total,
-		};
 		/* The gateway's own failure is no endpoint's: nothing to record,
 		 * and no other endpoint would fare better. */
 		if (call.local_error) {
@@ -218,9 +242,8 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 						"The request cannot be forwarded.", 0, cfg->cors);
 			goto done;
 		}
-		if (ur != UPSTREAM_CLIENT_GONE &&
-		    store_record(st, api->id, &o, &cd, clock_now_ms(), err, sizeof(err)) != 0)
-			log_error("%s cannot be written: %s", store_what(st), err);
+		if (ur != UPSTREAM_CLIENT_GONE && !rec.done)
+			proxy_record_outcome(&rec, &call);
 		char what[64];
 		if (ur == UPSTREAM_NO_ANSWER) {
 			snprintf(what, sizeof(what), "error");

@@ -572,6 +572,8 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		 * keys masked. */
 		upstream_mask(x->head, x->head_len, call);
 		upstream_mask(x->buf, x->len, call);
+		if (call->on_outcome != NULL)
+			call->on_outcome(call->on_outcome_ctx, call);
 		upstream_commit(x, (long)x->len);
 		upstream_to_client(x, x->buf, x->len, true);
 		return UPSTREAM_SENT;
@@ -588,6 +590,8 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 			upstream_release(x, true);
 			return UPSTREAM_SENT;
 		}
+		if (call->on_outcome != NULL)
+			call->on_outcome(call->on_outcome_ctx, call);
 		upstream_commit(x, (long)x->len);
 		upstream_to_client(x, x->buf, x->len, true);
 		return UPSTREAM_SENT;
