@@ -568,6 +568,10 @@ class S05Restart(OwnGatewayBase):
         a = "sync-ok"
         gw = self.start_gateway([self.api(a, ok.url, ["m-ok"], rpd=9, rpm=50)], "sync")
         self.assertCounts(statuses(self.burst(5, "m-ok")), {200: 5}, "json answers")
+        # A client can have its answer before the responder recorded its usage
+        # (seen under load): wait for all five, as test_usage_survives_restart does.
+        self.assertTrue(self.wait_for(lambda: self.status_entry(a)["tokens"]["total"] == 90),
+                        self.status_entry(a))
         before = self.status_entry(a)
         self.assertEqual(before["usage"], {"rpm": 5, "rpd": 5}, before)
         time.sleep(2.2)
