@@ -1948,14 +1948,16 @@ test_redis_stalled_server_bounded_by_timeout(void **state)
 	assert_int_equal(store_reserve(st, &ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)),
 			 -1);
 	int64_t took = mono_ms() - t0;
-	assert_true(took >= 150 && took < 600);
+	/* The timeout, plus what a loaded machine (valgrind, the sanitizer
+	 * run beside other tests) adds; a wait without bound would hang. */
+	assert_true(took >= 150 && took < 1000);
 	assert_non_null(strstr(err, "no answer within 200 ms"));
 	/* A new connection: connect succeeds (the kernel accepts), the command
 	 * waits, as long. */
 	t0 = mono_ms();
 	assert_int_equal(store_check(st, err, sizeof(err)), -1);
 	took = mono_ms() - t0;
-	assert_true(took >= 150 && took < 600);
+	assert_true(took >= 150 && took < 1000);
 	assert_int_equal(kill(redis.pid, SIGCONT), 0);
 	expect_reserved(st, &ep, 1, T0, 0);
 	assert_int_equal(read_one(st, &ep, T0).rpd_used, 2);
