@@ -160,10 +160,11 @@ done:
 /* The worker threads of this process. A thread serves one request at a
  * time, a stream for as long as it lasts, so a process needs as many as it
  * has requests in flight: they start as they are needed, up to max, and stay.
- * Each one that has served costs some 70 kB (stack pages, its libcurl handle
- * and connection), so starting all of max up front would cost that for
- * threads a small site never uses. */
+ * Each one that has served costs its stack pages and a share of the heap,
+ * so starting all of max up front would cost that for threads a small site
+ * never uses. */
 struct main_pool {
+	struct curl_shelf curls;
 	atomic_long idle;    /* threads waiting in accept */
 	atomic_long started; /* threads started (or being started) */
 	long max;
@@ -205,23 +206,28 @@ main_spawn(struct main_pool *pool)
 	pthread_detach(t);
 }
 
+/* A request of this process turned out long (a stream, a slow upstream):
+ * when no thread waits in accept, the next request would wait for one of
+ * the long ones to end, so one more starts. */
+static void
+main_long_request(void *arg)
+{
+	struct main_pool *pool = arg;
+
+	if (atomic_load(&pool->idle) == 0)
+		main_spawn(pool);
+}
+
 static void *
 main_worker(void *arg)
 {
 	struct main_pool *pool = arg;
-	struct worker w = {0};
+	struct worker w = {.curls = &pool->curls, .long_request = main_long_request, .pool = pool};
 	FCGX_Request f;
 
-	w.curl = curl_easy_init();
-	if (w.curl == NULL) {
-		log_error("libcurl cannot start a handle; worker thread stops");
-		atomic_fetch_sub(&pool->started, 1);
-		return NULL;
-	}
 	route_seed(&w.rng);
 	if (FCGX_InitRequest(&f, main_listen_fd, 0) != 0) {
 		log_error("FCGX_InitRequest failed; worker thread stops");
-		curl_easy_cleanup(w.curl);
 		atomic_fetch_sub(&pool->started, 1);
 		return NULL;
 	}
@@ -246,14 +252,15 @@ main_worker(void *arg)
 		}
 		/* The last idle thread took this one, and the next is already
 		 * waiting: start another thread to take it. A thread for every
-		 * momentary peak would cost memory for nothing; a connection
-		 * waiting in the listen queue is demand. */
+		 * momentary peak of short requests would cost memory for
+		 * nothing; a connection waiting in the listen queue is demand.
+		 * Long requests see to a spare thread themselves
+		 * (main_long_request). */
 		if (idle_before == 1 && main_pending())
 			main_spawn(pool);
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
 	}
-	curl_easy_cleanup(w.curl);
 	store_close(w.store);
 	return NULL;
 }
@@ -482,7 +489,7 @@ main_serve_forever(const char *listen_addr)
 	}
 	/* Threads sit mostly in libcurl and libfcgi: a small stack is plenty,
 	 * and many threads stay cheap. jansson's parser recurses to 2048 levels. */
-	static struct main_pool pool;
+	static struct main_pool pool = {.curls = CURL_SHELF_INIT};
 	pool.max = n;
 	pthread_attr_init(&pool.attr);
 	pthread_attr_setstacksize(&pool.attr, 1024 * 1024);

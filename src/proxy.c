@@ -116,7 +116,13 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	call->stream = info->stream;
 	call->cors = cfg->cors;
 	call->client = r->fcgi;
-	res = upstream_forward(w->curl, call);
+	CURL *curl = curl_shelf_take(w->curls);
+	if (curl == NULL) {
+		snprintf(call->error, sizeof(call->error), "libcurl cannot start a handle");
+		goto out;
+	}
+	res = upstream_forward(curl, call);
+	curl_shelf_put(w->curls, curl);
 out:
 	if (res == UPSTREAM_NO_ANSWER && call->status == 0 && !call->failure)
 		call->local_error = true;
@@ -231,6 +237,8 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 
 		struct proxy_recorder rec = {st, api->id, &cd, false};
 		call.on_outcome = proxy_record_outcome;
+		call.on_long = w->long_request;
+		call.on_long_ctx = w->pool;
 		call.on_outcome_ctx = &rec;
 		enum upstream_result ur = proxy_attempt(r, cfg, api, &info, w, &call);
 		/* The gateway's own failure is no endpoint's: nothing to record,

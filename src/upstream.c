@@ -13,6 +13,8 @@
  * and how much of a failed answer is kept for the client. */
 #define UPSTREAM_BUFFER_MAX (1024 * 1024)
 #define UPSTREAM_POLL_S 0.05
+/* A transfer this long is a long request for the thread pool (on_long). */
+#define UPSTREAM_LONG_S 0.05
 /* Longest header line sent upstream ("Name: value"). */
 #define UPSTREAM_HEADER_MAX 8192
 
@@ -212,6 +214,8 @@ struct upstream_xfer {
 	curl_off_t seen_dl, seen_ul;
 	struct timespec active;
 	struct timespec polled; /* when the client was last looked at */
+	struct timespec started;
+	bool long_told; /* on_long was called */
 };
 
 static int
@@ -468,6 +472,11 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 	 * a dozen system calls for a short answer, so the client is looked at
 	 * every UPSTREAM_POLL_S only, which still stops a transfer well within
 	 * a second of its client leaving. */
+	if (!x->long_told && x->call->on_long != NULL &&
+	    upstream_since(&x->started) >= UPSTREAM_LONG_S) {
+		x->long_told = true;
+		x->call->on_long(x->call->on_long_ctx);
+	}
 	if (p.fd >= 0 && upstream_since(&x->polled) >= UPSTREAM_POLL_S) {
 		clock_gettime(CLOCK_MONOTONIC, &x->polled);
 		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
@@ -619,7 +628,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	call->error[0] = '\0';
 	x.sse = sse_parser_new();
 	clock_gettime(CLOCK_MONOTONIC, &x.active);
-	x.polled = x.active;
+	x.polled = x.started = x.active;
 
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_URL, call->url);

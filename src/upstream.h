@@ -80,6 +80,10 @@ struct upstream_call {
 	 * sends the next request at once. May be NULL. */
 	void (*on_outcome)(void *ctx, const struct upstream_call *call);
 	void *on_outcome_ctx;
+	/* Called once when the transfer has lasted 50 ms (a stream, a
+	 * slow upstream). May be NULL. */
+	void (*on_long)(void *ctx);
+	void *on_long_ctx;
 	/* Out. */
 	long status;        /* 0 when no status line arrived */
 	bool failure;       /* counts against the endpoint */
