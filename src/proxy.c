@@ -44,8 +44,18 @@ struct proxy_recorder {
 	struct store *st;
 	const char *id;
 	const struct store_cooldown *cd;
+	bool retry;  /* not the request's first attempt */
+	bool stream; /* the client asked for a stream: its first byte is timed */
 	bool done;
 };
+
+static enum store_class
+proxy_class(long status)
+{
+	if (status < 100 || status > 599)
+		return STORE_CLASS_NONE;
+	return (enum store_class)(STORE_CLASS_1XX + (status / 100 - 1));
+}
 
 static void
 proxy_record_outcome(void *ctx, const struct upstream_call *call)
@@ -58,6 +68,10 @@ proxy_record_outcome(void *ctx, const struct upstream_call *call)
 		.prompt_tokens = call->usage.prompt,
 		.completion_tokens = call->usage.completion,
 		.total_tokens = call->usage.total,
+		.code_class = proxy_class(call->status),
+		.retry = rec->retry,
+		.latency_ms = call->total_ms,
+		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
 	char err[256];
 
@@ -235,7 +249,11 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		tried[ci] = true;
 		trace.attempts++;
 
-		struct proxy_recorder rec = {st, api->id, &cd, false};
+		struct proxy_recorder rec = {.st = st,
+					     .id = api->id,
+					     .cd = &cd,
+					     .retry = trace.attempts > 1,
+					     .stream = info.stream};
 		call.on_outcome = proxy_record_outcome;
 		call.on_long = w->long_request;
 		call.on_long_ctx = w->pool;

@@ -9,6 +9,31 @@
 
 #include "store_impl.h"
 
+const long store_hist_bounds_ms[STORE_HIST_N] = {50,   100,   250,   500,   1000,   2500,
+						 5000, 10000, 30000, 60000, 120000, 300000};
+
+size_t
+store_hist_index(int64_t ms)
+{
+	size_t i = 0;
+
+	while (i < STORE_HIST_N && ms > store_hist_bounds_ms[i])
+		i++;
+	return i;
+}
+
+void
+store_hist_add(struct store_hist *h, int64_t ms)
+{
+	if (ms < 0)
+		return;
+	size_t i = store_hist_index(ms);
+	if (i < STORE_HIST_N)
+		h->bucket[i]++;
+	h->count++;
+	h->sum_ms += ms;
+}
+
 bool
 store_is_redis(const char *address)
 {
@@ -135,6 +160,23 @@ store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t
 	   struct store_usage *out, char *err, size_t errlen)
 {
 	return st->ops->read(st, eps, n, now_ms, out, err, errlen);
+}
+
+int
+store_count(struct store *st, enum store_reject reason, char *err, size_t errlen)
+{
+	if ((unsigned)reason >= STORE_REJECT_N) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "state: no such refusal");
+		return -1;
+	}
+	return st->ops->count(st, reason, err, errlen);
+}
+
+int
+store_read_rejects(struct store *st, long long *out, char *err, size_t errlen)
+{
+	return st->ops->read_rejects(st, out, err, errlen);
 }
 
 int

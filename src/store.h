@@ -41,6 +41,24 @@ struct store_reservation {
 	long retry_after_s; /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
 };
 
+/* The latency histograms' buckets: their upper bounds in ms, 50 ms to
+ * 300 s (beyond the last, +Inf, is the count). Fixed: the stored record
+ * holds a count per bucket. */
+#define STORE_HIST_N 12
+extern const long store_hist_bounds_ms[STORE_HIST_N];
+
+/* An attempt's answer by status class: STORE_CLASS_NONE when no HTTP answer
+ * came (refused, timed out, cut short before the status line). */
+enum store_class {
+	STORE_CLASS_NONE,
+	STORE_CLASS_1XX,
+	STORE_CLASS_2XX,
+	STORE_CLASS_3XX,
+	STORE_CLASS_4XX,
+	STORE_CLASS_5XX,
+	STORE_CLASS_N
+};
+
 /* What one attempt came to. */
 struct store_outcome {
 	bool success; /* the endpoint answered usably: clears the failure run */
@@ -49,6 +67,28 @@ struct store_outcome {
 	long long prompt_tokens;
 	long long completion_tokens;
 	long long total_tokens;
+	/* For the metrics. */
+	enum store_class code_class;
+	bool retry;         /* not the request's first attempt */
+	int64_t latency_ms; /* start of the attempt to the answer's last byte; < 0 none */
+	int64_t ttfb_ms;    /* a stream's start to its first byte (status line); < 0 none */
+};
+
+/* Why the gateway refused a request itself, before or without an attempt. */
+enum store_reject {
+	STORE_REJECT_AUTH,       /* no or a wrong key: 401 */
+	STORE_REJECT_BAD_INPUT,  /* a body or model it cannot forward: 4xx */
+	STORE_REJECT_RATE_LIMIT, /* every candidate at its RPM/RPD limit: 429 */
+	STORE_REJECT_COOLDOWN,   /* every candidate cooling down: 503 */
+	STORE_REJECT_N
+};
+
+/* One latency histogram: counts per bucket (not cumulative; beyond the last
+ * bound only in count), their sum in ms. */
+struct store_hist {
+	long long bucket[STORE_HIST_N];
+	long long count;
+	long long sum_ms;
 };
 
 struct store_cooldown {
@@ -68,6 +108,11 @@ struct store_usage {
 	long long requests; /* attempts whose 2xx answer went to the client */
 	int64_t last_used;  /* ms of the last such answer; 0 never */
 	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
+	/* Counters for the metrics; never reset (store_reset_tokens keeps them). */
+	long long attempts;               /* reserved */
+	long long retries;                /* recorded with retry set */
+	long long answers[STORE_CLASS_N]; /* recorded, by class */
+	struct store_hist latency, ttfb;
 };
 
 /* How a Redis store is reached beyond its address; the GDBM store has no use
@@ -135,6 +180,14 @@ int store_record(struct store *st, const char *id, const struct store_outcome *o
 /* Reads the state of n endpoints into out[0..n-1]. Returns 0, or -1 with err. */
 int store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 	       struct store_usage *out, char *err, size_t errlen);
+
+/* Counts a request the gateway refused itself for reason (a step of its
+ * own: only refusals pay for it). Returns 0, or -1 with err. */
+int store_count(struct store *st, enum store_reject reason, char *err, size_t errlen);
+
+/* Reads the refusal counts into out[0..STORE_REJECT_N-1]. Returns 0, or -1
+ * with err. */
+int store_read_rejects(struct store *st, long long *out, char *err, size_t errlen);
 
 /* Zeroes the token totals, request counts and last_used of endpoint id, or
  * of every endpoint when id is NULL; attempt counters stay. Returns 0, or -1

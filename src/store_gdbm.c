@@ -36,7 +36,13 @@
 #include "store_live.h"
 
 #define STORE_MAGIC 0x41544732u /* "ATG2" */
-#define STORE_VERSION 2u
+/* 3 added the metrics' counters (store_ent_metrics, the refusals); a copy
+ * of version 2 is still read, its new counters at 0. */
+#define STORE_VERSION 3u
+#define STORE_VERSION_V2 2u
+/* Refusal counters on disk: room for reasons yet to come. */
+#define STORE_REJECTS_DISK 8
+_Static_assert(STORE_REJECT_N <= STORE_REJECTS_DISK, "refusals outgrew their room on disk");
 #define STORE_WINDOW_MS 60000
 /* One more second than the window, so a bucket sum always covers it. */
 #define STORE_BUCKETS 61
@@ -88,8 +94,22 @@ struct store_ent_disk {
 	struct store_bucket buckets[STORE_BUCKETS];
 };
 
+/* An endpoint's counters for the metrics (version 3 on): on disk right
+ * after its store_ent_disk. */
+struct store_ent_metrics {
+	int64_t retries;
+	int64_t answers[STORE_CLASS_N];
+	int64_t lat[STORE_HIST_N];
+	int64_t lat_count;
+	int64_t lat_sum_ms;
+	int64_t ttfb[STORE_HIST_N];
+	int64_t ttfb_count;
+	int64_t ttfb_sum_ms;
+};
+
 struct store_ent {
 	struct store_ent_disk d;
+	struct store_ent_metrics m;
 	char *id;
 	uint32_t *ring;
 };
@@ -107,6 +127,7 @@ struct store_state {
 	uint64_t seq;
 	size_t n, cap;
 	struct store_ent *e;
+	int64_t rejects[STORE_REJECTS_DISK]; /* on disk after the entries */
 };
 
 static void
@@ -147,14 +168,16 @@ store_copy_ok(const char *p, size_t len, uint64_t *seq)
 		return -1;
 	memcpy(&h, p, sizeof(h));
 	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
-	if (h.magic != STORE_MAGIC || h.version != STORE_VERSION || h.size != len ||
+	if (h.magic != STORE_MAGIC ||
+	    (h.version != STORE_VERSION && h.version != STORE_VERSION_V2) || h.size != len ||
 	    tail != h.seq || h.n > 1000000)
 		return -1;
 	*seq = h.seq;
 	return 1;
 }
 
-/* Reads a copy that store_copy_ok accepted; -1 when its insides are not
+/* Reads a copy that store_copy_ok accepted (of either version: one of
+ * version 2 has no metrics, which start at 0); -1 when its insides are not
  * consistent or memory runs out. */
 static int
 store_decode(const char *p, size_t len, struct store_state *out)
@@ -164,6 +187,7 @@ store_decode(const char *p, size_t len, struct store_state *out)
 
 	memset(out, 0, sizeof(*out));
 	memcpy(&h, p, sizeof(h));
+	bool v3 = h.version == STORE_VERSION;
 	out->seq = h.seq;
 	out->e = calloc(h.n + 1, sizeof(*out->e));
 	if (out->e == NULL)
@@ -176,6 +200,12 @@ store_decode(const char *p, size_t len, struct store_state *out)
 		memcpy(&e->d, p + off, sizeof(e->d));
 		off += sizeof(e->d);
 		out->n++;
+		if (v3) {
+			if (off + sizeof(e->m) > end)
+				goto bad;
+			memcpy(&e->m, p + off, sizeof(e->m));
+			off += sizeof(e->m);
+		}
 		size_t idl = store_pad8(e->d.id_len), rl = store_pad8((size_t)e->d.ring_cap * 4);
 		if (e->d.id_len == 0 || e->d.ring_cap > STORE_RING_MAX ||
 		    e->d.ring_len > e->d.ring_cap ||
@@ -193,6 +223,12 @@ store_decode(const char *p, size_t len, struct store_state *out)
 		}
 		off += rl;
 	}
+	if (v3) {
+		if (off + sizeof(out->rejects) > end)
+			goto bad;
+		memcpy(out->rejects, p + off, sizeof(out->rejects));
+		off += sizeof(out->rejects);
+	}
 	if (off != end)
 		goto bad;
 	return 0;
@@ -205,11 +241,11 @@ static char *
 store_encode(const struct store_state *s, size_t *len)
 {
 	struct store_head h = {STORE_MAGIC, STORE_VERSION, s->seq, 0, s->n};
-	size_t n = sizeof(h) + sizeof(uint64_t), off = sizeof(h);
+	size_t n = sizeof(h) + sizeof(s->rejects) + sizeof(uint64_t), off = sizeof(h);
 	char *p;
 
 	for (size_t i = 0; i < s->n; i++)
-		n += sizeof(s->e[i].d) + store_pad8(s->e[i].d.id_len) +
+		n += sizeof(s->e[i].d) + sizeof(s->e[i].m) + store_pad8(s->e[i].d.id_len) +
 		     store_pad8((size_t)s->e[i].d.ring_cap * 4);
 	/* Zeroed: the padding goes to disk too. */
 	p = calloc(1, n);
@@ -221,12 +257,16 @@ store_encode(const struct store_state *s, size_t *len)
 		const struct store_ent *e = &s->e[i];
 		memcpy(p + off, &e->d, sizeof(e->d));
 		off += sizeof(e->d);
+		memcpy(p + off, &e->m, sizeof(e->m));
+		off += sizeof(e->m);
 		memcpy(p + off, e->id, e->d.id_len);
 		off += store_pad8(e->d.id_len);
 		if (e->d.ring_cap > 0)
 			memcpy(p + off, e->ring, (size_t)e->d.ring_cap * 4);
 		off += store_pad8((size_t)e->d.ring_cap * 4);
 	}
+	memcpy(p + off, s->rejects, sizeof(s->rejects));
+	off += sizeof(s->rejects);
 	memcpy(p + off, &s->seq, sizeof(s->seq));
 	*len = n;
 	return p;
@@ -953,6 +993,28 @@ store_add_tokens(int64_t sum, long long add)
 	return sum + add;
 }
 
+/* Counts an attempt of ms (< 0: none) in a stored histogram. */
+static void
+store_hist_put(int64_t *bucket, int64_t *count, int64_t *sum_ms, int64_t ms)
+{
+	if (ms < 0)
+		return;
+	size_t i = store_hist_index(ms);
+	if (i < STORE_HIST_N)
+		bucket[i]++;
+	(*count)++;
+	*sum_ms = store_add_tokens(*sum_ms, ms);
+}
+
+static void
+store_hist_get(struct store_hist *h, const int64_t *bucket, int64_t count, int64_t sum_ms)
+{
+	for (size_t i = 0; i < STORE_HIST_N; i++)
+		h->bucket[i] = bucket[i];
+	h->count = count;
+	h->sum_ms = sum_ms;
+}
+
 struct store_record_ctx {
 	const char *id;
 	const struct store_outcome *o;
@@ -987,6 +1049,12 @@ store_record_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 		e->d.completion = store_add_tokens(e->d.completion, c->o->completion_tokens);
 		e->d.total = store_add_tokens(e->d.total, c->o->total_tokens);
 	}
+	if ((unsigned)c->o->code_class < STORE_CLASS_N)
+		e->m.answers[c->o->code_class]++;
+	if (c->o->retry)
+		e->m.retries++;
+	store_hist_put(e->m.lat, &e->m.lat_count, &e->m.lat_sum_ms, c->o->latency_ms);
+	store_hist_put(e->m.ttfb, &e->m.ttfb_count, &e->m.ttfb_sum_ms, c->o->ttfb_ms);
 	return 1;
 }
 
@@ -1026,6 +1094,12 @@ store_read_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 		u->total_tokens = e->d.total;
 		u->requests = e->d.requests;
 		u->last_used = e->d.last_used;
+		u->attempts = e->d.attempts;
+		u->retries = e->m.retries;
+		for (size_t k = 0; k < STORE_CLASS_N; k++)
+			u->answers[k] = e->m.answers[k];
+		store_hist_get(&u->latency, e->m.lat, e->m.lat_count, e->m.lat_sum_ms);
+		store_hist_get(&u->ttfb, e->m.ttfb, e->m.ttfb_count, e->m.ttfb_sum_ms);
 		int64_t w = store_wait_ms(e, &c->eps[i], c->now);
 		u->free_in_s = w > 0 ? store_ceil_s(w) : 0;
 	}
@@ -1067,6 +1141,41 @@ store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t er
 }
 
 static int
+store_count_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	const enum store_reject *why = ctx;
+
+	(void)err, (void)errlen;
+	s->rejects[*why]++;
+	return 1;
+}
+
+static int
+store_gdbm_count(struct store *base, enum store_reject reason, char *err, size_t errlen)
+{
+	struct store_gdbm *st = (struct store_gdbm *)base;
+	return store_step(st, STORE_STEP_WRITE, store_count_fn, &reason, err, errlen);
+}
+
+static int
+store_read_rejects_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
+{
+	long long *out = ctx;
+
+	(void)err, (void)errlen;
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		out[i] = s->rejects[i];
+	return 0;
+}
+
+static int
+store_gdbm_read_rejects(struct store *base, long long *out, char *err, size_t errlen)
+{
+	struct store_gdbm *st = (struct store_gdbm *)base;
+	return store_step(st, STORE_STEP_READ, store_read_rejects_fn, out, err, errlen);
+}
+
+static int
 store_check_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 {
 	(void)s, (void)ctx, (void)err, (void)errlen;
@@ -1093,6 +1202,8 @@ static const struct store_ops store_gdbm_ops = {
 	.reserve = store_gdbm_reserve,
 	.record = store_gdbm_record,
 	.read = store_gdbm_read,
+	.count = store_gdbm_count,
+	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
 	.check = store_gdbm_check,
 	.sync = store_gdbm_sync,

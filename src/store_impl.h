@@ -20,6 +20,8 @@ struct store_ops {
 		      const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen);
 	int (*read)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 		    struct store_usage *out, char *err, size_t errlen);
+	int (*count)(struct store *st, enum store_reject reason, char *err, size_t errlen);
+	int (*read_rejects)(struct store *st, long long *out, char *err, size_t errlen);
 	int (*reset_tokens)(struct store *st, const char *id, char *err, size_t errlen);
 	int (*check)(struct store *st, char *err, size_t errlen);
 	int (*sync)(struct store *st, char *err, size_t errlen); /* NULL: nothing to do */
@@ -34,6 +36,14 @@ struct store {
 	long timeout_ms;
 	bool readonly;
 };
+
+/* The bucket of an attempt of ms >= 0: the first whose bound it does not
+ * exceed, STORE_HIST_N beyond the last. */
+size_t store_hist_index(int64_t ms);
+
+/* Adds an attempt of ms (< 0: none, nothing added) to h, as both stores
+ * count it: in the first bucket whose bound it does not exceed. */
+void store_hist_add(struct store_hist *h, int64_t ms);
 
 /* Opens the GDBM store at path (store_gdbm.c). */
 struct store *store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen);

@@ -19,7 +19,8 @@
  * Keys, below the configured prefix P: P "ep:" ID (a hash of the counters),
  * P "ring:" ID (a list of the last attempt times, oldest first), P "bk:" ID
  * (a hash of the 61 buckets, "second:count"), P "ids" (a set of every ID, for
- * a reset of all) and P "meta" (the layout's version). The script builds key
+ * a reset of all), P "gw" (the gateway's refusal counts, "rej" N) and
+ * P "meta" (the layout's version). The script builds key
  * names from the prefix, so the store needs one Redis, not a Cluster.
  *
  * Each handle (one per worker thread) holds one connection, made on its
@@ -552,9 +553,40 @@ static const char store_redis_script[] =
 	"    add_tokens(k, 'completion', ARGV[9])\n"
 	"    add_tokens(k, 'total', ARGV[10])\n"
 	"  end\n"
+	/* The metrics: ARGV[13] the answer's class (0 none, 1 to 5), [14]
+	 * "1" for a retry, then latency and time to first byte, each as its
+	 * bucket ("" none, 0 to 11, 12 beyond the last) and ms. */
+	"  redis.call('HINCRBY', k, 'ans' .. ARGV[13], 1)\n"
+	"  if ARGV[14] == '1' then redis.call('HINCRBY', k, 'retries', 1) end\n"
+	"  for _, h in ipairs({{'lat', 15}, {'ttfb', 17}}) do\n"
+	"    local b = ARGV[h[2]]\n"
+	"    if b ~= '' then\n"
+	"      if b ~= '12' then redis.call('HINCRBY', k, h[1] .. b, 1) end\n"
+	"      redis.call('HINCRBY', k, h[1] .. '_count', 1)\n"
+	"      redis.call('HINCRBY', k, h[1] .. '_sum', ARGV[h[2] + 1])\n"
+	"    end\n"
+	"  end\n"
 	"  redis.call('SADD', P .. 'ids', id)\n"
 	"  return 1\n"
+	"elseif op == 'count' then\n"
+	/* ARGV: the refusal's number. */
+	"  redis.call('HINCRBY', P .. 'gw', 'rej' .. ARGV[3], 1)\n"
+	"  return 1\n"
+	"elseif op == 'rejects' then\n"
+	/* ARGV: how many refusal counters to answer. */
+	"  local f = {}\n"
+	"  for i = 0, tonumber(ARGV[3]) - 1 do f[i + 1] = 'rej' .. i end\n"
+	"  local v = redis.call('HMGET', P .. 'gw', unpack(f))\n"
+	"  for i = 1, #v do v[i] = v[i] or '0' end\n"
+	"  return v\n"
 	"elseif op == 'read' then\n"
+	"  local MFIELDS = {'attempts', 'retries'}\n"
+	"  for j = 0, 5 do MFIELDS[#MFIELDS + 1] = 'ans' .. j end\n"
+	"  for _, h in ipairs({'lat', 'ttfb'}) do\n"
+	"    for j = 0, 11 do MFIELDS[#MFIELDS + 1] = h .. j end\n"
+	"    MFIELDS[#MFIELDS + 1] = h .. '_count'\n"
+	"    MFIELDS[#MFIELDS + 1] = h .. '_sum'\n"
+	"  end\n"
 	/* ARGV: now, today, ms to midnight, n, then id, rpm, rpd. Answers per
 	 * endpoint {rpm used, rpd used, failures in a row, cooldown until,
 	 * prompt, completion, total, requests, last used, ms until room}. */
@@ -568,9 +600,14 @@ static const char store_redis_script[] =
 	"    local cu, used = 0, 0\n"
 	"    if e.cooldown_until > now then cu = e.cooldown_until end\n"
 	"    if e.day == today then used = e.day_count end\n"
-	"    out[i + 1] = {rpm_used(e, now), used, e.fail_run, cu, v[1] or '0', v[2] or '0',\n"
-	"                  v[3] or '0', v[4] or '0', v[5] or '0',\n"
-	"                  wait_ms(e, rpm, rpd, now, today, to_mid)}\n"
+	"    local o = {rpm_used(e, now), used, e.fail_run, cu, v[1] or '0', v[2] or '0',\n"
+	"               v[3] or '0', v[4] or '0', v[5] or '0',\n"
+	"               wait_ms(e, rpm, rpd, now, today, to_mid)}\n"
+	/* Then the metrics: attempts, retries, ans0..5, lat0..11, lat_count,
+	 * lat_sum, the same of ttfb (MFIELDS, built once). */
+	"    local m = redis.call('HMGET', e.k, unpack(MFIELDS))\n"
+	"    for j = 1, #MFIELDS do o[10 + j] = m[j] or '0' end\n"
+	"    out[i + 1] = o\n"
 	"  end\n"
 	"  return out\n"
 	"elseif op == 'reset' then\n"
@@ -1037,6 +1074,19 @@ store_redis_tokens(long long v)
 	return v > STORE_REDIS_MAX_TOKENS ? STORE_REDIS_MAX_TOKENS : v;
 }
 
+/* A histogram's two arguments: the bucket of ms and ms, "" and 0 for none. */
+static void
+store_redis_arg_hist(struct store_redis_args *a, int64_t ms)
+{
+	if (ms < 0) {
+		store_redis_arg_add_str(a, "");
+		store_redis_arg_add_int(a, 0);
+		return;
+	}
+	store_redis_arg_add_int(a, (long long)store_hist_index(ms));
+	store_redis_arg_add_int(a, ms);
+}
+
 static int
 store_redis_record(struct store *sb, const char *id, const struct store_outcome *o,
 		   const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen)
@@ -1048,7 +1098,7 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
-	if (store_redis_args_init(&a, STORE_REDIS_HEAD + 10, st, "record") != 0) {
+	if (store_redis_args_init(&a, STORE_REDIS_HEAD + 16, st, "record") != 0) {
 		store_redis_set_err(st, err, errlen, "out of memory");
 		goto out;
 	}
@@ -1062,6 +1112,10 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 	store_redis_arg_add_int(&a, store_redis_tokens(o->total_tokens));
 	store_redis_arg_add_int(&a, cd->failures);
 	store_redis_arg_add_int(&a, cd->seconds);
+	store_redis_arg_add_int(&a, (unsigned)o->code_class < STORE_CLASS_N ? o->code_class : 0);
+	store_redis_arg_add_int(&a, o->retry);
+	store_redis_arg_hist(&a, o->latency_ms);
+	store_redis_arg_hist(&a, o->ttfb_ms);
 	r = store_redis_eval(st, &a, err, errlen);
 	if (r != NULL) {
 		rc = 0;
@@ -1073,14 +1127,25 @@ out:
 }
 
 /* One endpoint's answer of the read script into u. */
+#define STORE_REDIS_READ_N (10 + 2 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2))
+
+static void
+store_redis_hist(struct store_hist *h, const long long *v)
+{
+	for (size_t i = 0; i < STORE_HIST_N; i++)
+		h->bucket[i] = v[i];
+	h->count = v[STORE_HIST_N];
+	h->sum_ms = v[STORE_HIST_N + 1];
+}
+
 static bool
 store_redis_usage(const redisReply *r, struct store_usage *u)
 {
-	long long v[10];
+	long long v[STORE_REDIS_READ_N];
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 10)
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != STORE_REDIS_READ_N)
 		return false;
-	for (size_t i = 0; i < 10; i++)
+	for (size_t i = 0; i < STORE_REDIS_READ_N; i++)
 		if (!store_redis_ll(r->element[i], &v[i]))
 			return false;
 	memset(u, 0, sizeof(*u));
@@ -1094,6 +1159,12 @@ store_redis_usage(const redisReply *r, struct store_usage *u)
 	u->requests = v[7];
 	u->last_used = v[8];
 	u->free_in_s = v[9] > 0 ? store_redis_ceil_s(v[9]) : 0;
+	u->attempts = v[10];
+	u->retries = v[11];
+	for (size_t i = 0; i < STORE_CLASS_N; i++)
+		u->answers[i] = v[12 + i];
+	store_redis_hist(&u->latency, v + 12 + STORE_CLASS_N);
+	store_redis_hist(&u->ttfb, v + 12 + STORE_CLASS_N + STORE_HIST_N + 2);
 	return true;
 }
 
@@ -1173,6 +1244,50 @@ out:
 }
 
 static int
+store_redis_count(struct store *sb, enum store_reject reason, char *err, size_t errlen)
+{
+	struct store_redis *st = (struct store_redis *)sb;
+	char n[24];
+
+	snprintf(n, sizeof(n), "%d", (int)reason);
+	return store_redis_simple(st, "count", n, NULL, err, errlen);
+}
+
+static int
+store_redis_read_rejects(struct store *sb, long long *out, char *err, size_t errlen)
+{
+	struct store_redis *st = (struct store_redis *)sb;
+	struct store_redis_args a;
+	redisReply *r = NULL;
+	int rc = -1;
+
+	if (store_redis_args_init(&a, STORE_REDIS_HEAD + 1, st, "rejects") != 0) {
+		store_redis_set_err(st, err, errlen, "out of memory");
+		goto out;
+	}
+	store_redis_arg_add_int(&a, STORE_REJECT_N);
+	r = store_redis_eval(st, &a, err, errlen);
+	if (r == NULL)
+		goto out;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != STORE_REJECT_N) {
+		store_redis_set_err(st, err, errlen, "unexpected answer to a read");
+		goto out;
+	}
+	for (size_t i = 0; i < STORE_REJECT_N; i++) {
+		if (!store_redis_ll(r->element[i], &out[i])) {
+			store_redis_set_err(st, err, errlen, "unexpected answer to a read");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	if (r != NULL)
+		freeReplyObject(r);
+	store_redis_args_free(&a);
+	return rc;
+}
+
+static int
 store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
@@ -1207,6 +1322,8 @@ static const struct store_ops store_redis_ops = {
 	.reserve = store_redis_reserve,
 	.record = store_redis_record,
 	.read = store_redis_read,
+	.count = store_redis_count,
+	.read_rejects = store_redis_read_rejects,
 	.reset_tokens = store_redis_reset_tokens,
 	.check = store_redis_check,
 	.sync = NULL, /* Redis keeps its data itself (its persistence settings) */

@@ -614,6 +614,21 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 	}
 }
 
+/* The answer's times for the metrics, from libcurl's own clock. */
+static void
+upstream_times(CURL *curl, struct upstream_call *call)
+{
+	curl_off_t first = 0, total = 0;
+
+	call->first_byte_ms = call->total_ms = -1;
+	if (call->status < 100 ||
+	    curl_easy_getinfo(curl, CURLINFO_STARTTRANSFER_TIME_T, &first) != CURLE_OK ||
+	    curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME_T, &total) != CURLE_OK)
+		return;
+	call->first_byte_ms = (int64_t)(first / 1000);
+	call->total_ms = (int64_t)(total / 1000);
+}
+
 enum upstream_result
 upstream_forward(CURL *curl, struct upstream_call *call)
 {
@@ -653,6 +668,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 
 	rc = curl_easy_perform(curl);
 	call->status = x.status;
+	upstream_times(curl, call);
 	if (x.client_gone) {
 		result = UPSTREAM_CLIENT_GONE;
 	} else if (rc != CURLE_OK) {

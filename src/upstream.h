@@ -7,6 +7,7 @@
 #include <fcgiapp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "request.h"
@@ -89,6 +90,10 @@ struct upstream_call {
 	bool failure;       /* counts against the endpoint */
 	bool local_error;   /* the gateway's own fault (bad URL, memory) */
 	struct usage usage; /* tokens of a successful answer */
+	/* From the transfer's start, in ms; -1 when no HTTP answer came. Set
+	 * before on_outcome is called. */
+	int64_t first_byte_ms; /* to the answer's first byte (its status line) */
+	int64_t total_ms;      /* to its last byte (a stream's end) */
 	struct upstream_answer held;
 	char error[CURL_ERROR_SIZE]; /* why, with UPSTREAM_NO_ANSWER */
 };

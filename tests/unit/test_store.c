@@ -1111,6 +1111,133 @@ test_record_adds_tokens_only_with_usage_and_requests_only_when_served(void **sta
 	assert_int_equal(u.rpm_used, 0);
 }
 
+/* --- Metrics --- */
+
+static void
+expect_hist(const struct store_hist *h, const long long *bucket, long long count, long long sum_ms)
+{
+	for (size_t i = 0; i < STORE_HIST_N; i++) {
+		if (h->bucket[i] != bucket[i])
+			print_error("bucket %zu: %lld, expected %lld\n", i, h->bucket[i],
+				    bucket[i]);
+		assert_int_equal(h->bucket[i], bucket[i]);
+	}
+	assert_int_equal(h->count, count);
+	assert_int_equal(h->sum_ms, sum_ms);
+}
+
+/* Each record counts its answer's class, a retry, and its times in the
+ * bucket whose bound it does not exceed (a bound is inclusive; past 300 s
+ * only in count and sum); attempts come from reservations. */
+static void
+test_metrics_count_classes_retries_and_latency_buckets(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1};
+	struct store_outcome o;
+
+	for (int i = 0; i < 6; i++)
+		expect_reserved(f->st, &ep, 1, T0, 0);
+	o = (struct store_outcome){.success = true,
+				   .served = true,
+				   .code_class = STORE_CLASS_2XX,
+				   .latency_ms = 50,
+				   .ttfb_ms = -1};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o = (struct store_outcome){.code_class = STORE_CLASS_5XX, .latency_ms = 51, .ttfb_ms = -1};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o = (struct store_outcome){.success = true,
+				   .served = true,
+				   .code_class = STORE_CLASS_2XX,
+				   .retry = true,
+				   .latency_ms = 300000,
+				   .ttfb_ms = 0};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o = (struct store_outcome){
+		.code_class = STORE_CLASS_NONE, .retry = true, .latency_ms = -1, .ttfb_ms = -1};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o = (struct store_outcome){.code_class = STORE_CLASS_4XX,
+				   .success = true,
+				   .latency_ms = 300001,
+				   .ttfb_ms = 2600};
+	record(f->st, "a", &o, &no_cooldown, T0);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.attempts, 6);
+	assert_int_equal(u.retries, 2);
+	assert_int_equal(u.answers[STORE_CLASS_NONE], 1);
+	assert_int_equal(u.answers[STORE_CLASS_1XX], 0);
+	assert_int_equal(u.answers[STORE_CLASS_2XX], 2);
+	assert_int_equal(u.answers[STORE_CLASS_3XX], 0);
+	assert_int_equal(u.answers[STORE_CLASS_4XX], 1);
+	assert_int_equal(u.answers[STORE_CLASS_5XX], 1);
+	const long long lat[STORE_HIST_N] = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	expect_hist(&u.latency, lat, 4, 50 + 51 + 300000 + 300001);
+	const long long ttfb[STORE_HIST_N] = {1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0};
+	expect_hist(&u.ttfb, ttfb, 2, 2600);
+
+	/* A reset of the tokens keeps them: counters only grow. */
+	char err[256] = "";
+	assert_int_equal(store_reset_tokens(f->st, NULL, err, sizeof(err)), 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.attempts, 6);
+	assert_int_equal(u.retries, 2);
+	assert_int_equal(u.answers[STORE_CLASS_2XX], 2);
+	expect_hist(&u.latency, lat, 4, 50 + 51 + 300000 + 300001);
+	/* An endpoint never seen reads all zero. */
+	const struct store_endpoint other = {"b", -1, -1};
+	const long long none[STORE_HIST_N] = {0};
+	u = read_one(f->st, &other, T0);
+	assert_int_equal(u.attempts, 0);
+	assert_int_equal(u.retries, 0);
+	assert_int_equal(u.answers[STORE_CLASS_NONE], 0);
+	expect_hist(&u.latency, none, 0, 0);
+	expect_hist(&u.ttfb, none, 0, 0);
+}
+
+static void
+read_rejects(struct store *st, long long *out)
+{
+	char err[256] = "";
+	int rc;
+
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		out[i] = -7;
+	rc = store_read_rejects(st, out, err, sizeof(err));
+	if (rc != 0)
+		print_error("store_read_rejects: %s\n", err);
+	assert_int_equal(rc, 0);
+}
+
+/* Refusals are counted by reason, apart from any endpoint, and seen by
+ * every handle; a reason that does not exist is refused. */
+static void
+test_metrics_rejections_counted_by_reason(void **state)
+{
+	struct fix *f = *state;
+	long long n[STORE_REJECT_N];
+	char err[256] = "";
+
+	read_rejects(f->st, n);
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		assert_int_equal(n[i], 0);
+	for (int r = 0; r < STORE_REJECT_N; r++)
+		for (int k = 0; k <= r; k++)
+			assert_int_equal(store_count(f->st, (enum store_reject)r, err, sizeof(err)),
+					 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_N, err, sizeof(err)), -1);
+	assert_true(err[0] != '\0');
+	struct store *other = store_open(f->path, err, sizeof(err));
+	assert_non_null(other);
+	read_rejects(other, n);
+	store_close(other);
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		assert_int_equal(n[i], (long long)i + 1);
+	/* An endpoint's counters are not touched. */
+	const struct store_endpoint ep = {"a", -1, -1};
+	assert_int_equal(read_one(f->st, &ep, T0).attempts, 0);
+}
+
 static void
 test_reset_tokens_of_one_and_of_all_keeps_counters(void **state)
 {
@@ -1275,6 +1402,99 @@ test_damaged_record_fails_and_counts_nothing(void **state)
 	assert_int_equal(read_one(f->st, &eps[0], T0 + 5).rpd_used, 1);
 	assert_int_equal(read_one(f->st, &eps[1], T0 + 5).rpd_used, 1);
 	expect_reserved(f->st, &eps[0], 1, T0 + 5, 0);
+}
+
+/* A state file of version 2 (before the metrics) as it was written. */
+struct v2_ent {
+	uint32_t id_len, ring_cap, ring_len, ring_head;
+	int64_t ring_base, ring_since, day, day_count, fail_run, cooldown_until;
+	int64_t prompt, completion, total, requests, last_used, attempts;
+	struct {
+		uint32_t second, count;
+	} buckets[61];
+};
+
+struct v2_head {
+	uint32_t magic, version;
+	uint64_t seq, size, n;
+};
+
+/* A file of version 2 keeps its counts, its new counters start at 0, and
+ * the next step writes version 3, which a reboot (no live copy) reads. */
+static void
+test_version_2_record_is_read_and_upgraded(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, 9};
+	struct {
+		struct v2_head h;
+		struct v2_ent e;
+		char id[8];
+		uint64_t tail;
+	} rec;
+	char err[256] = "";
+
+	memset(&rec, 0, sizeof(rec));
+	rec.h = (struct v2_head){0x41544732u, 2, 100, sizeof(rec), 1};
+	rec.e.id_len = 1;
+	rec.e.day = clock_local_day(T0);
+	rec.e.day_count = 5;
+	rec.e.attempts = 5;
+	rec.e.fail_run = 1;
+	rec.e.prompt = 11;
+	rec.e.completion = 22;
+	rec.e.total = 33;
+	rec.e.requests = 4;
+	rec.e.last_used = T0 - 1000;
+	memcpy(rec.id, "a", 1);
+	rec.tail = 100;
+	gdbm_put_raw(f->path, "state.0", &rec, sizeof(rec));
+	rec.h.seq = rec.tail = 99;
+	gdbm_put_raw(f->path, "state.1", &rec, sizeof(rec));
+	/* As after a reboot: no live copy, the file is what there is. */
+	assert_int_equal(unlink(f->lock), 0);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpd_used, 5);
+	assert_int_equal(u.attempts, 5);
+	assert_int_equal(u.fail_run, 1);
+	assert_int_equal(u.prompt_tokens, 11);
+	assert_int_equal(u.completion_tokens, 22);
+	assert_int_equal(u.total_tokens, 33);
+	assert_int_equal(u.requests, 4);
+	assert_int_equal(u.last_used, T0 - 1000);
+	assert_int_equal(u.retries, 0);
+	assert_int_equal(u.latency.count, 0);
+	for (size_t i = 0; i < STORE_CLASS_N; i++)
+		assert_int_equal(u.answers[i], 0);
+
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .code_class = STORE_CLASS_2XX,
+				  .retry = true,
+				  .latency_ms = 120,
+				  .ttfb_ms = -1};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_AUTH, err, sizeof(err)), 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	datum v = gdbm_get_raw(f->path, "state.1");
+	struct v2_head h;
+	assert_true((size_t)v.dsize > sizeof(h));
+	memcpy(&h, v.dptr, sizeof(h));
+	free(v.dptr);
+	assert_int_equal(h.version, 3);
+	assert_int_equal(unlink(f->lock), 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpd_used, 6);
+	assert_int_equal(u.attempts, 6);
+	assert_int_equal(u.requests, 5);
+	assert_int_equal(u.retries, 1);
+	assert_int_equal(u.answers[STORE_CLASS_2XX], 1);
+	assert_int_equal(u.latency.bucket[2], 1);
+	long long n[STORE_REJECT_N];
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 1);
 }
 
 /* A newest copy in the GDBM file cut short, torn (its two sequence numbers
@@ -2183,12 +2403,15 @@ main(void)
 		T(test_reserve_among_many_candidates),
 		T(test_read_reports_usage),
 		T(test_record_adds_tokens_only_with_usage_and_requests_only_when_served),
+		T(test_metrics_count_classes_retries_and_latency_buckets),
+		T(test_metrics_rejections_counted_by_reason),
 		T(test_reset_tokens_of_one_and_of_all_keeps_counters),
 		T(test_token_totals_saturate),
 		T(test_clock_set_back_holds_back_one_window_at_most),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_file_copy_loses_nothing),
+		T(test_version_2_record_is_read_and_upgraded),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
 		T(test_open_non_gdbm_file_fails_with_reason),
