@@ -80,6 +80,7 @@ static const char *const config_server_fields[] = {"apiKey",
 						   "emptyResponseRetry",
 						   "maxBodyBytes",
 						   "cors",
+						   "metricsPublic",
 						   "stateFile",
 						   "store",
 						   "storePrefix",
@@ -503,6 +504,7 @@ config_parse_server(struct config_ctx *ctx, json_t *server, struct config *cfg)
 	/* 1 GiB: a body is held in memory whole, and sizes stay far from overflow. */
 	config_int(ctx, server, "server", "maxBodyBytes", 1, 1073741824LL, &cfg->max_body_bytes);
 	config_bool(ctx, server, "server", "cors", &cfg->cors);
+	config_bool(ctx, server, "server", "metricsPublic", &cfg->metrics_public);
 	state = config_get(server, "stateFile");
 	if (state != NULL) {
 		if (!json_is_string(state) || json_string_length(state) == 0)

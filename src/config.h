@@ -43,6 +43,7 @@ struct config {
 	bool empty_response_retry;
 	long long max_body_bytes;
 	bool cors;
+	bool metrics_public;   /* server.metricsPublic: GET /metrics needs no key */
 	char *state_file;      /* NULL when not set */
 	char *store;           /* server.store: a Redis address; NULL for "gdbm" */
 	char *store_prefix;    /* server.storePrefix; NULL for the default */

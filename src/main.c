@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "request.h"
 #include "response.h"
@@ -114,6 +115,19 @@ main_serve(FCGX_Request *f, struct worker *w)
 		status = api_health(&r, cfg, why, w);
 		goto done;
 	}
+	/* Prometheus scrapes with the key of /v1/status, unless
+	 * server.metricsPublic opens it. */
+	if (strcmp(r.decoded, "/metrics") == 0) {
+		if (cfg == NULL)
+			status = response_error(f->out, RESP_CONFIG_ERROR, NULL, 0, cors);
+		else if (!cfg->metrics_public && !auth_check(cfg, auth_client_key(&r))) {
+			metrics_reject(w, cfg, STORE_REJECT_AUTH);
+			status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
+		} else {
+			status = metrics_handle(&r, cfg, w);
+		}
+		goto done;
+	}
 	if (strcmp(r.decoded, "/v1") != 0 && strncmp(r.decoded, "/v1/", 4) != 0) {
 		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
 		goto done;
@@ -123,6 +137,7 @@ main_serve(FCGX_Request *f, struct worker *w)
 		goto done;
 	}
 	if (!auth_check(cfg, auth_client_key(&r))) {
+		metrics_reject(w, cfg, STORE_REJECT_AUTH);
 		status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
 		goto done;
 	}

@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "api.h"
 #include "log.h"
+#include "metrics.h"
 #include "response.h"
 #include "route.h"
 #include "store.h"
@@ -182,8 +183,10 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 
 	memset(&call, 0, sizeof(call));
 	status = proxy_read_body(r, cfg, &info);
-	if (status != 0)
+	if (status != 0) {
+		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		goto done;
+	}
 	idx = calloc(cfg->n_apis + 1, sizeof(*idx));
 	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	weights = calloc(cfg->n_apis + 1, sizeof(*weights));
@@ -195,6 +198,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	}
 	n = route_candidates(cfg, info.model, idx);
 	if (n == 0) {
+		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		status = response_error(r->fcgi->out, RESP_MODEL_NOT_FOUND,
 					info.model != NULL
 						? "No enabled endpoint serves the requested model."
@@ -235,9 +239,12 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		}
 		if (res.verdict != STORE_RESERVED) {
 			if (trace.attempts == 0) {
-				enum response_error e = res.verdict == STORE_LIMITED
-								? RESP_RATE_LIMITED
-								: RESP_NO_AVAILABLE_API;
+				bool limited = res.verdict == STORE_LIMITED;
+				enum response_error e =
+					limited ? RESP_RATE_LIMITED : RESP_NO_AVAILABLE_API;
+				metrics_reject(w, cfg,
+					       limited ? STORE_REJECT_RATE_LIMIT
+						       : STORE_REJECT_COOLDOWN);
 				status = response_error(r->fcgi->out, e, NULL, res.retry_after_s,
 							cfg->cors);
 				goto done;

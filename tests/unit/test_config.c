@@ -292,6 +292,7 @@ every_default_applies(void **state)
 	assert_true(cfg->empty_response_retry);
 	assert_true(cfg->max_body_bytes == 10485760);
 	assert_true(cfg->cors);
+	assert_false(cfg->metrics_public);
 	assert_null(cfg->state_file);
 	a = &cfg->apis[0];
 	assert_string_equal(a->name, "a");
@@ -317,7 +318,8 @@ every_field_is_read(void **state)
 		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k2', 'k3'], 'port': 8080,"
 		      " 'maxRetries': 2, 'connectTimeoutSeconds': 3, 'timeoutSeconds': 4,"
 		      " 'cooldown': {'failures': 5, 'seconds': 0}, 'emptyResponseRetry': false,"
-		      " 'maxBodyBytes': 123456789, 'cors': false, 'stateFile': '/var/s.db'},"
+		      " 'maxBodyBytes': 123456789, 'cors': false, 'metricsPublic': true,"
+		      " 'stateFile': '/var/s.db'},"
 		      " 'apis': [{'id': 'x', 'name': 'X', 'baseUrl': 'https://h:8443/api/v1',"
 		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false,"
 		      " 'models': ['m1', 'm2'], 'modelMapping': {'a': 'm1', 'b': 'm9'},"
@@ -337,6 +339,7 @@ every_field_is_read(void **state)
 	assert_false(cfg->empty_response_retry);
 	assert_true(cfg->max_body_bytes == 123456789LL);
 	assert_false(cfg->cors);
+	assert_true(cfg->metrics_public);
 	assert_string_equal(cfg->state_file, "/var/s.db");
 	a = &cfg->apis[0];
 	assert_string_equal(a->name, "X");
@@ -438,6 +441,7 @@ integer_fields_are_range_checked(void **state)
 		 "expected an integer <= 1073741824"},
 		{"'emptyResponseRetry': 'no'", "server.emptyResponseRetry", "expected a boolean"},
 		{"'cors': 1", "server.cors", "expected a boolean"},
+		{"'metricsPublic': 'yes'", "server.metricsPublic", "expected a boolean"},
 		{"'stateFile': ''", "server.stateFile", "expected a non-empty string"},
 		{"'stateFile': 5", "server.stateFile", "expected a non-empty string"},
 		{"'apiKeys': 'k2'", "server.apiKeys", "expected an array of strings"},

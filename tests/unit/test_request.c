@@ -103,6 +103,17 @@ split_health_at_root(void **state)
 	assert_split("/llm/health", NULL, "/llm", "/health", NULL);
 }
 
+/* Only a whole segment "metrics" marks the mount, as "health" does. */
+static void
+split_metrics_marks_the_mount(void **state)
+{
+	(void)state;
+	assert_split("/metrics", NULL, "", "/metrics", NULL);
+	assert_split("/llm/metrics", NULL, "/llm", "/metrics", NULL);
+	assert_foreign("/metricsx", NULL);
+	assert_foreign("/llm/metric", NULL);
+}
+
 static void
 split_bare_v1_is_ours(void **state)
 {
@@ -377,6 +388,7 @@ main(void)
 		cmocka_unit_test(split_root_v1_path_has_empty_mount),
 		cmocka_unit_test(split_mount_is_everything_before_v1),
 		cmocka_unit_test(split_health_at_root),
+		cmocka_unit_test(split_metrics_marks_the_mount),
 		cmocka_unit_test(split_bare_v1_is_ours),
 		cmocka_unit_test(split_query_is_kept_whole),
 		cmocka_unit_test(split_first_v1_segment_marks_the_mount),

@@ -1,0 +1,285 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "clock.h"
+#include "log.h"
+#include "response.h"
+
+/* The text being built; oom set once a write failed (then it is dropped). */
+struct metrics_buf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void metrics_printf(struct metrics_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static bool
+metrics_reserve(struct metrics_buf *b, size_t more)
+{
+	if (b->oom)
+		return false;
+	if (b->len + more + 1 <= b->cap)
+		return true;
+	size_t ncap = b->cap ? b->cap : 4096;
+	while (ncap < b->len + more + 1)
+		ncap *= 2;
+	char *np = realloc(b->p, ncap);
+	if (np == NULL) {
+		b->oom = true;
+		return false;
+	}
+	b->p = np;
+	b->cap = ncap;
+	return true;
+}
+
+static void
+metrics_printf(struct metrics_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->oom = true;
+		return;
+	}
+	if (!metrics_reserve(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+/* A label value as the text format wants it: backslash, double quote and
+ * line feed escaped (an endpoint id is free text in the config). */
+static void
+metrics_label(struct metrics_buf *b, const char *v)
+{
+	for (const char *s = v; *s != '\0'; s++) {
+		const char *esc = *s == '\\'   ? "\\\\"
+				  : *s == '"'  ? "\\\""
+				  : *s == '\n' ? "\\n"
+					       : NULL;
+		size_t n = esc != NULL ? 2 : 1;
+		if (!metrics_reserve(b, n))
+			return;
+		if (esc != NULL)
+			memcpy(b->p + b->len, esc, 2);
+		else
+			b->p[b->len] = *s;
+		b->len += n;
+	}
+	if (b->p != NULL)
+		b->p[b->len] = '\0';
+}
+
+static void
+metrics_head(struct metrics_buf *b, const char *name, const char *type, const char *help)
+{
+	metrics_printf(b, "# HELP api_together_%s %s\n# TYPE api_together_%s %s\n", name, help,
+		       name, type);
+}
+
+/* One sample: name{endpoint="id"[,extra]} value. */
+static void
+metrics_ep(struct metrics_buf *b, const char *name, const char *id, const char *extra, long long v)
+{
+	metrics_printf(b, "api_together_%s{endpoint=\"", name);
+	metrics_label(b, id);
+	metrics_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "",
+		       v);
+}
+
+/* Seconds from ms, exactly (three decimals at most). */
+static void
+metrics_seconds(struct metrics_buf *b, long long ms)
+{
+	metrics_printf(b, "%lld.%03lld", ms / 1000, ms % 1000);
+}
+
+static void
+metrics_hist(struct metrics_buf *b, const char *name, const char *id, const struct store_hist *h)
+{
+	char bucket[64], count[64];
+	long long cum = 0;
+
+	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+	snprintf(count, sizeof(count), "%s_count", name);
+	for (size_t i = 0; i < STORE_HIST_N; i++) {
+		char le[40];
+		cum += h->bucket[i];
+		snprintf(le, sizeof(le), "le=\"%ld.%03ld\"", store_hist_bounds_ms[i] / 1000,
+			 store_hist_bounds_ms[i] % 1000);
+		metrics_ep(b, bucket, id, le, cum);
+	}
+	metrics_ep(b, bucket, id, "le=\"+Inf\"", h->count);
+	metrics_printf(b, "api_together_%s_sum{endpoint=\"", name);
+	metrics_label(b, id);
+	metrics_printf(b, "\"} ");
+	metrics_seconds(b, h->sum_ms);
+	metrics_printf(b, "\n");
+	metrics_ep(b, count, id, NULL, h->count);
+}
+
+static const char *const metrics_class_label[STORE_CLASS_N] = {
+	"code_class=\"none\"", "code_class=\"1xx\"", "code_class=\"2xx\"",
+	"code_class=\"3xx\"",  "code_class=\"4xx\"", "code_class=\"5xx\""};
+
+static const char *const metrics_reject_label[STORE_REJECT_N] = {"auth", "bad_input", "rate_limit",
+								 "cooldown"};
+
+char *
+metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
+	       const long long *rejects, int64_t now_ms, size_t *len)
+{
+	struct metrics_buf b = {0};
+
+	metrics_head(&b, "requests_total", "counter",
+		     "Attempts that ended, by endpoint and the class of the upstream's answer "
+		     "(none: no HTTP answer).");
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < STORE_CLASS_N; k++)
+			if (k != STORE_CLASS_1XX)
+				metrics_ep(&b, "requests_total", eps[i].id, metrics_class_label[k],
+					   u[i].answers[k]);
+	metrics_head(&b, "attempts_total", "counter",
+		     "Attempts reserved on an endpoint (what its RPM and RPD limits count).");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "attempts_total", eps[i].id, NULL, u[i].attempts);
+	metrics_head(&b, "retries_total", "counter",
+		     "Attempts that were not their request's first.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "retries_total", eps[i].id, NULL, u[i].retries);
+	metrics_head(&b, "rejections_total", "counter",
+		     "Requests the gateway refused itself, by reason.");
+	for (size_t k = 0; k < STORE_REJECT_N; k++)
+		metrics_printf(&b, "api_together_rejections_total{reason=\"%s\"} %lld\n",
+			       metrics_reject_label[k], rejects[k]);
+	metrics_head(&b, "tokens_total", "counter",
+		     "Tokens the upstreams reported, by endpoint and kind (POST /v1/token/reset "
+		     "zeroes them).");
+	for (size_t i = 0; i < n; i++) {
+		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"prompt\"", u[i].prompt_tokens);
+		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"completion\"",
+			   u[i].completion_tokens);
+		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"total\"", u[i].total_tokens);
+	}
+	metrics_head(&b, "upstream_latency_seconds", "histogram",
+		     "Time from an attempt's start to the last byte of its answer (a stream's "
+		     "end), attempts with an HTTP answer.");
+	for (size_t i = 0; i < n; i++)
+		metrics_hist(&b, "upstream_latency_seconds", eps[i].id, &u[i].latency);
+	metrics_head(&b, "stream_ttfb_seconds", "histogram",
+		     "Time from a stream's start to the first byte of the upstream's answer.");
+	for (size_t i = 0; i < n; i++)
+		metrics_hist(&b, "stream_ttfb_seconds", eps[i].id, &u[i].ttfb);
+	metrics_head(&b, "cooldown_active", "gauge", "1 while the endpoint cools down.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "cooldown_active", eps[i].id, NULL,
+			   u[i].cooldown_until > now_ms ? 1 : 0);
+	metrics_head(&b, "cooldown_until_seconds", "gauge",
+		     "Unix time its cooldown ends; 0 when none.");
+	for (size_t i = 0; i < n; i++) {
+		int64_t cu = u[i].cooldown_until > now_ms ? u[i].cooldown_until : 0;
+		metrics_printf(&b, "api_together_cooldown_until_seconds{endpoint=\"");
+		metrics_label(&b, eps[i].id);
+		metrics_printf(&b, "\"} ");
+		metrics_seconds(&b, cu);
+		metrics_printf(&b, "\n");
+	}
+	metrics_head(&b, "failure_run", "gauge", "Failures in a row of the endpoint.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "failure_run", eps[i].id, NULL, u[i].fail_run);
+	/* An unlimited endpoint has no limit series: no ratio to draw. */
+	metrics_head(&b, "rpm_used", "gauge", "Attempts in the last 60 s.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "rpm_used", eps[i].id, NULL, u[i].rpm_used);
+	metrics_head(&b, "rpm_limit", "gauge", "RPM limit (absent: unlimited).");
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].rpm >= 0)
+			metrics_ep(&b, "rpm_limit", eps[i].id, NULL, eps[i].rpm);
+	metrics_head(&b, "rpd_used", "gauge", "Attempts today (local day).");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "rpd_used", eps[i].id, NULL, u[i].rpd_used);
+	metrics_head(&b, "rpd_limit", "gauge", "RPD limit (absent: unlimited).");
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].rpd >= 0)
+			metrics_ep(&b, "rpd_limit", eps[i].id, NULL, eps[i].rpd);
+	if (b.oom || b.p == NULL) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+int
+metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
+{
+	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
+	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
+	struct store *st = api_store(w, cfg);
+	long long rejects[STORE_REJECT_N];
+	int64_t now = clock_now_ms();
+	char err[300], *text = NULL;
+	size_t len = 0;
+	int status;
+
+	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
+		response_printf(r->fcgi->out, "Allow: GET, HEAD\r\n");
+		status = response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cfg->cors);
+		goto out;
+	}
+	if (eps == NULL || u == NULL) {
+		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+		goto out;
+	}
+	api_store_endpoints(cfg, eps);
+	if (st == NULL || store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0 ||
+	    store_read_rejects(st, rejects, err, sizeof(err)) != 0) {
+		if (st != NULL)
+			log_error("%s cannot be read: %s", store_what(st), err);
+		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+		goto out;
+	}
+	text = metrics_render(eps, u, cfg->n_apis, rejects, now, &len);
+	if (text == NULL) {
+		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
+		goto out;
+	}
+	status = 200;
+	response_printf(r->fcgi->out,
+			"Status: 200 OK\r\nContent-Type: " METRICS_CONTENT_TYPE "\r\n");
+	if (cfg->cors)
+		FCGX_PutS(RESPONSE_CORS_HEADER, r->fcgi->out);
+	response_printf(r->fcgi->out, "Cache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
+			len);
+	if (strcmp(r->method, "HEAD") != 0)
+		FCGX_PutStr(text, (int)len, r->fcgi->out);
+out:
+	free(text);
+	free(eps);
+	free(u);
+	return status;
+}
+
+void
+metrics_reject(struct worker *w, const struct config *cfg, enum store_reject why)
+{
+	struct store *st = api_store(w, cfg);
+	char err[300];
+
+	if (st != NULL && store_count(st, why, err, sizeof(err)) != 0)
+		log_error("%s cannot be written: %s", store_what(st), err);
+}
