@@ -251,8 +251,8 @@ def mount_snippet(text, mount):
     below mount ("/llm/"): the one place a test adapts the shipped text."""
     if mount == "/":
         return text
-    out, n = re.subn(r'"\^/(\(*)\(v1\|health\)', lambda m: '"^%s%s(v1|health)'
-                     % (mount, m.group(1)), text)
+    out, n = re.subn(r'"\^/(\(*)\((v1\|health[|a-z]*)\)', lambda m: '"^%s%s(%s)'
+                     % (mount, m.group(1), m.group(2)), text)
     if n == 0:
         raise RuntimeError("no ^/(v1|health) pattern in the Apache snippet to move below %s"
                            % mount)
@@ -570,7 +570,7 @@ class Gateway:
 
     def _lighttpd_conf(self):
         mount = self.mount
-        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health)(/|$)"
+        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health|metrics)(/|$)"
         env = self.responder_env()
         priv = ""
         if self.user:
