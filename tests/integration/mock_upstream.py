@@ -16,7 +16,10 @@ From the command line (for poking at the responder by hand):
 Behaviours (the first argument of set/push):
 
     chat             200 chat.completion JSON with usage (usage=(prompt, completion))
-    embeddings       200 embeddings list JSON (usage without completion_tokens)
+    embeddings       200 embeddings list JSON (usage without completion_tokens);
+                     each vector as base64 of little-endian float32s when the
+                     request asks for encoding_format "base64", as OpenAI does
+                     (the official clients ask for it by default)
     status           status=N, body=str|bytes|dict, headers={...}
     empty            200 with an empty body (Content-Length: 0)
     zero_completion  200 chat.completion whose usage has completion_tokens 0
@@ -54,10 +57,12 @@ ended_at).
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -113,6 +118,15 @@ def _body_bytes(body):
     if isinstance(body, str):
         return body.encode("utf-8")
     return json.dumps(body).encode("utf-8")
+
+
+def _json_field(body, name):
+    """The top-level field name of a JSON object body, or None."""
+    try:
+        j = json.loads(body.decode("utf-8")) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return j.get(name) if isinstance(j, dict) else None
 
 
 def _readable(sock, timeout):
@@ -604,9 +618,12 @@ class MockUpstream:
             return 200, headers, b""
         if kind == "embeddings":
             pt = int(beh.get("prompt_tokens", 4))
+            vector = [0.0, 0.1, -0.2]
+            embedding = vector
+            if _json_field(rec.body, "encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack("<%df" % len(vector), *vector)).decode()
             doc = {"object": "list", "model": model,
-                   "data": [{"object": "embedding", "index": 0,
-                             "embedding": [0.0, 0.1, -0.2]}],
+                   "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
                    "usage": {"prompt_tokens": pt, "total_tokens": pt}}
             return 200, headers, json.dumps(doc).encode()
         if kind in ("chat", "zero_completion"):
