@@ -27,6 +27,7 @@
 #include "request.h"
 #include "response.h"
 #include "route.h"
+#include "status_page.h"
 #include "store.h"
 #include "worker.h"
 
@@ -113,6 +114,12 @@ main_serve(FCGX_Request *f, struct worker *w)
 	}
 	if (strcmp(r.decoded, "/health") == 0) {
 		status = api_health(&r, cfg, why, w);
+		goto done;
+	}
+	/* The page checks a ?key= itself (it shows a login form without
+	 * one); the line logged at done holds the path, never the query. */
+	if (strcmp(r.decoded, "/status") == 0) {
+		status = status_page_handle(&r, cfg);
 		goto done;
 	}
 	/* Prometheus scrapes with the key of /v1/status, unless

@@ -89,8 +89,8 @@ request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
 	return !request_has_dotdot(decoded, decoded_len);
 }
 
-/* Length of the mount point in path, or -1 when no segment "v1", "health"
- * or "metrics" starts a path below it. */
+/* Length of the mount point in path, or -1 when no segment "v1", "health",
+ * "status" (the status page) or "metrics" starts a path below it. */
 static long
 request_find_mount(const char *path, size_t len)
 {
@@ -104,7 +104,8 @@ request_find_mount(const char *path, size_t len)
 			end++;
 		size_t sl = end - seg;
 		if ((sl == 2 && memcmp(path + seg, "v1", 2) == 0) ||
-		    (sl == 6 && memcmp(path + seg, "health", 6) == 0) ||
+		    (sl == 6 && (memcmp(path + seg, "health", 6) == 0 ||
+				 memcmp(path + seg, "status", 6) == 0)) ||
 		    (sl == 7 && memcmp(path + seg, "metrics", 7) == 0))
 			return (long)i;
 		i = end;

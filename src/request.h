@@ -37,7 +37,8 @@ enum request_path_verdict {
 
 /* Splits a REQUEST_URI into mount point, path and query. base is
  * API_TOGETHER_BASE_PATH (NULL or "" when unset): without it the mount point
- * is everything before the first path segment "v1", "health" or "metrics". On
+ * is everything before the first path segment "v1", "health", "status" or
+ * "metrics". On
  * REQUEST_PATH_OK the three strings are malloc'd (query may be NULL); -1
  * when out of memory. */
 int request_split_uri(const char *uri, const char *base, char **mount, char **path, char **query);

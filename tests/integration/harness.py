@@ -247,8 +247,9 @@ def apache_snippet(kind):
 
 
 def mount_snippet(text, mount):
-    """The snippet's URL patterns ("^/(v1|health)...", "^/((v1|health)...") moved
-    below mount ("/llm/"): the one place a test adapts the shipped text."""
+    """The snippet's URL patterns ("^/(v1|health|status)...",
+    "^/((v1|health|status)...") moved below mount ("/llm/"): the one place a
+    test adapts the shipped text."""
     if mount == "/":
         return text
     out, n = re.subn(r'"\^/(\(*)\((v1\|health[|a-z]*)\)', lambda m: '"^%s%s(%s)'
@@ -570,7 +571,7 @@ class Gateway:
 
     def _lighttpd_conf(self):
         mount = self.mount
-        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health|metrics)(/|$)"
+        regex = "^" + re.escape(mount).replace("\\/", "/") + "(v1|health|status|metrics)(/|$)"
         env = self.responder_env()
         priv = ""
         if self.user:

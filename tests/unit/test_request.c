@@ -103,6 +103,17 @@ split_health_at_root(void **state)
 	assert_split("/llm/health", NULL, "/llm", "/health", NULL);
 }
 
+static void
+split_status_page_marks_the_mount(void **state)
+{
+	(void)state;
+	assert_split("/status", NULL, "", "/status", NULL);
+	assert_split("/status?key=sk-1", NULL, "", "/status", "key=sk-1");
+	assert_split("/llm/status?key=sk-1", NULL, "/llm", "/status", "key=sk-1");
+	assert_foreign("/statusx", NULL);
+	assert_foreign("/llm/statu", NULL);
+}
+
 /* Only a whole segment "metrics" marks the mount, as "health" does. */
 static void
 split_metrics_marks_the_mount(void **state)
@@ -387,6 +398,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(split_root_v1_path_has_empty_mount),
 		cmocka_unit_test(split_mount_is_everything_before_v1),
+		cmocka_unit_test(split_status_page_marks_the_mount),
 		cmocka_unit_test(split_health_at_root),
 		cmocka_unit_test(split_metrics_marks_the_mount),
 		cmocka_unit_test(split_bare_v1_is_ours),

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Integration tests of GET /status, the status page (issue 8): the page the
+responder serves (login form without a key or with a wrong one, the page
+with a right ?key=), its headers (CSP, no-store, nosniff, no-referrer, no
+cookie), the key kept out of the log, and the page rendered by headless
+Chromium (Debian package chromium): each endpoint of the config a card with
+its name and its RPD figures, read from v1/status by the page's script. A
+screenshot of it is written to tests/integration/status-page.png in the build
+tree (docs/status.png was taken the same way, of four endpoints, one of them
+cooling down).
+
+Behind lighttpd (make check runs it there); API_TOGETHER_TEST_SERVER picks
+another server by hand. Prints TAP; the Chromium cases are skipped, with the
+reason, when chromium is not installed. Python 3 standard library only:
+
+    python3 tests/integration/test_status_page.py [-v] [Class.test_name ...]
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.parse
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import test_http  # noqa: E402
+from mock_upstream import MockUpstream  # noqa: E402
+from test_http import CLIENT_KEY, EXTRA_KEY, Base, chat, leaked, new_key  # noqa: E402
+
+CHROMIUM = (os.environ.get("CHROMIUM") or shutil.which("chromium")
+            or shutil.which("chromium-browser") or "/usr/bin/chromium")
+BUILDDIR = os.environ.get("API_TOGETHER_BUILDDIR") or harness.SRCDIR
+SCREENSHOT = os.path.join(BUILDDIR, "tests", "integration", "status-page.png")
+
+# The endpoints of the test config, and how many requests each gets before
+# the page is looked at: its RPD figure then (each its own model, so every
+# request lands on the endpoint named).
+ENDPOINTS = [
+    {"id": "alpha", "name": "Alpha OpenAI", "model": "m-alpha", "rpm": 60, "rpd": 1000,
+     "requests": 3},
+    {"id": "beta", "name": "Beta Groq", "model": "m-beta", "rpm": -1, "rpd": 500,
+     "requests": 5},
+    {"id": "gamma", "name": "Gamma local", "model": "m-gamma", "rpm": 30, "rpd": -1,
+     "requests": 2},
+]
+
+
+def chromium_missing():
+    """None when headless Chromium can run here, else why not."""
+    if os.access(CHROMIUM, os.X_OK):
+        return None
+    return "chromium not found (Debian package chromium; CHROMIUM=path names another)"
+
+
+def chromium(url, *args, timeout=90):
+    """Runs headless Chromium on url with args; its stdout (text). A profile
+    of its own, thrown away after, so no run sees another's sessionStorage."""
+    profile = tempfile.mkdtemp(prefix="api-together-chromium-")
+    try:
+        p = subprocess.run(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--user-data-dir=" + profile, "--no-first-run", "--disable-extensions",
+             "--window-size=1280,900", "--virtual-time-budget=5000", *args, url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=timeout)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    if p.returncode != 0:
+        raise AssertionError("chromium exited with %d: %s" % (
+            p.returncode, p.stderr.decode("utf-8", "replace")[-2000:]))
+    return p.stdout.decode("utf-8", "replace")
+
+
+class StatusPageBase(Base):
+    """One gateway with the three endpoints of ENDPOINTS on mock upstreams,
+    each sent its requests once for the whole class."""
+
+    gateway_name = "status-page"
+    mocks_up = []
+    gateways_ready = set()
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if cls.gateway_name in StatusPageBase.gateways_ready:
+            return
+        StatusPageBase.gateways_ready.add(cls.gateway_name)
+        if not StatusPageBase.mocks_up:
+            for e in ENDPOINTS:
+                m = MockUpstream(e["id"]).start()
+                m.set("chat", usage=(11, 7))
+                StatusPageBase.mocks_up.append(m)
+        apis = []
+        for e, m in zip(ENDPOINTS, StatusPageBase.mocks_up):
+            apis.append({"id": e["id"], "name": e["name"], "baseUrl": m.url,
+                         "apiKey": new_key("sk-up-"), "models": [e["model"]],
+                         "rpm": e["rpm"], "rpd": e["rpd"]})
+        cls.gw.write_config({"server": test_http.default_server(), "apis": apis})
+        for e in ENDPOINTS:
+            for _ in range(e["requests"]):
+                r = cls.gw.request("POST", "/v1/chat/completions", body=chat(e["model"]),
+                                   key=CLIENT_KEY)
+                if r.status != 200:
+                    raise AssertionError("traffic for %s: %s" % (e["id"], r))
+
+    def page(self, query=None, method="GET"):
+        path = "/status" + ("?" + query if query is not None else "")
+        return self.gw.request(method, path)
+
+    def url(self, query=None):
+        return "http://127.0.0.1:%d%s%s" % (self.gw.port, self.gw.url_path("/status"),
+                                            "?" + query if query is not None else "")
+
+    def assertPage(self, r, state, status=200):
+        self.assertStatus(r, status)
+        self.assertTrue((r.header("content-type") or "").startswith("text/html"),
+                        self.diag(r))
+        self.assertIn('data-state="%s"' % state, r.text(), self.diag(r))
+
+
+class S01Served(StatusPageBase):
+    """What the responder answers to GET /status (no browser)."""
+
+    def test_login_form_without_key(self):
+        r = self.page()
+        self.assertPage(r, "login")
+        text = r.text()
+        self.assertIn('<form id="login"', text)
+        # The page itself holds no figures: its script fetches them.
+        for e in ENDPOINTS:
+            self.assertNotIn(e["name"], text)
+            self.assertNotIn(e["id"], text.replace("data-id", ""))
+
+    def test_wrong_key_gives_login_form(self):
+        wrong = new_key()
+        r = self.page("key=" + wrong)
+        self.assertPage(r, "denied")
+        self.assertNotIn(wrong, r.text())
+        for e in ENDPOINTS:
+            self.assertNotIn(e["name"], r.text())
+
+    def test_right_key_gives_the_page(self):
+        for key in (CLIENT_KEY, EXTRA_KEY):
+            r = self.page("key=" + urllib.parse.quote(key, safe=""))
+            self.assertPage(r, "ok")
+            self.assertFalse(leaked(r.text(), key), "the key is in the page")
+        # Other parameters around it do not matter.
+        self.assertPage(self.page("x=1&key=%s&y=2" % CLIENT_KEY), "ok")
+        self.assertPage(self.page("monkey=%s" % CLIENT_KEY), "login")
+
+    def test_headers(self):
+        for q in (None, "key=" + CLIENT_KEY, "key=" + new_key()):
+            r = self.page(q)
+            self.assertStatus(r, 200)
+            self.assertEqual(r.header_all("set-cookie"), [], self.diag(r))
+            self.assertEqual(r.header("cache-control"), "no-store", self.diag(r))
+            self.assertEqual(r.header("x-content-type-options"), "nosniff", self.diag(r))
+            self.assertEqual(r.header("referrer-policy"), "no-referrer", self.diag(r))
+            self.assertIsNone(r.header("access-control-allow-origin"), self.diag(r))
+            csp = r.header("content-security-policy") or ""
+            m = re.search(r"script-src 'nonce-([0-9a-f]{32})'", csp)
+            self.assertIsNotNone(m, "CSP: %r" % csp)
+            nonce = m.group(1)
+            for part in ("default-src 'none'", "style-src 'nonce-%s'" % nonce,
+                         "connect-src 'self'", "form-action 'none'"):
+                self.assertIn(part, csp)
+            self.assertNotIn("unsafe-inline", csp)
+            # Every script and style of the page is its own, inline, with the nonce.
+            text = r.text()
+            self.assertEqual(re.findall(r"<script[^>]*>", text), ['<script nonce="%s">' % nonce])
+            self.assertEqual(re.findall(r"<style[^>]*>", text), ['<style nonce="%s">' % nonce])
+            self.assertNotRegex(text, r"(src|href)=\"(https?:)?//")
+        # A fresh nonce for each answer.
+        self.assertNotEqual(self.page().header("content-security-policy"),
+                            self.page().header("content-security-policy"))
+
+    def test_head_and_other_methods(self):
+        r = self.page(method="HEAD")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.body, b"")
+        r = self.gw.request("POST", "/status", body="key=" + CLIENT_KEY,
+                            content_type="application/x-www-form-urlencoded")
+        self.assertError(r, 405, "invalid_request_error", "method_not_allowed")
+        self.assertEqual(r.header("allow"), "GET, HEAD")
+
+    def test_key_not_in_log(self):
+        wrong = new_key()
+        offset = self.gw.log_size()
+        self.assertPage(self.page("key=" + CLIENT_KEY), "ok")
+        self.assertPage(self.page("key=" + wrong), "denied")
+        self.assertPage(self.page("a=b&key=" + EXTRA_KEY), "ok")
+        harness.time.sleep(0.3)  # the responder logs a request after answering it
+        since = self.gw.log_since(offset)
+        self.assertEqual(len(re.findall(r"GET /status status=200", since)), 3, since)
+        text = self.gw.log_text()
+        for key in (CLIENT_KEY, wrong, EXTRA_KEY):
+            self.assertFalse(leaked(text, key), "a key is in the log:\n" + since)
+
+
+class S02Browser(StatusPageBase):
+    """The page in headless Chromium: its script ran, fetched v1/status with
+    the key and drew a card per endpoint."""
+
+    def setUp(self):
+        super().setUp()
+        missing = chromium_missing()
+        if missing:
+            self.skipTest(missing)
+
+    def test_cards_show_each_endpoint_and_its_rpd(self):
+        dom = chromium(self.url("key=" + CLIENT_KEY), "--dump-dom")
+        self.assertIn('data-state="ok"', dom)
+        self.assertFalse(leaked(dom, CLIENT_KEY), "the key is in the DOM")
+        cards = re.findall(r'<article class="card" data-id="([^"]+)">(.*?)</article>', dom, re.S)
+        self.assertEqual([c[0] for c in cards], [e["id"] for e in ENDPOINTS], dom[-3000:])
+        for (cid, body), e in zip(cards, ENDPOINTS):
+            self.assertIn(">%s<" % e["name"], body)
+            m = re.search(r'data-kind="rpd" data-used="(\d+)" data-limit="(-?\d+)"', body)
+            self.assertIsNotNone(m, body)
+            self.assertEqual((int(m.group(1)), int(m.group(2))), (e["requests"], e["rpd"]), body)
+            want = "%d / %s" % (e["requests"],
+                                "no limit" if e["rpd"] < 0 else "{:,}".format(e["rpd"]))
+            self.assertIn(">%s<" % want, body)
+            # Tokens: usage=(11, 7) per answer.
+            self.assertIn(">%d<" % (18 * e["requests"]), body)
+        self.assertRegex(dom, r'id="updated"[^>]*>last updated \d\d:\d\d:\d\d<')
+        self.assertRegex(dom, r'<form id="login"[^>]* hidden')
+        self.assertRegex(dom, r'<div id="banner"[^>]* hidden')
+
+    def test_wrong_key_shows_login_error(self):
+        dom = chromium(self.url("key=" + new_key()), "--dump-dom")
+        self.assertIn('data-state="denied"', dom)
+        self.assertRegex(dom, r'<p id="login-error" class="error" role="alert">That key is not')
+        self.assertNotRegex(dom, r'<form id="login"[^>]* hidden')
+        self.assertNotIn('<article class="card"', dom)
+
+    def test_without_key_shows_login_form(self):
+        dom = chromium(self.url(), "--dump-dom")
+        self.assertNotRegex(dom, r'<form id="login"[^>]* hidden')
+        self.assertRegex(dom, r'<p id="login-error"[^>]* hidden')
+        self.assertNotIn('<article class="card"', dom)
+
+    def test_screenshot(self):
+        os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+        if os.path.exists(SCREENSHOT):
+            os.unlink(SCREENSHOT)
+        chromium(self.url("key=" + CLIENT_KEY), "--screenshot=" + SCREENSHOT,
+                 "--hide-scrollbars")
+        with open(SCREENSHOT, "rb") as f:
+            head = f.read(8)
+        self.assertEqual(head, b"\x89PNG\r\n\x1a\n", SCREENSHOT)
+        self.assertGreater(os.path.getsize(SCREENSHOT), 10000)
+        print("# screenshot: %s" % SCREENSHOT)
+
+
+class S03Mount(StatusPageBase):
+    """The page below a mount point (/llm/status) fetches /llm/v1/status."""
+
+    gateway_name = "status-page-mount"
+    gateway_kwargs = {"mount": "/llm/"}
+
+    def test_page_below_mount(self):
+        r = self.page("key=" + CLIENT_KEY)
+        self.assertEqual(r.path, "/llm/status?key=" + CLIENT_KEY)
+        self.assertPage(r, "ok")
+        r = self.gw.request("GET", "/status", absolute=True)
+        self.assertStatus(r, 404)
+
+    def test_cards_below_mount(self):
+        missing = chromium_missing()
+        if missing:
+            self.skipTest(missing)
+        dom = chromium(self.url("key=" + CLIENT_KEY), "--dump-dom")
+        ids = re.findall(r'<article class="card" data-id="([^"]+)">', dom)
+        self.assertEqual(ids, [e["id"] for e in ENDPOINTS], dom[-3000:])
+
+
+def stop_mocks():
+    for m in StatusPageBase.mocks_up:
+        m.stop()
+
+
+ORDER = [S01Served, S02Browser, S03Mount]
+
+
+def main(argv):
+    try:
+        return test_http.run_tap(argv, sys.modules[__name__], ORDER)
+    finally:
+        stop_mocks()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
