@@ -222,14 +222,19 @@ api_status(struct request *r, const struct config *cfg, struct worker *w)
 		bool cooling = u[i].cooldown_until > now;
 		bool in_service = a->enabled && a->rpm != 0 && a->rpd != 0;
 		json_t *o = json_pack(
-			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I}}", "id",
-			a->id, "name", a->name, "enabled", a->enabled, "available",
+			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I},"
+			"s:{s:I,s:I,s:I}}",
+			"id", a->id, "name", a->name, "enabled", a->enabled, "available",
 			in_service && !cooling && u[i].free_in_s == 0, "temporarilyDisabled",
 			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
 			(json_int_t)a->rpm, "rpd", (json_int_t)a->rpd, "usage", "rpm",
 			(json_int_t)u[i].rpm_used, "rpd", (json_int_t)u[i].rpd_used, "tokens",
 			"prompt", (json_int_t)u[i].prompt_tokens, "completion",
-			(json_int_t)u[i].completion_tokens, "total", (json_int_t)u[i].total_tokens);
+			(json_int_t)u[i].completion_tokens, "total", (json_int_t)u[i].total_tokens,
+			/* The local day's, as usage.rpd: a reset keeps them. */
+			"tokensToday", "prompt", (json_int_t)u[i].day_prompt_tokens, "completion",
+			(json_int_t)u[i].day_completion_tokens, "total",
+			(json_int_t)u[i].day_total_tokens);
 		if (o != NULL && cooling) {
 			char ts[40];
 			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));

@@ -105,6 +105,11 @@ struct store_usage {
 	long long prompt_tokens;
 	long long completion_tokens;
 	long long total_tokens;
+	/* Tokens of the current local day (as rpd_used's); store_reset_tokens
+	 * keeps them: they count the day, not the time since a reset. */
+	long long day_prompt_tokens;
+	long long day_completion_tokens;
+	long long day_total_tokens;
 	long long requests; /* attempts whose 2xx answer went to the client */
 	int64_t last_used;  /* ms of the last such answer; 0 never */
 	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
@@ -190,8 +195,8 @@ int store_count(struct store *st, enum store_reject reason, char *err, size_t er
 int store_read_rejects(struct store *st, long long *out, char *err, size_t errlen);
 
 /* Zeroes the token totals, request counts and last_used of endpoint id, or
- * of every endpoint when id is NULL; attempt counters stay. Returns 0, or -1
- * with err. */
+ * of every endpoint when id is NULL; attempt counters and the day's tokens
+ * stay. Returns 0, or -1 with err. */
 int store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen);
 
 /* Checks that the store can be read and written now. Returns 0, or -1 with err. */

@@ -36,8 +36,9 @@
 #include "store_live.h"
 
 #define STORE_MAGIC 0x41544732u /* "ATG2" */
-/* 3 added the metrics' counters (store_ent_metrics, the refusals); a copy
- * of version 2 is still read, its new counters at 0. */
+/* 3 added the metrics' counters (store_ent_metrics, the refusals) and the
+ * day's tokens (in the same block: 3 was extended before its release); a
+ * copy of version 2 is still read, its new counters at 0. */
 #define STORE_VERSION 3u
 #define STORE_VERSION_V2 2u
 /* Refusal counters on disk: room for reasons yet to come. */
@@ -105,6 +106,12 @@ struct store_ent_metrics {
 	int64_t ttfb[STORE_HIST_N];
 	int64_t ttfb_count;
 	int64_t ttfb_sum_ms;
+	/* Tokens of the local day tok_day (YYYYMMDD), apart from d.day: an
+	 * answer can be recorded on another day than its attempt was counted. */
+	int64_t tok_day;
+	int64_t day_prompt;
+	int64_t day_completion;
+	int64_t day_total;
 };
 
 struct store_ent {
@@ -1055,6 +1062,16 @@ store_record_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 		e->d.prompt = store_add_tokens(e->d.prompt, c->o->prompt_tokens);
 		e->d.completion = store_add_tokens(e->d.completion, c->o->completion_tokens);
 		e->d.total = store_add_tokens(e->d.total, c->o->total_tokens);
+		/* As day_count: a new local day starts the day's counts at 0. */
+		long today = clock_local_day(c->now);
+		if (e->m.tok_day != today) {
+			e->m.tok_day = today;
+			e->m.day_prompt = e->m.day_completion = e->m.day_total = 0;
+		}
+		e->m.day_prompt = store_add_tokens(e->m.day_prompt, c->o->prompt_tokens);
+		e->m.day_completion =
+			store_add_tokens(e->m.day_completion, c->o->completion_tokens);
+		e->m.day_total = store_add_tokens(e->m.day_total, c->o->total_tokens);
 	}
 	if ((unsigned)c->o->code_class < STORE_CLASS_N)
 		e->m.answers[c->o->code_class]++;
@@ -1099,6 +1116,12 @@ store_read_fn(struct store_state *s, void *ctx, char *err, size_t errlen)
 		u->prompt_tokens = e->d.prompt;
 		u->completion_tokens = e->d.completion;
 		u->total_tokens = e->d.total;
+		/* Counts of an earlier day are no tokens of today's. */
+		if (e->m.tok_day == clock_local_day(c->now)) {
+			u->day_prompt_tokens = e->m.day_prompt;
+			u->day_completion_tokens = e->m.day_completion;
+			u->day_total_tokens = e->m.day_total;
+		}
 		u->requests = e->d.requests;
 		u->last_used = e->d.last_used;
 		u->attempts = e->d.attempts;

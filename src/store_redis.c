@@ -532,7 +532,8 @@ static const char store_redis_script[] =
 	"  return {0, k}\n"
 	"elseif op == 'record' then\n"
 	/* ARGV: now, id, success, served, has_usage, prompt, completion, total
-	 * (clamped to [0, 2^60] by the caller), cooldown failures, seconds. */
+	 * (clamped to [0, 2^60] by the caller), cooldown failures, seconds;
+	 * the metrics (below), then [19] today. */
 	"  local now, id = tonumber(ARGV[3]), ARGV[4]\n"
 	"  local k = P .. 'ep:' .. id\n"
 	"  if ARGV[5] == '1' then\n"
@@ -552,6 +553,14 @@ static const char store_redis_script[] =
 	"    add_tokens(k, 'prompt', ARGV[8])\n"
 	"    add_tokens(k, 'completion', ARGV[9])\n"
 	"    add_tokens(k, 'total', ARGV[10])\n"
+	/* The day's tokens, as store_gdbm.c: a new local day starts them at 0. */
+	"    if redis.call('HGET', k, 'tok_day') ~= ARGV[19] then\n"
+	"      redis.call('HSET', k, 'tok_day', ARGV[19], 'day_prompt', '0',\n"
+	"                 'day_completion', '0', 'day_total', '0')\n"
+	"    end\n"
+	"    add_tokens(k, 'day_prompt', ARGV[8])\n"
+	"    add_tokens(k, 'day_completion', ARGV[9])\n"
+	"    add_tokens(k, 'day_total', ARGV[10])\n"
 	"  end\n"
 	/* The metrics: ARGV[13] the answer's class (0 none, 1 to 5), [14]
 	 * "1" for a retry, then latency and time to first byte, each as its
@@ -607,6 +616,11 @@ static const char store_redis_script[] =
 	 * lat_sum, the same of ttfb (MFIELDS, built once). */
 	"    local m = redis.call('HMGET', e.k, unpack(MFIELDS))\n"
 	"    for j = 1, #MFIELDS do o[10 + j] = m[j] or '0' end\n"
+	/* Last the day's prompt, completion, total: 0 when of an earlier day. */
+	"    local d = redis.call('HMGET', e.k, 'tok_day', 'day_prompt', 'day_completion',\n"
+	"                         'day_total')\n"
+	"    local td = tonumber(d[1]) == today\n"
+	"    for j = 2, 4 do o[#o + 1] = td and (d[j] or '0') or '0' end\n"
 	"    out[i + 1] = o\n"
 	"  end\n"
 	"  return out\n"
@@ -1098,7 +1112,7 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
-	if (store_redis_args_init(&a, STORE_REDIS_HEAD + 16, st, "record") != 0) {
+	if (store_redis_args_init(&a, STORE_REDIS_HEAD + 17, st, "record") != 0) {
 		store_redis_set_err(st, err, errlen, "out of memory");
 		goto out;
 	}
@@ -1116,6 +1130,8 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 	store_redis_arg_add_int(&a, o->retry);
 	store_redis_arg_hist(&a, o->latency_ms);
 	store_redis_arg_hist(&a, o->ttfb_ms);
+	/* For the day's tokens: Redis knows no TZ. */
+	store_redis_arg_add_int(&a, clock_local_day(now_ms));
 	r = store_redis_eval(st, &a, err, errlen);
 	if (r != NULL) {
 		rc = 0;
@@ -1127,7 +1143,7 @@ out:
 }
 
 /* One endpoint's answer of the read script into u. */
-#define STORE_REDIS_READ_N (10 + 2 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2))
+#define STORE_REDIS_READ_N (10 + 2 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2) + 3)
 
 static void
 store_redis_hist(struct store_hist *h, const long long *v)
@@ -1165,6 +1181,9 @@ store_redis_usage(const redisReply *r, struct store_usage *u)
 		u->answers[i] = v[12 + i];
 	store_redis_hist(&u->latency, v + 12 + STORE_CLASS_N);
 	store_redis_hist(&u->ttfb, v + 12 + STORE_CLASS_N + STORE_HIST_N + 2);
+	u->day_prompt_tokens = v[STORE_REDIS_READ_N - 3];
+	u->day_completion_tokens = v[STORE_REDIS_READ_N - 2];
+	u->day_total_tokens = v[STORE_REDIS_READ_N - 1];
 	return true;
 }
 

@@ -1247,6 +1247,8 @@ class T14Status(Base):
             self.assertEqual(set(a["limits"]) >= {"rpm", "rpd"}, True, a)
             self.assertEqual(set(a["usage"]) >= {"rpm", "rpd"}, True, a)
             self.assertEqual(set(a["tokens"]) >= {"prompt", "completion", "total"}, True, a)
+            self.assertEqual(set(a["tokensToday"]) >= {"prompt", "completion", "total"}, True,
+                             a)
         a1, a2, a3 = apis[s1], apis[s2], apis[s3]
         self.assertEqual(a1["name"], "Good one")
         def pick(d, *keys):
@@ -1266,6 +1268,34 @@ class T14Status(Base):
         self.assertIs(a1["temporarilyDisabled"], False)
         self.assertEqual(a1["errorCount"], 0)
         self.assertGreaterEqual(a2["errorCount"], 1)
+
+    def test_status_tokens_today_kept_by_a_reset(self):
+        # tokensToday counts the local day (as usage.rpd); tokens counts since
+        # the last POST /v1/token/reset, which zeroes only that.
+        up = self.mock("today", "chat", usage=(4, 5))
+        a, b = self.uid("a"), self.uid("b")
+        self.configure([self.api(a, up.url, ["m-today-a"]), self.api(b, up.url, ["m-today-b"])])
+        for _ in range(2):
+            self.assertStatus(self.post("/v1/chat/completions", chat("m-today-a")), 200)
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-today-b")), 200)
+        nine = {"prompt": 4, "completion": 5, "total": 9}
+        twice = {"prompt": 8, "completion": 10, "total": 18}
+        sa, sb = self.status_of(a), self.status_of(b)
+        self.assertEqual(sa["tokensToday"], twice, sa)
+        self.assertEqual(sa["tokens"], twice, sa)
+        self.assertEqual(sb["tokensToday"], nine, sb)
+        r = self.post("/v1/token/reset", {"apiId": a})
+        self.assertStatus(r, 200)
+        sa = self.status_of(a)
+        self.assertEqual(sa["tokens"], {"prompt": 0, "completion": 0, "total": 0}, sa)
+        self.assertEqual(sa["tokensToday"], twice, sa)
+        self.assertStatus(self.post("/v1/token/reset", b""), 200)
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-today-a")), 200)
+        sa, sb = self.status_of(a), self.status_of(b)
+        self.assertEqual(sa["tokens"], nine, sa)
+        self.assertEqual(sa["tokensToday"], {"prompt": 12, "completion": 15, "total": 27}, sa)
+        self.assertEqual(sb["tokens"]["total"], 0, sb)
+        self.assertEqual(sb["tokensToday"], nine, sb)
 
     def test_status_never_shows_keys(self):
         up = self.mock("k")

@@ -417,6 +417,33 @@ class S03Midnight(ClockBase):
         self.assertEqual(up.count(), 6)
 
 
+    def test_tokens_today_roll_over_at_local_midnight(self):
+        # /v1/status tokensToday: the local day's tokens, as usage.rpd; the
+        # totals since a reset (tokens) go on past midnight.
+        up = self.mock("midtok", "chat", usage=(11, 7))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-midtok"])])
+        now = datetime.datetime.now(LOCAL_TZ) + datetime.timedelta(
+            seconds=self.gw._clock_offset)
+        target = now.replace(hour=23, minute=59, second=50, microsecond=0)
+        if target - now < datetime.timedelta(seconds=1):
+            target += datetime.timedelta(days=1)
+        self.gw.advance_clock((target - now).total_seconds())
+        self.assertCounts(statuses(self.seq(2, "m-midtok")), {200: 2}, "2 at 23:59:50")
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokensToday"], {"prompt": 22, "completion": 14, "total": 36}, st)
+        # 00:00:02 local: nothing yet today, the totals unchanged
+        self.gw.advance_clock(12)
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokensToday"], {"prompt": 0, "completion": 0, "total": 0},
+                         "tokensToday of the new day: %s" % st)
+        self.assertEqual(st["tokens"]["total"], 36, st)
+        self.assertCounts(statuses(self.seq(1, "m-midtok")), {200: 1}, "1 after midnight")
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokensToday"], {"prompt": 11, "completion": 7, "total": 18}, st)
+        self.assertEqual(st["tokens"]["total"], 54, st)
+
+
 class S04Cooldown(ClockBase):
     """A cooldown started by failures in one process holds in all of them."""
 

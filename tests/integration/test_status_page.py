@@ -4,7 +4,8 @@ responder serves (login form without a key or with a wrong one, the page
 with a right ?key=), its headers (CSP, no-store, nosniff, no-referrer, no
 cookie), the key kept out of the log, and the page rendered by headless
 Chromium (Debian package chromium): each endpoint of the config a card with
-its name and its RPD figures, read from v1/status by the page's script. A
+its name, its RPD figures and its tokens (today's, and since a reset), read
+from v1/status by the page's script. A
 screenshot of it is written to tests/integration/status-page.png in the build
 tree (docs/status.png was taken the same way, of four endpoints, one of them
 cooling down).
@@ -49,6 +50,9 @@ ENDPOINTS = [
     {"id": "gamma", "name": "Gamma local", "model": "m-gamma", "rpm": 30, "rpd": -1,
      "requests": 2},
 ]
+# Reset (POST /v1/token/reset) after the traffic: its card shows the day's
+# tokens, and 0 since the reset.
+RESET_ID = "beta"
 
 
 def chromium_missing():
@@ -108,6 +112,9 @@ class StatusPageBase(Base):
                                    key=CLIENT_KEY)
                 if r.status != 200:
                     raise AssertionError("traffic for %s: %s" % (e["id"], r))
+        r = cls.gw.request("POST", "/v1/token/reset", body={"apiId": RESET_ID}, key=CLIENT_KEY)
+        if r.status != 200:
+            raise AssertionError("reset of %s: %s" % (RESET_ID, r))
 
     def page(self, query=None, method="GET"):
         path = "/status" + ("?" + query if query is not None else "")
@@ -227,8 +234,19 @@ class S02Browser(StatusPageBase):
             want = "%d / %s" % (e["requests"],
                                 "no limit" if e["rpd"] < 0 else "{:,}".format(e["rpd"]))
             self.assertIn(">%s<" % want, body)
-            # Tokens: usage=(11, 7) per answer.
-            self.assertIn(">%d<" % (18 * e["requests"]), body)
+            # Tokens: usage=(11, 7) per answer; today's, and since the reset
+            # (none for RESET_ID, reset after its requests).
+            self.assertRegex(body, r'<table class="tokens"><tr><th></th>'
+                             r'<th>tokens today</th><th>since reset</th></tr>')
+            since = 0 if e["id"] == RESET_ID else e["requests"]
+            for kind, per in (("prompt", 11), ("completion", 7), ("total", 18)):
+                m = re.search(r'<tr data-tokens="%s"><th>[^<]*</th><td class="today">'
+                              r'([^<]*)</td><td class="since-reset">([^<]*)</td></tr>' % kind,
+                              body)
+                self.assertIsNotNone(m, body)
+                self.assertEqual((m.group(1), m.group(2)),
+                                 ("{:,}".format(per * e["requests"]), "{:,}".format(per * since)),
+                                 "%s %s tokens: %s" % (e["id"], kind, body))
         self.assertRegex(dom, r'id="updated"[^>]*>last updated \d\d:\d\d:\d\d<')
         self.assertRegex(dom, r'<form id="login"[^>]* hidden')
         self.assertRegex(dom, r'<div id="banner"[^>]* hidden')

@@ -1319,6 +1319,156 @@ test_token_totals_saturate(void **state)
 	assert_true(u.total_tokens == max);
 }
 
+/* --- Tokens today --- */
+
+/* Records an answer of p prompt and c completion tokens (total p + c). */
+static void
+record_tokens(struct store *st, const char *id, long long p, long long c, int64_t now)
+{
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .prompt_tokens = p,
+				  .completion_tokens = c,
+				  .total_tokens = p + c};
+
+	record(st, id, &o, &no_cooldown, now);
+}
+
+static void
+expect_today(const struct store_usage *u, long long p, long long c, long long t)
+{
+	assert_true(u->day_prompt_tokens == p);
+	assert_true(u->day_completion_tokens == c);
+	assert_true(u->day_total_tokens == t);
+}
+
+/* The day's tokens count the local day, as rpd_used does: they start at 0
+ * at midnight, both when read and when the next answer is recorded, while
+ * the totals since a reset go on. */
+static void
+test_tokens_today_roll_over_at_local_midnight(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1};
+
+	record_tokens(f->st, "a", 1, 2, T0);
+	record_tokens(f->st, "a", 10, 20, T0 + HOUR_MS);
+	/* No usage: nothing added, today's counts stay. */
+	record_success(f->st, "a", T0 + 2 * HOUR_MS);
+	struct store_usage u = read_one(f->st, &ep, T0 + 3 * HOUR_MS);
+	expect_today(&u, 11, 22, 33);
+	assert_int_equal(u.total_tokens, 33);
+	record_tokens(f->st, "a", 100, 200, TOKYO_MIDNIGHT - 1);
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT - 1);
+	expect_today(&u, 111, 222, 333);
+	/* Midnight, nothing recorded yet: read as 0; the totals stay. */
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT);
+	expect_today(&u, 0, 0, 0);
+	assert_int_equal(u.prompt_tokens, 111);
+	assert_int_equal(u.total_tokens, 333);
+	/* An answer without usage on the new day leaves them at 0. */
+	record_success(f->st, "a", TOKYO_MIDNIGHT + 1000);
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 1000);
+	expect_today(&u, 0, 0, 0);
+	/* The first usage of the new day starts from 0, not from yesterday's. */
+	record_tokens(f->st, "a", 4, 5, TOKYO_MIDNIGHT + 2000);
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 3000);
+	expect_today(&u, 4, 5, 9);
+	assert_int_equal(u.total_tokens, 342);
+	/* A day later, a day's are gone again. */
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 24 * HOUR_MS);
+	expect_today(&u, 0, 0, 0);
+	/* Each endpoint has its own. */
+	const struct store_endpoint b = {"b", -1, -1};
+	record_tokens(f->st, "b", 7, 0, TOKYO_MIDNIGHT + 4000);
+	u = read_one(f->st, &b, TOKYO_MIDNIGHT + 5000);
+	expect_today(&u, 7, 0, 7);
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 5000);
+	expect_today(&u, 4, 5, 9);
+}
+
+/* Tokyo's midnight is 15:00 UTC: under TZ=UTC both sides of it are one day. */
+static void
+test_tokens_today_day_follows_tz(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1};
+
+	assert_int_equal(setenv("TZ", "UTC", 1), 0);
+	tzset();
+	record_tokens(f->st, "a", 1, 1, TOKYO_MIDNIGHT - 10000);
+	record_tokens(f->st, "a", 2, 2, TOKYO_MIDNIGHT + 10000);
+	struct store_usage utc = read_one(f->st, &ep, TOKYO_MIDNIGHT + 20000);
+	assert_int_equal(setenv("TZ", "Asia/Tokyo", 1), 0);
+	tzset();
+	expect_today(&utc, 3, 3, 6);
+	/* In Tokyo it is the day after the one they were counted in (UTC's). */
+	struct store_usage tokyo = read_one(f->st, &ep, TOKYO_MIDNIGHT + 20000);
+	expect_today(&tokyo, 0, 0, 0);
+	assert_int_equal(tokyo.total_tokens, 6);
+}
+
+/* POST /v1/token/reset zeroes the totals since a reset; the day's tokens
+ * count the day, as rpd_used does, and stay. */
+static void
+test_reset_tokens_keeps_tokens_today(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[] = {{"a", -1, -1}, {"b", -1, -1}};
+	char err[256] = "";
+
+	record_tokens(f->st, "a", 5, 6, T0);
+	record_tokens(f->st, "b", 7, 8, T0);
+	assert_int_equal(store_reset_tokens(f->st, "a", err, sizeof(err)), 0);
+	struct store_usage a = read_one(f->st, &eps[0], T0);
+	assert_int_equal(a.total_tokens, 0);
+	expect_today(&a, 5, 6, 11);
+	assert_int_equal(store_reset_tokens(f->st, NULL, err, sizeof(err)), 0);
+	for (int k = 0; k < 2; k++) {
+		struct store_usage u = read_one(f->st, &eps[k], T0);
+		assert_int_equal(u.prompt_tokens + u.completion_tokens + u.total_tokens, 0);
+	}
+	struct store_usage b = read_one(f->st, &eps[1], T0);
+	expect_today(&b, 7, 8, 15);
+	/* After a reset, both go on counting from where they are. */
+	record_tokens(f->st, "a", 1, 1, T0 + 1000);
+	a = read_one(f->st, &eps[0], T0 + 1000);
+	assert_int_equal(a.total_tokens, 2);
+	expect_today(&a, 6, 7, 13);
+}
+
+/* As the totals: the day's stop at 2^60, and counts that are not positive
+ * add nothing. */
+static void
+test_tokens_today_saturate(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1};
+	const long long max = 1LL << 60;
+	struct store_outcome o = {.success = true,
+				  .has_usage = true,
+				  .prompt_tokens = LLONG_MAX,
+				  .completion_tokens = max - 5,
+				  .total_tokens = -7};
+
+	record(f->st, "a", &o, &no_cooldown, T0);
+	struct store_usage u = read_one(f->st, &ep, T0);
+	expect_today(&u, max, max - 5, 0);
+	o.prompt_tokens = 1;
+	o.completion_tokens = 10;
+	o.total_tokens = max;
+	record(f->st, "a", &o, &no_cooldown, T0);
+	record(f->st, "a", &o, &no_cooldown, T0);
+	u = read_one(f->st, &ep, T0);
+	expect_today(&u, max, max, max);
+	/* A new day starts from 0, not from the saturated counts. */
+	record_tokens(f->st, "a", 1, 2, TOKYO_MIDNIGHT);
+	u = read_one(f->st, &ep, TOKYO_MIDNIGHT);
+	expect_today(&u, 1, 2, 3);
+	assert_true(u.prompt_tokens == max);
+}
+
 #ifndef TEST_STORE_REDIS
 /* --- The file (GDBM only) --- */
 
@@ -1467,6 +1617,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_int_equal(u.latency.count, 0);
 	for (size_t i = 0; i < STORE_CLASS_N; i++)
 		assert_int_equal(u.answers[i], 0);
+	/* Version 2 kept no day's tokens: none today. */
+	expect_today(&u, 0, 0, 0);
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
 	struct store_outcome o = {.success = true,
@@ -1495,6 +1647,32 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	long long n[STORE_REJECT_N];
 	read_rejects(f->st, n);
 	assert_int_equal(n[STORE_REJECT_AUTH], 1);
+}
+
+/* The day's tokens are in the record: a reboot (no live copy, the file
+ * read back) keeps them and their day. */
+static void
+test_tokens_today_survive_a_reboot(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[] = {{"a", -1, -1}, {"bb", 3, 9}};
+	char err[256] = "";
+
+	record_tokens(f->st, "a", 3, 4, T0);
+	expect_reserved(f->st, &eps[1], 1, T0, 0);
+	record_tokens(f->st, "bb", 30, 40, T0);
+	assert_int_equal(store_reset_tokens(f->st, "bb", err, sizeof(err)), 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	assert_int_equal(unlink(f->lock), 0);
+	struct store_usage u = read_one(f->st, &eps[0], T0 + 1000);
+	expect_today(&u, 3, 4, 7);
+	assert_int_equal(u.total_tokens, 7);
+	u = read_one(f->st, &eps[1], T0 + 1000);
+	expect_today(&u, 30, 40, 70);
+	assert_int_equal(u.total_tokens, 0);
+	assert_int_equal(u.rpd_used, 1);
+	u = read_one(f->st, &eps[1], TOKYO_MIDNIGHT);
+	expect_today(&u, 0, 0, 0);
 }
 
 /* A newest copy in the GDBM file cut short, torn (its two sequence numbers
@@ -2407,11 +2585,16 @@ main(void)
 		T(test_metrics_rejections_counted_by_reason),
 		T(test_reset_tokens_of_one_and_of_all_keeps_counters),
 		T(test_token_totals_saturate),
+		T(test_tokens_today_roll_over_at_local_midnight),
+		T(test_tokens_today_day_follows_tz),
+		T(test_reset_tokens_keeps_tokens_today),
+		T(test_tokens_today_saturate),
 		T(test_clock_set_back_holds_back_one_window_at_most),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_file_copy_loses_nothing),
 		T(test_version_2_record_is_read_and_upgraded),
+		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
 		T(test_open_non_gdbm_file_fails_with_reason),
