@@ -67,6 +67,15 @@ fuzz_check_url(const char *base_url, const char *path, const char *query)
 	free(url);
 }
 
+/* Whether path starts with the segment seg ("/v1": "/v1" or "/v1/..."). */
+static int
+fuzz_url_segment(const char *path, const char *seg)
+{
+	size_t n = strlen(seg);
+
+	return strncmp(path, seg, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -101,10 +110,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(strchr(path, '?') == NULL);
 	FUZZ_CHECK(path[0] == '/');
 	if (*base == '\0')
-		/* Without a base path the path starts at a segment "v1" or "health". */
-		FUZZ_CHECK(
-			(strncmp(path, "/v1", 3) == 0 && (path[3] == '/' || path[3] == '\0')) ||
-			(strncmp(path, "/health", 7) == 0 && (path[7] == '/' || path[7] == '\0')));
+		/* Without a base path the path starts at a segment that marks the
+		 * mount point: "v1", "health", "status" or "metrics". */
+		FUZZ_CHECK(fuzz_url_segment(path, "/v1") || fuzz_url_segment(path, "/health") ||
+			   fuzz_url_segment(path, "/status") || fuzz_url_segment(path, "/metrics"));
 
 	decoded = request_percent_decode(path, &dlen);
 	FUZZ_CHECK(decoded != NULL && dlen <= pl);
