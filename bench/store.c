@@ -1,5 +1,5 @@
 /* bench/store: how fast the GDBM store turns over, and how long it holds its
- * lock (SPEC section 7, NOTES-fastcgi.md GDBM).
+ * lock (doc/behaviour.md, Limits and state: GDBM; Web servers: GDBM and flock).
  *
  * One cycle is what one request costs the store: store_reserve over 10
  * endpoints, then store_record on the one chosen. Runs for a fixed time from

@@ -65,8 +65,8 @@ GATEWAY_CODES = {"invalid_api_key", "request_too_large", "invalid_json", "invali
                  "upstream_unreachable", "config_error", "state_unavailable", "internal_error"}
 MOCK_CODE = "mock_refused"
 
-# Headers that never reach an upstream, whatever the case (SPEC §6), plus the
-# marker every injection case tries to smuggle in.
+# Headers that never reach an upstream, whatever the case (doc/behaviour.md,
+# Forwarding), plus the marker every injection case tries to smuggle in.
 ALWAYS_ABSENT = ("X-Api-Key", "Cookie", "Proxy-Authorization", "Proxy-Connection",
                  "X-Injected")
 

@@ -2,9 +2,9 @@
 """Integration tests of upstream faults (issue 5, point 1): the built responder
 behind a real web server, against mock upstreams that refuse, hang, answer
 slowly, cut a stream short, answer with something that is not HTTP, rate-limit,
-send 50 MB, or lose their client half-way. Pins SPEC section 6 (retries,
-timeouts, streams, a gone client) and the failure count of section 7 as
-/v1/status shows it (errorCount).
+send 50 MB, or lose their client half-way. Pins doc/behaviour.md, Forwarding
+(retries, timeouts, streams, a gone client) and the failure runs of Limits and
+state (rule 10) as /v1/status shows them (errorCount).
 
 The same cases run behind each server the harness knows; API_TOGETHER_TEST_SERVER
 picks it: lighttpd (the default), fcgid (Apache + mod_fcgid) or proxy_fcgi

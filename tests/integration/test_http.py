@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Integration tests: the built responder behind a real web server, against mock
-upstreams on loopback. Pins SPEC sections 5 (HTTP interface), 6 (forwarding)
-and 8 (logs and secrets), plus the cross-process parts of sections 4 and 7.
+upstreams on loopback. Pins doc/behaviour.md's sections HTTP, Errors,
+Forwarding and Logs (logs and secrets), plus the cross-process parts of
+Configuration (reload) and Limits and state.
 
 The same cases run behind each server the harness knows; API_TOGETHER_TEST_SERVER
 picks it: lighttpd (the default), fcgid (Apache + mod_fcgid) or proxy_fcgi
@@ -64,8 +65,8 @@ EXTRA_KEY = new_key()
 
 
 def leaked(text, key):
-    """True when text holds any 8 consecutive characters of key (SPEC §8 allows
-    at most the last four)."""
+    """True when text holds any 8 consecutive characters of key (doc/behaviour.md,
+    Forwarding and Logs: at most the last four may show)."""
     return any(key[i:i + 8] in text for i in range(len(key) - 7))
 
 
@@ -202,7 +203,8 @@ class Base(unittest.TestCase):
         return err
 
     def assertErrorShape(self, r, status):
-        """An OpenAI-shaped error whose type/code SPEC leaves open."""
+        """An OpenAI-shaped error, whatever its type/code (doc/behaviour.md,
+        Errors)."""
         self.assertStatus(r, status)
         self.assertTrue((r.header("content-type") or "").startswith("application/json"),
                         self.diag(r))
@@ -470,7 +472,8 @@ class T04Errors(Base):
 
 # ---------------------------------------------------------------------------
 class T05ConfigError(Base):
-    """A responder whose config never loaded (SPEC §5 last error row, §4 reload)."""
+    """A responder whose config never loaded (doc/behaviour.md, Errors:
+    config_error; Configuration, Reload)."""
 
     gateway_name = "broken"
     SECRET_CLIENT = new_key()
@@ -518,7 +521,8 @@ class T05ConfigError(Base):
 # ---------------------------------------------------------------------------
 class StateErrorBase(Base):
     """A state file that cannot be used: 503 answers, a clear log line, no
-    crash, nothing forwarded (SPEC §5 /health row, §7)."""
+    crash, nothing forwarded (doc/behaviour.md, HTTP: /health; Limits and
+    state: GDBM)."""
 
     def check_state_error(self):
         up = self.mock("st")
@@ -615,7 +619,8 @@ class T07Routing(Base):
 
 # ---------------------------------------------------------------------------
 class T08Mount(Base):
-    """The same binary mounted at /llm/ (SPEC §5 routing below the mount point)."""
+    """The same binary mounted at /llm/ (doc/behaviour.md, HTTP: the mount
+    point)."""
 
     gateway_name = "mount"
     gateway_kwargs = {"mount": "/llm/"}
@@ -682,7 +687,8 @@ class T08Mount(Base):
          "splits of SCRIPT_NAME / PATH_INFO are covered by every other case")
 class T08FixRootScriptName(Base):
     """lighttpd's other split of SCRIPT_NAME / PATH_INFO ("fix-root-scriptname"):
-    routing follows REQUEST_URI, so nothing changes (SPEC §5)."""
+    routing follows REQUEST_URI, so nothing changes (doc/behaviour.md, HTTP:
+    the mount point; Web servers: paths)."""
 
     gateway_name = "fixroot"
     gateway_kwargs = {"fastcgi_options": {"fix-root-scriptname": "enable"}}
@@ -1377,7 +1383,8 @@ class T15Reload(Base):
 
 # ---------------------------------------------------------------------------
 class T16Concurrency(Base):
-    """Four responder processes (SPEC §6 choice by weight, §7 exact limits)."""
+    """Four responder processes (doc/behaviour.md, Forwarding: choice by
+    weight; Limits and state: exact limits)."""
 
     gateway_name = "procs4"
     gateway_kwargs = {"max_procs": 4}
@@ -1451,7 +1458,8 @@ UTC14 = datetime.timezone(datetime.timedelta(hours=14))
 
 
 class T17Clock(Base):
-    """The test-clock build (SPEC §7: windows, cooldown, local day with TZ)."""
+    """The test-clock build (doc/behaviour.md, Limits and state: windows,
+    cooldown, local day with TZ)."""
 
     gateway_name = "clock"
     gateway_kwargs = {"binary": harness.TESTCLOCK_BIN, "clock": True, "tz": "XYZ-14"}
@@ -1566,7 +1574,8 @@ class T19Shutdown(unittest.TestCase):
 
 
 class T20Restart(unittest.TestCase):
-    """Counters and token totals survive a restart (SPEC §7)."""
+    """Counters and token totals survive a restart (doc/behaviour.md, Limits
+    and state: GDBM)."""
 
     def test_state_survives_restart(self):
         up = MockUpstream("rs").start()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Integration tests of the shared state (SPEC section 7, issue 3 "Shared state in
-GDBM", issue 7 "a Redis store beside GDBM"): the built responder behind a real
-web server, against mock upstreams on loopback. API_TOGETHER_TEST_SERVER picks the
-server as for test_http.py: lighttpd (default; max-procs 4), fcgid (Apache +
+"""Integration tests of the shared state (doc/behaviour.md, Limits and state;
+issue 3 "Shared state in GDBM", issue 7 "a Redis store beside GDBM"): the built
+responder behind a real web server, against mock upstreams on loopback.
+API_TOGETHER_TEST_SERVER picks the server as for test_http.py: lighttpd (default; max-procs 4), fcgid (Apache +
 mod_fcgid, up to 4 processes of one thread each) or proxy_fcgi (Apache +
 mod_proxy_fcgi in front of one api-together --listen process with its threads);
 test_state_fcgid.py and test_state_proxy_fcgi.py only set it and call main()
@@ -614,8 +614,9 @@ class S05Restart(OwnGatewayBase):
 
 
 class S06Kill9(OwnGatewayBase):
-    """SIGKILL of responders at random moments under load (SPEC §7: a process
-    killed at any moment loses nothing and never lets a limit be exceeded)."""
+    """SIGKILL of responders at random moments under load (doc/behaviour.md,
+    Limits and state, GDBM: a process killed at any moment loses nothing and
+    never lets a limit be exceeded)."""
 
     RPD = 200
     SECONDS = 6.0
@@ -779,8 +780,9 @@ time.sleep(float(sys.argv[2]))
 class S07BrokenState(StateBase):
     """Each broken state file: a clear log line naming it, 503 for proxied requests
     and /health, nothing forwarded, no crash; repaired, service resumes without a
-    restart (SPEC §5 /health, §7). One gateway, its responders unprivileged so file
-    modes count, its state file in a folder of its own that is missing at start."""
+    restart (doc/behaviour.md, HTTP: /health; Limits and state: GDBM). One
+    gateway, its responders unprivileged so file modes count, its state file in
+    a folder of its own that is missing at start."""
 
     gateway_name = "st-broken"
 
@@ -866,7 +868,7 @@ class S07BrokenState(StateBase):
         self.assertEqual(st["usage"]["rpd"], 8, st)
         self.assertTrue(os.path.exists(self.gw.state_path))
         mode = os.stat(self.gw.state_path).st_mode & 0o777
-        self.assertEqual(mode, 0o600, "state file mode %o (SPEC §7: 0600)" % mode)
+        self.assertEqual(mode, 0o600, "state file mode %o (doc/behaviour.md, Limits and state: 0600)" % mode)
         self.assertNoCrash(pids, "folder missing")
 
     def test_b_folder_moved_away(self):

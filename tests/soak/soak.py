@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Soak test (issue 5, point 5): many concurrent clients for a while against
 lighttpd with several responder processes, mixed plain and streamed requests,
-with failing and slow upstreams; afterwards every answer must be one the SPEC
-allows, every limit exact, each responder's RSS and open descriptors flat, and
-the state file consistent.
+with failing and slow upstreams; afterwards every answer must be one
+doc/behaviour.md allows, every limit exact, each responder's RSS and open
+descriptors flat, and the state file consistent.
 
     python3 tests/soak/soak.py [--seconds 60] [--clients 64] [--procs 4] [-v]
 
@@ -32,8 +32,9 @@ and the models the clients ask for, with the answers each may get:
     soak-slow   slow         200 only
     soak-tight  minute+daily 200, 429 rate_limit_exceeded (with Retry-After)
     soak-flaky  flaky        200, 500 passed through from the upstream, 200 with
-                             the empty body passed through (SPEC 6: after the last
-                             attempt the client gets the last upstream answer),
+                             the empty body passed through (doc/behaviour.md,
+                             Forwarding: after the last attempt the client
+                             gets the last upstream answer),
                              502 upstream_unreachable, 503 no_available_api
 
 Each client loops: ~60 % plain chat, ~30 % streams (read to the end, every
@@ -58,13 +59,13 @@ Checks, each printed as ok/FAIL with its reason, then "N passed, N failed"
              seconds until the oldest minute request leaves its window (+-2 s);
              every /v1/status sampled during the run showed usage within limits
   replays    no mock received the same client request twice (each message is
-             unique per client request; SPEC 6 tries an endpoint once per
-             request). libcurl sends a request again on a new connection when
+             unique per client request; doc/behaviour.md, Forwarding:
+             an endpoint is tried once per request). libcurl sends a request again on a new connection when
              a reused one closes without an answer, which the responder does
              not count: with --allow-replays this is shown as KNOWN, not FAIL
   state      /v1/status usage.rpd of each endpoint equals the requests its mock
              received, less those replays (each forwarded attempt counts once,
-             SPEC 7; no endpoint here refuses connections, and the mocks record
+             doc/behaviour.md, Limits and state, rule 1; no endpoint here refuses connections, and the mocks record
              every request that reaches them, so no other difference is
              allowed); the token totals equal the usage of the answers the mocks
              completed; `api-together --status` exits 0 and agrees with
@@ -74,7 +75,8 @@ Checks, each printed as ok/FAIL with its reason, then "N passed, N failed"
              was restarted), lighttpd still running, nothing in lighttpd's error
              log but its start and stop (no backend died or was overloaded)
   logs       every responder log line well formed, none at level error, one
-             line per forwarded request with the status its client got (SPEC 8)
+             line per forwarded request with the status its client got
+             (doc/behaviour.md, Logs)
   flat       after the warm-up (10 % of the run, at least 3 s: the connection
              caches fill first) each responder's VmRSS and open descriptors are
              sampled every 0.5 s. The rule: the median of the samples of the
@@ -356,7 +358,8 @@ class SoakMock:
 # ---------------------------------------------------------------------------
 # Clients
 
-# What each model may answer (SPEC 5 and 6 with these upstreams), by class.
+# What each model may answer (doc/behaviour.md, Errors and Forwarding, with
+# these upstreams), by class.
 ALLOWED = {
     "soak-mix": {"200"},
     "soak-slow": {"200"},
@@ -990,8 +993,9 @@ def main(argv=None):
                      "" if status_doc else str(r))
         # libcurl replays a request on a fresh connection when a reused one
         # dies before any answer: the mock then sees one client request twice
-        # for one attempt the responder counted (SPEC 6: each attempt on a
-        # different endpoint; SPEC 7: each attempt counted once).
+        # for one attempt the responder counted (doc/behaviour.md, Forwarding:
+        # each attempt on a different endpoint; Limits and state, rule 1: each
+        # attempt counted once).
         replays = {}
         for k, rs in recs.items():
             by = collections.defaultdict(list)
@@ -1069,7 +1073,8 @@ def main(argv=None):
                          % (p, rs0, rs1, max(rs0 * 1.10, rs0 + 1024)))
             report.check(ok_f, "responder %d descriptors flat: %.0f -> %.0f (limit %.0f)"
                          % (p, fd0, fd1, max(fd0 * 1.10, fd0 + 2)))
-        # logs: one line per request (SPEC 8), with the status the client got
+        # logs: one line per request (doc/behaviour.md, Logs), with the status
+        # the client got
         levels, logged, odd = collections.Counter(), collections.Counter(), []
         try:
             with open(gw.responder_log_path, "rb") as f:

@@ -1,5 +1,5 @@
 /* Unit tests of request.c: mount point detection, percent-decoding and the
- * path safety check (SPEC sections 5 and 6). */
+ * path safety check (doc/behaviour.md, HTTP and Forwarding). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

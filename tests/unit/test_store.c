@@ -1,10 +1,11 @@
-/* Unit tests of the store (src/store.h, SPEC section 7), built twice: as
- * test_store against the GDBM store, and with TEST_STORE_REDIS as
- * test_store_redis against a redis-server it starts itself on a free
- * loopback port (without one, or in a build without Redis support, it skips
- * with a TAP "1..0 # SKIP"). The same cases run against both; those about
- * the GDBM file itself only against GDBM, those about a Redis server (its
- * restart, a stall, the script cache, prefixes, passwords) only against it.
+/* Unit tests of the store (src/store.h; doc/behaviour.md, Limits and state,
+ * whose numbered rules the cases pin), built twice: as test_store against
+ * the GDBM store, and with TEST_STORE_REDIS as test_store_redis against a
+ * redis-server it starts itself on a free loopback port (without one, or in
+ * a build without Redis support, it skips with a TAP "1..0 # SKIP"). The
+ * same cases run against both; those about the GDBM file itself only against
+ * GDBM, those about a Redis server (its restart, a stall, the script cache,
+ * prefixes, passwords) only against it.
  *
  * Each test gets its own database in a fresh mkdtemp directory (GDBM), or
  * an emptied Redis (FLUSHALL before each test). Times are
@@ -2133,8 +2134,9 @@ child_loop(const char *path, const struct store_endpoint *eps, size_t n, int out
 	}
 }
 
-/* SPEC 7: a process killed at any moment loses nothing. Each kill may leave
- * at most the one step in flight either done or not. */
+/* doc/behaviour.md, Limits and state, GDBM: a process killed at any moment
+ * loses nothing. Each kill may leave at most the one step in flight either
+ * done or not. */
 static void
 test_killed_process_loses_nothing(void **state)
 {

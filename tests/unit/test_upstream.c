@@ -1,6 +1,6 @@
 /* Unit tests of upstream.c: the upstream URL, which headers cross in each
  * direction, which answers are retried, and the header list of an attempt
- * (SPEC section 6). */
+ * (doc/behaviour.md, Forwarding). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
