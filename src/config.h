@@ -2,7 +2,10 @@
  *
  * A loaded config is an immutable snapshot. config_acquire() hands out the
  * current one with a reference; a changed file is reloaded on the next acquire,
- * and a file that fails to load keeps the last good snapshot in service. */
+ * and a file that fails to load keeps the last good snapshot in service.
+ *
+ * Two files: config_parse.c turns the text into a struct config (every check,
+ * the lookups); config.c reads the file and serves the snapshot. */
 #ifndef API_TOGETHER_CONFIG_H
 #define API_TOGETHER_CONFIG_H
 
@@ -85,11 +88,6 @@ const char *config_api_model(const struct config_api *api, const char *model);
 
 /* Index of the endpoint with this id, or -1. */
 long config_find_api(const struct config *cfg, const char *id);
-
-struct stat;
-
-/* Logs a warning when the file with status st can be read by every user. */
-void config_warn_mode(const char *path, const struct stat *st);
 
 /* Sets the file that config_acquire serves. Call once, before threads. */
 void config_set_path(const char *path);
