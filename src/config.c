@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config_parse.h"
+#include "dynbuf.h"
 #include "log.h"
 
 /* A config is a few KB; the bound only stops a wrong path (a log, a device)
@@ -105,58 +106,56 @@ config_ident_eq(const struct config_ident *a, const struct config_ident *b)
 static int
 config_read(const char *path, char **text, size_t *len, struct config_ident *id)
 {
+	struct dynbuf buf;
 	struct stat st;
-	size_t cap, used = 0;
-	char *buf = NULL, *grown;
+	size_t first;
 	int fd, err;
 	ssize_t n;
 
 	*text = NULL;
 	*len = 0;
+	/* A byte past the limit tells a file too large from one that just fits. */
+	dynbuf_init(&buf, CONFIG_MAX_FILE + 1);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
 		return errno;
 	/* The identity of the open file, so it matches the text read. */
-	if (fstat(fd, &st) == -1)
-		goto fail_errno;
+	if (fstat(fd, &st) == -1) {
+		err = errno;
+		goto fail;
+	}
 	if (id != NULL)
 		config_ident_of(&st, id);
-	cap = S_ISREG(st.st_mode) && st.st_size >= 0 && st.st_size < CONFIG_MAX_FILE
-		      ? (size_t)st.st_size + 1
-		      : 4096;
-	if ((buf = malloc(cap)) == NULL)
-		goto fail_errno;
+	/* Room for a regular file's size and a byte more, so the read that sees
+	 * its end needs no growth. */
+	first = S_ISREG(st.st_mode) && st.st_size >= 0 && st.st_size < CONFIG_MAX_FILE
+			? (size_t)st.st_size + 1
+			: 4096;
 	for (;;) {
-		if (used == cap) {
-			if (cap > CONFIG_MAX_FILE) {
-				err = EFBIG;
-				goto fail;
-			}
-			cap = cap * 2 > CONFIG_MAX_FILE + 1 ? CONFIG_MAX_FILE + 1 : cap * 2;
-			if ((grown = realloc(buf, cap)) == NULL)
-				goto fail_errno;
-			buf = grown;
+		if (dynbuf_room(&buf) == 0 &&
+		    dynbuf_reserve(&buf, dynbuf_len(&buf) == 0 ? first : 1) == -1) {
+			err = errno == E2BIG ? EFBIG : errno;
+			goto fail;
 		}
-		n = read(fd, buf + used, cap - used);
+		n = read(fd, dynbuf_end(&buf), dynbuf_room(&buf));
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1)
-			goto fail_errno;
+		if (n == -1) {
+			err = errno;
+			goto fail;
+		}
 		if (n == 0)
 			break;
-		used += (size_t)n;
+		dynbuf_commit(&buf, (size_t)n);
 	}
-	if (used > CONFIG_MAX_FILE) {
+	if (dynbuf_len(&buf) > CONFIG_MAX_FILE) {
 		err = EFBIG;
 		goto fail;
 	}
 	(void)close(fd);
-	*text = buf;
-	*len = used;
+	*text = dynbuf_take(&buf, len);
 	return 0;
-fail_errno:
-	err = errno;
 fail:
-	free(buf);
+	dynbuf_free(&buf);
 	(void)close(fd);
 	return err;
 }

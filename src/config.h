@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dynbuf.h"
+
 struct config_pair {
 	char *key;
 	char *value;
@@ -64,9 +66,12 @@ struct config_issue {
 	char *message;
 };
 
+/* The problems in the order found. Start it all zeros ({0}), read v[0] to
+ * v[n - 1], free it with config_issues_free (then it can be used again). */
 struct config_issues {
 	struct config_issue *v;
 	size_t n;
+	struct dynbuf buf; /* holds v */
 };
 
 /* Parses and validates a config held in memory. On success returns 0 and a

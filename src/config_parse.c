@@ -5,12 +5,14 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
+#include "dynbuf.h"
 #include "store.h"
 
 /* Room for the longest path built: keys shown in it are cut at CONFIG_PARSE_KEY_SHOWN. */
@@ -22,6 +24,11 @@
 #define CONFIG_PARSE_LONG_MAX INT_MAX
 /* Weights are summed for a random pick: a bound keeps the sum finite. */
 #define CONFIG_PARSE_WEIGHT_MAX 1e9
+
+/* The problem list has no cap of its own: it grows with the text it
+ * describes (a problem needs a byte or more of it), which the reader of the
+ * file already caps. */
+#define CONFIG_PARSE_ISSUES_CAP SIZE_MAX
 
 struct config_parse_ctx {
 	struct config_issues *issues; /* may be NULL */
@@ -60,29 +67,20 @@ static const char *const config_parse_refused_headers[] = {
 int
 config_issue_add(struct config_issues *issues, bool error, const char *path, const char *message)
 {
-	struct config_issue *v;
-	char *p = NULL, *m = NULL;
+	struct config_issue is = {.error = error};
 
-	if ((p = strdup(path)) == NULL || (m = strdup(message)) == NULL)
-		goto fail;
-	/* Capacity is 4, then doubles at each power of two, so it needs no
-	 * field of its own; issues must therefore start empty or come from here. */
-	if (issues->n == 0 || (issues->n >= 4 && (issues->n & (issues->n - 1)) == 0)) {
-		size_t cap = issues->n == 0 ? 4 : issues->n * 2;
-
-		if ((v = realloc(issues->v, cap * sizeof(*v))) == NULL)
-			goto fail;
-		issues->v = v;
+	/* A list nothing was ever added to is all zeros ({0}): give it its cap. */
+	if (issues->v == NULL)
+		dynbuf_init(&issues->buf, CONFIG_PARSE_ISSUES_CAP);
+	if ((is.path = strdup(path)) == NULL || (is.message = strdup(message)) == NULL ||
+	    dynbuf_add(&issues->buf, &is, sizeof(is)) == -1) {
+		free(is.path);
+		free(is.message);
+		return -1;
 	}
-	issues->v[issues->n].error = error;
-	issues->v[issues->n].path = p;
-	issues->v[issues->n].message = m;
-	issues->n++;
+	issues->v = dynbuf_ptr(&issues->buf);
+	issues->n = dynbuf_len(&issues->buf) / sizeof(is);
 	return 0;
-fail:
-	free(p);
-	free(m);
-	return -1;
 }
 
 void
@@ -94,7 +92,7 @@ config_issues_free(struct config_issues *issues)
 		free(issues->v[i].path);
 		free(issues->v[i].message);
 	}
-	free(issues->v);
+	dynbuf_free(&issues->buf);
 	issues->v = NULL;
 	issues->n = 0;
 }
