@@ -70,7 +70,7 @@ config_issue_add(struct config_issues *issues, bool error, const char *path, con
 	struct config_issue is = {.error = error};
 
 	/* A list nothing was ever added to is all zeros ({0}): give it its cap. */
-	if (issues->v == NULL)
+	if (issues->v == NULL && !dynbuf_failed(&issues->buf))
 		dynbuf_init(&issues->buf, CONFIG_PARSE_ISSUES_CAP);
 	if ((is.path = strdup(path)) == NULL || (is.message = strdup(message)) == NULL ||
 	    dynbuf_add(&issues->buf, &is, sizeof(is)) == -1) {

@@ -22,7 +22,8 @@ int config_parse_into(struct config *cfg, const char *text, size_t len,
 void config_parse_clear(struct config *cfg);
 
 /* Appends one problem, copying path and message. Returns 0, or -1 when out
- * of memory (the list is then unchanged). */
+ * of memory: the list is unchanged, and once the list itself could not grow,
+ * every later add fails too (until config_issues_free). */
 int config_issue_add(struct config_issues *issues, bool error, const char *path,
 		     const char *message);
 
