@@ -1,36 +1,28 @@
+/* config: the file and the served snapshot. Reads apis.json (bounded, with
+ * the identity of what was read), notices when it changed, and keeps the
+ * current config with its references, swapping a new one in on a good reload.
+ * What the text means is config_parse.c's job. */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "config_parse.h"
+#include "dynbuf.h"
 #include "log.h"
-#include "store.h"
 
 /* A config is a few KB; the bound only stops a wrong path (a log, a device)
  * from eating memory. */
 #define CONFIG_MAX_FILE (16L * 1024 * 1024)
 #define CONFIG_MAX_FILE_MSG "larger than the 16 MiB limit"
-
-/* Room for the longest path built: keys shown in it are cut at CONFIG_KEY_SHOWN. */
-#define CONFIG_PATH_LEN 512
-#define CONFIG_KEY_SHOWN 64
-
-/* Counts and seconds fit an int, so users of them can multiply into
- * milliseconds or add them up without overflow. */
-#define CONFIG_LONG_MAX INT_MAX
-/* Weights are summed for a random pick: a bound keeps the sum finite. */
-#define CONFIG_WEIGHT_MAX 1e9
 
 /* File times can be as coarse as 2 s (FAT; 1 s on ext3): a file written again
  * within that long of the read may keep its mtime, ctime and size. */
@@ -39,8 +31,8 @@
 /* Reload problems logged one by one; the rest are counted. */
 #define CONFIG_LOG_ISSUES 50
 
-/* struct config has no room for a reference count, so every config is
- * allocated inside this wrapper; config_free takes the wrapper back. */
+/* struct config has no room for a reference count, so a served config is
+ * parsed into this wrapper; config_snap_free takes the wrapper back. */
 struct config_snap {
 	struct config cfg;  /* first: a struct config * is the snapshot's address */
 	unsigned long refs; /* guarded by config_lock; 0 for unpublished ones */
@@ -63,38 +55,6 @@ struct config_look {
 	uint64_t hash; /* of the text, when read */
 };
 
-struct config_ctx {
-	struct config_issues *issues; /* may be NULL */
-	bool failed;                  /* an error was found: the load fails */
-	bool nomem;
-};
-
-static const char *const config_top_fields[] = {"server", "apis", NULL};
-static const char *const config_server_fields[] = {"apiKey",
-						   "apiKeys",
-						   "port",
-						   "maxRetries",
-						   "connectTimeoutSeconds",
-						   "timeoutSeconds",
-						   "cooldown",
-						   "emptyResponseRetry",
-						   "maxBodyBytes",
-						   "cors",
-						   "metricsPublic",
-						   "stateFile",
-						   "store",
-						   "storePrefix",
-						   "storeTimeoutMs",
-						   NULL};
-static const char *const config_cooldown_fields[] = {"failures", "seconds", NULL};
-static const char *const config_api_fields[] = {"id",           "name",   "baseUrl", "apiKey",
-						"rpm",          "rpd",    "enabled", "models",
-						"modelMapping", "weight", "headers", NULL};
-
-/* The gateway sets these itself; a configured copy would clash or smuggle. */
-static const char *const config_refused_headers[] = {
-	"Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection", NULL};
-
 /* Process-wide state of config_acquire. */
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *config_file;                  /* set by config_set_path */
@@ -104,875 +64,6 @@ static bool config_looked;                 /* config_last is valid */
 static struct config_look config_last;
 static bool config_racy;    /* config_last may hide a change: compare the text */
 static int config_stat_err; /* last stat failure reported, 0 none */
-
-/* ---- issues ---- */
-
-static int
-config_issue_add(struct config_issues *issues, bool error, const char *path, const char *message)
-{
-	struct config_issue *v;
-	char *p = NULL, *m = NULL;
-
-	if ((p = strdup(path)) == NULL || (m = strdup(message)) == NULL)
-		goto fail;
-	/* Capacity is 4, then doubles at each power of two, so it needs no
-	 * field of its own; issues must therefore start empty or come from here. */
-	if (issues->n == 0 || (issues->n >= 4 && (issues->n & (issues->n - 1)) == 0)) {
-		size_t cap = issues->n == 0 ? 4 : issues->n * 2;
-
-		if ((v = realloc(issues->v, cap * sizeof(*v))) == NULL)
-			goto fail;
-		issues->v = v;
-	}
-	issues->v[issues->n].error = error;
-	issues->v[issues->n].path = p;
-	issues->v[issues->n].message = m;
-	issues->n++;
-	return 0;
-fail:
-	free(p);
-	free(m);
-	return -1;
-}
-
-void
-config_issues_free(struct config_issues *issues)
-{
-	if (issues == NULL)
-		return;
-	for (size_t i = 0; i < issues->n; i++) {
-		free(issues->v[i].path);
-		free(issues->v[i].message);
-	}
-	free(issues->v);
-	issues->v = NULL;
-	issues->n = 0;
-}
-
-static void
-config_report(struct config_ctx *ctx, bool error, const char *path, const char *message)
-{
-	if (error)
-		ctx->failed = true;
-	if (ctx->issues != NULL && config_issue_add(ctx->issues, error, path, message) == -1) {
-		ctx->nomem = true;
-		ctx->failed = true;
-	}
-}
-
-static char *
-config_strdup(struct config_ctx *ctx, const char *s)
-{
-	char *d = strdup(s);
-
-	if (d == NULL) {
-		ctx->nomem = true;
-		ctx->failed = true;
-	}
-	return d;
-}
-
-static void *
-config_calloc(struct config_ctx *ctx, size_t n, size_t size)
-{
-	void *p = calloc(n == 0 ? 1 : n, size);
-
-	if (p == NULL) {
-		ctx->nomem = true;
-		ctx->failed = true;
-	}
-	return p;
-}
-
-/* ---- paths ---- */
-
-/* Appends at most n bytes of s to the string in buf, never past its end. */
-static void
-config_pcat(char *buf, size_t len, const char *s, size_t n)
-{
-	size_t used = strnlen(buf, len);
-
-	if (used + 1 >= len)
-		return;
-	if (n > len - 1 - used)
-		n = len - 1 - used;
-	memcpy(buf + used, s, n);
-	buf[used + n] = '\0';
-}
-
-static bool
-config_plain_name(const char *key)
-{
-	size_t n = strlen(key);
-
-	if (n == 0 || n > CONFIG_KEY_SHOWN)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)key[i];
-		bool alpha =
-			(c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$';
-
-		if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
-			return false;
-	}
-	return true;
-}
-
-/* buf = base followed by key as a step of a JSON path: ".name" for a plain
- * name, ["..."] for any other (a model name like "gpt-4.1" would be ambiguous
- * after a dot). Keys are cut short and escaped so a hostile key cannot flood
- * or break a log line. */
-static void
-config_path_key(char *buf, size_t len, const char *base, const char *key)
-{
-	char esc[8];
-	size_t shown = 0;
-
-	buf[0] = '\0';
-	config_pcat(buf, len, base, strlen(base));
-	if (config_plain_name(key)) {
-		if (base[0] != '\0')
-			config_pcat(buf, len, ".", 1);
-		config_pcat(buf, len, key, strlen(key));
-		return;
-	}
-	config_pcat(buf, len, "[\"", 2);
-	for (const unsigned char *k = (const unsigned char *)key; *k != '\0'; k++) {
-		/* Stop at a character boundary, not inside a UTF-8 sequence. */
-		if (shown >= CONFIG_KEY_SHOWN && (*k & 0xC0) != 0x80) {
-			config_pcat(buf, len, "...", 3);
-			break;
-		}
-		if (*k == '"' || *k == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)*k;
-			config_pcat(buf, len, esc, 2);
-		} else if (*k < 0x20 || *k == 0x7f) {
-			snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)*k);
-			config_pcat(buf, len, esc, strlen(esc));
-		} else {
-			config_pcat(buf, len, (const char *)k, 1);
-		}
-		shown++;
-	}
-	config_pcat(buf, len, "\"]", 2);
-}
-
-static void
-config_path_index(char *buf, size_t len, const char *base, size_t i)
-{
-	char step[32];
-	int n = snprintf(step, sizeof(step), "[%zu]", i);
-
-	buf[0] = '\0';
-	config_pcat(buf, len, base, strlen(base));
-	if (n > 0)
-		config_pcat(buf, len, step, (size_t)n);
-}
-
-/* ---- field readers ---- */
-
-/* The value at key, or NULL when it is absent or null: JavaScript code like
- * the seed's treats a null as "not set". */
-static json_t *
-config_get(json_t *obj, const char *key)
-{
-	json_t *v = json_object_get(obj, key);
-
-	return v == NULL || json_is_null(v) ? NULL : v;
-}
-
-static bool
-config_has_ctl(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return true;
-	return false;
-}
-
-/* JavaScript, which reads the seed's configs, has a single number type, so
- * 60.0 is the integer 60 there and here too. */
-static bool
-config_integer(json_t *v, long long *out)
-{
-	double d;
-
-	if (json_is_integer(v)) {
-		*out = json_integer_value(v);
-		return true;
-	}
-	if (!json_is_real(v))
-		return false;
-	d = json_real_value(v);
-	if (!(d > -9.2e18 && d < 9.2e18) || (double)(long long)d != d)
-		return false;
-	*out = (long long)d;
-	return true;
-}
-
-/* Reads an integer field into *out, which keeps its default when the field
- * is not set. */
-static void
-config_int(struct config_ctx *ctx, json_t *obj, const char *base, const char *key, long long min,
-	   long long max, long long *out)
-{
-	char path[CONFIG_PATH_LEN], msg[96];
-	json_t *v = config_get(obj, key);
-	long long n;
-	bool ok;
-
-	if (v == NULL)
-		return;
-	ok = config_integer(v, &n) && n >= min && n <= max;
-	if (ok) {
-		*out = n;
-		return;
-	}
-	if (max <= 65535)
-		snprintf(msg, sizeof(msg), "expected an integer from %lld to %lld", min, max);
-	else if (config_integer(v, &n) && n > max)
-		snprintf(msg, sizeof(msg), "expected an integer <= %lld", max);
-	else
-		snprintf(msg, sizeof(msg), "expected an integer >= %lld", min);
-	config_path_key(path, sizeof(path), base, key);
-	config_report(ctx, true, path, msg);
-}
-
-static void
-config_long(struct config_ctx *ctx, json_t *obj, const char *base, const char *key, long min,
-	    long max, long *out)
-{
-	long long n = *out;
-
-	config_int(ctx, obj, base, key, min, max, &n);
-	*out = (long)n;
-}
-
-static void
-config_bool(struct config_ctx *ctx, json_t *obj, const char *base, const char *key, bool *out)
-{
-	char path[CONFIG_PATH_LEN];
-	json_t *v = config_get(obj, key);
-
-	if (v == NULL)
-		return;
-	if (json_is_boolean(v)) {
-		*out = json_is_true(v);
-		return;
-	}
-	config_path_key(path, sizeof(path), base, key);
-	config_report(ctx, true, path, "expected a boolean");
-}
-
-/* Warns about each field of obj not named in known. */
-static void
-config_unknown(struct config_ctx *ctx, json_t *obj, const char *base, const char *const *known)
-{
-	char path[CONFIG_PATH_LEN], msg[128];
-
-	for (void *it = json_object_iter(obj); it != NULL; it = json_object_iter_next(obj, it)) {
-		const char *key = json_object_iter_key(it);
-		const char *hint = NULL;
-		bool found = false;
-
-		for (size_t i = 0; known[i] != NULL && !found; i++) {
-			if (strcmp(key, known[i]) == 0)
-				found = true;
-			else if (strcasecmp(key, known[i]) == 0)
-				hint = known[i];
-		}
-		if (found)
-			continue;
-		if (hint != NULL)
-			snprintf(msg, sizeof(msg), "unknown field, ignored (did you mean \"%s\"?)",
-				 hint);
-		else
-			snprintf(msg, sizeof(msg), "unknown field, ignored");
-		config_path_key(path, sizeof(path), base, key);
-		config_report(ctx, false, path, msg);
-	}
-}
-
-/* ---- server ---- */
-
-static void
-config_parse_keys(struct config_ctx *ctx, json_t *server, struct config *cfg)
-{
-	char path[CONFIG_PATH_LEN];
-	json_t *key = config_get(server, "apiKey");
-	json_t *keys = config_get(server, "apiKeys");
-	size_t n = keys != NULL && json_is_array(keys) ? json_array_size(keys) : 0;
-	bool keys_bad = false;
-
-	cfg->api_keys = config_calloc(ctx, n + 1, sizeof(*cfg->api_keys));
-	if (cfg->api_keys == NULL)
-		return;
-	if (key != NULL) {
-		if (!json_is_string(key) || json_string_length(key) == 0)
-			config_report(ctx, true, "server.apiKey", "expected a non-empty string");
-		else if ((cfg->api_keys[cfg->n_api_keys] =
-				  config_strdup(ctx, json_string_value(key))) != NULL)
-			cfg->n_api_keys++;
-	}
-	if (keys != NULL && !json_is_array(keys)) {
-		config_report(ctx, true, "server.apiKeys", "expected an array of strings");
-		keys_bad = true;
-	}
-	for (size_t i = 0; i < n; i++) {
-		json_t *k = json_array_get(keys, i);
-
-		if (!json_is_string(k) || json_string_length(k) == 0) {
-			config_path_index(path, sizeof(path), "server.apiKeys", i);
-			config_report(ctx, true, path, "expected a non-empty string");
-			keys_bad = true;
-		} else if ((cfg->api_keys[cfg->n_api_keys] =
-				    config_strdup(ctx, json_string_value(k))) != NULL) {
-			cfg->n_api_keys++;
-		}
-	}
-	/* Without a key every client would be let in (or none): refuse. One
-	 * message is enough when a key was given but is wrong. */
-	if (key == NULL && !keys_bad && cfg->n_api_keys == 0)
-		config_report(ctx, true, "server.apiKey",
-			      "required (or a non-empty server.apiKeys)");
-}
-
-/* server.store ("gdbm" or a Redis address), storePrefix, storeTimeoutMs. A
- * Redis address is checked here, also against a build without Redis
- * support, so that it fails the load with its place rather than each
- * request with a 503. */
-static void
-config_parse_store(struct config_ctx *ctx, json_t *server, struct config *cfg)
-{
-	json_t *store = config_get(server, "store");
-	json_t *prefix = config_get(server, "storePrefix");
-	char why[200];
-
-	if (store != NULL) {
-		const char *v = json_string_value(store);
-		if (v == NULL || *v == '\0') {
-			config_report(ctx, true, "server.store",
-				      "expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
-				      "unix:///PATH)");
-		} else if (strcmp(v, "gdbm") == 0) {
-			/* the default */
-		} else if (!store_is_redis(v)) {
-			config_report(ctx, true, "server.store",
-				      "expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
-				      "unix:///PATH)");
-		} else if (store_redis_address_check(v, why, sizeof(why)) != 0) {
-			config_report(ctx, true, "server.store", why);
-		} else {
-			cfg->store = config_strdup(ctx, v);
-		}
-	}
-	if (prefix != NULL) {
-		const char *v = json_string_value(prefix);
-		if (v == NULL || *v == '\0' || strlen(v) > 200 || config_has_ctl(v))
-			config_report(ctx, true, "server.storePrefix",
-				      "expected a non-empty string of up to 200 bytes, no control "
-				      "characters");
-		else
-			cfg->store_prefix = config_strdup(ctx, v);
-	}
-	config_long(ctx, server, "server", "storeTimeoutMs", 1, 60000, &cfg->store_timeout_ms);
-}
-
-static void
-config_parse_server(struct config_ctx *ctx, json_t *server, struct config *cfg)
-{
-	json_t *cooldown, *state;
-
-	config_parse_keys(ctx, server, cfg);
-	config_long(ctx, server, "server", "port", 1, 65535, &cfg->port);
-	config_long(ctx, server, "server", "maxRetries", 1, CONFIG_LONG_MAX, &cfg->max_retries);
-	config_long(ctx, server, "server", "connectTimeoutSeconds", 1, CONFIG_LONG_MAX,
-		    &cfg->connect_timeout_s);
-	config_long(ctx, server, "server", "timeoutSeconds", 1, CONFIG_LONG_MAX, &cfg->timeout_s);
-	cooldown = config_get(server, "cooldown");
-	if (cooldown != NULL && !json_is_object(cooldown)) {
-		config_report(ctx, true, "server.cooldown", "expected an object");
-	} else if (cooldown != NULL) {
-		config_long(ctx, cooldown, "server.cooldown", "failures", 1, CONFIG_LONG_MAX,
-			    &cfg->cooldown_failures);
-		config_long(ctx, cooldown, "server.cooldown", "seconds", 0, CONFIG_LONG_MAX,
-			    &cfg->cooldown_seconds);
-		config_unknown(ctx, cooldown, "server.cooldown", config_cooldown_fields);
-	}
-	config_bool(ctx, server, "server", "emptyResponseRetry", &cfg->empty_response_retry);
-	/* 1 GiB: a body is held in memory whole, and sizes stay far from overflow. */
-	config_int(ctx, server, "server", "maxBodyBytes", 1, 1073741824LL, &cfg->max_body_bytes);
-	config_bool(ctx, server, "server", "cors", &cfg->cors);
-	config_bool(ctx, server, "server", "metricsPublic", &cfg->metrics_public);
-	state = config_get(server, "stateFile");
-	if (state != NULL) {
-		if (!json_is_string(state) || json_string_length(state) == 0)
-			config_report(ctx, true, "server.stateFile", "expected a non-empty string");
-		else
-			cfg->state_file = config_strdup(ctx, json_string_value(state));
-	}
-	config_parse_store(ctx, server, cfg);
-	config_unknown(ctx, server, "server", config_server_fields);
-}
-
-/* ---- one endpoint ---- */
-
-static void
-config_parse_id(struct config_ctx *ctx, json_t *o, const char *base, const struct config *cfg,
-		size_t i)
-{
-	char path[CONFIG_PATH_LEN], msg[96];
-	json_t *v = config_get(o, "id");
-	const char *id;
-
-	config_path_key(path, sizeof(path), base, "id");
-	if (v == NULL) {
-		config_report(ctx, true, path, "required");
-		return;
-	}
-	if (!json_is_string(v) || json_string_length(v) == 0) {
-		config_report(ctx, true, path, "expected a non-empty string");
-		return;
-	}
-	id = json_string_value(v);
-	if (config_has_ctl(id)) {
-		config_report(ctx, true, path, "must not contain control characters");
-		return;
-	}
-	for (size_t j = 0; j < i; j++) {
-		if (cfg->apis[j].id != NULL && strcmp(cfg->apis[j].id, id) == 0) {
-			snprintf(msg, sizeof(msg), "duplicate id, already used by apis[%zu]", j);
-			config_report(ctx, true, path, msg);
-			return;
-		}
-	}
-	cfg->apis[i].id = config_strdup(ctx, id);
-}
-
-static bool
-config_port_ok(const char *p, size_t n)
-{
-	long port = 0;
-
-	if (n == 0 || n > 5)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		port = port * 10 + (p[i] - '0');
-	}
-	return port >= 1 && port <= 65535;
-}
-
-/* Why url (scheme already checked, trailing '/' removed) has no usable
- * authority, or NULL when it has one. */
-static const char *
-config_url_authority(const char *url)
-{
-	const char *auth = strstr(url, "://") + 3;
-	size_t n = strcspn(auth, "/");
-	const char *end = auth + n, *colon;
-
-	if (memchr(auth, '@', n) != NULL)
-		return "must not hold credentials (use apiKey or headers)";
-	if (n == 0)
-		return "has no host";
-	if (auth[0] == '[') {
-		const char *close = memchr(auth, ']', n);
-
-		if (close == NULL || close == auth + 1)
-			return "has no host";
-		if (close + 1 == end)
-			return NULL;
-		if (close[1] != ':')
-			return "has an invalid host";
-		colon = close + 1;
-	} else {
-		colon = memchr(auth, ':', n);
-		if (colon == auth)
-			return "has no host";
-		if (colon == NULL)
-			return NULL;
-	}
-	if (!config_port_ok(colon + 1, (size_t)(end - colon - 1)))
-		return "has an invalid port";
-	return NULL;
-}
-
-static void
-config_parse_url(struct config_ctx *ctx, json_t *o, const char *base, struct config_api *api)
-{
-	char path[CONFIG_PATH_LEN];
-	json_t *v = config_get(o, "baseUrl");
-	const char *s, *why = NULL;
-	size_t n, scheme;
-	char *url;
-
-	config_path_key(path, sizeof(path), base, "baseUrl");
-	if (v == NULL) {
-		config_report(ctx, true, path, "required");
-		return;
-	}
-	if (!json_is_string(v)) {
-		config_report(ctx, true, path, "expected a string");
-		return;
-	}
-	s = json_string_value(v);
-	n = json_string_length(v);
-	if (strncasecmp(s, "http://", 7) == 0)
-		scheme = 4;
-	else if (strncasecmp(s, "https://", 8) == 0)
-		scheme = 5;
-	else
-		scheme = 0;
-	for (size_t i = 0; i < n && why == NULL; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-			why = "must not contain spaces or control characters";
-	if (why == NULL && scheme == 0)
-		why = "expected an http:// or https:// URL";
-	if (why == NULL && strpbrk(s, "?#") != NULL)
-		why = "must not have a query or fragment";
-	if (why != NULL) {
-		config_report(ctx, true, path, why);
-		return;
-	}
-	/* Only the path's slashes go: "http://" must keep its own. */
-	while (n > scheme + 3 && s[n - 1] == '/')
-		n--;
-	if ((url = strndup(s, n)) == NULL) {
-		ctx->nomem = true;
-		ctx->failed = true;
-		return;
-	}
-	/* One spelling of the scheme, so whoever builds URLs can compare it. */
-	for (size_t i = 0; i < scheme; i++)
-		url[i] = (char)(url[i] | 0x20);
-	if ((why = config_url_authority(url)) != NULL) {
-		config_report(ctx, true, path, why);
-		free(url);
-		return;
-	}
-	api->base_url = url;
-}
-
-static void
-config_parse_models(struct config_ctx *ctx, json_t *o, const char *base, struct config_api *api)
-{
-	char path[CONFIG_PATH_LEN], epath[CONFIG_PATH_LEN];
-	json_t *v = config_get(o, "models");
-	size_t n;
-
-	config_path_key(path, sizeof(path), base, "models");
-	if (v == NULL) {
-		config_report(ctx, true, path, "required");
-		return;
-	}
-	if (!json_is_array(v)) {
-		config_report(ctx, true, path, "expected an array of strings");
-		return;
-	}
-	n = json_array_size(v);
-	if (n == 0) {
-		config_report(ctx, true, path, "expected a non-empty array of strings");
-		return;
-	}
-	if ((api->models = config_calloc(ctx, n, sizeof(*api->models))) == NULL)
-		return;
-	api->n_models = n;
-	for (size_t i = 0; i < n; i++) {
-		json_t *m = json_array_get(v, i);
-
-		if (!json_is_string(m) || json_string_length(m) == 0) {
-			config_path_index(epath, sizeof(epath), path, i);
-			config_report(ctx, true, epath, "expected a non-empty string");
-			continue;
-		}
-		api->models[i] = config_strdup(ctx, json_string_value(m));
-	}
-}
-
-static bool
-config_header_name_ok(const char *name)
-{
-	static const char tchar[] = "!#$%&'*+-.^_`|~";
-
-	if (*name == '\0')
-		return false;
-	for (const char *p = name; *p != '\0'; p++) {
-		bool alnum = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			     (*p >= '0' && *p <= '9');
-
-		if (!alnum && strchr(tchar, *p) == NULL)
-			return false;
-	}
-	return true;
-}
-
-static bool
-config_header_value_ok(const char *value)
-{
-	/* A CR or LF would start a header of its own; a tab is allowed. */
-	for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++)
-		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return false;
-	return true;
-}
-
-/* Reads the string -> string object at key into pairs. Headers are checked as
- * headers; a mapping needs non-empty targets. */
-static void
-config_parse_pairs(struct config_ctx *ctx, json_t *o, const char *base, const char *key,
-		   bool headers, struct config_pair **out, size_t *n_out)
-{
-	char path[CONFIG_PATH_LEN], epath[CONFIG_PATH_LEN];
-	json_t *v = config_get(o, key);
-	struct config_pair *pairs;
-
-	if (v == NULL)
-		return;
-	config_path_key(path, sizeof(path), base, key);
-	if (!json_is_object(v)) {
-		config_report(ctx, true, path, "expected an object");
-		return;
-	}
-	if (json_object_size(v) == 0)
-		return;
-	pairs = config_calloc(ctx, json_object_size(v), sizeof(*pairs));
-	if (pairs == NULL)
-		return;
-	*out = pairs;
-	for (void *it = json_object_iter(v); it != NULL; it = json_object_iter_next(v, it)) {
-		const char *name = json_object_iter_key(it);
-		json_t *val = json_object_iter_value(it);
-		const char *why = NULL;
-
-		if (headers) {
-			if (!config_header_name_ok(name))
-				why = "not a valid header name";
-			for (size_t i = 0; why == NULL && config_refused_headers[i] != NULL; i++)
-				if (strcasecmp(name, config_refused_headers[i]) == 0)
-					why = "set by the gateway, cannot be configured";
-			if (why == NULL && !json_is_string(val))
-				why = "expected a string";
-			if (why == NULL && !config_header_value_ok(json_string_value(val)))
-				why = "must not contain control characters";
-		} else if (!json_is_string(val) || json_string_length(val) == 0) {
-			why = "expected a non-empty string";
-		}
-		if (why != NULL) {
-			config_path_key(epath, sizeof(epath), path, name);
-			config_report(ctx, true, epath, why);
-			continue;
-		}
-		pairs[*n_out].key = config_strdup(ctx, name);
-		pairs[*n_out].value = config_strdup(ctx, json_string_value(val));
-		(*n_out)++;
-	}
-}
-
-static void
-config_parse_api(struct config_ctx *ctx, json_t *o, struct config *cfg, size_t i)
-{
-	char base[CONFIG_PATH_LEN], path[CONFIG_PATH_LEN];
-	struct config_api *api = &cfg->apis[i];
-	json_t *v;
-	double w;
-
-	config_path_index(base, sizeof(base), "apis", i);
-	api->rpm = -1;
-	api->rpd = -1;
-	api->enabled = true;
-	api->weight = 1;
-	if (!json_is_object(o)) {
-		config_report(ctx, true, base, "expected an object");
-		return;
-	}
-	config_parse_id(ctx, o, base, cfg, i);
-	v = config_get(o, "name");
-	if (v != NULL && !json_is_string(v)) {
-		config_path_key(path, sizeof(path), base, "name");
-		config_report(ctx, true, path, "expected a string");
-	} else if (v != NULL && json_string_length(v) > 0) {
-		api->name = config_strdup(ctx, json_string_value(v));
-	} else if (api->id != NULL) {
-		api->name = config_strdup(ctx, api->id);
-	}
-	config_parse_url(ctx, o, base, api);
-	v = config_get(o, "apiKey");
-	config_path_key(path, sizeof(path), base, "apiKey");
-	if (v != NULL && !json_is_string(v))
-		config_report(ctx, true, path, "expected a string");
-	else if (v != NULL && config_has_ctl(json_string_value(v)))
-		/* It goes into a header line: a CR or LF would split it. */
-		config_report(ctx, true, path, "must not contain control characters");
-	else
-		api->api_key = config_strdup(ctx, v != NULL ? json_string_value(v) : "");
-	config_long(ctx, o, base, "rpm", -1, CONFIG_LONG_MAX, &api->rpm);
-	config_long(ctx, o, base, "rpd", -1, CONFIG_LONG_MAX, &api->rpd);
-	config_bool(ctx, o, base, "enabled", &api->enabled);
-	config_parse_models(ctx, o, base, api);
-	config_parse_pairs(ctx, o, base, "modelMapping", false, &api->mapping, &api->n_mapping);
-	v = config_get(o, "weight");
-	if (v != NULL) {
-		w = json_is_number(v) ? json_number_value(v) : 0;
-		config_path_key(path, sizeof(path), base, "weight");
-		if (!(w > 0))
-			config_report(ctx, true, path, "expected a number > 0");
-		else if (w > CONFIG_WEIGHT_MAX)
-			config_report(ctx, true, path, "expected a number <= 1000000000");
-		else
-			api->weight = w;
-	}
-	config_parse_pairs(ctx, o, base, "headers", true, &api->headers, &api->n_headers);
-	config_unknown(ctx, o, base, config_api_fields);
-}
-
-static void
-config_parse_apis(struct config_ctx *ctx, json_t *apis, struct config *cfg)
-{
-	size_t n = json_array_size(apis);
-
-	if (n == 0) {
-		/* Loads, so a config can be staged before its endpoints exist. */
-		config_report(ctx, false, "apis", "no endpoints configured");
-		return;
-	}
-	if ((cfg->apis = config_calloc(ctx, n, sizeof(*cfg->apis))) == NULL)
-		return;
-	cfg->n_apis = n;
-	for (size_t i = 0; i < n; i++)
-		config_parse_api(ctx, json_array_get(apis, i), cfg, i);
-}
-
-/* ---- parse ---- */
-
-/* jansson quotes the text near a syntax error, which can be part of a key:
- * keep only its description. */
-static void
-config_syntax_error(struct config_ctx *ctx, const json_error_t *jerr, const char *what)
-{
-	char path[64], msg[JSON_ERROR_TEXT_LENGTH + 64];
-	char *near;
-
-	snprintf(path, sizeof(path), "line %d, column %d", jerr->line, jerr->column);
-	snprintf(msg, sizeof(msg), "%s", jerr->text);
-	if ((near = strstr(msg, " near '")) != NULL)
-		*near = '\0';
-	if (what != NULL) {
-		size_t used = strlen(msg);
-
-		snprintf(msg + used, sizeof(msg) - used, "%s", what);
-	}
-	config_report(ctx, what == NULL, path, msg);
-}
-
-int
-config_parse(const char *text, size_t len, struct config **out, struct config_issues *issues)
-{
-	struct config_ctx ctx = {.issues = issues};
-	struct config_snap *snap = NULL;
-	struct config *cfg;
-	json_error_t jerr;
-	json_t *root = NULL, *dup, *server, *apis;
-
-	*out = NULL;
-	/* Windows editors (the seed's README suggests Notepad) may start the
-	 * file with a byte order mark. */
-	if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
-		text += 3;
-		len -= 3;
-	}
-	root = json_loadb(text, len, 0, &jerr);
-	if (root == NULL) {
-		config_syntax_error(&ctx, &jerr, NULL);
-		goto fail;
-	}
-	/* Like JavaScript, the last of two equal keys wins, but say so. */
-	dup = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (dup == NULL)
-		config_syntax_error(&ctx, &jerr, ", the last value is used");
-	json_decref(dup);
-	if ((snap = config_calloc(&ctx, 1, sizeof(*snap))) == NULL)
-		goto fail;
-	cfg = &snap->cfg;
-	cfg->port = 3001;
-	cfg->max_retries = 10;
-	cfg->connect_timeout_s = 10;
-	cfg->timeout_s = 300;
-	cfg->cooldown_failures = 3;
-	cfg->cooldown_seconds = 600;
-	cfg->empty_response_retry = true;
-	cfg->max_body_bytes = 10485760;
-	cfg->cors = true;
-	cfg->store_timeout_ms = STORE_DEFAULT_TIMEOUT_MS;
-	if (!json_is_object(root)) {
-		config_report(&ctx, true, "top level", "expected an object");
-		goto fail;
-	}
-	server = config_get(root, "server");
-	if (server == NULL)
-		config_report(&ctx, true, "server", "required");
-	else if (!json_is_object(server))
-		config_report(&ctx, true, "server", "expected an object");
-	else
-		config_parse_server(&ctx, server, cfg);
-	apis = config_get(root, "apis");
-	if (apis == NULL)
-		config_report(&ctx, true, "apis", "required");
-	else if (!json_is_array(apis))
-		config_report(&ctx, true, "apis", "expected an array");
-	else
-		config_parse_apis(&ctx, apis, cfg);
-	config_unknown(&ctx, root, "", config_top_fields);
-	if (ctx.failed)
-		goto fail;
-	json_decref(root);
-	*out = cfg;
-	return 0;
-fail:
-	if (ctx.nomem && issues != NULL)
-		(void)config_issue_add(issues, true, "top level", "out of memory");
-	json_decref(root);
-	config_free(snap != NULL ? &snap->cfg : NULL);
-	return -1;
-}
-
-void
-config_free(struct config *cfg)
-{
-	if (cfg == NULL)
-		return;
-	for (size_t i = 0; i < cfg->n_api_keys; i++)
-		free(cfg->api_keys[i]);
-	free(cfg->api_keys);
-	free(cfg->state_file);
-	free(cfg->store);
-	free(cfg->store_prefix);
-	for (size_t i = 0; i < cfg->n_apis; i++) {
-		struct config_api *api = &cfg->apis[i];
-
-		free(api->id);
-		free(api->name);
-		free(api->base_url);
-		free(api->api_key);
-		for (size_t j = 0; j < api->n_models; j++)
-			free(api->models[j]);
-		free(api->models);
-		for (size_t j = 0; j < api->n_mapping; j++) {
-			free(api->mapping[j].key);
-			free(api->mapping[j].value);
-		}
-		free(api->mapping);
-		for (size_t j = 0; j < api->n_headers; j++) {
-			free(api->headers[j].key);
-			free(api->headers[j].value);
-		}
-		free(api->headers);
-	}
-	free(cfg->apis);
-	free((struct config_snap *)(void *)cfg);
-}
 
 /* ---- files ---- */
 
@@ -1015,58 +106,56 @@ config_ident_eq(const struct config_ident *a, const struct config_ident *b)
 static int
 config_read(const char *path, char **text, size_t *len, struct config_ident *id)
 {
+	struct dynbuf buf;
 	struct stat st;
-	size_t cap, used = 0;
-	char *buf = NULL, *grown;
+	size_t first;
 	int fd, err;
 	ssize_t n;
 
 	*text = NULL;
 	*len = 0;
+	/* A byte past the limit tells a file too large from one that just fits. */
+	dynbuf_init(&buf, CONFIG_MAX_FILE + 1);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
 		return errno;
 	/* The identity of the open file, so it matches the text read. */
-	if (fstat(fd, &st) == -1)
-		goto fail_errno;
+	if (fstat(fd, &st) == -1) {
+		err = errno;
+		goto fail;
+	}
 	if (id != NULL)
 		config_ident_of(&st, id);
-	cap = S_ISREG(st.st_mode) && st.st_size >= 0 && st.st_size < CONFIG_MAX_FILE
-		      ? (size_t)st.st_size + 1
-		      : 4096;
-	if ((buf = malloc(cap)) == NULL)
-		goto fail_errno;
+	/* Room for a regular file's size and a byte more, so the read that sees
+	 * its end needs no growth. */
+	first = S_ISREG(st.st_mode) && st.st_size >= 0 && st.st_size < CONFIG_MAX_FILE
+			? (size_t)st.st_size + 1
+			: 4096;
 	for (;;) {
-		if (used == cap) {
-			if (cap > CONFIG_MAX_FILE) {
-				err = EFBIG;
-				goto fail;
-			}
-			cap = cap * 2 > CONFIG_MAX_FILE + 1 ? CONFIG_MAX_FILE + 1 : cap * 2;
-			if ((grown = realloc(buf, cap)) == NULL)
-				goto fail_errno;
-			buf = grown;
+		if (dynbuf_room(&buf) == 0 &&
+		    dynbuf_reserve(&buf, dynbuf_len(&buf) == 0 ? first : 1) == -1) {
+			err = errno == E2BIG ? EFBIG : errno;
+			goto fail;
 		}
-		n = read(fd, buf + used, cap - used);
+		n = read(fd, dynbuf_end(&buf), dynbuf_room(&buf));
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1)
-			goto fail_errno;
+		if (n == -1) {
+			err = errno;
+			goto fail;
+		}
 		if (n == 0)
 			break;
-		used += (size_t)n;
+		dynbuf_commit(&buf, (size_t)n);
 	}
-	if (used > CONFIG_MAX_FILE) {
+	if (dynbuf_len(&buf) > CONFIG_MAX_FILE) {
 		err = EFBIG;
 		goto fail;
 	}
 	(void)close(fd);
-	*text = buf;
-	*len = used;
+	*text = dynbuf_take(&buf, len);
 	return 0;
-fail_errno:
-	err = errno;
 fail:
-	free(buf);
+	dynbuf_free(&buf);
 	(void)close(fd);
 	return err;
 }
@@ -1091,34 +180,46 @@ config_load_file(const char *path, struct config **out, struct config_issues *is
 	return rc;
 }
 
-/* ---- lookups ---- */
-
-const char *
-config_api_model(const struct config_api *api, const char *model)
+/* Logs a warning when the file with status st can be read by every user:
+ * it holds upstream keys, and only the web server's user or group needs to
+ * read it. */
+static void
+config_warn_mode(const char *path, const struct stat *st)
 {
-	if (api == NULL || model == NULL)
-		return NULL;
-	for (size_t i = 0; i < api->n_mapping; i++)
-		if (strcmp(api->mapping[i].key, model) == 0)
-			return api->mapping[i].value;
-	for (size_t i = 0; i < api->n_models; i++)
-		if (strcmp(api->models[i], model) == 0)
-			return model;
-	return NULL;
-}
-
-long
-config_find_api(const struct config *cfg, const char *id)
-{
-	if (cfg == NULL || id == NULL)
-		return -1;
-	for (size_t i = 0; i < cfg->n_apis; i++)
-		if (strcmp(cfg->apis[i].id, id) == 0)
-			return (long)i;
-	return -1;
+	if (st != NULL && (st->st_mode & S_IROTH))
+		log_warn("config %s is readable by every user and holds keys: chmod o-r (0640 "
+			 "with the web server's group, or 0600)",
+			 path);
 }
 
 /* ---- the served snapshot ---- */
+
+/* Parses text into a new snapshot, not yet referenced, or returns NULL; the
+ * problems found are appended to issues either way. */
+static struct config_snap *
+config_snap_parse(const char *text, size_t len, struct config_issues *issues)
+{
+	struct config_snap *snap = calloc(1, sizeof(*snap));
+
+	if (snap == NULL) {
+		config_parse_nomem(issues);
+		return NULL;
+	}
+	if (config_parse_into(&snap->cfg, text, len, issues) == -1) {
+		free(snap);
+		return NULL;
+	}
+	return snap;
+}
+
+static void
+config_snap_free(struct config_snap *snap)
+{
+	if (snap == NULL)
+		return;
+	config_parse_clear(&snap->cfg);
+	free(snap);
+}
 
 /* Drops one reference, with config_lock held. Returns the snapshot when that
  * was the last one, for the caller to free once the lock is released. */
@@ -1167,8 +268,7 @@ config_reload(const struct stat *st)
 {
 	struct config_issues issues = {0};
 	struct config_look look = {0};
-	struct config_snap *old = NULL;
-	struct config *cfg = NULL;
+	struct config_snap *snap, *old = NULL;
 	struct timespec now;
 	char ebuf[128];
 	size_t len = 0;
@@ -1196,7 +296,7 @@ config_reload(const struct stat *st)
 						 : "no configuration in service");
 		goto done;
 	}
-	if (config_parse(text, len, &cfg, &issues) == -1) {
+	if ((snap = config_snap_parse(text, len, &issues)) == NULL) {
 		config_log_issues(&issues);
 		log_error("config %s: not loaded; %s", config_file,
 			  config_current != NULL ? "keeping the last good configuration"
@@ -1205,26 +305,15 @@ config_reload(const struct stat *st)
 	}
 	config_log_issues(&issues);
 	old = config_unref(config_current);
-	config_current = (struct config_snap *)(void *)cfg;
+	config_current = snap;
 	config_current->refs = 1;
-	log_info("config %s: loaded, %zu endpoint%s", config_file, cfg->n_apis,
-		 cfg->n_apis == 1 ? "" : "s");
+	log_info("config %s: loaded, %zu endpoint%s", config_file, snap->cfg.n_apis,
+		 snap->cfg.n_apis == 1 ? "" : "s");
 	config_warn_mode(config_file, st);
 done:
 	config_issues_free(&issues);
 	free(text);
 	return old;
-}
-
-void
-config_warn_mode(const char *path, const struct stat *st)
-{
-	/* The file holds upstream keys: the web server's user or group needs
-	 * to read it, nobody else. */
-	if (st != NULL && (st->st_mode & S_IROTH))
-		log_warn("config %s is readable by every user and holds keys: chmod o-r (0640 "
-			 "with the web server's group, or 0600)",
-			 path);
 }
 
 void
@@ -1246,8 +335,7 @@ config_set_path(const char *path)
 	config_racy = false;
 	config_stat_err = 0;
 	(void)pthread_mutex_unlock(&config_lock);
-	if (old != NULL)
-		config_free(&old->cfg);
+	config_snap_free(old);
 }
 
 struct config *
@@ -1289,8 +377,7 @@ config_acquire(const char **why)
 	if (snap != NULL)
 		snap->refs++;
 	(void)pthread_mutex_unlock(&config_lock);
-	if (old != NULL)
-		config_free(&old->cfg);
+	config_snap_free(old);
 	if (snap == NULL) {
 		if (why != NULL)
 			*why = reason;
@@ -1310,6 +397,5 @@ config_release(struct config *cfg)
 		return;
 	dead = config_unref((struct config_snap *)(void *)cfg);
 	(void)pthread_mutex_unlock(&config_lock);
-	if (dead != NULL)
-		config_free(&dead->cfg);
+	config_snap_free(dead);
 }

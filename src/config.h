@@ -2,12 +2,17 @@
  *
  * A loaded config is an immutable snapshot. config_acquire() hands out the
  * current one with a reference; a changed file is reloaded on the next acquire,
- * and a file that fails to load keeps the last good snapshot in service. */
+ * and a file that fails to load keeps the last good snapshot in service.
+ *
+ * Two files: config_parse.c turns the text into a struct config (every check,
+ * the lookups); config.c reads the file and serves the snapshot. */
 #ifndef API_TOGETHER_CONFIG_H
 #define API_TOGETHER_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "dynbuf.h"
 
 struct config_pair {
 	char *key;
@@ -61,9 +66,12 @@ struct config_issue {
 	char *message;
 };
 
+/* The problems in the order found. Start it all zeros ({0}), read v[0] to
+ * v[n - 1], free it with config_issues_free (then it can be used again). */
 struct config_issues {
 	struct config_issue *v;
 	size_t n;
+	struct dynbuf buf; /* holds v */
 };
 
 /* Parses and validates a config held in memory. On success returns 0 and a
@@ -85,11 +93,6 @@ const char *config_api_model(const struct config_api *api, const char *model);
 
 /* Index of the endpoint with this id, or -1. */
 long config_find_api(const struct config *cfg, const char *id);
-
-struct stat;
-
-/* Logs a warning when the file with status st can be read by every user. */
-void config_warn_mode(const char *path, const struct stat *st);
 
 /* Sets the file that config_acquire serves. Call once, before threads. */
 void config_set_path(const char *path);

@@ -414,6 +414,38 @@ rpm_below_minus_one_is_named_by_path(void **state)
 	expect_only_error("'rpd': '10'", false, "apis[0].rpd", "expected an integer >= -1");
 }
 
+/* Every problem is kept, in the order found, however many there are; the
+ * list can be freed and filled again. */
+static void
+many_problems_are_all_kept_in_order(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char text[2048], path[64];
+	size_t used;
+
+	(void)state;
+	used = (size_t)snprintf(text, sizeof(text),
+				"{\"server\": {\"apiKey\": \"k\"}, \"apis\": [{\"id\": \"a\", "
+				"\"baseUrl\": \"http://h\", \"models\": [0");
+	for (int i = 1; i < 300; i++)
+		used += (size_t)snprintf(text + used, sizeof(text) - used, ",%d", i % 10);
+	snprintf(text + used, sizeof(text) - used, "]}]}");
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(config_parse(text, strlen(text), &cfg, &is), -1);
+		assert_null(cfg);
+		assert_int_equal(is.n, 300);
+		for (size_t i = 0; i < is.n; i++) {
+			snprintf(path, sizeof(path), "apis[0].models[%zu]", i);
+			assert_string_equal(is.v[i].path, path);
+			assert_string_equal(is.v[i].message, "expected a non-empty string");
+		}
+		config_issues_free(&is);
+		assert_null(is.v);
+		assert_int_equal(is.n, 0);
+	}
+}
+
 static void
 integer_fields_are_range_checked(void **state)
 {
@@ -1094,6 +1126,45 @@ oversized_file_is_refused(void **state)
 	assert_int_equal(unlink(path), 0);
 }
 
+/* The limit itself is allowed: the text is read and parsed (zeros are no
+ * JSON), not refused for its size. */
+static void
+file_of_exactly_the_limit_is_read(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char path[128];
+	int fd;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "limit.json");
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 16L * 1024 * 1024), 0);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(config_load_file(path, &cfg, &is), -1);
+	assert_int_equal(is.n, 1);
+	assert_string_equal(is.v[0].path, "line 1, column 1");
+	config_issues_free(&is);
+	assert_int_equal(unlink(path), 0);
+}
+
+/* A file with no size to go by (a device, a pipe) is read as it comes, and
+ * refused once it passes the limit. */
+static void
+endless_file_stops_at_the_limit(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(config_load_file("/dev/zero", &cfg, &is), -1);
+	assert_null(cfg);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, true, "/dev/zero", "larger than the 16 MiB limit");
+	config_issues_free(&is);
+}
+
 /* ---- snapshot and reload ---- */
 
 static void
@@ -1362,6 +1433,7 @@ main(void)
 		cmocka_unit_test(null_fields_take_their_default),
 		cmocka_unit_test(integral_reals_count_as_integers),
 		cmocka_unit_test(rpm_below_minus_one_is_named_by_path),
+		cmocka_unit_test(many_problems_are_all_kept_in_order),
 		cmocka_unit_test(integer_fields_are_range_checked),
 		cmocka_unit_test(store_fields_are_checked),
 		cmocka_unit_test(a_client_key_is_required),
@@ -1390,6 +1462,8 @@ main(void)
 		cmocka_unit_test(load_file_reads_a_file),
 		cmocka_unit_test(unreadable_file_is_one_error_naming_it),
 		cmocka_unit_test(oversized_file_is_refused),
+		cmocka_unit_test(file_of_exactly_the_limit_is_read),
+		cmocka_unit_test(endless_file_stops_at_the_limit),
 		cmocka_unit_test(nothing_loaded_gives_null_and_a_reason),
 		cmocka_unit_test(acquire_returns_the_same_snapshot_until_the_file_changes),
 		cmocka_unit_test(reload_picks_up_a_changed_file),
