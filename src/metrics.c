@@ -237,8 +237,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	int status;
 
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-		response_printf(r->fcgi->out, "Allow: GET, HEAD\r\n");
-		status = response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cfg->cors);
+		status = response_method_not_allowed(r->fcgi->out, "GET, HEAD", cfg->cors);
 		goto out;
 	}
 	if (eps == NULL || u == NULL) {
@@ -259,12 +258,12 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 		goto out;
 	}
 	status = 200;
-	response_printf(r->fcgi->out,
-			"Status: 200 OK\r\nContent-Type: " METRICS_CONTENT_TYPE "\r\n");
-	if (cfg->cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, r->fcgi->out);
-	response_printf(r->fcgi->out, "Cache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
-			len);
+	response_begin(r->fcgi->out, &(struct response_head){.status = 200,
+							     .content_type = METRICS_CONTENT_TYPE,
+							     .cors = cfg->cors});
+	response_header(r->fcgi->out, "Cache-Control", "no-store");
+	response_headerf(r->fcgi->out, "Content-Length", "%zu", len);
+	response_end_headers(r->fcgi->out);
 	if (strcmp(r->method, "HEAD") != 0)
 		FCGX_PutStr(text, (int)len, r->fcgi->out);
 out:
