@@ -119,6 +119,7 @@ status_page_nonce(char *buf)
 int
 status_page_handle(struct request *r, const struct config *cfg)
 {
+	FCGX_Stream *out = r->fcgi->out;
 	bool head = strcmp(r->method, "HEAD") == 0;
 	char nonce[2 * STATUS_PAGE_NONCE_BYTES + 1];
 	const char *state;
@@ -126,10 +127,8 @@ status_page_handle(struct request *r, const struct config *cfg)
 	char *page, *key;
 	size_t len;
 
-	if (!head && strcmp(r->method, "GET") != 0) {
-		response_printf(r->fcgi->out, "Allow: GET, HEAD\r\n");
-		return response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, false);
-	}
+	if (!head && strcmp(r->method, "GET") != 0)
+		return response_method_not_allowed(out, "GET, HEAD", false);
 	/* The key is only checked here, to pick what the page shows: the
 	 * figures come from v1/status, which checks it again. The log line of
 	 * the request holds the path without its query, so never the key. */
@@ -148,26 +147,26 @@ status_page_handle(struct request *r, const struct config *cfg)
 	}
 	if (status_page_nonce(nonce) != 0 ||
 	    (page = status_page_render(nonce, state, &len)) == NULL)
-		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, false);
-	response_printf(r->fcgi->out,
-			"Status: %d %s\r\n"
-			"Content-Type: text/html; charset=utf-8\r\n"
-			"Content-Length: %zu\r\n"
-			"Cache-Control: no-store\r\n"
-			"X-Content-Type-Options: nosniff\r\n"
-			"Referrer-Policy: no-referrer\r\n"
-			"X-Frame-Options: DENY\r\n",
-			status, response_reason(status), len);
+		return response_error(out, RESP_INTERNAL, NULL, 0, false);
+	/* A page of the gateway's own origin: no CORS. */
+	response_begin(out, &(struct response_head){.status = status,
+						    .content_type = "text/html; charset=utf-8"});
+	response_headerf(out, "Content-Length", "%zu", len);
+	response_header(out, "Cache-Control", "no-store");
+	response_header(out, "X-Content-Type-Options", "nosniff");
+	response_header(out, "Referrer-Policy", "no-referrer");
+	response_header(out, "X-Frame-Options", "DENY");
 	/* Only this answer's own inline script and style run; the script may
 	 * fetch from this origin only, and the form posts nowhere (its script
 	 * handles it), so a key typed in never lands in a URL. */
-	response_printf(r->fcgi->out,
-			"Content-Security-Policy: default-src 'none'; script-src 'nonce-%s'; "
-			"style-src 'nonce-%s'; connect-src 'self'; "
-			"base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\r\n",
-			nonce, nonce);
+	response_headerf(out, "Content-Security-Policy",
+			 "default-src 'none'; script-src 'nonce-%s'; style-src 'nonce-%s'; "
+			 "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+			 "frame-ancestors 'none'",
+			 nonce, nonce);
+	response_end_headers(out);
 	if (!head)
-		FCGX_PutStr(page, (int)len, r->fcgi->out);
+		FCGX_PutStr(page, (int)len, out);
 	free(page);
 	return status;
 }
