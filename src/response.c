@@ -47,23 +47,8 @@ static const struct {
 #define RESPONSE_CORS_NAME "Access-Control-Allow-Origin"
 #define RESPONSE_CORS_LINE RESPONSE_CORS_NAME ": *\r\n"
 
-void
-response_printf(FCGX_Stream *out, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	FCGX_PutStr(buf, n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1, out);
-}
-
 /* Reason phrase of a status, "" when unknown. */
-const char *
+static const char *
 response_reason(long status)
 {
 	switch (status) {

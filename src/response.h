@@ -74,9 +74,4 @@ int response_json(FCGX_Stream *out, int status, const json_t *body, bool cors);
 /* Answers a CORS preflight: 204 with the allowed methods and headers. */
 int response_preflight(FCGX_Stream *out, const char *request_headers);
 
-/* Being replaced by response_begin and response_header (issue 12). */
-#define RESPONSE_CORS_HEADER "Access-Control-Allow-Origin: *\r\n"
-void response_printf(FCGX_Stream *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-const char *response_reason(long status);
-
 #endif

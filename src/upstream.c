@@ -202,7 +202,6 @@ struct upstream_xfer {
 	char *head;
 	size_t head_len, head_cap;
 	bool event_stream;
-	bool has_cors;
 	char *buf;
 	size_t len, cap;
 	struct sse_parser *sse;
@@ -263,7 +262,6 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		x->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
 		x->head_len = 0;
 		x->event_stream = false;
-		x->has_cors = false;
 		return len;
 	}
 	/* Folded lines and stray CRs or NULs could split into more headers
@@ -291,8 +289,6 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 	if (strcasecmp(name, "Content-Type") == 0)
 		x->event_stream = (size_t)(data + n - v) >= 17 &&
 				  strncasecmp(v, "text/event-stream", 17) == 0;
-	if (strcasecmp(name, "Access-Control-Allow-Origin") == 0)
-		x->has_cors = true;
 	if (upstream_grow(&x->head, &x->head_cap, x->head_len + n + 2) != 0) {
 		x->oom = true;
 		return 0;
@@ -331,15 +327,15 @@ upstream_commit(struct upstream_xfer *x, long content_length)
 {
 	FCGX_Stream *out = x->call->client->out;
 
-	response_printf(out, "Status: %ld %s\r\n", x->status, response_reason((int)x->status));
-	FCGX_PutStr(x->head, (int)x->head_len, out);
-	if (x->call->cors && !x->has_cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, out);
+	response_begin(out, &(struct response_head){.status = x->status,
+						    .relayed = x->head,
+						    .relayed_len = x->head_len,
+						    .cors = x->call->cors});
 	if (x->event_stream)
-		FCGX_PutS("X-Accel-Buffering: no\r\n", out);
+		response_header(out, "X-Accel-Buffering", "no");
 	if (content_length >= 0)
-		response_printf(out, "Content-Length: %ld\r\n", content_length);
-	FCGX_PutS("\r\n", out);
+		response_headerf(out, "Content-Length", "%ld", content_length);
+	response_end_headers(out);
 	x->mode = MODE_PASS;
 }
 
@@ -716,23 +712,12 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 void
 upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cors)
 {
-	bool has_cors = false;
-
-	if (a->head != NULL) {
-		const char *p = a->head, *end = a->head + a->head_len;
-		while (p < end) {
-			if (strncasecmp(p, "Access-Control-Allow-Origin:", 28) == 0)
-				has_cors = true;
-			const char *nl = memchr(p, '\n', (size_t)(end - p));
-			p = nl != NULL ? nl + 1 : end;
-		}
-	}
-	response_printf(out, "Status: %ld %s\r\n", a->status, response_reason((int)a->status));
-	if (a->head_len > 0)
-		FCGX_PutStr(a->head, (int)a->head_len, out);
-	if (cors && !has_cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, out);
-	response_printf(out, "Content-Length: %zu\r\n\r\n", a->body_len);
+	response_begin(out, &(struct response_head){.status = a->status,
+						    .relayed = a->head,
+						    .relayed_len = a->head_len,
+						    .cors = cors});
+	response_headerf(out, "Content-Length", "%zu", a->body_len);
+	response_end_headers(out);
 	if (a->body_len > 0)
 		FCGX_PutStr(a->body, (int)a->body_len, out);
 }
