@@ -51,7 +51,10 @@ int dynbuf_vprintf(struct dynbuf *d, const char *fmt, va_list ap)
 void *dynbuf_addz(struct dynbuf *d, size_t n);
 
 /* Makes room for n more bytes without adding them (so that a reader can
- * fill dynbuf_end directly, then dynbuf_commit). As dynbuf_add. */
+ * fill dynbuf_end directly, then dynbuf_commit). The first allocation is
+ * the size first asked for (at least a small block), later ones double: a
+ * caller that knows how much is coming reserves it first, and gets one
+ * allocation. As dynbuf_add. */
 int dynbuf_reserve(struct dynbuf *d, size_t n);
 
 /* The free bytes after the content (at least what dynbuf_reserve made) and

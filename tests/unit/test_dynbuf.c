@@ -158,6 +158,30 @@ capped_buffer_allocates_no_more_than_cap(void **state)
 	dynbuf_free(&d);
 }
 
+/* A known length (a body's Content-Length) costs one allocation of its
+ * size, not the next power of two; later growth doubles. */
+static void
+first_reserve_allocates_what_it_asks(void **state)
+{
+	(void)state;
+	struct dynbuf d;
+	dynbuf_init(&d, 1 << 20);
+	assert_int_equal(dynbuf_reserve(&d, 5000), 0);
+	assert_int_equal(d.alloc, 5001);
+	char *first = dynbuf_end(&d);
+	memset(first, 'b', 5000);
+	dynbuf_commit(&d, 5000);
+	assert_ptr_equal(dynbuf_ptr(&d), first);
+	assert_int_equal(dynbuf_adds(&d, "x"), 0);
+	assert_int_equal(d.alloc, 10002);
+	dynbuf_free(&d);
+	/* A small first add still gets the whole first block. */
+	dynbuf_init(&d, 1 << 20);
+	assert_int_equal(dynbuf_adds(&d, "ab"), 0);
+	assert_true(dynbuf_room(&d) >= 200);
+	dynbuf_free(&d);
+}
+
 int
 main(void)
 {
@@ -171,6 +195,7 @@ main(void)
 		cmocka_unit_test(addz_gives_zeroed_aligned_elements),
 		cmocka_unit_test(reserve_then_commit_reads_in_place),
 		cmocka_unit_test(capped_buffer_allocates_no_more_than_cap),
+		cmocka_unit_test(first_reserve_allocates_what_it_asks),
 	};
 	return cmocka_run_group_tests(tests, 0, 0);
 }
