@@ -200,6 +200,12 @@ dynbuf_failed(const struct dynbuf *d)
 	return d->error != 0;
 }
 
+void
+dynbuf_clearerr(struct dynbuf *d)
+{
+	d->error = 0;
+}
+
 char *
 dynbuf_take(struct dynbuf *d, size_t *len)
 {

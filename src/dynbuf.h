@@ -26,6 +26,12 @@ struct dynbuf {
 /* A buffer whose length may not exceed cap bytes; allocates nothing. */
 void dynbuf_init(struct dynbuf *d, size_t cap);
 
+/* The same as an initialiser, for a buffer in static storage. */
+#define DYNBUF_INIT(cap_)                                                                          \
+	{                                                                                          \
+		.p = NULL, .len = 0, .alloc = 0, .cap = (cap_), .error = 0                         \
+	}
+
 /* Frees the bytes and makes d empty again (same cap, error cleared). d may
  * be one that was only initialised. */
 void dynbuf_free(struct dynbuf *d);
@@ -74,6 +80,11 @@ size_t dynbuf_len(const struct dynbuf *d);
 
 /* True once an add has failed (see dynbuf_add). */
 bool dynbuf_failed(const struct dynbuf *d);
+
+/* Forgets a failed add, keeping the content (as clearerr(3) does for a
+ * stream): for a buffer that outlives its writers, such as a list kept for
+ * reuse, where one failed add must not fail the next. */
+void dynbuf_clearerr(struct dynbuf *d);
 
 /* Hands the content to the caller, who frees it with free(); d is left
  * empty. Returns NULL when nothing was ever added (or after a failed add,

@@ -182,6 +182,26 @@ first_reserve_allocates_what_it_asks(void **state)
 	dynbuf_free(&d);
 }
 
+/* A buffer kept for reuse (a list of handles) goes on after a failed add
+ * once the error is cleared, with everything it held. */
+static void
+clearerr_keeps_content_and_takes_adds_again(void **state)
+{
+	(void)state;
+	static struct dynbuf d = DYNBUF_INIT(4);
+	assert_int_equal(dynbuf_adds(&d, "abc"), 0);
+	assert_int_equal(dynbuf_adds(&d, "de"), -1);
+	assert_true(dynbuf_failed(&d));
+	assert_int_equal(dynbuf_adds(&d, "d"), -1);
+	dynbuf_clearerr(&d);
+	assert_false(dynbuf_failed(&d));
+	assert_string_equal(dynbuf_str(&d), "abc");
+	assert_int_equal(dynbuf_adds(&d, "d"), 0);
+	assert_string_equal(dynbuf_str(&d), "abcd");
+	dynbuf_free(&d);
+	assert_int_equal(d.cap, 4);
+}
+
 int
 main(void)
 {
@@ -196,6 +216,7 @@ main(void)
 		cmocka_unit_test(reserve_then_commit_reads_in_place),
 		cmocka_unit_test(capped_buffer_allocates_no_more_than_cap),
 		cmocka_unit_test(first_reserve_allocates_what_it_asks),
+		cmocka_unit_test(clearerr_keeps_content_and_takes_adds_again),
 	};
 	return cmocka_run_group_tests(tests, 0, 0);
 }
