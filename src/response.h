@@ -32,7 +32,9 @@ enum response_error {
 int response_error_status(enum response_error e);
 
 /* The head of an answer: the status line and what describes the body,
- * written by response_begin, the one place an answer's head is opened. */
+ * written by response_begin, the one place an answer's head is opened. A
+ * status the gateway does not answer itself (one relayed) may have no
+ * reason phrase: "Status: 299 ". */
 struct response_head {
 	long status;              /* "Status: 429 Too Many Requests" */
 	const char *content_type; /* a Content-Type line; NULL: none */
@@ -50,8 +52,8 @@ void response_begin(FCGX_Stream *out, const struct response_head *h);
 /* Writes the header line "name: value". value must hold no CR or LF. */
 void response_header(FCGX_Stream *out, const char *name, const char *value);
 
-/* As response_header, the value printf-formatted; a value longer than 1000
- * bytes is cut (the line still ends). */
+/* As response_header, the value printf-formatted; a value longer than
+ * 1023 bytes is cut (the line still ends). For numbers and short values. */
 void response_headerf(FCGX_Stream *out, const char *name, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
