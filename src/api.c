@@ -102,8 +102,7 @@ api_owns(const char *d)
 static int
 api_method_not_allowed(struct request *r, const char *allow, bool cors)
 {
-	response_printf(r->fcgi->out, "Allow: %s\r\n", allow);
-	return response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cors);
+	return response_method_not_allowed(r->fcgi->out, allow, cors);
 }
 
 static bool

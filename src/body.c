@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "dynbuf.h"
 #include "json_scan.h"
 
 /* Longest multipart boundary we accept; RFC 2046 allows 70, be generous. */
@@ -22,10 +23,11 @@ struct body_span {
 	size_t end;
 };
 
+/* The spans found, in order: v[0..n) reads buf's entries. */
 struct body_spans {
+	struct dynbuf buf;
 	struct body_span *v;
 	size_t n;
-	size_t cap;
 };
 
 static int
@@ -47,25 +49,39 @@ body_set_err(char *err, size_t errlen, const char *msg)
 		snprintf(err, errlen, "%s", msg);
 }
 
+static void
+body_spans_init(struct body_spans *sp, size_t body_len)
+{
+	/* A span takes at least 2 bytes of the body (a JSON string's quotes;
+	 * a multipart delimiter between parts), so there are at most
+	 * body_len / 2 + 1 of them. */
+	size_t most = body_len / 2 + 1;
+
+	dynbuf_init(&sp->buf, most > SIZE_MAX / sizeof(*sp->v) ? SIZE_MAX : most * sizeof(*sp->v));
+	sp->v = NULL;
+	sp->n = 0;
+}
+
 static int
 body_spans_add(struct body_spans *sp, size_t start, size_t end)
 {
-	if (sp->n == sp->cap) {
-		size_t cap = sp->cap == 0 ? 4 : sp->cap * 2;
-		struct body_span *v;
+	struct body_span *s = dynbuf_addz(&sp->buf, sizeof(*s));
 
-		if (cap > SIZE_MAX / sizeof(*v))
-			return -1;
-		v = realloc(sp->v, cap * sizeof(*v));
-		if (v == NULL)
-			return -1;
-		sp->v = v;
-		sp->cap = cap;
-	}
-	sp->v[sp->n].start = start;
-	sp->v[sp->n].end = end;
+	if (s == NULL)
+		return -1;
+	s->start = start;
+	s->end = end;
+	sp->v = dynbuf_ptr(&sp->buf);
 	sp->n++;
 	return 0;
+}
+
+static void
+body_spans_free(struct body_spans *sp)
+{
+	dynbuf_free(&sp->buf);
+	sp->v = NULL;
+	sp->n = 0;
 }
 
 /* The media type alone: "Application/JSON; charset=utf-8" is JSON. */
@@ -508,8 +524,9 @@ int
 body_inspect(const char *content_type, const char *body, size_t len, struct body_info *info,
 	     char *err, size_t errlen)
 {
-	struct body_spans sp = {0};
+	struct body_spans sp;
 
+	body_spans_init(&sp, len);
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 	info->kind = body_kind_of(content_type, body, len);
@@ -530,7 +547,7 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 			if (info->model == NULL)
 				goto oom;
 		}
-		free(sp.v);
+		body_spans_free(&sp);
 		return 0;
 	case BODY_EMPTY:
 	case BODY_OTHER:
@@ -538,7 +555,7 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 	}
 	return 0;
 oom:
-	free(sp.v);
+	body_spans_free(&sp);
 	body_set_err(err, errlen, "out of memory");
 	return -1;
 }
@@ -556,13 +573,14 @@ int
 body_rewrite_model(const char *content_type, const char *body, size_t len, const char *model,
 		   char **out, size_t *outlen)
 {
-	struct body_spans sp = {0};
+	struct body_spans sp;
 	char *repl = NULL;
 	size_t repllen;
 	int rc = -1;
 
 	if (model == NULL || out == NULL || outlen == NULL)
 		return -1;
+	body_spans_init(&sp, len);
 	switch (body_kind_of(content_type, body, len)) {
 	case BODY_JSON:
 		if (body_json_scan(body, len, &sp) != 0 || sp.n == 0)
@@ -583,6 +601,6 @@ body_rewrite_model(const char *content_type, const char *body, size_t len, const
 	}
 done:
 	free(repl);
-	free(sp.v);
+	body_spans_free(&sp);
 	return rc;
 }

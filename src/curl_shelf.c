@@ -1,16 +1,18 @@
 /* The libcurl handles of a process: see curl_shelf.h. */
 #include "curl_shelf.h"
 
-#include <stdlib.h>
-
 CURL *
 curl_shelf_take(struct curl_shelf *s)
 {
 	CURL *h = NULL;
 
 	pthread_mutex_lock(&s->mu);
-	if (s->n > 0)
-		h = s->h[--s->n];
+	size_t n = dynbuf_len(&s->handles) / sizeof(h);
+	if (n > 0) {
+		CURL **v = dynbuf_ptr(&s->handles);
+		h = v[n - 1];
+		dynbuf_truncate(&s->handles, (n - 1) * sizeof(h));
+	}
 	pthread_mutex_unlock(&s->mu);
 	return h != NULL ? h : curl_easy_init();
 }
@@ -18,18 +20,14 @@ curl_shelf_take(struct curl_shelf *s)
 void
 curl_shelf_put(struct curl_shelf *s, CURL *h)
 {
+	int rc;
+
 	pthread_mutex_lock(&s->mu);
-	if (s->n == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 16;
-		CURL **nh = realloc(s->h, ncap * sizeof(*nh));
-		if (nh == NULL) {
-			pthread_mutex_unlock(&s->mu);
-			curl_easy_cleanup(h); /* one connection fewer kept */
-			return;
-		}
-		s->h = nh;
-		s->cap = ncap;
-	}
-	s->h[s->n++] = h;
+	rc = dynbuf_add(&s->handles, &h, sizeof(h));
+	/* A refused add keeps the handles shelved, and the next may pass. */
+	if (rc != 0)
+		dynbuf_clearerr(&s->handles);
 	pthread_mutex_unlock(&s->mu);
+	if (rc != 0)
+		curl_easy_cleanup(h); /* one connection fewer kept */
 }

@@ -10,21 +10,27 @@
 #include <pthread.h>
 #include <stddef.h>
 
+#include "dynbuf.h"
+
+/* The most handles shelved: one per worker thread at most (each puts back
+ * the one it took), and API_TOGETHER_THREADS is at most 4096. */
+#define CURL_SHELF_MAX 4096
+
 struct curl_shelf {
 	pthread_mutex_t mu;
-	CURL **h;
-	size_t n, cap;
+	struct dynbuf handles; /* of CURL *, the one put back last at the end */
 };
 
 #define CURL_SHELF_INIT                                                                            \
 	{                                                                                          \
-		PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0                                              \
+		PTHREAD_MUTEX_INITIALIZER, DYNBUF_INIT(CURL_SHELF_MAX * sizeof(CURL *))            \
 	}
 
 /* A handle from the shelf, or a new one; NULL when libcurl cannot make one. */
 CURL *curl_shelf_take(struct curl_shelf *s);
 
-/* Puts a handle back for the next request. */
+/* Puts a handle back for the next request; when it cannot be kept (out of
+ * memory) it is cleaned up instead. */
 void curl_shelf_put(struct curl_shelf *s, CURL *h);
 
 #endif

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The first allocation: most buffers (a header line, a small answer) fit. */
+/* The least first allocation: most buffers (a header line, a small answer)
+ * fit. */
 #define DYNBUF_FIRST 256
 
 void
@@ -55,7 +56,13 @@ dynbuf_reserve(struct dynbuf *d, size_t n)
 	size_t need = d->len + n + 1; /* the NUL */
 	if (need <= d->alloc)
 		return 0;
-	size_t nalloc = d->alloc ? d->alloc : DYNBUF_FIRST;
+	size_t nalloc = d->alloc;
+	if (nalloc == 0) {
+		/* The first block fits what is asked for (as curl's does): a
+		 * reader that knows its length (a body's Content-Length) makes
+		 * one allocation of that size. */
+		nalloc = need > DYNBUF_FIRST ? need : DYNBUF_FIRST;
+	}
 	while (nalloc < need) {
 		if (nalloc > SIZE_MAX / 2) {
 			nalloc = need;
@@ -191,6 +198,12 @@ bool
 dynbuf_failed(const struct dynbuf *d)
 {
 	return d->error != 0;
+}
+
+void
+dynbuf_clearerr(struct dynbuf *d)
+{
+	d->error = 0;
 }
 
 char *

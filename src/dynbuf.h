@@ -26,6 +26,12 @@ struct dynbuf {
 /* A buffer whose length may not exceed cap bytes; allocates nothing. */
 void dynbuf_init(struct dynbuf *d, size_t cap);
 
+/* The same as an initialiser, for a buffer in static storage. */
+#define DYNBUF_INIT(cap_)                                                                          \
+	{                                                                                          \
+		.p = NULL, .len = 0, .alloc = 0, .cap = (cap_), .error = 0                         \
+	}
+
 /* Frees the bytes and makes d empty again (same cap, error cleared). d may
  * be one that was only initialised. */
 void dynbuf_free(struct dynbuf *d);
@@ -51,7 +57,10 @@ int dynbuf_vprintf(struct dynbuf *d, const char *fmt, va_list ap)
 void *dynbuf_addz(struct dynbuf *d, size_t n);
 
 /* Makes room for n more bytes without adding them (so that a reader can
- * fill dynbuf_end directly, then dynbuf_commit). As dynbuf_add. */
+ * fill dynbuf_end directly, then dynbuf_commit). The first allocation is
+ * the size first asked for (at least a small block), later ones double: a
+ * caller that knows how much is coming reserves it first, and gets one
+ * allocation. As dynbuf_add. */
 int dynbuf_reserve(struct dynbuf *d, size_t n);
 
 /* The free bytes after the content (at least what dynbuf_reserve made) and
@@ -71,6 +80,11 @@ size_t dynbuf_len(const struct dynbuf *d);
 
 /* True once an add has failed (see dynbuf_add). */
 bool dynbuf_failed(const struct dynbuf *d);
+
+/* Forgets a failed add, keeping the content (as clearerr(3) does for a
+ * stream): for a buffer that outlives its writers, such as a list kept for
+ * reuse, where one failed add must not fail the next. */
+void dynbuf_clearerr(struct dynbuf *d);
 
 /* Hands the content to the caller, who frees it with free(); d is left
  * empty. Returns NULL when nothing was ever added (or after a failed add,

@@ -155,8 +155,8 @@ main_serve(FCGX_Request *f, struct worker *w)
 	/* Only the methods of HTTP APIs go on: an upstream answers another
 	 * (PROPFIND, TRACE...) with 501, which would charge it a failure. */
 	if (!main_method_forwarded(r.method)) {
-		response_printf(f->out, "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n");
-		status = response_error(f->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cors);
+		status = response_method_not_allowed(
+			f->out, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", cors);
 		goto done;
 	}
 	/* The upstream URL is built from the raw path: an encoded "/v1"

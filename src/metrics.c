@@ -1,115 +1,62 @@
 #include "metrics.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
 #include "clock.h"
+#include "dynbuf.h"
 #include "log.h"
 #include "response.h"
 
-/* The text being built; oom set once a write failed (then it is dropped). */
-struct metrics_buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void metrics_printf(struct metrics_buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static bool
-metrics_reserve(struct metrics_buf *b, size_t more)
-{
-	if (b->oom)
-		return false;
-	if (b->len + more + 1 <= b->cap)
-		return true;
-	size_t ncap = b->cap ? b->cap : 4096;
-	while (ncap < b->len + more + 1)
-		ncap *= 2;
-	char *np = realloc(b->p, ncap);
-	if (np == NULL) {
-		b->oom = true;
-		return false;
-	}
-	b->p = np;
-	b->cap = ncap;
-	return true;
-}
-
-static void
-metrics_printf(struct metrics_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		b->oom = true;
-		return;
-	}
-	if (!metrics_reserve(b, (size_t)n))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
-}
+/* The page's bound. An endpoint takes about 50 lines of under 100 bytes
+ * plus its id (twice as long at most, escaped): 64 MiB is some 4,000
+ * endpoints with 100-byte ids, far beyond any config. A page that would pass
+ * it is refused (500), not cut. */
+#define METRICS_PAGE_MAX (64u * 1024 * 1024)
 
 /* A label value as the text format wants it: backslash, double quote and
  * line feed escaped (an endpoint id is free text in the config). */
 static void
-metrics_label(struct metrics_buf *b, const char *v)
+metrics_label(struct dynbuf *b, const char *v)
 {
-	for (const char *s = v; *s != '\0'; s++) {
-		const char *esc = *s == '\\'   ? "\\\\"
-				  : *s == '"'  ? "\\\""
-				  : *s == '\n' ? "\\n"
-					       : NULL;
-		size_t n = esc != NULL ? 2 : 1;
-		if (!metrics_reserve(b, n))
+	for (;;) {
+		size_t n = strcspn(v, "\\\"\n");
+		dynbuf_add(b, v, n);
+		v += n;
+		if (*v == '\0')
 			return;
-		if (esc != NULL)
-			memcpy(b->p + b->len, esc, 2);
-		else
-			b->p[b->len] = *s;
-		b->len += n;
+		dynbuf_add(b, *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : "\\n", 2);
+		v++;
 	}
-	if (b->p != NULL)
-		b->p[b->len] = '\0';
 }
 
 static void
-metrics_head(struct metrics_buf *b, const char *name, const char *type, const char *help)
+metrics_head(struct dynbuf *b, const char *name, const char *type, const char *help)
 {
-	metrics_printf(b, "# HELP api_together_%s %s\n# TYPE api_together_%s %s\n", name, help,
-		       name, type);
+	dynbuf_printf(b, "# HELP api_together_%s %s\n# TYPE api_together_%s %s\n", name, help, name,
+		      type);
 }
 
 /* One sample: name{endpoint="id"[,extra]} value. */
 static void
-metrics_ep(struct metrics_buf *b, const char *name, const char *id, const char *extra, long long v)
+metrics_ep(struct dynbuf *b, const char *name, const char *id, const char *extra, long long v)
 {
-	metrics_printf(b, "api_together_%s{endpoint=\"", name);
+	dynbuf_printf(b, "api_together_%s{endpoint=\"", name);
 	metrics_label(b, id);
-	metrics_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "",
-		       v);
+	dynbuf_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "", v);
 }
 
 /* Seconds from ms, exactly (three decimals at most). */
 static void
-metrics_seconds(struct metrics_buf *b, long long ms)
+metrics_seconds(struct dynbuf *b, long long ms)
 {
-	metrics_printf(b, "%lld.%03lld", ms / 1000, ms % 1000);
+	dynbuf_printf(b, "%lld.%03lld", ms / 1000, ms % 1000);
 }
 
 static void
-metrics_hist(struct metrics_buf *b, const char *name, const char *id, const struct store_hist *h)
+metrics_hist(struct dynbuf *b, const char *name, const char *id, const struct store_hist *h)
 {
 	char bucket[64], count[64];
 	long long cum = 0;
@@ -124,11 +71,11 @@ metrics_hist(struct metrics_buf *b, const char *name, const char *id, const stru
 		metrics_ep(b, bucket, id, le, cum);
 	}
 	metrics_ep(b, bucket, id, "le=\"+Inf\"", h->count);
-	metrics_printf(b, "api_together_%s_sum{endpoint=\"", name);
+	dynbuf_printf(b, "api_together_%s_sum{endpoint=\"", name);
 	metrics_label(b, id);
-	metrics_printf(b, "\"} ");
+	dynbuf_printf(b, "\"} ");
 	metrics_seconds(b, h->sum_ms);
-	metrics_printf(b, "\n");
+	dynbuf_printf(b, "\n");
 	metrics_ep(b, count, id, NULL, h->count);
 }
 
@@ -143,7 +90,9 @@ char *
 metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
 	       const long long *rejects, int64_t now_ms, size_t *len)
 {
-	struct metrics_buf b = {0};
+	struct dynbuf b;
+
+	dynbuf_init(&b, METRICS_PAGE_MAX);
 
 	metrics_head(&b, "requests_total", "counter",
 		     "Attempts that ended, by endpoint and the class of the upstream's answer "
@@ -164,8 +113,8 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	metrics_head(&b, "rejections_total", "counter",
 		     "Requests the gateway refused itself, by reason.");
 	for (size_t k = 0; k < STORE_REJECT_N; k++)
-		metrics_printf(&b, "api_together_rejections_total{reason=\"%s\"} %lld\n",
-			       metrics_reject_label[k], rejects[k]);
+		dynbuf_printf(&b, "api_together_rejections_total{reason=\"%s\"} %lld\n",
+			      metrics_reject_label[k], rejects[k]);
 	metrics_head(&b, "tokens_total", "counter",
 		     "Tokens the upstreams reported, by endpoint and kind (POST /v1/token/reset "
 		     "zeroes them).");
@@ -192,11 +141,11 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 		     "Unix time its cooldown ends; 0 when none.");
 	for (size_t i = 0; i < n; i++) {
 		int64_t cu = u[i].cooldown_until > now_ms ? u[i].cooldown_until : 0;
-		metrics_printf(&b, "api_together_cooldown_until_seconds{endpoint=\"");
+		dynbuf_printf(&b, "api_together_cooldown_until_seconds{endpoint=\"");
 		metrics_label(&b, eps[i].id);
-		metrics_printf(&b, "\"} ");
+		dynbuf_printf(&b, "\"} ");
 		metrics_seconds(&b, cu);
-		metrics_printf(&b, "\n");
+		dynbuf_printf(&b, "\n");
 	}
 	metrics_head(&b, "failure_run", "gauge", "Failures in a row of the endpoint.");
 	for (size_t i = 0; i < n; i++)
@@ -216,12 +165,8 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	for (size_t i = 0; i < n; i++)
 		if (eps[i].rpd >= 0)
 			metrics_ep(&b, "rpd_limit", eps[i].id, NULL, eps[i].rpd);
-	if (b.oom || b.p == NULL) {
-		free(b.p);
-		return NULL;
-	}
-	*len = b.len;
-	return b.p;
+	/* Out of memory or over the bound: no page rather than a cut one. */
+	return dynbuf_take(&b, len);
 }
 
 int
@@ -237,8 +182,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	int status;
 
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-		response_printf(r->fcgi->out, "Allow: GET, HEAD\r\n");
-		status = response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cfg->cors);
+		status = response_method_not_allowed(r->fcgi->out, "GET, HEAD", cfg->cors);
 		goto out;
 	}
 	if (eps == NULL || u == NULL) {
@@ -259,12 +203,12 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 		goto out;
 	}
 	status = 200;
-	response_printf(r->fcgi->out,
-			"Status: 200 OK\r\nContent-Type: " METRICS_CONTENT_TYPE "\r\n");
-	if (cfg->cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, r->fcgi->out);
-	response_printf(r->fcgi->out, "Cache-Control: no-store\r\nContent-Length: %zu\r\n\r\n",
-			len);
+	response_begin(r->fcgi->out, &(struct response_head){.status = 200,
+							     .content_type = METRICS_CONTENT_TYPE,
+							     .cors = cfg->cors});
+	response_header(r->fcgi->out, "Cache-Control", "no-store");
+	response_headerf(r->fcgi->out, "Content-Length", "%zu", len);
+	response_end_headers(r->fcgi->out);
 	if (strcmp(r->method, "HEAD") != 0)
 		FCGX_PutStr(text, (int)len, r->fcgi->out);
 out:

@@ -17,7 +17,7 @@
 /* Renders the exposition of n endpoints (eps[i] with usage u[i]) and the
  * refusal counts rejects[0..STORE_REJECT_N-1], at now_ms. Returns a
  * malloc'd, NUL-terminated text (its length in *len) the caller frees, or
- * NULL when out of memory. */
+ * NULL when out of memory or past the page's bound (64 MiB). */
 char *metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
 		     const long long *rejects, int64_t now_ms, size_t *len);
 

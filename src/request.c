@@ -5,6 +5,19 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dynbuf.h"
+
+/* Most headers a request may have: a head of 64 KiB of the shortest lines
+ * ("A:" and CRLF). The web server bounds the head far below that (lighttpd
+ * 8 KiB and Apache 100 fields by default); past it the request fails as one
+ * that runs out of memory. */
+#define REQUEST_HEADERS_MAX 16384
+/* How a body without a Content-Length is read: blocks of this size at
+ * first, doubling. */
+#define REQUEST_BODY_BLOCK 65536
+/* The most asked of libfcgi in one read. */
+#define REQUEST_READ_MAX (1 << 20)
+
 static int
 request_hex(int c)
 {
@@ -179,31 +192,28 @@ request_header_name(const char *param, size_t len)
 	return name;
 }
 
+/* Appends one header to the list being built in hv. */
 static int
-request_add_header(struct request *r, const char *name, size_t len, const char *value, size_t *cap)
+request_add_header(struct dynbuf *hv, const char *name, size_t len, const char *value)
 {
-	if (r->n_headers == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 16;
-		struct request_header *h = realloc(r->headers, ncap * sizeof(*h));
-		if (h == NULL)
-			return -1;
-		r->headers = h;
-		*cap = ncap;
-	}
+	struct request_header *h;
 	char *n = request_header_name(name, len);
-	if (n == NULL)
+
+	if (n == NULL || (h = dynbuf_addz(hv, sizeof(*h))) == NULL) {
+		free(n);
 		return -1;
-	r->headers[r->n_headers].name = n;
-	r->headers[r->n_headers].value = (char *)value;
-	r->n_headers++;
+	}
+	h->name = n;
+	h->value = (char *)value;
 	return 0;
 }
 
 int
 request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 {
+	struct request_header *h;
+	struct dynbuf hv;
 	const char *uri, *cl;
-	size_t cap = 0;
 	int v;
 
 	memset(r, 0, sizeof(*r));
@@ -223,18 +233,21 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 		if (*end == '\0' && n >= 0)
 			r->content_length = n;
 	}
+	dynbuf_init(&hv, REQUEST_HEADERS_MAX * sizeof(*h));
 	for (char **e = f->envp; e != NULL && *e != NULL; e++) {
 		const char *eq = strchr(*e, '=');
 		/* A name that is no token could smuggle a line upstream. */
 		if (eq == NULL || strncmp(*e, "HTTP_", 5) != 0 ||
 		    !request_is_token(*e + 5, (size_t)(eq - *e - 5)))
 			continue;
-		if (request_add_header(r, *e + 5, (size_t)(eq - *e - 5), eq + 1, &cap) != 0)
-			return -1;
+		if (request_add_header(&hv, *e + 5, (size_t)(eq - *e - 5), eq + 1) != 0)
+			goto fail;
 	}
 	if (r->content_type != NULL &&
-	    request_add_header(r, "CONTENT_TYPE", 12, r->content_type, &cap) != 0)
-		return -1;
+	    request_add_header(&hv, "CONTENT_TYPE", 12, r->content_type) != 0)
+		goto fail;
+	r->n_headers = dynbuf_len(&hv) / sizeof(*h);
+	r->headers = (struct request_header *)dynbuf_take(&hv, NULL);
 	/* REQUEST_URI is the path as the client sent it whatever split of
 	 * SCRIPT_NAME and PATH_INFO the server made (NOTES-fastcgi.md). */
 	uri = FCGX_GetParam("REQUEST_URI", f->envp);
@@ -252,61 +265,69 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	    !request_is_token(r->method, strlen(r->method)))
 		return REQUEST_PATH_BAD;
 	return REQUEST_PATH_OK;
+fail:
+	h = dynbuf_ptr(&hv);
+	for (size_t i = 0; i < dynbuf_len(&hv) / sizeof(*h); i++)
+		free(h[i].name);
+	dynbuf_free(&hv);
+	return -1;
 }
 
 int
 request_read_body(struct request *r, long long max)
 {
-	size_t cap, len = 0;
-	char *buf;
+	long long cl = r->content_length;
+	size_t bound, first, len;
+	struct dynbuf b;
 
-	if (r->content_length > max)
+	if (cl > max)
 		return 1;
-	/* With a length, read exactly that; without, up to max + 1 to see excess. */
-	cap = r->content_length >= 0 ? (size_t)r->content_length : 65536;
-	buf = malloc(cap + 1);
-	if (buf == NULL)
-		return -1;
+	/* A byte past max is read, to see that a body without a length is
+	 * too large. */
+	bound = (size_t)max + 1;
+	dynbuf_init(&b, bound);
+	/* With a length, one allocation of it. The body is never NULL. */
+	first = cl >= 0 ? (size_t)cl : REQUEST_BODY_BLOCK;
+	if (dynbuf_reserve(&b, first < bound ? first : bound) != 0)
+		goto fail;
 	for (;;) {
-		if (r->content_length >= 0 && len == (size_t)r->content_length)
+		len = dynbuf_len(&b);
+		if (cl >= 0 && len == (size_t)cl)
 			break;
-		if (len == cap) {
-			if ((long long)cap > max) {
-				free(buf);
+		if (dynbuf_room(&b) == 0) {
+			size_t left = bound - len;
+			if (left == 0) {
+				dynbuf_free(&b);
 				return 1;
 			}
-			size_t ncap = cap * 2;
-			if ((long long)ncap > max + 1)
-				ncap = (size_t)max + 1;
-			char *nb = realloc(buf, ncap + 1);
-			if (nb == NULL) {
-				free(buf);
-				return -1;
-			}
-			buf = nb;
-			cap = ncap;
+			if (dynbuf_reserve(&b, left < REQUEST_BODY_BLOCK ? left
+									 : REQUEST_BODY_BLOCK) != 0)
+				goto fail;
 		}
-		int n = FCGX_GetStr(buf + len, (int)(cap - len > 1 << 20 ? 1 << 20 : cap - len),
-				    r->fcgi->in);
+		size_t want = dynbuf_room(&b);
+		if (cl >= 0 && want > (size_t)cl - len)
+			want = (size_t)cl - len;
+		if (want > REQUEST_READ_MAX)
+			want = REQUEST_READ_MAX;
+		int n = FCGX_GetStr(dynbuf_end(&b), (int)want, r->fcgi->in);
 		if (n <= 0)
 			break;
-		len += (size_t)n;
+		dynbuf_commit(&b, (size_t)n);
 	}
+	len = dynbuf_len(&b);
 	if ((long long)len > max) {
-		free(buf);
+		dynbuf_free(&b);
 		return 1;
 	}
 	/* A body that ended before its length, or a read error, is not sent
 	 * on: a cut upload would still be counted upstream. */
-	if ((r->content_length >= 0 && len < (size_t)r->content_length) ||
-	    FCGX_GetError(r->fcgi->in) != 0) {
-		free(buf);
-		return -1;
-	}
-	buf[len] = '\0';
-	r->body = buf;
-	r->body_len = len;
+	if ((cl >= 0 && len < (size_t)cl) || FCGX_GetError(r->fcgi->in) != 0)
+		goto fail;
+	r->body = dynbuf_take(&b, &r->body_len);
 	return 0;
+fail:
+	dynbuf_free(&b);
+	return -1;
 }
 
 const char *

@@ -53,7 +53,8 @@ bool request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
 
 /* Fills r from the FastCGI parameters of f (the body is not read). Returns
  * REQUEST_PATH_OK, or the verdict that ends the request; -1 when out of
- * memory. */
+ * memory or past 16384 headers (more than any web server passes on). r is
+ * for request_free on every path. */
 int request_load(struct request *r, FCGX_Request *f, int64_t now_ms);
 
 /* Reads the body, at most max bytes. Returns 0, 1 when it is larger than

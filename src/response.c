@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
 	int status;
@@ -42,23 +43,13 @@ static const struct {
 	[RESP_INTERNAL] = {500, "server_error", "internal_error", "Internal error."},
 };
 
-void
-response_printf(FCGX_Stream *out, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	int n;
+/* The CORS header, on every answer when the config says so (server.cors). */
+#define RESPONSE_CORS_NAME "Access-Control-Allow-Origin"
+#define RESPONSE_CORS_LINE RESPONSE_CORS_NAME ": *\r\n"
 
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	FCGX_PutStr(buf, n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1, out);
-}
-
-const char *
-response_reason(int status)
+/* Reason phrase of a status, "" when unknown. */
+static const char *
+response_reason(long status)
 {
 	switch (status) {
 	case 200:
@@ -88,6 +79,72 @@ response_reason(int status)
 	}
 }
 
+/* True when one of the lines p[0..len) is a CORS header. */
+static bool
+response_has_cors(const char *p, size_t len)
+{
+	static const char name[] = RESPONSE_CORS_NAME ":";
+	const char *end = p + len;
+
+	while (p < end) {
+		if ((size_t)(end - p) >= sizeof(name) - 1 &&
+		    strncasecmp(p, name, sizeof(name) - 1) == 0)
+			return true;
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		p = nl != NULL ? nl + 1 : end;
+	}
+	return false;
+}
+
+void
+response_begin(FCGX_Stream *out, const struct response_head *h)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "Status: %ld %s\r\n", h->status,
+			 response_reason(h->status));
+
+	if (n > 0)
+		FCGX_PutStr(line, n < (int)sizeof(line) ? n : (int)sizeof(line) - 1, out);
+	if (h->content_type != NULL)
+		response_header(out, "Content-Type", h->content_type);
+	if (h->relayed != NULL && h->relayed_len > 0)
+		FCGX_PutStr(h->relayed, (int)h->relayed_len, out);
+	/* An upstream that sends its own CORS header keeps it: a second one
+	 * would make browsers refuse the answer. */
+	if (h->cors && (h->relayed == NULL || !response_has_cors(h->relayed, h->relayed_len)))
+		FCGX_PutS(RESPONSE_CORS_LINE, out);
+}
+
+void
+response_header(FCGX_Stream *out, const char *name, const char *value)
+{
+	FCGX_PutS(name, out);
+	FCGX_PutStr(": ", 2, out);
+	FCGX_PutS(value, out);
+	FCGX_PutStr("\r\n", 2, out);
+}
+
+void
+response_headerf(FCGX_Stream *out, const char *name, const char *fmt, ...)
+{
+	char value[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(value, sizeof(value), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		value[0] = '\0';
+	response_header(out, name, value);
+}
+
+void
+response_end_headers(FCGX_Stream *out)
+{
+	FCGX_PutStr("\r\n", 2, out);
+}
+
 int
 response_error_status(enum response_error e)
 {
@@ -99,34 +156,42 @@ response_json(FCGX_Stream *out, int status, const json_t *body, bool cors)
 {
 	char *text = json_dumps(body, JSON_COMPACT);
 
-	response_printf(out, "Status: %d %s\r\nContent-Type: application/json\r\n", status,
-			response_reason(status));
-	if (cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, out);
+	response_begin(out, &(struct response_head){.status = status,
+						    .content_type = "application/json",
+						    .cors = cors});
 	if (text == NULL) {
-		FCGX_PutS("Content-Length: 2\r\n\r\n{}", out);
+		response_header(out, "Content-Length", "2");
+		response_end_headers(out);
+		FCGX_PutS("{}", out);
 		return status;
 	}
-	response_printf(out, "Content-Length: %zu\r\n\r\n", strlen(text));
+	response_headerf(out, "Content-Length", "%zu", strlen(text));
+	response_end_headers(out);
 	FCGX_PutS(text, out);
 	free(text);
 	return status;
 }
 
-int
-response_error(FCGX_Stream *out, enum response_error e, const char *message, long retry_after_s,
-	       bool cors)
+/* Writes error e. A header of the error's own (first_name: first_value, when
+ * not NULL) goes before the status line: CGI headers have no order, the web
+ * server keeps theirs on the wire, and Allow and Retry-After have always come
+ * first there. */
+static int
+response_error_with(FCGX_Stream *out, enum response_error e, const char *message,
+		    const char *first_name, const char *first_value, bool cors)
 {
-	json_t *body;
 	int status = response_errors[e].status;
+	json_t *body;
 
-	if (retry_after_s > 0)
-		response_printf(out, "Retry-After: %ld\r\n", retry_after_s);
+	if (first_name != NULL)
+		response_header(out, first_name, first_value);
 	body = json_pack("{s:{s:s,s:s,s:s}}", "error", "message",
 			 message != NULL ? message : response_errors[e].message, "type",
 			 response_errors[e].type, "code", response_errors[e].code);
 	if (body == NULL) {
-		response_printf(out, "Status: %d\r\n\r\n", status);
+		/* Out of memory: the status alone still tells the client. */
+		response_begin(out, &(struct response_head){.status = status, .cors = cors});
+		response_end_headers(out);
 		return status;
 	}
 	response_json(out, status, body, cors);
@@ -135,21 +200,37 @@ response_error(FCGX_Stream *out, enum response_error e, const char *message, lon
 }
 
 int
+response_error(FCGX_Stream *out, enum response_error e, const char *message, long retry_after_s,
+	       bool cors)
+{
+	char secs[24];
+
+	if (retry_after_s <= 0)
+		return response_error_with(out, e, message, NULL, NULL, cors);
+	snprintf(secs, sizeof(secs), "%ld", retry_after_s);
+	return response_error_with(out, e, message, "Retry-After", secs, cors);
+}
+
+int
+response_method_not_allowed(FCGX_Stream *out, const char *allow, bool cors)
+{
+	return response_error_with(out, RESP_METHOD_NOT_ALLOWED, NULL, "Allow", allow, cors);
+}
+
+int
 response_preflight(FCGX_Stream *out, const char *request_headers)
 {
-	FCGX_PutS("Status: 204 No Content\r\n" RESPONSE_CORS_HEADER
-		  "Access-Control-Allow-Methods: GET, POST, PUT, PATCH, DELETE, OPTIONS\r\n",
-		  out);
+	response_begin(out, &(struct response_head){.status = 204, .cors = true});
+	response_header(out, "Access-Control-Allow-Methods",
+			"GET, POST, PUT, PATCH, DELETE, OPTIONS");
 	/* Echo the asked-for headers only when they are one safe line. */
 	if (request_headers != NULL && *request_headers != '\0' &&
-	    strpbrk(request_headers, "\r\n") == NULL && strlen(request_headers) < 4096) {
-		FCGX_PutS("Access-Control-Allow-Headers: ", out);
-		FCGX_PutS(request_headers, out);
-		FCGX_PutS("\r\n", out);
-	} else
-		FCGX_PutS("Access-Control-Allow-Headers: Authorization, Content-Type, "
-			  "X-Api-Key\r\n",
-			  out);
-	FCGX_PutS("Access-Control-Max-Age: 86400\r\n\r\n", out);
+	    strpbrk(request_headers, "\r\n") == NULL && strlen(request_headers) < 4096)
+		response_header(out, "Access-Control-Allow-Headers", request_headers);
+	else
+		response_header(out, "Access-Control-Allow-Headers",
+				"Authorization, Content-Type, X-Api-Key");
+	response_header(out, "Access-Control-Max-Age", "86400");
+	response_end_headers(out);
 	return 204;
 }

@@ -1,11 +1,13 @@
-/* response: what the gateway itself answers: JSON bodies, OpenAI-shaped
- * errors from one table, CORS. */
+/* response: how every answer is framed (status line, headers, CORS), and
+ * what the gateway itself answers: JSON bodies, OpenAI-shaped errors from one
+ * table, the CORS preflight. */
 #ifndef API_TOGETHER_RESPONSE_H
 #define API_TOGETHER_RESPONSE_H
 
 #include <fcgiapp.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Every error the gateway answers by itself (SPEC section 5). */
 enum response_error {
@@ -29,26 +31,49 @@ enum response_error {
 /* The HTTP status of an error. */
 int response_error_status(enum response_error e);
 
+/* The head of an answer: the status line and what describes the body,
+ * written by response_begin, the one place an answer's head is opened. A
+ * status the gateway does not answer itself (one relayed) may have no
+ * reason phrase: "Status: 299 ". */
+struct response_head {
+	long status;              /* "Status: 429 Too Many Requests" */
+	const char *content_type; /* a Content-Type line; NULL: none */
+	const char *relayed;      /* header lines passed on from an upstream, */
+	size_t relayed_len;       /* "Name: value\r\n" each; NULL: none */
+	bool cors;                /* Access-Control-Allow-Origin: *, unless relayed has it */
+};
+
+/* Opens an answer on out: the status line, Content-Type, the relayed lines,
+ * then the CORS header, in that order. The writer adds its own header lines
+ * with response_header, closes the head with response_end_headers and then
+ * writes the body. Write errors show on the stream (FCGX_GetError). */
+void response_begin(FCGX_Stream *out, const struct response_head *h);
+
+/* Writes the header line "name: value". value must hold no CR or LF. */
+void response_header(FCGX_Stream *out, const char *name, const char *value);
+
+/* As response_header, the value printf-formatted; a value longer than
+ * 1023 bytes is cut (the line still ends). For numbers and short values. */
+void response_headerf(FCGX_Stream *out, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Ends the head: the blank line. */
+void response_end_headers(FCGX_Stream *out);
+
 /* Writes error e as {"error":{"message","type","code"}}. message NULL uses
  * the table's; it must hold no secret. retry_after_s > 0 adds Retry-After.
  * Returns the status written. */
 int response_error(FCGX_Stream *out, enum response_error e, const char *message, long retry_after_s,
 		   bool cors);
 
+/* Answers 405 (RESP_METHOD_NOT_ALLOWED) with an Allow header listing the
+ * methods the path takes (e.g. "GET, HEAD"). Returns 405. */
+int response_method_not_allowed(FCGX_Stream *out, const char *allow, bool cors);
+
 /* Writes status and body (not consumed) as JSON. Returns status. */
 int response_json(FCGX_Stream *out, int status, const json_t *body, bool cors);
 
 /* Answers a CORS preflight: 204 with the allowed methods and headers. */
 int response_preflight(FCGX_Stream *out, const char *request_headers);
-
-/* The header line that opens every CORS answer. */
-#define RESPONSE_CORS_HEADER "Access-Control-Allow-Origin: *\r\n"
-
-/* printf to a FastCGI stream. libfcgi's own FCGX_FPrintF knows only part
- * of C's formats (not %zu), so everything goes through vsnprintf. */
-void response_printf(FCGX_Stream *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Reason phrase of a status, "" when unknown. */
-const char *response_reason(int status);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "dynbuf.h"
 #include "json_scan.h"
 
 /* Longest line kept. A usage event is a few hundred bytes; a longer line is
@@ -14,10 +15,8 @@
 #define SSE_LINE_MAX (256 * 1024)
 
 struct sse_parser {
-	char *line; /* the current, unterminated line */
-	size_t len;
-	size_t cap;
-	bool skipping; /* the current line is over SSE_LINE_MAX: drop to its end */
+	struct dynbuf line; /* the current, unterminated line */
+	bool skipping;      /* the current line is over SSE_LINE_MAX: drop to its end */
 	bool saw_data;
 	struct usage usage;
 };
@@ -192,10 +191,10 @@ sse_starts_data(const char *a, size_t an, const char *b, size_t bn)
 static void
 sse_parser_skip(struct sse_parser *p, const char *data, size_t len)
 {
-	if (sse_starts_data(p->line, p->len, data, len))
+	if (sse_starts_data(dynbuf_ptr(&p->line), dynbuf_len(&p->line), data, len))
 		p->saw_data = true;
 	p->skipping = true;
-	p->len = 0;
+	dynbuf_reset(&p->line);
 }
 
 /* Appends to the current line; false when it would pass the bound or memory
@@ -203,31 +202,17 @@ sse_parser_skip(struct sse_parser *p, const char *data, size_t len)
 static bool
 sse_parser_append(struct sse_parser *p, const char *data, size_t len)
 {
-	if (len > SSE_LINE_MAX - p->len)
-		return false;
-	if (p->len + len > p->cap) {
-		size_t cap = p->cap == 0 ? 1024 : p->cap;
-		char *line;
-
-		while (cap < p->len + len)
-			cap *= 2;
-		if (cap > SSE_LINE_MAX)
-			cap = SSE_LINE_MAX;
-		line = realloc(p->line, cap);
-		if (line == NULL)
-			return false;
-		p->line = line;
-		p->cap = cap;
-	}
-	memcpy(p->line + p->len, data, len);
-	p->len += len;
-	return true;
+	return dynbuf_add(&p->line, data, len) == 0;
 }
 
 struct sse_parser *
 sse_parser_new(void)
 {
-	return calloc(1, sizeof(struct sse_parser));
+	struct sse_parser *p = calloc(1, sizeof(*p));
+
+	if (p != NULL)
+		dynbuf_init(&p->line, SSE_LINE_MAX);
+	return p;
 }
 
 void
@@ -245,7 +230,7 @@ sse_parser_feed(struct sse_parser *p, const char *data, size_t len)
 		n = (size_t)(nl - data);
 		if (p->skipping) {
 			p->skipping = false;
-		} else if (p->len == 0) {
+		} else if (dynbuf_len(&p->line) == 0) {
 			/* The whole line is in this chunk: read it in place. */
 			if (n > SSE_LINE_MAX)
 				sse_parser_skip(p, data, n);
@@ -253,12 +238,12 @@ sse_parser_feed(struct sse_parser *p, const char *data, size_t len)
 				sse_parser_line(p, data, n);
 			p->skipping = false;
 		} else if (sse_parser_append(p, data, n)) {
-			sse_parser_line(p, p->line, p->len);
+			sse_parser_line(p, dynbuf_ptr(&p->line), dynbuf_len(&p->line));
 		} else {
 			sse_parser_skip(p, data, n);
 			p->skipping = false;
 		}
-		p->len = 0;
+		dynbuf_reset(&p->line);
 		data = nl + 1;
 		len -= n + 1;
 	}
@@ -274,7 +259,8 @@ sse_parser_usage(struct sse_parser *p, struct usage *out)
 	*out = p->usage;
 	/* A last line the stream did not end with LF; it stays pending, since
 	 * more bytes may still come. */
-	if (!p->skipping && p->len > 0 && sse_data_value(p->line, p->len, &v, &vn) &&
+	if (!p->skipping && dynbuf_len(&p->line) > 0 &&
+	    sse_data_value(dynbuf_ptr(&p->line), dynbuf_len(&p->line), &v, &vn) &&
 	    !sse_is_done(v, vn) && sse_value_usage(v, vn, &u))
 		*out = u;
 }
@@ -288,7 +274,8 @@ sse_parser_saw_data(const struct sse_parser *p)
 	if (p->saw_data)
 		return true;
 	/* A pending data line counts unless it may still turn into "[DONE]". */
-	if (p->skipping || p->len == 0 || !sse_data_value(p->line, p->len, &v, &vn))
+	if (p->skipping || dynbuf_len(&p->line) == 0 ||
+	    !sse_data_value(dynbuf_ptr(&p->line), dynbuf_len(&p->line), &v, &vn))
 		return false;
 	while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
 		vn--;
@@ -300,6 +287,6 @@ sse_parser_free(struct sse_parser *p)
 {
 	if (p == NULL)
 		return;
-	free(p->line);
+	dynbuf_free(&p->line);
 	free(p);
 }

@@ -7,11 +7,22 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dynbuf.h"
 #include "response.h"
 
 /* How much of a non-stream answer is read before deciding it is not empty,
  * and how much of a failed answer is kept for the client. */
 #define UPSTREAM_BUFFER_MAX (1024 * 1024)
+/* What the answer's buffer can hold: a stream's first data event may end
+ * in the libcurl chunk (at most CURL_MAX_WRITE_SIZE) that passes
+ * UPSTREAM_BUFFER_MAX, and is kept whole. */
+#define UPSTREAM_KEEP_MAX (UPSTREAM_BUFFER_MAX + CURL_MAX_WRITE_SIZE)
+/* The passing header lines of an answer. libcurl refuses an answer whose
+ * headers pass 300 KiB, and a kept line is at most a byte longer than it
+ * came (CRLF for a bare LF), so this bound is never what stops an answer. */
+#define UPSTREAM_HEAD_MAX (512 * 1024)
+/* The first block of the head: most answers' passing headers fit it. */
+#define UPSTREAM_HEAD_FIRST 4096
 #define UPSTREAM_POLL_S 0.05
 /* A transfer this long is a long request for the thread pool (on_long). */
 #define UPSTREAM_LONG_S 0.05
@@ -199,12 +210,9 @@ struct upstream_xfer {
 	struct upstream_call *call;
 	enum upstream_mode mode;
 	long status;
-	char *head;
-	size_t head_len, head_cap;
+	struct dynbuf head; /* passing header lines, "Name: value\r\n" each */
 	bool event_stream;
-	bool has_cors;
-	char *buf;
-	size_t len, cap;
+	struct dynbuf buf; /* the body kept back (see upstream_keep) */
 	struct sse_parser *sse;
 	bool client_gone;
 	bool oom;
@@ -217,22 +225,6 @@ struct upstream_xfer {
 	struct timespec started;
 	bool long_told; /* on_long was called */
 };
-
-static int
-upstream_grow(char **p, size_t *cap, size_t need)
-{
-	if (need <= *cap)
-		return 0;
-	size_t ncap = *cap ? *cap : 4096;
-	while (ncap < need)
-		ncap *= 2;
-	char *n = realloc(*p, ncap);
-	if (n == NULL)
-		return -1;
-	*p = n;
-	*cap = ncap;
-	return 0;
-}
 
 /* Answer headers a web server would act on instead of passing them: files
  * sent from its disk, and internal redirects. */
@@ -261,9 +253,8 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		/* A new status line (again after a 1xx): start over. */
 		const char *sp = memchr(data, ' ', n);
 		x->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
-		x->head_len = 0;
+		dynbuf_reset(&x->head);
 		x->event_stream = false;
-		x->has_cors = false;
 		return len;
 	}
 	/* Folded lines and stray CRs or NULs could split into more headers
@@ -291,16 +282,11 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 	if (strcasecmp(name, "Content-Type") == 0)
 		x->event_stream = (size_t)(data + n - v) >= 17 &&
 				  strncasecmp(v, "text/event-stream", 17) == 0;
-	if (strcasecmp(name, "Access-Control-Allow-Origin") == 0)
-		x->has_cors = true;
-	if (upstream_grow(&x->head, &x->head_cap, x->head_len + n + 2) != 0) {
+	if ((dynbuf_len(&x->head) == 0 && dynbuf_reserve(&x->head, UPSTREAM_HEAD_FIRST) != 0) ||
+	    dynbuf_add(&x->head, data, n) != 0 || dynbuf_add(&x->head, "\r\n", 2) != 0) {
 		x->oom = true;
 		return 0;
 	}
-	memcpy(x->head + x->head_len, data, n);
-	x->head_len += n;
-	memcpy(x->head + x->head_len, "\r\n", 2);
-	x->head_len += 2;
 	return len;
 }
 
@@ -331,15 +317,15 @@ upstream_commit(struct upstream_xfer *x, long content_length)
 {
 	FCGX_Stream *out = x->call->client->out;
 
-	response_printf(out, "Status: %ld %s\r\n", x->status, response_reason((int)x->status));
-	FCGX_PutStr(x->head, (int)x->head_len, out);
-	if (x->call->cors && !x->has_cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, out);
+	response_begin(out, &(struct response_head){.status = x->status,
+						    .relayed = dynbuf_ptr(&x->head),
+						    .relayed_len = dynbuf_len(&x->head),
+						    .cors = x->call->cors});
 	if (x->event_stream)
-		FCGX_PutS("X-Accel-Buffering: no\r\n", out);
+		response_header(out, "X-Accel-Buffering", "no");
 	if (content_length >= 0)
-		response_printf(out, "Content-Length: %ld\r\n", content_length);
-	FCGX_PutS("\r\n", out);
+		response_headerf(out, "Content-Length", "%ld", content_length);
+	response_end_headers(out);
 	x->mode = MODE_PASS;
 }
 
@@ -372,18 +358,18 @@ upstream_decide(const struct upstream_xfer *x)
 static bool
 upstream_keep(struct upstream_xfer *x, const char *data, size_t len, bool cap_it)
 {
+	size_t kept = dynbuf_len(&x->buf);
+
 	if (cap_it) {
-		if (x->len >= UPSTREAM_BUFFER_MAX)
+		if (kept >= UPSTREAM_BUFFER_MAX)
 			return true;
-		if (len > UPSTREAM_BUFFER_MAX - x->len)
-			len = UPSTREAM_BUFFER_MAX - x->len;
+		if (len > UPSTREAM_BUFFER_MAX - kept)
+			len = UPSTREAM_BUFFER_MAX - kept;
 	}
-	if (upstream_grow(&x->buf, &x->cap, x->len + len) != 0) {
+	if (dynbuf_add(&x->buf, data, len) != 0) {
 		x->oom = true;
 		return false;
 	}
-	memcpy(x->buf + x->len, data, len);
-	x->len += len;
 	return true;
 }
 
@@ -392,9 +378,25 @@ static bool
 upstream_release(struct upstream_xfer *x, bool flush)
 {
 	upstream_commit(x, -1);
-	bool ok = upstream_to_client(x, x->buf, x->len, flush);
-	x->len = 0;
+	bool ok = upstream_to_client(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), flush);
+	dynbuf_reset(&x->buf);
 	return ok;
+}
+
+/* Masks the secrets in the kept head and body. */
+static void
+upstream_mask_kept(struct upstream_xfer *x)
+{
+	upstream_mask(dynbuf_ptr(&x->head), dynbuf_len(&x->head), x->call);
+	upstream_mask(dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), x->call);
+}
+
+/* Sends the kept answer whole, with its length. */
+static void
+upstream_send_kept(struct upstream_xfer *x)
+{
+	upstream_commit(x, (long)dynbuf_len(&x->buf));
+	upstream_to_client(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), true);
 }
 
 static size_t
@@ -412,7 +414,7 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 	case MODE_HOLD:
 		return upstream_keep(x, data, len, true) ? len : 0;
 	case MODE_BUFFER:
-		if (x->len + len <= UPSTREAM_BUFFER_MAX)
+		if (dynbuf_len(&x->buf) + len <= UPSTREAM_BUFFER_MAX)
 			return upstream_keep(x, data, len, false) ? len : 0;
 		/* Too large to be an empty answer: pass it on from here. */
 		if (!upstream_release(x, false)) {
@@ -427,7 +429,7 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 		sse_parser_feed(x->sse, data, len);
 		if (!upstream_keep(x, data, len, false))
 			return 0;
-		if (!sse_parser_saw_data(x->sse) && x->len < UPSTREAM_BUFFER_MAX)
+		if (!sse_parser_saw_data(x->sse) && dynbuf_len(&x->buf) < UPSTREAM_BUFFER_MAX)
 			return len;
 		if (!upstream_release(x, true)) {
 			x->client_gone = true;
@@ -516,15 +518,10 @@ upstream_hold(struct upstream_xfer *x)
 	struct upstream_answer *a = &x->call->held;
 
 	upstream_answer_free(a);
-	upstream_mask(x->head, x->head_len, x->call);
-	upstream_mask(x->buf, x->len, x->call);
+	upstream_mask_kept(x);
 	a->status = x->status;
-	a->head = x->head;
-	a->head_len = x->head_len;
-	a->body = x->buf;
-	a->body_len = x->len;
-	x->head = x->buf = NULL;
-	x->head_len = x->head_cap = x->len = x->cap = 0;
+	a->head = dynbuf_take(&x->head, &a->head_len);
+	a->body = dynbuf_take(&x->buf, &a->body_len);
 }
 
 static void
@@ -564,7 +561,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 			    call->empty_is_failure;
 
 	if (x->mode == MODE_BUFFER)
-		usage_from_json(x->buf, x->len, &call->usage);
+		usage_from_json(dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), &call->usage);
 	else if (x->sse != NULL)
 		sse_parser_usage(x->sse, &call->usage);
 	const struct usage *u = &call->usage;
@@ -579,17 +576,15 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		}
 		/* Another answer (400, 404, 422...) goes to the client as it is,
 		 * keys masked. */
-		upstream_mask(x->head, x->head_len, call);
-		upstream_mask(x->buf, x->len, call);
+		upstream_mask_kept(x);
 		if (call->on_outcome != NULL)
 			call->on_outcome(call->on_outcome_ctx, call);
-		upstream_commit(x, (long)x->len);
-		upstream_to_client(x, x->buf, x->len, true);
+		upstream_send_kept(x);
 		return UPSTREAM_SENT;
 	case MODE_BUFFER:
 	case MODE_STREAM_WAIT:
-		if (may_be_empty &&
-		    (no_body || x->mode == MODE_STREAM_WAIT || x->len == 0 || no_completion)) {
+		if (may_be_empty && (no_body || x->mode == MODE_STREAM_WAIT ||
+				     dynbuf_len(&x->buf) == 0 || no_completion)) {
 			call->failure = true;
 			memset(&call->usage, 0, sizeof(call->usage));
 			upstream_hold(x);
@@ -601,8 +596,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		}
 		if (call->on_outcome != NULL)
 			call->on_outcome(call->on_outcome_ctx, call);
-		upstream_commit(x, (long)x->len);
-		upstream_to_client(x, x->buf, x->len, true);
+		upstream_send_kept(x);
 		return UPSTREAM_SENT;
 	default:
 		/* Passed on already: a stream whose usage says it completed
@@ -641,6 +635,8 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	call->local_error = false;
 	memset(&call->usage, 0, sizeof(call->usage));
 	call->error[0] = '\0';
+	dynbuf_init(&x.head, UPSTREAM_HEAD_MAX);
+	dynbuf_init(&x.buf, UPSTREAM_KEEP_MAX);
 	x.sse = sse_parser_new();
 	clock_gettime(CLOCK_MONOTONIC, &x.active);
 	x.polled = x.started = x.active;
@@ -708,31 +704,20 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 		result = upstream_finish(&x, no_body);
 	}
 	sse_parser_free(x.sse);
-	free(x.head);
-	free(x.buf);
+	dynbuf_free(&x.head);
+	dynbuf_free(&x.buf);
 	return result;
 }
 
 void
 upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cors)
 {
-	bool has_cors = false;
-
-	if (a->head != NULL) {
-		const char *p = a->head, *end = a->head + a->head_len;
-		while (p < end) {
-			if (strncasecmp(p, "Access-Control-Allow-Origin:", 28) == 0)
-				has_cors = true;
-			const char *nl = memchr(p, '\n', (size_t)(end - p));
-			p = nl != NULL ? nl + 1 : end;
-		}
-	}
-	response_printf(out, "Status: %ld %s\r\n", a->status, response_reason((int)a->status));
-	if (a->head_len > 0)
-		FCGX_PutStr(a->head, (int)a->head_len, out);
-	if (cors && !has_cors)
-		FCGX_PutS(RESPONSE_CORS_HEADER, out);
-	response_printf(out, "Content-Length: %zu\r\n\r\n", a->body_len);
+	response_begin(out, &(struct response_head){.status = a->status,
+						    .relayed = a->head,
+						    .relayed_len = a->head_len,
+						    .cors = cors});
+	response_headerf(out, "Content-Length", "%zu", a->body_len);
+	response_end_headers(out);
 	if (a->body_len > 0)
 		FCGX_PutStr(a->body, (int)a->body_len, out);
 }

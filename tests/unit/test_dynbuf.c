@@ -158,6 +158,50 @@ capped_buffer_allocates_no_more_than_cap(void **state)
 	dynbuf_free(&d);
 }
 
+/* A known length (a body's Content-Length) costs one allocation of its
+ * size, not the next power of two; later growth doubles. */
+static void
+first_reserve_allocates_what_it_asks(void **state)
+{
+	(void)state;
+	struct dynbuf d;
+	dynbuf_init(&d, 1 << 20);
+	assert_int_equal(dynbuf_reserve(&d, 5000), 0);
+	assert_int_equal(d.alloc, 5001);
+	char *first = dynbuf_end(&d);
+	memset(first, 'b', 5000);
+	dynbuf_commit(&d, 5000);
+	assert_ptr_equal(dynbuf_ptr(&d), first);
+	assert_int_equal(dynbuf_adds(&d, "x"), 0);
+	assert_int_equal(d.alloc, 10002);
+	dynbuf_free(&d);
+	/* A small first add still gets the whole first block. */
+	dynbuf_init(&d, 1 << 20);
+	assert_int_equal(dynbuf_adds(&d, "ab"), 0);
+	assert_true(dynbuf_room(&d) >= 200);
+	dynbuf_free(&d);
+}
+
+/* A buffer kept for reuse (a list of handles) goes on after a failed add
+ * once the error is cleared, with everything it held. */
+static void
+clearerr_keeps_content_and_takes_adds_again(void **state)
+{
+	(void)state;
+	static struct dynbuf d = DYNBUF_INIT(4);
+	assert_int_equal(dynbuf_adds(&d, "abc"), 0);
+	assert_int_equal(dynbuf_adds(&d, "de"), -1);
+	assert_true(dynbuf_failed(&d));
+	assert_int_equal(dynbuf_adds(&d, "d"), -1);
+	dynbuf_clearerr(&d);
+	assert_false(dynbuf_failed(&d));
+	assert_string_equal(dynbuf_str(&d), "abc");
+	assert_int_equal(dynbuf_adds(&d, "d"), 0);
+	assert_string_equal(dynbuf_str(&d), "abcd");
+	dynbuf_free(&d);
+	assert_int_equal(d.cap, 4);
+}
+
 int
 main(void)
 {
@@ -171,6 +215,8 @@ main(void)
 		cmocka_unit_test(addz_gives_zeroed_aligned_elements),
 		cmocka_unit_test(reserve_then_commit_reads_in_place),
 		cmocka_unit_test(capped_buffer_allocates_no_more_than_cap),
+		cmocka_unit_test(first_reserve_allocates_what_it_asks),
+		cmocka_unit_test(clearerr_keeps_content_and_takes_adds_again),
 	};
 	return cmocka_run_group_tests(tests, 0, 0);
 }

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -392,6 +393,215 @@ safe_check_reads_decoded_by_length_not_nul(void **state)
 	assert_true(request_path_safe("/v1/x", "/v1/x\r", 5));
 }
 
+/* ---- headers and body from FastCGI ---- */
+
+/* A request's headers, however many, come out in order, Title-Case, with
+ * the Content-Type among them; a parameter whose name is no token is not
+ * one. */
+static void
+load_collects_every_header(void **state)
+{
+	(void)state;
+	enum { N = 40 };
+	char vars[N][32];
+	char *env[N + 8];
+	size_t k = 0;
+	FCGX_Request f;
+	struct request r;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(vars[i], sizeof(vars[i]), "HTTP_X_TEST_%d=v%d", i, i);
+		env[k++] = vars[i];
+	}
+	env[k++] = (char *)"HTTP_BAD NAME=x";
+	env[k++] = (char *)"REQUEST_METHOD=POST";
+	env[k++] = (char *)"REQUEST_URI=/v1/chat/completions";
+	env[k++] = (char *)"CONTENT_TYPE=application/json";
+	env[k] = NULL;
+	memset(&f, 0, sizeof(f));
+	f.envp = env;
+	assert_int_equal(request_load(&r, &f, 0), REQUEST_PATH_OK);
+	assert_int_equal(r.n_headers, N + 1);
+	for (int i = 0; i < N; i++) {
+		char name[32], value[32];
+		snprintf(name, sizeof(name), "X-Test-%d", i);
+		snprintf(value, sizeof(value), "v%d", i);
+		assert_string_equal(r.headers[i].name, name);
+		assert_string_equal(r.headers[i].value, value);
+	}
+	assert_string_equal(r.headers[N].name, "Content-Type");
+	assert_string_equal(request_header(&r, "content-type"), "application/json");
+	assert_string_equal(request_header(&r, "X-TEST-39"), "v39");
+	assert_null(request_header(&r, "Bad Name"));
+	request_free(&r);
+}
+
+/* Far more headers than any web server passes on (each line of the head
+ * at least 4 bytes, the head 64 KiB at most): the request fails, and what
+ * was built is freed (valgrind). */
+static void
+load_refuses_headers_past_the_bound(void **state)
+{
+	(void)state;
+	enum { N = 20000 };
+	char **env = calloc(N + 3, sizeof(*env));
+	FCGX_Request f;
+	struct request r;
+
+	assert_non_null(env);
+	for (int i = 0; i < N; i++)
+		env[i] = (char *)"HTTP_A=1";
+	env[N] = (char *)"REQUEST_URI=/v1/models";
+	memset(&f, 0, sizeof(f));
+	f.envp = env;
+	assert_int_equal(request_load(&r, &f, 0), -1);
+	request_free(&r);
+	env[16000] = NULL;
+	assert_int_equal(request_load(&r, &f, 0), REQUEST_PATH_FOREIGN);
+	assert_int_equal(r.n_headers, 16000);
+	request_free(&r);
+	free(env);
+}
+
+/* A body fed by libfcgi in pieces of `piece` bytes; `fail` makes the end a
+ * read error. The stream comes first: libfcgi hands it back to fill. */
+struct test_in {
+	FCGX_Stream s;
+	const char *data;
+	size_t len, off, piece;
+	bool fail;
+};
+
+static void
+test_in_fill(FCGX_Stream *s)
+{
+	struct test_in *t = (struct test_in *)s;
+	size_t n = t->len - t->off < t->piece ? t->len - t->off : t->piece;
+
+	if (n == 0) {
+		s->isClosed = 1;
+		if (t->fail)
+			s->FCGI_errno = -1;
+		return;
+	}
+	s->rdNext = (unsigned char *)t->data + t->off;
+	s->stop = s->rdNext + n;
+	t->off += n;
+}
+
+/* Runs request_read_body on data (content_length cl, -1: none) with the
+ * bound max; the body it read in *r (freed by the caller, request_free). */
+static int
+read_body(struct request *r, const char *data, size_t len, long long cl, long long max, bool fail)
+{
+	static FCGX_Request f;
+	static struct test_in in;
+
+	memset(&in, 0, sizeof(in));
+	in.s.isReader = 1;
+	in.s.fillBuffProc = test_in_fill;
+	in.data = data;
+	in.len = len;
+	in.piece = 7000;
+	in.fail = fail;
+	memset(&f, 0, sizeof(f));
+	f.in = &in.s;
+	memset(r, 0, sizeof(*r));
+	r->fcgi = &f;
+	r->content_length = cl;
+	return request_read_body(r, max);
+}
+
+static char *
+pattern(size_t len)
+{
+	char *p = malloc(len + 1);
+
+	assert_non_null(p);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (char)('a' + i % 26);
+	p[len] = '\0';
+	return p;
+}
+
+static void
+body_with_length_is_read_exactly(void **state)
+{
+	(void)state;
+	char *data = pattern(20000);
+	struct request r;
+
+	assert_int_equal(read_body(&r, data, 20000, 15000, 20000, false), 0);
+	assert_int_equal(r.body_len, 15000);
+	assert_memory_equal(r.body, data, 15000);
+	assert_int_equal(r.body[15000], '\0');
+	request_free(&r);
+	free(data);
+}
+
+static void
+empty_body_is_an_empty_string(void **state)
+{
+	(void)state;
+	struct request r;
+
+	assert_int_equal(read_body(&r, "", 0, 0, 100, false), 0);
+	assert_non_null(r.body);
+	assert_int_equal(r.body_len, 0);
+	assert_string_equal(r.body, "");
+	request_free(&r);
+	assert_int_equal(read_body(&r, "", 0, -1, 100, false), 0);
+	assert_non_null(r.body);
+	assert_int_equal(r.body_len, 0);
+	request_free(&r);
+}
+
+/* Without a Content-Length the body grows past the first block as it comes,
+ * up to max bytes; one byte more is too large. */
+static void
+body_without_length_is_bounded_by_max(void **state)
+{
+	(void)state;
+	size_t len = 200000;
+	char *data = pattern(len + 1);
+	struct request r;
+
+	assert_int_equal(read_body(&r, data, len, -1, (long long)len, false), 0);
+	assert_int_equal(r.body_len, len);
+	assert_memory_equal(r.body, data, len);
+	assert_int_equal(r.body[len], '\0');
+	request_free(&r);
+	assert_int_equal(read_body(&r, data, len + 1, -1, (long long)len, false), 1);
+	assert_null(r.body);
+	/* A small max reads no more than one byte past it. */
+	assert_int_equal(read_body(&r, data, len, -1, 100, false), 1);
+	assert_null(r.body);
+	free(data);
+}
+
+static void
+body_over_max_by_its_length_is_refused(void **state)
+{
+	(void)state;
+	struct request r;
+
+	assert_int_equal(read_body(&r, "0123456789", 10, 10, 9, false), 1);
+	assert_null(r.body);
+}
+
+/* A body cut short of its length, or ended by a read error, is no body. */
+static void
+cut_or_failed_body_is_refused(void **state)
+{
+	(void)state;
+	struct request r;
+
+	assert_int_equal(read_body(&r, "0123456789", 10, 20, 100, false), -1);
+	assert_null(r.body);
+	assert_int_equal(read_body(&r, "0123456789", 10, -1, 100, true), -1);
+	assert_null(r.body);
+}
+
 int
 main(void)
 {
@@ -428,6 +638,13 @@ main(void)
 		cmocka_unit_test(unsafe_when_only_decoded_is_bad),
 		cmocka_unit_test(unsafe_when_only_raw_is_bad),
 		cmocka_unit_test(safe_check_reads_decoded_by_length_not_nul),
+		cmocka_unit_test(load_collects_every_header),
+		cmocka_unit_test(load_refuses_headers_past_the_bound),
+		cmocka_unit_test(body_with_length_is_read_exactly),
+		cmocka_unit_test(empty_body_is_an_empty_string),
+		cmocka_unit_test(body_without_length_is_bounded_by_max),
+		cmocka_unit_test(body_over_max_by_its_length_is_refused),
+		cmocka_unit_test(cut_or_failed_body_is_refused),
 	};
 
 	return cmocka_run_group_tests(tests, 0, 0);
