@@ -91,27 +91,6 @@ api_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
 	}
 }
 
-bool
-api_owns(const char *d)
-{
-	return strcmp(d, "/v1/status") == 0 || strcmp(d, "/v1/models") == 0 ||
-	       strncmp(d, "/v1/models/", 11) == 0 || strcmp(d, "/v1/token/stats") == 0 ||
-	       strcmp(d, "/v1/token/reset") == 0;
-}
-
-static int
-api_method_not_allowed(struct request *r, const char *allow, bool cors)
-{
-	response_printf(r->fcgi->out, "Allow: %s\r\n", allow);
-	return response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cors);
-}
-
-static bool
-api_is_get(const struct request *r)
-{
-	return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
-}
-
 /* Answers 200 with body, which it takes (NULL, from a failed json_pack,
  * answers 500). */
 static int
@@ -144,8 +123,6 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 	json_t *body;
 	int status;
 
-	if (!api_is_get(r))
-		return api_method_not_allowed(r, "GET, HEAD", cors);
 	if (cfg == NULL) {
 		reason = why != NULL ? why : "configuration cannot be loaded";
 	} else {
@@ -205,14 +182,15 @@ fail:
 	return NULL;
 }
 
-static int
-api_status(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	int64_t now = clock_now_ms();
 	struct store_usage *u;
 	json_t *apis, *body;
 	int status = 0;
 
+	(void)why;
 	u = api_read_usage(r, cfg, w, &status);
 	if (u == NULL)
 		return status;
@@ -290,12 +268,14 @@ fail:
 	return NULL;
 }
 
-static int
-api_models(struct request *r, const struct config *cfg)
+int
+api_models(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	json_t *data = api_model_list(cfg), *body = NULL;
 	const char *id = strncmp(r->decoded, "/v1/models/", 11) == 0 ? r->decoded + 11 : NULL;
 
+	(void)why;
+	(void)w;
 	if (data == NULL)
 		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 	if (id == NULL) {
@@ -321,14 +301,15 @@ api_models(struct request *r, const struct config *cfg)
 	return api_send(r, cfg->cors, body);
 }
 
-static int
-api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_token_stats(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	long long prompt = 0, completion = 0, total = 0, requests = 0;
 	struct store_usage *u;
 	json_t *detail, *body;
 	int status = 0;
 
+	(void)why;
 	u = api_read_usage(r, cfg, w, &status);
 	if (u == NULL)
 		return status;
@@ -365,8 +346,8 @@ api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
 	return api_send(r, cfg->cors, body);
 }
 
-static int
-api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_token_reset(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	const char *id = NULL;
 	json_t *req = NULL, *body;
@@ -374,6 +355,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 	char err[300], msg[512];
 	int rc;
 
+	(void)why;
 	rc = request_read_body(r, cfg->max_body_bytes);
 	if (rc == 1)
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
@@ -418,23 +400,4 @@ bad:
 	return response_error(r->fcgi->out, RESP_INVALID_JSON,
 			      "Body must be empty or a JSON object like {\"apiId\": \"api1\"}.", 0,
 			      cfg->cors);
-}
-
-int
-api_handle(struct request *r, const struct config *cfg, struct worker *w)
-{
-	const char *d = r->decoded;
-
-	if (strcmp(d, "/v1/token/reset") == 0) {
-		if (strcmp(r->method, "POST") != 0)
-			return api_method_not_allowed(r, "POST", cfg->cors);
-		return api_token_reset(r, cfg, w);
-	}
-	if (!api_is_get(r))
-		return api_method_not_allowed(r, "GET, HEAD", cfg->cors);
-	if (strcmp(d, "/v1/status") == 0)
-		return api_status(r, cfg, w);
-	if (strcmp(d, "/v1/token/stats") == 0)
-		return api_token_stats(r, cfg, w);
-	return api_models(r, cfg);
 }

@@ -236,11 +236,6 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	size_t len = 0;
 	int status;
 
-	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-		response_printf(r->fcgi->out, "Allow: GET, HEAD\r\n");
-		status = response_error(r->fcgi->out, RESP_METHOD_NOT_ALLOWED, NULL, 0, cfg->cors);
-		goto out;
-	}
 	if (eps == NULL || u == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
