@@ -7,89 +7,12 @@
 #include "log.h"
 #include "response.h"
 #include "store.h"
+#include "worker.h"
 
 #define API_SERVICE "api-together"
 /* Every model object carries the same "created": the gateway does not know
  * when an upstream made a model, and clients only need a number. */
 #define API_MODEL_CREATED 1700000000
-
-const char *
-api_state_path(const struct config *cfg)
-{
-	const char *p = getenv("API_TOGETHER_STATE");
-
-	if (p != NULL && *p != '\0')
-		return p;
-	if (cfg != NULL && cfg->state_file != NULL)
-		return cfg->state_file;
-	return LOCALSTATEDIR "/lib/api-together/state.db";
-}
-
-const char *
-api_store_address(const struct config *cfg, const char **why)
-{
-	const char *sel = getenv("API_TOGETHER_STORE");
-
-	if (sel == NULL || *sel == '\0')
-		sel = cfg != NULL ? cfg->store : NULL;
-	if (sel == NULL || strcmp(sel, "gdbm") == 0)
-		return api_state_path(cfg);
-	if (store_is_redis(sel))
-		return sel;
-	if (why != NULL)
-		*why = "API_TOGETHER_STORE: expected \"gdbm\" or a Redis address "
-		       "(redis://HOST:PORT, unix:///PATH)";
-	return NULL;
-}
-
-void
-api_store_options(const struct config *cfg, struct store_options *o)
-{
-	memset(o, 0, sizeof(*o));
-	if (cfg != NULL) {
-		o->prefix = cfg->store_prefix;
-		o->timeout_ms = cfg->store_timeout_ms;
-	}
-}
-
-const char *
-api_store_what(const char *address)
-{
-	return store_is_redis(address) ? "Redis store" : "state file";
-}
-
-struct store *
-api_store(struct worker *w, const struct config *cfg)
-{
-	const char *why = NULL;
-	const char *address = api_store_address(cfg, &why);
-	struct store_options o;
-
-	api_store_options(cfg, &o);
-	if (w->store != NULL && address != NULL && store_matches(w->store, address, &o))
-		return w->store;
-	store_close(w->store);
-	w->store = NULL;
-	if (address == NULL) {
-		snprintf(w->store_err, sizeof(w->store_err), "%s", why);
-		log_error("state store cannot be used: %s", w->store_err);
-		return NULL;
-	}
-	w->store = store_open_with(address, &o, w->store_err, sizeof(w->store_err));
-	if (w->store == NULL)
-		log_error("%s cannot be used: %s", api_store_what(address), w->store_err);
-	return w->store;
-}
-
-void
-api_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
-{
-	for (size_t i = 0; i < cfg->n_apis; i++) {
-		eps[i].id = cfg->apis[i].id;
-		eps[i].rpm = cfg->apis[i].rpm;
-		eps[i].rpd = cfg->apis[i].rpd;
-	}
-}
 
 /* Answers 200 with body, which it takes (NULL, from a failed json_pack,
  * answers 500). */
@@ -126,8 +49,8 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 	if (cfg == NULL) {
 		reason = why != NULL ? why : "configuration cannot be loaded";
 	} else {
-		struct store *st = api_store(w, cfg);
-		const char *address = api_store_address(cfg, NULL);
+		struct store *st = worker_store(w, cfg);
+		const char *address = worker_store_address(cfg, NULL);
 		bool bad = st == NULL;
 		if (st != NULL && store_check(st, err, sizeof(err)) != 0) {
 			log_error("%s cannot be used: %s", store_what(st), err);
@@ -135,7 +58,7 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 		}
 		if (bad) {
 			snprintf(why_store, sizeof(why_store), "%s cannot be used",
-				 address != NULL ? api_store_what(address) : "state store");
+				 address != NULL ? worker_store_what(address) : "state store");
 			reason = why_store;
 		}
 	}
@@ -159,14 +82,14 @@ api_read_usage(struct request *r, const struct config *cfg, struct worker *w, in
 {
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
-	struct store *st = api_store(w, cfg);
+	struct store *st = worker_store(w, cfg);
 	char err[300];
 
 	if (eps == NULL || u == NULL) {
 		*status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto fail;
 	}
-	api_store_endpoints(cfg, eps);
+	worker_store_endpoints(cfg, eps);
 	if (st == NULL ||
 	    store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
 		if (st != NULL)
@@ -381,7 +304,7 @@ api_token_reset(struct request *r, const struct config *cfg, const char *why, st
 			}
 		}
 	}
-	st = api_store(w, cfg);
+	st = worker_store(w, cfg);
 	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be written: %s", store_what(st), err);

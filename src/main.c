@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
@@ -241,7 +240,7 @@ main_status(void)
 		fprintf(stderr, "api-together: %s cannot be loaded (try --check-config)\n", path);
 		goto out;
 	}
-	address = api_store_address(cfg, &why);
+	address = worker_store_address(cfg, &why);
 	if (address == NULL) {
 		fprintf(stderr, "api-together: %s\n", why);
 		goto out;
@@ -253,18 +252,18 @@ main_status(void)
 		rc = 0;
 		goto out;
 	}
-	api_store_options(cfg, &o);
+	worker_store_options(cfg, &o);
 	o.readonly = true;
 	st = store_open_with(address, &o, err, sizeof(err));
 	if (st == NULL) {
-		fprintf(stderr, "api-together: %s: %s\n", api_store_what(address), err);
+		fprintf(stderr, "api-together: %s: %s\n", worker_store_what(address), err);
 		goto out;
 	}
 	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	u = calloc(cfg->n_apis + 1, sizeof(*u));
 	if (eps == NULL || u == NULL)
 		goto out;
-	api_store_endpoints(cfg, eps);
+	worker_store_endpoints(cfg, eps);
 	if (store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0) {
 		fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
 		goto out;
@@ -329,7 +328,7 @@ main_sync_forever(void)
 		struct config *cfg = config_acquire(&why);
 		if (cfg == NULL)
 			continue;
-		const char *want = api_store_address(cfg, NULL);
+		const char *want = worker_store_address(cfg, NULL);
 		err[0] = '\0';
 		/* Redis keeps its data itself: nothing to bring up to date. */
 		if (want == NULL || store_is_redis(want)) {

@@ -5,13 +5,13 @@
 
 #include "body.h"
 #include "clock.h"
-#include "api.h"
 #include "log.h"
 #include "metrics.h"
 #include "response.h"
 #include "route.h"
 #include "store.h"
 #include "upstream.h"
+#include "worker.h"
 
 /* What the attempt loop keeps for the log line. */
 struct proxy_trace {
@@ -206,7 +206,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 					0, cfg->cors);
 		goto done;
 	}
-	st = api_store(w, cfg);
+	st = worker_store(w, cfg);
 	if (st == NULL) {
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto done;

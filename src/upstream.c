@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "response.h"
+#include "sse.h"
 
 /* How much of a non-stream answer is read before deciding it is not empty,
  * and how much of a failed answer is kept for the client. */

@@ -11,7 +11,7 @@
 
 #include "config.h"
 #include "request.h"
-#include "sse.h"
+#include "usage.h"
 
 /* The upstream URL for a client path below the mount point (it starts with
  * "/v1"). A base_url without a path keeps the client's path; one with a path
