@@ -217,6 +217,7 @@ struct upstream_xfer {
 	struct timespec polled; /* when the client was last looked at */
 	struct timespec started;
 	bool long_told; /* on_long was called */
+	bool reported;  /* on_outcome was called */
 };
 
 static int
@@ -555,6 +556,17 @@ upstream_local_error(CURLcode rc)
 	       rc == CURLE_BAD_FUNCTION_ARGUMENT || rc == CURLE_FAILED_INIT;
 }
 
+/* Hands the attempt's outcome to on_outcome: once, whichever comes first,
+ * the answer read whole about to go to the client or the transfer's end. */
+static void
+upstream_report(struct upstream_xfer *x)
+{
+	if (x->reported || x->call->on_outcome == NULL)
+		return;
+	x->reported = true;
+	x->call->on_outcome(x->call->on_outcome_ctx, x->call);
+}
+
 /* The outcome of a transfer that ended without error. */
 static enum upstream_result
 upstream_finish(struct upstream_xfer *x, bool no_body)
@@ -582,8 +594,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		 * keys masked. */
 		upstream_mask(x->head, x->head_len, call);
 		upstream_mask(x->buf, x->len, call);
-		if (call->on_outcome != NULL)
-			call->on_outcome(call->on_outcome_ctx, call);
+		upstream_report(x);
 		upstream_commit(x, (long)x->len);
 		upstream_to_client(x, x->buf, x->len, true);
 		return UPSTREAM_SENT;
@@ -600,8 +611,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 			upstream_release(x, true);
 			return UPSTREAM_SENT;
 		}
-		if (call->on_outcome != NULL)
-			call->on_outcome(call->on_outcome_ctx, call);
+		upstream_report(x);
 		upstream_commit(x, (long)x->len);
 		upstream_to_client(x, x->buf, x->len, true);
 		return UPSTREAM_SENT;
@@ -708,6 +718,9 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 			x.mode = upstream_decide(&x);
 		result = upstream_finish(&x, no_body);
 	}
+	/* A client gone or the gateway's own failure is no endpoint's outcome. */
+	if (result != UPSTREAM_CLIENT_GONE && !call->local_error)
+		upstream_report(&x);
 	sse_parser_free(x.sse);
 	free(x.head);
 	free(x.buf);
