@@ -7,109 +7,12 @@
 #include "log.h"
 #include "response.h"
 #include "store.h"
+#include "worker.h"
 
 #define API_SERVICE "api-together"
 /* Every model object carries the same "created": the gateway does not know
  * when an upstream made a model, and clients only need a number. */
 #define API_MODEL_CREATED 1700000000
-
-const char *
-api_state_path(const struct config *cfg)
-{
-	const char *p = getenv("API_TOGETHER_STATE");
-
-	if (p != NULL && *p != '\0')
-		return p;
-	if (cfg != NULL && cfg->state_file != NULL)
-		return cfg->state_file;
-	return LOCALSTATEDIR "/lib/api-together/state.db";
-}
-
-const char *
-api_store_address(const struct config *cfg, const char **why)
-{
-	const char *sel = getenv("API_TOGETHER_STORE");
-
-	if (sel == NULL || *sel == '\0')
-		sel = cfg != NULL ? cfg->store : NULL;
-	if (sel == NULL || strcmp(sel, "gdbm") == 0)
-		return api_state_path(cfg);
-	if (store_is_redis(sel))
-		return sel;
-	if (why != NULL)
-		*why = "API_TOGETHER_STORE: expected \"gdbm\" or a Redis address "
-		       "(redis://HOST:PORT, unix:///PATH)";
-	return NULL;
-}
-
-void
-api_store_options(const struct config *cfg, struct store_options *o)
-{
-	memset(o, 0, sizeof(*o));
-	if (cfg != NULL) {
-		o->prefix = cfg->store_prefix;
-		o->timeout_ms = cfg->store_timeout_ms;
-	}
-}
-
-const char *
-api_store_what(const char *address)
-{
-	return store_is_redis(address) ? "Redis store" : "state file";
-}
-
-struct store *
-api_store(struct worker *w, const struct config *cfg)
-{
-	const char *why = NULL;
-	const char *address = api_store_address(cfg, &why);
-	struct store_options o;
-
-	api_store_options(cfg, &o);
-	if (w->store != NULL && address != NULL && store_matches(w->store, address, &o))
-		return w->store;
-	store_close(w->store);
-	w->store = NULL;
-	if (address == NULL) {
-		snprintf(w->store_err, sizeof(w->store_err), "%s", why);
-		log_error("state store cannot be used: %s", w->store_err);
-		return NULL;
-	}
-	w->store = store_open_with(address, &o, w->store_err, sizeof(w->store_err));
-	if (w->store == NULL)
-		log_error("%s cannot be used: %s", api_store_what(address), w->store_err);
-	return w->store;
-}
-
-void
-api_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
-{
-	for (size_t i = 0; i < cfg->n_apis; i++) {
-		eps[i].id = cfg->apis[i].id;
-		eps[i].rpm = cfg->apis[i].rpm;
-		eps[i].rpd = cfg->apis[i].rpd;
-	}
-}
-
-bool
-api_owns(const char *d)
-{
-	return strcmp(d, "/v1/status") == 0 || strcmp(d, "/v1/models") == 0 ||
-	       strncmp(d, "/v1/models/", 11) == 0 || strcmp(d, "/v1/token/stats") == 0 ||
-	       strcmp(d, "/v1/token/reset") == 0;
-}
-
-static int
-api_method_not_allowed(struct request *r, const char *allow, bool cors)
-{
-	return response_method_not_allowed(r->fcgi->out, allow, cors);
-}
-
-static bool
-api_is_get(const struct request *r)
-{
-	return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
-}
 
 /* Answers 200 with body, which it takes (NULL, from a failed json_pack,
  * answers 500). */
@@ -143,13 +46,11 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 	json_t *body;
 	int status;
 
-	if (!api_is_get(r))
-		return api_method_not_allowed(r, "GET, HEAD", cors);
 	if (cfg == NULL) {
 		reason = why != NULL ? why : "configuration cannot be loaded";
 	} else {
-		struct store *st = api_store(w, cfg);
-		const char *address = api_store_address(cfg, NULL);
+		struct store *st = worker_store(w, cfg);
+		const char *address = worker_store_address(cfg, NULL);
 		bool bad = st == NULL;
 		if (st != NULL && store_check(st, err, sizeof(err)) != 0) {
 			log_error("%s cannot be used: %s", store_what(st), err);
@@ -157,7 +58,7 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 		}
 		if (bad) {
 			snprintf(why_store, sizeof(why_store), "%s cannot be used",
-				 address != NULL ? api_store_what(address) : "state store");
+				 address != NULL ? worker_store_what(address) : "state store");
 			reason = why_store;
 		}
 	}
@@ -181,14 +82,14 @@ api_read_usage(struct request *r, const struct config *cfg, struct worker *w, in
 {
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
-	struct store *st = api_store(w, cfg);
+	struct store *st = worker_store(w, cfg);
 	char err[300];
 
 	if (eps == NULL || u == NULL) {
 		*status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto fail;
 	}
-	api_store_endpoints(cfg, eps);
+	worker_store_endpoints(cfg, eps);
 	if (st == NULL ||
 	    store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
 		if (st != NULL)
@@ -204,14 +105,15 @@ fail:
 	return NULL;
 }
 
-static int
-api_status(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	int64_t now = clock_now_ms();
 	struct store_usage *u;
 	json_t *apis, *body;
 	int status = 0;
 
+	(void)why;
 	u = api_read_usage(r, cfg, w, &status);
 	if (u == NULL)
 		return status;
@@ -289,12 +191,14 @@ fail:
 	return NULL;
 }
 
-static int
-api_models(struct request *r, const struct config *cfg)
+int
+api_models(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	json_t *data = api_model_list(cfg), *body = NULL;
 	const char *id = strncmp(r->decoded, "/v1/models/", 11) == 0 ? r->decoded + 11 : NULL;
 
+	(void)why;
+	(void)w;
 	if (data == NULL)
 		return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 	if (id == NULL) {
@@ -320,14 +224,15 @@ api_models(struct request *r, const struct config *cfg)
 	return api_send(r, cfg->cors, body);
 }
 
-static int
-api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_token_stats(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	long long prompt = 0, completion = 0, total = 0, requests = 0;
 	struct store_usage *u;
 	json_t *detail, *body;
 	int status = 0;
 
+	(void)why;
 	u = api_read_usage(r, cfg, w, &status);
 	if (u == NULL)
 		return status;
@@ -364,8 +269,8 @@ api_token_stats(struct request *r, const struct config *cfg, struct worker *w)
 	return api_send(r, cfg->cors, body);
 }
 
-static int
-api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
+int
+api_token_reset(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	const char *id = NULL;
 	json_t *req = NULL, *body;
@@ -373,6 +278,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 	char err[300], msg[512];
 	int rc;
 
+	(void)why;
 	rc = request_read_body(r, cfg->max_body_bytes);
 	if (rc == 1)
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
@@ -398,7 +304,7 @@ api_token_reset(struct request *r, const struct config *cfg, struct worker *w)
 			}
 		}
 	}
-	st = api_store(w, cfg);
+	st = worker_store(w, cfg);
 	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be written: %s", store_what(st), err);
@@ -417,23 +323,4 @@ bad:
 	return response_error(r->fcgi->out, RESP_INVALID_JSON,
 			      "Body must be empty or a JSON object like {\"apiId\": \"api1\"}.", 0,
 			      cfg->cors);
-}
-
-int
-api_handle(struct request *r, const struct config *cfg, struct worker *w)
-{
-	const char *d = r->decoded;
-
-	if (strcmp(d, "/v1/token/reset") == 0) {
-		if (strcmp(r->method, "POST") != 0)
-			return api_method_not_allowed(r, "POST", cfg->cors);
-		return api_token_reset(r, cfg, w);
-	}
-	if (!api_is_get(r))
-		return api_method_not_allowed(r, "GET, HEAD", cfg->cors);
-	if (strcmp(d, "/v1/status") == 0)
-		return api_status(r, cfg, w);
-	if (strcmp(d, "/v1/token/stats") == 0)
-		return api_token_stats(r, cfg, w);
-	return api_models(r, cfg);
 }

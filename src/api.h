@@ -1,5 +1,7 @@
 /* api: the gateway's own endpoints: /health, /v1/status, /v1/models,
- * /v1/token/stats and /v1/token/reset (SPEC section 5). */
+ * /v1/token/stats and /v1/token/reset (SPEC section 5). Each is a handler of
+ * routes.c's table (a routes_fn): it answers the request, whose method and
+ * key the table checked, and returns the status written. */
 #ifndef API_TOGETHER_API_H
 #define API_TOGETHER_API_H
 
@@ -9,39 +11,23 @@
 #include "request.h"
 #include "worker.h"
 
-/* True when the decoded path below the mount point is one of /v1's own
- * endpoints (not /health, which needs no key). */
-bool api_owns(const char *decoded);
-
-/* Answers GET /health. cfg is NULL when no config loaded; why says why.
- * Returns the status written. */
+/* GET /health: 200, or 503 with a reason when no config loaded (cfg NULL,
+ * why says why) or the store cannot be used. */
 int api_health(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
-/* Answers one of the own endpoints (api_owns was true). Returns the status. */
-int api_handle(struct request *r, const struct config *cfg, struct worker *w);
+/* GET /v1/status: every endpoint's limits, usage and cooldown; 503 when the
+ * store cannot be read. why is unused. */
+int api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
-/* The store of w for cfg, opened (or opened again when its address or
- * options changed) as needed; NULL with the reason logged and kept in
- * w->store_err. */
-struct store *api_store(struct worker *w, const struct config *cfg);
+/* GET /v1/models and /v1/models/ID: the models enabled endpoints serve; 404
+ * model_not_found for an ID none serves. why and w are unused. */
+int api_models(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
-/* The state file in force: API_TOGETHER_STATE, else server.stateFile, else
- * the default under the local state directory. */
-const char *api_state_path(const struct config *cfg);
+/* GET /v1/token/stats: token and request counts per endpoint and summed. */
+int api_token_stats(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
-/* The store in force, as an address for store_open: API_TOGETHER_STORE,
- * else server.store; "gdbm" (the default) is the state file of
- * api_state_path. NULL when API_TOGETHER_STORE is neither "gdbm" nor a
- * Redis address, with the reason in *why (when why is not NULL). */
-const char *api_store_address(const struct config *cfg, const char **why);
-
-/* The options of the store in force (server.storePrefix, storeTimeoutMs). */
-void api_store_options(const struct config *cfg, struct store_options *o);
-
-/* "state file" or "Redis store": what address is, for log lines. */
-const char *api_store_what(const char *address);
-
-/* Fills eps[i] from cfg->apis[i] for every endpoint. */
-void api_store_endpoints(const struct config *cfg, struct store_endpoint *eps);
+/* POST /v1/token/reset: zeroes the token totals of the body's apiId, or of
+ * every endpoint for an empty body. */
+int api_token_reset(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
 #endif

@@ -17,17 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "auth.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
-#include "metrics.h"
-#include "proxy.h"
-#include "request.h"
-#include "response.h"
 #include "route.h"
-#include "status_page.h"
+#include "routes.h"
 #include "store.h"
 #include "worker.h"
 
@@ -71,110 +65,15 @@ main_config_path(void)
 	return p != NULL && *p != '\0' ? p : MAIN_DEFAULT_CONFIG;
 }
 
-static bool
-main_method_forwarded(const char *m)
-{
-	static const char *const methods[] = {"GET",   "HEAD",   "POST", "PUT",
-					      "PATCH", "DELETE", NULL};
-
-	for (size_t i = 0; methods[i] != NULL; i++)
-		if (strcmp(m, methods[i]) == 0)
-			return true;
-	return false;
-}
-
-/* The path of one request: parameters, mount point, key, then the gateway's
- * own endpoints or the proxy. */
+/* One request: the config in force, kept for the whole request, then its
+ * way through routes.c's table. */
 static void
 main_serve(FCGX_Request *f, struct worker *w)
 {
 	const char *why = NULL;
 	struct config *cfg = config_acquire(&why);
-	bool cors = cfg == NULL || cfg->cors;
-	struct request r;
-	int v, status;
 
-	v = request_load(&r, f, clock_now_ms());
-	if (v == REQUEST_PATH_FOREIGN) {
-		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
-		goto done;
-	}
-	if (v == REQUEST_PATH_BAD) {
-		status = response_error(f->out, RESP_INVALID_PATH, NULL, 0, cors);
-		goto done;
-	}
-	if (v != REQUEST_PATH_OK) {
-		status = response_error(f->out, RESP_INTERNAL, NULL, 0, cors);
-		goto done;
-	}
-	if (cors && strcmp(r.method, "OPTIONS") == 0) {
-		status = response_preflight(f->out,
-					    request_header(&r, "Access-Control-Request-Headers"));
-		goto done;
-	}
-	if (strcmp(r.decoded, "/health") == 0) {
-		status = api_health(&r, cfg, why, w);
-		goto done;
-	}
-	/* The page checks a ?key= itself (it shows a login form without
-	 * one); the line logged at done holds the path, never the query. */
-	if (strcmp(r.decoded, "/status") == 0) {
-		status = status_page_handle(&r, cfg);
-		goto done;
-	}
-	/* Prometheus scrapes with the key of /v1/status, unless
-	 * server.metricsPublic opens it. */
-	if (strcmp(r.decoded, "/metrics") == 0) {
-		if (cfg == NULL)
-			status = response_error(f->out, RESP_CONFIG_ERROR, NULL, 0, cors);
-		else if (!cfg->metrics_public && !auth_check(cfg, auth_client_key(&r))) {
-			metrics_reject(w, cfg, STORE_REJECT_AUTH);
-			status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
-		} else {
-			status = metrics_handle(&r, cfg, w);
-		}
-		goto done;
-	}
-	if (strcmp(r.decoded, "/v1") != 0 && strncmp(r.decoded, "/v1/", 4) != 0) {
-		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
-		goto done;
-	}
-	if (cfg == NULL) {
-		status = response_error(f->out, RESP_CONFIG_ERROR, NULL, 0, cors);
-		goto done;
-	}
-	if (!auth_check(cfg, auth_client_key(&r))) {
-		metrics_reject(w, cfg, STORE_REJECT_AUTH);
-		status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
-		goto done;
-	}
-	if (api_owns(r.decoded)) {
-		status = api_handle(&r, cfg, w);
-		goto done;
-	}
-	/* Only the methods of HTTP APIs go on: an upstream answers another
-	 * (PROPFIND, TRACE...) with 501, which would charge it a failure. */
-	if (!main_method_forwarded(r.method)) {
-		status = response_method_not_allowed(
-			f->out, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", cors);
-		goto done;
-	}
-	/* The upstream URL is built from the raw path: an encoded "/v1"
-	 * (%76%31) would slip past a baseUrl's path. */
-	if (strncmp(r.path, "/v1/", 4) != 0) {
-		status = response_error(f->out, RESP_INVALID_PATH, NULL, 0, cors);
-		goto done;
-	}
-	/* The proxy logs its own, richer line. */
-	proxy_handle(&r, cfg, w);
-	request_free(&r);
-	config_release(cfg);
-	return;
-done:
-	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%s %s%s status=%d ms=%lld",
-		r.method != NULL ? r.method : "-", r.mount != NULL ? r.mount : "",
-		r.path != NULL ? r.path : "-", status, (long long)(clock_now_ms() - r.start_ms));
-	request_free(&r);
+	routes_serve(f, cfg, why, w);
 	if (cfg != NULL)
 		config_release(cfg);
 }
@@ -341,7 +240,7 @@ main_status(void)
 		fprintf(stderr, "api-together: %s cannot be loaded (try --check-config)\n", path);
 		goto out;
 	}
-	address = api_store_address(cfg, &why);
+	address = worker_store_address(cfg, &why);
 	if (address == NULL) {
 		fprintf(stderr, "api-together: %s\n", why);
 		goto out;
@@ -353,18 +252,18 @@ main_status(void)
 		rc = 0;
 		goto out;
 	}
-	api_store_options(cfg, &o);
+	worker_store_options(cfg, &o);
 	o.readonly = true;
 	st = store_open_with(address, &o, err, sizeof(err));
 	if (st == NULL) {
-		fprintf(stderr, "api-together: %s: %s\n", api_store_what(address), err);
+		fprintf(stderr, "api-together: %s: %s\n", worker_store_what(address), err);
 		goto out;
 	}
 	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	u = calloc(cfg->n_apis + 1, sizeof(*u));
 	if (eps == NULL || u == NULL)
 		goto out;
-	api_store_endpoints(cfg, eps);
+	worker_store_endpoints(cfg, eps);
 	if (store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0) {
 		fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
 		goto out;
@@ -429,7 +328,7 @@ main_sync_forever(void)
 		struct config *cfg = config_acquire(&why);
 		if (cfg == NULL)
 			continue;
-		const char *want = api_store_address(cfg, NULL);
+		const char *want = worker_store_address(cfg, NULL);
 		err[0] = '\0';
 		/* Redis keeps its data itself: nothing to bring up to date. */
 		if (want == NULL || store_is_redis(want)) {

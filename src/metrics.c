@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
 #include "clock.h"
 #include "dynbuf.h"
 #include "log.h"
@@ -174,22 +173,18 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 {
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
-	struct store *st = api_store(w, cfg);
+	struct store *st = worker_store(w, cfg);
 	long long rejects[STORE_REJECT_N];
 	int64_t now = clock_now_ms();
 	char err[300], *text = NULL;
 	size_t len = 0;
 	int status;
 
-	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-		status = response_method_not_allowed(r->fcgi->out, "GET, HEAD", cfg->cors);
-		goto out;
-	}
 	if (eps == NULL || u == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
 	}
-	api_store_endpoints(cfg, eps);
+	worker_store_endpoints(cfg, eps);
 	if (st == NULL || store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0 ||
 	    store_read_rejects(st, rejects, err, sizeof(err)) != 0) {
 		if (st != NULL)
@@ -221,7 +216,7 @@ out:
 void
 metrics_reject(struct worker *w, const struct config *cfg, enum store_reject why)
 {
-	struct store *st = api_store(w, cfg);
+	struct store *st = worker_store(w, cfg);
 	char err[300];
 
 	if (st != NULL && store_count(st, why, err, sizeof(err)) != 0)

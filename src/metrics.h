@@ -21,7 +21,8 @@
 char *metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
 		     const long long *rejects, int64_t now_ms, size_t *len);
 
-/* Answers GET or HEAD /metrics (the key was checked, or it is public).
+/* Answers GET or HEAD /metrics (routes.c checked the method, and the key
+ * unless it is public).
  * Returns the status written. */
 int metrics_handle(struct request *r, const struct config *cfg, struct worker *w);
 

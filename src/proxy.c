@@ -5,49 +5,59 @@
 
 #include "body.h"
 #include "clock.h"
-#include "api.h"
 #include "log.h"
 #include "metrics.h"
+#include "plan.h"
 #include "response.h"
 #include "route.h"
 #include "store.h"
 #include "upstream.h"
+#include "worker.h"
 
-/* What the attempt loop keeps for the log line. */
-struct proxy_trace {
-	char tried[512];
-	size_t tried_len;
-	int attempts;
-};
-
+/* The tries of the log line: "id:status", "id:error" (no answer) or
+ * "id:local-error", comma-separated, as many as fit (the rest cut short). */
 static void
-proxy_trace_add(struct proxy_trace *t, const char *id, const char *what)
+proxy_tried(const struct plan *p, char *buf, size_t cap)
 {
-	int n = snprintf(t->tried + t->tried_len, sizeof(t->tried) - t->tried_len, "%s%s:%s",
-			 t->tried_len ? "," : "", id, what);
-	if (n > 0 && t->tried_len + (size_t)n < sizeof(t->tried))
-		t->tried_len += (size_t)n;
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < p->n_tries; i++) {
+		const struct plan_try *t = &p->tries[i];
+		char what[32];
+		if (t->result == PLAN_LOCAL)
+			snprintf(what, sizeof(what), "local-error");
+		else if (t->result == PLAN_NO_ANSWER)
+			snprintf(what, sizeof(what), "error");
+		else
+			snprintf(what, sizeof(what), "%ld", t->status);
+		int n = snprintf(buf + len, cap - len, "%s%s:%s", len ? "," : "",
+				 p->cfg->apis[t->api].id, what);
+		if (n > 0 && len + (size_t)n < cap)
+			len += (size_t)n;
+	}
 }
 
 static void
-proxy_log(const struct request *r, const char *model, const struct proxy_trace *t, int status)
+proxy_log(const struct request *r, const char *model, const struct plan *p, int status)
 {
 	enum log_level level = status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO;
+	char tried[512];
 
-	log_msg(level, "%s %s%s model=%s tried=%s status=%d attempts=%d ms=%lld", r->method,
-		r->mount, r->path, model != NULL ? model : "-", t->tried_len ? t->tried : "-",
-		status, t->attempts, (long long)(clock_now_ms() - r->start_ms));
+	proxy_tried(p, tried, sizeof(tried));
+	log_msg(level, "%s %s%s model=%s tried=%s status=%d attempts=%zu ms=%lld", r->method,
+		r->mount, r->path, model != NULL ? model : "-", tried[0] ? tried : "-", status,
+		p->n_tries, (long long)(clock_now_ms() - r->start_ms));
 }
 
-/* One attempt at api: the body with the model it knows, then the transfer. */
-/* Records what one attempt came to, once. */
+/* What one attempt's outcome is recorded with: upstream_forward hands the
+ * outcome to proxy_record once (on_outcome), the one place it is recorded. */
 struct proxy_recorder {
 	struct store *st;
 	const char *id;
 	const struct store_cooldown *cd;
 	bool retry;  /* not the request's first attempt */
 	bool stream; /* the client asked for a stream: its first byte is timed */
-	bool done;
 };
 
 static enum store_class
@@ -59,9 +69,9 @@ proxy_class(long status)
 }
 
 static void
-proxy_record_outcome(void *ctx, const struct upstream_call *call)
+proxy_record(void *ctx, const struct upstream_call *call)
 {
-	struct proxy_recorder *rec = ctx;
+	const struct proxy_recorder *rec = ctx;
 	struct store_outcome o = {
 		.success = !call->failure,
 		.served = !call->failure && call->status >= 200 && call->status < 300,
@@ -76,13 +86,11 @@ proxy_record_outcome(void *ctx, const struct upstream_call *call)
 	};
 	char err[256];
 
-	if (rec->done)
-		return;
-	rec->done = true;
 	if (store_record(rec->st, rec->id, &o, rec->cd, clock_now_ms(), err, sizeof(err)) != 0)
 		log_error("%s cannot be written: %s", store_what(rec->st), err);
 }
 
+/* One attempt at api: the body with the model it knows, then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
 	      const struct body_info *info, struct worker *w, struct upstream_call *call)
@@ -165,39 +173,122 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
 	return 0;
 }
 
+/* PLAN_RESERVE: a slot on one of the untried candidates, picked by weight. */
+static void
+proxy_reserve(struct plan *p, struct store *st, struct worker *w)
+{
+	struct route_pick pick;
+	struct store_reservation res;
+	char err[300];
+
+	plan_offer(p);
+	pick = (struct route_pick){p->offer.weights, &w->rng};
+	if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick, &res,
+			  err, sizeof(err)) != 0) {
+		log_error("%s cannot be used: %s", store_what(st), err);
+		plan_store_failed(p);
+		return;
+	}
+	plan_reserved(p, &res);
+}
+
+/* PLAN_FORWARD: one attempt on the endpoint reserved. A failed answer the
+ * upstream held replaces *held (the last one goes to the client if nothing
+ * else is left). */
+static void
+proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
+	      const struct body_info *info, struct store *st, struct worker *w,
+	      struct upstream_answer *held)
+{
+	const struct config_api *api = &cfg->apis[p->chosen];
+	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds};
+	struct proxy_recorder rec = {.st = st,
+				     .id = api->id,
+				     .cd = &cd,
+				     .retry = p->n_tries > 0,
+				     .stream = info->stream};
+	struct upstream_call call;
+	enum upstream_result ur;
+
+	memset(&call, 0, sizeof(call));
+	call.on_outcome = proxy_record;
+	call.on_outcome_ctx = &rec;
+	call.on_long = w->long_request;
+	call.on_long_ctx = w->pool;
+	ur = proxy_attempt(r, cfg, api, info, w, &call);
+	if (call.local_error) {
+		log_error("cannot forward to %s: %s", api->id, call.error);
+		plan_tried(p, PLAN_LOCAL, 0);
+	} else if (ur == UPSTREAM_NO_ANSWER) {
+		log_warn("endpoint %s: no answer: %s", api->id, call.error);
+		plan_tried(p, PLAN_NO_ANSWER, call.status);
+	} else if (ur == UPSTREAM_HELD) {
+		upstream_answer_free(held);
+		*held = call.held;
+		memset(&call.held, 0, sizeof(call.held));
+		plan_tried(p, PLAN_HELD, call.status);
+	} else {
+		plan_tried(p, ur == UPSTREAM_SENT ? PLAN_SENT : PLAN_CLIENT_GONE, call.status);
+	}
+	upstream_answer_free(&call.held);
+}
+
+/* The answer at the plan's end. Returns the status the client got. */
+static int
+proxy_finish(const struct plan *p, enum plan_step step, struct request *r, const struct config *cfg,
+	     struct worker *w, const struct upstream_answer *held)
+{
+	FCGX_Stream *out = r->fcgi->out;
+	const struct plan_try *last = p->n_tries > 0 ? &p->tries[p->n_tries - 1] : NULL;
+
+	switch (step) {
+	case PLAN_DONE:
+		return last->result == PLAN_SENT ? (int)last->status : 499;
+	case PLAN_SEND_HELD:
+		upstream_answer_send(held, out, cfg->cors);
+		return (int)held->status;
+	case PLAN_LOCAL_ERROR:
+		/* The gateway's own failure is no endpoint's: nothing was
+		 * recorded, and no other endpoint would fare better. */
+		return response_error(out, RESP_INTERNAL, "The request cannot be forwarded.", 0,
+				      cfg->cors);
+	case PLAN_STORE_ERROR:
+		return response_error(out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+	case PLAN_LIMITED:
+		metrics_reject(w, cfg, STORE_REJECT_RATE_LIMIT);
+		return response_error(out, RESP_RATE_LIMITED, NULL, p->retry_after_s, cfg->cors);
+	case PLAN_COOLING:
+		metrics_reject(w, cfg, STORE_REJECT_COOLDOWN);
+		return response_error(out, RESP_NO_AVAILABLE_API, NULL, p->retry_after_s,
+				      cfg->cors);
+	case PLAN_UNREACHABLE:
+	case PLAN_RESERVE: /* not ends: proxy_handle's loop runs them */
+	case PLAN_FORWARD:
+		break;
+	}
+	return response_error(out, RESP_UPSTREAM_UNREACHABLE, NULL, 0, cfg->cors);
+}
+
 int
 proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 {
 	struct body_info info = {0};
-	struct proxy_trace trace = {0};
-	struct upstream_call call;
-	struct upstream_answer last = {0};
-	struct store_endpoint *eps = NULL;
-	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds};
-	size_t *idx = NULL, *map = NULL, n;
-	double *weights = NULL;
-	bool *tried = NULL;
+	struct upstream_answer held = {0};
+	struct plan plan = {0};
+	enum plan_step step;
 	struct store *st;
-	char err[300];
 	int status;
 
-	memset(&call, 0, sizeof(call));
 	status = proxy_read_body(r, cfg, &info);
 	if (status != 0) {
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		goto done;
 	}
-	idx = calloc(cfg->n_apis + 1, sizeof(*idx));
-	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
-	weights = calloc(cfg->n_apis + 1, sizeof(*weights));
-	tried = calloc(cfg->n_apis + 1, sizeof(*tried));
-	map = calloc(cfg->n_apis + 1, sizeof(*map));
-	if (idx == NULL || eps == NULL || weights == NULL || tried == NULL || map == NULL) {
+	if (plan_init(&plan, cfg, info.model) != 0) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}
-	n = route_candidates(cfg, info.model, idx);
-	if (n == 0) {
+	if (plan.n == 0) {
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		status = response_error(r->fcgi->out, RESP_MODEL_NOT_FOUND,
 					info.model != NULL
@@ -206,112 +297,22 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 					0, cfg->cors);
 		goto done;
 	}
-	st = api_store(w, cfg);
+	st = worker_store(w, cfg);
 	if (st == NULL) {
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto done;
 	}
-	bool have_answer = false;
-	for (long attempt = 0; attempt < cfg->max_retries; attempt++) {
-		/* The endpoints not yet tried, in the same order each time. */
-		size_t m = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (tried[i])
-				continue;
-			const struct config_api *a = &cfg->apis[idx[i]];
-			eps[m] = (struct store_endpoint){a->id, a->rpm, a->rpd};
-			weights[m] = a->weight;
-			map[m++] = i;
-		}
-		if (m == 0)
-			break;
-		struct route_pick pick = {weights, &w->rng};
-		struct store_reservation res;
-		if (store_reserve(st, eps, m, clock_now_ms(), route_pick, &pick, &res, err,
-				  sizeof(err)) != 0) {
-			log_error("%s cannot be used: %s", store_what(st), err);
-			if (trace.attempts == 0) {
-				status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL,
-							0, cfg->cors);
-				goto done;
-			}
-			break;
-		}
-		if (res.verdict != STORE_RESERVED) {
-			if (trace.attempts == 0) {
-				bool limited = res.verdict == STORE_LIMITED;
-				enum response_error e =
-					limited ? RESP_RATE_LIMITED : RESP_NO_AVAILABLE_API;
-				metrics_reject(w, cfg,
-					       limited ? STORE_REJECT_RATE_LIMIT
-						       : STORE_REJECT_COOLDOWN);
-				status = response_error(r->fcgi->out, e, NULL, res.retry_after_s,
-							cfg->cors);
-				goto done;
-			}
-			break;
-		}
-		size_t ci = map[res.chosen];
-		const struct config_api *api = &cfg->apis[idx[ci]];
-		tried[ci] = true;
-		trace.attempts++;
-
-		struct proxy_recorder rec = {.st = st,
-					     .id = api->id,
-					     .cd = &cd,
-					     .retry = trace.attempts > 1,
-					     .stream = info.stream};
-		call.on_outcome = proxy_record_outcome;
-		call.on_long = w->long_request;
-		call.on_long_ctx = w->pool;
-		call.on_outcome_ctx = &rec;
-		enum upstream_result ur = proxy_attempt(r, cfg, api, &info, w, &call);
-		/* The gateway's own failure is no endpoint's: nothing to record,
-		 * and no other endpoint would fare better. */
-		if (call.local_error) {
-			log_error("cannot forward to %s: %s", api->id, call.error);
-			proxy_trace_add(&trace, api->id, "local-error");
-			status = response_error(r->fcgi->out, RESP_INTERNAL,
-						"The request cannot be forwarded.", 0, cfg->cors);
-			goto done;
-		}
-		if (ur != UPSTREAM_CLIENT_GONE && !rec.done)
-			proxy_record_outcome(&rec, &call);
-		char what[64];
-		if (ur == UPSTREAM_NO_ANSWER) {
-			snprintf(what, sizeof(what), "error");
-			log_warn("endpoint %s: no answer: %s", api->id, call.error);
-		} else {
-			snprintf(what, sizeof(what), "%ld", call.status);
-		}
-		proxy_trace_add(&trace, api->id, what);
-		if (ur == UPSTREAM_SENT || ur == UPSTREAM_CLIENT_GONE) {
-			status = ur == UPSTREAM_SENT ? (int)call.status : 499;
-			goto done;
-		}
-		if (ur == UPSTREAM_HELD) {
-			upstream_answer_free(&last);
-			last = call.held;
-			memset(&call.held, 0, sizeof(call.held));
-			have_answer = true;
-		}
+	while ((step = plan_next(&plan)) == PLAN_RESERVE || step == PLAN_FORWARD) {
+		if (step == PLAN_RESERVE)
+			proxy_reserve(&plan, st, w);
+		else
+			proxy_forward(&plan, r, cfg, &info, st, w, &held);
 	}
-	if (have_answer) {
-		upstream_answer_send(&last, r->fcgi->out, cfg->cors);
-		status = (int)last.status;
-	} else {
-		status =
-			response_error(r->fcgi->out, RESP_UPSTREAM_UNREACHABLE, NULL, 0, cfg->cors);
-	}
+	status = proxy_finish(&plan, step, r, cfg, w, &held);
 done:
-	proxy_log(r, info.model, &trace, status);
-	upstream_answer_free(&last);
-	upstream_answer_free(&call.held);
+	proxy_log(r, info.model, &plan, status);
+	upstream_answer_free(&held);
 	body_info_free(&info);
-	free(idx);
-	free(eps);
-	free(weights);
-	free(tried);
-	free(map);
+	plan_free(&plan);
 	return status;
 }

@@ -6,13 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct usage {
-	bool found;              /* a "usage" object was seen */
-	bool completion_present; /* it had "completion_tokens" */
-	long long prompt;        /* prompt_tokens, 0 when absent */
-	long long completion;    /* completion_tokens, 0 when absent */
-	long long total;         /* total_tokens, else prompt + completion */
-};
+#include "usage.h"
 
 /* Reads the top-level "usage" object of a JSON answer (the last one when the
  * key repeats). Only that object is parsed; the rest of the answer is walked

@@ -117,8 +117,6 @@ status_page_handle(struct request *r, const struct config *cfg)
 	char *page, *key;
 	size_t len;
 
-	if (!head && strcmp(r->method, "GET") != 0)
-		return response_method_not_allowed(out, "GET, HEAD", false);
 	/* The key is only checked here, to pick what the page shows: the
 	 * figures come from v1/status, which checks it again. The log line of
 	 * the request holds the path without its query, so never the key. */

@@ -6,7 +6,7 @@
 #include "config.h"
 #include "request.h"
 
-/* Answers GET or HEAD /status (another method gets 405). Without a key, or
+/* Answers GET or HEAD /status (routes.c refuses other methods). Without a key, or
  * with a wrong ?key=, the page shows its login form; with a right ?key= its
  * script keeps the key in the browser's sessionStorage and fetches
  * v1/status. The answer holds no figure and no key either way. cfg is NULL

@@ -9,6 +9,7 @@
 
 #include "dynbuf.h"
 #include "response.h"
+#include "sse.h"
 
 /* How much of a non-stream answer is read before deciding it is not empty,
  * and how much of a failed answer is kept for the client. */
@@ -224,6 +225,7 @@ struct upstream_xfer {
 	struct timespec polled; /* when the client was last looked at */
 	struct timespec started;
 	bool long_told; /* on_long was called */
+	bool reported;  /* on_outcome was called */
 };
 
 /* Answer headers a web server would act on instead of passing them: files
@@ -551,6 +553,17 @@ upstream_local_error(CURLcode rc)
 	       rc == CURLE_BAD_FUNCTION_ARGUMENT || rc == CURLE_FAILED_INIT;
 }
 
+/* Hands the attempt's outcome to on_outcome: once, whichever comes first,
+ * the answer read whole about to go to the client or the transfer's end. */
+static void
+upstream_report(struct upstream_xfer *x)
+{
+	if (x->reported || x->call->on_outcome == NULL)
+		return;
+	x->reported = true;
+	x->call->on_outcome(x->call->on_outcome_ctx, x->call);
+}
+
 /* The outcome of a transfer that ended without error. */
 static enum upstream_result
 upstream_finish(struct upstream_xfer *x, bool no_body)
@@ -577,8 +590,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		/* Another answer (400, 404, 422...) goes to the client as it is,
 		 * keys masked. */
 		upstream_mask_kept(x);
-		if (call->on_outcome != NULL)
-			call->on_outcome(call->on_outcome_ctx, call);
+		upstream_report(x);
 		upstream_send_kept(x);
 		return UPSTREAM_SENT;
 	case MODE_BUFFER:
@@ -594,8 +606,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 			upstream_release(x, true);
 			return UPSTREAM_SENT;
 		}
-		if (call->on_outcome != NULL)
-			call->on_outcome(call->on_outcome_ctx, call);
+		upstream_report(x);
 		upstream_send_kept(x);
 		return UPSTREAM_SENT;
 	default:
@@ -703,6 +714,9 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 			x.mode = upstream_decide(&x);
 		result = upstream_finish(&x, no_body);
 	}
+	/* A client gone or the gateway's own failure is no endpoint's outcome. */
+	if (result != UPSTREAM_CLIENT_GONE && !call->local_error)
+		upstream_report(&x);
 	sse_parser_free(x.sse);
 	dynbuf_free(&x.head);
 	dynbuf_free(&x.buf);

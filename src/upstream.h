@@ -11,7 +11,7 @@
 
 #include "config.h"
 #include "request.h"
-#include "sse.h"
+#include "usage.h"
 
 /* The upstream URL for a client path below the mount point (it starts with
  * "/v1"). A base_url without a path keeps the client's path; one with a path
@@ -73,12 +73,14 @@ struct upstream_call {
 	FCGX_Request *client;
 	const char *const *secrets; /* masked in answers that reach the client */
 	size_t n_secrets;
-	/* Called with the outcome (the Out fields) of an answer read whole,
-	 * right before it goes to the client; not for streams and answers
-	 * passed on as they come, whose outcome is known at their end. The
-	 * outcome is then recorded while the client still waits, and the
-	 * worker is free as soon as the client has its answer: the web server
-	 * sends the next request at once. May be NULL. */
+	/* Called once with the attempt's outcome (the Out fields), unless
+	 * the client went away or the failure is the gateway's own
+	 * (local_error): for an answer read whole, right before it goes to
+	 * the client, so that the outcome is recorded while the client still
+	 * waits and the worker is free as soon as the client has its answer
+	 * (the web server sends the next request at once); for a stream, an
+	 * answer passed on as it comes, a held one or none, when the transfer
+	 * ends. May be NULL. */
 	void (*on_outcome)(void *ctx, const struct upstream_call *call);
 	void *on_outcome_ctx;
 	/* Called once when the transfer has lasted 50 ms (a stream, a

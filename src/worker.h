@@ -1,10 +1,12 @@
-/* worker: what one FastCGI worker thread owns and reuses between requests. */
+/* worker: what one FastCGI worker thread owns and reuses between requests,
+ * and the store it opens from the config in force. */
 #ifndef API_TOGETHER_WORKER_H
 #define API_TOGETHER_WORKER_H
 
 #include <curl/curl.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "curl_shelf.h"
 #include "store.h"
 
@@ -22,5 +24,29 @@ struct worker {
 	void (*long_request)(void *pool);
 	void *pool;
 };
+
+/* The store of w for cfg, opened (or opened again when its address or
+ * options changed) as needed; NULL with the reason logged and kept in
+ * w->store_err. */
+struct store *worker_store(struct worker *w, const struct config *cfg);
+
+/* The state file in force: API_TOGETHER_STATE, else server.stateFile, else
+ * the default under the local state directory. */
+const char *worker_state_path(const struct config *cfg);
+
+/* The store in force, as an address for store_open: API_TOGETHER_STORE,
+ * else server.store; "gdbm" (the default) is the state file of
+ * worker_state_path. NULL when API_TOGETHER_STORE is neither "gdbm" nor a
+ * Redis address, with the reason in *why (when why is not NULL). */
+const char *worker_store_address(const struct config *cfg, const char **why);
+
+/* The options of the store in force (server.storePrefix, storeTimeoutMs). */
+void worker_store_options(const struct config *cfg, struct store_options *o);
+
+/* "state file" or "Redis store": what address is, for log lines. */
+const char *worker_store_what(const char *address);
+
+/* Fills eps[i] from cfg->apis[i] for every endpoint. */
+void worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps);
 
 #endif

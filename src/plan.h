@@ -1,0 +1,108 @@
+/* plan: the attempt loop of one forwarded request as data: the candidate
+ * endpoints, the tries made and what each came to, and the one rule for
+ * what comes next (plan_next). Pure: no libcurl, no store, no clock; proxy.c
+ * does what the plan says and tells it what came of it. */
+#ifndef API_TOGETHER_PLAN_H
+#define API_TOGETHER_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "store.h"
+
+enum plan_step {
+	PLAN_RESERVE, /* reserve among plan_offer's candidates; then plan_reserved
+			 or plan_store_failed */
+	PLAN_FORWARD, /* forward to cfg->apis[chosen]; then plan_tried */
+	/* The end: what the client gets. */
+	PLAN_DONE,        /* the last try's answer went to it, or it went away */
+	PLAN_SEND_HELD,   /* nothing more to try: the last failed answer held */
+	PLAN_UNREACHABLE, /* nothing more to try, no answer held: 502 */
+	PLAN_LOCAL_ERROR, /* the gateway could not forward: 500, no other endpoint
+			     would fare better */
+	PLAN_STORE_ERROR, /* the store failed before any try: 503 */
+	PLAN_LIMITED,     /* before any try, every candidate at its RPM or RPD
+			     limit: 429 after retry_after_s */
+	PLAN_COOLING      /* before any try, every candidate cooling down (none
+			     limited): 503 after retry_after_s */
+};
+
+/* What one try came to. */
+enum plan_result {
+	PLAN_SENT,        /* an answer went to the client (perhaps cut short) */
+	PLAN_HELD,        /* a failed answer, held back to send if nothing else is left */
+	PLAN_NO_ANSWER,   /* no usable answer: refused, timed out, not HTTP */
+	PLAN_CLIENT_GONE, /* the client went away */
+	PLAN_LOCAL        /* the gateway's own failure (memory, a bad URL) */
+};
+
+struct plan_try {
+	size_t api; /* index into cfg->apis */
+	enum plan_result result;
+	long status; /* the upstream's status, 0 when none came */
+};
+
+/* The candidates not tried yet, as store_reserve and route_pick take them,
+ * in config order. */
+struct plan_offer {
+	struct store_endpoint *eps;
+	double *weights;
+	size_t *api; /* index into cfg->apis of eps[i] */
+	size_t n;
+};
+
+/* What happened last: the input of plan_next. */
+enum plan_event {
+	PLAN_EV_NONE,
+	PLAN_EV_RESERVED,
+	PLAN_EV_REFUSED,
+	PLAN_EV_STORE_FAILED,
+	PLAN_EV_TRIED
+};
+
+struct plan {
+	const struct config *cfg;
+	size_t *api; /* the candidates: indexes into cfg->apis, config order */
+	size_t n;
+	long max_tries;         /* server.maxRetries */
+	struct plan_try *tries; /* each on another candidate: at most n */
+	size_t n_tries;
+	struct plan_offer offer;
+	enum plan_event last;
+	size_t chosen;              /* with PLAN_EV_RESERVED: the cfg->apis index */
+	enum store_verdict refusal; /* with PLAN_EV_REFUSED */
+	long retry_after_s;         /* with PLAN_EV_REFUSED */
+	bool held;                  /* a try's failed answer is held */
+};
+
+/* Starts the plan of a request for model (NULL: any) under cfg: the
+ * candidates are route_candidates'; n is 0 when none serves it. cfg must
+ * outlive the plan. Returns 0, or -1 when out of memory (the plan is then
+ * empty, and plan_free may be called on it). */
+int plan_init(struct plan *p, const struct config *cfg, const char *model);
+
+/* Frees what plan_init took; p may be zeroed or half-built. */
+void plan_free(struct plan *p);
+
+/* What comes next. Pure: reads p only. The rules: forward what was
+ * reserved; a refusal or a store failure before any try is the answer, after
+ * one it ends the loop; an answer sent, a client gone or a local failure end
+ * it; after a failed try (held or no answer) another candidate is reserved
+ * while tries < max_tries and one is left; at the end the failed answer held
+ * last is sent, else 502. */
+enum plan_step plan_next(const struct plan *p);
+
+/* Fills p->offer with the candidates not tried yet (for PLAN_RESERVE). */
+void plan_offer(struct plan *p);
+
+/* Takes the reservation made on p->offer. */
+void plan_reserved(struct plan *p, const struct store_reservation *res);
+
+/* The store could not reserve. */
+void plan_store_failed(struct plan *p);
+
+/* The try on p->chosen came to result, with the upstream's status (0: none). */
+void plan_tried(struct plan *p, enum plan_result result, long status);
+
+#endif

@@ -1,0 +1,85 @@
+#include "worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+const char *
+worker_state_path(const struct config *cfg)
+{
+	const char *p = getenv("API_TOGETHER_STATE");
+
+	if (p != NULL && *p != '\0')
+		return p;
+	if (cfg != NULL && cfg->state_file != NULL)
+		return cfg->state_file;
+	return LOCALSTATEDIR "/lib/api-together/state.db";
+}
+
+const char *
+worker_store_address(const struct config *cfg, const char **why)
+{
+	const char *sel = getenv("API_TOGETHER_STORE");
+
+	if (sel == NULL || *sel == '\0')
+		sel = cfg != NULL ? cfg->store : NULL;
+	if (sel == NULL || strcmp(sel, "gdbm") == 0)
+		return worker_state_path(cfg);
+	if (store_is_redis(sel))
+		return sel;
+	if (why != NULL)
+		*why = "API_TOGETHER_STORE: expected \"gdbm\" or a Redis address "
+		       "(redis://HOST:PORT, unix:///PATH)";
+	return NULL;
+}
+
+void
+worker_store_options(const struct config *cfg, struct store_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (cfg != NULL) {
+		o->prefix = cfg->store_prefix;
+		o->timeout_ms = cfg->store_timeout_ms;
+	}
+}
+
+const char *
+worker_store_what(const char *address)
+{
+	return store_is_redis(address) ? "Redis store" : "state file";
+}
+
+struct store *
+worker_store(struct worker *w, const struct config *cfg)
+{
+	const char *why = NULL;
+	const char *address = worker_store_address(cfg, &why);
+	struct store_options o;
+
+	worker_store_options(cfg, &o);
+	if (w->store != NULL && address != NULL && store_matches(w->store, address, &o))
+		return w->store;
+	store_close(w->store);
+	w->store = NULL;
+	if (address == NULL) {
+		snprintf(w->store_err, sizeof(w->store_err), "%s", why);
+		log_error("state store cannot be used: %s", w->store_err);
+		return NULL;
+	}
+	w->store = store_open_with(address, &o, w->store_err, sizeof(w->store_err));
+	if (w->store == NULL)
+		log_error("%s cannot be used: %s", worker_store_what(address), w->store_err);
+	return w->store;
+}
+
+void
+worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
+{
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		eps[i].id = cfg->apis[i].id;
+		eps[i].rpm = cfg->apis[i].rpm;
+		eps[i].rpd = cfg->apis[i].rpd;
+	}
+}
