@@ -41,7 +41,8 @@
 #endif
 
 #include "clock.h"
-#include "store_impl.h"
+#include "limit.h"
+#include "store_redis.h"
 
 /* Where a Redis is, as store_redis_parse reads it from an address. */
 struct store_redis_addr {
@@ -1097,7 +1098,7 @@ store_redis_arg_hist(struct store_redis_args *a, int64_t ms)
 		store_redis_arg_add_int(a, 0);
 		return;
 	}
-	store_redis_arg_add_int(a, (long long)store_hist_index(ms));
+	store_redis_arg_add_int(a, (long long)limit_hist_index(ms));
 	store_redis_arg_add_int(a, ms);
 }
 
