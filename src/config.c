@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "redis_addr.h"
 #include "store.h"
 
 /* A config is a few KB; the bound only stops a wrong path (a log, a device)
@@ -461,7 +462,7 @@ config_parse_store(struct config_ctx *ctx, json_t *server, struct config *cfg)
 			config_report(ctx, true, "server.store",
 				      "expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
 				      "unix:///PATH)");
-		} else if (store_redis_address_check(v, why, sizeof(why)) != 0) {
+		} else if (redis_addr_check(v, why, sizeof(why)) != 0) {
 			config_report(ctx, true, "server.store", why);
 		} else {
 			cfg->store = config_strdup(ctx, v);

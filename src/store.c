@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "redis_addr.h"
 #include "store_gdbm.h"
 #include "store_impl.h"
 #include "store_redis.h"
@@ -17,6 +18,12 @@ store_is_redis(const char *address)
 	return address != NULL && (strncasecmp(address, "redis://", 8) == 0 ||
 				   strncasecmp(address, "rediss://", 9) == 0 ||
 				   strncasecmp(address, "unix://", 7) == 0);
+}
+
+int
+store_redis_address_check(const char *address, char *why, size_t whylen)
+{
+	return redis_addr_check(address, why, whylen);
 }
 
 /* o with its defaults filled in. */

@@ -27,7 +27,7 @@
  * first call and again after any failure; every connect and command waits
  * at most the configured timeout, so a Redis that is down or stalled costs
  * an answer 503 within it, never an unchecked request. */
-#include "store.h"
+#include "store_redis.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -42,280 +42,7 @@
 
 #include "clock.h"
 #include "limit.h"
-#include "store_redis.h"
-
-/* Where a Redis is, as store_redis_parse reads it from an address. */
-struct store_redis_addr {
-	char host[256]; /* TCP; "" with a socket */
-	int port;
-	char sock[108]; /* a Unix socket's path; "" over TCP */
-	char user[128]; /* "" : AUTH with the password alone */
-	char pass[256]; /* "" : no AUTH */
-	long db;
-	char label[300]; /* "redis HOST:PORT[/DB]", for messages: never the password */
-};
-
-#define STORE_REDIS_DEFAULT_PORT 6379
-#define STORE_REDIS_MAX_DB 1000000
-
-static void
-store_redis_why(char *why, size_t whylen, const char *what)
-{
-	if (why != NULL && whylen > 0)
-		snprintf(why, whylen, "%s", what);
-}
-
-static int
-store_redis_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decodes src[0..n) into dst (of size dstlen): -1 when it does not
- * fit, holds a bad escape or a control character once decoded. */
-static int
-store_redis_decode(const char *src, size_t n, char *dst, size_t dstlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		int c = (unsigned char)src[i];
-		if (c == '%') {
-			if (i + 2 >= n)
-				return -1;
-			int h = store_redis_hexval(src[i + 1]), l = store_redis_hexval(src[i + 2]);
-			if (h < 0 || l < 0)
-				return -1;
-			c = h * 16 + l;
-			i += 2;
-		}
-		if (c < 0x20 || c == 0x7f || o + 1 >= dstlen)
-			return -1;
-		dst[o++] = (char)c;
-	}
-	dst[o] = '\0';
-	return 0;
-}
-
-/* Reads a whole decimal number of s[0..n) within [min, max]: -1 when it is
- * not one. */
-static int
-store_redis_number(const char *s, size_t n, long min, long max, long *out)
-{
-	long v = 0;
-
-	if (n == 0 || n > 9)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-/* "[user]:password" (before the '@') into a; -1 when malformed. */
-static int
-store_redis_userinfo(const char *s, size_t n, struct store_redis_addr *a, char *why, size_t whylen)
-{
-	const char *colon = memchr(s, ':', n);
-
-	if (colon == NULL) {
-		store_redis_why(why, whylen,
-				"expected :PASSWORD@ or USER:PASSWORD@ before the host");
-		return -1;
-	}
-	if (store_redis_decode(s, (size_t)(colon - s), a->user, sizeof(a->user)) != 0 ||
-	    store_redis_decode(colon + 1, n - (size_t)(colon - s) - 1, a->pass, sizeof(a->pass)) !=
-		    0) {
-		store_redis_why(
-			why, whylen,
-			"user or password too long, or a bad %-escape or control character in it");
-		return -1;
-	}
-	if (a->pass[0] == '\0') {
-		store_redis_why(why, whylen, "empty password");
-		return -1;
-	}
-	return 0;
-}
-
-static bool
-store_redis_host_char(char c, bool v6)
-{
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	    c == '.' || c == '-' || c == '_')
-		return true;
-	return v6 && (c == ':' || c == '%');
-}
-
-/* "host[:port]" or "[v6]:port" of s[0..n). */
-static int
-store_redis_hostport(const char *s, size_t n, struct store_redis_addr *a, char *why, size_t whylen)
-{
-	const char *host = s, *port = NULL;
-	size_t hlen = n;
-	bool v6 = n > 0 && s[0] == '[';
-
-	if (v6) {
-		const char *end = memchr(s, ']', n);
-		if (end == NULL) {
-			store_redis_why(why, whylen, "no ']' after an IPv6 address");
-			return -1;
-		}
-		host = s + 1;
-		hlen = (size_t)(end - host);
-		if (end + 1 < s + n) {
-			if (end[1] != ':') {
-				store_redis_why(why, whylen, "expected ':PORT' after ']'");
-				return -1;
-			}
-			port = end + 2;
-		}
-	} else {
-		const char *colon = memchr(s, ':', n);
-		if (colon != NULL) {
-			hlen = (size_t)(colon - s);
-			port = colon + 1;
-		}
-	}
-	if (hlen == 0 || hlen >= sizeof(a->host)) {
-		store_redis_why(why, whylen, "expected a host name or address");
-		return -1;
-	}
-	for (size_t i = 0; i < hlen; i++) {
-		if (!store_redis_host_char(host[i], v6)) {
-			store_redis_why(why, whylen, "a character a host name cannot hold");
-			return -1;
-		}
-	}
-	memcpy(a->host, host, hlen);
-	a->host[hlen] = '\0';
-	a->port = STORE_REDIS_DEFAULT_PORT;
-	if (port != NULL) {
-		long p;
-		if (store_redis_number(port, (size_t)(s + n - port), 1, 65535, &p) != 0) {
-			store_redis_why(why, whylen, "expected a port from 1 to 65535");
-			return -1;
-		}
-		a->port = (int)p;
-	}
-	return 0;
-}
-
-/* Reads address into a: "redis://[[user]:password@]host[:port][/db]" or
- * "unix://[[user]:password@]/path.sock[?db=N]". Returns 0, or -1 with the
- * reason in why (which never holds the password). */
-static int
-store_redis_parse(const char *address, struct store_redis_addr *a, char *why, size_t whylen)
-{
-	const char *p, *end, *at, *slash;
-	bool is_unix;
-
-	memset(a, 0, sizeof(*a));
-	if (strncasecmp(address, "rediss://", 9) == 0) {
-		store_redis_why(
-			why, whylen,
-			"TLS (rediss://) is not supported: reach Redis over a private network, "
-			"a Unix socket or a TLS tunnel");
-		return -1;
-	}
-	is_unix = strncasecmp(address, "unix://", 7) == 0;
-	if (!is_unix && strncasecmp(address, "redis://", 8) != 0) {
-		store_redis_why(why, whylen, "expected redis://HOST:PORT or unix:///PATH");
-		return -1;
-	}
-	p = address + (is_unix ? 7 : 8);
-	end = p + strlen(p);
-	for (const char *q = p; q < end; q++) {
-		if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
-			store_redis_why(why, whylen, "a space or control character in the address");
-			return -1;
-		}
-	}
-	/* The authority runs to the first '/'; a password holds none (%2F). */
-	slash = memchr(p, '/', (size_t)(end - p));
-	if (slash == NULL)
-		slash = end;
-	at = NULL;
-	for (const char *q = p; q < slash; q++)
-		if (*q == '@')
-			at = q;
-	if (at != NULL && store_redis_userinfo(p, (size_t)(at - p), a, why, whylen) != 0)
-		return -1;
-	const char *auth = at != NULL ? at + 1 : p;
-	if (is_unix) {
-		const char *query = strchr(slash, '?');
-		size_t plen = (size_t)((query != NULL ? query : end) - slash);
-		if (auth != slash) {
-			store_redis_why(
-				why, whylen,
-				"a Unix socket has a path, no host: unix:///path/redis.sock");
-			return -1;
-		}
-		if (plen < 2 || plen >= sizeof(a->sock)) {
-			store_redis_why(why, whylen,
-					"expected the socket's path: unix:///path/redis.sock");
-			return -1;
-		}
-		memcpy(a->sock, slash, plen);
-		a->sock[plen] = '\0';
-		if (query != NULL && (strncmp(query, "?db=", 4) != 0 ||
-				      store_redis_number(query + 4, strlen(query + 4), 0,
-							 STORE_REDIS_MAX_DB, &a->db) != 0)) {
-			store_redis_why(why, whylen, "expected nothing after the path but ?db=N");
-			return -1;
-		}
-		if (a->db != 0)
-			snprintf(a->label, sizeof(a->label), "redis unix:%s?db=%ld", a->sock,
-				 a->db);
-		else
-			snprintf(a->label, sizeof(a->label), "redis unix:%s", a->sock);
-		return 0;
-	}
-	if (store_redis_hostport(auth, (size_t)(slash - auth), a, why, whylen) != 0)
-		return -1;
-	if (slash < end && slash + 1 < end &&
-	    store_redis_number(slash + 1, (size_t)(end - slash - 1), 0, STORE_REDIS_MAX_DB,
-			       &a->db) != 0) {
-		store_redis_why(why, whylen, "expected a database number after the '/'");
-		return -1;
-	}
-	bool v6 = strchr(a->host, ':') != NULL;
-	snprintf(a->label, sizeof(a->label), "redis %s%s%s:%d", v6 ? "[" : "", a->host,
-		 v6 ? "]" : "", a->port);
-	if (a->db != 0) {
-		size_t l = strlen(a->label);
-		snprintf(a->label + l, sizeof(a->label) - l, "/%ld", a->db);
-	}
-	return 0;
-}
-
-int
-store_redis_address_check(const char *address, char *why, size_t whylen)
-{
-	struct store_redis_addr a;
-
-	if (store_redis_parse(address, &a, why, whylen) != 0)
-		return -1;
-#ifndef HAVE_HIREDIS
-	store_redis_why(why, whylen,
-			"this build has no Redis support: build it with ./configure --with-redis "
-			"(Debian package libhiredis-dev)");
-	return -1;
-#else
-	return 0;
-#endif
-}
+#include "redis_addr.h"
 
 #ifndef HAVE_HIREDIS
 
@@ -324,7 +51,7 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 {
 	(void)o;
 	/* Fails: it says why (the address, or the missing Redis support). */
-	store_redis_address_check(address, err, errlen);
+	redis_addr_check(address, err, errlen);
 	return NULL;
 }
 
@@ -655,7 +382,7 @@ static const char store_redis_script[] =
 
 struct store_redis {
 	struct store base; /* first: the handle store.c passes around */
-	struct store_redis_addr a;
+	struct redis_addr a;
 	char *prefix;
 	long timeout_ms;
 	bool readonly;
@@ -1356,11 +1083,12 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 	char why[200];
 
 	if (st == NULL) {
-		store_redis_why(err, errlen, "state: out of memory");
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "state: out of memory");
 		return NULL;
 	}
 	st->base.ops = &store_redis_ops;
-	if (store_redis_parse(address, &st->a, why, sizeof(why)) != 0) {
+	if (redis_addr_parse(address, &st->a, why, sizeof(why)) != 0) {
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen, "Redis address: %s", why);
 		store_redis_close(&st->base);
