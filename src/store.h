@@ -30,9 +30,9 @@ enum store_verdict {
 
 /* Picks one of n candidates whose room[i] is true (at least one is).
  * Called within a step (GDBM: with the store locked; Redis: between the
- * look at the room and the atomic count, which counts only when the room
- * is still as pick saw it, and else asks pick again with the new room): it
- * must be quick and must not call the store. */
+ * read of the states and the compare-and-set of the chosen one's, which
+ * counts only when that state is still as read, and else asks pick again
+ * with the room now): it must be quick and must not call the store. */
 typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
 
 struct store_reservation {
