@@ -68,6 +68,10 @@ limit_fit_ring(struct limit_state *s, long rpm, int64_t now_ms)
 		limit_reverse(s->ring, 0, s->ring_cap);
 		memmove(s->ring, s->ring + (s->ring_len - keep), (size_t)keep * sizeof(*s->ring));
 	}
+	/* The times not held yet are written too (and rebased): zeros, not
+	 * whatever the memory held. */
+	if (cap > keep)
+		memset(s->ring + keep, 0, (size_t)(cap - keep) * sizeof(*s->ring));
 	/* Grown while attempts it never saw are still in the window. */
 	if (cap > s->ring_cap && limit_bucket_sum(s, now_ms, LIMIT_BUCKETS) > (int64_t)s->ring_len)
 		s->ring_since = now_ms;
