@@ -451,9 +451,9 @@ store_redis_load(struct store_redis *st, struct store_redis_slot *sl, uint32_t *
 	return -1;
 }
 
-/* Reads the states of ids[0..n) (ids[i * stride] as a char pointer:
- * struct store_endpoint's id is its first field) with Redis's time. Returns
- * the reply, {time, value...}, or NULL with err set. */
+/* Reads the states of eps[0..n) (their ids only) with Redis's time, in
+ * one call. Returns the reply, {time, value of each}, or NULL with err
+ * set. */
 static redisReply *
 store_redis_get(struct store_redis *st, const struct store_endpoint *eps, size_t n, char *err,
 		size_t errlen)
