@@ -319,6 +319,7 @@ static const struct run_case run_cases[] = {
 	{"zero seconds disables it", "fffff", {3, 0}, 5, 0},
 	{"zero failures disables it", "fffff", {0, 30}, 5, 0},
 	{"one failure, cd 1", "f", {1, 10}, 1, T0 + 10000},
+	{"after one ended, one more failure starts the next", "fff", {2, 1}, 3, T0 + 3000},
 };
 
 static void
