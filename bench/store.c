@@ -12,6 +12,13 @@
  * flock calls of store_gdbm.c, and every sync made while the lock is held is
  * counted (there should be none). src/ is not changed for any of it.
  *
+ * With BENCH_STORE set to a Redis address (bench/store starts a redis-server
+ * for BENCH_STORE=redis) the same cycles run on the Redis store, each run
+ * under a key prefix of its own; there is no lock to time there (held 0).
+ * With BENCH_CONTENTION=1 every reservation picks the same endpoint (the
+ * first), so all processes change one state: the worst case of a store that
+ * commits one endpoint at a time.
+ *
  * Usage: store-bench DIR [SECONDS [RPM...]] */
 #include <errno.h>
 #include <fcntl.h>
@@ -145,11 +152,34 @@ static const struct store_outcome bench_ok = {.success = true,
 					      .total_tokens = 120};
 static const struct store_cooldown bench_cd = {3, 60};
 
-/* Round robin over the endpoints with room. */
+/* BENCH_STORE: a Redis address, or NULL for GDBM files in DIR. */
+static const char *bench_redis;
+/* BENCH_CONTENTION=1: every reservation on the first endpoint. */
+static bool bench_contention;
+
+/* Opens the store of a run: the GDBM file db, or Redis under a prefix
+ * named after db (a run of its own). */
+static struct store *
+bench_open(const char *db, char *err, size_t errlen)
+{
+	char prefix[600];
+	const char *base = strrchr(db, '/');
+
+	if (bench_redis == NULL)
+		return store_open(db, err, errlen);
+	snprintf(prefix, sizeof(prefix), "%s:", base != NULL ? base + 1 : db);
+	struct store_options o = {prefix, 0, false};
+	return store_open_with(bench_redis, &o, err, errlen);
+}
+
+/* Round robin over the endpoints with room (the first, when contending). */
 static size_t
 bench_pick(void *ctx, const bool *room, size_t n)
 {
 	size_t *next = ctx;
+
+	if (bench_contention && room[0])
+		return 0;
 
 	for (size_t k = 0; k < n; k++) {
 		size_t i = (*next + k) % n;
@@ -202,7 +232,7 @@ bench_child(const char *db, const char *out_path, long rpm, int64_t start_ns, in
 	int fd, rc = 1;
 
 	bench_endpoints(eps, ids, rpm);
-	st = store_open(db, err, sizeof(err));
+	st = bench_open(db, err, sizeof(err));
 	if (st == NULL || times == NULL) {
 		fprintf(stderr, "bench: %s\n", st == NULL ? err : "out of memory");
 		goto out;
@@ -312,7 +342,7 @@ bench_prepare(const char *db, long rpm, long *create_syncs_locked)
 	unlink(db);
 	unlink(lock);
 	bench_syncs_locked = 0;
-	st = store_open(db, err, sizeof(err));
+	st = bench_open(db, err, sizeof(err));
 	*create_syncs_locked = bench_syncs_locked;
 	if (st == NULL) {
 		fprintf(stderr, "bench: %s\n", err);
@@ -346,7 +376,7 @@ bench_run(const char *dir, long rpm, int procs, double seconds, struct bench_row
 	memset(row, 0, sizeof(*row));
 	row->rpm = rpm;
 	row->procs = procs;
-	snprintf(db, sizeof(db), "%s/bench-%ld-%d.db", dir, rpm, procs);
+	snprintf(db, sizeof(db), "%s/bench-%ld-%d-%d.db", dir, rpm, procs, (int)getpid());
 	if (bench_prepare(db, rpm, create_syncs_locked) != 0)
 		return -1;
 	fflush(stdout);
@@ -435,7 +465,9 @@ bench_sizes(const char *dir, long rpm, int procs, long *rec, long long *file)
 
 	*rec = -1;
 	*file = -1;
-	snprintf(db, sizeof(db), "%s/bench-%ld-%d.db", dir, rpm, procs);
+	if (bench_redis != NULL)
+		return;
+	snprintf(db, sizeof(db), "%s/bench-%ld-%d-%d.db", dir, rpm, procs, (int)getpid());
 	if (stat(db, &sb) == 0)
 		*file = (long long)sb.st_size;
 	GDBM_FILE g = gdbm_open(db, 0, GDBM_READER | GDBM_NOLOCK, 0600, NULL);
@@ -497,6 +529,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench: SECONDS must be in (0, 60]\n");
 		return 2;
 	}
+	bench_redis = getenv("BENCH_STORE");
+	if (bench_redis != NULL && *bench_redis == '\0')
+		bench_redis = NULL;
+	bench_contention =
+		getenv("BENCH_CONTENTION") != NULL && strcmp(getenv("BENCH_CONTENTION"), "1") == 0;
 	for (int i = 3; i < argc && n_rpms < 8; i++)
 		rpms[n_rpms++] = strtol(argv[i], NULL, 10);
 	if (n_rpms == 0)
@@ -506,7 +543,12 @@ main(int argc, char **argv)
 	printf("store bench: %d endpoints, rpd -1, cycle = store_reserve over all + "
 	       "store_record on the one chosen\n",
 	       BENCH_ENDPOINTS);
-	printf("directory: %s\nfilesystem: %s\n", argv[1], bench_fs_name(argv[1]));
+	if (bench_redis != NULL)
+		printf("store: %s (Redis)\n", bench_redis);
+	else
+		printf("directory: %s\nfilesystem: %s\n", argv[1], bench_fs_name(argv[1]));
+	if (bench_contention)
+		printf("contention: every reservation on the same endpoint\n");
 	printf("%.1f s per run; times in microseconds; held = both lock holds of a cycle\n\n",
 	       seconds);
 	printf("%8s %5s %8s %8s %9s %9s %8s %8s %9s %7s %7s %6s %6s %9s %9s\n", "rpm", "procs",

@@ -13,7 +13,7 @@
 
 #include "config.h"
 #include "dynbuf.h"
-#include "store.h"
+#include "redis_addr.h"
 
 /* Room for the longest path built: keys shown in it are cut at CONFIG_PARSE_KEY_SHOWN. */
 #define CONFIG_PARSE_PATH_LEN 512
@@ -409,12 +409,12 @@ config_parse_store(struct config_parse_ctx *ctx, json_t *server, struct config *
 				"unix:///PATH)");
 		} else if (strcmp(v, "gdbm") == 0) {
 			/* the default */
-		} else if (!store_is_redis(v)) {
+		} else if (!redis_addr_is_redis(v)) {
 			config_parse_report(
 				ctx, true, "server.store",
 				"expected \"gdbm\" or a Redis address (redis://HOST:PORT, "
 				"unix:///PATH)");
-		} else if (store_redis_address_check(v, why, sizeof(why)) != 0) {
+		} else if (redis_addr_check(v, why, sizeof(why)) != 0) {
 			config_parse_report(ctx, true, "server.store", why);
 		} else {
 			cfg->store = config_parse_strdup(ctx, v);
@@ -861,7 +861,7 @@ config_parse_into(struct config *cfg, const char *text, size_t len, struct confi
 	cfg->empty_response_retry = true;
 	cfg->max_body_bytes = 10485760;
 	cfg->cors = true;
-	cfg->store_timeout_ms = STORE_DEFAULT_TIMEOUT_MS;
+	cfg->store_timeout_ms = REDIS_DEFAULT_TIMEOUT_MS;
 	if (!json_is_object(root)) {
 		config_parse_report(&ctx, true, "top level", "expected an object");
 		goto fail;

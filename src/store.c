@@ -7,39 +7,21 @@
 #include <string.h>
 #include <strings.h>
 
+#include "redis_addr.h"
+#include "store_gdbm.h"
 #include "store_impl.h"
-
-const long store_hist_bounds_ms[STORE_HIST_N] = {50,   100,   250,   500,   1000,   2500,
-						 5000, 10000, 30000, 60000, 120000, 300000};
-
-size_t
-store_hist_index(int64_t ms)
-{
-	size_t i = 0;
-
-	while (i < STORE_HIST_N && ms > store_hist_bounds_ms[i])
-		i++;
-	return i;
-}
-
-void
-store_hist_add(struct store_hist *h, int64_t ms)
-{
-	if (ms < 0)
-		return;
-	size_t i = store_hist_index(ms);
-	if (i < STORE_HIST_N)
-		h->bucket[i]++;
-	h->count++;
-	h->sum_ms += ms;
-}
+#include "store_redis.h"
 
 bool
 store_is_redis(const char *address)
 {
-	return address != NULL && (strncasecmp(address, "redis://", 8) == 0 ||
-				   strncasecmp(address, "rediss://", 9) == 0 ||
-				   strncasecmp(address, "unix://", 7) == 0);
+	return redis_addr_is_redis(address);
+}
+
+int
+store_redis_address_check(const char *address, char *why, size_t whylen)
+{
+	return redis_addr_check(address, why, whylen);
 }
 
 /* o with its defaults filled in. */

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "redis_addr.h"
+
 struct store;
 
 /* One endpoint as the store sees it. */
@@ -30,9 +32,9 @@ enum store_verdict {
 
 /* Picks one of n candidates whose room[i] is true (at least one is).
  * Called within a step (GDBM: with the store locked; Redis: between the
- * look at the room and the atomic count, which counts only when the room
- * is still as pick saw it, and else asks pick again with the new room): it
- * must be quick and must not call the store. */
+ * read of the states and the compare-and-set of the chosen one's, which
+ * counts only when that state is still as read, and else asks pick again
+ * with the room now): it must be quick and must not call the store. */
 typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
 
 struct store_reservation {
@@ -129,8 +131,8 @@ struct store_options {
 	bool readonly;      /* as store_open_readonly */
 };
 
-#define STORE_DEFAULT_PREFIX "api-together:"
-#define STORE_DEFAULT_TIMEOUT_MS 250
+#define STORE_DEFAULT_PREFIX REDIS_DEFAULT_PREFIX
+#define STORE_DEFAULT_TIMEOUT_MS REDIS_DEFAULT_TIMEOUT_MS
 
 /* Opens the store at address: "redis://[[user]:password@]host[:port][/db]"
  * or "unix://[[user]:password@]/path.sock[?db=N]" is a Redis server, any

@@ -1,9 +1,11 @@
-/* store_impl: what a store implementation gives the dispatch in store.c.
- * Only store.c, store_gdbm.c and store_redis.c include it; everything else
+/* store_impl: the types a store implementation and the dispatch in store.c
+ * share, and nothing else: store.c includes each backend's header for its
+ * open function, the backends include only this. Everything beyond them
  * sees store.h alone and cannot tell which store runs.
  *
  * An implementation's handle starts with a struct store (its base), and its
- * functions are static but for its open function and its ops table. */
+ * functions are static but for its open function (store_gdbm.h,
+ * store_redis.h), which fills in its ops table. */
 #ifndef API_TOGETHER_STORE_IMPL_H
 #define API_TOGETHER_STORE_IMPL_H
 
@@ -36,21 +38,5 @@ struct store {
 	long timeout_ms;
 	bool readonly;
 };
-
-/* The bucket of an attempt of ms >= 0: the first whose bound it does not
- * exceed, STORE_HIST_N beyond the last. */
-size_t store_hist_index(int64_t ms);
-
-/* Adds an attempt of ms (< 0: none, nothing added) to h, as both stores
- * count it: in the first bucket whose bound it does not exceed. */
-void store_hist_add(struct store_hist *h, int64_t ms);
-
-/* Opens the GDBM store at path (store_gdbm.c). */
-struct store *store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen);
-
-/* Opens the Redis store at address (store_redis.c); o is complete (prefix
- * and timeout set). Connects on the first call, not here. */
-struct store *store_redis_open(const char *address, const struct store_options *o, char *err,
-			       size_t errlen);
 
 #endif

@@ -80,6 +80,7 @@ static struct {
 	char dir[64];
 	int port;
 	pid_t pid;
+	bool aof;            /* started with an append-only file, fsynced on each write */
 	redisContext *admin; /* the test's own connection, for FLUSHALL and such */
 } redis;
 
@@ -200,7 +201,8 @@ redis_start(void)
 		}
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execl(redis.bin, redis.bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-		      "--appendonly", "no", "--dir", redis.dir, "--daemonize", "no", (char *)NULL);
+		      "--appendonly", redis.aof ? "yes" : "no", "--appendfsync", "always", "--dir",
+		      redis.dir, "--daemonize", "no", (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 250; i++) {
@@ -2551,6 +2553,139 @@ test_redis_readonly_handle_refuses_writes(void **state)
 	assert_int_equal(read_one(f->st, &ep, T0).rpd_used, 1);
 	store_close(st);
 }
+
+/* A child of the kill test: reserves on ep and records each success until
+ * the limit answers, writing a byte for each call that returned: 'R' a
+ * reservation, 'E' a failed one, 'W' a record, 'e' a failed one. */
+static void
+child_reserve_until_limited(const char *path, const struct store_endpoint *ep, int out)
+{
+	struct store_outcome ok = {.success = true,
+				   .served = true,
+				   .has_usage = true,
+				   .prompt_tokens = 1,
+				   .completion_tokens = 2,
+				   .total_tokens = 3,
+				   .latency_ms = -1,
+				   .ttfb_ms = -1};
+	char err[256];
+	struct store *st = store_open(path, err, sizeof(err));
+	int64_t until = mono_ms() + 30000;
+
+	if (st == NULL)
+		_exit(1);
+	while (mono_ms() < until) {
+		struct store_reservation res;
+		char c;
+		if (store_reserve(st, ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)) != 0) {
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL); /* Redis is away: not a hot loop */
+			c = 'E';
+		} else if (res.verdict == STORE_LIMITED) {
+			store_close(st);
+			_exit(0);
+		} else {
+			c = 'R';
+		}
+		if (write(out, &c, 1) != 1)
+			_exit(3);
+		if (c != 'R')
+			continue;
+		c = store_record(st, ep->id, &ok, &no_cooldown, T0, err, sizeof(err)) == 0 ? 'W'
+											   : 'e';
+		if (write(out, &c, 1) != 1)
+			_exit(3);
+	}
+	_exit(2);
+}
+
+/* Redis stopped (SIGSTOP, longer than the timeout) and killed (SIGKILL)
+ * twice while 4 processes reserve and record on one endpoint, restarted
+ * each time from its append-only file: every state it comes back with
+ * decodes, each record's tokens are whole, and the budget is exact: the
+ * limit counted in the end, no answered reservation lost, none beyond. */
+static void
+test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 1000, -1};
+	enum { PROCS = 4 };
+	pid_t pids[PROCS];
+	long got[128] = {0};
+	int p[2];
+	char aof[200];
+
+	if (RUNNING_ON_VALGRIND) {
+		fprintf(stderr, "# not run under valgrind\n");
+		return;
+	}
+	snprintf(aof, sizeof(aof), "%s/appendonlydir", redis.dir);
+	redis_stop();
+	redis.aof = true;
+	assert_true(redis_start());
+	assert_int_equal(pipe(p), 0);
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			close(p[0]);
+			child_reserve_until_limited(f->path, &ep, p[1]);
+		}
+	}
+	close(p[1]);
+	/* By the count answered: a stop at 200, kills at 450 and 750. */
+	bool stopped = false, killed1 = false, killed2 = false;
+	char buf[256];
+	ssize_t r;
+	while ((r = read(p[0], buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < r; i++)
+			got[(unsigned char)buf[i] & 127]++;
+		if (!stopped && got['R'] >= 200) {
+			stopped = true;
+			struct timespec ts = {0, 400000000};
+			assert_int_equal(kill(redis.pid, SIGSTOP), 0);
+			nanosleep(&ts, NULL);
+			assert_int_equal(kill(redis.pid, SIGCONT), 0);
+		} else if ((!killed1 && got['R'] >= 450) || (!killed2 && got['R'] >= 750)) {
+			if (killed1)
+				killed2 = true;
+			killed1 = true;
+			assert_int_equal(kill(redis.pid, SIGKILL), 0);
+			assert_int_equal(waitpid(redis.pid, NULL, 0), redis.pid);
+			redis.pid = 0;
+			redis_admin_close();
+			assert_true(redis_start());
+		}
+	}
+	close(p[0]);
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_true(stopped && killed1 && killed2);
+	fprintf(stderr, "# reserved %ld, failed %ld; recorded %ld, failed %ld\n", got['R'],
+		got['E'], got['W'], got['e']);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpm_used, 1000);
+	assert_int_equal(u.rpd_used, 1000);
+	assert_true(got['R'] <= 1000);
+	assert_true(got['R'] + got['E'] >= 1000);
+	assert_true(u.requests >= got['W'] && u.requests <= got['W'] + got['e']);
+	assert_int_equal(u.prompt_tokens, u.requests);
+	assert_int_equal(u.completion_tokens, 2 * u.requests);
+	assert_int_equal(u.total_tokens, 3 * u.requests);
+	expect_refused(f->st, &ep, 1, T0, STORE_LIMITED);
+
+	redis_stop();
+	redis.aof = false;
+	rm_dir(aof);
+	assert_true(redis_start());
+}
 #endif
 
 int
@@ -2619,6 +2754,7 @@ main(void)
 		T(test_redis_password_and_database),
 		T(test_redis_address_forms),
 		T(test_redis_readonly_handle_refuses_writes),
+		T(test_redis_killed_or_paused_mid_commit_leaves_whole_states),
 #endif
 #undef T
 	};

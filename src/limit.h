@@ -1,0 +1,154 @@
+/* limit: every rule of an endpoint's limits and state, written once.
+ *
+ * Pure functions over one endpoint's plain state (struct limit_state): no
+ * I/O, no lock, no clock read, no allocation. The time is an argument
+ * (struct limit_now). Both stores apply these and only these: the GDBM
+ * store under its flock, the Redis store between a read of the states and
+ * a compare-and-set of the one it changed. A rule changed here changes for
+ * both.
+ *
+ * The rules (README, "Limits and state"):
+ * - RPM: attempts in the last 60 s. Up to LIMIT_RING_MAX, exact from a ring
+ *   of the times of the last rpm attempts; above, from whole-second buckets
+ *   over 61 s, which can only hold back early (by under a second), never let
+ *   one through. rpm -1 is unlimited, 0 never has room.
+ * - RPD: attempts in the current local day, from 0 at local midnight.
+ * - Cooldown: cd.failures failures in a row start one of cd.seconds; a
+ *   success ends it and clears the run.
+ * - Tokens: totals and the local day's, saturating at LIMIT_MAX_TOKENS.
+ * - The clock set back: times ahead of now count as now for one window at
+ *   most. */
+#ifndef API_TOGETHER_LIMIT_H
+#define API_TOGETHER_LIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define LIMIT_WINDOW_MS 60000
+/* One more second than the window, so a bucket sum always covers it. */
+#define LIMIT_BUCKETS 61
+/* Limits up to this are enforced exactly, from the ring. */
+#define LIMIT_RING_MAX 1000
+/* Ring times are milliseconds after ring_base; rebased well before 2^32. */
+#define LIMIT_REBASE_MS (INT64_C(1) << 31)
+/* Token totals (and histogram sums) saturate here. */
+#define LIMIT_MAX_TOKENS (INT64_C(1) << 60)
+
+struct limit_bucket {
+	uint32_t second; /* since the epoch */
+	uint32_t count;
+};
+
+/* One endpoint's state. A zeroed struct (ring NULL) is an endpoint never
+ * seen. Only ring points elsewhere: the holder owns that memory (see
+ * limit_fit_ring). From ring_base to the end the fields are 64 bits wide
+ * and in the order the state record stores them (store_codec.c copies them
+ * as one block, and checks that they are). */
+struct limit_state {
+	uint32_t *ring;     /* ring_cap times, ms after ring_base */
+	uint32_t ring_cap;  /* limit_ring_cap_for(rpm) when last counted */
+	uint32_t ring_len;  /* times held */
+	uint32_t ring_head; /* index of the oldest */
+	int64_t ring_base;
+	int64_t ring_since; /* the ring was sized then: it knows nothing older */
+	int64_t day;        /* local YYYYMMDD of day_count */
+	int64_t day_count;
+	int64_t fail_run;
+	int64_t cooldown_until; /* ms; 0 none */
+	int64_t prompt;
+	int64_t completion;
+	int64_t total;
+	int64_t requests;
+	int64_t last_used;
+	int64_t attempts;
+	struct limit_bucket buckets[LIMIT_BUCKETS];
+	/* The metrics' counters (never reset). */
+	int64_t retries;
+	int64_t answers[STORE_CLASS_N];
+	int64_t lat[STORE_HIST_N];
+	int64_t lat_count;
+	int64_t lat_sum_ms;
+	int64_t ttfb[STORE_HIST_N];
+	int64_t ttfb_count;
+	int64_t ttfb_sum_ms;
+	/* Tokens of the local day tok_day, apart from day: an answer can be
+	 * recorded on another day than its attempt was counted. */
+	int64_t tok_day;
+	int64_t day_prompt;
+	int64_t day_completion;
+	int64_t day_total;
+};
+
+/* The moment a rule is applied at. The local calendar comes in with it so
+ * the rules read no clock and no time zone: day is the local day of ms
+ * (YYYYMMDD), to_midnight gives the milliseconds from ms to the next local
+ * midnight (called only when a day limit decides: it costs a mktime). The
+ * stores fill it from clock.h; tests with a calendar of their own. */
+struct limit_now {
+	int64_t ms;
+	long day;
+	int64_t (*to_midnight)(int64_t ms);
+};
+
+/* The ring capacity an endpoint of rpm uses: rpm for 1 to LIMIT_RING_MAX,
+ * else 0 (buckets only). */
+uint32_t limit_ring_cap_for(long rpm);
+
+/* Resizes s's ring to limit_ring_cap_for(rpm), keeping the newest times,
+ * in place: s->ring must have room for max(s->ring_cap, that) times (the
+ * holder grows it first). Noticing a ring grown while the window holds
+ * attempts it never saw, it counts from buckets until they are gone. */
+void limit_fit_ring(struct limit_state *s, long rpm, int64_t now_ms);
+
+/* Attempts in the last 60 s at now_ms: exact from a complete ring, else
+ * from the buckets. */
+long limit_rpm_used(const struct limit_state *s, int64_t now_ms);
+
+/* Attempts in now's local day. */
+long limit_rpd_used(const struct limit_state *s, const struct limit_now *now);
+
+/* Milliseconds until ep has RPM and RPD room at now; 0 when it has room.
+ * Cooldowns are not looked at (limit_look does). */
+int64_t limit_wait_ms(const struct limit_state *s, const struct store_endpoint *ep,
+		      const struct limit_now *now);
+
+/* Seconds for a Retry-After of ms: rounded up, at least 1. */
+long limit_retry_after_s(int64_t ms);
+
+/* The reserve verdict over n candidates (st[i] the state of eps[i]): sets
+ * room[i] for those not cooling down and with room, and returns how many
+ * have. With none, fills *res: STORE_LIMITED when one is limited (its
+ * Retry-After the smallest wait of all, cooling ones included), else
+ * STORE_COOLING (the smallest cooldown left). */
+size_t limit_look(const struct limit_state *const *st, const struct store_endpoint *eps, size_t n,
+		  const struct limit_now *now, bool *room, struct store_reservation *res);
+
+/* Counts an attempt at now: its bucket, the day (new at local midnight),
+ * the attempts counter and the ring (call limit_fit_ring first). */
+void limit_count_attempt(struct limit_state *s, const struct limit_now *now);
+
+/* Records what an attempt came to: the failure run and cooldown, requests
+ * and last_used, tokens (saturating; the day's from 0 on a new local day),
+ * the answer's class, retries and the latency histograms. */
+void limit_record(struct limit_state *s, const struct store_outcome *o,
+		  const struct store_cooldown *cd, const struct limit_now *now);
+
+/* s as a status page reads it at now (under ep's limits). */
+void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
+		 const struct limit_now *now, struct store_usage *u);
+
+/* Zeroes the token totals, requests and last_used; the day's tokens and
+ * the metrics' counters stay. */
+void limit_reset_tokens(struct limit_state *s);
+
+/* sum + add within [sum, LIMIT_MAX_TOKENS]; add <= 0 adds nothing. */
+int64_t limit_add_tokens(int64_t sum, long long add);
+
+/* The histogram bucket of an attempt of ms >= 0: the first whose bound
+ * (store_hist_bounds_ms) it does not exceed, STORE_HIST_N beyond the last. */
+size_t limit_hist_index(int64_t ms);
+
+#endif

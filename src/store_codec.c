@@ -1,0 +1,288 @@
+/* The state record as bytes: see store_codec.h. */
+#include "store_codec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_CODEC_MAGIC 0x41544732u /* "ATG2" */
+/* 3 added the metrics' counters and the refusals, and the day's tokens (in
+ * the same block: 3 was extended before its release). */
+#define STORE_CODEC_VERSION 3u
+#define STORE_CODEC_VERSION_V2 2u
+
+_Static_assert(STORE_REJECT_N <= STORE_CODEC_REJECTS, "refusals outgrew their room on disk");
+
+struct store_codec_head {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t seq;
+	uint64_t size; /* of the whole record, trailing sequence number included */
+	uint64_t n;
+};
+
+/* An entry starts with its id's length and the ring's three numbers, then
+ * the 64-bit counters of struct limit_state from ring_base on: those up
+ * to the metrics (all a version 2 entry has), then the metrics. */
+#define STORE_CODEC_ENT_HEAD 16
+#define STORE_CODEC_ENT_V2                                                                         \
+	(offsetof(struct limit_state, retries) - offsetof(struct limit_state, ring_base))
+#define STORE_CODEC_ENT_METRICS (sizeof(struct limit_state) - offsetof(struct limit_state, retries))
+
+/* The block is copied whole: it must hold no padding, and be what it was. */
+_Static_assert(offsetof(struct limit_state, ring_len) ==
+			       offsetof(struct limit_state, ring_cap) + 4 &&
+		       offsetof(struct limit_state, ring_head) ==
+			       offsetof(struct limit_state, ring_cap) + 8,
+	       "the ring's numbers are not together");
+_Static_assert(STORE_CODEC_ENT_V2 == 12 * 8 + LIMIT_BUCKETS * 8,
+	       "the counters of a version 2 entry moved");
+_Static_assert(STORE_CODEC_ENT_METRICS == (1 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2) + 4) * 8,
+	       "the metrics of an entry moved");
+
+static size_t
+store_codec_pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/* The counters of an entry of either version. */
+static size_t
+store_codec_counters(bool v3)
+{
+	return STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2 + (v3 ? STORE_CODEC_ENT_METRICS : 0);
+}
+
+/* Reads the counters of an entry at p (which has enough bytes) into s and
+ * its id's length into *id_len; the ring is not touched. */
+static void
+store_codec_counters_get(const char *p, bool v3, struct limit_state *s, uint32_t *id_len)
+{
+	memcpy(id_len, p, 4);
+	memcpy(&s->ring_cap, p + 4, 12);
+	memcpy(&s->ring_base, p + STORE_CODEC_ENT_HEAD, STORE_CODEC_ENT_V2);
+	if (v3)
+		memcpy(&s->retries, p + STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2,
+		       STORE_CODEC_ENT_METRICS);
+	else
+		memset(&s->retries, 0, STORE_CODEC_ENT_METRICS);
+}
+
+/* Whether the ring numbers and the id's length of an entry are sound. */
+static bool
+store_codec_counters_ok(const struct limit_state *s, uint32_t id_len)
+{
+	return id_len != 0 && s->ring_cap <= LIMIT_RING_MAX && s->ring_len <= s->ring_cap &&
+	       (s->ring_cap == 0 || s->ring_head < s->ring_cap);
+}
+
+size_t
+store_codec_ent_size(const struct limit_state *s, size_t id_len)
+{
+	return store_codec_counters(true) + store_codec_pad8(id_len) +
+	       store_codec_pad8((size_t)s->ring_cap * 4);
+}
+
+void
+store_codec_ent_put(char *p, const char *id, size_t id_len, const struct limit_state *s)
+{
+	uint32_t l = (uint32_t)id_len;
+	size_t off = store_codec_counters(true);
+
+	memcpy(p, &l, 4);
+	memcpy(p + 4, &s->ring_cap, 12);
+	memcpy(p + STORE_CODEC_ENT_HEAD, &s->ring_base,
+	       STORE_CODEC_ENT_V2 + STORE_CODEC_ENT_METRICS);
+	memcpy(p + off, id, id_len);
+	memset(p + off + id_len, 0, store_codec_pad8(id_len) - id_len);
+	off += store_codec_pad8(id_len);
+	size_t rl = (size_t)s->ring_cap * 4;
+	if (rl > 0)
+		memcpy(p + off, s->ring, rl);
+	memset(p + off + rl, 0, store_codec_pad8(rl) - rl);
+}
+
+int
+store_codec_ent_get(const char *p, size_t len, const char *id, size_t id_len, struct limit_state *s,
+		    uint32_t *ring)
+{
+	size_t off = store_codec_counters(true);
+	uint32_t l;
+
+	if (len < off)
+		return -1;
+	store_codec_counters_get(p, true, s, &l);
+	s->ring = ring;
+	if (!store_codec_counters_ok(s, l) || l != id_len ||
+	    len != store_codec_ent_size(s, id_len) || memcmp(p + off, id, id_len) != 0)
+		return -1;
+	off += store_codec_pad8(id_len);
+	if (s->ring_cap > 0)
+		memcpy(ring, p + off, (size_t)s->ring_cap * 4);
+	return 0;
+}
+
+void
+store_codec_free(struct store_codec_rec *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		free(r->e[i].id);
+		free(r->e[i].s.ring);
+	}
+	free(r->e);
+	memset(r, 0, sizeof(*r));
+}
+
+int
+store_codec_check(const char *p, size_t len, uint64_t *seq)
+{
+	struct store_codec_head h;
+	uint64_t tail;
+
+	if (p == NULL)
+		return 0;
+	if (len < sizeof(h) + sizeof(tail))
+		return -1;
+	memcpy(&h, p, sizeof(h));
+	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
+	if (h.magic != STORE_CODEC_MAGIC ||
+	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V2) ||
+	    h.size != len || tail != h.seq || h.n > 1000000)
+		return -1;
+	*seq = h.seq;
+	return 1;
+}
+
+int
+store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
+{
+	struct store_codec_head h;
+	size_t off = sizeof(h), end = len - sizeof(uint64_t);
+
+	memset(out, 0, sizeof(*out));
+	memcpy(&h, p, sizeof(h));
+	bool v3 = h.version == STORE_CODEC_VERSION;
+	size_t counters = store_codec_counters(v3);
+	out->seq = h.seq;
+	/* Not zeroed: each entry is set whole below, and entries beyond n are
+	 * set by store_codec_entry (a step runs this twice per request:
+	 * zeroing kilobytes that are written over anyway shows in its cost). */
+	out->e = malloc((h.n + 1) * sizeof(*out->e));
+	if (out->e == NULL)
+		return -1;
+	out->cap = h.n + 1;
+	for (uint64_t i = 0; i < h.n; i++) {
+		struct store_codec_ent *e = &out->e[i];
+		e->id = NULL;
+		e->s.ring = NULL;
+		e->ring_room = 0;
+		if (off + counters > end)
+			goto bad;
+		store_codec_counters_get(p + off, v3, &e->s, &e->id_len);
+		off += counters;
+		out->n++;
+		size_t idl = store_codec_pad8(e->id_len),
+		       rl = store_codec_pad8((size_t)e->s.ring_cap * 4);
+		if (!store_codec_counters_ok(&e->s, e->id_len) || off + idl + rl > end)
+			goto bad;
+		e->id = strndup(p + off, e->id_len);
+		off += idl;
+		if (e->id == NULL || strlen(e->id) != e->id_len)
+			goto bad;
+		if (e->s.ring_cap > 0) {
+			e->s.ring = malloc((size_t)e->s.ring_cap * 4);
+			if (e->s.ring == NULL)
+				goto bad;
+			e->ring_room = e->s.ring_cap;
+			memcpy(e->s.ring, p + off, (size_t)e->s.ring_cap * 4);
+		}
+		off += rl;
+	}
+	if (v3) {
+		if (off + sizeof(out->rejects) > end)
+			goto bad;
+		memcpy(out->rejects, p + off, sizeof(out->rejects));
+		off += sizeof(out->rejects);
+	}
+	if (off != end)
+		goto bad;
+	return 0;
+bad:
+	store_codec_free(out);
+	return -1;
+}
+
+char *
+store_codec_encode(const struct store_codec_rec *r, size_t *len)
+{
+	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, 0, r->n};
+	size_t n = sizeof(h) + sizeof(r->rejects) + sizeof(uint64_t), off = sizeof(h);
+	char *p;
+
+	for (size_t i = 0; i < r->n; i++)
+		n += store_codec_ent_size(&r->e[i].s, r->e[i].id_len);
+	p = malloc(n);
+	if (p == NULL)
+		return NULL;
+	h.size = n;
+	memcpy(p, &h, sizeof(h));
+	for (size_t i = 0; i < r->n; i++) {
+		const struct store_codec_ent *e = &r->e[i];
+		store_codec_ent_put(p + off, e->id, e->id_len, &e->s);
+		off += store_codec_ent_size(&e->s, e->id_len);
+	}
+	memcpy(p + off, r->rejects, sizeof(r->rejects));
+	off += sizeof(r->rejects);
+	memcpy(p + off, &r->seq, sizeof(r->seq));
+	*len = n;
+	return p;
+}
+
+struct store_codec_ent *
+store_codec_entry(struct store_codec_rec *r, const char *id)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->e[i].id, id) == 0)
+			return &r->e[i];
+	if (r->n == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 16;
+		struct store_codec_ent *ne = realloc(r->e, ncap * sizeof(*ne));
+		if (ne == NULL)
+			return NULL;
+		r->e = ne;
+		r->cap = ncap;
+	}
+	struct store_codec_ent *e = &r->e[r->n];
+	memset(e, 0, sizeof(*e));
+	e->id = strdup(id);
+	if (e->id == NULL)
+		return NULL;
+	e->id_len = (uint32_t)strlen(id);
+	r->n++;
+	return e;
+}
+
+const struct limit_state *
+store_codec_find(const struct store_codec_rec *r, const char *id)
+{
+	static const struct limit_state none;
+
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->e[i].id, id) == 0)
+			return &r->e[i].s;
+	return &none;
+}
+
+int
+store_codec_ring_room(struct store_codec_ent *e, long rpm)
+{
+	uint32_t cap = limit_ring_cap_for(rpm);
+
+	if (cap <= e->ring_room)
+		return 0;
+	uint32_t *ring = realloc(e->s.ring, (size_t)cap * sizeof(*ring));
+	if (ring == NULL)
+		return -1;
+	e->s.ring = ring;
+	e->ring_room = cap;
+	return 0;
+}

@@ -1,0 +1,612 @@
+/* Unit tests of the limit rules (src/limit.h), called directly on a state
+ * the test builds, at times it chooses, in a calendar of its own: days are
+ * UTC days, so "local midnight" is a multiple of 86 400 000 ms and no time
+ * zone is read. A table per rule; each row one case, named. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "limit.h"
+
+#define DAY_MS INT64_C(86400000)
+/* 2024-03-10 12:00:00 UTC: noon of the test calendar's day 19792. */
+#define T0 INT64_C(1710072000000)
+#define MIDNIGHT (T0 + DAY_MS / 2)
+#define MIN_MS INT64_C(60000)
+
+static int64_t
+test_to_midnight(int64_t ms)
+{
+	return DAY_MS - ms % DAY_MS;
+}
+
+static struct limit_now
+at(int64_t ms)
+{
+	struct limit_now now = {ms, (long)(ms / DAY_MS), test_to_midnight};
+	return now;
+}
+
+/* A state with a ring of room for every rpm, as the stores hold one. */
+struct held {
+	struct limit_state s;
+	uint32_t ring[LIMIT_RING_MAX];
+};
+
+static void
+held_init(struct held *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->s.ring = h->ring;
+}
+
+/* n attempts under rpm, from first, step ms apart: as a reservation counts. */
+static void
+attempts(struct held *h, long rpm, int n, int64_t first, int64_t step)
+{
+	for (int i = 0; i < n; i++) {
+		struct limit_now now = at(first + i * step);
+		limit_fit_ring(&h->s, rpm, now.ms);
+		limit_count_attempt(&h->s, &now);
+	}
+}
+
+/* --- RPM ring and buckets, RPD, waits, the clock set back --- */
+
+struct count_case {
+	const char *name;
+	long rpm, rpd;
+	int n;               /* attempts */
+	int64_t first, step; /* their times */
+	int64_t query;       /* when the state is looked at */
+	long rpm_used, rpd_used;
+	int64_t wait;
+};
+
+static const struct count_case count_cases[] = {
+	{"ring: rpm attempts at one instant fill it", 3, -1, 3, T0, 0, T0, 3, 3, MIN_MS},
+	{"ring: one under the limit has room", 3, -1, 2, T0, 0, T0, 2, 2, 0},
+	{"ring: the window slides after 60 s", 3, -1, 3, T0, 0, T0 + MIN_MS, 0, 3, 0},
+	{"ring: the window holds 60 s less 1 ms", 3, -1, 3, T0, 0, T0 + MIN_MS - 1, 3, 3, 1},
+	{"ring: spread attempts free oldest first", 3, -1, 3, T0, 10000, T0 + 30000, 3, 3, 30000},
+	{"ring: rpm 1000 is exact", 1000, -1, 1000, T0, 30, T0 + 30000, 1000, 1000, 30000},
+	{"buckets: above rpm 1000", 2000, -1, 2000, T0, 0, T0, 2000, 2000, 61000},
+	{"buckets: one under the limit has room", 2000, -1, 1999, T0, 0, T0, 1999, 1999, 0},
+	{"buckets: hold back early, never late", 1001, -1, 1001, T0 + 999, 0, T0 + 60500, 0, 1001,
+	 500},
+	{"buckets: gone after 61 s", 2000, -1, 2000, T0, 0, T0 + 61000, 0, 2000, 0},
+	{"unlimited: rpm and rpd -1", -1, -1, 5, T0, 0, T0, 5, 5, 0},
+	{"rpm 0 waits for midnight", 0, -1, 0, T0, 0, T0, 0, 0, DAY_MS / 2},
+	{"rpd 0 waits for midnight", -1, 0, 0, T0, 0, T0 + 1000, 0, 0, DAY_MS / 2 - 1000},
+	{"rpd: reached waits for midnight", -1, 2, 2, T0, 0, T0 + 1000, 2, 2, DAY_MS / 2 - 1000},
+	{"rpd: and rpm, the later wins", 2, 2, 2, MIDNIGHT - 1000, 0, MIDNIGHT - 500, 2, 2,
+	 MIN_MS - 500},
+	{"rpd: rolls over at midnight", -1, 2, 2, MIDNIGHT - 1000, 0, MIDNIGHT, 2, 0, 0},
+	{"rpd: one before midnight still the day", -1, 2, 2, MIDNIGHT - 1000, 0, MIDNIGHT - 1, 2, 2,
+	 1},
+	{"clock back within a window: now", 2, -1, 2, T0, 0, T0 - 30000, 2, 2, MIN_MS},
+	{"clock back beyond a window: gone", 2, -1, 2, T0, 0, T0 - 2 * MIN_MS, 2, 2, 0},
+};
+
+static void
+test_counts_and_waits(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
+		const struct count_case *c = &count_cases[i];
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd};
+		struct limit_now q = at(c->query);
+		struct held h;
+
+		held_init(&h);
+		attempts(&h, c->rpm, c->n, c->first, c->step);
+		long rpm_used = limit_rpm_used(&h.s, q.ms), rpd_used = limit_rpd_used(&h.s, &q);
+		int64_t wait = limit_wait_ms(&h.s, &ep, &q);
+		if (rpm_used != c->rpm_used || rpd_used != c->rpd_used || wait != c->wait)
+			fail_msg("%s: rpm_used %ld (want %ld), rpd_used %ld (want %ld), wait %lld "
+				 "(want %lld)",
+				 c->name, rpm_used, c->rpm_used, rpd_used, c->rpd_used,
+				 (long long)wait, (long long)c->wait);
+	}
+}
+
+/* The clock set back far: the ring is rebased, its times ahead of now
+ * clamped to now, and counting goes on from there. */
+static void
+test_clock_set_back_rebases_the_ring(void **state)
+{
+	const struct store_endpoint ep = {"a", 3, -1};
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	attempts(&h, 3, 2, T0, 0);
+	attempts(&h, 3, 1, T0 - 10 * MIN_MS, 0);
+	assert_int_equal(h.s.ring_base, T0 - 11 * MIN_MS);
+	struct limit_now q = at(T0 - 10 * MIN_MS);
+	/* Two clamped to the new now, one made now: full for a window. */
+	assert_int_equal(limit_rpm_used(&h.s, q.ms), 3);
+	assert_int_equal(limit_wait_ms(&h.s, &ep, &q), MIN_MS);
+	q = at(T0 - 9 * MIN_MS);
+	assert_int_equal(limit_wait_ms(&h.s, &ep, &q), 0);
+}
+
+/* --- The ring resized --- */
+
+struct fit_case {
+	const char *name;
+	long rpm_before, rpm_after;
+	int n;
+	int64_t query;
+	long rpm_used;
+	int64_t wait; /* under rpm_after */
+};
+
+static const struct fit_case fit_cases[] = {
+	{"shrunk keeps the newest", 5, 2, 5, T0 + 4000, 2, MIN_MS - 1000},
+	{"grown counts unseen attempts from buckets", 2, 5, 5, T0 + 4000, 5, 57000},
+	{"set after unlimited counts earlier attempts", -1, 3, 3, T0 + 4000, 3, 57000},
+	{"to unlimited: buckets only", 3, -1, 3, T0 + 4000, 3, 0},
+};
+
+static void
+test_ring_resized(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
+		const struct fit_case *c = &fit_cases[i];
+		const struct store_endpoint ep = {"a", c->rpm_after, -1};
+		struct limit_now q = at(c->query);
+		struct held h;
+
+		held_init(&h);
+		attempts(&h, c->rpm_before, c->n, T0, 1000);
+		limit_fit_ring(&h.s, c->rpm_after, q.ms);
+		assert_int_equal(h.s.ring_cap, limit_ring_cap_for(c->rpm_after));
+		long used = limit_rpm_used(&h.s, q.ms);
+		int64_t wait = limit_wait_ms(&h.s, &ep, &q);
+		if (used != c->rpm_used || wait != c->wait)
+			fail_msg("%s: rpm_used %ld (want %ld), wait %lld (want %lld)", c->name,
+				 used, c->rpm_used, (long long)wait, (long long)c->wait);
+	}
+}
+
+/* A full ring wrapped around (head in the middle) shrinks to its newest. */
+static void
+test_ring_shrunk_after_wrapping_keeps_order(void **state)
+{
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	attempts(&h, 4, 6, T0, 1000); /* head at 2: T0+2s .. T0+5s */
+	assert_int_equal(h.s.ring_head, 2);
+	limit_fit_ring(&h.s, 3, T0 + 6000);
+	assert_int_equal(h.s.ring_len, 3);
+	assert_int_equal(h.s.ring_head, 0);
+	for (uint32_t i = 0; i < 3; i++)
+		assert_int_equal(h.s.ring_base + h.s.ring[i], T0 + 3000 + 1000 * (int64_t)i);
+}
+
+/* --- Retry-After --- */
+
+static void
+test_retry_after_rounds_up_to_whole_seconds_at_least_1(void **state)
+{
+	static const struct {
+		int64_t ms;
+		long s;
+	} cases[] = {{-5, 1},   {0, 1},      {1, 1},      {999, 1},       {1000, 1},
+		     {1001, 2}, {59999, 60}, {60000, 60}, {DAY_MS, 86400}};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (limit_retry_after_s(cases[i].ms) != cases[i].s)
+			fail_msg("%lld ms: %ld s, want %ld", (long long)cases[i].ms,
+				 limit_retry_after_s(cases[i].ms), cases[i].s);
+}
+
+/* --- The reserve verdict --- */
+
+struct look_case {
+	const char *name;
+	long rpm[2];
+	int n[2];             /* attempts on each at T0 */
+	int64_t cool_left[2]; /* ms of cooldown left at the look; 0 none */
+	size_t have;          /* candidates with room */
+	bool room[2];
+	enum store_verdict verdict; /* when none has */
+	long retry_after_s;
+};
+
+static const struct look_case look_cases[] = {
+	{"both have room", {2, 2}, {1, 0}, {0, 0}, 2, {true, true}, STORE_RESERVED, 0},
+	{"one limited, one has room", {2, 2}, {2, 0}, {0, 0}, 1, {false, true}, STORE_RESERVED, 0},
+	{"one cooling, one has room",
+	 {2, 2},
+	 {0, 0},
+	 {5000, 0},
+	 1,
+	 {false, true},
+	 STORE_RESERVED,
+	 0},
+	{"both limited: the sooner", {2, 3}, {2, 3}, {0, 0}, 0, {false, false}, STORE_LIMITED, 59},
+	{"both cooling: the sooner",
+	 {2, 2},
+	 {0, 0},
+	 {5000, 2500},
+	 0,
+	 {false, false},
+	 STORE_COOLING,
+	 3},
+	{"limited and cooling sooner: limited, cooling's wait",
+	 {2, 2},
+	 {2, 0},
+	 {0, 1200},
+	 0,
+	 {false, false},
+	 STORE_LIMITED,
+	 2},
+	{"limited and cooling later: limited, its wait",
+	 {2, 2},
+	 {2, 0},
+	 {0, 90000},
+	 0,
+	 {false, false},
+	 STORE_LIMITED,
+	 59},
+	{"cooling later and limited: the limited one's wait",
+	 {2, 2},
+	 {0, 2},
+	 {90000, 0},
+	 0,
+	 {false, false},
+	 STORE_LIMITED,
+	 59},
+};
+
+static void
+test_look_verdicts(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
+		const struct look_case *c = &look_cases[i];
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1}, {"b", c->rpm[1], -1}};
+		struct limit_now q = at(T0 + 1000);
+		struct held h[2];
+		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
+		struct store_reservation res = {STORE_RESERVED, 0, 0};
+		bool room[2];
+
+		for (int k = 0; k < 2; k++) {
+			held_init(&h[k]);
+			attempts(&h[k], c->rpm[k], c->n[k], T0, 0);
+			if (c->cool_left[k] > 0)
+				h[k].s.cooldown_until = q.ms + c->cool_left[k];
+		}
+		size_t have = limit_look(st, eps, 2, &q, room, &res);
+		if (have != c->have || room[0] != c->room[0] || room[1] != c->room[1])
+			fail_msg("%s: %zu with room (%d %d)", c->name, have, room[0], room[1]);
+		if (have == 0 &&
+		    (res.verdict != c->verdict || res.retry_after_s != c->retry_after_s))
+			fail_msg("%s: verdict %d retry %ld (want %d, %ld)", c->name, res.verdict,
+				 res.retry_after_s, c->verdict, c->retry_after_s);
+	}
+}
+
+/* --- Outcomes: the failure run and cooldowns --- */
+
+struct run_case {
+	const char *name;
+	const char *outcomes; /* 'f' failure, 's' success, one a second from T0 */
+	struct store_cooldown cd;
+	long fail_run;
+	int64_t cooldown_until;
+};
+
+static const struct run_case run_cases[] = {
+	{"failures under cd.failures start none", "ff", {3, 30}, 2, 0},
+	{"cd.failures in a row start one", "fff", {3, 30}, 3, T0 + 2000 + 30000},
+	{"each failure beyond extends it", "ffff", {3, 30}, 4, T0 + 3000 + 30000},
+	{"a success clears the run", "ffsf", {3, 30}, 1, 0},
+	{"a success ends a cooldown", "fffs", {3, 30}, 0, 0},
+	{"zero seconds disables it", "fffff", {3, 0}, 5, 0},
+	{"zero failures disables it", "fffff", {0, 30}, 5, 0},
+	{"one failure, cd 1", "f", {1, 10}, 1, T0 + 10000},
+	{"after one ended, one more failure starts the next", "fff", {2, 1}, 3, T0 + 3000},
+};
+
+static void
+test_failure_run_and_cooldown(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(run_cases) / sizeof(run_cases[0]); i++) {
+		const struct run_case *c = &run_cases[i];
+		struct held h;
+
+		held_init(&h);
+		for (size_t k = 0; c->outcomes[k] != '\0'; k++) {
+			struct store_outcome o = {
+				.success = c->outcomes[k] == 's', .latency_ms = -1, .ttfb_ms = -1};
+			struct limit_now now = at(T0 + 1000 * (int64_t)k);
+			limit_record(&h.s, &o, &c->cd, &now);
+		}
+		if (h.s.fail_run != c->fail_run || h.s.cooldown_until != c->cooldown_until)
+			fail_msg("%s: run %lld until %lld (want %ld, %lld)", c->name,
+				 (long long)h.s.fail_run, (long long)h.s.cooldown_until,
+				 c->fail_run, (long long)c->cooldown_until);
+	}
+}
+
+/* A cooldown holds until its last millisecond and ends by itself. */
+static void
+test_cooldown_expires(void **state)
+{
+	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_cooldown cd = {1, 30};
+	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
+	struct held h;
+	const struct limit_state *st = &h.s;
+	struct store_reservation res;
+	struct store_usage u;
+	bool room;
+
+	(void)state;
+	held_init(&h);
+	struct limit_now now = at(T0);
+	limit_record(&h.s, &fail, &cd, &now);
+	now = at(T0 + 29999);
+	assert_int_equal(limit_look(&st, &ep, 1, &now, &room, &res), 0);
+	assert_int_equal(res.verdict, STORE_COOLING);
+	assert_int_equal(res.retry_after_s, 1);
+	limit_usage(&h.s, &ep, &now, &u);
+	assert_int_equal(u.cooldown_until, T0 + 30000);
+	now = at(T0 + 30000);
+	assert_int_equal(limit_look(&st, &ep, 1, &now, &room, &res), 1);
+	assert_true(room);
+	limit_usage(&h.s, &ep, &now, &u);
+	assert_int_equal(u.cooldown_until, 0);
+	assert_int_equal(u.fail_run, 1);
+}
+
+/* --- Tokens --- */
+
+struct token_case {
+	const char *name;
+	int64_t before; /* the total before */
+	long long add;  /* reported */
+	int64_t after;
+};
+
+static const struct token_case token_cases[] = {
+	{"adds", 5, 7, 12},
+	{"nothing for 0", 5, 0, 5},
+	{"nothing for a negative count", 5, -3, 5},
+	{"saturates at 2^60", LIMIT_MAX_TOKENS - 1, 2, LIMIT_MAX_TOKENS},
+	{"stays saturated", LIMIT_MAX_TOKENS, 1, LIMIT_MAX_TOKENS},
+	{"a huge report saturates", 0, INT64_MAX, LIMIT_MAX_TOKENS},
+	{"exactly to 2^60", LIMIT_MAX_TOKENS - 2, 2, LIMIT_MAX_TOKENS},
+};
+
+static void
+test_token_saturation(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(token_cases) / sizeof(token_cases[0]); i++) {
+		const struct token_case *c = &token_cases[i];
+		int64_t got = limit_add_tokens(c->before, c->add);
+		if (got != c->after)
+			fail_msg("%s: %lld (want %lld)", c->name, (long long)got,
+				 (long long)c->after);
+	}
+}
+
+/* Every token counter of a record saturates alike (written once). */
+static void
+test_record_saturates_every_token_counter(void **state)
+{
+	const struct store_cooldown cd = {0, 0};
+	struct store_outcome o = {.success = true,
+				  .has_usage = true,
+				  .prompt_tokens = LLONG_MAX,
+				  .completion_tokens = LIMIT_MAX_TOKENS,
+				  .total_tokens = 3,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	struct limit_now now = at(T0);
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	h.s.total = LIMIT_MAX_TOKENS - 1;
+	limit_record(&h.s, &o, &cd, &now);
+	limit_record(&h.s, &o, &cd, &now);
+	assert_int_equal(h.s.prompt, LIMIT_MAX_TOKENS);
+	assert_int_equal(h.s.completion, LIMIT_MAX_TOKENS);
+	assert_int_equal(h.s.total, LIMIT_MAX_TOKENS);
+	assert_int_equal(h.s.day_prompt, LIMIT_MAX_TOKENS);
+	assert_int_equal(h.s.day_completion, LIMIT_MAX_TOKENS);
+	assert_int_equal(h.s.day_total, 6);
+}
+
+struct day_case {
+	const char *name;
+	int64_t first, second; /* two records of 1/2/3 tokens */
+	int64_t query;
+	long long day_total, total;
+};
+
+static const struct day_case day_cases[] = {
+	{"same day adds", T0, T0 + 1000, T0 + 2000, 6, 6},
+	{"a new day starts from 0", MIDNIGHT - 1, MIDNIGHT, MIDNIGHT, 3, 6},
+	{"read on a later day: none today", T0, T0, MIDNIGHT, 0, 6},
+	{"read the day before midnight", T0, MIDNIGHT - 1, MIDNIGHT - 1, 6, 6},
+};
+
+static void
+test_day_tokens_roll_over_at_midnight(void **state)
+{
+	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_cooldown cd = {0, 0};
+	struct store_outcome o = {.success = true,
+				  .has_usage = true,
+				  .prompt_tokens = 1,
+				  .completion_tokens = 2,
+				  .total_tokens = 3,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(day_cases) / sizeof(day_cases[0]); i++) {
+		const struct day_case *c = &day_cases[i];
+		struct limit_now t1 = at(c->first), t2 = at(c->second), q = at(c->query);
+		struct store_usage u;
+		struct held h;
+
+		held_init(&h);
+		limit_record(&h.s, &o, &cd, &t1);
+		limit_record(&h.s, &o, &cd, &t2);
+		limit_usage(&h.s, &ep, &q, &u);
+		if (u.day_total_tokens != c->day_total || u.total_tokens != c->total)
+			fail_msg("%s: day %lld total %lld (want %lld, %lld)", c->name,
+				 u.day_total_tokens, u.total_tokens, c->day_total, c->total);
+	}
+}
+
+/* --- Requests, metrics and a reset --- */
+
+static void
+test_record_counts_requests_classes_retries_and_latency(void **state)
+{
+	const struct store_cooldown cd = {0, 0};
+	const struct store_outcome outs[] = {
+		{.success = true,
+		 .served = true,
+		 .code_class = STORE_CLASS_2XX,
+		 .latency_ms = 50,
+		 .ttfb_ms = 51},
+		{.code_class = STORE_CLASS_5XX, .retry = true, .latency_ms = 300001, .ttfb_ms = -1},
+		{.code_class = STORE_CLASS_NONE, .retry = true, .latency_ms = -1, .ttfb_ms = -1},
+		{.code_class = STORE_CLASS_N, .latency_ms = -1, .ttfb_ms = -1}, /* not a class */
+	};
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) {
+		struct limit_now now = at(T0 + (int64_t)i);
+		limit_record(&h.s, &outs[i], &cd, &now);
+	}
+	assert_int_equal(h.s.requests, 1);
+	assert_int_equal(h.s.last_used, T0);
+	assert_int_equal(h.s.retries, 2);
+	assert_int_equal(h.s.answers[STORE_CLASS_2XX], 1);
+	assert_int_equal(h.s.answers[STORE_CLASS_5XX], 1);
+	assert_int_equal(h.s.answers[STORE_CLASS_NONE], 1);
+	assert_int_equal(h.s.lat[0], 1);
+	assert_int_equal(h.s.lat_count, 2); /* 300 001 ms: beyond the last bucket */
+	assert_int_equal(h.s.lat_sum_ms, 300051);
+	assert_int_equal(h.s.ttfb[1], 1);
+	assert_int_equal(h.s.ttfb_count, 1);
+}
+
+static void
+test_hist_index(void **state)
+{
+	static const struct {
+		int64_t ms;
+		size_t i;
+	} cases[] = {{0, 0},   {50, 0},      {51, 1},      {100, 1},
+		     {101, 2}, {299999, 11}, {300000, 11}, {300001, STORE_HIST_N}};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (limit_hist_index(cases[i].ms) != cases[i].i)
+			fail_msg("%lld ms: bucket %zu, want %zu", (long long)cases[i].ms,
+				 limit_hist_index(cases[i].ms), cases[i].i);
+}
+
+static void
+test_reset_zeroes_totals_and_keeps_the_rest(void **state)
+{
+	const struct store_cooldown cd = {1, 30};
+	struct store_outcome o = {.served = true,
+				  .has_usage = true,
+				  .prompt_tokens = 1,
+				  .completion_tokens = 2,
+				  .total_tokens = 3,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = 10,
+				  .ttfb_ms = -1};
+	struct limit_now now = at(T0);
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	attempts(&h, 5, 2, T0, 0);
+	limit_record(&h.s, &o, &cd, &now);
+	limit_reset_tokens(&h.s);
+	assert_int_equal(h.s.prompt + h.s.completion + h.s.total, 0);
+	assert_int_equal(h.s.requests, 0);
+	assert_int_equal(h.s.last_used, 0);
+	/* The day's tokens, the limits, the run and the metrics stay. */
+	assert_int_equal(h.s.day_total, 3);
+	assert_int_equal(h.s.day_count, 2);
+	assert_int_equal(limit_rpm_used(&h.s, T0), 2);
+	assert_int_equal(h.s.fail_run, 1);
+	assert_int_equal(h.s.cooldown_until, T0 + 30000);
+	assert_int_equal(h.s.attempts, 2);
+	assert_int_equal(h.s.answers[STORE_CLASS_2XX], 1);
+	assert_int_equal(h.s.lat_count, 1);
+}
+
+/* The usage a status page reads: free_in_s rounds the wait up. */
+static void
+test_usage_free_in_rounds_up(void **state)
+{
+	const struct store_endpoint ep = {"a", 2, -1};
+	struct store_usage u;
+	struct held h;
+
+	(void)state;
+	held_init(&h);
+	attempts(&h, 2, 2, T0, 0);
+	struct limit_now now = at(T0 + 1500);
+	limit_usage(&h.s, &ep, &now, &u);
+	assert_int_equal(u.free_in_s, 59);
+	assert_int_equal(u.rpm_used, 2);
+	assert_int_equal(u.rpd_used, 2);
+	now = at(T0 + MIN_MS);
+	limit_usage(&h.s, &ep, &now, &u);
+	assert_int_equal(u.free_in_s, 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_counts_and_waits),
+		cmocka_unit_test(test_clock_set_back_rebases_the_ring),
+		cmocka_unit_test(test_ring_resized),
+		cmocka_unit_test(test_ring_shrunk_after_wrapping_keeps_order),
+		cmocka_unit_test(test_retry_after_rounds_up_to_whole_seconds_at_least_1),
+		cmocka_unit_test(test_look_verdicts),
+		cmocka_unit_test(test_failure_run_and_cooldown),
+		cmocka_unit_test(test_cooldown_expires),
+		cmocka_unit_test(test_token_saturation),
+		cmocka_unit_test(test_record_saturates_every_token_counter),
+		cmocka_unit_test(test_day_tokens_roll_over_at_midnight),
+		cmocka_unit_test(test_record_counts_requests_classes_retries_and_latency),
+		cmocka_unit_test(test_hist_index),
+		cmocka_unit_test(test_reset_zeroes_totals_and_keeps_the_rest),
+		cmocka_unit_test(test_usage_free_in_rounds_up),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
