@@ -1,5 +1,5 @@
 /* api: the gateway's own endpoints: /health, /v1/status, /v1/models,
- * /v1/token/stats and /v1/token/reset (SPEC section 5). Each is a handler of
+ * /v1/token/stats and /v1/token/reset (doc/behaviour.md, HTTP). Each is a handler of
  * routes.c's table (a routes_fn): it answers the request, whose method and
  * key the table checked, and returns the status written. */
 #ifndef API_TOGETHER_API_H

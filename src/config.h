@@ -1,4 +1,5 @@
-/* config: load, validate and hold the JSON configuration (SPEC section 4).
+/* config: load, validate and hold the JSON configuration (doc/behaviour.md,
+ * Configuration).
  *
  * A loaded config is an immutable snapshot. config_acquire() hands out the
  * current one with a reference; a changed file is reloaded on the next acquire,

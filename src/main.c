@@ -188,7 +188,7 @@ main_worker(void *arg)
 
 /* libfcgi's own handler only sets a flag, which leaves threads blocked in
  * accept() and the process alive after the web server stopped
- * (NOTES-fastcgi.md). Every finished step of the store is in the shared
+ * (doc/behaviour.md, Web servers: libfcgi). Every finished step of the store is in the shared
  * live copy (the page cache keeps what a dead process wrote), so
  * leaving at once loses no counter; attempts in flight end with it (their
  * outcome is not recorded) and streams are cut, as the server's stop cuts

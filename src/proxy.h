@@ -1,5 +1,6 @@
 /* proxy: a request for an upstream: check the body, then the attempt loop
- * (choose, reserve, forward, classify, retry) of SPEC section 6. */
+ * (choose, reserve, forward, classify, retry) of doc/behaviour.md,
+ * Forwarding. */
 #ifndef API_TOGETHER_PROXY_H
 #define API_TOGETHER_PROXY_H
 

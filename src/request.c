@@ -249,7 +249,8 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	r->n_headers = dynbuf_len(&hv) / sizeof(*h);
 	r->headers = (struct request_header *)dynbuf_take(&hv, NULL);
 	/* REQUEST_URI is the path as the client sent it whatever split of
-	 * SCRIPT_NAME and PATH_INFO the server made (NOTES-fastcgi.md). */
+	 * SCRIPT_NAME and PATH_INFO the server made (doc/behaviour.md, Web
+	 * servers: Paths). */
 	uri = FCGX_GetParam("REQUEST_URI", f->envp);
 	if (uri == NULL || *uri != '/')
 		return REQUEST_PATH_FOREIGN;

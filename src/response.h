@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Every error the gateway answers by itself (SPEC section 5). */
+/* Every error the gateway answers by itself (doc/behaviour.md, Errors). */
 enum response_error {
 	RESP_INVALID_API_KEY,
 	RESP_REQUEST_TOO_LARGE,

@@ -1,4 +1,5 @@
-/* store: the shared counters of every endpoint (SPEC section 7).
+/* store: the shared counters of every endpoint (doc/behaviour.md, Limits
+ * and state).
  *
  * One store is used by every process and thread of the responder (and, with
  * Redis, of every host behind one load balancer). Each call is atomic across

@@ -12,8 +12,8 @@
  *
  * The database is opened after taking the lock, so the header it reads is
  * the one the last holder wrote, and closed after releasing it, so the fsync
- * that gdbm_close always does runs outside the lock (NOTES-fastcgi.md,
- * GDBM). GDBM_NOMMAP: write(2) copies a record into the page cache front to
+ * that gdbm_close always does runs outside the lock (doc/behaviour.md,
+ * Web servers: GDBM and flock). GDBM_NOMMAP: write(2) copies a record into the page cache front to
  * back, which is what the sequence check relies on.
  *
  * store.c hands calls here through store_gdbm_ops (store_impl.h); all but
@@ -256,7 +256,8 @@ store_gdbm_db_open(struct store_gdbm *st, bool write, char *err, size_t errlen)
 
 /* Whether the GDBM file is still as this store last left it: a file
  * replaced, rewritten, truncated or made read-only by somebody else is
- * opened again at once, so that a damaged one is noticed (SPEC section 7). */
+ * opened again at once, so that a damaged one is noticed (doc/behaviour.md,
+ * Limits and state: GDBM). */
 static bool
 store_gdbm_db_unchanged(const struct store_gdbm *st, const struct store_live_db *d)
 {
@@ -351,7 +352,8 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 		struct store_codec_rec g;
 		db = store_gdbm_db_open(st, write, err, errlen);
 		/* Read whole even when the live copy is newer: a damaged file is
-		 * refused (SPEC section 7) rather than silently written over. */
+		 * refused (doc/behaviour.md, Limits and state: GDBM) rather than silently written
+		 * over. */
 		if (db == NULL || store_gdbm_load(db, &g, err, errlen) != 0) {
 			rc = -1;
 			goto out;

@@ -461,7 +461,7 @@ upstream_since(const struct timespec *t)
 
 /* Called by libcurl about once a second even while nothing moves. Stops the
  * transfer when the client has gone, even while the upstream is silent and
- * no write would notice (NOTES-fastcgi.md, libfcgi); and when the upstream
+ * no write would notice (doc/behaviour.md, Web servers: libfcgi); and when the upstream
  * has been silent for timeout_s. libcurl's LOW_SPEED check would average
  * over a window that includes the upload and notice silence seconds late. */
 static int
