@@ -57,7 +57,8 @@ attempts(struct held *h, long rpm, int n, int64_t first, int64_t step)
 	}
 }
 
-/* --- RPM ring and buckets, RPD, waits, the clock set back --- */
+/* --- RPM ring and buckets, RPD, waits, the clock set back ---
+ * doc/behaviour.md, Limits and state, rules 1-4, 6, 8 and 13. */
 
 struct count_case {
 	const char *name;
@@ -137,7 +138,7 @@ test_clock_set_back_rebases_the_ring(void **state)
 	assert_int_equal(limit_wait_ms(&h.s, &ep, &q), 0);
 }
 
-/* --- The ring resized --- */
+/* --- The ring resized: Limits and state, rule 5 --- */
 
 struct fit_case {
 	const char *name;
@@ -194,7 +195,7 @@ test_ring_shrunk_after_wrapping_keeps_order(void **state)
 		assert_int_equal(h.s.ring_base + h.s.ring[i], T0 + 3000 + 1000 * (int64_t)i);
 }
 
-/* --- Retry-After --- */
+/* --- Retry-After: Limits and state, rule 9 --- */
 
 static void
 test_retry_after_rounds_up_to_whole_seconds_at_least_1(void **state)
@@ -212,7 +213,7 @@ test_retry_after_rounds_up_to_whole_seconds_at_least_1(void **state)
 				 limit_retry_after_s(cases[i].ms), cases[i].s);
 }
 
-/* --- The reserve verdict --- */
+/* --- The reserve verdict: Limits and state, rules 2 and 7 --- */
 
 struct look_case {
 	const char *name;
@@ -300,7 +301,7 @@ test_look_verdicts(void **state)
 	}
 }
 
-/* --- Outcomes: the failure run and cooldowns --- */
+/* --- Outcomes, the failure run and cooldowns: Limits and state, rule 10 --- */
 
 struct run_case {
 	const char *name;
@@ -375,7 +376,7 @@ test_cooldown_expires(void **state)
 	assert_int_equal(u.fail_run, 1);
 }
 
-/* --- Tokens --- */
+/* --- Tokens: Limits and state, rule 12 (and the day of rule 6) --- */
 
 struct token_case {
 	const char *name;
@@ -479,7 +480,8 @@ test_day_tokens_roll_over_at_midnight(void **state)
 	}
 }
 
-/* --- Requests, metrics and a reset --- */
+/* --- Requests, metrics, a reset, reading: Limits and state, rules 11, 14
+ * and 15 --- */
 
 static void
 test_record_counts_requests_classes_retries_and_latency(void **state)
