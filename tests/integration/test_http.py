@@ -62,6 +62,12 @@ def new_key(prefix="sk-"):
 CLIENT_KEY = new_key()
 EXTRA_KEY = new_key()
 
+# Weights for a test that must know which endpoint is tried first: FIRST
+# against LAST is 10^18 to 1, and in route_pick's doubles LAST is even lost
+# in the sum (1e9 + 1e-9 == 1e9), so a FIRST endpoint listed before a LAST
+# one is picked first for certain. Alone, a LAST endpoint is still picked.
+FIRST, LAST = 1e9, 1e-9
+
 
 def leaked(text, key):
     """True when text holds any 8 consecutive characters of key (SPEC §8 allows
@@ -948,7 +954,8 @@ RETRY_KINDS = {
 
 
 class T11Retries(Base):
-    def pair(self, bad_kind, bad_params=None, server=None, bad_weight=1000):
+    def pair(self, bad_kind, bad_params=None, server=None):
+        """A failing endpoint ("bad", tried first) and a good one."""
         good = self.mock("good")
         if bad_kind is None:
             bad, bad_url = None, "http://127.0.0.1:%d" % closed_port()
@@ -956,8 +963,8 @@ class T11Retries(Base):
             bad = self.mock("bad", bad_kind, **(bad_params or {}))
             bad_url = bad.url
         self.bad_id, self.good_id = self.uid("bad"), self.uid("good")
-        self.configure([self.api(self.bad_id, bad_url, ["m-retry"], weight=bad_weight),
-                        self.api(self.good_id, good.url, ["m-retry"], weight=1)],
+        self.configure([self.api(self.bad_id, bad_url, ["m-retry"], weight=FIRST),
+                        self.api(self.good_id, good.url, ["m-retry"], weight=LAST)],
                        **(server or {}))
         return bad, good
 
