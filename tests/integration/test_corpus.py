@@ -609,6 +609,8 @@ class CorpusTap(th.TapResult):
 
 
 def main(argv):
+    argv = list(argv)
+    seed = harness.shuffle_seed(argv)
     verbose = "-v" in argv
     names = [a for a in argv if not a.startswith("-")]
     if SERVER not in harness.SERVER_KINDS:
@@ -634,9 +636,11 @@ def main(argv):
         cases = [c for c in cases if c.name in names]
     add_cases(cases)
     loader = unittest.TestLoader()
-    suite = loader.loadTestsFromTestCase(Corpus)
+    suite = harness.shuffled(loader.loadTestsFromTestCase(Corpus), seed)
     result = CorpusTap(verbose)
     print("# server: %s; %d cases from %s" % (SERVER, len(cases), CORPUS))
+    if seed is not None:
+        print("# shuffled: seed %s" % seed)
     t0 = time.monotonic()
     try:
         suite.run(result)

@@ -1376,9 +1376,8 @@ class T15Reload(Base):
                               "extra": {"x": 1}})
         r = self.get("/v1/models")
         self.assertEqual([m["id"] for m in r.json()["data"]], ["m-unk"], self.diag(r))
-        time.sleep(0.1)
-        warned = [l for l in self.gw.log_since(self.log_offset).splitlines()
-                  if "futureOption" in l and re.search(r"(?i)warn", l)]
+        warned = [l for l in self.gw.wait_log(self.log_offset, lambda t: "futureOption" in t)
+                  .splitlines() if "futureOption" in l and re.search(r"(?i)warn", l)]
         self.assertTrue(warned, "no warning naming the unknown field server.futureOption")
 
 
@@ -1542,13 +1541,18 @@ class T18Logs(Base):
         for method, path, body, headers, want in probes:
             r = self.gw.request(method, path, body=body, headers=headers)
             self.assertStatus(r, want)
-        time.sleep(0.3)
-        lines = self.gw.log_since(self.log_offset).splitlines()
-        for method, path, body, headers, want in probes:
+
+        def lines_of(lines, method, path, body, headers, want):
             needle = path if body is None else body["model"]
-            mine = [l for l in lines if needle in l and method in l
+            return [l for l in lines if needle in l and method in l
                     and re.search(r"(?<!\d)%d(?!\d)" % want, l)
                     and (body is None or path in l)]
+
+        lines = self.gw.wait_log(self.log_offset, lambda text: all(
+            lines_of(text.splitlines(), *p) for p in probes)).splitlines()
+        for method, path, body, headers, want in probes:
+            needle = path if body is None else body["model"]
+            mine = lines_of(lines, method, path, body, headers, want)
             self.assertEqual(len(mine), 1, "want one log line with %s %s %s %d, got:\n%s"
                              % (method, path, needle, want, "\n".join(mine or lines[-30:])))
         text = self.gw.log_text()
@@ -1680,7 +1684,10 @@ class TapResult(unittest.TestResult):
 def run_tap(argv, module, order, result_class=None):
     """Runs the test classes of order (or the names in argv) of module on the
     server of API_TOGETHER_TEST_SERVER and prints TAP; the exit code. Every
-    integration file's main() is this with its own classes."""
+    integration file's main() is this with its own classes. "--shuffle SEED"
+    or API_TOGETHER_TEST_SHUFFLE=SEED: in an order drawn from SEED."""
+    argv = list(argv)
+    seed = harness.shuffle_seed(argv)
     verbose = "-v" in argv
     names = [a for a in argv if not a.startswith("-")]
     if SERVER not in harness.SERVER_KINDS:
@@ -1699,8 +1706,12 @@ def run_tap(argv, module, order, result_class=None):
         suite = loader.loadTestsFromNames(names, module)
     else:
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in order)
+    suite = harness.shuffled(suite, seed)
     result = (result_class or TapResult)(verbose)
     print("# server: %s" % SERVER)
+    if seed is not None:
+        print("# shuffled: seed %s (API_TOGETHER_TEST_SHUFFLE=%s runs this order again)"
+              % (seed, seed))
     t0 = time.monotonic()
     try:
         suite.run(result)

@@ -238,10 +238,15 @@ class StateBase(th.Base):
         self.assertStatus(r, 200)
         return r.json()
 
-    def log_lines(self, offset=None, gw=None):
+    def log_lines(self, offset=None, gw=None, want=None):
+        """The log's lines since offset; with want (a test of a line), once
+        one passes it or 10 s passed: a responder logs after answering."""
         gw = gw or self.gw
-        time.sleep(0.15)  # the responder logs a request after answering it
-        return gw.log_since(self.log_offset if offset is None else offset).splitlines()
+        offset = self.log_offset if offset is None else offset
+        if want is None:
+            time.sleep(0.15)  # for a figure noted, not an assertion
+            return gw.log_since(offset).splitlines()
+        return gw.wait_log(offset, lambda t: any(want(l) for l in t.splitlines())).splitlines()
 
     def pids_of(self, lines, needle):
         out = collections.Counter()
@@ -832,8 +837,9 @@ class S07BrokenState(StateBase):
             self.assertErrorShape(r, 503)
         self.assertEqual(self.up.count(), before, "%s: forwarded without a usable state file"
                          % what)
-        lines = [l for l in self.log_lines() if re.search(r"\berror\b", l)
-                 and "state file" in l and log_needle in l]
+        def wanted(l):
+            return re.search(r"\berror\b", l) and "state file" in l and log_needle in l
+        lines = [l for l in self.log_lines(want=wanted) if wanted(l)]
         self.assertTrue(lines, "%s: no error line naming the state file (%r) in the log:\n%s"
                         % (what, log_needle, "\n".join(self.log_lines()[-15:])))
         note("%s: %s" % (what, lines[-1].split(": ", 1)[-1]))
@@ -919,7 +925,9 @@ class S07BrokenState(StateBase):
             self.assertStatus(health["r"], 503)
             self.assertEqual(self.up.count(), before)
             self.assertLess(time.monotonic() - t_locked, 5, "the lock was released already")
-            lines = [l for l in self.log_lines() if "state file" in l and lock_path in l]
+            def wanted(l):
+                return "state file" in l and lock_path in l
+            lines = [l for l in self.log_lines(want=wanted) if wanted(l)]
             self.assertTrue(lines, "no log line naming the lock file:\n"
                             + "\n".join(self.log_lines()[-10:]))
             note("locked: " + lines[-1].split(": ", 1)[-1])
@@ -1068,8 +1076,9 @@ class S09RedisFaults(OwnGatewayBase):
     a second of Redis answering again (issue 7, point 3)."""
 
     def fault_lines(self, gw, offset, needle):
-        lines = [l for l in self.log_lines(offset, gw) if re.search(r"\berror\b", l)
-                 and "Redis store" in l and needle in l]
+        def wanted(l):
+            return re.search(r"\berror\b", l) and "Redis store" in l and needle in l
+        lines = [l for l in self.log_lines(offset, gw, wanted) if wanted(l)]
         self.assertTrue(lines, "no error line naming the Redis store (%r) in the log:\n%s"
                         % (needle, "\n".join(self.log_lines(offset, gw)[-15:])))
         return lines
