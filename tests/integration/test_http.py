@@ -513,6 +513,10 @@ class T05ConfigError(Base):
             self.assertFalse(leaked(text, k), "secret in the error log:\n" + self.gw.log_tail(30))
 
     def test_d_fixed_config_is_picked_up(self):
+        # A gateway of its own: fixed, the shared one would leave the other
+        # cases (in whatever order they run) none whose config never loaded.
+        self.gw = Gateway(boot_config(), name="broken-fixed", **self.gateway_kwargs).start()
+        self.addCleanup(self.gw.stop)
         up = self.mock("fixed")
         self.configure([self.api(self.uid("a"), up.url, ["m-fixed"])])
         r = self.gw.request("GET", "/health")
