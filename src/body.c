@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "compat.h"
 #include "json_scan.h"
 
 /* Longest multipart boundary we accept; RFC 2046 allows 70, be generous. */

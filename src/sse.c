@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "compat.h"
 #include "json_scan.h"
 
 /* Longest line kept. A usage event is a few hundred bytes; a longer line is

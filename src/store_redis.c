@@ -41,6 +41,7 @@
 #endif
 
 #include "clock.h"
+#include "compat.h"
 #include "store_impl.h"
 
 /* Where a Redis is, as store_redis_parse reads it from an address. */
