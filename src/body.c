@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "dynbuf.h"
+#include "compat.h"
 #include "json_scan.h"
 
 /* Longest multipart boundary we accept; RFC 2046 allows 70, be generous. */

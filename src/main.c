@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <getopt.h>
+#ifdef HAVE_MALLOC_H
 #include <malloc.h>
+#endif
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -467,12 +469,15 @@ main(int argc, char **argv)
 	}
 	if (mode == 's')
 		return main_status();
+#if defined(HAVE_MALLOPT) && defined(M_ARENA_MAX)
 	/* glibc gives threads arenas of their own, up to 8 per core, each
 	 * keeping some 25 kB of freed memory: with hundreds of worker threads
 	 * (one per stream) that is most of a process's private memory. Two are
-	 * plenty for a process that mostly waits on sockets. */
+	 * plenty for a process that mostly waits on sockets. (Without mallopt
+	 * the allocator is left as it is: a matter of memory, not behaviour.) */
 	if (getenv("MALLOC_ARENA_MAX") == NULL)
 		mallopt(M_ARENA_MAX, 2);
+#endif
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
 		fprintf(stderr, "api-together: libcurl cannot start\n");
 		return 1;

@@ -1,8 +1,9 @@
 #include "route.h"
 
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
+
+#include "compat.h"
 
 size_t
 route_candidates(const struct config *cfg, const char *model, size_t *idx)

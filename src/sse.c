@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "dynbuf.h"
+#include "compat.h"
 #include "json_scan.h"
 
 /* Longest line kept. A usage event is a few hundred bytes; a longer line is

@@ -53,6 +53,7 @@
 #endif
 
 #include "clock.h"
+#include "compat.h"
 #include "dynbuf.h"
 #include "limit.h"
 #include "redis_addr.h"

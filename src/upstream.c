@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,28 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 	return len;
 }
 
+/* Whether the web server closed the FastCGI connection fd (its client
+ * left). POLLRDHUP is Linux's; elsewhere that close shows as readable with
+ * nothing to read (MSG_PEEK leaves a pending record for libfcgi). */
+static bool
+upstream_client_closed(int fd)
+{
+#ifdef POLLRDHUP
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+#else
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char c;
+
+	if (poll(&p, 1, 0) <= 0)
+		return false;
+	if (p.revents & (POLLHUP | POLLERR))
+		return true;
+	return (p.revents & POLLIN) && recv(fd, &c, 1, MSG_PEEK) == 0;
+#endif
+}
+
 static double
 upstream_since(const struct timespec *t)
 {
@@ -469,7 +492,7 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 		     curl_off_t ulnow)
 {
 	struct upstream_xfer *x = ud;
-	struct pollfd p = {.fd = x->call->client->ipcFd, .events = POLLRDHUP};
+	int fd = x->call->client->ipcFd;
 
 	(void)dltotal, (void)ultotal;
 	/* libcurl calls this after every socket event: a poll each time would be
@@ -481,9 +504,9 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 		x->long_told = true;
 		x->call->on_long(x->call->on_long_ctx);
 	}
-	if (p.fd >= 0 && upstream_since(&x->polled) >= UPSTREAM_POLL_S) {
+	if (fd >= 0 && upstream_since(&x->polled) >= UPSTREAM_POLL_S) {
 		clock_gettime(CLOCK_MONOTONIC, &x->polled);
-		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+		if (upstream_client_closed(fd)) {
 			x->client_gone = true;
 			return 1;
 		}

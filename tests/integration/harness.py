@@ -33,6 +33,7 @@ import atexit
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -40,6 +41,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("API_TOGETHER_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
@@ -57,6 +59,44 @@ REDIS_SERVER = (os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
 STORE_KINDS = ("gdbm", "redis")
 DEFAULT_STORE = os.environ.get("API_TOGETHER_TEST_STORE") or "gdbm"
 KEEP_TMP = os.environ.get("API_TOGETHER_KEEP_TMP") == "1"
+
+
+def shuffle_seed(argv):
+    """The seed of the test order: "--shuffle SEED" (taken out of argv) or
+    API_TOGETHER_TEST_SHUFFLE=SEED; "random" draws one. None: as listed."""
+    seed = os.environ.get("API_TOGETHER_TEST_SHUFFLE") or None
+    if "--shuffle" in argv:
+        i = argv.index("--shuffle")
+        if i + 1 >= len(argv):
+            raise SystemExit("--shuffle needs a seed (a number, or random)")
+        seed = argv[i + 1]
+        del argv[i:i + 2]
+    if seed == "random":
+        seed = str(random.SystemRandom().randrange(1 << 32))
+    return seed
+
+
+def shuffled(suite, seed):
+    """The cases of suite, with seed in an order drawn from it: the classes
+    in a random order and each class's cases in a random order (each class
+    still set up once). A case must not count on one that ran before it."""
+    if seed is None:
+        return suite
+    rnd = random.Random(seed)
+    by_class = {}
+
+    def flat(s):
+        for t in s:
+            if isinstance(t, unittest.TestSuite):
+                flat(t)
+            else:
+                by_class.setdefault(type(t), []).append(t)
+    flat(suite)
+    groups = list(by_class.values())
+    rnd.shuffle(groups)
+    for g in groups:
+        rnd.shuffle(g)
+    return unittest.TestSuite(t for g in groups for t in g)
 
 
 def free_port():
@@ -939,6 +979,17 @@ Include "{dir}/snippet.conf"
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def wait_log(self, offset, until, timeout=10.0):
+        """The responder's log since offset, once until(text) holds (or at the
+        deadline, for the caller's assertion to report): a responder writes a
+        request's line after its answer, so a client can read the log first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_since(offset)
+            if until(text) or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.02)
 
     def log_tail(self, n=25):
         try:

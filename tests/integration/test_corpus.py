@@ -358,7 +358,7 @@ def exchange(port, data, close_write=False, timeout=10.0):
 class Corpus(unittest.TestCase):
     gw = None
     mock = None
-    state = None  # the last /v1/status entry of the endpoint
+    control_state = None  # the endpoint's /v1/status entry after the control request
     pids = None
 
     @classmethod
@@ -383,7 +383,7 @@ class Corpus(unittest.TestCase):
         r = cls.gw.request("POST", "/v1/chat/completions", key=CLIENT_KEY,
                            body={"model": MAPPED, "messages": [{"role": "user", "content": "hi"}]})
         cls.control = r
-        cls.state = cls.endpoint_state()
+        cls.control_state = cls.endpoint_state()
         cls.pids = cls.gw.responder_pids()
         cls.first_pids = list(cls.pids)
 
@@ -407,7 +407,7 @@ class Corpus(unittest.TestCase):
         r = self.control
         self.assertEqual(r.status, 200, r.describe())
         self.assertEqual(self.mock.requests[0].json().get("model"), SERVED)
-        self.assertEqual(self.state["tokens"]["total"], 18, self.state)
+        self.assertEqual(self.control_state["tokens"]["total"], 18, self.control_state)
         self.assertTrue(self.pids, "no responder process found")
 
     def test_9999_control_still_serves_and_no_process_died(self):
@@ -431,14 +431,16 @@ class Corpus(unittest.TestCase):
         data = build_request(case, self.values)
         before_pids = set(gw.responder_pids())
         before_n = mock.count()
-        before = self.state
+        # Read here, not kept from the case before: the cases run in any order,
+        # and the last control sends a request of its own.
+        before = self.endpoint_state()
         timeout = float(case.get("timeout") or 10)
         raw = exchange(gw.port, data, close_write=case.get("send") == "close-write",
                        timeout=timeout)
         ans = Answer(raw)
         # Let a forwarded request land and a dying process go.
         time.sleep(0.02)
-        after = Corpus.state = self.endpoint_state()
+        after = self.endpoint_state()
         new_reqs = mock.requests[before_n:]
         sent = after["usage"]["rpd"] - before["usage"]["rpd"]
         after_pids = set(gw.responder_pids())
@@ -609,6 +611,8 @@ class CorpusTap(th.TapResult):
 
 
 def main(argv):
+    argv = list(argv)
+    seed = harness.shuffle_seed(argv)
     verbose = "-v" in argv
     names = [a for a in argv if not a.startswith("-")]
     if SERVER not in harness.SERVER_KINDS:
@@ -634,9 +638,11 @@ def main(argv):
         cases = [c for c in cases if c.name in names]
     add_cases(cases)
     loader = unittest.TestLoader()
-    suite = loader.loadTestsFromTestCase(Corpus)
+    suite = harness.shuffled(loader.loadTestsFromTestCase(Corpus), seed)
     result = CorpusTap(verbose)
     print("# server: %s; %d cases from %s" % (SERVER, len(cases), CORPUS))
+    if seed is not None:
+        print("# shuffled: seed %s" % seed)
     t0 = time.monotonic()
     try:
         suite.run(result)

@@ -37,8 +37,8 @@ from mock_upstream import closed_port  # noqa: E402
 
 SERVER = harness.DEFAULT_SERVER
 
-# A weight that makes an endpoint the first pick (all but 1 in 10^9).
-FIRST = 1000000000
+# FIRST is tried before LAST (test_http.py says why it is certain).
+FIRST, LAST = test_http.FIRST, test_http.LAST
 
 # Each responder process must stay under this resident size during a 50 MB transfer.
 # Issue 5: each responder under 16 MB while 50 MB pass through. A sanitizer
@@ -332,7 +332,7 @@ class FaultBase(Base):
         good = self.mock("good", good_kind, **good_params)
         self.bad_id, self.good_id = self.uid("bad"), self.uid("good")
         self.configure([self.api(self.bad_id, bad_url, [model], weight=FIRST),
-                        self.api(self.good_id, good.url, [model], weight=1)],
+                        self.api(self.good_id, good.url, [model], weight=LAST)],
                        **(server or {}))
         return good
 
@@ -413,7 +413,7 @@ class F02Timeouts(FaultBase):
         other = self.mock("other")
         slow_id, other_id = self.uid("slow"), self.uid("other")
         self.configure([self.api(slow_id, slow.url, ["m-slow"], weight=FIRST),
-                        self.api(other_id, other.url, ["m-slow"], weight=1)],
+                        self.api(other_id, other.url, ["m-slow"], weight=LAST)],
                        timeoutSeconds=3)
         t0 = time.monotonic()
         r = self.post("/v1/chat/completions", chat("m-slow", "slow-1"))
@@ -435,7 +435,7 @@ class F02Timeouts(FaultBase):
         other = self.mock("other")
         up_id = self.uid("gappy")
         self.configure([self.api(up_id, up.url, ["m-gap"], weight=FIRST),
-                        self.api(self.uid("other"), other.url, ["m-gap"], weight=1)],
+                        self.api(self.uid("other"), other.url, ["m-gap"], weight=LAST)],
                        timeoutSeconds=1)
         a = raw_request(self.gw, "POST", "/v1/chat/completions",
                         chat("m-gap", "gap-1", stream=True))
@@ -452,7 +452,7 @@ class F02Timeouts(FaultBase):
         other = self.mock("other")
         up_id = self.uid("stall")
         self.configure([self.api(up_id, up.url, ["m-stall"], weight=FIRST),
-                        self.api(self.uid("other"), other.url, ["m-stall"], weight=1)],
+                        self.api(self.uid("other"), other.url, ["m-stall"], weight=LAST)],
                        timeoutSeconds=1)
         a = raw_request(self.gw, "POST", "/v1/chat/completions",
                         chat("m-stall", "stall-1", stream=True), timeout=10)
@@ -472,7 +472,7 @@ class F03CutStream(FaultBase):
         other = self.mock("other")
         up_id = self.uid("cut")
         self.configure([self.api(up_id, up.url, ["m-cut"], weight=FIRST),
-                        self.api(self.uid("other"), other.url, ["m-cut"], weight=1)])
+                        self.api(self.uid("other"), other.url, ["m-cut"], weight=LAST)])
         a = raw_request(self.gw, "POST", "/v1/chat/completions",
                         chat("m-cut", "cut-1", stream=True), timeout=10)
         self.assertStreamEndedCleanly(a)
@@ -495,7 +495,7 @@ class F03CutStream(FaultBase):
         good = self.mock("good", "stream", events=3, interval_ms=20)
         up_id = self.uid("cut0")
         self.configure([self.api(up_id, up.url, ["m-cut0"], weight=FIRST),
-                        self.api(self.uid("good"), good.url, ["m-cut0"], weight=1)])
+                        self.api(self.uid("good"), good.url, ["m-cut0"], weight=LAST)])
         a = raw_request(self.gw, "POST", "/v1/chat/completions",
                         chat("m-cut0", "cut0-1", stream=True), timeout=10)
         self.assertStreamEndedCleanly(a)

@@ -111,8 +111,8 @@ class H03EmptyStreams(th.Base):
         ida, idb = self.uid("a"), self.uid("b")
         a.set("status", status=200, body=": keep-alive\n\n: still here\n\n",
               headers={"Content-Type": "text/event-stream"})
-        self.configure([self.api(ida, a.url, ["m-h03"], weight=1000),
-                        self.api(idb, b.url, ["m-h03"], weight=0.001)])
+        self.configure([self.api(ida, a.url, ["m-h03"], weight=th.FIRST),
+                        self.api(idb, b.url, ["m-h03"], weight=th.LAST)])
         r = self.post("/v1/chat/completions", chat("m-h03", stream=True))
         self.assertStatus(r, 200)
         self.assertIn("[DONE]", r.text())

@@ -63,6 +63,12 @@ def new_key(prefix="sk-"):
 CLIENT_KEY = new_key()
 EXTRA_KEY = new_key()
 
+# Weights for a test that must know which endpoint is tried first: FIRST
+# against LAST is 10^18 to 1, and in route_pick's doubles LAST is even lost
+# in the sum (1e9 + 1e-9 == 1e9), so a FIRST endpoint listed before a LAST
+# one is picked first for certain. Alone, a LAST endpoint is still picked.
+FIRST, LAST = 1e9, 1e-9
+
 
 def leaked(text, key):
     """True when text holds any 8 consecutive characters of key (doc/behaviour.md,
@@ -510,6 +516,10 @@ class T05ConfigError(Base):
             self.assertFalse(leaked(text, k), "secret in the error log:\n" + self.gw.log_tail(30))
 
     def test_d_fixed_config_is_picked_up(self):
+        # A gateway of its own: fixed, the shared one would leave the other
+        # cases (in whatever order they run) none whose config never loaded.
+        self.gw = Gateway(boot_config(), name="broken-fixed", **self.gateway_kwargs).start()
+        self.addCleanup(self.gw.stop)
         up = self.mock("fixed")
         self.configure([self.api(self.uid("a"), up.url, ["m-fixed"])])
         r = self.gw.request("GET", "/health")
@@ -954,7 +964,8 @@ RETRY_KINDS = {
 
 
 class T11Retries(Base):
-    def pair(self, bad_kind, bad_params=None, server=None, bad_weight=1000):
+    def pair(self, bad_kind, bad_params=None, server=None):
+        """A failing endpoint ("bad", tried first) and a good one."""
         good = self.mock("good")
         if bad_kind is None:
             bad, bad_url = None, "http://127.0.0.1:%d" % closed_port()
@@ -962,8 +973,8 @@ class T11Retries(Base):
             bad = self.mock("bad", bad_kind, **(bad_params or {}))
             bad_url = bad.url
         self.bad_id, self.good_id = self.uid("bad"), self.uid("good")
-        self.configure([self.api(self.bad_id, bad_url, ["m-retry"], weight=bad_weight),
-                        self.api(self.good_id, good.url, ["m-retry"], weight=1)],
+        self.configure([self.api(self.bad_id, bad_url, ["m-retry"], weight=FIRST),
+                        self.api(self.good_id, good.url, ["m-retry"], weight=LAST)],
                        **(server or {}))
         return bad, good
 
@@ -1375,9 +1386,8 @@ class T15Reload(Base):
                               "extra": {"x": 1}})
         r = self.get("/v1/models")
         self.assertEqual([m["id"] for m in r.json()["data"]], ["m-unk"], self.diag(r))
-        time.sleep(0.1)
-        warned = [l for l in self.gw.log_since(self.log_offset).splitlines()
-                  if "futureOption" in l and re.search(r"(?i)warn", l)]
+        warned = [l for l in self.gw.wait_log(self.log_offset, lambda t: "futureOption" in t)
+                  .splitlines() if "futureOption" in l and re.search(r"(?i)warn", l)]
         self.assertTrue(warned, "no warning naming the unknown field server.futureOption")
 
 
@@ -1543,13 +1553,18 @@ class T18Logs(Base):
         for method, path, body, headers, want in probes:
             r = self.gw.request(method, path, body=body, headers=headers)
             self.assertStatus(r, want)
-        time.sleep(0.3)
-        lines = self.gw.log_since(self.log_offset).splitlines()
-        for method, path, body, headers, want in probes:
+
+        def lines_of(lines, method, path, body, headers, want):
             needle = path if body is None else body["model"]
-            mine = [l for l in lines if needle in l and method in l
+            return [l for l in lines if needle in l and method in l
                     and re.search(r"(?<!\d)%d(?!\d)" % want, l)
                     and (body is None or path in l)]
+
+        lines = self.gw.wait_log(self.log_offset, lambda text: all(
+            lines_of(text.splitlines(), *p) for p in probes)).splitlines()
+        for method, path, body, headers, want in probes:
+            needle = path if body is None else body["model"]
+            mine = lines_of(lines, method, path, body, headers, want)
             self.assertEqual(len(mine), 1, "want one log line with %s %s %s %d, got:\n%s"
                              % (method, path, needle, want, "\n".join(mine or lines[-30:])))
         text = self.gw.log_text()
@@ -1682,7 +1697,10 @@ class TapResult(unittest.TestResult):
 def run_tap(argv, module, order, result_class=None):
     """Runs the test classes of order (or the names in argv) of module on the
     server of API_TOGETHER_TEST_SERVER and prints TAP; the exit code. Every
-    integration file's main() is this with its own classes."""
+    integration file's main() is this with its own classes. "--shuffle SEED"
+    or API_TOGETHER_TEST_SHUFFLE=SEED: in an order drawn from SEED."""
+    argv = list(argv)
+    seed = harness.shuffle_seed(argv)
     verbose = "-v" in argv
     names = [a for a in argv if not a.startswith("-")]
     if SERVER not in harness.SERVER_KINDS:
@@ -1701,8 +1719,12 @@ def run_tap(argv, module, order, result_class=None):
         suite = loader.loadTestsFromNames(names, module)
     else:
         suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in order)
+    suite = harness.shuffled(suite, seed)
     result = (result_class or TapResult)(verbose)
     print("# server: %s" % SERVER)
+    if seed is not None:
+        print("# shuffled: seed %s (API_TOGETHER_TEST_SHUFFLE=%s runs this order again)"
+              % (seed, seed))
     t0 = time.monotonic()
     try:
         suite.run(result)

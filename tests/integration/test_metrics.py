@@ -114,8 +114,8 @@ class M02Numbers(MetricsBase):
         ida, idf, idg = self.uid("a"), self.uid("f"), self.uid("g")
         idslow = self.uid("slow")
         self.configure([self.api(ida, a.url, ["solo"], rpm=3),
-                        self.api(idf, f.url, ["pair"]),
-                        self.api(idg, g.url, ["pair"]),
+                        self.api(idf, f.url, ["pair"], weight=th.FIRST),
+                        self.api(idg, g.url, ["pair"], weight=th.LAST),
                         self.api(idslow, slow.url, ["slow"])])
         before = parse(self.scrape().text())
         rej0 = {k: value(before, "api_together_rejections_total", reason=k) or 0
@@ -127,8 +127,8 @@ class M02Numbers(MetricsBase):
         s = self.gw.stream("POST", CHAT, body=chat("solo", stream=True), key=CLIENT_KEY)
         self.assertEqual(s.status, 200, s.describe())
         self.assertStatus(self.post(CHAT, body=chat("solo")), 429)
-        # f fails (500) and g answers: a request that tries f first is
-        # retried on g. Sent until that happened at least once.
+        # f fails (500) and g answers: a request tries f first (FIRST) and
+        # is retried on g.
         pair = 0
         while f.count() == 0 and pair < 40:
             self.assertStatus(self.post(CHAT, body=chat("pair")), 200)

@@ -78,14 +78,28 @@ Checks, each printed as ok/FAIL with its reason, then "N passed, N failed"
              line per forwarded request with the status its client got
              (doc/behaviour.md, Logs)
   flat       after the warm-up (10 % of the run, at least 3 s: the connection
-             caches fill first) each responder's VmRSS and open descriptors are
-             sampled every 0.5 s. The rule: the median of the samples of the
-             last fifth of the run must be within 10 % of the median of the
-             first fifth, with a slack of +2 descriptors and +1024 kB for small
-             baselines (end <= max(start * 1.10, start + slack)). Medians,
-             because a process's connection count moves with the load of the
-             moment; a leak moves every sample. Six points over the run and the
-             quiet values (after the load, every client gone) are printed too.
+             caches fill first) each responder's VmRSS, worker threads and
+             open descriptors are sampled every 0.5 s. The rule: the median of
+             the samples of the last fifth of the run must be within 10 % of
+             the median of the first fifth, with a slack of +2 descriptors and
+             +1024 kB for small baselines (end <= max(start * 1.10, start +
+             slack)). Medians, because a process's FastCGI connections move
+             with the load of the moment; a leak moves every sample.
+             Descriptors are judged in two parts. Upstream connections (TCP to
+             a mock) follow the traffic, not a leak: each libcurl handle keeps
+             at most one connection per upstream, a handle is taken per
+             request in flight (so there are at most as many as worker
+             threads), and which handles hold a connection to an upstream that
+             closes some (flaky) or was cooling down drifts through the run.
+             So every sample must hold at most one connection per worker
+             thread to each upstream, and the other descriptors (state lock
+             files, FastCGI connections, libcurl's wake-up pairs, logs) must
+             be flat, plus 4 for each worker thread started after the first
+             fifth (its store's lock file, its FastCGI connection, the
+             wake-up pair of the libcurl handle it may add; threads follow
+             the peaks of a process's load and stay). Six points over the
+             run and the quiet values (after the load, every client gone)
+             are printed too.
 """
 
 import argparse
@@ -582,38 +596,67 @@ def own_check(path, status, data, stats):
 # Process figures
 
 
-def proc_figures(pid):
-    """(VmRSS kB, open descriptors) of pid, or None when it is gone."""
+def tcp_peers(pid):
+    """{socket inode: remote port} of the IPv4 TCP sockets in pid's network
+    namespace (the mocks listen on 127.0.0.1)."""
+    out = {}
     try:
-        rss = None
+        with open("/proc/%d/net/tcp" % pid) as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                out[p[9]] = int(p[2].rsplit(":", 1)[1], 16)
+    except (OSError, StopIteration, IndexError, ValueError):
+        pass
+    return out
+
+
+def proc_figures(pid, upstream_ports=()):
+    """(VmRSS kB, open descriptors, worker threads, {upstream port: TCP
+    connections to it}) of pid, or None when it is gone. Worker threads:
+    every thread but the main one."""
+    try:
+        rss = threads = None
         with open("/proc/%d/status" % pid) as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-                    break
-        fds = len(os.listdir("/proc/%d/fd" % pid))
-        return rss, fds
+                elif line.startswith("Threads:"):
+                    threads = int(line.split()[1]) - 1
+        names = os.listdir("/proc/%d/fd" % pid)
+        ups = {port: 0 for port in upstream_ports}
+        peers = tcp_peers(pid) if upstream_ports else {}
+        for n in names:
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, n))
+            except OSError:
+                continue  # closed since the listing
+            if link.startswith("socket:[") and peers.get(link[8:-1]) in ups:
+                ups[peers[link[8:-1]]] += 1
+        return rss, len(names), threads, ups
     except OSError:
         return None
 
 
 class Sampler(threading.Thread):
-    def __init__(self, pids, every, stop_ev):
+    def __init__(self, pids, every, stop_ev, upstream_ports=()):
         super().__init__(name="sampler", daemon=True)
         self.pids = pids
         self.every = every
         self.stop_ev = stop_ev
-        self.samples = {p: [] for p in pids}  # pid -> [(t, rss, fds)]
+        self.upstream_ports = tuple(upstream_ports)
+        # pid -> [(t, rss, fds, worker threads, {upstream port: connections})]
+        self.samples = {p: [] for p in pids}
         self.gone = set()
 
     def sample_once(self):
         t = time.monotonic()
         for p in self.pids:
-            f = proc_figures(p)
+            f = proc_figures(p, self.upstream_ports)
             if f is None:
                 self.gone.add(p)
             else:
-                self.samples[p].append((t, f[0], f[1]))
+                self.samples[p].append((t,) + f)
 
     def run(self):
         while not self.stop_ev.is_set():
@@ -621,8 +664,17 @@ class Sampler(threading.Thread):
             self.stop_ev.wait(self.every)
 
 
+def flat_limit(start, slack):
+    return max(start * 1.10, start + slack)
+
+
 def flat(start, end, slack):
-    return end <= max(start * 1.10, start + slack)
+    return end <= flat_limit(start, slack)
+
+
+# Descriptors a worker thread brings: its store handle's lock file, the
+# FastCGI connection it serves, the wake-up pair of a libcurl handle.
+FDS_PER_THREAD = 4
 
 
 # ---------------------------------------------------------------------------
@@ -792,7 +844,8 @@ def main(argv=None):
         time.sleep(max(0.0, warm_end - time.monotonic()))
         pids = gw.responder_pids()
         stop_ev = threading.Event()
-        sampler = Sampler(pids + [lighttpd_pid], 0.5, stop_ev)
+        upstream_ports = {m.server.server_address[1]: k for k, m in mocks.items()}
+        sampler = Sampler(pids + [lighttpd_pid], 0.5, stop_ev, upstream_ports)
         sampler.start()
         last_report = time.monotonic()
         while time.monotonic() < stop_at:
@@ -885,34 +938,50 @@ def main(argv=None):
                 len(td), (td[-1] - t_start) if td else 0))
         log("")
         log("== processes (pid: VmRSS kB / open fds; start = median of the first fifth after "
-            "the warm-up, end = median of the last fifth, quiet = after the load)")
+            "the warm-up, end = median of the last fifth, quiet = after the load; other fds: "
+            "all but the upstream connections)")
         flat_results = []
         for p in pids + [lighttpd_pid]:
             smp = sampler.samples.get(p, [])
             if len(smp) < 2:
                 log("  %-7d too few samples (%d)" % (p, len(smp)))
-                flat_results.append((p, False, False, None))
+                flat_results.append((p, None))
                 continue
             k = max(1, len(smp) // 5)
             rs0 = statistics.median(x[1] for x in smp[:k])
             rs1 = statistics.median(x[1] for x in smp[-k:])
             fd0 = statistics.median(x[2] for x in smp[:k])
             fd1 = statistics.median(x[2] for x in smp[-k:])
+            other = [x[2] - sum(x[4].values()) for x in smp]
+            of0, of1 = statistics.median(other[:k]), statistics.median(other[-k:])
             rmin, rmax = min(x[1] for x in smp), max(x[1] for x in smp)
             fmin, fmax = min(x[2] for x in smp), max(x[2] for x in smp)
             qf = quiet.get(p) if p != lighttpd_pid else proc_figures(p)
-            ok_r, ok_f = flat(rs0, rs1, 1024), flat(fd0, fd1, 2)
             who = "lighttpd" if p == lighttpd_pid else "responder"
             log("  %-9s %-7d RSS %7.0f -> %7.0f kB (%+5.1f %%, range %d-%d)  fds %4.0f -> %4.0f "
                 "(range %d-%d)  quiet %s  [%d samples]" % (
                     who, p, rs0, rs1, 100.0 * (rs1 - rs0) / rs0 if rs0 else 0, rmin, rmax,
                     fd0, fd1, fmin, fmax,
-                    "%d kB / %d fds" % qf if qf else "gone", len(smp)))
+                    "%d kB / %d fds" % qf[:2] if qf else "gone", len(smp)))
             pts = [smp[min(len(smp) - 1, int(i * (len(smp) - 1) / 5))] for i in range(6)]
             log("  %-9s %-7s RSS kB over the run: %s; fds: %s" % (
                 "", "", " ".join(str(x[1]) for x in pts), " ".join(str(x[2]) for x in pts)))
-            if p != lighttpd_pid:
-                flat_results.append((p, ok_r, ok_f, (rs0, rs1, fd0, fd1)))
+            if p == lighttpd_pid:
+                continue
+            # The most connections to one upstream against the worker
+            # threads of the same sample (libcurl handles <= threads).
+            worst = max(smp, key=lambda x: max(x[4].values() or [0]) - x[3])
+            wport = max(worst[4], key=worst[4].get) if worst[4] else None
+            log("  %-9s %-7s other fds %.0f -> %.0f; worker threads %d-%d; upstream "
+                "connections over the run: %s" % (
+                    "", "", of0, of1, min(x[3] for x in smp), max(x[3] for x in smp),
+                    " ".join("%s %s" % (upstream_ports[port], "/".join(
+                        str(x[4][port]) for x in pts)) for port in upstream_ports)))
+            more_threads = max(0, max(x[3] for x in smp[-k:])
+                               - statistics.median(x[3] for x in smp[:k]))
+            flat_results.append((p, {
+                "rss": (rs0, rs1), "other": (of0, of1, more_threads),
+                "ups": (worst[4].get(wport, 0), upstream_ports.get(wport, "-"), worst[3])}))
 
         # ----------------------------------------------------------- checks
         log("")
@@ -1064,15 +1133,23 @@ def main(argv=None):
                      "the same %d responders from start to end (none died or was restarted)"
                      % args.procs, "at start %s, after warm-up %s, at the end %s, gone %s"
                      % (pids0, pids, pids_end, sorted(sampler.gone)))
-        for p, ok_r, ok_f, fig in flat_results:
+        for p, fig in flat_results:
             if fig is None:
                 report.check(False, "responder %d sampled" % p)
                 continue
-            rs0, rs1, fd0, fd1 = fig
-            report.check(ok_r, "responder %d RSS flat: %.0f -> %.0f kB (limit %.0f)"
+            rs0, rs1 = fig["rss"]
+            report.check(flat(rs0, rs1, 1024), "responder %d RSS flat: %.0f -> %.0f kB (limit %.0f)"
                          % (p, rs0, rs1, max(rs0 * 1.10, rs0 + 1024)))
-            report.check(ok_f, "responder %d descriptors flat: %.0f -> %.0f (limit %.0f)"
-                         % (p, fd0, fd1, max(fd0 * 1.10, fd0 + 2)))
+            of0, of1, more_threads = fig["other"]
+            limit = flat_limit(of0, 2) + FDS_PER_THREAD * more_threads
+            report.check(of1 <= limit, "responder %d descriptors flat, upstream connections "
+                         "aside: %.0f -> %.0f (limit %.0f%s)" % (
+                             p, of0, of1, limit, ", %g more worker thread(s)" % more_threads
+                             if more_threads else ""))
+            n, name, threads = fig["ups"]
+            report.check(n <= threads, "responder %d keeps at most one connection per worker "
+                         "thread to each upstream: at most %d to %s with %d worker threads"
+                         % (p, n, name, threads))
         # logs: one line per request (doc/behaviour.md, Logs), with the status
         # the client got
         levels, logged, odd = collections.Counter(), collections.Counter(), []
