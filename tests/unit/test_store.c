@@ -2693,8 +2693,11 @@ test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
 /* Key layout 1, the previous release's, written by its own script
  * (store_redis_v1.h) on the admin connection under the default prefix. */
 
+/* Set in a child that expects Redis to refuse layout 1 at some point. */
+static bool v1_quiet;
+
 /* Runs the layout 1 script's op with args; its reply (the caller frees),
- * or NULL after printing the error. */
+ * or NULL after printing the error (unless v1_quiet). */
 static redisReply *
 v1_eval(const char *op, int argc, const char *const *args)
 {
@@ -2708,7 +2711,8 @@ v1_eval(const char *op, int argc, const char *const *args)
 		return NULL;
 	r = redisCommandArgv(redis.admin, n, argv, NULL);
 	if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-		print_error("layout 1 %s: %s\n", op, r->str);
+		if (!v1_quiet)
+			print_error("layout 1 %s: %s\n", op, r->str);
 		freeReplyObject(r);
 		return NULL;
 	}
@@ -3148,6 +3152,90 @@ test_redis_layout_1_converted_once_by_processes_starting_together(void **state)
 	rm_dir(aof);
 	assert_true(redis_start());
 }
+
+/* A responder of the release before, in a child: reserves on ep at T0 with
+ * the layout 1 script on its own connection, writing 'R' for each counted,
+ * until Redis refuses (the keys were converted) or 20 s passed. */
+static void
+child_v1_reserve_until_refused(const struct store_endpoint *ep, int out)
+{
+	int64_t until = mono_ms() + 20000;
+
+	redis.admin = NULL; /* the parent's socket: not this process's to use */
+	v1_quiet = true;
+	while (mono_ms() < until) {
+		const char *look[] = {v1_num(T0),
+				      v1_num(clock_local_day(T0)),
+				      v1_num(clock_ms_to_midnight(T0)),
+				      "",
+				      "-1",
+				      "0",
+				      "1",
+				      ep->id,
+				      v1_num(ep->rpm),
+				      v1_num(ep->rpd)};
+		redisReply *r = v1_eval("reserve", 10, look);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+			_exit(0);
+		look[3] = "1";
+		look[4] = "0";
+		look[5] = v1_num(r->element[2]->integer + 60000);
+		freeReplyObject(r);
+		r = v1_eval("reserve", 10, look);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->element[0]->integer != 0)
+			_exit(0);
+		freeReplyObject(r);
+		if (write(out, "R", 1) != 1)
+			_exit(3);
+	}
+	_exit(2);
+}
+
+/* A responder of the release before still counts while the first of this
+ * release converts: each count it made before the conversion is kept (a
+ * conversion read before such a count is not written over it), and after
+ * it that responder is refused, counting nothing. */
+static void
+test_redis_layout_1_counts_made_during_the_conversion_are_kept(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint c = {"c", -1, -1};
+	long got = 0;
+	int p[2];
+	char buf[256], err[256] = "";
+	ssize_t n;
+
+	if (RUNNING_ON_VALGRIND) {
+		fprintf(stderr, "# not run under valgrind\n");
+		return;
+	}
+	assert_int_equal(pipe(p), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		child_v1_reserve_until_refused(&c, p[1]);
+	}
+	close(p[1]);
+	while (got < 50 && (n = read(p[0], buf, 1)) == 1)
+		got++;
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	while ((n = read(p[0], buf, sizeof(buf))) > 0)
+		got += n;
+	close(p[0]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	struct store_usage u = read_one(f->st, &c, T0);
+	fprintf(stderr, "# the old responder counted %ld\n", got);
+	assert_true(got >= 50);
+	assert_int_equal(u.rpd_used, got);
+	assert_int_equal(u.attempts, got);
+	assert_int_equal(u.rpm_used, got);
+}
 #endif
 
 int
@@ -3220,6 +3308,7 @@ main(void)
 		T(test_redis_layout_1_is_converted_keeping_every_count),
 		T(test_redis_layout_1_not_converted_by_a_readonly_handle),
 		T(test_redis_layout_1_converted_once_by_processes_starting_together),
+		T(test_redis_layout_1_counts_made_during_the_conversion_are_kept),
 #endif
 #undef T
 	};
