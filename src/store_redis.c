@@ -124,7 +124,8 @@ static const char store_redis_upgrade_script[] =
 	"local f = redis.call('HGET', P .. 'meta', 'format')\n"
 	"if f == '2' then return {'2'} end\n"
 	"if f and f ~= '1' then\n"
-	"  return redis.error_reply('keys of another layout (' .. f .. ') under this prefix')\n"
+	"  return redis.error_reply('keys of another layout (' .. f .. ') under this prefix: '\n"
+	"    .. 'delete them, or choose another server.storePrefix')\n"
 	"end\n"
 	"local function sorted(flat)\n"
 	"  local ps, out = {}, {}\n"
@@ -837,7 +838,8 @@ store_redis_upgrade_build(struct store_redis *st, const redisReply *d, char *err
 		if (!store_redis_v1_state(e, &s, ring)) {
 			char why[160];
 			snprintf(why, sizeof(why),
-				 "keys of layout 1 of endpoint %.80s that layout 1 never wrote",
+				 "the layout 1 keys of endpoint %.80s hold what layout 1 never "
+				 "wrote: not converted",
 				 e->type == REDIS_REPLY_ARRAY && e->elements > 0 &&
 						 e->element[0]->type == REDIS_REPLY_STRING
 					 ? e->element[0]->str

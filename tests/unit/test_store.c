@@ -3069,6 +3069,24 @@ test_redis_layout_1_not_converted_by_a_readonly_handle(void **state)
 	assert_usage_equal(&u, &ua);
 }
 
+/* Keys of a layout this release does not know (a later one) are refused,
+ * left as they are. */
+static void
+test_redis_unknown_layout_is_refused(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint a = {"a", 5, -1};
+	const char *argv[] = {"HSET", STORE_DEFAULT_PREFIX "meta", "format", "3"};
+	struct store_usage u;
+	char err[256] = "";
+
+	assert_true(redis_admin(4, argv));
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "another layout (3)"));
+	assert_int_equal(store_read(f->st, &a, 1, T0, &u, err, sizeof(err)), -1);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "ep:a"), 0);
+}
+
 /* A child of the concurrent upgrade: waits for the parent's go, opens the
  * store, checks it and reserves once on ep at T0; exits 0 when reserved. */
 static void
@@ -3307,6 +3325,7 @@ main(void)
 		T(test_redis_killed_or_paused_mid_commit_leaves_whole_states),
 		T(test_redis_layout_1_is_converted_keeping_every_count),
 		T(test_redis_layout_1_not_converted_by_a_readonly_handle),
+		T(test_redis_unknown_layout_is_refused),
 		T(test_redis_layout_1_converted_once_by_processes_starting_together),
 		T(test_redis_layout_1_counts_made_during_the_conversion_are_kept),
 #endif
