@@ -1,5 +1,6 @@
 #include "upstream.h"
 
+#include <ctype.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -230,16 +231,57 @@ struct upstream_xfer {
 };
 
 /* Answer headers a web server would act on instead of passing them: files
- * sent from its disk, and internal redirects. */
+ * sent from its disk, and internal redirects. A Location is local when its
+ * value starts with '/' after any whitespace: Apache's CGI parser skips
+ * every isspace() byte there (vertical tab and form feed too), so a value
+ * "\v/x" is an internal redirect to it. */
 static bool
-upstream_header_acted_on(const char *name, const char *value)
+upstream_header_acted_on(const char *name, const char *v, const char *end)
 {
 	static const char *const acted[] = {
 		"X-Sendfile", "X-Sendfile2", "X-Lighttpd-Send-File", "X-Accel-Redirect", NULL,
 	};
 
-	return upstream_name_in(name, acted) ||
-	       (strcasecmp(name, "Location") == 0 && value[0] == '/');
+	if (upstream_name_in(name, acted))
+		return true;
+	if (strcasecmp(name, "Location") != 0)
+		return false;
+	while (v < end && (*v == ' ' || (*v >= '\t' && *v <= '\r')))
+		v++;
+	return v < end && *v == '/';
+}
+
+/* RFC 9110 token characters, which a header name is made of. */
+static bool
+upstream_is_token(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
+			return false;
+	return true;
+}
+
+bool
+upstream_answer_line_passes(const char *line, size_t n)
+{
+	/* Folded lines and stray CRs or NULs could split into more headers
+	 * on the way to the client: such lines are dropped. */
+	if (n == 0 || line[0] == ' ' || line[0] == '\t' || memchr(line, '\r', n) != NULL ||
+	    memchr(line, '\n', n) != NULL || memchr(line, '\0', n) != NULL)
+		return false;
+	const char *colon = memchr(line, ':', n);
+	char name[128];
+	size_t nlen = colon != NULL ? (size_t)(colon - line) : 0;
+	/* A name that is no token ("X y", "X\v") is no header to the web
+	 * server either; what it would make of it is its own guess. */
+	if (colon == NULL || nlen >= sizeof(name) || !upstream_is_token(line, nlen))
+		return false;
+	memcpy(name, line, nlen);
+	name[nlen] = '\0';
+	return upstream_response_header_passes(name) &&
+	       !upstream_header_acted_on(name, colon + 1, line + n);
 }
 
 static size_t
@@ -260,31 +302,15 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		x->event_stream = false;
 		return len;
 	}
-	/* Folded lines and stray CRs or NULs could split into more headers
-	 * on the way to the client: such lines are dropped. */
-	if (n == 0 || data[0] == ' ' || data[0] == '\t' || memchr(data, '\r', n) != NULL ||
-	    memchr(data, '\n', n) != NULL || memchr(data, '\0', n) != NULL)
+	if (!upstream_answer_line_passes(data, n))
 		return len;
-	const char *colon = memchr(data, ':', n);
-	if (colon == NULL || colon == data)
-		return len;
-	char name[128];
-	size_t nlen = (size_t)(colon - data);
-	if (nlen >= sizeof(name))
-		return len;
-	memcpy(name, data, nlen);
-	name[nlen] = '\0';
-	const char *v = colon + 1;
-	while (v < data + n && (*v == ' ' || *v == '\t'))
-		v++;
-	char value[2];
-	value[0] = v < data + n ? *v : '\0';
-	value[1] = '\0';
-	if (!upstream_response_header_passes(name) || upstream_header_acted_on(name, value))
-		return len;
-	if (strcasecmp(name, "Content-Type") == 0)
+	if (n >= 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
+		const char *v = data + 13;
+		while (v < data + n && (*v == ' ' || *v == '\t'))
+			v++;
 		x->event_stream = (size_t)(data + n - v) >= 17 &&
 				  strncasecmp(v, "text/event-stream", 17) == 0;
+	}
 	if ((dynbuf_len(&x->head) == 0 && dynbuf_reserve(&x->head, UPSTREAM_HEAD_FIRST) != 0) ||
 	    dynbuf_add(&x->head, data, n) != 0 || dynbuf_add(&x->head, "\r\n", 2) != 0) {
 		x->oom = true;

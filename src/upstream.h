@@ -29,6 +29,14 @@ bool upstream_request_header_passes(const char *name, const char *connection);
  * not Content-Length (the web server frames the body), not Status. */
 bool upstream_response_header_passes(const char *name);
 
+/* True when an upstream answer's header line (n bytes, its line end cut off,
+ * no status line) goes on to the client: one "Name: value" line whose name is
+ * an RFC 9110 token that upstream_response_header_passes, with no CR, LF or
+ * NUL, not folded, and no header the web server would act on (X-Sendfile and
+ * its kin, X-Accel-Redirect, a Location whose value starts with '/' after any
+ * whitespace). */
+bool upstream_answer_line_passes(const char *line, size_t n);
+
 /* True when an answer with this status is retried on another endpoint:
  * 401, 403, 408, 409, 429 and 5xx. */
 bool upstream_status_retryable(long status);

@@ -146,8 +146,32 @@ class H05StatusCommand(th.Base):
         self.assertEqual(os.listdir(d), [])
 
 
+class H06AnswerHeaders(th.Base):
+    def test_local_location_after_any_whitespace_and_names_not_tokens_are_dropped(self):
+        # A vertical tab or form feed before "/" still makes a local
+        # Location (Apache's CGI parser skips any whitespace); a header name
+        # that is no token is no header (doc/behaviour.md, Forwarding).
+        a = self.mock("a")
+        body = (b'{"id":"x","object":"chat.completion","choices":[{"index":0,'
+                b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+                b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+        head = [b"HTTP/1.1 200 OK", b"Content-Type: application/json",
+                b"Location:\x0b/v1/status", b"Location:\x0c/health",
+                b"X\x0bEvil: 1", b"X-Also Evil: 1", b"X-Fine: yes",
+                b"Content-Length: %d" % len(body), b"Connection: close"]
+        a.set("garbage", data=b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.configure([self.api(self.uid("a"), a.url, ["m-h06"])])
+        r = self.post("/v1/chat/completions", chat("m-h06"))
+        self.assertStatus(r, 200)
+        names = [n.lower() for n, _ in r.headers]
+        self.assertIn("x-fine", names, r.headers)
+        self.assertNotIn("location", names, r.headers)
+        self.assertFalse([n for n in names if "evil" in n], r.headers)
+        self.assertIn('"hi"', r.text())
+
+
 ORDER = [H01GatewayFaultsChargeNoEndpoint, H02KeysNeverReachTheClient, H03EmptyStreams,
-         H04ConfigMode, H05StatusCommand]
+         H04ConfigMode, H05StatusCommand, H06AnswerHeaders]
 
 
 def main(argv):

@@ -363,6 +363,68 @@ response_header_content_length_and_status_are_dropped(void **state)
 	assert_false(upstream_response_header_passes("status"));
 }
 
+/* ---- upstream_answer_line_passes ---- */
+
+static bool
+answer_line(const char *line)
+{
+	return upstream_answer_line_passes(line, strlen(line));
+}
+
+static void
+answer_line_end_to_end_passes(void **state)
+{
+	(void)state;
+	assert_true(answer_line("Content-Type: application/json"));
+	assert_true(answer_line("X-Request-Id:abc"));
+	assert_true(answer_line("Location: https://example.com/x"));
+	assert_true(answer_line("location:\thttps://example.com/x"));
+	assert_true(answer_line("X-Odd!#$%&'*+-.^_`|~1: v"));
+}
+
+static void
+answer_line_local_location_dropped_after_any_whitespace(void **state)
+{
+	/* Apache's CGI parser skips every isspace() byte before the value. */
+	(void)state;
+	assert_false(answer_line("Location: /etc/passwd"));
+	assert_false(answer_line("Location:/x"));
+	assert_false(answer_line("LOCATION: \t /x"));
+	assert_false(answer_line("Location:\v/x"));
+	assert_false(answer_line("Location:\f/x"));
+	assert_false(answer_line("Location: \v\f /x"));
+	assert_false(answer_line("X-Sendfile: /etc/passwd"));
+	assert_false(answer_line("x-accel-redirect: /internal"));
+}
+
+static void
+answer_line_name_must_be_token(void **state)
+{
+	(void)state;
+	assert_false(answer_line("X Y: v"));
+	assert_false(answer_line("X-Y : v"));
+	assert_false(answer_line("X\vY: v"));
+	assert_false(answer_line("Location\f: /x"));
+	assert_false(answer_line("X(Y): v"));
+	assert_false(answer_line("X\"Y: v"));
+	assert_false(answer_line("X\xc3\xa9: v"));
+	assert_false(answer_line(": v"));
+	assert_false(answer_line("no colon"));
+}
+
+static void
+answer_line_folded_or_broken_dropped(void **state)
+{
+	(void)state;
+	assert_false(answer_line(" folded"));
+	assert_false(answer_line("\tfolded: v"));
+	assert_false(answer_line("X-A: a\rX-B: b"));
+	assert_false(upstream_answer_line_passes("X-A: a\0b", 8));
+	assert_false(answer_line(""));
+	assert_false(answer_line("Content-Length: 5"));
+	assert_false(answer_line("Transfer-Encoding: chunked"));
+}
+
 /* ---- upstream_status_retryable ---- */
 
 static void
@@ -683,6 +745,10 @@ main(void)
 		cmocka_unit_test(response_header_end_to_end_pass),
 		cmocka_unit_test(response_header_hop_by_hop_are_dropped_case_insensitively),
 		cmocka_unit_test(response_header_content_length_and_status_are_dropped),
+		cmocka_unit_test(answer_line_end_to_end_passes),
+		cmocka_unit_test(answer_line_local_location_dropped_after_any_whitespace),
+		cmocka_unit_test(answer_line_name_must_be_token),
+		cmocka_unit_test(answer_line_folded_or_broken_dropped),
 		cmocka_unit_test(status_retryable_on_auth_timeout_conflict_and_rate_limit),
 		cmocka_unit_test(status_retryable_on_every_5xx),
 		cmocka_unit_test(status_not_retryable_on_success_and_client_errors),
