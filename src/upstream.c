@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "dynbuf.h"
+#include "log.h"
 #include "response.h"
 #include "sse.h"
 
@@ -162,8 +163,86 @@ upstream_append(struct curl_slist *list, const char *name, const char *prefix, c
 	return n;
 }
 
+/* True when s (n bytes) holds one of the n_keys client keys: as it is, or
+ * percent-decoded when decode ('+' as a space, as a query is read). When
+ * memory runs out to decode, it is taken to hold one: dropping a parameter
+ * is the safe side. */
+static bool
+upstream_holds_key(const char *s, size_t n, char *const *keys, size_t n_keys, bool decode)
+{
+	char *plain = NULL;
+	size_t plain_len = 0;
+	bool found = false;
+
+	if (decode && memchr(s, '%', n) == NULL && memchr(s, '+', n) == NULL)
+		decode = false;
+	if (decode) {
+		plain = malloc(n + 1);
+		if (plain == NULL)
+			return true;
+		for (size_t i = 0; i < n; i++) {
+			if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+			    isxdigit((unsigned char)s[i + 2])) {
+				char hex[3] = {s[i + 1], s[i + 2], '\0'};
+				plain[plain_len++] = (char)strtol(hex, NULL, 16);
+				i += 2;
+			} else {
+				plain[plain_len++] = s[i] == '+' ? ' ' : s[i];
+			}
+		}
+	}
+	for (size_t k = 0; k < n_keys && !found; k++) {
+		size_t klen = strlen(keys[k]);
+		if (klen == 0)
+			continue;
+		found = memmem(s, n, keys[k], klen) != NULL ||
+			(plain != NULL && memmem(plain, plain_len, keys[k], klen) != NULL);
+	}
+	free(plain);
+	return found;
+}
+
+int
+upstream_query(const char *query, char *const *keys, size_t n_keys, char **out)
+{
+	struct dynbuf kept;
+	size_t dropped = 0, n_kept = 0;
+
+	*out = NULL;
+	if (query == NULL)
+		return 0;
+	dynbuf_init(&kept, strlen(query) + 1);
+	for (const char *p = query;;) {
+		const char *end = strchr(p, '&');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (upstream_holds_key(p, n, keys, n_keys, true))
+			dropped++;
+		else if ((n_kept++ > 0 && dynbuf_add(&kept, "&", 1) != 0) ||
+			 dynbuf_add(&kept, p, n) != 0)
+			goto fail;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	if (dropped == 0) {
+		dynbuf_free(&kept);
+		*out = strdup(query); /* as sent, "?" alone included */
+		return *out != NULL ? 0 : -1;
+	}
+	log_debug("%zu query parameter(s) not forwarded: they hold a client key", dropped);
+	if (n_kept > 0 && (*out = dynbuf_take(&kept, NULL)) == NULL)
+		*out = strdup(""); /* only empty parameters kept */
+	dynbuf_free(&kept);
+	return n_kept > 0 && *out == NULL ? -1 : 0;
+fail:
+	dynbuf_free(&kept);
+	return -1;
+}
+
 struct curl_slist *
-upstream_headers(const struct request *r, const struct config_api *api)
+upstream_headers(const struct request *r, const struct config_api *api, char *const *keys,
+		 size_t n_keys)
 {
 	const char *connection = request_header(r, "Connection");
 	struct curl_slist *list = NULL;
@@ -174,6 +253,17 @@ upstream_headers(const struct request *r, const struct config_api *api)
 		if (!upstream_request_header_passes(h->name, connection) ||
 		    strpbrk(h->value, "\r\n") != NULL)
 			continue;
+		/* The client's own key goes nowhere but the dropped headers it
+		 * belongs in; an SDK may repeat it in another (Azure's api-key). */
+		if (upstream_holds_key(h->name, strlen(h->name), keys, n_keys, false)) {
+			log_debug("a request header not forwarded: its name holds a client key");
+			continue;
+		}
+		if (upstream_holds_key(h->value, strlen(h->value), keys, n_keys, false)) {
+			log_debug("request header %s not forwarded: it holds a client key",
+				  h->name);
+			continue;
+		}
 		/* The endpoint's own headers win over the client's. */
 		bool overridden = false;
 		for (size_t j = 0; j < api->n_headers; j++)

@@ -41,10 +41,21 @@ bool upstream_answer_line_passes(const char *line, size_t n);
  * 401, 403, 408, 409, 429 and 5xx. */
 bool upstream_status_retryable(long status);
 
-/* The header list for one attempt at api: the client's headers that pass,
- * the endpoint's key and extra headers, and an empty Expect. Returns NULL
+/* The header list for one attempt at api: the client's headers that pass
+ * (none whose name or value holds one of the n_keys client keys: an SDK may
+ * repeat its key in another header, such as Azure's api-key), the endpoint's
+ * key and extra headers, and an empty Expect. Returns NULL
  * when out of memory; the caller frees it with curl_slist_free_all. */
-struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api);
+struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api,
+				    char *const *keys, size_t n_keys);
+
+/* The query (after '?', may be NULL) that goes upstream: every '&'-separated
+ * parameter that holds one of the n_keys client keys, as sent or
+ * percent-decoded, is dropped (logged at debug, never the key); the rest are
+ * kept in order, byte for byte. Returns 0 with *out a malloc'd string, or
+ * NULL when there is no query or nothing of it is left; -1 (*out NULL) when
+ * out of memory. */
+int upstream_query(const char *query, char *const *keys, size_t n_keys, char **out);
 
 /* An upstream answer held back from the client while other attempts run. */
 struct upstream_answer {

@@ -110,10 +110,91 @@ headers_for(const char *const *lines, const struct config_api *api)
 	struct client c;
 
 	client_init(&c, lines);
-	struct curl_slist *l = upstream_headers(&c.r, api);
+	struct curl_slist *l = upstream_headers(&c.r, api, NULL, 0);
 	assert_non_null(l);
 	/* The list holds copies: it outlives the request. */
 	return l;
+}
+
+/* ---- the client's own keys ---- */
+
+static char *client_keys[] = {"sk-client-key-0001", "second-client-key-2"};
+
+static struct curl_slist *
+headers_with_keys(const char *const *lines, const struct config_api *api)
+{
+	struct client c;
+
+	client_init(&c, lines);
+	struct curl_slist *l = upstream_headers(&c.r, api, client_keys, 2);
+	assert_non_null(l);
+	return l;
+}
+
+static void
+headers_holding_a_client_key_are_dropped(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+		"api-key: sk-client-key-0001", "x-other: Bearer second-client-key-2 and more",
+		"x-keep: sk-client-key-000",   "sk-client-key-0001: 1",
+		"x-case: SK-CLIENT-KEY-0001",  NULL,
+	};
+	struct config_api api;
+
+	api_init(&api, "sk-upstream");
+	struct curl_slist *l = headers_with_keys(lines, &api);
+	assert_false(list_mentions(l, "sk-client-key-0001"));
+	assert_false(list_mentions(l, "second-client-key-2"));
+	assert_int_equal(list_count_name(l, "api-key"), 0);
+	assert_int_equal(list_count_name(l, "x-other"), 0);
+	/* Not the key: a prefix of it, and another case (keys are exact). */
+	assert_true(list_has(l, "x-keep: sk-client-key-000"));
+	assert_true(list_has(l, "x-case: SK-CLIENT-KEY-0001"));
+	assert_true(list_has(l, "Authorization: Bearer sk-upstream"));
+	curl_slist_free_all(l);
+}
+
+static void
+query_kept_as_sent_without_a_client_key(void **state)
+{
+	char *q = NULL;
+
+	(void)state;
+	assert_int_equal(upstream_query(NULL, client_keys, 2, &q), 0);
+	assert_null(q);
+	assert_int_equal(upstream_query("api-version=2024&a=%20b+c&&x", client_keys, 2, &q), 0);
+	assert_string_equal(q, "api-version=2024&a=%20b+c&&x");
+	free(q);
+	assert_int_equal(upstream_query("", client_keys, 2, &q), 0);
+	assert_string_equal(q, "");
+	free(q);
+}
+
+static void
+query_parameters_holding_a_client_key_are_dropped(void **state)
+{
+	char *q = NULL;
+
+	(void)state;
+	assert_int_equal(
+		upstream_query("api_key=sk-client-key-0001&api-version=2024", client_keys, 2, &q),
+		0);
+	assert_string_equal(q, "api-version=2024");
+	free(q);
+	/* Percent-encoded, in the name, or as one of several values. */
+	assert_int_equal(upstream_query("a=1&k=%73k-client-key-0001&sk-client-key-0001=&"
+					"b=x+second-client-key-2&c=3",
+					client_keys, 2, &q),
+			 0);
+	assert_string_equal(q, "a=1&c=3");
+	free(q);
+	assert_int_equal(upstream_query("key=second-client-key-2", client_keys, 2, &q), 0);
+	assert_null(q);
+	/* Not a key: a prefix of it. */
+	assert_int_equal(upstream_query("key=sk-client-key-000", client_keys, 2, &q), 0);
+	assert_string_equal(q, "key=sk-client-key-000");
+	free(q);
 }
 
 /* ---- upstream_url ---- */
@@ -764,6 +845,9 @@ main(void)
 		cmocka_unit_test(headers_without_client_headers_hold_key_and_expect),
 		cmocka_unit_test(headers_drop_client_value_with_cr_or_lf),
 		cmocka_unit_test(headers_no_line_holds_cr_or_lf),
+		cmocka_unit_test(headers_holding_a_client_key_are_dropped),
+		cmocka_unit_test(query_kept_as_sent_without_a_client_key),
+		cmocka_unit_test(query_parameters_holding_a_client_key_are_dropped),
 	};
 
 	return cmocka_run_group_tests(tests, 0, 0);
