@@ -167,17 +167,59 @@ store_gdbm_lock_fd(struct store_gdbm *st, int how, int64_t deadline_ms, char *er
 	}
 }
 
+/* Opens one of the store's files (flags as open(2), O_NOFOLLOW and
+ * O_CLOEXEC added) and checks it is safe to trust: never through a symbolic
+ * link, a regular file, not writable by every user, and, unless the store
+ * is read-only, owned by this process's user. Somebody else's file could be
+ * changed under the responder or point it at a file it should not write
+ * (doc/behaviour.md, Limits and state: GDBM). A read-only store (--status,
+ * which root may run) accepts another owner: it writes nothing. Returns the
+ * descriptor, or -1 with err naming the file and why. */
+static int
+store_gdbm_open_file(const struct store_gdbm *st, const char *path, int flags, char *err,
+		     size_t errlen)
+{
+	char why[96];
+	struct stat sb;
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		store_gdbm_set_err(err, errlen, path,
+				   errno == ELOOP ? "is a symbolic link, refused"
+						  : strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0) {
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(why, sizeof(why), "not a regular file, refused");
+		goto fail;
+	}
+	if (sb.st_mode & S_IWOTH) {
+		snprintf(why, sizeof(why), "writable by every user, refused");
+		goto fail;
+	}
+	if (!st->readonly && sb.st_uid != geteuid()) {
+		snprintf(why, sizeof(why), "owned by uid %lu, not by this user (uid %lu), refused",
+			 (unsigned long)sb.st_uid, (unsigned long)geteuid());
+		goto fail;
+	}
+	return fd;
+fail:
+	store_gdbm_set_err(err, errlen, path, why);
+	close(fd);
+	return -1;
+}
+
 static int
 store_gdbm_open_lock_file(struct store_gdbm *st, char *err, size_t errlen)
 {
 	/* Its own open file description: flock then also excludes other threads. */
-	st->lock_fd = st->readonly ? open(st->lock_path, O_RDONLY | O_CLOEXEC)
-				   : open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
-		store_gdbm_set_err(err, errlen, st->lock_path, strerror(errno));
-		return -1;
-	}
-	return 0;
+	st->lock_fd = store_gdbm_open_file(st, st->lock_path,
+					   st->readonly ? O_RDONLY : O_RDWR | O_CREAT, err, errlen);
+	return st->lock_fd < 0 ? -1 : 0;
 }
 
 /* Takes the lock on the lock file that is at lock_path now. A lock file
@@ -206,7 +248,7 @@ store_gdbm_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
 			break;
 		if (store_gdbm_lock_fd(st, how, deadline, err, errlen) != 0)
 			break;
-		if (fstat(st->lock_fd, &held) == 0 && stat(st->lock_path, &named) == 0 &&
+		if (fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
 		    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
 			st->lock_size = (size_t)held.st_size;
 			return 0;
@@ -229,23 +271,41 @@ store_gdbm_unlock(struct store_gdbm *st)
 	pthread_mutex_unlock(&store_gdbm_process_lock);
 }
 
+/* Opens the database through store_gdbm_open_file; the lock must be held.
+ * gdbm_errno tells why when it returns NULL, errno when the file could not be
+ * opened (*opened false, err set). */
+static GDBM_FILE
+store_gdbm_db_fd_open(struct store_gdbm *st, int gdbm_mode, bool *opened, char *err, size_t errlen)
+{
+	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC | GDBM_CLOERROR;
+	int flags = gdbm_mode == GDBM_READER    ? O_RDONLY
+		    : gdbm_mode == GDBM_WRCREAT ? O_RDWR | O_CREAT
+						: O_RDWR;
+	int fd = store_gdbm_open_file(st, st->path, flags, err, errlen);
+
+	*opened = fd >= 0;
+	if (fd < 0)
+		return NULL;
+	return gdbm_fd_open(fd, st->path, 0, gdbm_mode | base, NULL);
+}
+
 /* Opens the database; the lock must be held. */
 static GDBM_FILE
 store_gdbm_db_open(struct store_gdbm *st, bool write, char *err, size_t errlen)
 {
-	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC;
 	GDBM_FILE db;
+	bool opened;
 
-	db = gdbm_open(st->path, 0, (write ? GDBM_WRCREAT : GDBM_READER) | base, 0600, NULL);
-	if (db == NULL && write && gdbm_errno == GDBM_NEED_RECOVERY) {
-		db = gdbm_open(st->path, 0, GDBM_WRITER | base, 0600, NULL);
+	db = store_gdbm_db_fd_open(st, write ? GDBM_WRCREAT : GDBM_READER, &opened, err, errlen);
+	if (db == NULL && opened && write && gdbm_errno == GDBM_NEED_RECOVERY) {
+		db = store_gdbm_db_fd_open(st, GDBM_WRITER, &opened, err, errlen);
 		if (db != NULL && gdbm_recover(db, NULL, 0) != 0) {
 			store_gdbm_set_err(err, errlen, st->path, gdbm_db_strerror(db));
 			gdbm_close(db);
 			return NULL;
 		}
 	}
-	if (db == NULL) {
+	if (db == NULL && opened) {
 		const char *why = gdbm_strerror(gdbm_errno);
 		if (gdbm_errno == GDBM_FILE_OPEN_ERROR || gdbm_errno == GDBM_FILE_STAT_ERROR)
 			why = strerror(errno);
@@ -263,7 +323,8 @@ store_gdbm_db_unchanged(const struct store_gdbm *st, const struct store_live_db 
 {
 	struct stat sb;
 
-	if (stat(st->path, &sb) != 0)
+	/* lstat: a file replaced by a symbolic link is opened again, and refused. */
+	if (lstat(st->path, &sb) != 0)
 		return false;
 	return (uint64_t)sb.st_dev == d->dev && (uint64_t)sb.st_ino == d->ino &&
 	       (uint64_t)sb.st_size == d->size &&

@@ -1862,6 +1862,98 @@ test_created_files_are_mode_0600(void **state)
 	assert_int_equal(sb.st_mode & 07777, 0600);
 }
 
+/* Opens path (GDBM) expecting a refusal whose reason names file and why. */
+static void
+assert_refused(const char *path, bool readonly, const char *file, const char *why)
+{
+	char err[512] = "";
+	struct store *st = readonly ? store_open_readonly(path, err, sizeof(err))
+				    : store_open(path, err, sizeof(err));
+
+	if (st != NULL)
+		fail_msg("%s opened, want refused: %s", path, why);
+	if (strstr(err, file) == NULL || strstr(err, why) == NULL)
+		fail_msg("reason \"%s\", want %s and \"%s\"", err, file, why);
+}
+
+/* doc/behaviour.md, Limits and state: GDBM: never through a symbolic link,
+ * read-only (--status) included. */
+static void
+test_symlinked_state_or_lock_file_is_refused(void **state)
+{
+	struct fix *f = *state;
+	char link[160], real[160], lock[180], err[256] = "";
+
+	snprintf(link, sizeof(link), "%s/link.db", f->dir);
+	assert_int_equal(symlink(f->path, link), 0);
+	assert_refused(link, false, link, "is a symbolic link");
+	assert_refused(link, true, link, "is a symbolic link");
+	/* The lock file (the live copy) likewise, the state file being fine. */
+	snprintf(real, sizeof(real), "%s/real.db", f->dir);
+	struct store *st = store_open(real, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+	snprintf(lock, sizeof(lock), "%s.lock", real);
+	assert_int_equal(unlink(lock), 0);
+	assert_int_equal(symlink(f->lock, lock), 0);
+	assert_refused(real, false, lock, "is a symbolic link");
+	assert_refused(real, true, lock, "is a symbolic link");
+}
+
+/* A state file replaced by a symbolic link while handles are open: their
+ * next call is refused, and the store works again once it is put back. */
+static void
+test_state_file_turned_symlink_fails_calls(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 7, -1};
+	char moved[160], err[256] = "";
+
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	snprintf(moved, sizeof(moved), "%s/moved.db", f->dir);
+	assert_int_equal(rename(f->path, moved), 0);
+	assert_int_equal(symlink(moved, f->path), 0);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "is a symbolic link"));
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(rename(moved, f->path), 0);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+}
+
+/* Another user's files are refused, but by a read-only open (root running
+ * --status reads the responder's); a file every user may write, by both. */
+static void
+test_state_file_of_another_user_or_world_writable_is_refused(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+	struct store *st;
+
+	assert_int_equal(chmod(f->path, 0602), 0);
+	assert_refused(f->path, false, f->path, "writable by every user");
+	assert_refused(f->path, true, f->path, "writable by every user");
+	assert_int_equal(chmod(f->path, 0600), 0);
+	assert_int_equal(chmod(f->lock, 0666), 0);
+	assert_refused(f->path, false, f->lock, "writable by every user");
+	assert_int_equal(chmod(f->lock, 0600), 0);
+	if (geteuid() != 0)
+		skip(); /* only root can give a file away */
+	uid_t other = 65534;
+	assert_int_equal(chown(f->path, other, (gid_t)-1), 0);
+	assert_refused(f->path, false, f->path, "owned by uid 65534, not by this user (uid 0)");
+	st = store_open_readonly(f->path, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+	assert_int_equal(chown(f->path, 0, (gid_t)-1), 0);
+	assert_int_equal(chown(f->lock, other, (gid_t)-1), 0);
+	assert_refused(f->path, false, f->lock, "owned by uid 65534");
+	assert_int_equal(chown(f->lock, 0, (gid_t)-1), 0);
+	st = store_open(f->path, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+}
+
 #endif
 
 static void
@@ -2738,6 +2830,9 @@ main(void)
 		T(test_state_file_replaced_by_garbage_fails_calls),
 		T(test_open_in_missing_directory_fails_with_reason),
 		T(test_created_files_are_mode_0600),
+		T(test_symlinked_state_or_lock_file_is_refused),
+		T(test_state_file_turned_symlink_fails_calls),
+		T(test_state_file_of_another_user_or_world_writable_is_refused),
 #endif
 		T(test_reopen_keeps_the_state),
 		T(test_two_handles_see_each_others_counts),
