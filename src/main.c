@@ -190,11 +190,14 @@ main_worker(void *arg)
 
 /* libfcgi's own handler only sets a flag, which leaves threads blocked in
  * accept() and the process alive after the web server stopped
- * (doc/behaviour.md, Web servers: libfcgi). Every finished step of the store is in the shared
- * live copy (the page cache keeps what a dead process wrote), so
- * leaving at once loses no counter; attempts in flight end with it (their
- * outcome is not recorded) and streams are cut, as the server's stop cuts
- * them anyway. */
+ * (doc/behaviour.md, Web servers: libfcgi). Once the workers run, SIGTERM
+ * and SIGINT are blocked in every thread and the main thread takes them in
+ * main_sync_forever, folds this process's refusal counts in and leaves;
+ * this handler only serves a signal that comes before. Every finished step
+ * of the store is in the shared live copy (the page cache keeps what a dead
+ * process wrote), so leaving at once loses no counter; attempts in flight
+ * end with it (their outcome is not recorded) and streams are cut, as the
+ * server's stop cuts them anyway. */
 static void
 main_on_term(int sig)
 {
@@ -311,53 +314,53 @@ main_threads(void)
 	return n;
 }
 
-/* The main thread's work once the workers run: once a second, the state
- * file gets what the workers counted since (store_sync). Every process does
- * it; the first to find the file behind writes it, the others find it
- * current. A problem is logged when it starts and when it changes, not
- * every second; the workers answer 503 for it on their own. */
+/* The main thread's work once the workers run: once a second, the store
+ * gets the refusals the workers counted since, and the state file what they
+ * counted since (store_sync). Every process does it; the first to find the
+ * file behind writes it, the others find it current. A problem is logged
+ * when it starts and when it changes, not every second; the workers answer
+ * 503 for it on their own. */
 static _Noreturn void
 main_sync_forever(void)
 {
 	struct store *st = NULL;
-	char *path = NULL;
 	char err[256], last[256] = "";
+	sigset_t stop;
+	bool stopping = false;
 
-	for (;;) {
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	while (!stopping) {
 		struct timespec second = {1, 0};
-		nanosleep(&second, NULL);
+		int sig = sigtimedwait(&stop, NULL, &second);
+		/* Stopped: one more sync, so that no refusal counted here is lost. */
+		stopping = sig == SIGTERM || sig == SIGINT;
 		const char *why = NULL;
 		struct config *cfg = config_acquire(&why);
 		if (cfg == NULL)
 			continue;
 		const char *want = worker_store_address(cfg, NULL);
+		struct store_options o;
+		worker_store_options(cfg, &o);
 		err[0] = '\0';
-		/* Redis keeps its data itself: nothing to bring up to date. */
-		if (want == NULL || store_is_redis(want)) {
-			config_release(cfg);
-			store_close(st);
-			st = NULL;
-			continue;
-		}
-		if (st != NULL && strcmp(path, want) != 0) {
+		if (st != NULL && (want == NULL || !store_matches(st, want, &o))) {
 			store_close(st);
 			st = NULL;
 		}
-		if (st == NULL) {
-			free(path);
-			path = strdup(want);
-			if (path != NULL)
-				st = store_open(path, err, sizeof(err));
-		}
-		config_release(cfg);
+		if (st == NULL && want != NULL)
+			st = store_open_with(want, &o, err, sizeof(err));
 		if (st != NULL && store_sync(st, err, sizeof(err)) != 0) {
 			store_close(st);
 			st = NULL;
 		}
 		if (err[0] != '\0' && strcmp(err, last) != 0)
-			log_error("state file not synced: %s", err);
+			log_error("%s not synced: %s",
+				  want != NULL ? worker_store_what(want) : "state store", err);
+		config_release(cfg);
 		memcpy(last, err, sizeof(last));
 	}
+	_exit(0);
 }
 
 static int
@@ -372,6 +375,13 @@ main_serve_forever(const char *listen_addr)
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
+	/* Taken by the main thread alone (main_sync_forever); the workers
+	 * started below inherit the mask. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "api-together: FastCGI library cannot start\n");

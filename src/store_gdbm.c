@@ -51,6 +51,9 @@ struct store_gdbm {
 	bool readonly;
 	struct store_live live; /* mapping of the lock file */
 	size_t lock_size;       /* of the lock file when it was last locked */
+	/* The state file as the last check under the lock found it good. */
+	struct stat checked;
+	bool checked_ok;
 };
 
 static void
@@ -691,21 +694,22 @@ store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t er
 }
 
 static int
-store_gdbm_count_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
+store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	const enum store_reject *why = ctx;
+	const long long *add = ctx;
 
 	(void)err, (void)errlen;
-	s->rejects[*why]++;
+	for (size_t k = 0; k < STORE_REJECT_N; k++)
+		s->rejects[k] += add[k];
 	return 1;
 }
 
+/* All or nothing: one step. */
 static int
-store_gdbm_count(struct store *base, enum store_reject reason, char *err, size_t errlen)
+store_gdbm_fold(struct store *base, long long *add, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_count_fn, &reason, err,
-			       errlen);
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, add, err, errlen);
 }
 
 static int
@@ -727,18 +731,63 @@ store_gdbm_read_rejects(struct store *base, long long *out, char *err, size_t er
 			       errlen);
 }
 
+/* The check's step: nothing to change; with the store handle as ctx (a
+ * health check), notes how the state file looks now that a step under the
+ * lock found it good, for store_gdbm_check's next look. */
 static int
 store_gdbm_check_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	(void)s, (void)ctx, (void)err, (void)errlen;
+	struct store_gdbm *st = ctx;
+
+	(void)s, (void)err, (void)errlen;
+	if (st != NULL)
+		st->checked_ok = lstat(st->path, &st->checked) == 0;
 	return 0;
 }
 
+/* Whether the state file's stat is the one noted by the last check. */
+static bool
+store_gdbm_same_stat(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mode == b->st_mode && a->st_uid == b->st_uid &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* /health, open to anyone, must not hold reservations up: it takes neither
+ * this process's step mutex nor the exclusive lock while nothing changed.
+ * The state file as this handle's last check found it good (same stat),
+ * still readable and writable, the lock file the one it has open, and the
+ * lock free to share (tried without waiting, a few times: a step holds it
+ * for microseconds): the store is as usable as it was. Anything else (a
+ * first check, a file another process synced, a lock held on) runs the
+ * check as a write step, which says why it cannot be used, or puts right
+ * what a step can (a file emptied or deleted is written anew from the live
+ * copy) and notes the file again. A shared lock per check would not do:
+ * steps poll for the exclusive lock, and a flood of shared holders from
+ * several processes keeps it from them for a second and more. */
 static int
 store_gdbm_check(struct store *base, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_check_fn, NULL, err, errlen);
+	struct stat now, held, named;
+
+	if (st->checked_ok && st->lock_fd >= 0 && lstat(st->path, &now) == 0 &&
+	    store_gdbm_same_stat(&now, &st->checked) &&
+	    faccessat(AT_FDCWD, st->path, R_OK | W_OK, AT_EACCESS) == 0 &&
+	    fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
+	    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+		for (int tries = 0; tries < STORE_GDBM_LOCK_YIELDS; tries++) {
+			if (flock(st->lock_fd, LOCK_SH | LOCK_NB) == 0) {
+				flock(st->lock_fd, LOCK_UN);
+				return 0;
+			}
+			sched_yield();
+		}
+	}
+	st->checked_ok = false;
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_check_fn, st, err, errlen);
 }
 
 static int
@@ -754,7 +803,7 @@ static const struct store_ops store_gdbm_ops = {
 	.reserve = store_gdbm_reserve,
 	.record = store_gdbm_record,
 	.read = store_gdbm_read,
-	.count = store_gdbm_count,
+	.fold = store_gdbm_fold,
 	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
 	.check = store_gdbm_check,

@@ -770,21 +770,32 @@ store_redis_simple(struct store_redis *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* One HINCRBY per refusal reason with a count; on error, add keeps the
+ * counts of the reasons not yet added. */
 static int
-store_redis_count(struct store *sb, enum store_reject reason, char *err, size_t errlen)
+store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
-	char field[24];
-	int l = snprintf(field, sizeof(field), "rej%d", (int)reason);
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
-	store_redis_begin(st, false);
-	store_redis_word(st, "HINCRBY", 7);
-	store_redis_word_key(st, "gw", "");
-	store_redis_word(st, field, (size_t)l);
-	store_redis_word(st, "1", 1);
-	return store_redis_simple(st, err, errlen);
+	for (size_t k = 0; k < STORE_REJECT_N; k++) {
+		char field[24], by[24];
+		int fl = snprintf(field, sizeof(field), "rej%zu", k);
+		int bl = snprintf(by, sizeof(by), "%lld", add[k]);
+
+		if (add[k] == 0)
+			continue;
+		store_redis_begin(st, false);
+		store_redis_word(st, "HINCRBY", 7);
+		store_redis_word_key(st, "gw", "");
+		store_redis_word(st, field, (size_t)fl);
+		store_redis_word(st, by, (size_t)bl);
+		if (store_redis_simple(st, err, errlen) != 0)
+			return -1;
+		add[k] = 0;
+	}
+	return 0;
 }
 
 static int
@@ -861,8 +872,8 @@ store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t err
 	return rc;
 }
 
-/* Checks that the keys under the prefix are of this layout (or none) and
- * that Redis takes writes. */
+/* Checks that the keys under the prefix are of this layout (or none): a
+ * read, but for the first check under a prefix, which writes the layout. */
 static int
 store_redis_check(struct store *sb, char *err, size_t errlen)
 {
@@ -888,7 +899,10 @@ store_redis_check(struct store *sb, char *err, size_t errlen)
 		freeReplyObject(r);
 		return -1;
 	}
+	bool marked = r->type == REDIS_REPLY_STRING;
 	freeReplyObject(r);
+	if (marked)
+		return 0;
 	store_redis_begin(st, false);
 	store_redis_word(st, "HSET", 4);
 	store_redis_word_key(st, "meta", "");
@@ -922,7 +936,7 @@ static const struct store_ops store_redis_ops = {
 	.reserve = store_redis_reserve,
 	.record = store_redis_record,
 	.read = store_redis_read,
-	.count = store_redis_count,
+	.fold = store_redis_fold,
 	.read_rejects = store_redis_read_rejects,
 	.reset_tokens = store_redis_reset_tokens,
 	.check = store_redis_check,

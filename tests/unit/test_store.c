@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1230,8 +1231,14 @@ test_metrics_rejections_counted_by_reason(void **state)
 					 0);
 	assert_int_equal(store_count(f->st, STORE_REJECT_N, err, sizeof(err)), -1);
 	assert_true(err[0] != '\0');
+	/* This process's until a sync folds them in (doc/behaviour.md, Limits
+	 * and state): a refusal takes no lock. */
 	struct store *other = store_open(f->path, err, sizeof(err));
 	assert_non_null(other);
+	read_rejects(other, n);
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		assert_int_equal(n[i], 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
 	read_rejects(other, n);
 	store_close(other);
 	for (size_t i = 0; i < STORE_REJECT_N; i++)
@@ -1860,6 +1867,78 @@ test_created_files_are_mode_0600(void **state)
 	/* The fixture's file too. */
 	assert_int_equal(stat(f->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 07777, 0600);
+}
+
+/* Another open file description of the lock file, flocked how: another
+ * process, as far as the store can tell. */
+static int
+hold_lock(const char *lock, int how)
+{
+	int fd = open(lock, O_RDWR | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, how | LOCK_NB), 0);
+	return fd;
+}
+
+/* Refusals and /health take no exclusive lock (doc/behaviour.md, Limits and
+ * state: GDBM): with another holder of a shared lock (a reader), which an
+ * exclusive lock would wait 3 s for and give up, both go through at once
+ * once a check has seen the file; with the lock held exclusively for too
+ * long, the check says so. */
+static void
+test_count_and_check_take_no_exclusive_lock(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	int fd = hold_lock(f->lock, LOCK_SH);
+	int64_t t0 = clock_now_ms();
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(store_count(f->st, STORE_REJECT_AUTH, err, sizeof(err)), 0);
+		assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	}
+	assert_true(clock_now_ms() - t0 < 2000);
+	close(fd);
+	fd = hold_lock(f->lock, LOCK_EX);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "locked by another process for too long"));
+	close(fd);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	long long n[STORE_REJECT_N];
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 100);
+	/* A file changed since is looked at again under the lock. */
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	write_file(f->path, not_gdbm);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+}
+
+/* A sync that cannot write keeps the counts it could not fold for the next
+ * one: none is lost, none counted twice. */
+static void
+test_sync_that_fails_keeps_the_counts(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+	long long n[STORE_REJECT_N];
+
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	int fd = hold_lock(f->lock, LOCK_EX);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "locked by another process for too long"));
+	close(fd);
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_BAD_INPUT], 3);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_BAD_INPUT], 3);
 }
 
 /* Opens path (GDBM) expecting a refusal whose reason names file and why. */
@@ -2830,6 +2909,8 @@ main(void)
 		T(test_state_file_replaced_by_garbage_fails_calls),
 		T(test_open_in_missing_directory_fails_with_reason),
 		T(test_created_files_are_mode_0600),
+		T(test_count_and_check_take_no_exclusive_lock),
+		T(test_sync_that_fails_keeps_the_counts),
 		T(test_symlinked_state_or_lock_file_is_refused),
 		T(test_state_file_turned_symlink_fails_calls),
 		T(test_state_file_of_another_user_or_world_writable_is_refused),
