@@ -121,10 +121,35 @@ log_utf8_len(const unsigned char *s, size_t n)
 	return want;
 }
 
-/* Appends msg as the inside of a JSON string: every control character (C0,
- * DEL and the C1 range) escaped, every byte that is not valid UTF-8 as
- * U+FFFD, so a reader never gets broken JSON or a terminal escape. Stops
- * before an escape that would not fit whole, leaving room for tail bytes. */
+/* The code point of the valid UTF-8 sequence at s, n bytes long. */
+static unsigned
+log_utf8_cp(const unsigned char *s, size_t n)
+{
+	static const unsigned char lead_bits[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+	unsigned cp = s[0] & lead_bits[n];
+
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (s[i] & 0x3f);
+	return cp;
+}
+
+/* Whether code point cp must never reach a reader as is: the C0 controls,
+ * DEL and the C1 controls (U+0080-U+009F, which an 8-bit terminal obeys as
+ * escapes: U+009B is CSI), and the bidi embeddings, overrides and isolates
+ * (U+202A-U+202E, U+2066-U+2069), which make a line read differently from
+ * what it holds ("Trojan Source"). */
+static int
+log_is_control(unsigned cp)
+{
+	return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* Appends msg as the inside of a JSON string: every control of
+ * log_is_control escaped as \uXXXX (\n, \t, \r for the usual three), every
+ * byte that is not valid UTF-8 as U+FFFD, so a reader never gets broken JSON,
+ * a terminal escape or a reordered line. Stops before an escape that would
+ * not fit whole, leaving room for tail bytes. */
 static void
 log_json_string(char *buf, size_t cap, size_t *len, const char *msg, size_t msg_len, size_t tail)
 {
@@ -136,6 +161,7 @@ log_json_string(char *buf, size_t cap, size_t *len, const char *msg, size_t msg_
 		size_t n = log_utf8_len(s + i, msg_len - i);
 		const char *out = (const char *)s + i;
 		size_t out_len = n;
+		unsigned cp = n == 0 ? 0 : log_utf8_cp(s + i, n);
 
 		if (n == 0) {
 			out = "\\ufffd";
@@ -151,13 +177,10 @@ log_json_string(char *buf, size_t cap, size_t *len, const char *msg, size_t msg_
 			esc[1] = s[i] == '\n' ? 'n' : s[i] == '\t' ? 't' : 'r';
 			out = esc;
 			out_len = 2;
-		} else if (s[i] < 0x20 || s[i] == 0x7f ||
-			   (n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
-			unsigned cp = n == 2 ? s[i + 1] : s[i];
-
-			memcpy(esc, "\\u00", 4);
-			esc[4] = log_hex[cp >> 4];
-			esc[5] = log_hex[cp & 0xf];
+		} else if (log_is_control(cp)) {
+			memcpy(esc, "\\u", 2);
+			for (int k = 0; k < 4; k++)
+				esc[2 + k] = log_hex[(cp >> (12 - 4 * k)) & 0xf];
 			out = esc;
 			out_len = 6;
 		}
@@ -167,6 +190,31 @@ log_json_string(char *buf, size_t cap, size_t *len, const char *msg, size_t msg_
 		*len += out_len;
 		i += n;
 	}
+}
+
+/* Rewrites buf[start, *len) in place so a text line stays one plain line
+ * whatever a message carried in: each control of log_is_control becomes one
+ * '?', and so does each byte that is no valid UTF-8 (a raw 0x9b is CSI to an
+ * 8-bit terminal). Never lengthens the text. */
+static void
+log_text_neutralise(char *buf, size_t start, size_t *len)
+{
+	unsigned char *s = (unsigned char *)buf;
+	size_t out = start;
+
+	for (size_t i = start; i < *len;) {
+		size_t n = log_utf8_len(s + i, *len - i);
+
+		if (n == 0 || log_is_control(log_utf8_cp(s + i, n))) {
+			s[out++] = '?';
+			i += n == 0 ? 1 : n;
+			continue;
+		}
+		memmove(s + out, s + i, n);
+		out += n;
+		i += n;
+	}
+	*len = out;
 }
 
 static void
@@ -216,11 +264,7 @@ log_write_text(enum log_level level, const char *msg, size_t msg_len)
 		return;
 	len += (size_t)n < end - len ? (size_t)n : end - len - 1;
 	log_put(line, end, &len, msg, msg_len);
-	/* A line must stay one plain line whatever a message carried in: no
-	 * line breaks, no terminal escapes. */
-	for (size_t i = start; i < len; i++)
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			line[i] = '?';
+	log_text_neutralise(line, start, &len);
 	if (log_colour)
 		log_put(line, sizeof(line), &len, LOG_COLOUR_END, strlen(LOG_COLOUR_END));
 	line[len++] = '\n';

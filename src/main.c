@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -32,9 +35,39 @@
 #define MAIN_MAX_THREADS 4096
 /* Threads started before the first request; more start as they are needed. */
 #define MAIN_FIRST_THREADS 4
+/* How long a FastCGI connection may stay silent before its request's
+ * parameters are in: then it is dropped. */
+#define MAIN_FIRST_RECORD_MS 5000
 
 /* The socket every worker accepts on: set once before the threads start. */
 static int main_listen_fd;
+/* FCGI_WEB_SERVER_ADDRS, as libfcgi reads it: the IPv4 addresses a TCP
+ * connection may come from (comma-separated; NULL: any). Set once before
+ * the threads start. */
+static const char *main_web_server_addrs;
+
+/* Whether a TCP connection from peer may be served (FCGI_WEB_SERVER_ADDRS). */
+static bool
+main_peer_allowed(const struct sockaddr_in *peer)
+{
+	const char *p = main_web_server_addrs;
+
+	if (p == NULL)
+		return true;
+	while (*p != '\0') {
+		char one[INET_ADDRSTRLEN];
+		size_t n = strcspn(p, ",");
+		struct in_addr a;
+		if (n < sizeof(one)) {
+			memcpy(one, p, n);
+			one[n] = '\0';
+			if (inet_pton(AF_INET, one, &a) == 1 && a.s_addr == peer->sin_addr.s_addr)
+				return true;
+		}
+		p += n + (p[n] == ',');
+	}
+	return false;
+}
 
 static void
 main_usage(FILE *f)
@@ -141,6 +174,94 @@ main_long_request(void *arg)
 		main_spawn(pool);
 }
 
+/* Takes the next connection off the listening socket, counted idle while
+ * it waits (*idle_before: the idle threads as it stopped waiting). Returns
+ * the descriptor, or -errno; a listening socket that is gone ends the
+ * process. */
+static int
+main_accept(struct main_pool *pool, long *idle_before)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int one = 1, fd;
+
+	atomic_fetch_add(&pool->idle, 1);
+	fd = accept4(main_listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+	int err = errno;
+	*idle_before = atomic_fetch_sub(&pool->idle, 1);
+	if (fd < 0) {
+		/* Out of descriptors or memory passes; a socket that is gone
+		 * does not. A thread that stopped for good would leave a
+		 * process the web server counts on but that never answers. */
+		if (err == EBADF || err == ENOTSOCK || err == EINVAL) {
+			log_error("FastCGI socket unusable (%d); process stops", -err);
+			exit(1);
+		}
+		return -err;
+	}
+	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+		/* What libfcgi's accept does: answers go out as written. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (ss.ss_family == AF_INET && !main_peer_allowed((struct sockaddr_in *)&ss)) {
+			close(fd);
+			return -EACCES;
+		}
+	}
+	return fd;
+}
+
+static int64_t
+main_mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Waits for the first bytes of a new connection, at most
+ * MAIN_FIRST_RECORD_MS: a web server sends its request as it connects, and
+ * a connection that sends nothing must not hold a thread for good
+ * (doc/behaviour.md, Web servers: libfcgi). Meanwhile the thread serves
+ * nobody and is not counted idle: when a connection waits in the listen
+ * queue and no thread is idle, one more starts. True when bytes came. */
+static bool
+main_first_bytes(struct main_pool *pool, int fd)
+{
+	struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+			      {.fd = main_listen_fd, .events = POLLIN}};
+	int64_t deadline = main_mono_ms() + MAIN_FIRST_RECORD_MS;
+	nfds_t n = 2;
+
+	for (;;) {
+		int64_t left = deadline - main_mono_ms();
+		if (left <= 0)
+			return false;
+		int rc = poll(p, n, (int)left);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc <= 0)
+			return false;
+		if (p[0].revents != 0)
+			return (p[0].revents & POLLIN) != 0;
+		/* Once: an idle thread takes it, or the one started now. */
+		if (atomic_load(&pool->idle) == 0)
+			main_spawn(pool);
+		n = 1;
+	}
+}
+
+/* How long a read of a request's parameters may wait: the web server sends
+ * them at once. 0 takes the limit off again, for the body: a client may
+ * upload slowly through a server that streams it. */
+static void
+main_read_timeout(int fd, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 static void *
 main_worker(void *arg)
 {
@@ -149,30 +270,47 @@ main_worker(void *arg)
 	FCGX_Request f;
 
 	route_seed(&w.rng);
-	if (FCGX_InitRequest(&f, main_listen_fd, 0) != 0) {
+	/* No listening socket for libfcgi: the thread accepts (main_accept)
+	 * and hands libfcgi the connection once it has bytes to read. libfcgi,
+	 * which would block in accept() and then in read() without limit,
+	 * returns instead when the connection fails (-EBADF, from its
+	 * accept() on -1). keepConnection set: it must not close the
+	 * connection it is handed before reading it. */
+	if (FCGX_InitRequest(&f, -1, 0) != 0) {
 		log_error("FCGX_InitRequest failed; worker thread stops");
 		atomic_fetch_sub(&pool->started, 1);
 		return NULL;
 	}
 	for (;;) {
-		atomic_fetch_add(&pool->idle, 1);
-		int rc = FCGX_Accept_r(&f);
-		long idle_before = atomic_fetch_sub(&pool->idle, 1);
-		if (rc < 0) {
-			/* Out of descriptors or memory passes; a socket that is
-			 * gone does not. A thread that stopped for good would
-			 * leave a process the web server counts on but that
-			 * never answers. */
-			if (rc == -EBADF || rc == -ENOTSOCK || rc == -EINVAL) {
-				log_error("FastCGI socket unusable (%d); process stops", rc);
-				exit(1);
+		long idle_before = 0;
+		if (f.ipcFd < 0) {
+			int fd = main_accept(pool, &idle_before);
+			if (fd < 0) {
+				if (fd != -EINTR && fd != -ECONNABORTED && fd != -EACCES)
+					log_warn("FastCGI accept failed (%d); retrying", fd);
+				if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM ||
+				    fd == -ENOBUFS) {
+					struct timespec pause = {0, 100000000};
+					nanosleep(&pause, NULL);
+				}
+				continue;
 			}
-			if (rc != -EINTR)
-				log_warn("FastCGI accept failed (%d); retrying", rc);
-			struct timespec pause = {0, 100000000};
-			nanosleep(&pause, NULL);
+			f.ipcFd = fd;
+		}
+		if (!main_first_bytes(pool, f.ipcFd)) {
+			log_debug("FastCGI connection dropped: nothing came within %d ms",
+				  MAIN_FIRST_RECORD_MS);
+			close(f.ipcFd);
+			f.ipcFd = -1;
 			continue;
 		}
+		main_read_timeout(f.ipcFd, MAIN_FIRST_RECORD_MS);
+		f.keepConnection = 1;
+		if (FCGX_Accept_r(&f) < 0) {
+			f.ipcFd = -1; /* libfcgi closed it */
+			continue;
+		}
+		main_read_timeout(f.ipcFd, 0);
 		/* The last idle thread took this one, and the next is already
 		 * waiting: start another thread to take it. A thread for every
 		 * momentary peak of short requests would cost memory for
@@ -190,11 +328,14 @@ main_worker(void *arg)
 
 /* libfcgi's own handler only sets a flag, which leaves threads blocked in
  * accept() and the process alive after the web server stopped
- * (doc/behaviour.md, Web servers: libfcgi). Every finished step of the store is in the shared
- * live copy (the page cache keeps what a dead process wrote), so
- * leaving at once loses no counter; attempts in flight end with it (their
- * outcome is not recorded) and streams are cut, as the server's stop cuts
- * them anyway. */
+ * (doc/behaviour.md, Web servers: libfcgi). Once the workers run, SIGTERM
+ * and SIGINT are blocked in every thread and the main thread takes them in
+ * main_sync_forever, folds this process's refusal counts in and leaves;
+ * this handler only serves a signal that comes before. Every finished step
+ * of the store is in the shared live copy (the page cache keeps what a dead
+ * process wrote), so leaving at once loses no counter; attempts in flight
+ * end with it (their outcome is not recorded) and streams are cut, as the
+ * server's stop cuts them anyway. */
 static void
 main_on_term(int sig)
 {
@@ -311,53 +452,53 @@ main_threads(void)
 	return n;
 }
 
-/* The main thread's work once the workers run: once a second, the state
- * file gets what the workers counted since (store_sync). Every process does
- * it; the first to find the file behind writes it, the others find it
- * current. A problem is logged when it starts and when it changes, not
- * every second; the workers answer 503 for it on their own. */
+/* The main thread's work once the workers run: once a second, the store
+ * gets the refusals the workers counted since, and the state file what they
+ * counted since (store_sync). Every process does it; the first to find the
+ * file behind writes it, the others find it current. A problem is logged
+ * when it starts and when it changes, not every second; the workers answer
+ * 503 for it on their own. */
 static _Noreturn void
 main_sync_forever(void)
 {
 	struct store *st = NULL;
-	char *path = NULL;
 	char err[256], last[256] = "";
+	sigset_t stop;
+	bool stopping = false;
 
-	for (;;) {
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	while (!stopping) {
 		struct timespec second = {1, 0};
-		nanosleep(&second, NULL);
+		int sig = sigtimedwait(&stop, NULL, &second);
+		/* Stopped: one more sync, so that no refusal counted here is lost. */
+		stopping = sig == SIGTERM || sig == SIGINT;
 		const char *why = NULL;
 		struct config *cfg = config_acquire(&why);
 		if (cfg == NULL)
 			continue;
 		const char *want = worker_store_address(cfg, NULL);
+		struct store_options o;
+		worker_store_options(cfg, &o);
 		err[0] = '\0';
-		/* Redis keeps its data itself: nothing to bring up to date. */
-		if (want == NULL || store_is_redis(want)) {
-			config_release(cfg);
-			store_close(st);
-			st = NULL;
-			continue;
-		}
-		if (st != NULL && strcmp(path, want) != 0) {
+		if (st != NULL && (want == NULL || !store_matches(st, want, &o))) {
 			store_close(st);
 			st = NULL;
 		}
-		if (st == NULL) {
-			free(path);
-			path = strdup(want);
-			if (path != NULL)
-				st = store_open(path, err, sizeof(err));
-		}
-		config_release(cfg);
+		if (st == NULL && want != NULL)
+			st = store_open_with(want, &o, err, sizeof(err));
 		if (st != NULL && store_sync(st, err, sizeof(err)) != 0) {
 			store_close(st);
 			st = NULL;
 		}
 		if (err[0] != '\0' && strcmp(err, last) != 0)
-			log_error("state file not synced: %s", err);
+			log_error("%s not synced: %s",
+				  want != NULL ? worker_store_what(want) : "state store", err);
+		config_release(cfg);
 		memcpy(last, err, sizeof(last));
 	}
+	_exit(0);
 }
 
 static int
@@ -372,6 +513,13 @@ main_serve_forever(const char *listen_addr)
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
+	/* Taken by the main thread alone (main_sync_forever); the workers
+	 * started below inherit the mask. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "api-together: FastCGI library cannot start\n");
@@ -400,6 +548,7 @@ main_serve_forever(const char *listen_addr)
 		}
 		main_listen_fd = 0;
 	}
+	main_web_server_addrs = getenv("FCGI_WEB_SERVER_ADDRS");
 	config_set_path(main_config_path());
 	{
 		const char *why = NULL;

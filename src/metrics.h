@@ -26,8 +26,9 @@ char *metrics_render(const struct store_endpoint *eps, const struct store_usage 
  * Returns the status written. */
 int metrics_handle(struct request *r, const struct config *cfg, struct worker *w);
 
-/* Counts a request the gateway refused itself; a store that cannot be
- * written is logged, and the refusal goes on regardless. */
+/* Counts a request the gateway refused itself: no lock and no store call
+ * (store_count), in the store within the main thread's next sync, a second
+ * at most. w and cfg are not used (kept for the callers' sake). */
 void metrics_reject(struct worker *w, const struct config *cfg, enum store_reject why);
 
 #endif

@@ -97,7 +97,7 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 {
 	const char *upstream_model =
 		info->model != NULL ? config_api_model(api, info->model) : NULL;
-	char *rewritten = NULL, *url = NULL;
+	char *rewritten = NULL, *url = NULL, *query = NULL;
 	struct curl_slist *headers = NULL;
 	const char **secrets = NULL;
 	size_t rewritten_len = 0;
@@ -117,8 +117,11 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 		call->body = rewritten;
 		call->body_len = rewritten_len;
 	}
-	url = upstream_url(api->base_url, r->path, r->query);
-	headers = upstream_headers(r, api);
+	/* The client's own key never goes on, wherever it came (doc/behaviour.md,
+	 * Forwarding). */
+	if (upstream_query(r->query, cfg->api_keys, cfg->n_api_keys, &query) == 0)
+		url = upstream_url(api->base_url, r->path, query);
+	headers = upstream_headers(r, api, cfg->api_keys, cfg->n_api_keys);
 	/* The endpoint's key and extra header values (an Azure api-key...). */
 	secrets = calloc(api->n_headers + 1, sizeof(*secrets));
 	if (url == NULL || headers == NULL || secrets == NULL) {
@@ -153,6 +156,7 @@ out:
 	free(secrets);
 	curl_slist_free_all(headers);
 	free(url);
+	free(query);
 	free(rewritten);
 	return res;
 }

@@ -2,6 +2,7 @@
  * each call on to it (store_impl.h). */
 #include "store.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,12 @@
 #include "store_gdbm.h"
 #include "store_impl.h"
 #include "store_redis.h"
+
+/* Refusals counted by this process and not yet folded into the store by
+ * store_sync. Process-wide on purpose: every worker thread adds to them
+ * without a lock, and the main thread's handle folds them in (doc/behaviour.md,
+ * Limits and state). */
+static atomic_llong store_pending[STORE_REJECT_N];
 
 bool
 store_is_redis(const char *address)
@@ -147,12 +154,14 @@ store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t
 int
 store_count(struct store *st, enum store_reject reason, char *err, size_t errlen)
 {
+	(void)st;
 	if ((unsigned)reason >= STORE_REJECT_N) {
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen, "state: no such refusal");
 		return -1;
 	}
-	return st->ops->count(st, reason, err, errlen);
+	atomic_fetch_add_explicit(&store_pending[reason], 1, memory_order_relaxed);
+	return 0;
 }
 
 int
@@ -176,5 +185,17 @@ store_check(struct store *st, char *err, size_t errlen)
 int
 store_sync(struct store *st, char *err, size_t errlen)
 {
+	long long add[STORE_REJECT_N];
+	bool any = false;
+
+	for (size_t k = 0; k < STORE_REJECT_N; k++) {
+		add[k] = atomic_exchange_explicit(&store_pending[k], 0, memory_order_relaxed);
+		any |= add[k] != 0;
+	}
+	if (any && st->ops->fold(st, add, err, errlen) != 0) {
+		for (size_t k = 0; k < STORE_REJECT_N; k++)
+			atomic_fetch_add_explicit(&store_pending[k], add[k], memory_order_relaxed);
+		return -1;
+	}
 	return st->ops->sync != NULL ? st->ops->sync(st, err, errlen) : 0;
 }

@@ -189,8 +189,12 @@ int store_record(struct store *st, const char *id, const struct store_outcome *o
 int store_read(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 	       struct store_usage *out, char *err, size_t errlen);
 
-/* Counts a request the gateway refused itself for reason (a step of its
- * own: only refusals pay for it). Returns 0, or -1 with err. */
+/* Counts a request the gateway refused itself for reason: one atomic add
+ * to this process's counts, no lock and no I/O, so a flood of refusals
+ * cannot slow down reservations. The counts reach the store at the next
+ * store_sync in this process (the main thread's, once a second; counts of a
+ * process stopped before it are lost). st is not used. Returns 0, or -1 with
+ * err for a reason that does not exist. */
 int store_count(struct store *st, enum store_reject reason, char *err, size_t errlen);
 
 /* Reads the refusal counts into out[0..STORE_REJECT_N-1]. Returns 0, or -1
@@ -202,12 +206,17 @@ int store_read_rejects(struct store *st, long long *out, char *err, size_t errle
  * stay. Returns 0, or -1 with err. */
 int store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen);
 
-/* Checks that the store can be read and written now. Returns 0, or -1 with err. */
+/* Checks that the store can be read and written now, with no exclusive
+ * lock while it can (GDBM: a shared read of the live copy and an access
+ * check of the file; Redis: a read): /health is open to anyone. Returns 0,
+ * or -1 with err. */
 int store_check(struct store *st, char *err, size_t errlen);
 
-/* Brings the durable copy up to the live one when it is behind (the GDBM
- * store writes its file at most this often: each process calls it once a
- * second; Redis has nothing to do). Returns 0, or -1 with err. */
+/* Folds this process's store_count counts into the store, then brings the
+ * durable copy up to the live one when it is behind (the GDBM store writes
+ * its file at most this often; Redis has nothing more to do). Each process
+ * calls it once a second. Counts that could not be folded are kept for the
+ * next call. Returns 0, or -1 with err. */
 int store_sync(struct store *st, char *err, size_t errlen);
 
 #endif

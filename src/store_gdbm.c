@@ -51,6 +51,9 @@ struct store_gdbm {
 	bool readonly;
 	struct store_live live; /* mapping of the lock file */
 	size_t lock_size;       /* of the lock file when it was last locked */
+	/* The state file as the last check under the lock found it good. */
+	struct stat checked;
+	bool checked_ok;
 };
 
 static void
@@ -167,17 +170,59 @@ store_gdbm_lock_fd(struct store_gdbm *st, int how, int64_t deadline_ms, char *er
 	}
 }
 
+/* Opens one of the store's files (flags as open(2), O_NOFOLLOW and
+ * O_CLOEXEC added) and checks it is safe to trust: never through a symbolic
+ * link, a regular file, not writable by every user, and, unless the store
+ * is read-only, owned by this process's user. Somebody else's file could be
+ * changed under the responder or point it at a file it should not write
+ * (doc/behaviour.md, Limits and state: GDBM). A read-only store (--status,
+ * which root may run) accepts another owner: it writes nothing. Returns the
+ * descriptor, or -1 with err naming the file and why. */
+static int
+store_gdbm_open_file(const struct store_gdbm *st, const char *path, int flags, char *err,
+		     size_t errlen)
+{
+	char why[96];
+	struct stat sb;
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		store_gdbm_set_err(err, errlen, path,
+				   errno == ELOOP ? "is a symbolic link, refused"
+						  : strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0) {
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(why, sizeof(why), "not a regular file, refused");
+		goto fail;
+	}
+	if (sb.st_mode & S_IWOTH) {
+		snprintf(why, sizeof(why), "writable by every user, refused");
+		goto fail;
+	}
+	if (!st->readonly && sb.st_uid != geteuid()) {
+		snprintf(why, sizeof(why), "owned by uid %lu, not by this user (uid %lu), refused",
+			 (unsigned long)sb.st_uid, (unsigned long)geteuid());
+		goto fail;
+	}
+	return fd;
+fail:
+	store_gdbm_set_err(err, errlen, path, why);
+	close(fd);
+	return -1;
+}
+
 static int
 store_gdbm_open_lock_file(struct store_gdbm *st, char *err, size_t errlen)
 {
 	/* Its own open file description: flock then also excludes other threads. */
-	st->lock_fd = st->readonly ? open(st->lock_path, O_RDONLY | O_CLOEXEC)
-				   : open(st->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (st->lock_fd < 0) {
-		store_gdbm_set_err(err, errlen, st->lock_path, strerror(errno));
-		return -1;
-	}
-	return 0;
+	st->lock_fd = store_gdbm_open_file(st, st->lock_path,
+					   st->readonly ? O_RDONLY : O_RDWR | O_CREAT, err, errlen);
+	return st->lock_fd < 0 ? -1 : 0;
 }
 
 /* Takes the lock on the lock file that is at lock_path now. A lock file
@@ -206,7 +251,7 @@ store_gdbm_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
 			break;
 		if (store_gdbm_lock_fd(st, how, deadline, err, errlen) != 0)
 			break;
-		if (fstat(st->lock_fd, &held) == 0 && stat(st->lock_path, &named) == 0 &&
+		if (fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
 		    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
 			st->lock_size = (size_t)held.st_size;
 			return 0;
@@ -229,23 +274,41 @@ store_gdbm_unlock(struct store_gdbm *st)
 	pthread_mutex_unlock(&store_gdbm_process_lock);
 }
 
+/* Opens the database through store_gdbm_open_file; the lock must be held.
+ * gdbm_errno tells why when it returns NULL, errno when the file could not be
+ * opened (*opened false, err set). */
+static GDBM_FILE
+store_gdbm_db_fd_open(struct store_gdbm *st, int gdbm_mode, bool *opened, char *err, size_t errlen)
+{
+	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC | GDBM_CLOERROR;
+	int flags = gdbm_mode == GDBM_READER    ? O_RDONLY
+		    : gdbm_mode == GDBM_WRCREAT ? O_RDWR | O_CREAT
+						: O_RDWR;
+	int fd = store_gdbm_open_file(st, st->path, flags, err, errlen);
+
+	*opened = fd >= 0;
+	if (fd < 0)
+		return NULL;
+	return gdbm_fd_open(fd, st->path, 0, gdbm_mode | base, NULL);
+}
+
 /* Opens the database; the lock must be held. */
 static GDBM_FILE
 store_gdbm_db_open(struct store_gdbm *st, bool write, char *err, size_t errlen)
 {
-	int base = GDBM_NOLOCK | GDBM_NOMMAP | GDBM_CLOEXEC;
 	GDBM_FILE db;
+	bool opened;
 
-	db = gdbm_open(st->path, 0, (write ? GDBM_WRCREAT : GDBM_READER) | base, 0600, NULL);
-	if (db == NULL && write && gdbm_errno == GDBM_NEED_RECOVERY) {
-		db = gdbm_open(st->path, 0, GDBM_WRITER | base, 0600, NULL);
+	db = store_gdbm_db_fd_open(st, write ? GDBM_WRCREAT : GDBM_READER, &opened, err, errlen);
+	if (db == NULL && opened && write && gdbm_errno == GDBM_NEED_RECOVERY) {
+		db = store_gdbm_db_fd_open(st, GDBM_WRITER, &opened, err, errlen);
 		if (db != NULL && gdbm_recover(db, NULL, 0) != 0) {
 			store_gdbm_set_err(err, errlen, st->path, gdbm_db_strerror(db));
 			gdbm_close(db);
 			return NULL;
 		}
 	}
-	if (db == NULL) {
+	if (db == NULL && opened) {
 		const char *why = gdbm_strerror(gdbm_errno);
 		if (gdbm_errno == GDBM_FILE_OPEN_ERROR || gdbm_errno == GDBM_FILE_STAT_ERROR)
 			why = strerror(errno);
@@ -263,7 +326,8 @@ store_gdbm_db_unchanged(const struct store_gdbm *st, const struct store_live_db 
 {
 	struct stat sb;
 
-	if (stat(st->path, &sb) != 0)
+	/* lstat: a file replaced by a symbolic link is opened again, and refused. */
+	if (lstat(st->path, &sb) != 0)
 		return false;
 	return (uint64_t)sb.st_dev == d->dev && (uint64_t)sb.st_ino == d->ino &&
 	       (uint64_t)sb.st_size == d->size &&
@@ -630,21 +694,22 @@ store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t er
 }
 
 static int
-store_gdbm_count_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
+store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	const enum store_reject *why = ctx;
+	const long long *add = ctx;
 
 	(void)err, (void)errlen;
-	s->rejects[*why]++;
+	for (size_t k = 0; k < STORE_REJECT_N; k++)
+		s->rejects[k] += add[k];
 	return 1;
 }
 
+/* All or nothing: one step. */
 static int
-store_gdbm_count(struct store *base, enum store_reject reason, char *err, size_t errlen)
+store_gdbm_fold(struct store *base, long long *add, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_count_fn, &reason, err,
-			       errlen);
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, add, err, errlen);
 }
 
 static int
@@ -666,18 +731,63 @@ store_gdbm_read_rejects(struct store *base, long long *out, char *err, size_t er
 			       errlen);
 }
 
+/* The check's step: nothing to change; with the store handle as ctx (a
+ * health check), notes how the state file looks now that a step under the
+ * lock found it good, for store_gdbm_check's next look. */
 static int
 store_gdbm_check_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	(void)s, (void)ctx, (void)err, (void)errlen;
+	struct store_gdbm *st = ctx;
+
+	(void)s, (void)err, (void)errlen;
+	if (st != NULL)
+		st->checked_ok = lstat(st->path, &st->checked) == 0;
 	return 0;
 }
 
+/* Whether the state file's stat is the one noted by the last check. */
+static bool
+store_gdbm_same_stat(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mode == b->st_mode && a->st_uid == b->st_uid &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* /health, open to anyone, must not hold reservations up: it takes neither
+ * this process's step mutex nor the exclusive lock while nothing changed.
+ * The state file as this handle's last check found it good (same stat),
+ * still readable and writable, the lock file the one it has open, and the
+ * lock free to share (tried without waiting, a few times: a step holds it
+ * for microseconds): the store is as usable as it was. Anything else (a
+ * first check, a file another process synced, a lock held on) runs the
+ * check as a write step, which says why it cannot be used, or puts right
+ * what a step can (a file emptied or deleted is written anew from the live
+ * copy) and notes the file again. A shared lock per check would not do:
+ * steps poll for the exclusive lock, and a flood of shared holders from
+ * several processes keeps it from them for a second and more. */
 static int
 store_gdbm_check(struct store *base, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_check_fn, NULL, err, errlen);
+	struct stat now, held, named;
+
+	if (st->checked_ok && st->lock_fd >= 0 && lstat(st->path, &now) == 0 &&
+	    store_gdbm_same_stat(&now, &st->checked) &&
+	    faccessat(AT_FDCWD, st->path, R_OK | W_OK, AT_EACCESS) == 0 &&
+	    fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
+	    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+		for (int tries = 0; tries < STORE_GDBM_LOCK_YIELDS; tries++) {
+			if (flock(st->lock_fd, LOCK_SH | LOCK_NB) == 0) {
+				flock(st->lock_fd, LOCK_UN);
+				return 0;
+			}
+			sched_yield();
+		}
+	}
+	st->checked_ok = false;
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_check_fn, st, err, errlen);
 }
 
 static int
@@ -693,7 +803,7 @@ static const struct store_ops store_gdbm_ops = {
 	.reserve = store_gdbm_reserve,
 	.record = store_gdbm_record,
 	.read = store_gdbm_read,
-	.count = store_gdbm_count,
+	.fold = store_gdbm_fold,
 	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
 	.check = store_gdbm_check,

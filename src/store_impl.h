@@ -22,11 +22,13 @@ struct store_ops {
 		      const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen);
 	int (*read)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 		    struct store_usage *out, char *err, size_t errlen);
-	int (*count)(struct store *st, enum store_reject reason, char *err, size_t errlen);
+	/* Adds add[k] to refusal count k (store_sync folds in this process's
+	 * store_count calls). On error, add[k] holds what was not added. */
+	int (*fold)(struct store *st, long long *add, char *err, size_t errlen);
 	int (*read_rejects)(struct store *st, long long *out, char *err, size_t errlen);
 	int (*reset_tokens)(struct store *st, const char *id, char *err, size_t errlen);
-	int (*check)(struct store *st, char *err, size_t errlen);
-	int (*sync)(struct store *st, char *err, size_t errlen); /* NULL: nothing to do */
+	int (*check)(struct store *st, char *err, size_t errlen); /* takes no exclusive lock */
+	int (*sync)(struct store *st, char *err, size_t errlen);  /* NULL: nothing to do */
 };
 
 struct store {

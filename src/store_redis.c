@@ -1135,23 +1135,34 @@ store_redis_simple(struct store_redis *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* One HINCRBY per refusal reason with a count; on error, add keeps the
+ * counts of the reasons not yet added. */
 static int
-store_redis_count(struct store *sb, enum store_reject reason, char *err, size_t errlen)
+store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
-	char field[24];
-	int l = snprintf(field, sizeof(field), "rej%d", (int)reason);
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
 	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
-	store_redis_begin(st, false);
-	store_redis_word(st, "HINCRBY", 7);
-	store_redis_word_key(st, "gw", "");
-	store_redis_word(st, field, (size_t)l);
-	store_redis_word(st, "1", 1);
-	return store_redis_simple(st, err, errlen);
+	for (size_t k = 0; k < STORE_REJECT_N; k++) {
+		char field[24], by[24];
+		int fl = snprintf(field, sizeof(field), "rej%zu", k);
+		int bl = snprintf(by, sizeof(by), "%lld", add[k]);
+
+		if (add[k] == 0)
+			continue;
+		store_redis_begin(st, false);
+		store_redis_word(st, "HINCRBY", 7);
+		store_redis_word_key(st, "gw", "");
+		store_redis_word(st, field, (size_t)fl);
+		store_redis_word(st, by, (size_t)bl);
+		if (store_redis_simple(st, err, errlen) != 0)
+			return -1;
+		add[k] = 0;
+	}
+	return 0;
 }
 
 static int
@@ -1232,17 +1243,40 @@ store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t err
 	return rc;
 }
 
-/* Converts keys of layout 1 (store_redis_upgrade), refuses those of any
- * other, and checks that Redis takes writes. */
+/* Converts keys of layout 1 (store_redis_upgrade) and refuses those of any
+ * other; then a read, but for the first check under a prefix, which writes
+ * the layout. */
 static int
 store_redis_check(struct store *sb, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
+	redisReply *r;
+	char why[200];
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
 	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
+	store_redis_begin(st, false);
+	store_redis_word(st, "HGET", 4);
+	store_redis_word_key(st, "meta", "");
+	store_redis_word(st, "format", 6);
+	r = store_redis_run(st, false, err, errlen);
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_STRING && strcmp(r->str, STORE_REDIS_FORMAT) != 0) {
+		snprintf(why, sizeof(why),
+			 "keys of another layout (%.20s) under this prefix: delete them, or choose "
+			 "another server.storePrefix",
+			 r->str);
+		store_redis_set_err(st, err, errlen, why);
+		freeReplyObject(r);
+		return -1;
+	}
+	bool marked = r->type == REDIS_REPLY_STRING;
+	freeReplyObject(r);
+	if (marked)
+		return 0;
 	store_redis_begin(st, false);
 	store_redis_word(st, "HSET", 4);
 	store_redis_word_key(st, "meta", "");
@@ -1276,7 +1310,7 @@ static const struct store_ops store_redis_ops = {
 	.reserve = store_redis_reserve,
 	.record = store_redis_record,
 	.read = store_redis_read,
-	.count = store_redis_count,
+	.fold = store_redis_fold,
 	.read_rejects = store_redis_read_rejects,
 	.reset_tokens = store_redis_reset_tokens,
 	.check = store_redis_check,

@@ -1,5 +1,6 @@
 #include "upstream.h"
 
+#include <ctype.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 #include <strings.h>
 
 #include "dynbuf.h"
+#include "log.h"
 #include "response.h"
 #include "sse.h"
 
@@ -161,8 +163,86 @@ upstream_append(struct curl_slist *list, const char *name, const char *prefix, c
 	return n;
 }
 
+/* True when s (n bytes) holds one of the n_keys client keys: as it is, or
+ * percent-decoded when decode ('+' as a space, as a query is read). When
+ * memory runs out to decode, it is taken to hold one: dropping a parameter
+ * is the safe side. */
+static bool
+upstream_holds_key(const char *s, size_t n, char *const *keys, size_t n_keys, bool decode)
+{
+	char *plain = NULL;
+	size_t plain_len = 0;
+	bool found = false;
+
+	if (decode && memchr(s, '%', n) == NULL && memchr(s, '+', n) == NULL)
+		decode = false;
+	if (decode) {
+		plain = malloc(n + 1);
+		if (plain == NULL)
+			return true;
+		for (size_t i = 0; i < n; i++) {
+			if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+			    isxdigit((unsigned char)s[i + 2])) {
+				char hex[3] = {s[i + 1], s[i + 2], '\0'};
+				plain[plain_len++] = (char)strtol(hex, NULL, 16);
+				i += 2;
+			} else {
+				plain[plain_len++] = s[i] == '+' ? ' ' : s[i];
+			}
+		}
+	}
+	for (size_t k = 0; k < n_keys && !found; k++) {
+		size_t klen = strlen(keys[k]);
+		if (klen == 0)
+			continue;
+		found = memmem(s, n, keys[k], klen) != NULL ||
+			(plain != NULL && memmem(plain, plain_len, keys[k], klen) != NULL);
+	}
+	free(plain);
+	return found;
+}
+
+int
+upstream_query(const char *query, char *const *keys, size_t n_keys, char **out)
+{
+	struct dynbuf kept;
+	size_t dropped = 0, n_kept = 0;
+
+	*out = NULL;
+	if (query == NULL)
+		return 0;
+	dynbuf_init(&kept, strlen(query) + 1);
+	for (const char *p = query;;) {
+		const char *end = strchr(p, '&');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+
+		if (upstream_holds_key(p, n, keys, n_keys, true))
+			dropped++;
+		else if ((n_kept++ > 0 && dynbuf_add(&kept, "&", 1) != 0) ||
+			 dynbuf_add(&kept, p, n) != 0)
+			goto fail;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	if (dropped == 0) {
+		dynbuf_free(&kept);
+		*out = strdup(query); /* as sent, "?" alone included */
+		return *out != NULL ? 0 : -1;
+	}
+	log_debug("%zu query parameter(s) not forwarded: they hold a client key", dropped);
+	if (n_kept > 0 && (*out = dynbuf_take(&kept, NULL)) == NULL)
+		*out = strdup(""); /* only empty parameters kept */
+	dynbuf_free(&kept);
+	return n_kept > 0 && *out == NULL ? -1 : 0;
+fail:
+	dynbuf_free(&kept);
+	return -1;
+}
+
 struct curl_slist *
-upstream_headers(const struct request *r, const struct config_api *api)
+upstream_headers(const struct request *r, const struct config_api *api, char *const *keys,
+		 size_t n_keys)
 {
 	const char *connection = request_header(r, "Connection");
 	struct curl_slist *list = NULL;
@@ -173,6 +253,17 @@ upstream_headers(const struct request *r, const struct config_api *api)
 		if (!upstream_request_header_passes(h->name, connection) ||
 		    strpbrk(h->value, "\r\n") != NULL)
 			continue;
+		/* The client's own key goes nowhere but the dropped headers it
+		 * belongs in; an SDK may repeat it in another (Azure's api-key). */
+		if (upstream_holds_key(h->name, strlen(h->name), keys, n_keys, false)) {
+			log_debug("a request header not forwarded: its name holds a client key");
+			continue;
+		}
+		if (upstream_holds_key(h->value, strlen(h->value), keys, n_keys, false)) {
+			log_debug("request header %s not forwarded: it holds a client key",
+				  h->name);
+			continue;
+		}
 		/* The endpoint's own headers win over the client's. */
 		bool overridden = false;
 		for (size_t j = 0; j < api->n_headers; j++)
@@ -230,16 +321,57 @@ struct upstream_xfer {
 };
 
 /* Answer headers a web server would act on instead of passing them: files
- * sent from its disk, and internal redirects. */
+ * sent from its disk, and internal redirects. A Location is local when its
+ * value starts with '/' after any whitespace: Apache's CGI parser skips
+ * every isspace() byte there (vertical tab and form feed too), so a value
+ * "\v/x" is an internal redirect to it. */
 static bool
-upstream_header_acted_on(const char *name, const char *value)
+upstream_header_acted_on(const char *name, const char *v, const char *end)
 {
 	static const char *const acted[] = {
 		"X-Sendfile", "X-Sendfile2", "X-Lighttpd-Send-File", "X-Accel-Redirect", NULL,
 	};
 
-	return upstream_name_in(name, acted) ||
-	       (strcasecmp(name, "Location") == 0 && value[0] == '/');
+	if (upstream_name_in(name, acted))
+		return true;
+	if (strcasecmp(name, "Location") != 0)
+		return false;
+	while (v < end && (*v == ' ' || (*v >= '\t' && *v <= '\r')))
+		v++;
+	return v < end && *v == '/';
+}
+
+/* RFC 9110 token characters, which a header name is made of. */
+static bool
+upstream_is_token(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
+			return false;
+	return true;
+}
+
+bool
+upstream_answer_line_passes(const char *line, size_t n)
+{
+	/* Folded lines and stray CRs or NULs could split into more headers
+	 * on the way to the client: such lines are dropped. */
+	if (n == 0 || line[0] == ' ' || line[0] == '\t' || memchr(line, '\r', n) != NULL ||
+	    memchr(line, '\n', n) != NULL || memchr(line, '\0', n) != NULL)
+		return false;
+	const char *colon = memchr(line, ':', n);
+	char name[128];
+	size_t nlen = colon != NULL ? (size_t)(colon - line) : 0;
+	/* A name that is no token ("X y", "X\v") is no header to the web
+	 * server either; what it would make of it is its own guess. */
+	if (colon == NULL || nlen >= sizeof(name) || !upstream_is_token(line, nlen))
+		return false;
+	memcpy(name, line, nlen);
+	name[nlen] = '\0';
+	return upstream_response_header_passes(name) &&
+	       !upstream_header_acted_on(name, colon + 1, line + n);
 }
 
 static size_t
@@ -260,31 +392,15 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		x->event_stream = false;
 		return len;
 	}
-	/* Folded lines and stray CRs or NULs could split into more headers
-	 * on the way to the client: such lines are dropped. */
-	if (n == 0 || data[0] == ' ' || data[0] == '\t' || memchr(data, '\r', n) != NULL ||
-	    memchr(data, '\n', n) != NULL || memchr(data, '\0', n) != NULL)
+	if (!upstream_answer_line_passes(data, n))
 		return len;
-	const char *colon = memchr(data, ':', n);
-	if (colon == NULL || colon == data)
-		return len;
-	char name[128];
-	size_t nlen = (size_t)(colon - data);
-	if (nlen >= sizeof(name))
-		return len;
-	memcpy(name, data, nlen);
-	name[nlen] = '\0';
-	const char *v = colon + 1;
-	while (v < data + n && (*v == ' ' || *v == '\t'))
-		v++;
-	char value[2];
-	value[0] = v < data + n ? *v : '\0';
-	value[1] = '\0';
-	if (!upstream_response_header_passes(name) || upstream_header_acted_on(name, value))
-		return len;
-	if (strcasecmp(name, "Content-Type") == 0)
+	if (n >= 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
+		const char *v = data + 13;
+		while (v < data + n && (*v == ' ' || *v == '\t'))
+			v++;
 		x->event_stream = (size_t)(data + n - v) >= 17 &&
 				  strncasecmp(v, "text/event-stream", 17) == 0;
+	}
 	if ((dynbuf_len(&x->head) == 0 && dynbuf_reserve(&x->head, UPSTREAM_HEAD_FIRST) != 0) ||
 	    dynbuf_add(&x->head, data, n) != 0 || dynbuf_add(&x->head, "\r\n", 2) != 0) {
 		x->oom = true;

@@ -29,14 +29,33 @@ bool upstream_request_header_passes(const char *name, const char *connection);
  * not Content-Length (the web server frames the body), not Status. */
 bool upstream_response_header_passes(const char *name);
 
+/* True when an upstream answer's header line (n bytes, its line end cut off,
+ * no status line) goes on to the client: one "Name: value" line whose name is
+ * an RFC 9110 token that upstream_response_header_passes, with no CR, LF or
+ * NUL, not folded, and no header the web server would act on (X-Sendfile and
+ * its kin, X-Accel-Redirect, a Location whose value starts with '/' after any
+ * whitespace). */
+bool upstream_answer_line_passes(const char *line, size_t n);
+
 /* True when an answer with this status is retried on another endpoint:
  * 401, 403, 408, 409, 429 and 5xx. */
 bool upstream_status_retryable(long status);
 
-/* The header list for one attempt at api: the client's headers that pass,
- * the endpoint's key and extra headers, and an empty Expect. Returns NULL
+/* The header list for one attempt at api: the client's headers that pass
+ * (none whose name or value holds one of the n_keys client keys: an SDK may
+ * repeat its key in another header, such as Azure's api-key), the endpoint's
+ * key and extra headers, and an empty Expect. Returns NULL
  * when out of memory; the caller frees it with curl_slist_free_all. */
-struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api);
+struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api,
+				    char *const *keys, size_t n_keys);
+
+/* The query (after '?', may be NULL) that goes upstream: every '&'-separated
+ * parameter that holds one of the n_keys client keys, as sent or
+ * percent-decoded, is dropped (logged at debug, never the key); the rest are
+ * kept in order, byte for byte. Returns 0 with *out a malloc'd string, or
+ * NULL when there is no query or nothing of it is left; -1 (*out NULL) when
+ * out of memory. */
+int upstream_query(const char *query, char *const *keys, size_t n_keys, char **out);
 
 /* An upstream answer held back from the client while other attempts run. */
 struct upstream_answer {

@@ -11,12 +11,20 @@ server (lighttpd by default; API_TOGETHER_TEST_SERVER as in test_http.py):
 - a stream that sends no data event counts as empty and goes to the next
   endpoint;
 - `api-together --status` creates no file;
-- a config every user can read (it holds keys) is warned about.
+- a config every user can read (it holds keys) is warned about;
+- an upstream's local Location (after any whitespace) and header names that
+  are no tokens never reach the web server;
+- FastCGI connections that send nothing never keep a `--listen` responder
+  from serving.
 """
 
 import os
+import re
+import shutil
 import socket
+import struct
 import subprocess
+import tempfile
 import sys
 import time
 import unittest
@@ -146,8 +154,166 @@ class H05StatusCommand(th.Base):
         self.assertEqual(os.listdir(d), [])
 
 
+class H06AnswerHeaders(th.Base):
+    def test_local_location_after_any_whitespace_and_names_not_tokens_are_dropped(self):
+        # A vertical tab or form feed before "/" still makes a local
+        # Location (Apache's CGI parser skips any whitespace); a header name
+        # that is no token is no header (doc/behaviour.md, Forwarding).
+        a = self.mock("a")
+        body = (b'{"id":"x","object":"chat.completion","choices":[{"index":0,'
+                b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+                b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}')
+        head = [b"HTTP/1.1 200 OK", b"Content-Type: application/json",
+                b"Location:\x0b/v1/status", b"Location:\x0c/health",
+                b"X\x0bEvil: 1", b"X-Also Evil: 1", b"X-Fine: yes",
+                b"Content-Length: %d" % len(body), b"Connection: close"]
+        a.set("garbage", data=b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.configure([self.api(self.uid("a"), a.url, ["m-h06"])])
+        r = self.post("/v1/chat/completions", chat("m-h06"))
+        self.assertStatus(r, 200)
+        names = [n.lower() for n, _ in r.headers]
+        self.assertIn("x-fine", names, r.headers)
+        self.assertNotIn("location", names, r.headers)
+        self.assertFalse([n for n in names if "evil" in n], r.headers)
+        self.assertIn('"hi"', r.text())
+
+
+# How long the responder waits for a FastCGI connection's first bytes and
+# for each read of its parameters (doc/behaviour.md, Web servers: libfcgi).
+FCGI_SILENCE_S = 5.0
+
+
+def fcgi_record(rtype, content, req_id=1):
+    return struct.pack("!BBHHBx", 1, rtype, req_id, len(content), 0) + content
+
+
+def fcgi_params(params):
+    out = b""
+    for k, v in params.items():
+        k, v = k.encode(), v.encode()
+        for n in (len(k), len(v)):
+            out += bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
+        out += k + v
+    return out
+
+
+def fcgi_connect(addr, timeout):
+    """A connection to a FastCGI socket: (host, port), or a Unix socket's path."""
+    if isinstance(addr, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
+    return socket.create_connection(addr, timeout=timeout)
+
+
+def fcgi_get(addr, uri, timeout):
+    """One FastCGI GET of uri (a web server's part); returns (status, seconds)."""
+    t0 = time.monotonic()
+    s = fcgi_connect(addr, timeout)
+    try:
+        s.sendall(fcgi_record(1, struct.pack("!HB5x", 1, 0))
+                  + fcgi_record(4, fcgi_params({"REQUEST_METHOD": "GET", "REQUEST_URI": uri,
+                                                "SERVER_PROTOCOL": "HTTP/1.1"}))
+                  + fcgi_record(4, b"") + fcgi_record(5, b""))
+        data, out = b"", b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            while len(data) >= 8:
+                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", data[:8])
+                if len(data) < 8 + clen + plen:
+                    break
+                if rtype == 6:
+                    out += data[8:8 + clen]
+                data = data[8 + clen + plen:]
+                if rtype == 3:
+                    m = re.search(rb"^Status: (\d+)", out, re.M)
+                    return (int(m.group(1)) if m else 200), time.monotonic() - t0
+        return 0, time.monotonic() - t0
+    finally:
+        s.close()
+
+
+class H07IdleFastCGIConnections(th.Base):
+    """Connections to a `--listen` responder that send nothing, or stop after
+    a byte, are dropped after FCGI_SILENCE_S and never keep it from serving:
+    a thread waiting on one is not counted idle, so a spare one starts when
+    it can (doc/behaviour.md, Web servers: libfcgi)."""
+
+    def listener(self, threads, unix=False):
+        d = tempfile.mkdtemp(prefix="api-together-idle-")
+        self.addCleanup(shutil.rmtree, d, True)
+        addr = os.path.join(d, "fcgi.sock") if unix else ("127.0.0.1", harness.free_port())
+        env = dict(os.environ, API_TOGETHER_CONFIG=self.gw.config_path,
+                   API_TOGETHER_STATE=os.path.join(d, "state.db"),
+                   API_TOGETHER_THREADS=str(threads))
+        log = open(os.path.join(d, "responder.log"), "ab")
+        p = subprocess.Popen([harness.BIN, "--listen", addr if unix else "%s:%d" % addr],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        log.close()
+        self.addCleanup(p.wait, 10)
+        self.addCleanup(p.kill)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.assertEqual(fcgi_get(addr, "/health", 10)[0], 200)
+                return addr
+            except OSError:
+                self.assertLess(time.monotonic(), deadline, "--listen never took connections")
+                time.sleep(0.05)
+
+    def idle(self, addr, n, first_byte=False):
+        conns = []
+        for _ in range(n):
+            c = fcgi_connect(addr, 30)
+            if first_byte:
+                c.sendall(b"\x01")  # a record's first byte, then silence
+            self.addCleanup(c.close)
+            conns.append(c)
+        time.sleep(0.3)  # each taken by a thread (they wait on it)
+        return conns
+
+    def test_every_thread_on_a_silent_connection_serves_again_after_the_drop(self):
+        a = self.mock("a")
+        self.configure([self.api(self.uid("a"), a.url, ["m-h07"])])
+        addr = self.listener(threads=4)  # no spare thread can start
+        conns = self.idle(addr, 2) + self.idle(addr, 2, first_byte=True)
+        status, took = fcgi_get(addr, "/health", FCGI_SILENCE_S + 10)
+        self.assertEqual(status, 200)
+        self.assertLess(took, FCGI_SILENCE_S + 2.0, "served %.1fs late" % took)
+        # The silent ones were dropped: the responder closed them.
+        for c in conns:
+            c.settimeout(FCGI_SILENCE_S + 5)
+            try:
+                self.assertEqual(c.recv(1), b"")
+            except ConnectionResetError:
+                pass
+
+    def test_silent_connections_on_a_unix_socket_are_dropped_too(self):
+        a = self.mock("a")
+        self.configure([self.api(self.uid("a"), a.url, ["m-h07u"])])
+        addr = self.listener(threads=4, unix=True)
+        self.idle(addr, 4)
+        status, took = fcgi_get(addr, "/health", FCGI_SILENCE_S + 10)
+        self.assertEqual(status, 200)
+        self.assertLess(took, FCGI_SILENCE_S + 2.0, "served %.1fs late" % took)
+
+    def test_silent_connections_do_not_hold_up_a_request_when_a_thread_can_start(self):
+        a = self.mock("a")
+        self.configure([self.api(self.uid("a"), a.url, ["m-h07b"])])
+        addr = self.listener(threads=16)  # 4 start first
+        self.idle(addr, 4)
+        status, took = fcgi_get(addr, "/health", FCGI_SILENCE_S + 10)
+        self.assertEqual(status, 200)
+        self.assertLess(took, FCGI_SILENCE_S / 2, "a silent connection held it up %.1fs" % took)
+
+
 ORDER = [H01GatewayFaultsChargeNoEndpoint, H02KeysNeverReachTheClient, H03EmptyStreams,
-         H04ConfigMode, H05StatusCommand]
+         H04ConfigMode, H05StatusCommand, H06AnswerHeaders,
+         H07IdleFastCGIConnections]
 
 
 def main(argv):

@@ -1035,6 +1035,39 @@ class S07BrokenState(StateBase):
         self.expect_working("lock released")
         self.assertNoCrash(pids, "folder recreated")
 
+    def test_h_symlinked_state_file(self):
+        """A state file replaced by a symbolic link (to a copy of itself) is
+        refused, never followed (doc/behaviour.md, Limits and state: GDBM)."""
+        pids = self.pids()
+        real = self.gw.state_path + ".real"
+        os.rename(self.gw.state_path, real)
+        os.symlink(real, self.gw.state_path)
+        try:
+            self.expect_broken("state file a symbolic link", "is a symbolic link")
+        finally:
+            os.unlink(self.gw.state_path)
+            os.rename(real, self.gw.state_path)
+        self.expect_working("state file back")
+        self.assertNoCrash(pids, "symbolic link")
+
+    def test_i_state_file_of_another_user(self):
+        """A state file of another user than the responder's is refused."""
+        if not self.unprivileged or os.geteuid() != 0:
+            self.skipTest("needs root to give the file to another user than the responder's")
+        pids = self.pids()
+        # The responder could open it (its group may write), so only the
+        # owner check stands in the way.
+        uid, gid = self.gw.server_ids()
+        os.chown(self.gw.state_path, 0, gid)
+        os.chmod(self.gw.state_path, 0o660)
+        try:
+            self.expect_broken("state file of root", "owned by uid 0, not by this user")
+        finally:
+            os.chown(self.gw.state_path, uid, gid)
+            os.chmod(self.gw.state_path, 0o600)
+        self.expect_working("state file given back")
+        self.assertNoCrash(pids, "another user")
+
 
 def _has_group(name):
     import grp

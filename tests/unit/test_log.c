@@ -126,6 +126,29 @@ text_neutralises_control_characters(void **state)
 }
 
 static void
+text_neutralises_c1_bidi_and_bytes_no_utf8(void **state)
+{
+	/* U+0085 and U+009B (C1: CSI to an 8-bit terminal), a raw 0x9b, the
+	 * bidi overrides U+202E and U+202A and the isolate U+2066 and U+2069;
+	 * an e-acute, U+2028 and U+2030 (next to the bidi range) are kept. */
+	struct sink s;
+	char buf[4096];
+
+	(void)state;
+	sink_pipe(&s);
+	sink_begin(&s);
+	log_warn("a\xc2\x85"
+		 "b\xc2\x9b"
+		 "c\x9b[31md\xe2\x80\xae"
+		 "e\xe2\x80\xaa"
+		 "f\xe2\x81\xa6"
+		 "g\xe2\x81\xa9"
+		 "h\xc3\xa9\xe2\x80\xa8\xe2\x80\xb0.");
+	sink_end(&s, buf, sizeof(buf));
+	assert_non_null(strstr(buf, ": a?b?c?[31md?e?f?g?h\xc3\xa9\xe2\x80\xa8\xe2\x80\xb0.\n"));
+}
+
+static void
 text_line_is_capped_as_before(void **state)
 {
 	struct sink s;
@@ -281,6 +304,30 @@ json_escapes_every_control_character_and_bad_utf8(void **state)
 }
 
 static void
+json_escapes_bidi_controls(void **state)
+{
+	/* Embeddings, overrides and isolates escaped; U+2028 and U+2030 kept. */
+	static const char msg[] = "a\xe2\x80\xaa b\xe2\x80\xae c\xe2\x81\xa6 d\xe2\x81\xa9 "
+				  "e\xe2\x80\xa8 f\xe2\x80\xb0.";
+	struct sink s;
+	char buf[4096];
+	json_t *j;
+
+	(void)state;
+	setenv("API_TOGETHER_LOG_FORMAT", "json", 1);
+	sink_pipe(&s);
+	sink_begin(&s);
+	log_error("%s", msg);
+	sink_end(&s, buf, sizeof(buf));
+	j = json_line(buf, "error");
+	assert_string_equal(json_string_value(json_object_get(j, "msg")), msg);
+	assert_non_null(
+		strstr(buf, "a\\u202a b\\u202e c\\u2066 d\\u2069 e\xe2\x80\xa8 f\xe2\x80\xb0."));
+	assert_null(strstr(buf, "\xe2\x80\xae"));
+	json_decref(j);
+}
+
+static void
 json_on_a_tty_has_no_colour(void **state)
 {
 	struct sink s;
@@ -343,6 +390,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(text_on_a_pipe_is_plain, env_reset),
 		cmocka_unit_test_setup(text_neutralises_control_characters, env_reset),
+		cmocka_unit_test_setup(text_neutralises_c1_bidi_and_bytes_no_utf8, env_reset),
 		cmocka_unit_test_setup(text_line_is_capped_as_before, env_reset),
 		cmocka_unit_test_setup(tty_lines_are_coloured_by_level, env_reset),
 		cmocka_unit_test_setup(no_color_turns_colours_off, env_reset),
@@ -350,6 +398,7 @@ main(void)
 		cmocka_unit_test_setup(json_is_one_object_per_line, env_reset),
 		cmocka_unit_test_setup(json_escapes_every_control_character_and_bad_utf8,
 				       env_reset),
+		cmocka_unit_test_setup(json_escapes_bidi_controls, env_reset),
 		cmocka_unit_test_setup(json_on_a_tty_has_no_colour, env_reset),
 		cmocka_unit_test_setup(json_long_message_stays_valid, env_reset),
 		cmocka_unit_test_setup(unknown_format_warns_and_writes_text, env_reset),

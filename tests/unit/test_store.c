@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1233,8 +1234,14 @@ test_metrics_rejections_counted_by_reason(void **state)
 					 0);
 	assert_int_equal(store_count(f->st, STORE_REJECT_N, err, sizeof(err)), -1);
 	assert_true(err[0] != '\0');
+	/* This process's until a sync folds them in (doc/behaviour.md, Limits
+	 * and state): a refusal takes no lock. */
 	struct store *other = store_open(f->path, err, sizeof(err));
 	assert_non_null(other);
+	read_rejects(other, n);
+	for (size_t i = 0; i < STORE_REJECT_N; i++)
+		assert_int_equal(n[i], 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
 	read_rejects(other, n);
 	store_close(other);
 	for (size_t i = 0; i < STORE_REJECT_N; i++)
@@ -1863,6 +1870,170 @@ test_created_files_are_mode_0600(void **state)
 	/* The fixture's file too. */
 	assert_int_equal(stat(f->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 07777, 0600);
+}
+
+/* Another open file description of the lock file, flocked how: another
+ * process, as far as the store can tell. */
+static int
+hold_lock(const char *lock, int how)
+{
+	int fd = open(lock, O_RDWR | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, how | LOCK_NB), 0);
+	return fd;
+}
+
+/* Refusals and /health take no exclusive lock (doc/behaviour.md, Limits and
+ * state: GDBM): with another holder of a shared lock (a reader), which an
+ * exclusive lock would wait 3 s for and give up, both go through at once
+ * once a check has seen the file; with the lock held exclusively for too
+ * long, the check says so. */
+static void
+test_count_and_check_take_no_exclusive_lock(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	int fd = hold_lock(f->lock, LOCK_SH);
+	int64_t t0 = clock_now_ms();
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(store_count(f->st, STORE_REJECT_AUTH, err, sizeof(err)), 0);
+		assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	}
+	assert_true(clock_now_ms() - t0 < 2000);
+	close(fd);
+	fd = hold_lock(f->lock, LOCK_EX);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "locked by another process for too long"));
+	close(fd);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	long long n[STORE_REJECT_N];
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 100);
+	/* A file changed since is looked at again under the lock. */
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	write_file(f->path, not_gdbm);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+}
+
+/* A sync that cannot write keeps the counts it could not fold for the next
+ * one: none is lost, none counted twice. */
+static void
+test_sync_that_fails_keeps_the_counts(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+	long long n[STORE_REJECT_N];
+
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	int fd = hold_lock(f->lock, LOCK_EX);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "locked by another process for too long"));
+	close(fd);
+	assert_int_equal(store_count(f->st, STORE_REJECT_BAD_INPUT, err, sizeof(err)), 0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_BAD_INPUT], 3);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_BAD_INPUT], 3);
+}
+
+/* Opens path (GDBM) expecting a refusal whose reason names file and why. */
+static void
+assert_refused(const char *path, bool readonly, const char *file, const char *why)
+{
+	char err[512] = "";
+	struct store *st = readonly ? store_open_readonly(path, err, sizeof(err))
+				    : store_open(path, err, sizeof(err));
+
+	if (st != NULL)
+		fail_msg("%s opened, want refused: %s", path, why);
+	if (strstr(err, file) == NULL || strstr(err, why) == NULL)
+		fail_msg("reason \"%s\", want %s and \"%s\"", err, file, why);
+}
+
+/* doc/behaviour.md, Limits and state: GDBM: never through a symbolic link,
+ * read-only (--status) included. */
+static void
+test_symlinked_state_or_lock_file_is_refused(void **state)
+{
+	struct fix *f = *state;
+	char link[160], real[160], lock[180], err[256] = "";
+
+	snprintf(link, sizeof(link), "%s/link.db", f->dir);
+	assert_int_equal(symlink(f->path, link), 0);
+	assert_refused(link, false, link, "is a symbolic link");
+	assert_refused(link, true, link, "is a symbolic link");
+	/* The lock file (the live copy) likewise, the state file being fine. */
+	snprintf(real, sizeof(real), "%s/real.db", f->dir);
+	struct store *st = store_open(real, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+	snprintf(lock, sizeof(lock), "%s.lock", real);
+	assert_int_equal(unlink(lock), 0);
+	assert_int_equal(symlink(f->lock, lock), 0);
+	assert_refused(real, false, lock, "is a symbolic link");
+	assert_refused(real, true, lock, "is a symbolic link");
+}
+
+/* A state file replaced by a symbolic link while handles are open: their
+ * next call is refused, and the store works again once it is put back. */
+static void
+test_state_file_turned_symlink_fails_calls(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 7, -1};
+	char moved[160], err[256] = "";
+
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	snprintf(moved, sizeof(moved), "%s/moved.db", f->dir);
+	assert_int_equal(rename(f->path, moved), 0);
+	assert_int_equal(symlink(moved, f->path), 0);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "is a symbolic link"));
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(rename(moved, f->path), 0);
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+}
+
+/* Another user's files are refused, but by a read-only open (root running
+ * --status reads the responder's); a file every user may write, by both. */
+static void
+test_state_file_of_another_user_or_world_writable_is_refused(void **state)
+{
+	struct fix *f = *state;
+	char err[256] = "";
+	struct store *st;
+
+	assert_int_equal(chmod(f->path, 0602), 0);
+	assert_refused(f->path, false, f->path, "writable by every user");
+	assert_refused(f->path, true, f->path, "writable by every user");
+	assert_int_equal(chmod(f->path, 0600), 0);
+	assert_int_equal(chmod(f->lock, 0666), 0);
+	assert_refused(f->path, false, f->lock, "writable by every user");
+	assert_int_equal(chmod(f->lock, 0600), 0);
+	if (geteuid() != 0)
+		skip(); /* only root can give a file away */
+	uid_t other = 65534;
+	assert_int_equal(chown(f->path, other, (gid_t)-1), 0);
+	assert_refused(f->path, false, f->path, "owned by uid 65534, not by this user (uid 0)");
+	st = store_open_readonly(f->path, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+	assert_int_equal(chown(f->path, 0, (gid_t)-1), 0);
+	assert_int_equal(chown(f->lock, other, (gid_t)-1), 0);
+	assert_refused(f->path, false, f->lock, "owned by uid 65534");
+	assert_int_equal(chown(f->lock, 0, (gid_t)-1), 0);
+	st = store_open(f->path, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
 }
 
 #endif
@@ -3306,6 +3477,11 @@ main(void)
 		T(test_state_file_replaced_by_garbage_fails_calls),
 		T(test_open_in_missing_directory_fails_with_reason),
 		T(test_created_files_are_mode_0600),
+		T(test_count_and_check_take_no_exclusive_lock),
+		T(test_sync_that_fails_keeps_the_counts),
+		T(test_symlinked_state_or_lock_file_is_refused),
+		T(test_state_file_turned_symlink_fails_calls),
+		T(test_state_file_of_another_user_or_world_writable_is_refused),
 #endif
 		T(test_reopen_keeps_the_state),
 		T(test_two_handles_see_each_others_counts),

@@ -110,10 +110,91 @@ headers_for(const char *const *lines, const struct config_api *api)
 	struct client c;
 
 	client_init(&c, lines);
-	struct curl_slist *l = upstream_headers(&c.r, api);
+	struct curl_slist *l = upstream_headers(&c.r, api, NULL, 0);
 	assert_non_null(l);
 	/* The list holds copies: it outlives the request. */
 	return l;
+}
+
+/* ---- the client's own keys ---- */
+
+static char *client_keys[] = {"sk-client-key-0001", "second-client-key-2"};
+
+static struct curl_slist *
+headers_with_keys(const char *const *lines, const struct config_api *api)
+{
+	struct client c;
+
+	client_init(&c, lines);
+	struct curl_slist *l = upstream_headers(&c.r, api, client_keys, 2);
+	assert_non_null(l);
+	return l;
+}
+
+static void
+headers_holding_a_client_key_are_dropped(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+		"api-key: sk-client-key-0001", "x-other: Bearer second-client-key-2 and more",
+		"x-keep: sk-client-key-000",   "sk-client-key-0001: 1",
+		"x-case: SK-CLIENT-KEY-0001",  NULL,
+	};
+	struct config_api api;
+
+	api_init(&api, "sk-upstream");
+	struct curl_slist *l = headers_with_keys(lines, &api);
+	assert_false(list_mentions(l, "sk-client-key-0001"));
+	assert_false(list_mentions(l, "second-client-key-2"));
+	assert_int_equal(list_count_name(l, "api-key"), 0);
+	assert_int_equal(list_count_name(l, "x-other"), 0);
+	/* Not the key: a prefix of it, and another case (keys are exact). */
+	assert_true(list_has(l, "x-keep: sk-client-key-000"));
+	assert_true(list_has(l, "x-case: SK-CLIENT-KEY-0001"));
+	assert_true(list_has(l, "Authorization: Bearer sk-upstream"));
+	curl_slist_free_all(l);
+}
+
+static void
+query_kept_as_sent_without_a_client_key(void **state)
+{
+	char *q = NULL;
+
+	(void)state;
+	assert_int_equal(upstream_query(NULL, client_keys, 2, &q), 0);
+	assert_null(q);
+	assert_int_equal(upstream_query("api-version=2024&a=%20b+c&&x", client_keys, 2, &q), 0);
+	assert_string_equal(q, "api-version=2024&a=%20b+c&&x");
+	free(q);
+	assert_int_equal(upstream_query("", client_keys, 2, &q), 0);
+	assert_string_equal(q, "");
+	free(q);
+}
+
+static void
+query_parameters_holding_a_client_key_are_dropped(void **state)
+{
+	char *q = NULL;
+
+	(void)state;
+	assert_int_equal(
+		upstream_query("api_key=sk-client-key-0001&api-version=2024", client_keys, 2, &q),
+		0);
+	assert_string_equal(q, "api-version=2024");
+	free(q);
+	/* Percent-encoded, in the name, or as one of several values. */
+	assert_int_equal(upstream_query("a=1&k=%73k-client-key-0001&sk-client-key-0001=&"
+					"b=x+second-client-key-2&c=3",
+					client_keys, 2, &q),
+			 0);
+	assert_string_equal(q, "a=1&c=3");
+	free(q);
+	assert_int_equal(upstream_query("key=second-client-key-2", client_keys, 2, &q), 0);
+	assert_null(q);
+	/* Not a key: a prefix of it. */
+	assert_int_equal(upstream_query("key=sk-client-key-000", client_keys, 2, &q), 0);
+	assert_string_equal(q, "key=sk-client-key-000");
+	free(q);
 }
 
 /* ---- upstream_url ---- */
@@ -361,6 +442,68 @@ response_header_content_length_and_status_are_dropped(void **state)
 	assert_false(upstream_response_header_passes("content-length"));
 	assert_false(upstream_response_header_passes("Status"));
 	assert_false(upstream_response_header_passes("status"));
+}
+
+/* ---- upstream_answer_line_passes ---- */
+
+static bool
+answer_line(const char *line)
+{
+	return upstream_answer_line_passes(line, strlen(line));
+}
+
+static void
+answer_line_end_to_end_passes(void **state)
+{
+	(void)state;
+	assert_true(answer_line("Content-Type: application/json"));
+	assert_true(answer_line("X-Request-Id:abc"));
+	assert_true(answer_line("Location: https://example.com/x"));
+	assert_true(answer_line("location:\thttps://example.com/x"));
+	assert_true(answer_line("X-Odd!#$%&'*+-.^_`|~1: v"));
+}
+
+static void
+answer_line_local_location_dropped_after_any_whitespace(void **state)
+{
+	/* Apache's CGI parser skips every isspace() byte before the value. */
+	(void)state;
+	assert_false(answer_line("Location: /etc/passwd"));
+	assert_false(answer_line("Location:/x"));
+	assert_false(answer_line("LOCATION: \t /x"));
+	assert_false(answer_line("Location:\v/x"));
+	assert_false(answer_line("Location:\f/x"));
+	assert_false(answer_line("Location: \v\f /x"));
+	assert_false(answer_line("X-Sendfile: /etc/passwd"));
+	assert_false(answer_line("x-accel-redirect: /internal"));
+}
+
+static void
+answer_line_name_must_be_token(void **state)
+{
+	(void)state;
+	assert_false(answer_line("X Y: v"));
+	assert_false(answer_line("X-Y : v"));
+	assert_false(answer_line("X\vY: v"));
+	assert_false(answer_line("Location\f: /x"));
+	assert_false(answer_line("X(Y): v"));
+	assert_false(answer_line("X\"Y: v"));
+	assert_false(answer_line("X\xc3\xa9: v"));
+	assert_false(answer_line(": v"));
+	assert_false(answer_line("no colon"));
+}
+
+static void
+answer_line_folded_or_broken_dropped(void **state)
+{
+	(void)state;
+	assert_false(answer_line(" folded"));
+	assert_false(answer_line("\tfolded: v"));
+	assert_false(answer_line("X-A: a\rX-B: b"));
+	assert_false(upstream_answer_line_passes("X-A: a\0b", 8));
+	assert_false(answer_line(""));
+	assert_false(answer_line("Content-Length: 5"));
+	assert_false(answer_line("Transfer-Encoding: chunked"));
 }
 
 /* ---- upstream_status_retryable ---- */
@@ -683,6 +826,10 @@ main(void)
 		cmocka_unit_test(response_header_end_to_end_pass),
 		cmocka_unit_test(response_header_hop_by_hop_are_dropped_case_insensitively),
 		cmocka_unit_test(response_header_content_length_and_status_are_dropped),
+		cmocka_unit_test(answer_line_end_to_end_passes),
+		cmocka_unit_test(answer_line_local_location_dropped_after_any_whitespace),
+		cmocka_unit_test(answer_line_name_must_be_token),
+		cmocka_unit_test(answer_line_folded_or_broken_dropped),
 		cmocka_unit_test(status_retryable_on_auth_timeout_conflict_and_rate_limit),
 		cmocka_unit_test(status_retryable_on_every_5xx),
 		cmocka_unit_test(status_not_retryable_on_success_and_client_errors),
@@ -698,6 +845,9 @@ main(void)
 		cmocka_unit_test(headers_without_client_headers_hold_key_and_expect),
 		cmocka_unit_test(headers_drop_client_value_with_cr_or_lf),
 		cmocka_unit_test(headers_no_line_holds_cr_or_lf),
+		cmocka_unit_test(headers_holding_a_client_key_are_dropped),
+		cmocka_unit_test(query_kept_as_sent_without_a_client_key),
+		cmocka_unit_test(query_parameters_holding_a_client_key_are_dropped),
 	};
 
 	return cmocka_run_group_tests(tests, 0, 0);
