@@ -335,8 +335,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if i > 0 and interval > 0:
                     _wait_watching(self.connection, interval, info)
                 if close_after is not None and i >= int(close_after):
-                    self._abrupt_close()
+                    # Stamped before the close: once the socket is closed the
+                    # test may read info while this thread is not yet back.
                     info["closed_by_mock_at"] = time.monotonic()
+                    self._abrupt_close()
                     return
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
