@@ -65,7 +65,10 @@ typedef int (*json_scan_member_fn)(void *ctx, const char *s, const struct json_s
  * forms or surrogates, escapes whose surrogates pair up, no "\u0000" in a
  * key (nor in a value without JSON_SCAN_ALLOW_NUL), numbers that fit a
  * double (and integers an int64 without JSON_SCAN_INT_AS_REAL), and no value
- * inside more than JSON_SCAN_MAX_DEPTH containers. A leading byte order mark
+ * inside JSON_SCAN_MAX_DEPTH containers or more (an empty container at that
+ * depth is fine: jansson counts values, not brackets), and no raw NUL
+ * outside a string (jansson drops one after a number or a literal; this is
+ * the one place the two differ, on purpose). A leading byte order mark
  * is refused, as jansson refuses it. When the value is an object, on_member
  * (may be NULL) sees each of its members.
  * Returns 0 when the document is valid (*is_object says whether it is an
