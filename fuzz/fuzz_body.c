@@ -71,7 +71,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(body, rest, len);
 	memset(&info, 0x5a, sizeof(info));
 	rc = body_inspect(ctype, body, len, &info, err, sizeof(err));
-	FUZZ_CHECK(rc == 0 || rc == -1);
+	FUZZ_CHECK(rc == 0 || rc == BODY_INVALID || rc == BODY_AMBIGUOUS);
 	FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);
 	if (rc == 0) {
 		FUZZ_CHECK(info.model == NULL || strlen(info.model) < len);
@@ -80,8 +80,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_rewrite(ctype, body, len, &info, fuzz_models[i]);
 		body_info_free(&info);
 	} else {
-		/* Only a JSON body is refused, and it says why. */
+		/* Only a JSON or multipart body is refused (a multipart one only
+		 * as ambiguous), and it says why. */
 		FUZZ_CHECK(err[0] != '\0');
+		FUZZ_CHECK(rc == BODY_AMBIGUOUS || info.kind == BODY_JSON);
 		char *out = NULL;
 		size_t outlen;
 		if (body_rewrite_model(ctype, body, len, "gpt-4o-mini", &out, &outlen) == 0)

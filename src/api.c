@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "json_scan.h"
 #include "log.h"
 #include "response.h"
 #include "store.h"
@@ -269,13 +270,26 @@ api_token_stats(struct request *r, const struct config *cfg, const char *why, st
 	return api_send(r, cfg->cors, body);
 }
 
+/* The last top-level "apiId" of a token reset body, as a parser keeps it. */
+static int
+api_reset_member(void *ctx, const char *s, const struct json_scan_member *m)
+{
+	struct json_scan js = {.s = s};
+
+	if (json_scan_key_is(&js, m, "apiId"))
+		*(struct json_scan_member *)ctx = *m;
+	return 0;
+}
+
 int
 api_token_reset(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
-	const char *id = NULL;
-	json_t *req = NULL, *body;
+	struct json_scan_member id_at = {0, 0, 0, 0};
+	char *id = NULL;
+	json_t *body;
 	struct store *st;
 	char err[300], msg[512];
+	bool object;
 	int rc;
 
 	(void)why;
@@ -284,21 +298,23 @@ api_token_reset(struct request *r, const struct config *cfg, const char *why, st
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
 	if (rc != 0)
 		return response_error(r->fcgi->out, RESP_INCOMPLETE_BODY, NULL, 0, cfg->cors);
-	size_t skip = 0;
-	while (skip < r->body_len && strchr(" \t\r\n", r->body[skip]) != NULL)
-		skip++;
-	if (skip < r->body_len) {
-		json_error_t jerr;
-		req = json_loadb(r->body, r->body_len, 0, &jerr);
-		if (req == NULL || !json_is_object(req))
+	if (json_scan_ws(r->body, r->body_len, 0) < r->body_len) {
+		/* Checked as jansson checks with no flags, without a tree: the body
+		 * may be as large as server.maxBodyBytes. */
+		if (json_scan_check(r->body, r->body_len, 0, api_reset_member, &id_at, &object,
+				    NULL) != 0 ||
+		    !object)
 			goto bad;
-		json_t *v = json_object_get(req, "apiId");
-		if (v != NULL && !json_is_null(v)) {
-			if (!json_is_string(v))
+		if (id_at.value_end > id_at.value && r->body[id_at.value] != 'n') {
+			if (r->body[id_at.value] != '"')
 				goto bad;
-			id = json_string_value(v);
+			/* No "\u0000" without JSON_SCAN_ALLOW_NUL: a C string. */
+			id = json_scan_string_dup(r->body, id_at.value, id_at.value_end, NULL);
+			if (id == NULL)
+				return response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0,
+						      cfg->cors);
 			if (config_find_api(cfg, id) < 0) {
-				json_decref(req);
+				free(id);
 				return response_error(r->fcgi->out, RESP_API_NOT_FOUND, NULL, 0,
 						      cfg->cors);
 			}
@@ -308,18 +324,17 @@ api_token_reset(struct request *r, const struct config *cfg, const char *why, st
 	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be written: %s", store_what(st), err);
-		json_decref(req);
+		free(id);
 		return response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 	}
 	if (id != NULL)
 		snprintf(msg, sizeof(msg), "Token statistics of %s were reset.", id);
 	else
 		snprintf(msg, sizeof(msg), "Token statistics of every endpoint were reset.");
-	json_decref(req);
+	free(id);
 	body = json_pack("{s:s,s:o}", "message", msg, "timestamp", api_now_json());
 	return api_send(r, cfg->cors, body);
 bad:
-	json_decref(req);
 	return response_error(r->fcgi->out, RESP_INVALID_JSON,
 			      "Body must be empty or a JSON object like {\"apiId\": \"api1\"}.", 0,
 			      cfg->cors);

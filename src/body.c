@@ -6,8 +6,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <jansson.h>
-
 #include "dynbuf.h"
 #include "compat.h"
 #include "json_scan.h"
@@ -113,9 +111,19 @@ body_classify(const char *ct)
 	return BODY_CT_OTHER;
 }
 
-/* Numbers too large for an integer are still valid JSON; \u0000 inside some
- * other string is the upstream's business. */
-#define BODY_JSON_FLAGS (JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL)
+/* jansson's flags as the body was once parsed with (JSON_DECODE_INT_AS_REAL
+ * | JSON_ALLOW_NUL): numbers too large for an integer are still valid JSON;
+ * \u0000 inside some other string is the upstream's business. */
+#define BODY_JSON_FLAGS (JSON_SCAN_INT_AS_REAL | JSON_SCAN_ALLOW_NUL)
+
+/* The length of a UTF-8 byte order mark at the start of body: 3 or 0. RFC
+ * 8259 (section 8.1) lets a parser ignore one, and upstreams that do would
+ * read the object after it: it must route on its model like any other. */
+static size_t
+body_bom(const char *body, size_t len)
+{
+	return len >= 3 && memcmp(body, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+}
 
 static enum body_kind
 body_kind_of(const char *content_type, const char *body, size_t len)
@@ -136,7 +144,7 @@ body_kind_of(const char *content_type, const char *body, size_t len)
 		 * read JSON whatever its label: a body that looks like an object
 		 * routes on its model, or a client could reach any endpoint with
 		 * a model none of them is configured for. */
-		for (i = 0; i < len && body_is_space(body[i]); i++)
+		for (i = body_bom(body, len); i < len && body_is_space(body[i]); i++)
 			;
 		return i < len && body[i] == '{' ? BODY_JSON : BODY_OTHER;
 	}
@@ -148,71 +156,117 @@ body_kind_of(const char *content_type, const char *body, size_t len)
  * disposition).
  */
 
+/* One parameter of a header value: its name and its value, still quoted
+ * when it was; no '=' leaves the value empty with has_value false. */
+struct body_param_at {
+	size_t name, name_end;
+	size_t value, value_end;
+	bool has_value;
+};
+
+/* Reads the parameter after s[*i] (the media or disposition type, or the
+ * previous parameter) into *p and moves *i past it. Returns false when there
+ * is none left. */
+static bool
+body_param_next(const char *s, size_t n, size_t *i, struct body_param_at *p)
+{
+	size_t k = *i;
+
+	/* The type comes first, and quotes end only within a parameter. */
+	while (k < n && s[k] != ';')
+		k++;
+	if (k >= n) {
+		*i = k;
+		return false;
+	}
+	k++; /* the ';' */
+	while (k < n && body_is_space(s[k]))
+		k++;
+	p->name = k;
+	while (k < n && s[k] != '=' && s[k] != ';')
+		k++;
+	p->name_end = k;
+	while (p->name_end > p->name && body_is_space(s[p->name_end - 1]))
+		p->name_end--;
+	p->has_value = k < n && s[k] == '=';
+	p->value = p->value_end = k;
+	if (p->has_value) {
+		k++; /* the '=' */
+		while (k < n && body_is_lws(s[k]))
+			k++;
+		p->value = k;
+		if (k < n && s[k] == '"') {
+			for (k++; k < n && s[k] != '"'; k++)
+				if (s[k] == '\\' && k + 1 < n)
+					k++;
+			p->value_end = k < n ? k + 1 : k;
+			/* Whatever follows the closing quote up to ';' is noise. */
+			while (k < n && s[k] != ';')
+				k++;
+		} else {
+			while (k < n && s[k] != ';')
+				k++;
+			p->value_end = k;
+			while (p->value_end > p->value && body_is_space(s[p->value_end - 1]))
+				p->value_end--;
+		}
+	}
+	*i = k;
+	return true;
+}
+
+static bool
+body_param_is(const char *s, const struct body_param_at *p, const char *name)
+{
+	size_t namelen = strlen(name);
+
+	return p->name_end - p->name == namelen && strncasecmp(s + p->name, name, namelen) == 0;
+}
+
 /* Finds parameter name (case-insensitive) in the header value s[0..n) and
  * copies its value, unquoted, to val. Returns 0, or -1 when it is absent or
  * longer than vallen - 1. */
 static int
 body_param(const char *s, size_t n, const char *name, char *val, size_t vallen)
 {
-	size_t namelen = strlen(name);
-	size_t i = 0;
+	struct body_param_at p;
+	size_t i = 0, vl = 0;
 
-	/* The media type or disposition type comes first; it has no quotes. */
-	while (i < n && s[i] != ';')
-		i++;
-	while (i < n) {
-		size_t ns, ne, vl = 0;
-		int match;
-
-		i++; /* the ';' */
-		while (i < n && body_is_space(s[i]))
-			i++;
-		ns = i;
-		while (i < n && s[i] != '=' && s[i] != ';')
-			i++;
-		ne = i;
-		while (ne > ns && body_is_space(s[ne - 1]))
-			ne--;
-		match = ne - ns == namelen && strncasecmp(s + ns, name, namelen) == 0;
-		if (i >= n || s[i] == ';')
+	while (body_param_next(s, n, &i, &p)) {
+		if (!p.has_value || !body_param_is(s, &p, name))
 			continue;
-		i++; /* the '=' */
-		while (i < n && body_is_lws(s[i]))
-			i++;
-		if (i < n && s[i] == '"') {
-			for (i++; i < n && s[i] != '"'; i++) {
-				if (s[i] == '\\' && i + 1 < n)
-					i++;
-				if (match) {
-					if (vl + 1 >= vallen)
-						return -1;
-					val[vl++] = s[i];
-				}
-			}
-			/* Whatever follows the closing quote up to ';' is noise. */
-			while (i < n && s[i] != ';')
-				i++;
-		} else {
-			size_t vs = i, ve;
-
-			while (i < n && s[i] != ';')
-				i++;
-			ve = i;
-			while (ve > vs && body_is_space(s[ve - 1]))
-				ve--;
-			if (match) {
-				if (ve - vs >= vallen)
+		if (p.value < p.value_end && s[p.value] == '"') {
+			for (size_t k = p.value + 1; k < p.value_end && s[k] != '"'; k++) {
+				if (s[k] == '\\' && k + 1 < p.value_end)
+					k++;
+				if (vl + 1 >= vallen)
 					return -1;
-				memcpy(val, s + vs, ve - vs);
-				vl = ve - vs;
+				val[vl++] = s[k];
 			}
+		} else {
+			if (p.value_end - p.value >= vallen)
+				return -1;
+			memcpy(val, s + p.value, p.value_end - p.value);
+			vl = p.value_end - p.value;
 		}
-		if (match) {
-			val[vl] = '\0';
-			return 0;
-		}
+		val[vl] = '\0';
+		return 0;
 	}
 	return -1;
+}
+
+/* How many times parameter name appears in the header value s[0..n), with
+ * a value or without. */
+static size_t
+body_param_count(const char *s, size_t n, const char *name)
+{
+	struct body_param_at p;
+	size_t i = 0, count = 0;
+
+	while (body_param_next(s, n, &i, &p))
+		if (body_param_is(s, &p, name))
+			count++;
+	return count;
 }
 
 /*
@@ -242,10 +296,17 @@ body_mp_delim(const char *body, size_t len, size_t from, const char *delim, size
 	return len;
 }
 
+/* What a multipart scan saw that parsers may read differently. */
+struct body_mp_seen {
+	size_t models;   /* parts named "model" */
+	bool name_star;  /* a part named with name*= (RFC 2231), which we do not decode */
+	bool boundaries; /* the Content-Type names its boundary more than once */
+};
+
 /* True when the part header line h[0..n) is a Content-Disposition naming the
- * field "model". */
+ * field "model". A name*= parameter is noted in seen (may be NULL). */
 static int
-body_mp_is_model_header(const char *h, size_t n)
+body_mp_is_model_header(const char *h, size_t n, struct body_mp_seen *seen)
 {
 	static const char cd[] = "content-disposition";
 	const size_t cdlen = sizeof(cd) - 1;
@@ -261,23 +322,31 @@ body_mp_is_model_header(const char *h, size_t n)
 	if (namelen != cdlen || strncasecmp(h, cd, cdlen) != 0)
 		return 0;
 	off = (size_t)(colon - h) + 1;
+	if (seen != NULL && body_param_count(h + off, n - off, "name*") > 0)
+		seen->name_star = true;
 	if (body_param(h + off, n - off, "name", name, sizeof(name)) != 0)
 		return 0;
 	return strcmp(name, "model") == 0;
 }
 
-/* Adds to sp the value range of every "model" part of a multipart body.
- * Returns 0 (also when the body is malformed: what was found so far stands),
- * or -1 when memory runs out. */
+/* Adds to sp the value range of every "model" part of a multipart body,
+ * and counts in seen (may be NULL) what makes the body ambiguous. Returns 0
+ * (also when the body is malformed: what was found so far stands), or -1
+ * when memory runs out. */
 static int
-body_mp_scan(const char *content_type, const char *body, size_t len, struct body_spans *sp)
+body_mp_scan(const char *content_type, const char *body, size_t len, struct body_spans *sp,
+	     struct body_mp_seen *seen)
 {
 	char boundary[BODY_BOUNDARY_MAX];
 	char delim[BODY_BOUNDARY_MAX + 2];
 	size_t blen, dlen, p;
 
-	if (content_type == NULL || body_param(content_type, strlen(content_type), "boundary",
-					       boundary, sizeof(boundary)) != 0)
+	if (content_type == NULL)
+		return 0;
+	if (seen != NULL && body_param_count(content_type, strlen(content_type), "boundary") > 1)
+		seen->boundaries = true;
+	if (body_param(content_type, strlen(content_type), "boundary", boundary,
+		       sizeof(boundary)) != 0)
 		return 0;
 	blen = strlen(boundary);
 	if (blen == 0)
@@ -315,10 +384,12 @@ body_mp_scan(const char *content_type, const char *body, size_t len, struct body
 			}
 			if (ll >= dlen && memcmp(body + h, delim, dlen) == 0)
 				break; /* a part with no blank line: next delimiter */
-			if (body_mp_is_model_header(body + h, ll))
+			if (body_mp_is_model_header(body + h, ll, seen))
 				is_model = 1;
 			h = (size_t)(e - body) + 1;
 		}
+		if (is_model && seen != NULL)
+			seen->models++;
 		if (!have_body) {
 			/* Resume at the next delimiter, if any, after the headers. */
 			next = body_mp_delim(body, len, after, delim, dlen);
@@ -357,15 +428,16 @@ body_mp_scan(const char *content_type, const char *body, size_t len, struct body
 static int
 body_json_scan(const char *s, size_t len, struct body_spans *sp)
 {
+	size_t bom = body_bom(s, len);
 	struct json_scan js;
 	struct json_scan_member m;
 	int rc;
 
-	if (json_scan_object_begin(&js, s, len) != 0)
+	if (json_scan_object_begin(&js, s + bom, len - bom) != 0)
 		return -1;
 	while ((rc = json_scan_object_next(&js, &m)) == 1) {
-		if (s[m.value] == '"' && json_scan_key_is(&js, &m, "model") &&
-		    body_spans_add(sp, m.value, m.value_end) != 0)
+		if (s[bom + m.value] == '"' && json_scan_key_is(&js, &m, "model") &&
+		    body_spans_add(sp, bom + m.value, bom + m.value_end) != 0)
 			return -1;
 	}
 	return rc;
@@ -473,58 +545,116 @@ body_splice(const char *body, size_t len, const struct body_spans *sp, const cha
  * Public
  */
 
+/* What the check saw of a JSON body's top-level members. */
+struct body_json_seen {
+	size_t models;         /* "model" keys */
+	bool model_not_string; /* one of them is not a string */
+	struct json_scan_member model, stream;
+	bool have_stream;
+};
+
+static int
+body_json_member(void *ctx, const char *s, const struct json_scan_member *m)
+{
+	struct body_json_seen *seen = ctx;
+	struct json_scan js = {.s = s};
+
+	/* Most keys differ from both at their first byte: no decoding then. */
+	if (m->key_end > m->key && s[m->key] != 'm' && s[m->key] != 's' && s[m->key] != '\\')
+		return 0;
+	if (json_scan_key_is(&js, m, "model")) {
+		seen->models++;
+		seen->model = *m;
+		if (s[m->value] != '"')
+			seen->model_not_string = true;
+	} else if (json_scan_key_is(&js, m, "stream")) {
+		/* The last one counts, as a parser keeps the last. */
+		seen->stream = *m;
+		seen->have_stream = true;
+	}
+	return 0;
+}
+
+/* Line and column (in characters) of offset at, for a message. */
+static void
+body_json_where(const char *s, size_t at, int *line, int *column)
+{
+	int l = 1, c = 1;
+
+	for (size_t i = 0; i < at; i++) {
+		if (s[i] == '\n') {
+			l++;
+			c = 1;
+		} else if (((unsigned char)s[i] & 0xc0) != 0x80) {
+			c++;
+		}
+	}
+	*line = l;
+	*column = c;
+}
+
 static int
 body_inspect_json(const char *body, size_t len, struct body_info *info, char *err, size_t errlen)
 {
-	json_error_t jerr;
-	json_t *root, *m, *st;
-	const char *name;
+	struct body_json_seen seen = {0};
+	struct json_scan_error jerr;
+	size_t bom = body_bom(body, len), mlen;
+	bool object;
+	int line, column;
 
-	/* Integers as reals: a valid body with a 20-digit number must not be
-	 * refused for jansson's sake; we read no integer from it. */
-	root = json_loadb(body, len, BODY_JSON_FLAGS, &jerr);
-	if (root == NULL) {
+	/* Validated byte by byte as jansson would, without building a tree:
+	 * the body can be as large as server.maxBodyBytes, and a tree of it
+	 * took some 80 times its size (doc/behaviour.md, Forwarding). */
+	if (json_scan_check(body + bom, len - bom, BODY_JSON_FLAGS, body_json_member, &seen,
+			    &object, &jerr) != 0) {
+		body_json_where(body, bom + jerr.at, &line, &column);
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen,
 				 "request body is not valid JSON: %s at line %d column %d",
-				 jerr.text, jerr.line, jerr.column);
-		return -1;
+				 jerr.why, line, column);
+		return BODY_INVALID;
 	}
-	if (!json_is_object(root)) {
+	if (!object) {
 		body_set_err(err, errlen, "request body must be a JSON object");
-		goto fail;
+		return BODY_INVALID;
 	}
-	m = json_object_get(root, "model");
-	if (m != NULL) {
-		if (!json_is_string(m)) {
-			body_set_err(err, errlen, "\"model\" must be a string");
-			goto fail;
-		}
-		name = json_string_value(m);
-		/* A C string cannot carry it, and no model has one. */
-		if (strlen(name) != json_string_length(m)) {
-			body_set_err(err, errlen, "\"model\" must not contain NUL characters");
-			goto fail;
-		}
-		info->model = strdup(name);
+	if (seen.model_not_string) {
+		body_set_err(err, errlen, "\"model\" must be a string");
+		return BODY_INVALID;
+	}
+	if (seen.models > 1) {
+		/* Parsers keep the first or the last: one upstream could serve a
+		 * model the gateway did not route on. */
+		body_set_err(err, errlen, "\"model\" must appear once in the request body");
+		return BODY_AMBIGUOUS;
+	}
+	if (seen.models == 1) {
+		const char *v = body + bom;
+
+		info->model =
+			json_scan_string_dup(v, seen.model.value, seen.model.value_end, &mlen);
 		if (info->model == NULL) {
 			body_set_err(err, errlen, "out of memory");
-			goto fail;
+			return BODY_INVALID;
+		}
+		/* A C string cannot carry it, and no model has one. */
+		if (strlen(info->model) != mlen) {
+			free(info->model);
+			info->model = NULL;
+			body_set_err(err, errlen, "\"model\" must not contain NUL characters");
+			return BODY_INVALID;
 		}
 	}
-	st = json_object_get(root, "stream");
-	info->stream = json_is_true(st);
-	json_decref(root);
+	info->stream = seen.have_stream && seen.stream.value_end - seen.stream.value == 4 &&
+		       memcmp(body + bom + seen.stream.value, "true", 4) == 0;
 	return 0;
-fail:
-	json_decref(root);
-	return -1;
 }
 
 int
 body_inspect(const char *content_type, const char *body, size_t len, struct body_info *info,
 	     char *err, size_t errlen)
 {
+	struct body_mp_seen seen = {0, false, false};
 	struct body_spans sp;
 
 	body_spans_init(&sp, len);
@@ -538,10 +668,21 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 	case BODY_JSON:
 		return body_inspect_json(body, len, info, err, errlen);
 	case BODY_MULTIPART:
-		if (body_mp_scan(content_type, body, len, &sp) != 0)
+		if (body_mp_scan(content_type, body, len, &sp, &seen) != 0)
 			goto oom;
-		/* The first "model" part names the model; a value holding NUL is
-		 * no model name. */
+		/* Parsers differ on these: the first or the last model part, a
+		 * name*= decoded or not, the first or the last boundary. */
+		if (seen.models > 1 || seen.name_star || seen.boundaries) {
+			body_spans_free(&sp);
+			body_set_err(err, errlen,
+				     seen.boundaries ? "the Content-Type names its boundary twice"
+				     : seen.name_star
+					     ? "a multipart part is named with name*"
+					     : "the request body has more than one \"model\" part");
+			return BODY_AMBIGUOUS;
+		}
+		/* The model part names the model; a value holding NUL is no model
+		 * name. */
 		if (sp.n > 0 &&
 		    memchr(body + sp.v[0].start, '\0', sp.v[0].end - sp.v[0].start) == NULL) {
 			info->model = strndup(body + sp.v[0].start, sp.v[0].end - sp.v[0].start);
@@ -558,7 +699,7 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 oom:
 	body_spans_free(&sp);
 	body_set_err(err, errlen, "out of memory");
-	return -1;
+	return BODY_INVALID;
 }
 
 void
@@ -592,7 +733,7 @@ body_rewrite_model(const char *content_type, const char *body, size_t len, const
 		rc = body_splice(body, len, &sp, repl, repllen, out, outlen);
 		break;
 	case BODY_MULTIPART:
-		if (body_mp_scan(content_type, body, len, &sp) != 0 || sp.n == 0)
+		if (body_mp_scan(content_type, body, len, &sp, NULL) != 0 || sp.n == 0)
 			goto done;
 		rc = body_splice(body, len, &sp, model, strlen(model), out, outlen);
 		break;

@@ -19,21 +19,33 @@ struct body_info {
 	bool stream; /* JSON "stream": true */
 };
 
-/* Classifies body by content_type (may be NULL) and reads its model.
- * A JSON body is one whose content type is application/json or ends in +json,
- * or, with any other type but multipart/form-data, one whose first non-blank
- * byte is '{' (it must then parse: an upstream may read it as JSON anyway). Returns 0 and fills *info (free with
- * body_info_free), or -1 with a client-facing reason in err when a JSON body
- * does not parse, is not an object, or has a "model" that is not a string;
- * then *info holds nothing to free. Nesting deeper than jansson's limit is a
- * parse error, never a crash. */
+/* body_inspect's refusals. */
+enum {
+	BODY_INVALID = -1,  /* a JSON body that is not a valid object with a string model */
+	BODY_AMBIGUOUS = -2 /* parsers could read a different model from it than we do */
+};
+
+/* Classifies body by content_type (may be NULL) and reads its model
+ * (doc/behaviour.md, Forwarding). A JSON body is one whose content type is
+ * application/json or ends in +json, or, with any other type but
+ * multipart/form-data, one whose first non-blank byte (after a UTF-8 byte
+ * order mark, if any) is '{' (it must then parse: an upstream may read it as
+ * JSON anyway). JSON is validated as jansson would validate it, byte by byte,
+ * in no memory beyond the model's copy, whatever its size or depth.
+ * Returns 0 and fills *info (free with body_info_free); BODY_INVALID when a
+ * JSON body does not parse, is not an object, or has a "model" that is not
+ * a string (or memory runs out); BODY_AMBIGUOUS when a JSON body has "model"
+ * twice at top level, or a multipart one has more than one "model" part, a
+ * part named with name*=, or a Content-Type naming its boundary twice. A
+ * refusal puts a client-facing reason in err (may be NULL) and leaves *info
+ * with nothing to free. */
 int body_inspect(const char *content_type, const char *body, size_t len, struct body_info *info,
 		 char *err, size_t errlen);
 
 void body_info_free(struct body_info *info);
 
 /* Copies body with the value of its top-level "model" (every top-level
- * "model" key of a JSON object; the "model" part of a multipart body)
+ * "model" key of a JSON object; every "model" part of a multipart body)
  * replaced by model. Returns 0 and a malloc'd copy in *out / *outlen
  * (caller frees), or -1 when the body has no model to replace or memory
  * runs out. */

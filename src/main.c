@@ -627,6 +627,14 @@ main(int argc, char **argv)
 	if (getenv("MALLOC_ARENA_MAX") == NULL)
 		mallopt(M_ARENA_MAX, 2);
 #endif
+#if defined(HAVE_MALLOPT) && defined(M_MMAP_THRESHOLD)
+	/* A fixed threshold: glibc otherwise raises it to the size of each
+	 * large block freed, and the next request body (up to maxBodyBytes)
+	 * would come from an arena that keeps it after the answer. Mapped, it
+	 * goes back to the system when freed (doc/behaviour.md, HTTP). */
+	if (getenv("MALLOC_MMAP_THRESHOLD_") == NULL)
+		mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
 		fprintf(stderr, "api-together: libcurl cannot start\n");
 		return 1;

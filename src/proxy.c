@@ -172,8 +172,12 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
 	if (rc != 0)
 		return response_error(r->fcgi->out, RESP_INCOMPLETE_BODY, NULL, 0, cfg->cors);
-	if (body_inspect(r->content_type, r->body, r->body_len, info, err, sizeof(err)) != 0)
-		return response_error(r->fcgi->out, RESP_INVALID_JSON, err, 0, cfg->cors);
+	rc = body_inspect(r->content_type, r->body, r->body_len, info, err, sizeof(err));
+	if (rc != 0)
+		return response_error(r->fcgi->out,
+				      rc == BODY_AMBIGUOUS ? RESP_INVALID_REQUEST
+							   : RESP_INVALID_JSON,
+				      err, 0, cfg->cors);
 	return 0;
 }
 

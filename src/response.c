@@ -18,6 +18,9 @@ static const struct {
 				    "Request body is larger than the gateway accepts."},
 	[RESP_INVALID_JSON] = {400, "invalid_request_error", "invalid_json",
 			       "Request body is not valid JSON."},
+	[RESP_INVALID_REQUEST] =
+		{400, "invalid_request_error", "invalid_request",
+		 "Request body names its model in a way parsers read differently."},
 	[RESP_INVALID_PATH] = {400, "invalid_request_error", "invalid_path",
 			       "Request path is not allowed."},
 	[RESP_INCOMPLETE_BODY] = {400, "invalid_request_error", "incomplete_body",

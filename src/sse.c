@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "dynbuf.h"
 #include "compat.h"
 #include "json_scan.h"
@@ -22,34 +20,71 @@ struct sse_parser {
 	struct usage usage;
 };
 
-/* A token count as a long long; jansson hands every number over as a real
- * (see sse_usage_scan), and a negative or absurd count is no count. */
+/* A token count as a long long from the number s[at..end) (see
+ * sse_usage_scan): a negative or absurd count is no count. */
 static long long
-sse_count(json_t *v)
+sse_count(const char *s, size_t at, size_t end)
 {
-	double d = json_number_value(v);
+	double d;
 
-	if (!(d > 0))
+	if (json_scan_number(s, at, end, &d) != 0 || !(d > 0))
 		return 0;
 	if (d >= (double)LLONG_MAX)
 		return LLONG_MAX;
 	return (long long)d;
 }
 
-/* Fills out from the usage object u. */
-static void
-sse_usage_from_object(json_t *u, struct usage *out)
-{
-	json_t *p = json_object_get(u, "prompt_tokens");
-	json_t *c = json_object_get(u, "completion_tokens");
-	json_t *t = json_object_get(u, "total_tokens");
+/* The three counts of a usage object, each its last member of that name (a
+ * parser keeps the last of repeated keys); value == value_end when absent. */
+struct sse_usage_keys {
+	struct json_scan_member prompt, completion, total;
+};
 
+static int
+sse_usage_member(void *ctx, const char *s, const struct json_scan_member *m)
+{
+	struct sse_usage_keys *k = ctx;
+	struct json_scan js = {.s = s};
+
+	if (json_scan_key_is(&js, m, "prompt_tokens"))
+		k->prompt = *m;
+	else if (json_scan_key_is(&js, m, "completion_tokens"))
+		k->completion = *m;
+	else if (json_scan_key_is(&js, m, "total_tokens"))
+		k->total = *m;
+	return 0;
+}
+
+/* True when member m (of the text s) is present and a number. */
+static bool
+sse_is_number(const char *s, const struct json_scan_member *m)
+{
+	return m->value_end > m->value &&
+	       (s[m->value] == '-' || (s[m->value] >= '0' && s[m->value] <= '9'));
+}
+
+/* Fills out from the usage object s[0..n), checked as jansson would parse
+ * it (integers as reals so that an absurd count reads as a huge one rather
+ * than losing the usage; NUL allowed for the same reason); out->found stays
+ * false when it is not valid JSON. */
+static void
+sse_usage_from_object(const char *s, size_t n, struct usage *out)
+{
+	struct sse_usage_keys k;
+
+	memset(&k, 0, sizeof(k));
+	if (json_scan_check(s, n, JSON_SCAN_INT_AS_REAL | JSON_SCAN_ALLOW_NUL, sse_usage_member, &k,
+			    NULL, NULL) != 0)
+		return;
 	out->found = true;
-	out->prompt = json_is_number(p) ? sse_count(p) : 0;
-	out->completion_present = json_is_number(c);
-	out->completion = out->completion_present ? sse_count(c) : 0;
-	if (json_is_number(t))
-		out->total = sse_count(t);
+	out->prompt =
+		sse_is_number(s, &k.prompt) ? sse_count(s, k.prompt.value, k.prompt.value_end) : 0;
+	out->completion_present = sse_is_number(s, &k.completion);
+	out->completion = out->completion_present
+				  ? sse_count(s, k.completion.value, k.completion.value_end)
+				  : 0;
+	if (sse_is_number(s, &k.total))
+		out->total = sse_count(s, k.total.value, k.total.value_end);
 	else if (out->prompt <= LLONG_MAX - out->completion)
 		out->total = out->prompt + out->completion;
 	else
@@ -60,13 +95,13 @@ sse_usage_from_object(json_t *u, struct usage *out)
  * stays false when the text is not an object, the key is absent, or its value
  * is null, not an object or not valid JSON.
  *
- * Only the usage object is parsed: jansson reading a whole answer cost 140 to
- * 180 instructions a byte of it (callgrind), where this walk skips the rest
- * with memchr and a bracket count, about 0.1 a byte of string. It reads what
- * parsing the whole text read (jansson keeps the last of repeated keys, so
- * the last "usage" counts here too, and text after the object is refused as
- * jansson's end-of-input check refuses it), except that invalid JSON outside
- * the usage object no longer hides it. */
+ * Only the usage object is checked, and no tree is built: jansson reading a
+ * whole answer cost 140 to 180 instructions a byte of it (callgrind), where
+ * this walk skips the rest with memchr and a bracket count, about 0.1 a byte
+ * of string. It reads what parsing the whole text read (jansson keeps the
+ * last of repeated keys, so the last "usage" counts here too, and text after
+ * the object is refused as jansson's end-of-input check refuses it), except
+ * that invalid JSON outside the usage object no longer hides it. */
 static void
 sse_usage_scan(const char *s, size_t n, struct usage *out)
 {
@@ -74,7 +109,6 @@ sse_usage_scan(const char *s, size_t n, struct usage *out)
 	struct json_scan_member m;
 	size_t v = 0, vend = 0;
 	bool have = false;
-	json_t *u;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -89,14 +123,7 @@ sse_usage_scan(const char *s, size_t n, struct usage *out)
 	}
 	if (rc != 0 || json_scan_ws(s, n, js.pos) != n || !have || s[v] != '{')
 		return;
-	/* Integers as reals so that an absurd count reads as a huge one rather
-	 * than losing the usage; NUL allowed for the same reason. */
-	u = json_loadb(s + v, vend - v, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
-	if (u == NULL)
-		return;
-	if (json_is_object(u))
-		sse_usage_from_object(u, out);
-	json_decref(u);
+	sse_usage_from_object(s + v, vend - v, out);
 }
 
 int

@@ -59,8 +59,9 @@ MAX_BODY = 4 * 1024 * 1024
 
 # Codes the responder answers with (src/response.c): an error carrying one of
 # these, with no X-Mock-Name header, came from the gateway itself.
-GATEWAY_CODES = {"invalid_api_key", "request_too_large", "invalid_json", "invalid_path",
-                 "not_forwarded", "incomplete_body", "method_not_allowed", "not_found", "model_not_found",
+GATEWAY_CODES = {"invalid_api_key", "request_too_large", "invalid_json", "invalid_request",
+                 "invalid_path", "not_forwarded",
+                 "incomplete_body", "method_not_allowed", "not_found", "model_not_found",
                  "api_not_found", "rate_limit_exceeded", "no_available_api",
                  "upstream_unreachable", "config_error", "state_unavailable", "internal_error"}
 MOCK_CODE = "mock_refused"
@@ -552,7 +553,9 @@ class Corpus(unittest.TestCase):
         model = case.get("upstream-model")
         if model:
             try:
-                pairs = json.loads(rec.body.decode("utf-8"), object_pairs_hook=lambda p: p)
+                # utf-8-sig: a leading byte order mark, which the gateway
+                # passes on, is skipped as an upstream may skip it.
+                pairs = json.loads(rec.body.decode("utf-8-sig"), object_pairs_hook=lambda p: p)
             except (ValueError, UnicodeDecodeError, RecursionError) as e:
                 self.fail("upstream body is no JSON (%s)\n%s" % (e, what))
             models = [v for k, v in pairs if k == "model"]

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Memory per request (issue 16 point 1; doc/behaviour.md, Forwarding): the
+body is checked without building a tree, so whatever its shape, one
+responder's peak RSS grows by at most twice the body plus 2 MiB while it
+serves it, and comes back to within 2 MiB of what it was idle after the
+answer. A jansson tree of a 10 MiB body of empty objects took 800 MB.
+
+Behind lighttpd with ONE responder process (max-procs 1, one worker thread),
+so that its /proc/PID/status is the one that served: before each request its
+VmHWM is reset to its current RSS (writing 5 to /proc/PID/clear_refs), then
+the request is sent, then a GET /health (which the one worker thread serves
+only after it freed what the first took), then VmHWM (the peak while
+serving) and VmRSS (after) are read. Each worst shape at the size limit (server.maxBodyBytes, 10 MiB):
+many empty objects, many empty arrays, many numbers, many short strings,
+many keys, nesting at the depth limit padded with a long string, nesting far
+past it (refused), one long string; each routed on a mapped model, so the
+copy with the model rewritten is made too.
+
+    B01 every worst shape within 2 x body + 2 MiB, and back within 2 MiB
+
+Prints TAP (the runner of test_http.py). By hand:
+
+    python3 tests/integration/test_body_memory.py [-v]
+"""
+
+import os
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import test_http as th  # noqa: E402  (shared Base, TAP printer, keys)
+from mock_upstream import MockUpstream  # noqa: E402
+
+# The mock upstream (a thread of this process) parses what it gets: the
+# nesting at the depth limit too.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+
+MIB = 1024 * 1024
+LIMIT = 10 * MIB
+SLACK = 2 * MIB
+CHAT = "/v1/chat/completions"
+SERVED, MAPPED = "m-up", "m"
+
+
+def status_kb(pid, field):
+    """A "VmXXX:  N kB" line of /proc/PID/status, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("%s not in /proc/%d/status" % (field, pid))
+
+
+def fill(head, unit, tail, size):
+    """head + unit repeated + tail, as close to size bytes as whole units go."""
+    n = (size - len(head) - len(tail)) // len(unit)
+    return head + unit * n + tail
+
+
+def shapes():
+    """(name, body, expected status) at the size limit. The model is mapped,
+    so a forwarded body is copied once more with its model rewritten."""
+    head = b'{"model":"m","a":['
+    pad_head = b'{"model":"m","deep":'
+    depth = 2047  # the deepest a value may be (jansson's 2048, scalars counted)
+    deep = b"[" * (depth - 1) + b"]" * (depth - 1)
+    return [
+        ("empty objects", fill(head, b"{},", b"{}]}", LIMIT), 400),
+        ("empty arrays", fill(head, b"[],", b"[]]}", LIMIT), 400),
+        ("numbers", fill(head, b"1,", b"1]}", LIMIT), 400),
+        ("short strings", fill(head, b'"",', b'""]}', LIMIT), 400),
+        ("keys", fill(b'{"model":"m"', b',"":0', b"}", LIMIT), 400),
+        ("nesting at the limit",
+         fill(pad_head + deep + b',"pad":"', b"x", b'"}', LIMIT), 400),
+        ("nesting past the limit", b'{"model":"m","a":' + b"[" * ((LIMIT - 20) // 2)
+         + b"]" * ((LIMIT - 20) // 2) + b"}", 400),
+        ("one long string", fill(b'{"model":"m","a":"', b"x", b'"}', LIMIT), 400),
+    ]
+
+
+class B01WorstShapes(th.Base):
+    mock = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mock = MockUpstream("memory").start()
+        # The mock refuses every request, without reading the body as JSON.
+        cls.mock.set("status", status=400,
+                     body={"error": {"message": "refused", "type": "invalid_request_error",
+                                     "code": "mock_refused"}})
+        config = {
+            "server": {"apiKey": th.CLIENT_KEY, "maxBodyBytes": LIMIT},
+            "apis": [{"id": "memory-ep", "name": "memory", "baseUrl": cls.mock.url,
+                      "apiKey": th.new_key("sk-up-mem-"), "models": [SERVED],
+                      "modelMapping": {MAPPED: SERVED}}],
+        }
+        cls.gw = th.gateway("memory", config=config, max_procs=1,
+                            extra_env={"API_TOGETHER_THREADS": "1"})
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.mock is not None:
+            cls.mock.stop()
+
+    def setUp(self):
+        super().setUp()
+
+    def the_responder(self):
+        pids = self.gw.responder_pids()
+        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
+        return pids[0]
+
+    def small_request(self):
+        r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY,
+                            body={"model": MAPPED, "messages": []})
+        self.assertEqual(r.status, 400, r.describe())
+
+    def test_worst_shapes_stay_within_twice_the_body(self):
+        if harness.DEFAULT_SERVER != "lighttpd":
+            self.skipTest("reads one lighttpd responder's /proc")
+        # Warm up: the process has its threads, handles and buffers.
+        for _ in range(3):
+            self.small_request()
+        pid = self.the_responder()
+        for name, body, want in shapes():
+            self.assertLessEqual(len(body), LIMIT, name)
+            self.assertGreater(len(body), LIMIT - 64, name)
+            with self.subTest(shape=name):
+                idle = status_kb(pid, "VmRSS")
+                with open("/proc/%d/clear_refs" % pid, "w") as f:
+                    f.write("5")  # VmHWM := VmRSS
+                r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY, body=body, timeout=120)
+                self.assertEqual(r.status, want, "%s: %s" % (name, r.describe(300)))
+                # The one worker thread serves the next request only once it
+                # has freed what the last one took: after it, RSS is settled.
+                self.assertEqual(self.gw.request("GET", "/health").status, 200)
+                peak = status_kb(pid, "VmHWM")
+                after = status_kb(pid, "VmRSS")
+                self.assertEqual(self.the_responder(), pid, "the responder was restarted")
+                what = ("%s (%d bytes): idle %.1f MiB, peak %.1f MiB, after %.1f MiB"
+                        % (name, len(body), idle / MIB, peak / MIB, after / MIB))
+                print("# " + what)
+                self.assertLessEqual(peak - idle, 2 * len(body) + SLACK, what)
+                self.assertLessEqual(after - idle, SLACK, what)
+
+
+ORDER = [B01WorstShapes]
+
+
+def main(argv):
+    return th.run_tap(argv, sys.modules[__name__], ORDER)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
