@@ -1521,7 +1521,7 @@ class T17Clock(Base):
         self.assertStatus(self.post("/v1/chat/completions", chat("m-d")), 200)
         r = self.post("/v1/chat/completions", chat("m-d"))
         self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
-        now = datetime.datetime.now(UTC14) + datetime.timedelta(seconds=self.gw._clock_offset)
+        now = datetime.datetime.fromtimestamp(self.gw.clock_now(), UTC14)
         midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
                                                               microsecond=0)
         want = (midnight - now).total_seconds()

@@ -206,7 +206,8 @@ class O05RetryAfterHonoured(SdkBase):
     so the gateway's Retry-After is 3 s and the SDK's retry then passes."""
 
     gateway_name = "sdk-clock"
-    gateway_kwargs = {"binary": harness.TESTCLOCK_BIN, "clock": True}
+    # The SDK waits the Retry-After in real time: a clock running with it.
+    gateway_kwargs = {"binary": harness.TESTCLOCK_BIN, "clock": "running"}
 
     @classmethod
     def setUpClass(cls):
