@@ -470,6 +470,79 @@ def _send(conn, method, path, headers, body, chunked=False):
     conn.endheaders(body if body else None)
 
 
+# FastCGI (the protocol's version 1): record types and the responder role.
+_FCGI_BEGIN, _FCGI_END, _FCGI_PARAMS, _FCGI_STDIN, _FCGI_STDOUT = 1, 3, 4, 5, 6
+_FCGI_RESPONDER = 1
+
+
+def _fcgi_record(kind, content, req_id=1):
+    return (bytes([1, kind, req_id >> 8, req_id & 0xFF, len(content) >> 8, len(content) & 0xFF,
+                   0, 0]) + content)
+
+
+def _fcgi_pair(name, value):
+    out = b""
+    for x in (name, value):
+        n = len(x)
+        out += bytes([n]) if n < 128 else (n | 0x80000000).to_bytes(4, "big")
+    return out + name + value
+
+
+def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None, timeout=30,
+                    content_type="application/json"):
+    """One request straight to the responder listening on socket_path (a
+    Unix socket), speaking FastCGI as the web server would: so a test
+    reaches the process it names, not the one a web server chose. path is
+    the whole URI path; the answer is a Response, as of Gateway.request."""
+    body = _body_bytes(body) or b""
+    hdrs = _headers_list(headers, key, body or None, content_type)
+    params = [("REQUEST_METHOD", method), ("REQUEST_URI", path), ("SCRIPT_NAME", path),
+              ("SERVER_PROTOCOL", "HTTP/1.1"), ("GATEWAY_INTERFACE", "CGI/1.1"),
+              ("REMOTE_ADDR", "127.0.0.1"), ("SERVER_NAME", "localhost"),
+              ("SERVER_PORT", "80"), ("HTTP_HOST", "localhost"),
+              ("CONTENT_LENGTH", str(len(body)))]
+    for k, v in hdrs:
+        if k.lower() == "content-type":
+            params.append(("CONTENT_TYPE", v))
+        else:
+            params.append(("HTTP_" + k.upper().replace("-", "_"), v))
+    pairs = b"".join(_fcgi_pair(k.encode(), v.encode()) for k, v in params)
+    out = _fcgi_record(_FCGI_BEGIN, bytes([0, _FCGI_RESPONDER, 0, 0, 0, 0, 0, 0]))
+    for i in range(0, len(pairs), 65535):
+        out += _fcgi_record(_FCGI_PARAMS, pairs[i:i + 65535])
+    out += _fcgi_record(_FCGI_PARAMS, b"")
+    for i in range(0, len(body), 65535):
+        out += _fcgi_record(_FCGI_STDIN, body[i:i + 65535])
+    out += _fcgi_record(_FCGI_STDIN, b"")
+    t0 = time.monotonic()
+    stdout = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(socket_path)
+        s.sendall(out)
+        f = s.makefile("rb")
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                raise OSError("FastCGI: %s closed before the end of the request" % socket_path)
+            n, pad = (head[4] << 8) | head[5], head[6]
+            content = f.read(n + pad)[:n]
+            if head[1] == _FCGI_STDOUT:
+                stdout += content
+            elif head[1] == _FCGI_END:
+                break
+    head, _, data = stdout.partition(b"\r\n\r\n")
+    status, reason, got = 200, "OK", []
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            code, _, reason = value.strip().partition(" ")
+            status = int(code)
+        elif name:
+            got.append((name, value.strip()))
+    return Response(method, path, status, reason, got, data, time.monotonic() - t0)
+
+
 class Gateway:
     """A web server (server: "lighttpd", "fcgid" or "proxy_fcgi"; by default
     API_TOGETHER_TEST_SERVER or "lighttpd") + the responder in a temporary
@@ -861,6 +934,34 @@ Include "{dir}/snippet.conf"
                 return False
         self._start_listener()
         return True
+
+    def process_sockets(self):
+        """{pid: the Unix socket it listens on} of every responder process,
+        for fastcgi_request. lighttpd and mod_fcgid hand each process its own
+        listening socket as descriptor 0 (FastCGI's rule), found by its
+        inode in /proc/net/unix; the --listen process listens on
+        socket_path."""
+        paths = {}
+        try:
+            with open("/proc/net/unix") as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if len(fields) >= 8:
+                        paths[fields[6]] = fields[7]
+        except OSError:
+            pass
+        out = {}
+        for pid in self.responder_pids():
+            if self.listener is not None and pid == self.listener.pid:
+                out[pid] = self.socket_path
+                continue
+            try:
+                m = re.match(r"socket:\[(\d+)\]$", os.readlink("/proc/%d/fd/0" % pid))
+            except OSError:
+                continue
+            if m and m.group(1) in paths:
+                out[pid] = paths[m.group(1)]
+        return out
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
