@@ -18,8 +18,10 @@ API_TOGETHER_KEEP_TMP=1 keeps each gateway's temporary directory (config,
 lighttpd.conf or httpd.conf, error.log) for a look after the run.
 """
 
+import collections
 import datetime
 import json
+import math
 import os
 import re
 import secrets
@@ -68,6 +70,23 @@ EXTRA_KEY = new_key()
 # in the sum (1e9 + 1e-9 == 1e9), so a FIRST endpoint listed before a LAST
 # one is picked first for certain. Alone, a LAST endpoint is still picked.
 FIRST, LAST = 1e9, 1e-9
+
+
+def binomial_range(n, p, miss):
+    """(lo, hi): a count of successes in n draws at odds p is below lo, or
+    above hi, with probability at most miss/2 each (the exact binomial)."""
+    def pmf(k):
+        return math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                        + k * math.log(p) + (n - k) * math.log(1 - p))
+    lo, below = 0, 0.0
+    while below + pmf(lo) <= miss / 2:
+        below += pmf(lo)
+        lo += 1
+    hi, above = n, 0.0
+    while above + pmf(hi) <= miss / 2:
+        above += pmf(hi)
+        hi -= 1
+    return lo, hi
 
 
 def leaked(text, key):
@@ -1423,14 +1442,23 @@ class T16Concurrency(Base):
         return results
 
     def test_weights_share(self):
+        # Each pick is weight 3 with odds 3/4, whichever process and thread
+        # makes it (each seeds its generator from the kernel), so the heavy
+        # endpoint's count is binomial(N, 3/4). The bounds are its central
+        # range outside which it falls with probability below 1e-12 (the
+        # binomial computed, not a guess): with N = 1000, 649 to 843, i.e.
+        # a share of 0.65 to 0.84 (200 requests and 0.6 to 0.9 failed once
+        # in 10^6 runs). Weights ignored (odds 1/2) would pass once in 10^21.
+        n = 1000
+        lo, hi = binomial_range(n, 0.75, 1e-12)
         light, heavy = self.mock("w1"), self.mock("w3")
         self.configure([self.api(self.uid("w1"), light.url, ["m-w"], weight=1),
                         self.api(self.uid("w3"), heavy.url, ["m-w"], weight=3)])
-        res = self.parallel(200, lambda i: self.post("/v1/chat/completions", chat("m-w")).status)
-        self.assertEqual(res.count(200), 200, res)
-        share = heavy.count() / 200.0
-        self.assertEqual(light.count() + heavy.count(), 200)
-        self.assertTrue(0.6 <= share <= 0.9, "weight 3 endpoint got %.2f of the requests" % share)
+        res = self.parallel(n, lambda i: self.post("/v1/chat/completions", chat("m-w")).status)
+        self.assertEqual(res.count(200), n, collections.Counter(res))
+        self.assertEqual(light.count() + heavy.count(), n)
+        self.assertTrue(lo <= heavy.count() <= hi, "weight 3 endpoint got %d of %d requests "
+                        "(%d to %d expected but once in 10^12)" % (heavy.count(), n, lo, hi))
 
     def test_reload_reaches_every_process(self):
         up = self.mock("rp", "chat", delay=0.3)
