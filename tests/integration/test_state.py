@@ -454,7 +454,8 @@ class S04Cooldown(ClockBase):
     gave one of 4 processes none of 8 x 24 requests."""
 
     def direct(self, sock, model):
-        return harness.fastcgi_request(sock, "POST", CHAT, body=chat(model), key=CLIENT_KEY)
+        return harness.fastcgi_request(sock, "POST", self.gw.url_path(CHAT), body=chat(model),
+                                       key=CLIENT_KEY)
 
     def answered_by(self, offset, n):
         """The pids of the n lines of model=m-cool logged since offset."""
