@@ -517,8 +517,10 @@ def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None
     t0 = time.monotonic()
     stdout = b""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
+        # A blocking connect: it waits for room in the listen queue (mod_fcgid
+        # keeps it short), where a non-blocking one fails with EAGAIN.
         s.connect(socket_path)
+        s.settimeout(timeout)
         s.sendall(out)
         f = s.makefile("rb")
         while True:

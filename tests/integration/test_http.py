@@ -1357,8 +1357,10 @@ class T15Reload(Base):
         self.assertEqual(ids, ["m-old"])
         a["models"] = ["m-old", "m-new"]
         self.configure([a])
-        for _ in range(4):  # every process must see it
-            r = self.get("/v1/models")
+        # every process must see it: each asked on its own socket
+        for sock in self.gw.process_sockets().values():
+            r = harness.fastcgi_request(sock, "GET", self.gw.url_path("/v1/models"),
+                                        key=CLIENT_KEY)
             self.assertEqual(sorted(m["id"] for m in r.json()["data"]), ["m-new", "m-old"],
                              self.diag(r))
         self.assertStatus(self.post("/v1/chat/completions", chat("m-new")), 200)
