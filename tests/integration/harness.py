@@ -659,25 +659,18 @@ class Gateway:
         os.replace(tmp, self.config_path)
 
     def advance_clock(self, seconds):
-        """Move the test clock forward (test-clock binary only). clock=True: a
-        clock that stands still but for these moves (the file holds
-        "@SECONDS" since the epoch, from a whole second the gateway was
-        made in), so the responder's time is the test's whatever the machine
-        took; clock="running": the real clock plus the moves ("SECONDS"),
-        for a test where a client waits in real time (an SDK's backoff)."""
+        """Move the test clock forward (test-clock binary only). The clock
+        stands still but for these moves: the file holds "@SECONDS" since
+        the epoch, from a whole second the gateway was made in, so the
+        responder's time is the test's whatever the machine took."""
         self._clock_offset += seconds
         tmp = self.path("clock.tmp")
         with open(tmp, "w") as f:
-            if self.clock == "running":
-                f.write("%.3f\n" % self._clock_offset)
-            else:
-                f.write("@%.3f\n" % (self._clock_base + self._clock_offset))
+            f.write("@%.3f\n" % self.clock_now())
         os.replace(tmp, self.path("clock"))
 
     def clock_now(self):
         """The responder's time, in seconds since the epoch (test clock)."""
-        if self.clock == "running":
-            return time.time() + self._clock_offset
         return self._clock_base + self._clock_offset
 
     def responder_env(self):
