@@ -1137,9 +1137,11 @@ Include "{dir}/snippet.conf"
             conn.close()
 
     def stream(self, method, path, body=None, headers=None, key=None, timeout=30,
-               stop_after=None, absolute=False, content_type="application/json"):
+               stop_after=None, absolute=False, content_type="application/json",
+               on_data=None):
         """Reads an answer line by line, noting when each line arrived. With
-        stop_after=N the client closes the connection after N "data:" lines."""
+        stop_after=N the client closes the connection after N "data:" lines;
+        on_data(n) is called as the n-th "data:" line arrives."""
         full = path if absolute else self.url_path(path)
         body = _body_bytes(body)
         hdrs = _headers_list(headers, key, body, content_type)
@@ -1159,6 +1161,8 @@ Include "{dir}/snippet.conf"
                 res.lines.append((time.monotonic(), line))
                 if line.startswith(b"data:"):
                     n_data += 1
+                    if on_data is not None:
+                        on_data(n_data)
                     if stop_after is not None and n_data >= stop_after:
                         try:
                             conn.sock.shutdown(socket.SHUT_RDWR)

@@ -1160,10 +1160,14 @@ for _name in RETRY_KINDS:
 # ---------------------------------------------------------------------------
 class T12Streams(Base):
     def test_stream_events_arrive_one_by_one(self):
-        up = self.mock("st", "stream", events=5, interval_ms=300)
+        # In lockstep: the upstream writes each event only once the client
+        # has the one before, so a gateway that held events back (until the
+        # end, or in lumps) would never get the next one (the mock notes a
+        # wait of 10 s in vain as ack_missed). No timing decides the verdict.
+        up = self.mock("st", "stream", events=5, interval_ms=0, lockstep=True)
         self.configure([self.api(self.uid("a"), up.url, ["m-stream"])])
         s = self.gw.stream("POST", "/v1/chat/completions", key=CLIENT_KEY,
-                           body=chat("m-stream", stream=True))
+                           body=chat("m-stream", stream=True), on_data=lambda n: up.ack())
         self.assertEqual(s.status, 200, s.describe())
         self.assertTrue((s.header("content-type") or "").startswith("text/event-stream"),
                         s.describe())
@@ -1172,12 +1176,10 @@ class T12Streams(Base):
         self.assertEqual(ev[-1][1], b"[DONE]")
         for t, payload in ev[:-1]:
             json.loads(payload)
-        sent = up.streams[0]["sent_times"]
-        self.assertGreaterEqual(ev[4][0] - ev[0][0], 0.8,
-                                "events came in a lump: %r" % [round(t - ev[0][0], 3) for t, _ in ev])
-        self.assertLess(ev[0][0], sent[-1] - 1.0, "first event held back until the end")
-        lags = [round(t - st, 3) for (t, _), st in zip(ev, sent)]
-        self.assertTrue(all(lag < 0.5 for lag in lags), "event lag behind upstream: %r" % lags)
+        info = up.streams[0]
+        self.assertFalse(info["ack_missed"], "an event was held back: the upstream waited 10 s "
+                         "for the client to get the one before")
+        self.assertTrue(info["completed"], info)
 
     def test_client_gone_ends_upstream_transfer(self):
         up = self.mock("long", "stream", events=50, interval_ms=200)
