@@ -5,22 +5,32 @@
 #include <string.h>
 
 #ifdef API_TOGETHER_TEST_CLOCK
-/* Test builds only: seconds added to the real clock, read from a file so a
- * test can move every process's time without restarting them. */
+/* Test builds only: the time a test gives, read from a file so a test can
+ * move every process's time without restarting them. "SECONDS" is added to
+ * the real clock; "@SECONDS" (since the epoch) is the time itself, standing
+ * still between the test's moves, so no verdict depends on how long the
+ * machine took. A file named but unreadable is the test's error, never a
+ * silent fall back to the real clock. */
 static int64_t
-clock_test_offset_ms(void)
+clock_test_ms(int64_t real_ms)
 {
 	const char *path = getenv("API_TOGETHER_TEST_CLOCK_FILE");
 	char buf[64];
 	size_t n;
 	FILE *f;
 
-	if (path == NULL || (f = fopen(path, "r")) == NULL)
-		return 0;
+	if (path == NULL)
+		return real_ms;
+	if ((f = fopen(path, "r")) == NULL) {
+		fprintf(stderr, "api-together: test clock %s unreadable\n", path);
+		abort();
+	}
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
-	return (int64_t)(strtod(buf, NULL) * 1000.0);
+	if (buf[0] == '@')
+		return (int64_t)(strtod(buf + 1, NULL) * 1000.0);
+	return real_ms + (int64_t)(strtod(buf, NULL) * 1000.0);
 }
 #endif
 
@@ -33,7 +43,7 @@ clock_now_ms(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 #ifdef API_TOGETHER_TEST_CLOCK
-	ms += clock_test_offset_ms();
+	ms = clock_test_ms(ms);
 #endif
 	return ms;
 }

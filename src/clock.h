@@ -1,9 +1,11 @@
 /* clock: the time every limit is counted in.
  *
- * A build configured with --enable-test-clock adds the number of seconds
- * written in the file named by API_TOGETHER_TEST_CLOCK_FILE (re-read on each
- * call), so integration tests can move time without sleeping. Release builds
- * ignore that variable. */
+ * The test-clock build (tests/api-together-testclock) takes the time from
+ * the file named by API_TOGETHER_TEST_CLOCK_FILE (re-read on each call):
+ * "SECONDS" is added to the real clock, "@SECONDS" since the epoch is the
+ * time itself, standing still until the test writes another, so
+ * integration tests move time without sleeping. Release builds ignore that
+ * variable. */
 #ifndef API_TOGETHER_CLOCK_H
 #define API_TOGETHER_CLOCK_H
 

@@ -27,7 +27,10 @@ Behaviours (the first argument of set/push):
                      with usage, then "data: [DONE]"; chunked encoding, one HTTP
                      chunk per event, each written at once; close_after=K closes
                      the connection right after the K-th content event (no usage
-                     event, no [DONE], no chunked terminator)
+                     event, no [DONE], no chunked terminator); lockstep=True
+                     writes each event after the first only once the test
+                     called ack() for the one before (10 s at most, then
+                     streams[i]["ack_missed"] is set and it writes anyway)
     close            read the request, then close the connection without answering
     garbage          read the request, write data=bytes (default b"HELLO\r\n\r\n",
                      no HTTP status line) on the raw socket, then close
@@ -307,7 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
         close_after = beh.get("close_after")
         info = {"request_index": rec.index, "sent_times": [], "aborted_at": None,
                 "completed": False, "error": None, "started_at": time.monotonic(),
-                "peer_closed_at": None, "closed_by_mock_at": None}
+                "peer_closed_at": None, "closed_by_mock_at": None, "ack_missed": False}
+        lockstep = bool(beh.get("lockstep"))
         with mock._lock:
             mock.streams.append(info)
         self.send_response(int(beh.get("status", 200)))
@@ -334,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
             for i, line in enumerate(lines):
                 if i > 0 and interval > 0:
                     _wait_watching(self.connection, interval, info)
+                if i > 0 and lockstep and not mock._acks.acquire(timeout=10):
+                    info["ack_missed"] = True
                 if close_after is not None and i >= int(close_after):
                     # Stamped before the close: once the socket is closed the
                     # test may read info while this thread is not yet back.
@@ -533,6 +539,7 @@ class MockUpstream:
         self.requests = []
         self.streams = []
         self.hangs = []
+        self._acks = threading.Semaphore(0)
         self._server = None
         self._thread = None
 
@@ -573,6 +580,10 @@ class MockUpstream:
         with self._lock:
             self._queue.append(dict(params, kind=kind))
         return self
+
+    def ack(self):
+        """A lockstep stream may write its next event: the test has the last."""
+        self._acks.release()
 
     def clear(self):
         with self._lock:

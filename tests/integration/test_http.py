@@ -18,8 +18,10 @@ API_TOGETHER_KEEP_TMP=1 keeps each gateway's temporary directory (config,
 lighttpd.conf or httpd.conf, error.log) for a look after the run.
 """
 
+import collections
 import datetime
 import json
+import math
 import os
 import re
 import secrets
@@ -68,6 +70,23 @@ EXTRA_KEY = new_key()
 # in the sum (1e9 + 1e-9 == 1e9), so a FIRST endpoint listed before a LAST
 # one is picked first for certain. Alone, a LAST endpoint is still picked.
 FIRST, LAST = 1e9, 1e-9
+
+
+def binomial_range(n, p, miss):
+    """(lo, hi): a count of successes in n draws at odds p is below lo, or
+    above hi, with probability at most miss/2 each (the exact binomial)."""
+    def pmf(k):
+        return math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                        + k * math.log(p) + (n - k) * math.log(1 - p))
+    lo, below = 0, 0.0
+    while below + pmf(lo) <= miss / 2:
+        below += pmf(lo)
+        lo += 1
+    hi, above = n, 0.0
+    while above + pmf(hi) <= miss / 2:
+        above += pmf(hi)
+        hi -= 1
+    return lo, hi
 
 
 def leaked(text, key):
@@ -227,7 +246,10 @@ class Base(unittest.TestCase):
                         % (ra, lo, hi, self.diag(r)))
         return int(ra)
 
-    def wait_for(self, cond, timeout=3.0, step=0.05):
+    def wait_for(self, cond, timeout=10.0, step=0.05):
+        """cond()'s value once true, or its last at the deadline: for what
+        happens after an answer (a record, a closed connection), waited for
+        rather than slept for; the deadline only ends a wait that failed."""
         deadline = time.monotonic() + timeout
         while True:
             v = cond()
@@ -1247,10 +1269,14 @@ for _name in RETRY_KINDS:
 # ---------------------------------------------------------------------------
 class T12Streams(Base):
     def test_stream_events_arrive_one_by_one(self):
-        up = self.mock("st", "stream", events=5, interval_ms=300)
+        # In lockstep: the upstream writes each event only once the client
+        # has the one before, so a gateway that held events back (until the
+        # end, or in lumps) would never get the next one (the mock notes a
+        # wait of 10 s in vain as ack_missed). No timing decides the verdict.
+        up = self.mock("st", "stream", events=5, interval_ms=0, lockstep=True)
         self.configure([self.api(self.uid("a"), up.url, ["m-stream"])])
         s = self.gw.stream("POST", "/v1/chat/completions", key=CLIENT_KEY,
-                           body=chat("m-stream", stream=True))
+                           body=chat("m-stream", stream=True), on_data=lambda n: up.ack())
         self.assertEqual(s.status, 200, s.describe())
         self.assertTrue((s.header("content-type") or "").startswith("text/event-stream"),
                         s.describe())
@@ -1259,12 +1285,10 @@ class T12Streams(Base):
         self.assertEqual(ev[-1][1], b"[DONE]")
         for t, payload in ev[:-1]:
             json.loads(payload)
-        sent = up.streams[0]["sent_times"]
-        self.assertGreaterEqual(ev[4][0] - ev[0][0], 0.8,
-                                "events came in a lump: %r" % [round(t - ev[0][0], 3) for t, _ in ev])
-        self.assertLess(ev[0][0], sent[-1] - 1.0, "first event held back until the end")
-        lags = [round(t - st, 3) for (t, _), st in zip(ev, sent)]
-        self.assertTrue(all(lag < 0.5 for lag in lags), "event lag behind upstream: %r" % lags)
+        info = up.streams[0]
+        self.assertFalse(info["ack_missed"], "an event was held back: the upstream waited 10 s "
+                         "for the client to get the one before")
+        self.assertTrue(info["completed"], info)
 
     def test_client_gone_ends_upstream_transfer(self):
         up = self.mock("long", "stream", events=50, interval_ms=200)
@@ -1307,7 +1331,7 @@ class T13Tokens(Base):
                            body=chat("m-tok", stream=True))
         self.assertEqual(s.status, 200, s.describe())
         want = {"promptTokens": 16, "completionTokens": 10, "totalTokens": 26, "requests": 2}
-        self.wait_for(lambda: self.detail(aid) == want, timeout=3)
+        self.wait_for(lambda: self.detail(aid) == want)
         j = self.stats()
         self.assertIsInstance(j.get("service"), str)
         self.assertRegex(j.get("timestamp", ""), ISO_RE)
@@ -1447,8 +1471,10 @@ class T15Reload(Base):
         self.assertEqual(ids, ["m-old"])
         a["models"] = ["m-old", "m-new"]
         self.configure([a])
-        for _ in range(4):  # every process must see it
-            r = self.get("/v1/models")
+        # every process must see it: each asked on its own socket
+        for sock in self.gw.process_sockets().values():
+            r = harness.fastcgi_request(sock, "GET", self.gw.url_path("/v1/models"),
+                                        key=CLIENT_KEY)
             self.assertEqual(sorted(m["id"] for m in r.json()["data"]), ["m-new", "m-old"],
                              self.diag(r))
         self.assertStatus(self.post("/v1/chat/completions", chat("m-new")), 200)
@@ -1532,31 +1558,53 @@ class T16Concurrency(Base):
         return results
 
     def test_weights_share(self):
+        # Each pick is weight 3 with odds 3/4, whichever process and thread
+        # makes it (each seeds its generator from the kernel), so the heavy
+        # endpoint's count is binomial(N, 3/4). The bounds are its central
+        # range outside which it falls with probability below 1e-12 (the
+        # binomial computed, not a guess): with N = 1000, 649 to 843, i.e.
+        # a share of 0.65 to 0.84 (200 requests and 0.6 to 0.9 failed once
+        # in 10^6 runs). Weights ignored (odds 1/2) would pass once in 10^21.
+        n = 1000
+        lo, hi = binomial_range(n, 0.75, 1e-12)
         light, heavy = self.mock("w1"), self.mock("w3")
         self.configure([self.api(self.uid("w1"), light.url, ["m-w"], weight=1),
                         self.api(self.uid("w3"), heavy.url, ["m-w"], weight=3)])
-        res = self.parallel(200, lambda i: self.post("/v1/chat/completions", chat("m-w")).status)
-        self.assertEqual(res.count(200), 200, res)
-        share = heavy.count() / 200.0
-        self.assertEqual(light.count() + heavy.count(), 200)
-        self.assertTrue(0.6 <= share <= 0.9, "weight 3 endpoint got %.2f of the requests" % share)
+        res = self.parallel(n, lambda i: self.post("/v1/chat/completions", chat("m-w")).status)
+        self.assertEqual(res.count(200), n, collections.Counter(res))
+        self.assertEqual(light.count() + heavy.count(), n)
+        self.assertTrue(lo <= heavy.count() <= hi, "weight 3 endpoint got %d of %d requests "
+                        "(%d to %d expected but once in 10^12)" % (heavy.count(), n, lo, hi))
 
     def test_reload_reaches_every_process(self):
+        # Each process is asked on its own FastCGI socket, not where the web
+        # server sends a request (which left it to chance, and skipped when
+        # one process had served all).
         up = self.mock("rp", "chat", delay=0.3)
         a = self.api(self.uid("a"), up.url, ["m-v1"])
         self.configure([a])
+        # slow requests at once: mod_fcgid starts processes as requests wait
         res = self.parallel(8, lambda i: self.post("/v1/chat/completions", chat("m-v1")).status)
         self.assertEqual(res, [200] * 8)
+        socks = self.gw.process_sockets()
+        if SERVER == "lighttpd":
+            self.assertEqual(len(socks), 4, socks)
+
+        def each(model):
+            return {pid: harness.fastcgi_request(socks[pid], "POST",
+                                                 self.gw.url_path("/v1/chat/completions"),
+                                                 body=chat(model), key=CLIENT_KEY).status
+                    for pid in sorted(socks)}
+
+        self.assertEqual(set(each("m-v1").values()), {200})
         a["models"] = ["m-v2"]
         self.configure([a])
-        off = self.gw.log_size()
-        res = self.parallel(8, lambda i: self.post("/v1/chat/completions", chat("m-v2")).status)
-        self.assertEqual(res, [200] * 8, "some process kept the old config")
-        pids = set(re.findall(r"\[(\d+)\]:? POST /v1/chat/completions", self.gw.log_since(off)))
-        if len(pids) < 2:
-            self.skipTest("%s sent every request to one responder process (%s); nothing "
-                          "shown" % (self.gw.server_label, "one --listen process with threads"
-                                     if SERVER == "proxy_fcgi" else "by chance"))
+        got = each("m-v2")
+        self.assertEqual(set(got.values()), {200}, "some process kept the old config: %s" % got)
+        if len(socks) < 2:
+            self.skipTest("%s runs one responder process (%s); nothing shown"
+                          % (self.gw.server_label, "one --listen process with threads"
+                             if SERVER == "proxy_fcgi" else "mod_fcgid started one"))
 
     def test_rpm_exact_under_concurrency(self):
         up = self.mock("lim")
@@ -1630,7 +1678,7 @@ class T17Clock(Base):
         self.assertStatus(self.post("/v1/chat/completions", chat("m-d")), 200)
         r = self.post("/v1/chat/completions", chat("m-d"))
         self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
-        now = datetime.datetime.now(UTC14) + datetime.timedelta(seconds=self.gw._clock_offset)
+        now = datetime.datetime.fromtimestamp(self.gw.clock_now(), UTC14)
         midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
                                                               microsecond=0)
         want = (midnight - now).total_seconds()

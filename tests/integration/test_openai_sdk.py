@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
@@ -202,8 +203,11 @@ class O04Errors(SdkBase):
 
 
 class O05RetryAfterHonoured(SdkBase):
-    """On the test-clock build: the clock moves 57 s past the limited call,
-    so the gateway's Retry-After is 3 s and the SDK's retry then passes."""
+    """On the test-clock build: the clock stands 57 s past the limited call,
+    so the gateway's Retry-After is 3 s; once that 429 is logged the test
+    moves the clock past the window, and the SDK's retry (3 s later in real
+    time) passes. (A clock running in real time from the move to 57 s made
+    the 429 depend on how fast node started: 3 s later, none.)"""
 
     gateway_name = "sdk-clock"
     gateway_kwargs = {"binary": harness.TESTCLOCK_BIN, "clock": True}
@@ -219,7 +223,16 @@ class O05RetryAfterHonoured(SdkBase):
         m, model = self.one_endpoint(rpm=1)
         self.assertEqual(self.post("/v1/chat/completions", th.chat(model)).status, 200)
         self.gw.advance_clock(57)
+        offset = self.gw.log_size()
+
+        def past_the_window():
+            self.gw.wait_log(offset, lambda t: "status=429" in t, timeout=60)
+            self.gw.advance_clock(3)
+
+        mover = threading.Thread(target=past_the_window, daemon=True)
+        mover.start()
         out = self.sdk("retry", model=model)
+        mover.join(60)
         self.assertEqual(out["statuses"], [429, 200], out)
         self.assertEqual(out["result"], "hello from up", out)
         ra = int(out["retryAfter"][0])
