@@ -33,10 +33,12 @@ bool upstream_response_header_passes(const char *name);
  * 401, 403, 408, 409, 429 and 5xx. */
 bool upstream_status_retryable(long status);
 
-/* The header list for one attempt at api: the client's headers that pass,
- * the endpoint's key and extra headers, and an empty Expect. Returns NULL
- * when out of memory; the caller frees it with curl_slist_free_all. */
-struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api);
+/* The header list for one attempt at api with key (one of its pool): the
+ * client's headers that pass, the key and the endpoint's extra headers, and
+ * an empty Expect. Returns NULL when out of memory; the caller frees it with
+ * curl_slist_free_all. */
+struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api,
+				    const char *key);
 
 /* An upstream answer held back from the client while other attempts run. */
 struct upstream_answer {
@@ -46,6 +48,11 @@ struct upstream_answer {
 	char *body;
 	size_t body_len;
 };
+
+/* A GET of url with headers whose answer goes nowhere (a rejected key's
+ * recheck): returns its status, 0 with the reason in err when none came. */
+long upstream_probe(CURL *curl, const char *url, const struct curl_slist *headers,
+		    long connect_timeout_s, long timeout_s, char *err, size_t errlen);
 
 /* Sends a held answer to the client. */
 void upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cors);

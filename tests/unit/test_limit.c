@@ -101,7 +101,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -122,7 +122,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1};
+	const struct store_endpoint ep = {"a", 3, -1, 0};
 	struct held h;
 
 	(void)state;
@@ -162,7 +162,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -278,11 +278,11 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1}, {"b", c->rpm[1], -1}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0}, {"b", c->rpm[1], -1, 0}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
-		struct store_reservation res = {STORE_RESERVED, 0, 0};
+		struct store_reservation res = {.verdict = STORE_RESERVED};
 		bool room[2];
 
 		for (int k = 0; k < 2; k++) {
@@ -312,15 +312,15 @@ struct run_case {
 };
 
 static const struct run_case run_cases[] = {
-	{"failures under cd.failures start none", "ff", {3, 30}, 2, 0},
-	{"cd.failures in a row start one", "fff", {3, 30}, 3, T0 + 2000 + 30000},
-	{"each failure beyond extends it", "ffff", {3, 30}, 4, T0 + 3000 + 30000},
-	{"a success clears the run", "ffsf", {3, 30}, 1, 0},
-	{"a success ends a cooldown", "fffs", {3, 30}, 0, 0},
-	{"zero seconds disables it", "fffff", {3, 0}, 5, 0},
-	{"zero failures disables it", "fffff", {0, 30}, 5, 0},
-	{"one failure, cd 1", "f", {1, 10}, 1, T0 + 10000},
-	{"after one ended, one more failure starts the next", "fff", {2, 1}, 3, T0 + 3000},
+	{"failures under cd.failures start none", "ff", {3, 30, 0}, 2, 0},
+	{"cd.failures in a row start one", "fff", {3, 30, 0}, 3, T0 + 2000 + 30000},
+	{"each failure beyond extends it", "ffff", {3, 30, 0}, 4, T0 + 3000 + 30000},
+	{"a success clears the run", "ffsf", {3, 30, 0}, 1, 0},
+	{"a success ends a cooldown", "fffs", {3, 30, 0}, 0, 0},
+	{"zero seconds disables it", "fffff", {3, 0, 0}, 5, 0},
+	{"zero failures disables it", "fffff", {0, 30, 0}, 5, 0},
+	{"one failure, cd 1", "f", {1, 10, 0}, 1, T0 + 10000},
+	{"after one ended, one more failure starts the next", "fff", {2, 1, 0}, 3, T0 + 3000},
 };
 
 static void
@@ -349,8 +349,8 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1};
-	const struct store_cooldown cd = {1, 30};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
 	const struct limit_state *st = &h.s;
@@ -412,7 +412,7 @@ test_token_saturation(void **state)
 static void
 test_record_saturates_every_token_counter(void **state)
 {
-	const struct store_cooldown cd = {0, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
 				  .prompt_tokens = LLONG_MAX,
@@ -453,8 +453,8 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1};
-	const struct store_cooldown cd = {0, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
 				  .prompt_tokens = 1,
@@ -486,7 +486,7 @@ test_day_tokens_roll_over_at_midnight(void **state)
 static void
 test_record_counts_requests_classes_retries_and_latency(void **state)
 {
-	const struct store_cooldown cd = {0, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	const struct store_outcome outs[] = {
 		{.success = true,
 		 .served = true,
@@ -537,7 +537,7 @@ test_hist_index(void **state)
 static void
 test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 {
-	const struct store_cooldown cd = {1, 30};
+	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome o = {.served = true,
 				  .has_usage = true,
 				  .prompt_tokens = 1,
@@ -572,7 +572,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1};
+	const struct store_endpoint ep = {"a", 2, -1, 0};
 	struct store_usage u;
 	struct held h;
 

@@ -68,7 +68,7 @@ struct fix {
 	struct store *st;
 };
 
-static const struct store_cooldown no_cooldown = {0, 0};
+static const struct store_cooldown no_cooldown = {0, 0, 0};
 
 static void rm_dir(const char *dir);
 
@@ -476,7 +476,7 @@ static void
 test_rpm_allows_exactly_rpm_at_one_instant(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -492,7 +492,7 @@ static void
 test_rpm_window_slides_after_60_seconds(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -511,7 +511,7 @@ static void
 test_rpm_spread_attempts_free_one_by_one(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 
 	for (int64_t i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * 1000, 0);
@@ -531,7 +531,7 @@ static void
 test_rpm_and_rpd_minus_one_are_unlimited(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	for (int i = 0; i < 1000; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -545,8 +545,8 @@ static void
 test_rpm_zero_or_rpd_zero_is_never_reserved(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint off_rpm = {"a", 0, -1};
-	const struct store_endpoint off_rpd = {"b", -1, 0};
+	const struct store_endpoint off_rpm = {"a", 0, -1, 0};
+	const struct store_endpoint off_rpd = {"b", -1, 0, 0};
 	struct pick_log pl = {0};
 	struct store_reservation res;
 	char err[256];
@@ -566,7 +566,7 @@ static void
 test_rpm_lowered_then_raised_between_calls(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1};
+	struct store_endpoint ep = {"a", 7, -1, 0};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i, 0);
@@ -587,7 +587,7 @@ static void
 test_rpm_shrunk_then_grown_still_counts_the_window(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1};
+	struct store_endpoint ep = {"a", 7, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + 500, 0);
@@ -620,7 +620,7 @@ static void
 test_rpm_set_after_unlimited_counts_earlier_attempts(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1};
+	struct store_endpoint ep = {"a", -1, -1, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -644,7 +644,7 @@ static void
 test_read_rpm_used_counts_attempts_before_rpm_was_set(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1};
+	struct store_endpoint ep = {"a", -1, -1, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -663,7 +663,7 @@ static void
 test_clock_set_back_holds_back_one_window_at_most(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	const int64_t small = T0 - 20000;
 
 	for (int i = 0; i < 7; i++)
@@ -674,7 +674,7 @@ test_clock_set_back_holds_back_one_window_at_most(void **state)
 	expect_refused(f->st, &ep, 1, T0 + MIN_MS - 1, STORE_LIMITED);
 	expect_reserved(f->st, &ep, 1, T0 + MIN_MS, 0);
 	/* A step back of an hour: the attempts an hour ahead count as gone. */
-	const struct store_endpoint ep2 = {"b", 3, -1};
+	const struct store_endpoint ep2 = {"b", 3, -1, 0};
 	for (int i = 0; i < 3; i++)
 		expect_reserved(f->st, &ep2, 1, T0, 0);
 	expect_reserved(f->st, &ep2, 1, T0 - HOUR_MS, 0);
@@ -700,7 +700,7 @@ test_rpm_random_walk_never_exceeds_limit(void **state)
 	int64_t *hist = calloc(N, sizeof(*hist));
 	size_t nh = 0;
 	uint64_t seed = 42;
-	struct store_endpoint ep = {"a", 7, -1};
+	struct store_endpoint ep = {"a", 7, -1, 0};
 	int64_t now = T0;
 	size_t reserved = 0, limited = 0;
 
@@ -752,7 +752,7 @@ static void
 test_rpd_limits_within_a_local_day_until_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5};
+	const struct store_endpoint ep = {"a", -1, 5, 0};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * HOUR_MS, 0);
@@ -771,7 +771,7 @@ static void
 test_rpd_rolls_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5};
+	const struct store_endpoint ep = {"a", -1, 5, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, TOKYO_MIDNIGHT - 10000, 0);
@@ -789,7 +789,7 @@ static void
 test_rpd_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5};
+	const struct store_endpoint ep = {"a", -1, 5, 0};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -807,8 +807,8 @@ static void
 test_cooldown_starts_after_failures_in_a_row(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {3, 30};
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_cooldown cd = {3, 30, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -833,9 +833,9 @@ static void
 test_cooldown_other_candidate_still_picked(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {3, 30};
+	const struct store_cooldown cd = {3, 30, 0};
 	const struct store_endpoint eps[] = {
-		{"a", -1, -1}, {"b", -1, -1}, {"c", -1, -1}, {"d", -1, -1}};
+		{"a", -1, -1, 0}, {"b", -1, -1, 0}, {"c", -1, -1, 0}, {"d", -1, -1, 0}};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
 	char err[256];
@@ -862,8 +862,8 @@ static void
 test_cooldown_success_clears_the_run(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {3, 30};
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_cooldown cd = {3, 30, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -887,10 +887,10 @@ static void
 test_cooldown_failures_extend_it_and_zero_seconds_disable_it(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {2, 30};
-	const struct store_cooldown cd_off = {2, 0};
-	const struct store_endpoint a = {"a", -1, -1};
-	const struct store_endpoint b = {"b", -1, -1};
+	const struct store_cooldown cd = {2, 30, 0};
+	const struct store_cooldown cd_off = {2, 0, 0};
+	const struct store_endpoint a = {"a", -1, -1, 0};
+	const struct store_endpoint b = {"b", -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -910,8 +910,8 @@ static void
 test_limited_and_cooling_gives_limited_with_earliest_retry(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {1, 30};
-	const struct store_endpoint eps[] = {{"a", 1, -1}, {"b", -1, -1}, {"c", 1, -1}};
+	const struct store_cooldown cd = {1, 30, 0};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0}, {"b", -1, -1, 0}, {"c", 1, -1, 0}};
 
 	expect_reserved(f->st, &eps[0], 1, T0, 0);
 	expect_reserved(f->st, &eps[2], 1, T0 + 20000, 0);
@@ -931,10 +931,10 @@ static void
 test_pick_is_offered_only_endpoints_with_room(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {1, 30};
+	const struct store_cooldown cd = {1, 30, 0};
 	const struct store_endpoint eps[] = {
-		{"rpm-full", 1, -1}, {"cooling", -1, -1}, {"rpd-full", -1, 1},
-		{"free", 5, 5},      {"off", 0, -1},      {"free2", -1, -1},
+		{"rpm-full", 1, -1, 0}, {"cooling", -1, -1, 0}, {"rpd-full", -1, 1, 0},
+		{"free", 5, 5, 0},      {"off", 0, -1, 0},      {"free2", -1, -1, 0},
 	};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
@@ -966,7 +966,7 @@ static void
 test_pick_returning_a_roomless_endpoint_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 1, -1}, {"b", -1, -1}};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0}, {"b", -1, -1, 0}};
 	struct store_reservation res;
 	size_t calls = 0;
 	char err[256] = "";
@@ -1010,7 +1010,7 @@ test_reserve_among_many_candidates(void **state)
 
 	for (int i = 0; i < N; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "e%d", i);
-		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1};
+		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1, 0};
 	}
 	for (int i = 0; i < N; i++)
 		if (i % 2)
@@ -1033,8 +1033,9 @@ static void
 test_read_reports_usage(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {2, 100};
-	const struct store_endpoint eps[] = {{"a", 10, 100}, {"b", 10, 100}, {"new", 1, 1}};
+	const struct store_cooldown cd = {2, 100, 0};
+	const struct store_endpoint eps[] = {
+		{"a", 10, 100, 0}, {"b", 10, 100, 0}, {"new", 1, 1, 0}};
 	struct store_usage u[3];
 	char err[256];
 
@@ -1081,7 +1082,7 @@ static void
 test_record_adds_tokens_only_with_usage_and_requests_only_when_served(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	struct store_outcome o;
 
 	/* Served, no usage: a request without tokens. */
@@ -1136,7 +1137,7 @@ static void
 test_metrics_count_classes_retries_and_latency_buckets(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	struct store_outcome o;
 
 	for (int i = 0; i < 6; i++)
@@ -1188,7 +1189,7 @@ test_metrics_count_classes_retries_and_latency_buckets(void **state)
 	assert_int_equal(u.answers[STORE_CLASS_2XX], 2);
 	expect_hist(&u.latency, lat, 4, 50 + 51 + 300000 + 300001);
 	/* An endpoint never seen reads all zero. */
-	const struct store_endpoint other = {"b", -1, -1};
+	const struct store_endpoint other = {"b", -1, -1, 0};
 	const long long none[STORE_HIST_N] = {0};
 	u = read_one(f->st, &other, T0);
 	assert_int_equal(u.attempts, 0);
@@ -1237,7 +1238,7 @@ test_metrics_rejections_counted_by_reason(void **state)
 	for (size_t i = 0; i < STORE_REJECT_N; i++)
 		assert_int_equal(n[i], (long long)i + 1);
 	/* An endpoint's counters are not touched. */
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	assert_int_equal(read_one(f->st, &ep, T0).attempts, 0);
 }
 
@@ -1245,8 +1246,8 @@ static void
 test_reset_tokens_of_one_and_of_all_keeps_counters(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {5, 30};
-	const struct store_endpoint eps[] = {{"a", 10, 10}, {"b", 10, 10}};
+	const struct store_cooldown cd = {5, 30, 0};
+	const struct store_endpoint eps[] = {{"a", 10, 10, 0}, {"b", 10, 10, 0}};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -1298,7 +1299,7 @@ static void
 test_token_totals_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1353,7 +1354,7 @@ static void
 test_tokens_today_roll_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	record_tokens(f->st, "a", 1, 2, T0);
 	record_tokens(f->st, "a", 10, 20, T0 + HOUR_MS);
@@ -1383,7 +1384,7 @@ test_tokens_today_roll_over_at_local_midnight(void **state)
 	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 24 * HOUR_MS);
 	expect_today(&u, 0, 0, 0);
 	/* Each endpoint has its own. */
-	const struct store_endpoint b = {"b", -1, -1};
+	const struct store_endpoint b = {"b", -1, -1, 0};
 	record_tokens(f->st, "b", 7, 0, TOKYO_MIDNIGHT + 4000);
 	u = read_one(f->st, &b, TOKYO_MIDNIGHT + 5000);
 	expect_today(&u, 7, 0, 7);
@@ -1396,7 +1397,7 @@ static void
 test_tokens_today_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -1418,7 +1419,7 @@ static void
 test_reset_tokens_keeps_tokens_today(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1}, {"b", -1, -1}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0}, {"b", -1, -1, 0}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 5, 6, T0);
@@ -1447,7 +1448,7 @@ static void
 test_tokens_today_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1519,7 +1520,7 @@ static void
 test_damaged_record_fails_and_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 7, -1}, {"b", 7, -1}};
+	const struct store_endpoint eps[] = {{"a", 7, -1, 0}, {"b", 7, -1, 0}};
 	struct store_outcome ok = {.success = true, .served = true};
 	struct store_usage u[2];
 	char err[256] = "";
@@ -1578,7 +1579,7 @@ static void
 test_version_2_record_is_read_and_upgraded(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 9};
+	const struct store_endpoint ep = {"a", -1, 9, 0};
 	struct {
 		struct v2_head h;
 		struct v2_ent e;
@@ -1638,7 +1639,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	assert_int_equal(h.version, 3);
+	/* 4 since key pools (3 before). */
+	assert_int_equal(h.version, 4);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
 	assert_int_equal(u.rpd_used, 6);
@@ -1652,13 +1654,78 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_int_equal(n[STORE_REJECT_AUTH], 1);
 }
 
+/* A state file of version 3 (before key pools) as it was written: the
+ * counters of version 2, then the metrics; its endpoint's state becomes
+ * the state of the endpoint's one key (doc/behaviour.md, Key pools). */
+struct v3_ent {
+	struct v2_ent c;
+	int64_t retries, answers[6], lat[12], lat_count, lat_sum_ms, ttfb[12], ttfb_count,
+		ttfb_sum_ms, tok_day, day_prompt, day_completion, day_total;
+};
+
+static void
+test_version_3_record_keeps_its_counts_as_the_one_key(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 2, 9, 0};
+	struct {
+		struct v2_head h;
+		struct v3_ent e;
+		char id[8];
+		int64_t rejects[8];
+		uint64_t tail;
+	} rec;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.h = (struct v2_head){0x41544732u, 3, 100, sizeof(rec), 1};
+	rec.e.c.id_len = 1;
+	rec.e.c.day = clock_local_day(T0);
+	rec.e.c.day_count = 7;
+	rec.e.c.attempts = 7;
+	rec.e.c.fail_run = 2;
+	rec.e.c.requests = 6;
+	/* Two attempts in the last minute, in the buckets. */
+	rec.e.c.buckets[(T0 / 1000 - 5) % 61].second = (uint32_t)(T0 / 1000 - 5);
+	rec.e.c.buckets[(T0 / 1000 - 5) % 61].count = 2;
+	rec.e.retries = 3;
+	rec.e.answers[STORE_CLASS_2XX] = 6;
+	rec.e.tok_day = clock_local_day(T0);
+	rec.e.day_total = 40;
+	memcpy(rec.id, "a", 1);
+	rec.rejects[STORE_REJECT_AUTH] = 4;
+	rec.tail = 100;
+	gdbm_put_raw(f->path, "state.0", &rec, sizeof(rec));
+	rec.h.seq = rec.tail = 99;
+	gdbm_put_raw(f->path, "state.1", &rec, sizeof(rec));
+	assert_int_equal(unlink(f->lock), 0);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpm_used, 2);
+	assert_int_equal(u.rpd_used, 7);
+	assert_int_equal(u.fail_run, 2);
+	assert_int_equal(u.requests, 6);
+	assert_int_equal(u.retries, 3);
+	assert_int_equal(u.answers[STORE_CLASS_2XX], 6);
+	assert_int_equal(u.day_total_tokens, 40);
+	assert_int_equal(u.key_state, STORE_KEY_ACTIVE);
+	long long n[STORE_REJECT_N];
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 4);
+	/* Its rpm of 2 is used up by the old counts: the key is limited. */
+	struct store_reservation res;
+	char err[256] = "";
+	assert_int_equal(store_reserve(f->st, &ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)),
+			 0);
+	assert_int_equal(res.verdict, STORE_LIMITED);
+}
+
 /* The day's tokens are in the record: a reboot (no live copy, the file
  * read back) keeps them and their day. */
 static void
 test_tokens_today_survive_a_reboot(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1}, {"bb", 3, 9}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0}, {"bb", 3, 9, 0}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 3, 4, T0);
@@ -1685,7 +1752,7 @@ static void
 test_torn_file_copy_loses_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	char err[256] = "";
 
 	/* Each step synced: sequence 3 is in state.1, sequence 2 in state.0. */
@@ -1727,7 +1794,7 @@ static void
 test_live_copy_of_another_boot_is_not_used(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	char err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
@@ -1751,7 +1818,7 @@ static void
 test_sync_writes_the_file_only_when_behind(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct stat a, b;
 	char err[256] = "";
 
@@ -1807,7 +1874,7 @@ static void
 test_state_file_replaced_by_garbage_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -1868,8 +1935,8 @@ static void
 test_reopen_keeps_the_state(void **state)
 {
 	struct fix *f = *state;
-	const struct store_cooldown cd = {1, 30};
-	const struct store_endpoint ep = {"a", 3, 10};
+	const struct store_cooldown cd = {1, 30, 0};
+	const struct store_endpoint ep = {"a", 3, 10, 0};
 	struct store_outcome ok = {.served = true,
 				   .success = true,
 				   .has_usage = true,
@@ -1900,7 +1967,7 @@ static void
 test_two_handles_see_each_others_counts(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	char err[256] = "";
 	struct store *st2 = store_open(f->path, err, sizeof(err));
 
@@ -1954,7 +2021,7 @@ static void
 test_threads_share_the_limit(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1};
+	const struct store_endpoint ep = {"a", 1000, -1, 0};
 	enum { THREADS = 4 };
 	pthread_t tid[THREADS];
 	struct thread_arg args[THREADS];
@@ -2018,7 +2085,7 @@ run_children(const char *path, int procs, child_fn fn, int arg)
 static long
 child_reserve_rpm_1000(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", 1000, -1};
+	const struct store_endpoint ep = {"a", 1000, -1, 0};
 	char err[256];
 	long reserved = 0;
 	struct store *st = store_open(path, err, sizeof(err));
@@ -2043,7 +2110,7 @@ child_reserve_rpm_1000(const char *path, int calls, int *failed)
 static long
 child_reserve_record_unlimited(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -2077,7 +2144,7 @@ static void
 test_fork_4x500_reserve_rpm_1000_gives_exactly_1000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1};
+	const struct store_endpoint ep = {"a", 1000, -1, 0};
 
 	assert_int_equal(run_children(f->path, 4, child_reserve_rpm_1000, 500), 1000);
 	assert_int_equal(expect_refused(f->st, &ep, 1, T0, STORE_LIMITED), 60);
@@ -2090,7 +2157,7 @@ static void
 test_fork_8x250_reserve_and_record_counts_2000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
 
 	assert_int_equal(run_children(f->path, 8, child_reserve_record_unlimited, 250), 2000);
 	struct store_usage u = read_one(f->st, &ep, T0);
@@ -2145,7 +2212,7 @@ test_killed_process_loses_nothing(void **state)
 	struct fix *f = *state;
 	/* Small records, and large ones (a full-size RPM ring). */
 	const struct store_endpoint eps[] = {
-		{"small", -1, -1}, {"ring", 2000000, -1}, {"mid", 50000, -1}};
+		{"small", -1, -1, 0}, {"ring", 2000000, -1, 0}, {"mid", 50000, -1, 0}};
 	enum { N = 3, KILLS = 25 };
 	long want_r[N] = {0}, want_w[N] = {0};
 	uint64_t seed = 7;
@@ -2268,7 +2335,7 @@ static void
 test_redis_script_sent_whole_after_noscript(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
 	assert_true(redis_admin2("SCRIPT", "FLUSH"));
@@ -2287,7 +2354,7 @@ static void
 test_redis_restarted_server_is_reconnected(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct store_reservation res;
 	char err[256] = "", want[64];
 
@@ -2337,7 +2404,7 @@ static void
 test_redis_stalled_server_bounded_by_timeout(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct store_options o = {NULL, 200, false};
 	struct store_reservation res;
 	char err[256] = "";
@@ -2382,7 +2449,7 @@ static void
 test_redis_prefixes_keep_stores_apart(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 3, -1};
+	const struct store_endpoint ep = {"a", 3, -1, 0};
 	struct store_options oa = {"gw-a:", 0, false}, ob = {"gw-b:", 0, false};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
@@ -2419,7 +2486,7 @@ static void
 test_redis_down_at_open_fails_each_call(void **state)
 {
 	(void)state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct store_reservation res;
 	struct store_usage u;
 	char addr[64], err[256] = "";
@@ -2445,7 +2512,7 @@ static void
 test_redis_password_and_database(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	const char *set_pass[] = {"CONFIG", "SET", "requirepass", "s3cr@t/pw"};
 	const char *clear_pass[] = {"CONFIG", "SET", "requirepass", ""};
 	char addr[160], err[256] = "";
@@ -2537,7 +2604,7 @@ static void
 test_redis_readonly_handle_refuses_writes(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	struct store_outcome ok = {.success = true};
 	struct store_reservation res;
 	char err[256] = "";
@@ -2608,7 +2675,7 @@ static void
 test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1};
+	const struct store_endpoint ep = {"a", 1000, -1, 0};
 	enum { PROCS = 4 };
 	pid_t pids[PROCS];
 	long got[128] = {0};
@@ -2731,6 +2798,7 @@ main(void)
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_file_copy_loses_nothing),
 		T(test_version_2_record_is_read_and_upgraded),
+		T(test_version_3_record_keeps_its_counts_as_the_one_key),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),

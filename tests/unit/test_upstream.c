@@ -110,7 +110,7 @@ headers_for(const char *const *lines, const struct config_api *api)
 	struct client c;
 
 	client_init(&c, lines);
-	struct curl_slist *l = upstream_headers(&c.r, api);
+	struct curl_slist *l = upstream_headers(&c.r, api, api->api_key);
 	assert_non_null(l);
 	/* The list holds copies: it outlives the request. */
 	return l;
