@@ -45,6 +45,7 @@
 
 #include "clock.h"
 #include "store.h"
+#include "store_codec.h"
 
 #if defined(TEST_STORE_REDIS) && defined(HAVE_HIREDIS)
 #define STORE_REDIS 1
@@ -1719,6 +1720,58 @@ test_version_3_record_keeps_its_counts_as_the_one_key(void **state)
 	assert_int_equal(res.verdict, STORE_LIMITED);
 }
 
+/* A Redis value of before key pools is one version 3 entry: it is read,
+ * counts and all, as the one key's state (the Redis store reads its values
+ * with store_codec_ent_get). */
+static void
+test_version_3_entry_alone_is_read(void **state)
+{
+	struct {
+		struct v3_ent e;
+		char id[8];
+		uint32_t ring[2];
+	} v;
+	struct limit_state s;
+	uint32_t ring[LIMIT_RING_MAX];
+
+	(void)state;
+	memset(&v, 0, sizeof(v));
+	v.e.c.id_len = 2;
+	v.e.c.ring_cap = 2;
+	v.e.c.ring_len = 1;
+	v.e.c.ring_base = T0 - 60000;
+	v.ring[0] = 59000;
+	v.e.c.day = 20240310;
+	v.e.c.day_count = 9;
+	v.e.c.fail_run = 1;
+	v.e.retries = 4;
+	v.e.day_total = 12;
+	memcpy(v.id, "ab", 2);
+	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ab", 2, &s, ring), 0);
+	assert_int_equal(s.ring_len, 1);
+	assert_int_equal(ring[0], 59000);
+	assert_int_equal(s.day_count, 9);
+	assert_int_equal(s.fail_run, 1);
+	assert_int_equal(s.retries, 4);
+	assert_int_equal(s.day_total, 12);
+	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
+	assert_int_equal(s.recheck_ms, 0);
+	/* Written back, it is version 4: 16 bytes longer, and read the same. */
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16);
+	char out[sizeof(v) + 16];
+	s.key_state = STORE_KEY_REJECTED;
+	s.recheck_ms = 60000;
+	store_codec_ent_put(out, "ab", 2, &s);
+	struct limit_state back;
+	assert_int_equal(store_codec_ent_get(out, sizeof(out), "ab", 2, &back, ring), 0);
+	assert_int_equal(back.day_count, 9);
+	assert_int_equal(back.key_state, STORE_KEY_REJECTED);
+	assert_int_equal(back.recheck_ms, 60000);
+	/* Neither size nor another id passes. */
+	assert_int_equal(store_codec_ent_get(out, sizeof(out) - 8, "ab", 2, &back, ring), -1);
+	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ac", 2, &s, ring), -1);
+}
+
 /* The day's tokens are in the record: a reboot (no live copy, the file
  * read back) keeps them and their day. */
 static void
@@ -2799,6 +2852,7 @@ main(void)
 		T(test_torn_file_copy_loses_nothing),
 		T(test_version_2_record_is_read_and_upgraded),
 		T(test_version_3_record_keeps_its_counts_as_the_one_key),
+		T(test_version_3_entry_alone_is_read),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
