@@ -16,7 +16,8 @@
 #include "worker.h"
 
 /* The tries of the log line: "id:status", "id:error" (no answer) or
- * "id:local-error", comma-separated, as many as fit (the rest cut short). */
+ * "id:local-error" (a key of a pool as "id…abcd"), comma-separated, as many
+ * as fit (the rest cut short). */
 static void
 proxy_tried(const struct plan *p, char *buf, size_t cap)
 {
@@ -32,8 +33,11 @@ proxy_tried(const struct plan *p, char *buf, size_t cap)
 			snprintf(what, sizeof(what), "error");
 		else
 			snprintf(what, sizeof(what), "%ld", t->status);
-		int n = snprintf(buf + len, cap - len, "%s%s:%s", len ? "," : "",
-				 p->cfg->apis[t->api].id, what);
+		const struct config_api *a = &p->cfg->apis[t->api];
+		/* A key of a pool by its last 4 characters, never more. */
+		int n = snprintf(buf + len, cap - len, "%s%s%s%s:%s", len ? "," : "", a->id,
+				 a->n_keys > 1 ? "\u2026" : "",
+				 a->n_keys > 1 ? a->keys[t->key].tail : "", what);
 		if (n > 0 && len + (size_t)n < cap)
 			len += (size_t)n;
 	}
@@ -173,17 +177,22 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	}
 	url = upstream_url(api->base_url, r->path, r->query);
 	headers = upstream_headers(r, api, key);
-	/* The endpoint's key and extra header values (an Azure api-key...). */
-	secrets = calloc(api->n_headers + 1, sizeof(*secrets));
+	/* The key sent, its siblings of a pool and the extra header values
+	 * (an Azure api-key...). */
+	size_t n_secrets = 1 + api->n_keys + api->n_headers, m = 0;
+	secrets = calloc(n_secrets, sizeof(*secrets));
 	if (url == NULL || headers == NULL || secrets == NULL) {
 		snprintf(call->error, sizeof(call->error), "out of memory");
 		goto out;
 	}
-	secrets[0] = key;
+	secrets[m++] = key;
+	for (size_t i = 0; i < api->n_keys; i++)
+		if (api->keys[i].key != key)
+			secrets[m++] = api->keys[i].key;
 	for (size_t i = 0; i < api->n_headers; i++)
-		secrets[i + 1] = api->headers[i].value;
+		secrets[m++] = api->headers[i].value;
 	call->secrets = secrets;
-	call->n_secrets = api->n_headers + 1;
+	call->n_secrets = m;
 	call->url = url;
 	call->method = r->method;
 	call->headers = headers;
