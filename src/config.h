@@ -69,6 +69,11 @@ struct config {
 	char *store;           /* server.store: a Redis address; NULL for "gdbm" */
 	char *store_prefix;    /* server.storePrefix; NULL for the default */
 	long store_timeout_ms; /* server.storeTimeoutMs */
+	/* server.forwardPaths: the paths below /v1/ that go to an upstream,
+	 * each exact or, ending in '*', a prefix; the default list when the
+	 * field is not set, none when it is [] */
+	char **forward_paths;
+	size_t n_forward_paths;
 	struct config_api *apis;
 	size_t n_apis;
 };
@@ -109,6 +114,13 @@ const char *config_api_model(const struct config_api *api, const char *model);
 
 /* The digest that names a key's state in the store (64-bit FNV-1a). */
 uint64_t config_key_digest(const char *key);
+
+/* True when path, a request's path below "/v1/" without the query (e.g.
+ * "chat/completions"), is one that cfg forwards: equal to an entry of
+ * forward_paths, or starting with the text before the '*' of an entry that
+ * ends in one (doc/behaviour.md, Forwarding: which paths). Case-sensitive;
+ * nothing is decoded or normalised here. */
+bool config_forwards(const struct config *cfg, const char *path);
 
 /* Index of the endpoint with this id, or -1. */
 long config_find_api(const struct config *cfg, const char *id);

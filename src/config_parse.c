@@ -54,6 +54,7 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 "store",
 							 "storePrefix",
 							 "storeTimeoutMs",
+							 "forwardPaths",
 							 NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {"id",           "name",   "baseUrl", "apiKey",
@@ -63,6 +64,15 @@ static const char *const config_parse_api_fields[] = {"id",           "name",   
 /* The gateway sets these itself; a configured copy would clash or smuggle. */
 static const char *const config_parse_refused_headers[] = {
 	"Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection", NULL};
+
+/* server.forwardPaths when not set: the inference paths of the OpenAI API
+ * (and Anthropic's messages, the rerank of Cohere and Jina). Anything else
+ * an upstream may answer 401 or 403 for a valid key (organization, files,
+ * fine-tuning...): a client could make the gateway charge every endpoint a
+ * failure for it (doc/behaviour.md, Forwarding: which paths). */
+static const char *const config_parse_default_forward_paths[] = {
+	"chat/completions", "completions", "embeddings",  "responses", "responses/*", "messages",
+	"images/*",         "audio/*",     "moderations", "rerank",    NULL};
 
 /* ---- issues ---- */
 
@@ -529,6 +539,67 @@ config_parse_api_keys(struct config_parse_ctx *ctx, json_t *o, const char *base,
 	}
 }
 
+/* What is wrong with an entry of server.forwardPaths, or NULL. An entry is
+ * compared with the path as sent and with it decoded (routes.c), so one
+ * that holds an escape, a query or a fragment could never match both. */
+static const char *
+config_parse_forward_path_bad(const char *p)
+{
+	const char *star = strchr(p, '*');
+
+	if (*p == '\0')
+		return "expected a non-empty string";
+	if (config_parse_has_ctl(p))
+		return "must not contain control characters";
+	if (strpbrk(p, " %?#") != NULL)
+		return "must not contain spaces, '%', '?' or '#': a path as it is, without "
+		       "escapes or query";
+	if (*p == '/')
+		return "must not start with '/': a path below /v1/, e.g. \"chat/completions\"";
+	if (star != NULL && star[1] != '\0')
+		return "'*' is allowed only as the last character";
+	return NULL;
+}
+
+/* server.forwardPaths, or the default list when it is not set. */
+static void
+config_parse_forward_paths(struct config_parse_ctx *ctx, json_t *server, struct config *cfg)
+{
+	char path[CONFIG_PARSE_PATH_LEN];
+	json_t *v = config_parse_get(server, "forwardPaths");
+	size_t n = 0;
+
+	if (v == NULL) {
+		while (config_parse_default_forward_paths[n] != NULL)
+			n++;
+	} else if (json_is_array(v)) {
+		n = json_array_size(v);
+	} else {
+		config_parse_report(ctx, true, "server.forwardPaths",
+				    "expected an array of strings");
+		return;
+	}
+	cfg->forward_paths = config_parse_calloc(ctx, n, sizeof(*cfg->forward_paths));
+	if (cfg->forward_paths == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const char *p = v == NULL ? config_parse_default_forward_paths[i]
+					  : json_string_value(json_array_get(v, i));
+		const char *bad = p == NULL ? "expected a non-empty string"
+					    : config_parse_forward_path_bad(p);
+
+		if (bad != NULL) {
+			config_parse_path_index(path, sizeof(path), "server.forwardPaths", i);
+			config_parse_report(ctx, true, path, bad);
+			continue;
+		}
+		if ((cfg->forward_paths[cfg->n_forward_paths] = config_parse_strdup(ctx, p)) ==
+		    NULL)
+			return;
+		cfg->n_forward_paths++;
+	}
+}
+
 static void
 config_parse_server(struct config_parse_ctx *ctx, json_t *server, struct config *cfg)
 {
@@ -571,6 +642,7 @@ config_parse_server(struct config_parse_ctx *ctx, json_t *server, struct config 
 			cfg->state_file = config_parse_strdup(ctx, json_string_value(state));
 	}
 	config_parse_store(ctx, server, cfg);
+	config_parse_forward_paths(ctx, server, cfg);
 	config_parse_unknown(ctx, server, "server", config_parse_server_fields);
 }
 
@@ -994,6 +1066,9 @@ config_parse_clear(struct config *cfg)
 	free(cfg->state_file);
 	free(cfg->store);
 	free(cfg->store_prefix);
+	for (size_t i = 0; i < cfg->n_forward_paths; i++)
+		free(cfg->forward_paths[i]);
+	free(cfg->forward_paths);
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		struct config_api *api = &cfg->apis[i];
 
@@ -1071,6 +1146,22 @@ config_api_model(const struct config_api *api, const char *model)
 		if (strcmp(api->models[i], model) == 0)
 			return model;
 	return NULL;
+}
+
+bool
+config_forwards(const struct config *cfg, const char *path)
+{
+	if (cfg == NULL || path == NULL)
+		return false;
+	for (size_t i = 0; i < cfg->n_forward_paths; i++) {
+		const char *entry = cfg->forward_paths[i];
+		size_t n = strlen(entry);
+
+		if (n > 0 && entry[n - 1] == '*' ? strncmp(path, entry, n - 1) == 0
+						 : strcmp(path, entry) == 0)
+			return true;
+	}
+	return false;
 }
 
 long

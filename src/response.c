@@ -25,6 +25,10 @@ static const struct {
 	[RESP_METHOD_NOT_ALLOWED] = {405, "invalid_request_error", "method_not_allowed",
 				     "Method not allowed on this path."},
 	[RESP_NOT_FOUND] = {404, "invalid_request_error", "not_found", "Unknown path."},
+	[RESP_NOT_FORWARDED] =
+		{404, "invalid_request_error", "not_forwarded",
+		 "This path is not forwarded to the upstreams. The gateway's operator "
+		 "can allow it in server.forwardPaths."},
 	[RESP_MODEL_NOT_FOUND] = {404, "invalid_request_error", "model_not_found",
 				  "No enabled endpoint serves this model."},
 	[RESP_API_NOT_FOUND] = {404, "invalid_request_error", "api_not_found",

@@ -95,6 +95,13 @@ routes_proxy(struct request *r, const struct config *cfg, const char *why, struc
 	 * (%76%31) would slip past a baseUrl's path. */
 	if (strncmp(r->path, "/v1/", 4) != 0)
 		return response_error(r->fcgi->out, RESP_INVALID_PATH, NULL, 0, cfg->cors);
+	/* Only the paths the operator lists go on, before the body is read or
+	 * the store is touched: an upstream that refuses a path for a valid
+	 * key (401, 403) would charge every endpoint a failure for it
+	 * (doc/behaviour.md, Forwarding: which paths). The path as sent is what
+	 * the upstream gets, decoded is what it may read: both must match. */
+	if (!config_forwards(cfg, r->path + 4) || !config_forwards(cfg, r->decoded + 4))
+		return response_error(r->fcgi->out, RESP_NOT_FORWARDED, NULL, 0, cfg->cors);
 	/* The proxy logs its own, richer line. */
 	proxy_handle(r, cfg, w);
 	return ROUTES_LOGGED;

@@ -32,8 +32,10 @@
  * Keys, below the configured prefix P: P "ep:" ID (an endpoint's state),
  * P "ids" (a set of every ID, for a reset of all), P "gw" (the gateway's
  * refusal counts, "rej" N, by HINCRBY) and P "meta" (the layout's version,
- * "format": 2; the layout of 1, hashes of counters kept by a script, is
- * refused, not read). The store needs one Redis, not a Cluster.
+ * "format": 2). The previous release kept layout 1 (hashes of counters
+ * kept by a script): a handle's first use converts it in place, every
+ * count kept (store_redis_upgrade). The store needs one Redis, not a
+ * Cluster.
  *
  * Each handle (one per worker thread) holds one connection, made on its
  * first call and again after any failure; every connect and command waits
@@ -42,6 +44,8 @@
 #include "store_redis.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +60,7 @@
 #include "compat.h"
 #include "dynbuf.h"
 #include "limit.h"
+#include "log.h"
 #include "redis_addr.h"
 #include "store_codec.h"
 
@@ -98,6 +103,71 @@ static const char store_redis_script[] =
 	"end\n"
 	"return redis.error_reply('unknown operation')\n";
 
+/* Converts the keys of layout 1 (the previous release's: P "ep:" ID a hash
+ * of counters, P "ring:" ID a list of attempt times, P "bk:" ID a hash of
+ * buckets "second:count") to layout 2. It holds no rule: it only hands the
+ * old keys out and, later, swaps in the values the responder built from
+ * them, in C, with store_codec.h. ARGV[1] the prefix, ARGV[2] the
+ * operation. Both first read layout 1 whole, ids sorted, fields sorted, and
+ * take the SHA1 of that reading:
+ * "dump": answers {"2"} when the keys are of layout 2 already, else {"1",
+ * the SHA1, then per endpoint {id, its hash, its ring, its buckets}}.
+ * "commit": ARGV[3] the SHA1 of the dump, then an id and its new value for
+ * each endpoint of it. Answers {"2"} when another process converted first,
+ * {"0"} when layout 1 changed since the dump (nothing written), {"1"} once
+ * it wrote every value, deleted the old keys and set P "meta" "format" to
+ * 2, all in this one run: Redis runs a script whole, and an append-only
+ * file or a replica gets its writes as one MULTI/EXEC, so a Redis killed
+ * meanwhile comes back with layout 1 or with layout 2, never a mix. */
+static const char store_redis_upgrade_script[] =
+	"if redis.replicate_commands then redis.replicate_commands() end\n"
+	"local P, op = ARGV[1], ARGV[2]\n"
+	"local f = redis.call('HGET', P .. 'meta', 'format')\n"
+	"if f == '2' then return {'2'} end\n"
+	"if f and f ~= '1' then\n"
+	"  return redis.error_reply('keys of another layout (' .. f .. ') under this prefix: '\n"
+	"    .. 'delete them, or choose another server.storePrefix')\n"
+	"end\n"
+	"local function sorted(flat)\n"
+	"  local ps, out = {}, {}\n"
+	"  for i = 1, #flat, 2 do ps[#ps + 1] = {flat[i], flat[i + 1]} end\n"
+	"  table.sort(ps, function(a, b) return a[1] < b[1] end)\n"
+	"  for _, p in ipairs(ps) do out[#out + 1] = p[1]; out[#out + 1] = p[2] end\n"
+	"  return out\n"
+	"end\n"
+	"local ids = redis.call('SMEMBERS', P .. 'ids')\n"
+	"table.sort(ids)\n"
+	"local eps, text = {}, {}\n"
+	"local function put(list)\n"
+	"  text[#text + 1] = #list .. ';'\n"
+	"  for _, s in ipairs(list) do text[#text + 1] = #s .. ':' .. s end\n"
+	"end\n"
+	"for _, id in ipairs(ids) do\n"
+	"  if redis.call('TYPE', P .. 'ep:' .. id).ok == 'hash' then\n"
+	"    local e = {id, sorted(redis.call('HGETALL', P .. 'ep:' .. id)),\n"
+	"               redis.call('LRANGE', P .. 'ring:' .. id, 0, -1),\n"
+	"               sorted(redis.call('HGETALL', P .. 'bk:' .. id))}\n"
+	"    eps[#eps + 1] = e\n"
+	"    put({id}); put(e[2]); put(e[3]); put(e[4])\n"
+	"  end\n"
+	"end\n"
+	"local sum = redis.sha1hex(table.concat(text))\n"
+	"if op == 'dump' then\n"
+	"  local out = {'1', sum}\n"
+	"  for i, e in ipairs(eps) do out[i + 2] = e end\n"
+	"  return out\n"
+	"elseif op == 'commit' then\n"
+	"  if ARGV[3] ~= sum or #ARGV ~= 3 + 2 * #eps then return {'0'} end\n"
+	"  for i = 4, #ARGV, 2 do\n"
+	"    local id = ARGV[i]\n"
+	"    redis.call('DEL', P .. 'ring:' .. id, P .. 'bk:' .. id)\n"
+	"    redis.call('SET', P .. 'ep:' .. id, ARGV[i + 1])\n"
+	"  end\n"
+	"  redis.call('HSET', P .. 'meta', 'format', '2')\n"
+	"  return {'1'}\n"
+	"end\n"
+	"return redis.error_reply('unknown operation')\n";
+
 /* The layout of the keys (P "meta" "format"). */
 #define STORE_REDIS_FORMAT "2"
 /* A state's version: the first bytes of its value. */
@@ -118,6 +188,7 @@ struct store_redis {
 	bool readonly;
 	redisContext *c; /* NULL until connected, and after a failure */
 	char sha[41];    /* SHA1 of the script once loaded; "" before */
+	bool ready;      /* the keys are of layout 2 (store_redis_upgrade) */
 	/* One command: its words (struct store_redis_word), the text of
 	 * those built here, and argv and lengths made of them to send. */
 	struct dynbuf words, text, argv, lens;
@@ -584,6 +655,294 @@ store_redis_again(struct store_redis *st, int tries, int64_t start_ms, char *err
 	return false;
 }
 
+/* A counter of layout 1's hash of an endpoint, and its place in the state
+ * (an int64_t). ring_cap, and "ans" N, "lat" N, "ttfb" N, are read apart. */
+struct store_redis_v1_field {
+	const char *name;
+	size_t off;
+};
+
+#define STORE_REDIS_V1_AT(m) offsetof(struct limit_state, m)
+static const struct store_redis_v1_field store_redis_v1_fields[] = {
+	{"day", STORE_REDIS_V1_AT(day)},
+	{"day_count", STORE_REDIS_V1_AT(day_count)},
+	{"fail_run", STORE_REDIS_V1_AT(fail_run)},
+	{"cooldown_until", STORE_REDIS_V1_AT(cooldown_until)},
+	{"ring_base", STORE_REDIS_V1_AT(ring_base)},
+	{"ring_since", STORE_REDIS_V1_AT(ring_since)},
+	{"prompt", STORE_REDIS_V1_AT(prompt)},
+	{"completion", STORE_REDIS_V1_AT(completion)},
+	{"total", STORE_REDIS_V1_AT(total)},
+	{"requests", STORE_REDIS_V1_AT(requests)},
+	{"last_used", STORE_REDIS_V1_AT(last_used)},
+	{"attempts", STORE_REDIS_V1_AT(attempts)},
+	{"retries", STORE_REDIS_V1_AT(retries)},
+	{"lat_count", STORE_REDIS_V1_AT(lat_count)},
+	{"lat_sum", STORE_REDIS_V1_AT(lat_sum_ms)},
+	{"ttfb_count", STORE_REDIS_V1_AT(ttfb_count)},
+	{"ttfb_sum", STORE_REDIS_V1_AT(ttfb_sum_ms)},
+	{"tok_day", STORE_REDIS_V1_AT(tok_day)},
+	{"day_prompt", STORE_REDIS_V1_AT(day_prompt)},
+	{"day_completion", STORE_REDIS_V1_AT(day_completion)},
+	{"day_total", STORE_REDIS_V1_AT(day_total)},
+};
+#undef STORE_REDIS_V1_AT
+
+/* A whole decimal number in s[0..len) within [min, max]. */
+static bool
+store_redis_v1_num(const char *s, size_t len, long long min, long long max, long long *out)
+{
+	char buf[24], *end;
+
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	*out = strtoll(buf, &end, 10);
+	return errno == 0 && end == buf + len && *out >= min && *out <= max;
+}
+
+/* A name of "prefix" N with N below n: the N, or -1. */
+static long
+store_redis_v1_index(const char *name, const char *prefix, size_t n)
+{
+	size_t pl = strlen(prefix);
+	long long i;
+
+	if (strncmp(name, prefix, pl) != 0 ||
+	    !store_redis_v1_num(name + pl, strlen(name + pl), 0, (long long)n - 1, &i))
+		return -1;
+	return (long)i;
+}
+
+/* Sets the counter name of layout 1's hash to v in s; false when layout 1
+ * has no such counter. */
+static bool
+store_redis_v1_set(struct limit_state *s, const char *name, long long v)
+{
+	long i;
+
+	for (size_t k = 0; k < sizeof(store_redis_v1_fields) / sizeof(store_redis_v1_fields[0]);
+	     k++) {
+		if (strcmp(name, store_redis_v1_fields[k].name) == 0) {
+			int64_t x = v;
+			memcpy((char *)s + store_redis_v1_fields[k].off, &x, sizeof(x));
+			return true;
+		}
+	}
+	if ((i = store_redis_v1_index(name, "ans", STORE_CLASS_N)) >= 0)
+		s->answers[i] = v;
+	else if ((i = store_redis_v1_index(name, "lat", STORE_HIST_N)) >= 0)
+		s->lat[i] = v;
+	else if ((i = store_redis_v1_index(name, "ttfb", STORE_HIST_N)) >= 0)
+		s->ttfb[i] = v;
+	else
+		return false;
+	return true;
+}
+
+/* Builds into s (its ring: ring, room for LIMIT_RING_MAX) the state layout
+ * 1 kept in e, the dump's {id, hash, ring, buckets} of one endpoint. The
+ * ring keeps its newest ring_cap times (layout 1 cut it to that on its next
+ * use), as offsets from ring_base. Returns false when e is not such an
+ * entry, or holds a counter layout 1 never had (nothing is dropped). */
+static bool
+store_redis_v1_state(const redisReply *e, struct limit_state *s, uint32_t *ring)
+{
+	const redisReply *h, *rg, *bk;
+	long long v, v2;
+
+	memset(s, 0, sizeof(*s));
+	s->ring = ring;
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+	    e->element[0]->type != REDIS_REPLY_STRING)
+		return false;
+	h = e->element[1];
+	rg = e->element[2];
+	bk = e->element[3];
+	if (h->type != REDIS_REPLY_ARRAY || h->elements % 2 != 0 || rg->type != REDIS_REPLY_ARRAY ||
+	    bk->type != REDIS_REPLY_ARRAY || bk->elements % 2 != 0)
+		return false;
+	for (size_t i = 0; i < h->elements; i += 2) {
+		const redisReply *name = h->element[i], *val = h->element[i + 1];
+		if (name->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING ||
+		    !store_redis_v1_num(val->str, val->len, INT64_MIN, INT64_MAX, &v))
+			return false;
+		if (strcmp(name->str, "ring_cap") == 0) {
+			if (v < 0 || v > LIMIT_RING_MAX)
+				return false;
+			s->ring_cap = (uint32_t)v;
+		} else if (!store_redis_v1_set(s, name->str, v)) {
+			return false;
+		}
+	}
+	size_t keep = rg->elements < s->ring_cap ? rg->elements : s->ring_cap;
+	for (size_t i = 0; i < keep; i++) {
+		const redisReply *t = rg->element[rg->elements - keep + i];
+		if (t->type != REDIS_REPLY_STRING ||
+		    !store_redis_v1_num(t->str, t->len, INT64_MIN, INT64_MAX, &v))
+			return false;
+		/* Layout 1 rebased as limit.h does: no time is before the base,
+		 * none 2^31 ms after it. */
+		v -= s->ring_base;
+		ring[i] = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	}
+	s->ring_len = (uint32_t)keep;
+	for (size_t i = 0; i < bk->elements; i += 2) {
+		const redisReply *idx = bk->element[i], *val = bk->element[i + 1];
+		const char *colon;
+		long long b;
+		if (idx->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING ||
+		    !store_redis_v1_num(idx->str, idx->len, 0, LIMIT_BUCKETS - 1, &b) ||
+		    (colon = memchr(val->str, ':', val->len)) == NULL ||
+		    !store_redis_v1_num(val->str, (size_t)(colon - val->str), 0, UINT32_MAX, &v) ||
+		    !store_redis_v1_num(colon + 1, val->len - (size_t)(colon + 1 - val->str), 0,
+					UINT32_MAX, &v2))
+			return false;
+		s->buckets[b].second = (uint32_t)v;
+		s->buckets[b].count = (uint32_t)v2;
+	}
+	return true;
+}
+
+/* Appends a word of the bytes p[0..len), copied. */
+static void
+store_redis_word_copy(struct store_redis *st, const void *p, size_t len)
+{
+	struct store_redis_word w = {NULL, dynbuf_len(&st->text), len};
+
+	dynbuf_add(&st->text, p, len);
+	dynbuf_add(&st->text, "", 1);
+	dynbuf_add(&st->words, &w, sizeof(w));
+}
+
+/* Builds the commit of a dump d of layout 1: an EVAL of the upgrade script
+ * with each endpoint's state as layout 2 keeps it (version 1). Returns 0,
+ * or -1 with err set. */
+static int
+store_redis_upgrade_build(struct store_redis *st, const redisReply *d, char *err, size_t errlen)
+{
+	uint32_t ring[LIMIT_RING_MAX]; /* not the step's buffers: a step may hold them */
+	struct limit_state s;
+	uint64_t version = 1;
+
+	store_redis_begin(st, false);
+	store_redis_word(st, "EVAL", 4);
+	store_redis_word(st, store_redis_upgrade_script, sizeof(store_redis_upgrade_script) - 1);
+	store_redis_word(st, "0", 1);
+	store_redis_word(st, st->prefix, strlen(st->prefix));
+	store_redis_word(st, "commit", 6);
+	store_redis_word(st, d->element[1]->str, d->element[1]->len);
+	for (size_t i = 2; i < d->elements; i++) {
+		const redisReply *e = d->element[i];
+		if (!store_redis_v1_state(e, &s, ring)) {
+			char why[160];
+			snprintf(why, sizeof(why),
+				 "the layout 1 keys of endpoint %.80s hold what layout 1 never "
+				 "wrote: not converted",
+				 e->type == REDIS_REPLY_ARRAY && e->elements > 0 &&
+						 e->element[0]->type == REDIS_REPLY_STRING
+					 ? e->element[0]->str
+					 : "?");
+			store_redis_set_err(st, err, errlen, why);
+			return -1;
+		}
+		const char *id = e->element[0]->str;
+		size_t id_len = e->element[0]->len;
+		size_t n = STORE_REDIS_VERSION_LEN + store_codec_ent_size(&s, id_len);
+		char *p = store_redis_array(&st->val, n);
+		if (p == NULL) {
+			store_redis_set_err(st, err, errlen, "out of memory");
+			return -1;
+		}
+		memcpy(p, &version, sizeof(version));
+		store_codec_ent_put(p + STORE_REDIS_VERSION_LEN, id, id_len, &s);
+		store_redis_word(st, id, id_len);
+		store_redis_word_copy(st, p, n);
+	}
+	return 0;
+}
+
+/* Makes the keys under the prefix layout 2 on a handle's first use: when
+ * they are of layout 1 (the previous release's), converts every endpoint,
+ * keeping every count. The script hands layout 1 out, the states are built
+ * here with store_codec.h (the one encoding, in C), and the script swaps
+ * them in at once only if layout 1 is still what it handed out: many
+ * processes on many hosts may start together, the first commit converts,
+ * the others find layout 2 (or, when an old responder still counted in
+ * between, read again). A read-only handle converts nothing: it refuses a
+ * layout 1. Returns 0, or -1 with err set. */
+static int
+store_redis_upgrade(struct store_redis *st, char *err, size_t errlen)
+{
+	int64_t start = store_redis_mono_ms();
+
+	if (st->ready)
+		return 0;
+	for (int tries = 0;; tries++) {
+		redisReply *d, *r;
+		bool written;
+
+		store_redis_begin(st, false);
+		store_redis_word(st, "EVAL", 4);
+		store_redis_word(st, store_redis_upgrade_script,
+				 sizeof(store_redis_upgrade_script) - 1);
+		store_redis_word(st, "0", 1);
+		store_redis_word(st, st->prefix, strlen(st->prefix));
+		store_redis_word(st, "dump", 4);
+		d = store_redis_run(st, false, err, errlen);
+		if (d == NULL)
+			return -1;
+		if (d->type != REDIS_REPLY_ARRAY || d->elements < 1 ||
+		    d->element[0]->type != REDIS_REPLY_STRING ||
+		    (strcmp(d->element[0]->str, "1") == 0 &&
+		     (d->elements < 2 || d->element[1]->type != REDIS_REPLY_STRING))) {
+			freeReplyObject(d);
+			store_redis_set_err(st, err, errlen, "unexpected answer to an upgrade");
+			return -1;
+		}
+		if (strcmp(d->element[0]->str, "2") == 0 || (st->readonly && d->elements == 2)) {
+			freeReplyObject(d);
+			st->ready = true;
+			return 0;
+		}
+		if (st->readonly) {
+			freeReplyObject(d);
+			store_redis_set_err(
+				st, err, errlen,
+				"keys of layout 1 under this prefix: the first responder "
+				"that writes converts them");
+			return -1;
+		}
+		size_t n = d->elements - 2;
+		if (store_redis_upgrade_build(st, d, err, errlen) != 0) {
+			freeReplyObject(d);
+			return -1;
+		}
+		r = store_redis_run(st, false, err, errlen);
+		freeReplyObject(d);
+		if (r == NULL)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+		    r->element[0]->type != REDIS_REPLY_STRING) {
+			freeReplyObject(r);
+			store_redis_set_err(st, err, errlen, "unexpected answer to an upgrade");
+			return -1;
+		}
+		written = strcmp(r->element[0]->str, "1") == 0;
+		st->ready = written || strcmp(r->element[0]->str, "2") == 0;
+		freeReplyObject(r);
+		if (written && n > 0)
+			log_info("%s: converted the state of %zu endpoint%s from key layout 1 to 2",
+				 st->a.label, n, n == 1 ? "" : "s");
+		if (st->ready)
+			return 0;
+		if (!store_redis_again(st, tries, start, err, errlen))
+			return -1;
+	}
+}
+
 /* Reserves: read every candidate with Redis's time, apply the rules, let
  * pick choose, count on the chosen one and commit it; when it changed
  * meanwhile, the same with its state now. */
@@ -609,6 +968,8 @@ store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n
 		return 0;
 	}
 	if (!store_redis_writable(st, err, errlen))
+		return -1;
+	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
 	sl = store_redis_array(&st->slots, n * sizeof(*sl));
 	ptrs = store_redis_array(&st->ptrs, n * sizeof(*ptrs));
@@ -725,6 +1086,8 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
 	return store_redis_change(st, id, false, store_redis_record_fn, &c, err, errlen);
 }
 
@@ -741,6 +1104,8 @@ store_redis_read(struct store *sb, const struct store_endpoint *eps, size_t n, i
 
 	if (n == 0)
 		return 0;
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
 	if (sl == NULL || ring == NULL || n > 100000) {
 		store_redis_set_err(st, err, errlen, "out of memory");
 		return -1;
@@ -780,6 +1145,8 @@ store_redis_count(struct store *sb, enum store_reject reason, char *err, size_t 
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
 	store_redis_begin(st, false);
 	store_redis_word(st, "HINCRBY", 7);
 	store_redis_word_key(st, "gw", "");
@@ -799,6 +1166,8 @@ store_redis_read_rejects(struct store *sb, long long *out, char *err, size_t err
 
 	_Static_assert(STORE_REJECT_N <= sizeof(fields) / sizeof(fields[0]),
 		       "a refusal without its field");
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
 	store_redis_begin(st, false);
 	store_redis_word(st, "HMGET", 5);
 	store_redis_word_key(st, "gw", "");
@@ -839,6 +1208,8 @@ store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t err
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
 	if (id != NULL)
 		return store_redis_change(st, id, true, store_redis_reset_fn, NULL, err, errlen);
 	store_redis_begin(st, false);
@@ -862,34 +1233,17 @@ store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t err
 	return rc;
 }
 
-/* Checks that the keys under the prefix are of this layout (or none) and
- * that Redis takes writes. */
+/* Converts keys of layout 1 (store_redis_upgrade), refuses those of any
+ * other, and checks that Redis takes writes. */
 static int
 store_redis_check(struct store *sb, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
-	redisReply *r;
-	char why[200];
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
-	store_redis_begin(st, false);
-	store_redis_word(st, "HGET", 4);
-	store_redis_word_key(st, "meta", "");
-	store_redis_word(st, "format", 6);
-	r = store_redis_run(st, false, err, errlen);
-	if (r == NULL)
+	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
-	if (r->type == REDIS_REPLY_STRING && strcmp(r->str, STORE_REDIS_FORMAT) != 0) {
-		snprintf(why, sizeof(why),
-			 "keys of another layout (%.20s) under this prefix: delete them, or choose "
-			 "another server.storePrefix",
-			 r->str);
-		store_redis_set_err(st, err, errlen, why);
-		freeReplyObject(r);
-		return -1;
-	}
-	freeReplyObject(r);
 	store_redis_begin(st, false);
 	store_redis_word(st, "HSET", 4);
 	store_redis_word_key(st, "meta", "");

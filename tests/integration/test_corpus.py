@@ -60,7 +60,7 @@ MAX_BODY = 4 * 1024 * 1024
 # Codes the responder answers with (src/response.c): an error carrying one of
 # these, with no X-Mock-Name header, came from the gateway itself.
 GATEWAY_CODES = {"invalid_api_key", "request_too_large", "invalid_json", "invalid_path",
-                 "incomplete_body", "method_not_allowed", "not_found", "model_not_found",
+                 "not_forwarded", "incomplete_body", "method_not_allowed", "not_found", "model_not_found",
                  "api_not_found", "rate_limit_exceeded", "no_available_api",
                  "upstream_unreachable", "config_error", "state_unavailable", "internal_error"}
 MOCK_CODE = "mock_refused"

@@ -617,7 +617,8 @@ class T07Routing(Base):
 
     def test_other_v1_paths_forwarded_with_method(self):
         up = self.mock("any")
-        self.configure([self.api(self.uid("a"), up.url, ["m-any"])])
+        # Paths beyond the default server.forwardPaths: "*" lets them all go on.
+        self.configure([self.api(self.uid("a"), up.url, ["m-any"])], forwardPaths=["*"])
         r = self.get("/v1/files?purpose=fine-tune")
         self.assertStatus(r, 200)
         r = self.gw.request("DELETE", "/v1/files/file-abc", key=CLIENT_KEY)
@@ -625,6 +626,106 @@ class T07Routing(Base):
         got = [(q.method, q.path) for q in up.requests]
         self.assertEqual(got, [("GET", "/v1/files?purpose=fine-tune"),
                                ("DELETE", "/v1/files/file-abc")])
+
+
+# ---------------------------------------------------------------------------
+class T07ForwardPaths(Base):
+    """Which paths below /v1/ reach an upstream: server.forwardPaths, by default
+    the inference paths (doc/behaviour.md, Forwarding: which paths). A client
+    must not make the gateway send a path an upstream refuses for a valid key
+    (401/403) and so charge every endpoint a failure."""
+
+    # One request per default entry ("*" rests with a path below them), in
+    # the list's order.
+    DEFAULT_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                     "/v1/responses", "/v1/responses/resp_1/input_items", "/v1/messages",
+                     "/v1/images/generations", "/v1/audio/speech", "/v1/moderations",
+                     "/v1/rerank"]
+
+    def one(self, model, **server):
+        up = self.mock("fp")
+        api_id = self.uid("a")
+        self.configure([self.api(api_id, up.url, [model])], **server)
+        return up, api_id
+
+    def assertNotForwarded(self, r):
+        err = self.assertError(r, 404, "invalid_request_error", "not_forwarded")
+        self.assertIn("server.forwardPaths", err["message"], self.diag(r))
+
+    def test_other_paths_404_not_forwarded_and_nothing_counted(self):
+        up, api_id = self.one("m-fp1", maxBodyBytes=64)
+        before = self.status_of(api_id)
+        big = b'{"model": "m-fp1", "x": "' + b"y" * 200 + b'"}'
+        cases = [("GET", "/v1/organization/users", None),
+                 ("GET", "/v1/organization/users?limit=1", None),
+                 ("POST", "/v1/organization/admin_api_keys", b"{}"),
+                 ("GET", "/v1/files", None),
+                 ("DELETE", "/v1/files/file-abc", None),
+                 ("POST", "/v1/fine_tuning/jobs", {"model": "m-fp1"}),
+                 ("HEAD", "/v1/batches", None),
+                 ("POST", "/v1/", {"model": "m-fp1"}),
+                 # the body is not read: over maxBodyBytes, still 404, not 413
+                 ("POST", "/v1/assistants", big),
+                 # near misses of default entries
+                 ("POST", "/v1/chat/completions/", chat("m-fp1")),
+                 ("POST", "/v1/chat", chat("m-fp1")),
+                 ("POST", "/v1/Chat/Completions", chat("m-fp1")),
+                 ("POST", "/v1/images", {"model": "m-fp1"}),
+                 ("POST", "/v1//chat/completions", chat("m-fp1")),
+                 # an encoded form of a listed path: the upstream gets the raw one
+                 ("POST", "/v1/chat%2Fcompletions", chat("m-fp1")),
+                 ("POST", "/v1/chat/completion%73", chat("m-fp1"))]
+        for method, path, body in cases:
+            r = self.gw.request(method, path, body=body, key=CLIENT_KEY)
+            if method == "HEAD":
+                self.assertStatus(r, 404)
+            else:
+                self.assertNotForwarded(r)
+        self.assertEqual([q.path for q in up.requests], [], "a path not listed was forwarded")
+        self.assertEqual(self.status_of(api_id), before, "the store changed")
+        # Checked after the key and the method, as every /v1 path is.
+        self.assertError(self.gw.request("GET", "/v1/organization/users"), 401,
+                         "authentication_error", "invalid_api_key")
+        self.assertError(self.gw.request("PROPFIND", "/v1/organization/users", key=CLIENT_KEY),
+                         405, "invalid_request_error", "method_not_allowed")
+        # The request's log line, as for every answer the gateway gives itself.
+        line = r"GET \S*/v1/organization/users status=404 ms=\d+"
+        self.assertRegex(self.gw.wait_log(self.log_offset, lambda t: re.search(line, t)), line)
+
+    def test_every_default_path_forwarded(self):
+        up, _ = self.one("m-fp2")
+        for path in self.DEFAULT_PATHS:
+            self.assertStatus(self.post(path, chat("m-fp2")), 200)
+        self.assertStatus(self.post("/v1/chat/completions?x=1", chat("m-fp2")), 200)
+        self.assertEqual([q.path for q in up.requests],
+                         self.DEFAULT_PATHS + ["/v1/chat/completions?x=1"])
+
+    def test_star_forwards_everything(self):
+        up, _ = self.one("m-fp3", forwardPaths=["*"])
+        self.assertStatus(self.get("/v1/organization/users"), 200)
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-fp3")), 200)
+        self.assertStatus(self.gw.request("DELETE", "/v1/files/file-1", key=CLIENT_KEY), 200)
+        self.assertEqual([q.path for q in up.requests], [
+            "/v1/organization/users", "/v1/chat/completions", "/v1/files/file-1"])
+
+    def test_custom_list_with_a_star_rest(self):
+        up, _ = self.one("m-fp4", forwardPaths=["chat/completions", "files/*", "batch*"])
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-fp4")), 200)
+        self.assertStatus(self.get("/v1/files/file-1/content"), 200)
+        self.assertStatus(self.get("/v1/batches"), 200)
+        self.assertStatus(self.get("/v1/batch"), 200)
+        self.assertNotForwarded(self.get("/v1/files"))
+        self.assertNotForwarded(self.post("/v1/embeddings", {"model": "m-fp4", "input": "x"}))
+        self.assertNotForwarded(self.get("/v1/organization/users"))
+        self.assertEqual([q.path for q in up.requests], [
+            "/v1/chat/completions", "/v1/files/file-1/content", "/v1/batches", "/v1/batch"])
+
+    def test_empty_list_forwards_nothing_but_own_endpoints_answer(self):
+        up, _ = self.one("m-fp5", forwardPaths=[])
+        self.assertNotForwarded(self.post("/v1/chat/completions", chat("m-fp5")))
+        self.assertStatus(self.get("/v1/models"), 200)
+        self.assertStatus(self.get("/v1/status"), 200)
+        self.assertEqual(up.count(), 0)
 
 
 # ---------------------------------------------------------------------------
@@ -679,6 +780,12 @@ class T08Mount(Base):
         self.assertError(self.post("/v1/chat/completions", chat("m-llm"), key=new_key()), 401,
                          "authentication_error", "invalid_api_key")
         self.assertEqual(self.up.count(), 0)
+
+    def test_forward_paths_are_below_the_mount_point(self):
+        r = self.get("/v1/organization/users")
+        self.assertError(r, 404, "invalid_request_error", "not_forwarded")
+        self.assertStatus(self.post("/v1/embeddings", {"model": "m-llm", "input": "x"}), 200)
+        self.assertEqual([q.path for q in self.up.requests], ["/v1/embeddings"])
 
     def test_outside_mount_404(self):
         for path in ("/v1/models", "/health", "/llm/v1x", "/llm/other", "/llmv1/models"):
@@ -754,7 +861,9 @@ class T09Forwarding(Base):
         self.assertEqual([q.path for q in up.requests], ["/v1/chat/completions"])
 
     def test_encoded_path_forwarded_as_sent(self):
-        up, _ = self.one()
+        up = self.mock("fw")
+        # /v1/files is not a default forwarded path (T07ForwardPaths).
+        self.configure([self.api(self.uid("a"), up.url, ["m-fw"])], forwardPaths=["*"])
         self.assertStatus(self.get("/v1/files/a%2Fb%20c?q=%C3%A9"), 200)
         self.assertEqual([q.path for q in up.requests], ["/v1/files/a%2Fb%20c?q=%C3%A9"])
 

@@ -1398,6 +1398,12 @@ class S11KeyPools(ClockBase):
             ups.append(up)
             apis.append(dict(api, models=["m-atk"]))
             ids.append(aid)
+        # By default the path is not forwarded at all (issue 13 point 3).
+        self.configure(apis, cooldown={"failures": 3, "seconds": 600})
+        r = self.get("/v1/organization/users")
+        self.assertError(r, 404, "invalid_request_error", "not_forwarded")
+        self.assertEqual(sum(u.count() for u in ups), 0)
+        # Forwarded: every key answers 403, and none is charged.
         self.configure(apis, forwardPaths=["*"], cooldown={"failures": 3, "seconds": 600})
         for i in range(3):
             n = [u.count() for u in ups]

@@ -294,6 +294,9 @@ every_default_applies(void **state)
 	assert_true(cfg->cors);
 	assert_false(cfg->metrics_public);
 	assert_null(cfg->state_file);
+	assert_int_equal(cfg->n_forward_paths, 10);
+	assert_string_equal(cfg->forward_paths[0], "chat/completions");
+	assert_string_equal(cfg->forward_paths[9], "rerank");
 	a = &cfg->apis[0];
 	assert_string_equal(a->name, "a");
 	assert_string_equal(a->api_key, "");
@@ -319,7 +322,7 @@ every_field_is_read(void **state)
 		      " 'maxRetries': 2, 'connectTimeoutSeconds': 3, 'timeoutSeconds': 4,"
 		      " 'cooldown': {'failures': 5, 'seconds': 0}, 'emptyResponseRetry': false,"
 		      " 'maxBodyBytes': 123456789, 'cors': false, 'metricsPublic': true,"
-		      " 'stateFile': '/var/s.db'},"
+		      " 'stateFile': '/var/s.db', 'forwardPaths': ['chat/completions', 'files/*']},"
 		      " 'apis': [{'id': 'x', 'name': 'X', 'baseUrl': 'https://h:8443/api/v1',"
 		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false,"
 		      " 'models': ['m1', 'm2'], 'modelMapping': {'a': 'm1', 'b': 'm9'},"
@@ -341,6 +344,9 @@ every_field_is_read(void **state)
 	assert_false(cfg->cors);
 	assert_true(cfg->metrics_public);
 	assert_string_equal(cfg->state_file, "/var/s.db");
+	assert_int_equal(cfg->n_forward_paths, 2);
+	assert_string_equal(cfg->forward_paths[0], "chat/completions");
+	assert_string_equal(cfg->forward_paths[1], "files/*");
 	a = &cfg->apis[0];
 	assert_string_equal(a->name, "X");
 	assert_string_equal(a->base_url, "https://h:8443/api/v1");
@@ -572,6 +578,186 @@ store_fields_are_checked(void **state)
 			assert_null(strstr(is.v[k].message, "sekret"));
 		config_issues_free(&is);
 	}
+}
+
+/* doc/behaviour.md, Configuration (server.forwardPaths). */
+static void
+forward_paths_are_checked(void **state)
+{
+	static const struct {
+		const char *server;
+		const char *path;
+		const char *message;
+	} cases[] = {
+		{"'forwardPaths': 'chat/completions'", "server.forwardPaths",
+		 "expected an array of strings"},
+		{"'forwardPaths': {'a': 'b'}", "server.forwardPaths",
+		 "expected an array of strings"},
+		{"'forwardPaths': ['embeddings', '']", "server.forwardPaths[1]",
+		 "expected a non-empty string"},
+		{"'forwardPaths': [null]", "server.forwardPaths[0]", "expected a non-empty string"},
+		{"'forwardPaths': ['a', 7]", "server.forwardPaths[1]",
+		 "expected a non-empty string"},
+		{"'forwardPaths': ['a', ['b']]", "server.forwardPaths[1]",
+		 "expected a non-empty string"},
+		{"'forwardPaths': ['chat\\tcompletions']", "server.forwardPaths[0]",
+		 "must not contain control characters"},
+		{"'forwardPaths': ['chat\\u007f']", "server.forwardPaths[0]",
+		 "must not contain control characters"},
+		{"'forwardPaths': ['/chat/completions']", "server.forwardPaths[0]",
+		 "must not start with '/': a path below /v1/, e.g. \"chat/completions\""},
+		{"'forwardPaths': ['/*']", "server.forwardPaths[0]",
+		 "must not start with '/': a path below /v1/, e.g. \"chat/completions\""},
+		{"'forwardPaths': ['*/completions']", "server.forwardPaths[0]",
+		 "'*' is allowed only as the last character"},
+		{"'forwardPaths': ['images/*/x']", "server.forwardPaths[0]",
+		 "'*' is allowed only as the last character"},
+		{"'forwardPaths': ['a**']", "server.forwardPaths[0]",
+		 "'*' is allowed only as the last character"},
+		{"'forwardPaths': ['chat%2Fcompletions']", "server.forwardPaths[0]",
+		 "must not contain spaces, '%', '?' or '#': a path as it is, without escapes or "
+		 "query"},
+		{"'forwardPaths': ['files?purpose=x']", "server.forwardPaths[0]",
+		 "must not contain spaces, '%', '?' or '#': a path as it is, without escapes or "
+		 "query"},
+		{"'forwardPaths': ['a#b']", "server.forwardPaths[0]",
+		 "must not contain spaces, '%', '?' or '#': a path as it is, without escapes or "
+		 "query"},
+		{"'forwardPaths': ['chat completions']", "server.forwardPaths[0]",
+		 "must not contain spaces, '%', '?' or '#': a path as it is, without escapes or "
+		 "query"},
+	};
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	char buf[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&is, 0, sizeof(is));
+		cfg = NULL;
+		fmt(buf, sizeof(buf),
+		    "{'server': {'apiKey': 'k', %s}, 'apis': [{'id': 'a', "
+		    "'baseUrl': 'http://h', 'models': ['m']}]}",
+		    cases[i].server);
+		assert_int_equal(parse(buf, &cfg, &is), -1);
+		assert_null(cfg);
+		if (count_errors(&is) != 1)
+			fail_msg("%zu errors for %s, expected 1", count_errors(&is),
+				 cases[i].server);
+		expect_issue(&is, true, cases[i].path, cases[i].message);
+		config_issues_free(&is);
+	}
+	/* Every problem of the list is named, each by its index. */
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k', 'forwardPaths': ['ok', '', '/x', 'ok/*']},"
+		      " 'apis': []}",
+		      &cfg, &is),
+		-1);
+	assert_int_equal(count_errors(&is), 2);
+	expect_issue(&is, true, "server.forwardPaths[1]", "expected a non-empty string");
+	expect_issue(&is, true, "server.forwardPaths[2]",
+		     "must not start with '/': a path below /v1/, e.g. \"chat/completions\"");
+	config_issues_free(&is);
+	/* null is "not set": the default list. */
+	memset(&is, 0, sizeof(is));
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k', 'forwardPaths': null}, 'apis': []}", &cfg, &is),
+		0);
+	assert_int_equal(cfg->n_forward_paths, 10);
+	config_free(cfg);
+	config_issues_free(&is);
+}
+
+/* doc/behaviour.md, Forwarding (which paths): the list given, or the
+ * default one (list NULL), against a path below /v1/. */
+static void
+forward_paths_match_exactly_or_up_to_the_star(void **state)
+{
+	static const struct {
+		const char *list;
+		const char *path;
+		bool forwarded;
+	} cases[] = {
+		/* the default list: the inference paths */
+		{NULL, "chat/completions", true},
+		{NULL, "completions", true},
+		{NULL, "embeddings", true},
+		{NULL, "responses", true},
+		{NULL, "responses/resp_123", true},
+		{NULL, "responses/resp_123/input_items", true},
+		{NULL, "responses/", true},
+		{NULL, "messages", true},
+		{NULL, "images/generations", true},
+		{NULL, "images/edits", true},
+		{NULL, "audio/transcriptions", true},
+		{NULL, "audio/speech", true},
+		{NULL, "moderations", true},
+		{NULL, "rerank", true},
+		/* ... and nothing else: the attack of doc/behaviour.md, Forwarding */
+		{NULL, "organization/users", false},
+		{NULL, "files", false},
+		{NULL, "files/file-abc", false},
+		{NULL, "fine_tuning/jobs", false},
+		{NULL, "batches", false},
+		{NULL, "", false},
+		{NULL, "images", false},
+		{NULL, "audio", false},
+		{NULL, "chat", false},
+		{NULL, "chat/completions/", false},
+		{NULL, "chat/completionsx", false},
+		{NULL, "chat/completions/x", false},
+		{NULL, "Chat/Completions", false},
+		{NULL, "/chat/completions", false},
+		{NULL, "chat//completions", false},
+		{NULL, "chat%2Fcompletions", false},
+		{NULL, "embeddingsx", false},
+		{NULL, "messages/batches", false},
+		{NULL, "rerank/", false},
+		{NULL, "responsesx", false},
+		/* "*": everything, as the Node.js original did */
+		{"['*']", "organization/users", true},
+		{"['*']", "", true},
+		{"['*']", "chat/completions", true},
+		{"['*']", "a%2Fb%20c", true},
+		/* []: nothing */
+		{"[]", "chat/completions", false},
+		{"[]", "", false},
+		/* a custom list: exact entries and a '*' rest, not only after a '/' */
+		{"['chat/completions', 'files/*', 'batch*']", "chat/completions", true},
+		{"['chat/completions', 'files/*', 'batch*']", "embeddings", false},
+		{"['chat/completions', 'files/*', 'batch*']", "files/file-abc", true},
+		{"['chat/completions', 'files/*', 'batch*']", "files/a/b/content", true},
+		{"['chat/completions', 'files/*', 'batch*']", "files/", true},
+		{"['chat/completions', 'files/*', 'batch*']", "files", false},
+		{"['chat/completions', 'files/*', 'batch*']", "xfiles/a", false},
+		{"['chat/completions', 'files/*', 'batch*']", "batch", true},
+		{"['chat/completions', 'files/*', 'batch*']", "batches", true},
+		{"['chat/completions', 'files/*', 'batch*']", "batches/b1/cancel", true},
+		{"['chat/completions', 'files/*', 'batch*']", "batc", false},
+		{"['chat/completions', 'chat/completions']", "chat/completions", true},
+	};
+	struct config *cfg = NULL;
+	char buf[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (cases[i].list == NULL)
+			fmt(buf, sizeof(buf), "{'server': {'apiKey': 'k'}, 'apis': []}");
+		else
+			fmt(buf, sizeof(buf),
+			    "{'server': {'apiKey': 'k', 'forwardPaths': %s}, 'apis': []}",
+			    cases[i].list);
+		assert_int_equal(parse(buf, &cfg, NULL), 0);
+		if (config_forwards(cfg, cases[i].path) != cases[i].forwarded)
+			fail_msg("%s with forwardPaths %s: want %s", cases[i].path,
+				 cases[i].list != NULL ? cases[i].list : "(default)",
+				 cases[i].forwarded ? "forwarded" : "not forwarded");
+		config_free(cfg);
+	}
+	assert_false(config_forwards(NULL, "chat/completions"));
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': []}", &cfg, NULL), 0);
+	assert_false(config_forwards(cfg, NULL));
+	config_free(cfg);
 }
 
 static void
@@ -1487,6 +1673,8 @@ main(void)
 		cmocka_unit_test(many_problems_are_all_kept_in_order),
 		cmocka_unit_test(integer_fields_are_range_checked),
 		cmocka_unit_test(store_fields_are_checked),
+		cmocka_unit_test(forward_paths_are_checked),
+		cmocka_unit_test(forward_paths_match_exactly_or_up_to_the_star),
 		cmocka_unit_test(a_client_key_is_required),
 		cmocka_unit_test(top_level_needs_server_and_apis),
 		cmocka_unit_test(empty_api_list_loads_with_a_warning),

@@ -91,6 +91,33 @@ error_answer_from_the_table(void **state)
 	assert_int_equal(response_error_status(RESP_RATE_LIMITED), 429);
 }
 
+/* doc/behaviour.md, Errors: a path outside server.forwardPaths; the message
+ * tells the client why and the operator what to change, without echoing
+ * the path (it may hold any byte). */
+static void
+not_forwarded_answer_names_the_setting(void **state)
+{
+	(void)state;
+	struct test_out o;
+	static const char body[] = "{\"error\":{\"message\":\"This path is not forwarded to the "
+				   "upstreams. The gateway's operator can allow it in "
+				   "server.forwardPaths.\",\"type\":\"invalid_request_error\","
+				   "\"code\":\"not_forwarded\"}}";
+	char want[512];
+
+	assert_int_equal(response_error(test_out_open(&o), RESP_NOT_FORWARDED, NULL, 0, false),
+			 404);
+	snprintf(want, sizeof(want),
+		 "Status: 404 Not Found\r\n"
+		 "Content-Type: application/json\r\n"
+		 "Content-Length: %zu\r\n"
+		 "\r\n"
+		 "%s",
+		 strlen(body), body);
+	assert_string_equal(test_out_text(&o), want);
+	assert_int_equal(response_error_status(RESP_NOT_FORWARDED), 404);
+}
+
 /* Retry-After and Allow come before the status line, as they always have:
  * the web server keeps that order on the wire. */
 static void
@@ -247,6 +274,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(json_answer_with_and_without_cors),
 		cmocka_unit_test(error_answer_from_the_table),
+		cmocka_unit_test(not_forwarded_answer_names_the_setting),
 		cmocka_unit_test(retry_after_goes_first),
 		cmocka_unit_test(method_not_allowed_lists_the_methods_first),
 		cmocka_unit_test(preflight_echoes_one_safe_line_only),

@@ -53,6 +53,9 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+
+#include "limit.h"
+#include "store_redis_v1.h"
 #endif
 
 /* 2024-03-10 12:00:00 in Asia/Tokyo, a whole second. */
@@ -2806,6 +2809,571 @@ test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
 	rm_dir(aof);
 	assert_true(redis_start());
 }
+
+/* Key layout 1, the previous release's, written by its own script
+ * (store_redis_v1.h) on the admin connection under the default prefix. */
+
+/* Set in a child that expects Redis to refuse layout 1 at some point. */
+static bool v1_quiet;
+
+/* Runs the layout 1 script's op with args; its reply (the caller frees),
+ * or NULL after printing the error (unless v1_quiet). */
+static redisReply *
+v1_eval(const char *op, int argc, const char *const *args)
+{
+	const char *argv[32] = {"EVAL", store_redis_v1_script, "0", STORE_DEFAULT_PREFIX, op};
+	int n = 5;
+	redisReply *r;
+
+	for (int i = 0; i < argc && n < 32; i++)
+		argv[n++] = args[i];
+	if (!redis_admin1("PING"))
+		return NULL;
+	r = redisCommandArgv(redis.admin, n, argv, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+		if (!v1_quiet)
+			print_error("layout 1 %s: %s\n", op, r->str);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* The decimal text of v in one of a few rotating buffers. */
+static const char *
+v1_num(long long v)
+{
+	static char bufs[24][24];
+	static int next;
+	char *b = bufs[next++ % 24];
+
+	snprintf(b, sizeof(bufs[0]), "%lld", v);
+	return b;
+}
+
+/* A reservation of the layout 1 responder on ep at now: a look, then the
+ * count; asserts it counted. */
+static void
+v1_reserve(const struct store_endpoint *ep, int64_t now)
+{
+	const char *look[] = {v1_num(now),
+			      v1_num(clock_local_day(now)),
+			      v1_num(clock_ms_to_midnight(now)),
+			      "",
+			      "-1",
+			      "0",
+			      "1",
+			      ep->id,
+			      v1_num(ep->rpm),
+			      v1_num(ep->rpd)};
+	redisReply *r = v1_eval("reserve", 10, look);
+
+	assert_non_null(r);
+	assert_true(r->type == REDIS_REPLY_ARRAY && r->elements == 3);
+	assert_int_equal(r->element[0]->integer, 3);
+	assert_string_equal(r->element[1]->str, "1");
+	look[3] = "1";
+	look[4] = "0";
+	look[5] = v1_num(r->element[2]->integer + 60000);
+	freeReplyObject(r);
+	r = v1_eval("reserve", 10, look);
+	assert_non_null(r);
+	assert_true(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+	assert_int_equal(r->element[0]->integer, 0);
+	freeReplyObject(r);
+}
+
+/* A histogram's two arguments of the layout 1 record. */
+static void
+v1_hist(const char **args, int64_t ms)
+{
+	args[0] = ms < 0 ? "" : v1_num((long long)limit_hist_index(ms));
+	args[1] = v1_num(ms < 0 ? 0 : ms);
+}
+
+/* A record of the layout 1 responder, its arguments as that release's
+ * store_redis_record passed them. */
+static void
+v1_record(const char *id, const struct store_outcome *o, const struct store_cooldown *cd,
+	  int64_t now)
+{
+	const char *args[17] = {v1_num(now),
+				id,
+				v1_num(o->success),
+				v1_num(o->served),
+				v1_num(o->has_usage),
+				v1_num(o->prompt_tokens),
+				v1_num(o->completion_tokens),
+				v1_num(o->total_tokens),
+				v1_num(cd->failures),
+				v1_num(cd->seconds),
+				v1_num(o->code_class),
+				v1_num(o->retry)};
+
+	v1_hist(args + 12, o->latency_ms);
+	v1_hist(args + 14, o->ttfb_ms);
+	args[16] = v1_num(clock_local_day(now));
+	redisReply *r = v1_eval("record", 17, args);
+	assert_non_null(r);
+	freeReplyObject(r);
+}
+
+static void
+v1_count(enum store_reject reason)
+{
+	const char *args[] = {v1_num(reason)};
+	redisReply *r = v1_eval("count", 1, args);
+
+	assert_non_null(r);
+	freeReplyObject(r);
+}
+
+/* What the layout 1 responder read of ep at now, as a struct store_usage
+ * (its store_redis_usage, word for word). */
+static struct store_usage
+v1_read(const struct store_endpoint *ep, int64_t now)
+{
+	enum { N = 10 + 2 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2) + 3 };
+	const char *args[] = {v1_num(now),
+			      v1_num(clock_local_day(now)),
+			      v1_num(clock_ms_to_midnight(now)),
+			      "1",
+			      ep->id,
+			      v1_num(ep->rpm),
+			      v1_num(ep->rpd)};
+	redisReply *r = v1_eval("read", 7, args);
+	long long v[N];
+	struct store_usage u;
+
+	assert_non_null(r);
+	assert_true(r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+	assert_int_equal(r->element[0]->elements, N);
+	for (size_t i = 0; i < N; i++) {
+		const redisReply *e = r->element[0]->element[i];
+		v[i] = e->type == REDIS_REPLY_INTEGER ? e->integer : strtoll(e->str, NULL, 10);
+	}
+	freeReplyObject(r);
+	memset(&u, 0, sizeof(u));
+	u.rpm_used = (long)v[0];
+	u.rpd_used = (long)v[1];
+	u.fail_run = (long)v[2];
+	u.cooldown_until = v[3];
+	u.prompt_tokens = v[4];
+	u.completion_tokens = v[5];
+	u.total_tokens = v[6];
+	u.requests = v[7];
+	u.last_used = v[8];
+	u.free_in_s = v[9] > 0 ? (v[9] + 999) / 1000 : 0;
+	u.attempts = v[10];
+	u.retries = v[11];
+	for (size_t i = 0; i < STORE_CLASS_N; i++)
+		u.answers[i] = v[12 + i];
+	for (size_t h = 0; h < 2; h++) {
+		struct store_hist *d = h == 0 ? &u.latency : &u.ttfb;
+		const long long *s = v + 12 + STORE_CLASS_N + h * (STORE_HIST_N + 2);
+		for (size_t i = 0; i < STORE_HIST_N; i++)
+			d->bucket[i] = s[i];
+		d->count = s[STORE_HIST_N];
+		d->sum_ms = s[STORE_HIST_N + 1];
+	}
+	u.day_prompt_tokens = v[N - 3];
+	u.day_completion_tokens = v[N - 2];
+	u.day_total_tokens = v[N - 1];
+	return u;
+}
+
+static void
+assert_usage_equal(const struct store_usage *a, const struct store_usage *b)
+{
+	assert_int_equal(a->rpm_used, b->rpm_used);
+	assert_int_equal(a->rpd_used, b->rpd_used);
+	assert_int_equal(a->fail_run, b->fail_run);
+	assert_int_equal(a->cooldown_until, b->cooldown_until);
+	assert_int_equal(a->prompt_tokens, b->prompt_tokens);
+	assert_int_equal(a->completion_tokens, b->completion_tokens);
+	assert_int_equal(a->total_tokens, b->total_tokens);
+	assert_int_equal(a->day_prompt_tokens, b->day_prompt_tokens);
+	assert_int_equal(a->day_completion_tokens, b->day_completion_tokens);
+	assert_int_equal(a->day_total_tokens, b->day_total_tokens);
+	assert_int_equal(a->requests, b->requests);
+	assert_int_equal(a->last_used, b->last_used);
+	assert_int_equal(a->free_in_s, b->free_in_s);
+	assert_int_equal(a->attempts, b->attempts);
+	assert_int_equal(a->retries, b->retries);
+	for (size_t i = 0; i < STORE_CLASS_N; i++)
+		assert_int_equal(a->answers[i], b->answers[i]);
+	for (size_t h = 0; h < 2; h++) {
+		const struct store_hist *x = h == 0 ? &a->latency : &a->ttfb;
+		const struct store_hist *y = h == 0 ? &b->latency : &b->ttfb;
+		for (size_t i = 0; i < STORE_HIST_N; i++)
+			assert_int_equal(x->bucket[i], y->bucket[i]);
+		assert_int_equal(x->count, y->count);
+		assert_int_equal(x->sum_ms, y->sum_ms);
+	}
+}
+
+/* The first 8 bytes of P "ep:" id, the version of its state (layout 2);
+ * -1 when it is no such value. */
+static long long
+redis_state_version(const char *id)
+{
+	char key[128];
+	const char *argv[] = {"GET", key};
+	long long v = -1;
+	uint64_t x;
+
+	snprintf(key, sizeof(key), "%sep:%s", STORE_DEFAULT_PREFIX, id);
+	if (!redis_admin1("PING"))
+		return -1;
+	redisReply *r = redisCommandArgv(redis.admin, 2, argv, NULL);
+	if (r == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_STRING && r->len > sizeof(x)) {
+		memcpy(&x, r->str, sizeof(x));
+		v = (long long)x;
+	}
+	freeReplyObject(r);
+	return v;
+}
+
+/* The integer answer of a command of the admin connection; -1 on error. */
+static long long
+redis_admin_int(const char *a, const char *b)
+{
+	const char *argv[] = {a, b};
+	long long v = -1;
+
+	if (!redis_admin1("PING"))
+		return -1;
+	redisReply *r = redisCommandArgv(redis.admin, 2, argv, NULL);
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	if (r != NULL)
+		freeReplyObject(r);
+	return v;
+}
+
+/* The layout 1 history of the upgrade tests: on a (rpm 5, rpd 100) one
+ * attempt outside the window and three in it, a success with token totals
+ * beyond a double's exact range, then failures that start a cooldown until
+ * T0 + 26 s; tokens of the day before; on b (rpm 2000, buckets only) 3 in
+ * one second; refusals of two reasons. */
+static void
+v1_write_history(const struct store_endpoint *a, const struct store_endpoint *b)
+{
+	const struct store_cooldown cd = {2, 30};
+	struct store_outcome yesterday = {.success = true,
+					  .served = true,
+					  .has_usage = true,
+					  .prompt_tokens = 5,
+					  .completion_tokens = 6,
+					  .total_tokens = 11,
+					  .code_class = STORE_CLASS_2XX,
+					  .latency_ms = -1,
+					  .ttfb_ms = -1};
+	struct store_outcome big = {.success = true,
+				    .served = true,
+				    .has_usage = true,
+				    .prompt_tokens = INT64_C(1000000000000000001),
+				    .completion_tokens = 2,
+				    .total_tokens = INT64_C(1000000000000000003),
+				    .code_class = STORE_CLASS_2XX,
+				    .latency_ms = 120,
+				    .ttfb_ms = 40};
+	struct store_outcome fail1 = {
+		.code_class = STORE_CLASS_5XX, .retry = true, .latency_ms = 400000, .ttfb_ms = -1};
+	struct store_outcome fail2 = {.served = true,
+				      .code_class = STORE_CLASS_NONE,
+				      .latency_ms = 7000,
+				      .ttfb_ms = 6000};
+
+	v1_record("a", &yesterday, &cd, T0 - 13 * HOUR_MS);
+	v1_reserve(a, T0 - 70000);
+	v1_record("a", &big, &cd, T0 - 69000);
+	v1_reserve(a, T0 - 10000);
+	v1_reserve(a, T0 - 5000);
+	v1_reserve(a, T0 - 1000);
+	v1_record("a", &fail1, &cd, T0 - 9000);
+	v1_record("a", &fail2, &cd, T0 - 4000);
+	for (int i = 0; i < 3; i++)
+		v1_reserve(b, T0 - 2000);
+	v1_count(STORE_REJECT_N - 1);
+	v1_count(0);
+	v1_count(0);
+}
+
+/* Keys of layout 1 (the previous release's) are converted on the first
+ * use: every count reads back as that release read it, the old keys are
+ * gone, and the limits go on exactly from the counts (rpm 5 with 3 in the
+ * window: 2 more). */
+static void
+test_redis_layout_1_is_converted_keeping_every_count(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint a = {"a", 5, 100}, b = {"b", 2000, -1};
+	long long rej[STORE_REJECT_N];
+	char err[256] = "";
+
+	v1_write_history(&a, &b);
+	struct store_usage ua = v1_read(&a, T0), ub = v1_read(&b, T0);
+	/* The history as layout 1 read it: what the conversion must keep. */
+	assert_int_equal(ua.rpm_used, 3);
+	assert_int_equal(ua.rpd_used, 4);
+	assert_int_equal(ua.fail_run, 2);
+	assert_int_equal(ua.cooldown_until, T0 + 26000);
+	assert_int_equal(ua.prompt_tokens, INT64_C(1000000000000000006));
+	assert_int_equal(ua.total_tokens, INT64_C(1000000000000000014));
+	assert_int_equal(ua.day_prompt_tokens, INT64_C(1000000000000000001));
+	assert_int_equal(ua.requests, 3);
+	assert_int_equal(ua.last_used, T0 - 4000);
+	assert_int_equal(ua.latency.count, 3);
+	assert_int_equal(ub.rpm_used, 3);
+
+	assert_int_equal(store_read_rejects(f->st, rej, err, sizeof(err)), 0);
+	assert_int_equal(rej[0], 2);
+	assert_int_equal(rej[STORE_REJECT_N - 1], 1);
+	struct store_usage na = read_one(f->st, &a, T0), nb = read_one(f->st, &b, T0);
+	assert_usage_equal(&na, &ua);
+	assert_usage_equal(&nb, &ub);
+	/* Converted once, in place: layout 2's values, no layout 1 key left. */
+	assert_int_equal(redis_state_version("a"), 1);
+	assert_int_equal(redis_state_version("b"), 1);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "ring:a"), 0);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "bk:a"), 0);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "bk:b"), 0);
+	assert_int_equal(redis_admin_int("SCARD", STORE_DEFAULT_PREFIX "ids"), 2);
+
+	/* Another handle (another process) reads the same, converts nothing. */
+	struct store *st = store_open(f->path, err, sizeof(err));
+	assert_non_null(st);
+	na = read_one(st, &a, T0);
+	assert_usage_equal(&na, &ua);
+	assert_int_equal(store_check(st, err, sizeof(err)), 0);
+	store_close(st);
+	assert_int_equal(redis_state_version("a"), 1);
+
+	/* The limits go on from the old counts. */
+	assert_int_equal(expect_refused(f->st, &a, 1, T0 + 25000, STORE_COOLING), 1);
+	expect_reserved(f->st, &a, 1, T0 + 27000, 0);
+	expect_reserved(f->st, &a, 1, T0 + 27000, 0);
+	/* Full: the oldest of the last 5 (T0 - 10 s) leaves at T0 + 50 s. */
+	assert_int_equal(expect_refused(f->st, &a, 1, T0 + 27000, STORE_LIMITED), 23);
+	for (int i = 0; i < 1997; i++)
+		expect_reserved(f->st, &b, 1, T0, 0);
+	expect_refused(f->st, &b, 1, T0, STORE_LIMITED);
+	assert_int_equal(read_one(f->st, &a, T0 + 27000).rpd_used, 6);
+	assert_int_equal(read_one(f->st, &a, T0 + 27000).attempts, 6);
+	assert_int_equal(read_one(f->st, &a, T0 + 27000).total_tokens,
+			 INT64_C(1000000000000000014));
+}
+
+/* A read-only handle converts nothing: it refuses layout 1, which stays
+ * whole for a responder to convert. */
+static void
+test_redis_layout_1_not_converted_by_a_readonly_handle(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint a = {"a", 5, 100}, b = {"b", 2000, -1};
+	struct store_usage u;
+	char err[256] = "";
+
+	v1_write_history(&a, &b);
+	struct store_usage ua = v1_read(&a, T0);
+	struct store *st = store_open_readonly(f->path, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_read(st, &a, 1, T0, &u, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "layout 1"));
+	store_close(st);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "ring:a"), 1);
+	u = read_one(f->st, &a, T0);
+	assert_usage_equal(&u, &ua);
+}
+
+/* Keys of a layout this release does not know (a later one) are refused,
+ * left as they are. */
+static void
+test_redis_unknown_layout_is_refused(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint a = {"a", 5, -1};
+	const char *argv[] = {"HSET", STORE_DEFAULT_PREFIX "meta", "format", "3"};
+	struct store_usage u;
+	char err[256] = "";
+
+	assert_true(redis_admin(4, argv));
+	assert_int_equal(store_check(f->st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "another layout (3)"));
+	assert_int_equal(store_read(f->st, &a, 1, T0, &u, err, sizeof(err)), -1);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "ep:a"), 0);
+}
+
+/* A child of the concurrent upgrade: waits for the parent's go, opens the
+ * store, checks it and reserves once on ep at T0; exits 0 when reserved. */
+static void
+child_open_and_reserve_once(const char *path, const struct store_endpoint *ep, int go)
+{
+	char c, err[256];
+	struct store_reservation res;
+
+	if (read(go, &c, 1) != 0)
+		_exit(4);
+	struct store *st = store_open(path, err, sizeof(err));
+	if (st == NULL || store_check(st, err, sizeof(err)) != 0 ||
+	    store_reserve(st, ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)) != 0 ||
+	    res.verdict != STORE_RESERVED)
+		_exit(1);
+	store_close(st);
+	_exit(0);
+}
+
+/* Processes that start together on layout 1 convert it once: every
+ * reservation of each counts on top of the old counts (none converted
+ * again over another's), the state written exactly once per step. With
+ * the append-only file, a Redis killed then comes back with layout 2
+ * whole. */
+static void
+test_redis_layout_1_converted_once_by_processes_starting_together(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint a = {"a", 10, -1};
+	enum { PROCS = 6 };
+	pid_t pids[PROCS];
+	int go[2];
+	char aof[200];
+
+	if (RUNNING_ON_VALGRIND) {
+		fprintf(stderr, "# not run under valgrind\n");
+		return;
+	}
+	snprintf(aof, sizeof(aof), "%s/appendonlydir", redis.dir);
+	redis_stop();
+	redis.aof = true;
+	assert_true(redis_start());
+	for (int i = 0; i < 3; i++)
+		v1_reserve(&a, T0 - 1000);
+	assert_int_equal(pipe(go), 0);
+	fflush(stdout);
+	fflush(stderr);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			close(go[1]);
+			child_open_and_reserve_once(f->path, &a, go[0]);
+		}
+	}
+	close(go[0]);
+	close(go[1]); /* go: every child's read returns at once */
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	/* The conversion wrote version 1, each reservation one more. */
+	assert_int_equal(redis_state_version("a"), 1 + PROCS);
+	assert_int_equal(read_one(f->st, &a, T0).rpm_used, 3 + PROCS);
+
+	assert_int_equal(kill(redis.pid, SIGKILL), 0);
+	assert_int_equal(waitpid(redis.pid, NULL, 0), redis.pid);
+	redis.pid = 0;
+	redis_admin_close();
+	assert_true(redis_start());
+	assert_int_equal(redis_state_version("a"), 1 + PROCS);
+	assert_int_equal(redis_admin_int("EXISTS", STORE_DEFAULT_PREFIX "ring:a"), 0);
+	assert_int_equal(read_one(f->st, &a, T0).rpm_used, 3 + PROCS);
+	expect_reserved(f->st, &a, 1, T0, 0);
+	expect_refused(f->st, &a, 1, T0, STORE_LIMITED);
+
+	redis_stop();
+	redis.aof = false;
+	rm_dir(aof);
+	assert_true(redis_start());
+}
+
+/* A responder of the release before, in a child: reserves on ep at T0 with
+ * the layout 1 script on its own connection, writing 'R' for each counted,
+ * until Redis refuses (the keys were converted) or 20 s passed. */
+static void
+child_v1_reserve_until_refused(const struct store_endpoint *ep, int out)
+{
+	int64_t until = mono_ms() + 20000;
+
+	redis.admin = NULL; /* the parent's socket: not this process's to use */
+	v1_quiet = true;
+	while (mono_ms() < until) {
+		const char *look[] = {v1_num(T0),
+				      v1_num(clock_local_day(T0)),
+				      v1_num(clock_ms_to_midnight(T0)),
+				      "",
+				      "-1",
+				      "0",
+				      "1",
+				      ep->id,
+				      v1_num(ep->rpm),
+				      v1_num(ep->rpd)};
+		redisReply *r = v1_eval("reserve", 10, look);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+			_exit(0);
+		look[3] = "1";
+		look[4] = "0";
+		look[5] = v1_num(r->element[2]->integer + 60000);
+		freeReplyObject(r);
+		r = v1_eval("reserve", 10, look);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->element[0]->integer != 0)
+			_exit(0);
+		freeReplyObject(r);
+		if (write(out, "R", 1) != 1)
+			_exit(3);
+	}
+	_exit(2);
+}
+
+/* A responder of the release before still counts while the first of this
+ * release converts: each count it made before the conversion is kept (a
+ * conversion read before such a count is not written over it), and after
+ * it that responder is refused, counting nothing. */
+static void
+test_redis_layout_1_counts_made_during_the_conversion_are_kept(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint c = {"c", -1, -1};
+	long got = 0;
+	int p[2];
+	char buf[256], err[256] = "";
+	ssize_t n;
+
+	if (RUNNING_ON_VALGRIND) {
+		fprintf(stderr, "# not run under valgrind\n");
+		return;
+	}
+	assert_int_equal(pipe(p), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		child_v1_reserve_until_refused(&c, p[1]);
+	}
+	close(p[1]);
+	while (got < 50 && (n = read(p[0], buf, 1)) == 1)
+		got++;
+	assert_int_equal(store_check(f->st, err, sizeof(err)), 0);
+	while ((n = read(p[0], buf, sizeof(buf))) > 0)
+		got += n;
+	close(p[0]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	struct store_usage u = read_one(f->st, &c, T0);
+	fprintf(stderr, "# the old responder counted %ld\n", got);
+	assert_true(got >= 50);
+	assert_int_equal(u.rpd_used, got);
+	assert_int_equal(u.attempts, got);
+	assert_int_equal(u.rpm_used, got);
+}
 #endif
 
 int
@@ -2877,6 +3445,11 @@ main(void)
 		T(test_redis_address_forms),
 		T(test_redis_readonly_handle_refuses_writes),
 		T(test_redis_killed_or_paused_mid_commit_leaves_whole_states),
+		T(test_redis_layout_1_is_converted_keeping_every_count),
+		T(test_redis_layout_1_not_converted_by_a_readonly_handle),
+		T(test_redis_unknown_layout_is_refused),
+		T(test_redis_layout_1_converted_once_by_processes_starting_together),
+		T(test_redis_layout_1_counts_made_during_the_conversion_are_kept),
 #endif
 #undef T
 	};
