@@ -3061,7 +3061,7 @@ redis_admin_int(const char *a, const char *b)
 static void
 v1_write_history(const struct store_endpoint *a, const struct store_endpoint *b)
 {
-	const struct store_cooldown cd = {2, 30};
+	const struct store_cooldown cd = {2, 30, 0};
 	struct store_outcome yesterday = {.success = true,
 					  .served = true,
 					  .has_usage = true,
@@ -3110,7 +3110,7 @@ static void
 test_redis_layout_1_is_converted_keeping_every_count(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100}, b = {"b", 2000, -1};
+	const struct store_endpoint a = {"a", 5, 100, 0}, b = {"b", 2000, -1, 0};
 	long long rej[STORE_REJECT_N];
 	char err[256] = "";
 
@@ -3173,7 +3173,7 @@ static void
 test_redis_layout_1_not_converted_by_a_readonly_handle(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100}, b = {"b", 2000, -1};
+	const struct store_endpoint a = {"a", 5, 100, 0}, b = {"b", 2000, -1, 0};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -3195,7 +3195,7 @@ static void
 test_redis_unknown_layout_is_refused(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, -1};
+	const struct store_endpoint a = {"a", 5, -1, 0};
 	const char *argv[] = {"HSET", STORE_DEFAULT_PREFIX "meta", "format", "3"};
 	struct store_usage u;
 	char err[256] = "";
@@ -3235,7 +3235,7 @@ static void
 test_redis_layout_1_converted_once_by_processes_starting_together(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 10, -1};
+	const struct store_endpoint a = {"a", 10, -1, 0};
 	enum { PROCS = 6 };
 	pid_t pids[PROCS];
 	int go[2];
@@ -3337,7 +3337,7 @@ static void
 test_redis_layout_1_counts_made_during_the_conversion_are_kept(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint c = {"c", -1, -1};
+	const struct store_endpoint c = {"c", -1, -1, 0};
 	long got = 0;
 	int p[2];
 	char buf[256], err[256] = "";
