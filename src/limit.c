@@ -477,6 +477,13 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 	sum->rpd_used += k->rpd_used;
 	if (k->fail_run > sum->fail_run)
 		sum->fail_run = k->fail_run;
+	/* Room comes from the keys that are not cooling (while every key
+	 * cools, the endpoint does, and the first to free counts). */
+	bool all_cooling = sum->cooldown_until != 0, cooling = k->cooldown_until != 0;
+	if (all_cooling && !cooling)
+		sum->free_in_s = k->free_in_s;
+	else if (all_cooling == cooling && k->free_in_s < sum->free_in_s)
+		sum->free_in_s = k->free_in_s;
 	/* Cooling while every key is: until the first frees. */
 	if (sum->cooldown_until == 0 || k->cooldown_until == 0)
 		sum->cooldown_until = 0;
@@ -492,8 +499,6 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 	sum->requests += k->requests;
 	if (k->last_used > sum->last_used)
 		sum->last_used = k->last_used;
-	if (k->free_in_s < sum->free_in_s)
-		sum->free_in_s = k->free_in_s;
 	sum->attempts += k->attempts;
 	sum->retries += k->retries;
 	for (size_t i = 0; i < STORE_CLASS_N; i++)

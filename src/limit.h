@@ -160,7 +160,8 @@ void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 
 /* Adds the usage of one key k into sum (an endpoint's: the sum over its
  * keys); first starts sum over. Counts add; the endpoint cools while each
- * key does (until the first frees), and frees when its first key does. */
+ * key does (until the first frees), and has room when a key that does not
+ * cool has (free_in_s the smallest of theirs). */
 void limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first);
 
 /* Zeroes the token totals, requests and last_used; the day's tokens and

@@ -342,8 +342,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if i > 0 and interval > 0:
                     _wait_watching(self.connection, interval, info)
                 if close_after is not None and i >= int(close_after):
-                    self._abrupt_close()
+                    # Noted before the close: the gateway can end the client's
+                    # answer (and the test read info) before this thread runs
+                    # again after it.
                     info["closed_by_mock_at"] = time.monotonic()
+                    self._abrupt_close()
                     return
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()

@@ -813,6 +813,17 @@ test_usage_sum_over_keys(void **state)
 	limit_usage_add(&sum, &a, true);
 	limit_usage_add(&sum, &c, false);
 	assert_int_equal(sum.cooldown_until, 7000); /* cooling until the first frees */
+	/* A cooling key's room is no room: one cooling with room, one limited
+	 * for 30 s is an endpoint free in 30 s, in either order. */
+	struct store_usage limited = {.free_in_s = 30};
+	struct store_usage cool = {.cooldown_until = 9000, .free_in_s = 0};
+	limit_usage_add(&sum, &cool, true);
+	limit_usage_add(&sum, &limited, false);
+	assert_int_equal(sum.cooldown_until, 0);
+	assert_int_equal(sum.free_in_s, 30);
+	limit_usage_add(&sum, &limited, true);
+	limit_usage_add(&sum, &cool, false);
+	assert_int_equal(sum.free_in_s, 30);
 }
 
 int
