@@ -1421,6 +1421,53 @@ class S11KeyPools(ClockBase):
             u.set("chat")
         self.assertStatus(self.chat_post("m-atk"), 200)
 
+    def test_i_the_gateways_own_refusal_names_why(self):
+        """Point 4: Retry-After is when the first key frees, the message says why."""
+        # cooling: the only key got a 429 with Retry-After 5
+        up, keys, aid, model, api = self.pool("why-rl", n=1, rpm=100)
+        up.set("status", status=429, body={"error": {"message": "slow"}},
+               headers={"Retry-After": "5"})
+        self.configure([api])
+        r = self.chat_post(model)
+        self.assertStatus(r, 429)
+        self.assertEqual(r.header("retry-after"), "5", self.diag(r))  # the upstream's own
+        r = self.chat_post(model)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 1, 5)
+        self.assertIn("rate limited", r.json()["error"]["message"])
+        self.assertEqual(up.count(), 1, "a cooling key was tried")
+        # exhausted: until local midnight
+        up2, keys2, aid2, model2, api2 = self.pool("why-day", n=2, rpm=100)
+        up2.set("status", status=429, body={"error": {"code": "insufficient_quota"}})
+        self.configure([api2])
+        self.assertStatus(self.chat_post(model2), 429)  # both keys tried
+        self.assertEqual(up2.keys(), keys2)
+        r = self.chat_post(model2)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertIn("exhausted", r.json()["error"]["message"])
+        to_midnight = seconds_to_local_midnight(self.gw._clock_offset)
+        self.assertRetryAfter(r, int(to_midnight) - 15, int(to_midnight) + 2)
+        self.assertKeyStates(aid2, ["exhausted", "exhausted"])
+        # rejected: each key's 401 confirmed by a 200 of the next key tried
+        up3, keys3, aid3, model3, api3 = self.pool("why-401", n=2, rpm=100)
+        good = self.mock("why-401-good")
+        good_api = self.api(self.uid("why-401-good"), good.url, [model3], weight=th.LAST)
+        self.configure([dict(api3, weight=th.FIRST), good_api])
+        up3.set_key(keys3[0], "status", status=401, body={"error": {"message": "revoked"}})
+        self.assertStatus(self.chat_post(model3), 200)  # keys3[0] 401, keys3[1] 200
+        up3.set_key(keys3[1], "status", status=401, body={"error": {"message": "revoked"}})
+        self.assertStatus(self.chat_post(model3), 200)  # keys3[1] 401, the other endpoint 200
+        self.assertEqual(up3.keys(), [keys3[0], keys3[1], keys3[1]])
+        self.assertEqual(good.count(), 1)
+        self.assertKeyStates(aid3, ["rejected", "rejected"])
+        # the pool alone (its keys' state kept across the reload): 503, rejected
+        self.configure([api3])
+        r = self.chat_post(model3)
+        self.assertError(r, 503, "service_unavailable", "no_available_api")
+        self.assertIn("rejected", r.json()["error"]["message"])
+        self.assertRetryAfter(r, 1700, 1800)
+        self.assertEqual(up3.count(), 3)
+
     def test_h_keys_show_only_their_last_four(self):
         up, keys, aid, model, api = self.pool("secret", rpm=100)
         self.configure([api])
