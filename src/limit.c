@@ -372,7 +372,13 @@ limit_charge(struct limit_state *s, const struct store_outcome *o, const struct 
 	if (s->key_state == STORE_KEY_REJECTED)
 		return;
 	if (cd->failures > 0 && s->fail_run >= cd->failures && cd->seconds > 0) {
-		s->cooldown_until = now->ms + (int64_t)cd->seconds * 1000;
+		int64_t until = now->ms + (int64_t)cd->seconds * 1000;
+		/* A key out for longer on an upstream's word (a 429's wait, a
+		 * spent day) stays out as long, and says why. */
+		if (s->key_state != STORE_KEY_ACTIVE && s->key_state != STORE_KEY_FAILING &&
+		    s->cooldown_until > until)
+			return;
+		s->cooldown_until = until;
 		s->key_state =
 			o->charge == STORE_CHARGE_FORBIDDEN ? STORE_KEY_FAILING : STORE_KEY_ACTIVE;
 	}

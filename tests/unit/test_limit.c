@@ -592,8 +592,8 @@ test_usage_free_in_rounds_up(void **state)
 /* --- Key pools: doc/behaviour.md, Key pools --- */
 
 /* Each charge on a key, then the key as a reservation and a status read
- * see it. Outcomes: r run failure, s success, l 429 until +5 s, x daily
- * quota, j 401, f 403, n nobody; one a second from T0. */
+ * see it. Outcomes: r run failure, s success, l 429 until +5 s (L +100 s),
+ * x daily quota, j 401, f 403, n nobody; one a second from T0. */
 struct charge_case {
 	const char *name;
 	const char *outcomes;
@@ -628,6 +628,11 @@ static const struct charge_case charge_cases[] = {
 	 STORE_KEY_REJECTED, false, STORE_COOLING},
 	{"a 429 after a run keeps the run", "rrl", 2, LAST(3) + 5000, STORE_KEY_COOLING, false,
 	 STORE_LIMITED},
+	{"endpoint failures do not shorten a longer 429 wait", "Lrrr", 3, T0 + 100000,
+	 STORE_KEY_COOLING, false, STORE_LIMITED},
+	{"nor a spent day", "xrrr", 3, MIDNIGHT, STORE_KEY_EXHAUSTED, false, STORE_LIMITED},
+	{"a shorter 429 wait gives way to the endpoint's cooldown", "lrrr", 3, LAST(4) + 30000,
+	 STORE_KEY_FAILING, false, STORE_COOLING},
 };
 
 static void
@@ -654,8 +659,9 @@ test_key_charges(void **state)
 				out.success = true;
 				break;
 			case 'l':
+			case 'L':
 				out.charge = STORE_CHARGE_LIMITED;
-				out.until_ms = t + 5000;
+				out.until_ms = t + (*o == 'L' ? 100000 : 5000);
 				break;
 			case 'x':
 				out.charge = STORE_CHARGE_EXHAUSTED;
