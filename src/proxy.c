@@ -236,6 +236,9 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
 	return 0;
 }
 
+/* The longest a recheck's answer is waited for, in seconds. */
+#define PROXY_RECHECK_S 30
+
 /* A rejected key's recheck, claimed by the reservation: GET on the
  * endpoint's models path with that key; a 2xx brings it back, a 401 keeps
  * it out, anything else leaves it as it is until the next. */
@@ -251,26 +254,32 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, struct store *st
 	struct curl_slist *headers = upstream_headers(&none, api, key);
 	CURL *curl = url != NULL && headers != NULL ? curl_shelf_take(w->curls) : NULL;
 	long status = 0;
-	char err[CURL_ERROR_SIZE];
+	char err[CURL_ERROR_SIZE] = "out of memory";
 
 	if (curl != NULL) {
-		status = upstream_probe(curl, url, headers, cfg->connect_timeout_s, cfg->timeout_s,
+		/* A list of models comes at once: the request waits for it. */
+		status = upstream_probe(curl, url, headers, cfg->connect_timeout_s,
+					cfg->timeout_s < PROXY_RECHECK_S ? cfg->timeout_s
+									 : PROXY_RECHECK_S,
 					err, sizeof(err));
 		curl_shelf_put(w->curls, curl);
 	}
-	struct store_outcome o = {.code_class = STORE_CLASS_N, .latency_ms = -1, .ttfb_ms = -1};
-	if (status >= 200 && status < 300)
-		o = (struct store_outcome){.success = true,
-					   .charge = STORE_CHARGE_RUN,
-					   .code_class = STORE_CLASS_N,
-					   .latency_ms = -1,
-					   .ttfb_ms = -1};
-	else if (status == 401)
+	struct store_outcome o = {.charge = STORE_CHARGE_NONE,
+				  .code_class = STORE_CLASS_N,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	if (status >= 200 && status < 300) {
+		o.charge = STORE_CHARGE_RUN;
+		o.success = true;
+	} else if (status == 401) {
 		o.charge = STORE_CHARGE_REJECTED;
+	}
+	const char *tail = api->n_keys > 0 ? api->keys[k].tail : "";
+	if (status == 0)
+		log_warn("endpoint %s: key \u2026%s: recheck without an answer: %s", api->id, tail,
+			 err);
 	else
-		o.charge = STORE_CHARGE_NONE;
-	log_info("endpoint %s: key ...%s rechecked: %ld", api->id,
-		 api->n_keys > 0 ? api->keys[k].tail : "", status);
+		log_info("endpoint %s: key \u2026%s: recheck answered %ld", api->id, tail, status);
 	proxy_store(st, plan_slot(cfg, api_i, k), &o, &cd, clock_now_ms());
 	curl_slist_free_all(headers);
 	free(url);
