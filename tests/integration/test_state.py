@@ -1468,6 +1468,39 @@ class S11KeyPools(ClockBase):
         self.assertRetryAfter(r, 1700, 1800)
         self.assertEqual(up3.count(), 3)
 
+    def test_j_a_dead_host_cools_the_whole_pool(self):
+        """An endpoint's own failure is charged to each of its keys: after
+        cooldown.failures of them the pool is out, whichever key was tried."""
+        keys = [new_key("sk-pool-") for _ in range(3)]
+        dead = self.uid("dead-pool")
+        good = self.mock("dead-pool-good")
+        model = "m-dead-pool"
+        self.configure([self.api(dead, "http://127.0.0.1:%d" % th.closed_port(), [model],
+                                 apiKey=keys, weight=th.FIRST),
+                        self.api(self.uid("dead-pool-good"), good.url, [model],
+                                 weight=th.LAST)],
+                       cooldown={"failures": 3, "seconds": 600})
+        for i in range(3):
+            self.assertStatus(self.chat_post(model), 200)
+            st = self.status_entry(dead)
+            self.assertEqual(st["errorCount"], i + 1, st)
+        st = self.status_entry(dead)
+        self.assertIs(st["temporarilyDisabled"], True, st)
+        self.assertIs(st["available"], False, st)
+        self.assertEqual([k["state"] for k in st["keys"]], ["cooling"] * 3, st)
+        self.assertEqual({k["reason"] for k in st["keys"]}, {"failures in a row"}, st)
+        self.assertEqual(good.count(), 3)
+        # the pool is skipped now: the next request goes straight to the other
+        offset = self.gw.log_size()
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(good.count(), 4)
+        line = [l for l in self.log_lines(offset, want=lambda l: "model=%s" % model in l)
+                if "model=%s" % model in l][0]
+        self.assertIn("attempts=1", line)
+        # after the cooldown every key is back
+        self.gw.advance_clock(601)
+        self.assertEqual([k["state"] for k in self.keys_of(dead)], ["active"] * 3)
+
     def test_h_keys_show_only_their_last_four(self):
         up, keys, aid, model, api = self.pool("secret", rpm=100)
         self.configure([api])
