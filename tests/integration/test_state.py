@@ -1501,6 +1501,26 @@ class S11KeyPools(ClockBase):
         self.gw.advance_clock(601)
         self.assertEqual([k["state"] for k in self.keys_of(dead)], ["active"] * 3)
 
+    def test_k_tokens_of_a_pool_add_up_and_reset_together(self):
+        up, keys, aid, model, api = self.pool("tok", rpm=100)
+        up.set("chat", usage=(11, 7))
+        self.configure([api])
+        for _ in range(4):
+            self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(collections.Counter(up.keys()), {keys[0]: 2, keys[1]: 1, keys[2]: 1})
+        d = self.token_detail(aid)["detailedStats"][aid]
+        self.assertEqual((d["promptTokens"], d["completionTokens"], d["totalTokens"],
+                          d["requests"]), (44, 28, 72, 4), d)
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokens"], {"prompt": 44, "completion": 28, "total": 72}, st)
+        r = self.post("/v1/token/reset", {"apiId": aid})
+        self.assertStatus(r, 200)
+        d = self.token_detail(aid)["detailedStats"][aid]
+        self.assertEqual((d["totalTokens"], d["requests"]), (0, 0), d)
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokensToday"]["total"], 72, st)  # the day's stay
+        self.assertEqual(st["usage"]["rpd"], 4, st)
+
     def test_h_keys_show_only_their_last_four(self):
         up, keys, aid, model, api = self.pool("secret", rpm=100)
         self.configure([api])
