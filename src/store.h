@@ -31,9 +31,10 @@ struct store_endpoint {
 
 /* Why a key is out of rotation (doc/behaviour.md, Key pools). */
 enum store_key_state {
-	STORE_KEY_ACTIVE,    /* in rotation (or cooling down after endpoint failures) */
+	STORE_KEY_ACTIVE,    /* in rotation */
 	STORE_KEY_COOLING,   /* an upstream 429: until its Retry-After */
-	STORE_KEY_FAILING,   /* cooldown.failures 403s in a row: cooldown.seconds */
+	STORE_KEY_FAILING,   /* cooldown.failures failures in a row (403s, or the
+				endpoint's own): cooldown.seconds */
 	STORE_KEY_EXHAUSTED, /* a 429 of a spent daily quota: until the local midnight */
 	STORE_KEY_REJECTED,  /* a 401: until a recheck answers 2xx */
 	STORE_KEY_STATE_N
@@ -147,11 +148,14 @@ struct store_usage {
 	long long day_prompt_tokens;
 	long long day_completion_tokens;
 	long long day_total_tokens;
-	long long requests;             /* attempts whose 2xx answer went to the client */
-	int64_t last_used;              /* ms of the last such answer; 0 never */
-	long free_in_s;                 /* seconds until it has RPM and RPD room; 0 has room */
-	enum store_key_state key_state; /* ACTIVE once its time is over (not REJECTED) */
-	int64_t key_until;              /* ms; with a key_state other than ACTIVE */
+	long long requests; /* attempts whose 2xx answer went to the client */
+	int64_t last_used;  /* ms of the last such answer; 0 never */
+	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
+	/* Why the key is out, and until when (ms): ACTIVE once its time is
+	 * over, but REJECTED until a recheck brings it back (key_until is then
+	 * the next recheck). */
+	enum store_key_state key_state;
+	int64_t key_until;
 	/* Counters for the metrics; never reset (store_reset_tokens keeps them). */
 	long long attempts;               /* reserved */
 	long long retries;                /* recorded with retry set */
