@@ -69,7 +69,7 @@ struct plan {
 	size_t *api; /* the candidates: indexes into cfg->apis, config order */
 	size_t n;
 	long max_tries;         /* server.maxRetries */
-	struct plan_try *tries; /* each on another candidate: at most n */
+	struct plan_try *tries; /* each on another key: at most every key of the n */
 	size_t n_tries;
 	struct plan_offer offer;
 	enum plan_event last;
