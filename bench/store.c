@@ -150,7 +150,7 @@ static const struct store_outcome bench_ok = {.success = true,
 					      .prompt_tokens = 100,
 					      .completion_tokens = 20,
 					      .total_tokens = 120};
-static const struct store_cooldown bench_cd = {3, 60};
+static const struct store_cooldown bench_cd = {3, 60, 0};
 
 /* BENCH_STORE: a Redis address, or NULL for GDBM files in DIR. */
 static const char *bench_redis;
@@ -196,7 +196,7 @@ bench_endpoints(struct store_endpoint *eps, char ids[][16], long rpm)
 {
 	for (int i = 0; i < BENCH_ENDPOINTS; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "endpoint-%d", i);
-		eps[i] = (struct store_endpoint){ids[i], rpm, -1};
+		eps[i] = (struct store_endpoint){ids[i], rpm, -1, 0};
 	}
 }
 

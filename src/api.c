@@ -76,48 +76,77 @@ api_health(struct request *r, const struct config *cfg, const char *why, struct 
 	return status;
 }
 
-/* Reads every endpoint's usage into a new array (caller frees), or NULL
- * after answering 503 itself. */
-static struct store_usage *
-api_read_usage(struct request *r, const struct config *cfg, struct worker *w, int *status)
+/* Reads every endpoint's and key's usage, or answers 503 itself. */
+static int
+api_read_usage(struct request *r, const struct config *cfg, struct worker *w,
+	       struct worker_usage *u, int *status)
 {
-	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
-	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
 	struct store *st = worker_store(w, cfg);
 	char err[300];
 
-	if (eps == NULL || u == NULL) {
-		*status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
-		goto fail;
-	}
-	worker_store_endpoints(cfg, eps);
-	if (st == NULL ||
-	    store_read(st, eps, cfg->n_apis, clock_now_ms(), u, err, sizeof(err)) != 0) {
+	if (st == NULL || worker_usage_read(st, cfg, clock_now_ms(), u, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be read: %s", store_what(st), err);
 		*status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
-		goto fail;
+		return -1;
 	}
-	free(eps);
-	return u;
-fail:
-	free(eps);
-	free(u);
-	return NULL;
+	return 0;
+}
+
+static const char *const api_key_states[STORE_KEY_STATE_N] = {
+	[STORE_KEY_ACTIVE] = "active",     [STORE_KEY_COOLING] = "cooling",
+	[STORE_KEY_FAILING] = "cooling",   [STORE_KEY_EXHAUSTED] = "exhausted",
+	[STORE_KEY_REJECTED] = "rejected",
+};
+
+static const char *const api_key_reasons[STORE_KEY_STATE_N] = {
+	[STORE_KEY_COOLING] = "rate limited by the upstream (429)",
+	[STORE_KEY_FAILING] = "failures in a row",
+	[STORE_KEY_EXHAUSTED] = "daily quota spent (429)",
+	[STORE_KEY_REJECTED] = "rejected by the upstream (401)",
+};
+
+/* The keys array of endpoint a: the last 4 characters of each, never more
+ * (doc/behaviour.md, Key pools). */
+static json_t *
+api_keys_json(const struct config_api *a, const struct store_usage *u)
+{
+	json_t *keys = json_array();
+
+	for (size_t k = 0; keys != NULL && k < a->n_keys; k++) {
+		char shown[16], until[40];
+		enum store_key_state ks = u[k].key_state;
+		snprintf(shown, sizeof(shown), "\u2026%s", a->keys[k].tail);
+		if (ks != STORE_KEY_ACTIVE)
+			clock_iso8601(u[k].key_until, until, sizeof(until));
+		json_t *o = json_pack(
+			"{s:s,s:s,s:o,s:o,s:{s:I,s:I}}", "key", shown, "state", api_key_states[ks],
+			"until", ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(),
+			"reason",
+			ks != STORE_KEY_ACTIVE ? json_string(api_key_reasons[ks]) : json_null(),
+			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd",
+			(json_int_t)u[k].rpd_used);
+		if (o == NULL || json_array_append_new(keys, o) != 0) {
+			json_decref(keys);
+			return NULL;
+		}
+	}
+	return keys;
 }
 
 int
 api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	int64_t now = clock_now_ms();
+	struct worker_usage wu;
 	struct store_usage *u;
 	json_t *apis, *body;
 	int status = 0;
 
 	(void)why;
-	u = api_read_usage(r, cfg, w, &status);
-	if (u == NULL)
+	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
+	u = wu.apis;
 	apis = json_array();
 	for (size_t i = 0; apis != NULL && i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
@@ -142,12 +171,17 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));
 			json_object_set_new(o, "cooldownUntil", json_string(ts));
 		}
+		json_t *keys = o != NULL ? api_keys_json(a, wu.keys + wu.first[i]) : NULL;
+		if (keys == NULL || json_object_set_new(o, "keys", keys) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (o == NULL || json_array_append_new(apis, o) != 0) {
 			json_decref(apis);
 			apis = NULL;
 		}
 	}
-	free(u);
+	worker_usage_free(&wu);
 	body = apis != NULL ? json_pack("{s:s,s:o,s:o}", "service", API_SERVICE, "timestamp",
 					api_now_json(), "apis", apis)
 			    : NULL;
@@ -229,14 +263,15 @@ int
 api_token_stats(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
 	long long prompt = 0, completion = 0, total = 0, requests = 0;
+	struct worker_usage wu;
 	struct store_usage *u;
 	json_t *detail, *body;
 	int status = 0;
 
 	(void)why;
-	u = api_read_usage(r, cfg, w, &status);
-	if (u == NULL)
+	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
+	u = wu.apis;
 	detail = json_object();
 	for (size_t i = 0; detail != NULL && i < cfg->n_apis; i++) {
 		json_t *last = json_null();
@@ -259,7 +294,7 @@ api_token_stats(struct request *r, const struct config *cfg, const char *why, st
 		total += u[i].total_tokens;
 		requests += u[i].requests;
 	}
-	free(u);
+	worker_usage_free(&wu);
 	body = detail != NULL
 		       ? json_pack("{s:s,s:o,s:{s:I,s:I,s:I,s:I},s:o}", "service", API_SERVICE,
 				   "timestamp", api_now_json(), "summary", "totalTokens",
@@ -278,6 +313,20 @@ api_reset_member(void *ctx, const char *s, const struct json_scan_member *m)
 
 	if (json_scan_key_is(&js, m, "apiId"))
 		*(struct json_scan_member *)ctx = *m;
+	return 0;
+}
+
+/* Resets the token counts of endpoint id's keys, or of every endpoint (id
+ * NULL). Returns 0, or -1 with err. */
+static int
+api_reset_keys(struct store *st, const struct config *cfg, const char *id, char *err, size_t errlen)
+{
+	if (id == NULL)
+		return store_reset_tokens(st, NULL, err, errlen);
+	const struct config_api *a = &cfg->apis[config_find_api(cfg, id)];
+	for (size_t k = 0; k < a->n_keys; k++)
+		if (store_reset_tokens(st, a->keys[k].slot, err, errlen) != 0)
+			return -1;
 	return 0;
 }
 
@@ -321,7 +370,7 @@ api_token_reset(struct request *r, const struct config *cfg, const char *why, st
 		}
 	}
 	st = worker_store(w, cfg);
-	if (st == NULL || store_reset_tokens(st, id, err, sizeof(err)) != 0) {
+	if (st == NULL || api_reset_keys(st, cfg, id, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be written: %s", store_what(st), err);
 		free(id);

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dynbuf.h"
 
@@ -20,12 +21,24 @@ struct config_pair {
 	char *value;
 };
 
+/* One key of an endpoint's pool (doc/behaviour.md, Key pools). */
+struct config_key {
+	char *key;    /* "" sends no Authorization upstream */
+	char *slot;   /* the store's name of this key's state: the endpoint's id
+			 when it has one key (its state as before pools), else the
+			 id, a unit separator and a digest of the key, never the key */
+	char tail[5]; /* its last 4 characters, what answers may show ("" when
+			 the key is shorter than 8) */
+};
+
 struct config_api {
 	char *id;
-	char *name;     /* the id when not given */
-	char *base_url; /* http:// or https://, trailing '/' removed */
-	char *api_key;  /* "" sends no Authorization upstream */
-	long rpm;       /* -1 unlimited, 0 endpoint off */
+	char *name;              /* the id when not given */
+	char *base_url;          /* http:// or https://, trailing '/' removed */
+	char *api_key;           /* keys[0].key (not owned) */
+	struct config_key *keys; /* apiKey: one or more, no two alike */
+	size_t n_keys;
+	long rpm; /* -1 unlimited, 0 endpoint off */
 	long rpd;
 	bool enabled;
 	char **models;
@@ -46,6 +59,8 @@ struct config {
 	long timeout_s;
 	long cooldown_failures;
 	long cooldown_seconds;
+	long rate_limit_cooldown_s; /* server.rateLimitCooldownSeconds */
+	long recheck_minutes;       /* server.recheckMinutes */
 	bool empty_response_retry;
 	long long max_body_bytes;
 	bool cors;
@@ -96,6 +111,9 @@ void config_issues_free(struct config_issues *issues);
  * when the name is mapped, the name itself when it is in models, else NULL.
  * The result points into api or equals model. */
 const char *config_api_model(const struct config_api *api, const char *model);
+
+/* The digest that names a key's state in the store (64-bit FNV-1a). */
+uint64_t config_key_digest(const char *key);
 
 /* True when path, a request's path below "/v1/" without the query (e.g.
  * "chat/completions"), is one that cfg forwards: equal to an entry of

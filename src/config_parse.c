@@ -44,6 +44,8 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 "connectTimeoutSeconds",
 							 "timeoutSeconds",
 							 "cooldown",
+							 "rateLimitCooldownSeconds",
+							 "recheckMinutes",
 							 "emptyResponseRetry",
 							 "maxBodyBytes",
 							 "cors",
@@ -444,6 +446,99 @@ config_parse_store(struct config_parse_ctx *ctx, json_t *server, struct config *
 			  &cfg->store_timeout_ms);
 }
 
+uint64_t
+config_key_digest(const char *key)
+{
+	/* FNV-1a: the state needs a name per key, not a secret hash; the key
+	 * itself must never reach the store. */
+	uint64_t h = UINT64_C(14695981039346656037);
+
+	for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+		h ^= *p;
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+/* One key of apis[i].apiKey; "" only as the lone string (no Authorization). */
+static bool
+config_parse_one_key(struct config_parse_ctx *ctx, json_t *v, const char *path, bool lone,
+		     struct config_api *api)
+{
+	const char *k = json_string_value(v);
+
+	if (k == NULL || (!lone && *k == '\0')) {
+		config_parse_report(ctx, true, path,
+				    lone ? "expected a string or an array of strings"
+					 : "expected a non-empty string");
+		return false;
+	}
+	if (config_parse_has_ctl(k)) {
+		/* It goes into a header line: a CR or LF would split it. */
+		config_parse_report(ctx, true, path, "must not contain control characters");
+		return false;
+	}
+	for (size_t j = 0; j < api->n_keys; j++) {
+		if (strcmp(api->keys[j].key, k) == 0) {
+			char msg[64];
+			snprintf(msg, sizeof(msg), "the same key as apiKey[%zu]", j);
+			config_parse_report(ctx, true, path, msg);
+			return false;
+		}
+	}
+	struct config_key *ck = &api->keys[api->n_keys];
+	ck->key = config_parse_strdup(ctx, k);
+	if (ck->key == NULL)
+		return false;
+	size_t len = strlen(k);
+	if (len >= 8)
+		memcpy(ck->tail, k + len - 4, 5);
+	api->n_keys++;
+	return true;
+}
+
+/* apis[i].apiKey: a string (as before pools) or an array of them. */
+static void
+config_parse_api_keys(struct config_parse_ctx *ctx, json_t *o, const char *base,
+		      struct config_api *api)
+{
+	char path[CONFIG_PARSE_PATH_LEN], kp[CONFIG_PARSE_PATH_LEN];
+	json_t *v = config_parse_get(o, "apiKey");
+	size_t n = v != NULL && json_is_array(v) ? json_array_size(v) : 1;
+
+	config_parse_path_key(path, sizeof(path), base, "apiKey");
+	api->keys = config_parse_calloc(ctx, n, sizeof(*api->keys));
+	if (api->keys == NULL)
+		return;
+	if (v == NULL) {
+		api->keys[0].key = config_parse_strdup(ctx, "");
+		api->n_keys = api->keys[0].key != NULL;
+	} else if (!json_is_array(v)) {
+		config_parse_one_key(ctx, v, path, true, api);
+	} else if (n == 0) {
+		config_parse_report(ctx, true, path, "expected at least one key");
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			config_parse_path_index(kp, sizeof(kp), path, i);
+			config_parse_one_key(ctx, json_array_get(v, i), kp, false, api);
+		}
+	}
+	if (api->n_keys > 0)
+		api->api_key = api->keys[0].key;
+	for (size_t i = 0; i < api->n_keys && api->id != NULL; i++) {
+		size_t cap = strlen(api->id) + 18;
+		char *slot = config_parse_calloc(ctx, cap, 1);
+		if (slot == NULL)
+			return;
+		if (api->n_keys == 1)
+			memcpy(slot, api->id, cap - 18 + 1);
+		else
+			snprintf(slot, cap, "%s\x1f%016llx", api->id,
+				 (unsigned long long)config_key_digest(api->keys[i].key));
+		api->keys[i].slot = slot;
+	}
+}
+
 /* What is wrong with an entry of server.forwardPaths, or NULL. An entry is
  * compared with the path as sent and with it decoded (routes.c), so one
  * that holds an escape, a query or a fragment could never match both. */
@@ -529,6 +624,9 @@ config_parse_server(struct config_parse_ctx *ctx, json_t *server, struct config 
 		config_parse_unknown(ctx, cooldown, "server.cooldown",
 				     config_parse_cooldown_fields);
 	}
+	config_parse_long(ctx, server, "server", "rateLimitCooldownSeconds", 1, 86400,
+			  &cfg->rate_limit_cooldown_s);
+	config_parse_long(ctx, server, "server", "recheckMinutes", 1, 10080, &cfg->recheck_minutes);
 	config_parse_bool(ctx, server, "server", "emptyResponseRetry", &cfg->empty_response_retry);
 	/* 1 GiB: a body is held in memory whole, and sizes stay far from overflow. */
 	config_parse_int(ctx, server, "server", "maxBodyBytes", 1, 1073741824LL,
@@ -833,15 +931,7 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 		api->name = config_parse_strdup(ctx, api->id);
 	}
 	config_parse_url(ctx, o, base, api);
-	v = config_parse_get(o, "apiKey");
-	config_parse_path_key(path, sizeof(path), base, "apiKey");
-	if (v != NULL && !json_is_string(v))
-		config_parse_report(ctx, true, path, "expected a string");
-	else if (v != NULL && config_parse_has_ctl(json_string_value(v)))
-		/* It goes into a header line: a CR or LF would split it. */
-		config_parse_report(ctx, true, path, "must not contain control characters");
-	else
-		api->api_key = config_parse_strdup(ctx, v != NULL ? json_string_value(v) : "");
+	config_parse_api_keys(ctx, o, base, api);
 	config_parse_long(ctx, o, base, "rpm", -1, CONFIG_PARSE_LONG_MAX, &api->rpm);
 	config_parse_long(ctx, o, base, "rpd", -1, CONFIG_PARSE_LONG_MAX, &api->rpd);
 	config_parse_bool(ctx, o, base, "enabled", &api->enabled);
@@ -930,6 +1020,8 @@ config_parse_into(struct config *cfg, const char *text, size_t len, struct confi
 	cfg->timeout_s = 300;
 	cfg->cooldown_failures = 3;
 	cfg->cooldown_seconds = 600;
+	cfg->rate_limit_cooldown_s = 60;
+	cfg->recheck_minutes = 30;
 	cfg->empty_response_retry = true;
 	cfg->max_body_bytes = 10485760;
 	cfg->cors = true;
@@ -983,7 +1075,11 @@ config_parse_clear(struct config *cfg)
 		free(api->id);
 		free(api->name);
 		free(api->base_url);
-		free(api->api_key);
+		for (size_t j = 0; j < api->n_keys; j++) {
+			free(api->keys[j].key);
+			free(api->keys[j].slot);
+		}
+		free(api->keys);
 		for (size_t j = 0; j < api->n_models; j++)
 			free(api->models[j]);
 		free(api->models);

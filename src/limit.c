@@ -150,51 +150,119 @@ limit_retry_after_s(int64_t ms)
 	return s < 1 ? 1 : (long)s;
 }
 
+int64_t
+limit_last_attempt(const struct limit_state *s)
+{
+	int64_t last = 0;
+
+	if (s->ring_cap > 0 && s->ring_len > 0)
+		return limit_ring_at(s, s->ring_len - 1);
+	for (int i = 0; i < LIMIT_BUCKETS; i++)
+		if (s->buckets[i].count > 0 && (int64_t)s->buckets[i].second * 1000 > last)
+			last = (int64_t)s->buckets[i].second * 1000;
+	return last;
+}
+
+/* Whether a key out until cooldown_until is limited (429) rather than
+ * cooling (503): an upstream's rate limit or spent quota is. */
+static bool
+limit_key_limited(const struct limit_state *s)
+{
+	return s->key_state == STORE_KEY_COOLING || s->key_state == STORE_KEY_EXHAUSTED;
+}
+
+/* Of the keys of each group with room, keeps only the one used least
+ * recently (the first in order on a tie). */
+static void
+limit_least_recent(const struct limit_state *const *st, const struct store_endpoint *eps, size_t n,
+		   bool *room)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!room[i] || eps[i].group == 0)
+			continue;
+		int64_t last = limit_last_attempt(st[i]);
+		for (size_t j = i + 1; j < n; j++) {
+			if (!room[j] || eps[j].group != eps[i].group)
+				continue;
+			int64_t lj = limit_last_attempt(st[j]);
+			if (lj < last) {
+				room[i] = false;
+				break;
+			}
+			room[j] = false;
+		}
+	}
+}
+
 size_t
 limit_look(const struct limit_state *const *st, const struct store_endpoint *eps, size_t n,
 	   const struct limit_now *now, bool *room, struct store_reservation *res)
 {
 	int64_t min_wait = -1, min_cool = -1;
+	enum store_key_state why_wait = STORE_KEY_ACTIVE, why_cool = STORE_KEY_ACTIVE;
 	size_t have_room = 0;
+	bool grouped = false;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct limit_state *s = st[i];
 		room[i] = false;
 		if (s->cooldown_until > now->ms) {
 			int64_t w = s->cooldown_until - now->ms;
-			if (min_cool < 0 || w < min_cool)
+			if (limit_key_limited(s)) {
+				if (min_wait < 0 || w < min_wait) {
+					min_wait = w;
+					why_wait = (enum store_key_state)s->key_state;
+				}
+			} else if (min_cool < 0 || w < min_cool) {
 				min_cool = w;
+				why_cool = (enum store_key_state)s->key_state;
+			}
 			continue;
 		}
 		int64_t w = limit_wait_ms(s, &eps[i], now);
 		if (w > 0) {
-			if (min_wait < 0 || w < min_wait)
+			if (min_wait < 0 || w < min_wait) {
 				min_wait = w;
+				why_wait = STORE_KEY_ACTIVE;
+			}
 			continue;
 		}
 		room[i] = true;
 		have_room++;
+		grouped |= eps[i].group != 0;
 	}
-	if (have_room > 0)
+	if (have_room > 0) {
+		if (!grouped)
+			return have_room;
+		limit_least_recent(st, eps, n, room);
+		have_room = 0;
+		for (size_t i = 0; i < n; i++)
+			have_room += room[i];
 		return have_room;
+	}
 	if (min_wait >= 0) {
 		/* A cooling endpoint may free before a limited one does. */
-		if (min_cool >= 0 && min_cool < min_wait)
+		if (min_cool >= 0 && min_cool < min_wait) {
 			min_wait = min_cool;
+			why_wait = why_cool;
+		}
 		res->verdict = STORE_LIMITED;
 		res->retry_after_s = limit_retry_after_s(min_wait);
+		res->reason = why_wait;
 	} else {
 		res->verdict = STORE_COOLING;
 		res->retry_after_s = limit_retry_after_s(min_cool);
+		res->reason = why_cool;
 	}
 	return 0;
 }
 
-void
+bool
 limit_count_attempt(struct limit_state *s, const struct limit_now *now)
 {
 	int64_t now_ms = now->ms, now_s = now_ms / 1000;
 	struct limit_bucket *b = &s->buckets[now_s % LIMIT_BUCKETS];
+	bool recheck = s->key_state == STORE_KEY_REJECTED && s->cooldown_until <= now_ms;
 
 	if (s->day != now->day) {
 		s->day = now->day;
@@ -204,11 +272,13 @@ limit_count_attempt(struct limit_state *s, const struct limit_now *now)
 		b->second = (uint32_t)now_s;
 		b->count = 0;
 	}
+	if (recheck)
+		s->cooldown_until = now_ms + (s->recheck_ms > 0 ? s->recheck_ms : LIMIT_RECHECK_MS);
 	b->count++;
 	s->day_count++;
 	s->attempts++;
 	if (s->ring_cap == 0)
-		return;
+		return recheck;
 	if (now_ms - s->ring_base >= LIMIT_REBASE_MS || now_ms < s->ring_base) {
 		/* Keep offsets small (and never negative after the clock was set
 		 * back); times older than the new base are long gone. */
@@ -229,6 +299,7 @@ limit_count_attempt(struct limit_state *s, const struct limit_now *now)
 		s->ring[s->ring_head] = off;
 		s->ring_head = (s->ring_head + 1) % s->ring_cap;
 	}
+	return recheck;
 }
 
 int64_t
@@ -264,18 +335,60 @@ limit_hist_put(int64_t *bucket, int64_t *count, int64_t *sum_ms, int64_t ms)
 	*sum_ms = limit_add_tokens(*sum_ms, ms);
 }
 
+/* The charge of an outcome: a key's state, or the failure run. */
+static void
+limit_charge(struct limit_state *s, const struct store_outcome *o, const struct store_cooldown *cd,
+	     const struct limit_now *now)
+{
+	switch (o->charge) {
+	case STORE_CHARGE_NONE:
+		return;
+	case STORE_CHARGE_LIMITED:
+		s->key_state = STORE_KEY_COOLING;
+		s->cooldown_until = o->until_ms > now->ms ? o->until_ms : now->ms + 1000;
+		return;
+	case STORE_CHARGE_EXHAUSTED:
+		s->key_state = STORE_KEY_EXHAUSTED;
+		s->cooldown_until = now->ms + now->to_midnight(now->ms);
+		return;
+	case STORE_CHARGE_REJECTED:
+		s->key_state = STORE_KEY_REJECTED;
+		s->recheck_ms =
+			cd->recheck_s > 0 ? (int64_t)cd->recheck_s * 1000 : LIMIT_RECHECK_MS;
+		s->cooldown_until = now->ms + s->recheck_ms;
+		return;
+	case STORE_CHARGE_FORBIDDEN:
+	case STORE_CHARGE_RUN:
+		break;
+	}
+	if (o->charge == STORE_CHARGE_RUN && o->success) {
+		s->fail_run = 0;
+		s->cooldown_until = 0;
+		s->key_state = STORE_KEY_ACTIVE;
+		return;
+	}
+	s->fail_run++;
+	/* A rejected key stays out until its recheck, whatever its endpoint does. */
+	if (s->key_state == STORE_KEY_REJECTED)
+		return;
+	if (cd->failures > 0 && s->fail_run >= cd->failures && cd->seconds > 0) {
+		int64_t until = now->ms + (int64_t)cd->seconds * 1000;
+		/* A key out for longer on an upstream's word (a 429's wait, a
+		 * spent day) stays out as long, and says why. */
+		if (s->key_state != STORE_KEY_ACTIVE && s->key_state != STORE_KEY_FAILING &&
+		    s->cooldown_until > until)
+			return;
+		s->cooldown_until = until;
+		s->key_state =
+			o->charge == STORE_CHARGE_FORBIDDEN ? STORE_KEY_FAILING : STORE_KEY_ACTIVE;
+	}
+}
+
 void
 limit_record(struct limit_state *s, const struct store_outcome *o, const struct store_cooldown *cd,
 	     const struct limit_now *now)
 {
-	if (o->success) {
-		s->fail_run = 0;
-		s->cooldown_until = 0;
-	} else {
-		s->fail_run++;
-		if (cd->failures > 0 && s->fail_run >= cd->failures && cd->seconds > 0)
-			s->cooldown_until = now->ms + (int64_t)cd->seconds * 1000;
-	}
+	limit_charge(s, o, cd, now);
 	if (o->served) {
 		s->requests++;
 		s->last_used = now->ms;
@@ -338,6 +451,68 @@ limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 	limit_hist_get(&u->ttfb, s->ttfb, s->ttfb_count, s->ttfb_sum_ms);
 	int64_t w = limit_wait_ms(s, ep, now);
 	u->free_in_s = w > 0 ? limit_retry_after_s(w) : 0;
+	if (s->key_state == STORE_KEY_REJECTED) {
+		u->key_state = STORE_KEY_REJECTED;
+		u->key_until = s->cooldown_until;
+	} else if (s->cooldown_until > now->ms) {
+		/* Cooling after the endpoint's failures: as after its own. */
+		u->key_state = s->key_state == STORE_KEY_ACTIVE
+				       ? STORE_KEY_FAILING
+				       : (enum store_key_state)s->key_state;
+		u->key_until = s->cooldown_until;
+	}
+}
+
+static void
+limit_hist_add(struct store_hist *sum, const struct store_hist *h)
+{
+	for (size_t i = 0; i < STORE_HIST_N; i++)
+		sum->bucket[i] += h->bucket[i];
+	sum->count += h->count;
+	sum->sum_ms = limit_add_tokens(sum->sum_ms, h->sum_ms);
+}
+
+void
+limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first)
+{
+	if (first) {
+		*sum = *k;
+		return;
+	}
+	sum->rpm_used += k->rpm_used;
+	sum->rpd_used += k->rpd_used;
+	if (k->fail_run > sum->fail_run)
+		sum->fail_run = k->fail_run;
+	/* Room comes from the keys that are not cooling (while every key
+	 * cools, the endpoint does, and the first to free counts). */
+	bool all_cooling = sum->cooldown_until != 0, cooling = k->cooldown_until != 0;
+	if (all_cooling && !cooling)
+		sum->free_in_s = k->free_in_s;
+	else if (all_cooling == cooling && k->free_in_s < sum->free_in_s)
+		sum->free_in_s = k->free_in_s;
+	/* Cooling while every key is: until the first frees. */
+	if (sum->cooldown_until == 0 || k->cooldown_until == 0)
+		sum->cooldown_until = 0;
+	else if (k->cooldown_until < sum->cooldown_until)
+		sum->cooldown_until = k->cooldown_until;
+	sum->prompt_tokens = limit_add_tokens(sum->prompt_tokens, k->prompt_tokens);
+	sum->completion_tokens = limit_add_tokens(sum->completion_tokens, k->completion_tokens);
+	sum->total_tokens = limit_add_tokens(sum->total_tokens, k->total_tokens);
+	sum->day_prompt_tokens = limit_add_tokens(sum->day_prompt_tokens, k->day_prompt_tokens);
+	sum->day_completion_tokens =
+		limit_add_tokens(sum->day_completion_tokens, k->day_completion_tokens);
+	sum->day_total_tokens = limit_add_tokens(sum->day_total_tokens, k->day_total_tokens);
+	sum->requests += k->requests;
+	if (k->last_used > sum->last_used)
+		sum->last_used = k->last_used;
+	sum->attempts += k->attempts;
+	sum->retries += k->retries;
+	for (size_t i = 0; i < STORE_CLASS_N; i++)
+		sum->answers[i] += k->answers[i];
+	limit_hist_add(&sum->latency, &k->latency);
+	limit_hist_add(&sum->ttfb, &k->ttfb);
+	if (k->key_state == STORE_KEY_ACTIVE)
+		sum->key_state = STORE_KEY_ACTIVE;
 }
 
 void

@@ -34,6 +34,8 @@
 #define LIMIT_RING_MAX 1000
 /* Ring times are milliseconds after ring_base; rebased well before 2^32. */
 #define LIMIT_REBASE_MS (INT64_C(1) << 31)
+/* A rejected key's recheck period when none was given: 30 minutes. */
+#define LIMIT_RECHECK_MS (INT64_C(30) * 60000)
 /* Token totals (and histogram sums) saturate here. */
 #define LIMIT_MAX_TOKENS (INT64_C(1) << 60)
 
@@ -80,6 +82,11 @@ struct limit_state {
 	int64_t day_prompt;
 	int64_t day_completion;
 	int64_t day_total;
+	/* A key's state (doc/behaviour.md, Key pools): why it is out until
+	 * cooldown_until, an enum store_key_state; with STORE_KEY_REJECTED,
+	 * cooldown_until is its next recheck, recheck_ms their period. */
+	int64_t key_state;
+	int64_t recheck_ms;
 };
 
 /* The moment a rule is applied at. The local calendar comes in with it so
@@ -119,26 +126,43 @@ int64_t limit_wait_ms(const struct limit_state *s, const struct store_endpoint *
 long limit_retry_after_s(int64_t ms);
 
 /* The reserve verdict over n candidates (st[i] the state of eps[i]): sets
- * room[i] for those not cooling down and with room, and returns how many
- * have. With none, fills *res: STORE_LIMITED when one is limited (its
- * Retry-After the smallest wait of all, cooling ones included), else
- * STORE_COOLING (the smallest cooldown left). */
+ * room[i] for those not cooling down and with room (a rejected key whose
+ * recheck is due has room: counting on it claims the recheck), of the keys
+ * of one group only the one used least recently, and returns how many
+ * have. With none, fills *res: STORE_LIMITED when one is limited (by its
+ * RPM/RPD, an upstream 429 or a spent daily quota; its Retry-After the
+ * smallest wait of all, cooling ones included), else STORE_COOLING (the
+ * smallest cooldown left); res->reason says why the first to free is out. */
 size_t limit_look(const struct limit_state *const *st, const struct store_endpoint *eps, size_t n,
 		  const struct limit_now *now, bool *room, struct store_reservation *res);
 
 /* Counts an attempt at now: its bucket, the day (new at local midnight),
- * the attempts counter and the ring (call limit_fit_ring first). */
-void limit_count_attempt(struct limit_state *s, const struct limit_now *now);
+ * the attempts counter and the ring (call limit_fit_ring first). On a
+ * rejected key whose recheck is due it claims the recheck (the next one a
+ * period later) and returns true: the attempt is that recheck. */
+bool limit_count_attempt(struct limit_state *s, const struct limit_now *now);
 
-/* Records what an attempt came to: the failure run and cooldown, requests
+/* The time of s's newest attempt (ms; 0 none): the ring's, else its
+ * newest bucket's second. */
+int64_t limit_last_attempt(const struct limit_state *s);
+
+/* Records what an attempt came to: the charge (o->charge: the failure run
+ * and cooldown, or a key's state; a success brings a key back), requests
  * and last_used, tokens (saturating; the day's from 0 on a new local day),
- * the answer's class, retries and the latency histograms. */
+ * the answer's class (none with STORE_CLASS_N), retries and the latency
+ * histograms. */
 void limit_record(struct limit_state *s, const struct store_outcome *o,
 		  const struct store_cooldown *cd, const struct limit_now *now);
 
 /* s as a status page reads it at now (under ep's limits). */
 void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 		 const struct limit_now *now, struct store_usage *u);
+
+/* Adds the usage of one key k into sum (an endpoint's: the sum over its
+ * keys); first starts sum over. Counts add; the endpoint cools while each
+ * key does (until the first frees), and has room when a key that does not
+ * cool has (free_in_s the smallest of theirs). */
+void limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first);
 
 /* Zeroes the token totals, requests and last_used; the day's tokens and
  * the metrics' counters stay. */

@@ -364,6 +364,25 @@ main_check_config(const char *path)
 	return rc == 0 ? 0 : 1;
 }
 
+/* The keys of a pool under their endpoint's line: the last 4 characters
+ * of each, its state and counts. */
+static void
+main_status_keys(const struct config_api *a, const struct store_usage *k)
+{
+	static const char *const states[STORE_KEY_STATE_N] = {"active", "cooling", "cooling",
+							      "exhausted", "rejected"};
+
+	for (size_t j = 0; j < a->n_keys; j++) {
+		char rpm[32], rpd[32], until[40] = "-";
+		snprintf(rpm, sizeof(rpm), "%ld/%ld", k[j].rpm_used, a->rpm);
+		snprintf(rpd, sizeof(rpd), "%ld/%ld", k[j].rpd_used, a->rpd);
+		if (k[j].key_state != STORE_KEY_ACTIVE && k[j].key_until > 0)
+			clock_iso8601(k[j].key_until, until, sizeof(until));
+		printf("  key \u2026%-8s %-10s %-13s %-13s %-9ld %s\n", a->keys[j].tail,
+		       states[k[j].key_state], rpm, rpd, k[j].fail_run, until);
+	}
+}
+
 static int
 main_status(void)
 {
@@ -372,8 +391,8 @@ main_status(void)
 	const char *path = main_config_path();
 	const char *address, *why = NULL;
 	struct store_options o;
-	struct store_endpoint *eps = NULL;
-	struct store_usage *u = NULL;
+	struct worker_usage wu = {0};
+	const struct store_usage *u;
 	struct store *st = NULL;
 	char err[300];
 	int64_t now = clock_now_ms();
@@ -402,15 +421,11 @@ main_status(void)
 		fprintf(stderr, "api-together: %s: %s\n", worker_store_what(address), err);
 		goto out;
 	}
-	eps = calloc(cfg->n_apis + 1, sizeof(*eps));
-	u = calloc(cfg->n_apis + 1, sizeof(*u));
-	if (eps == NULL || u == NULL)
-		goto out;
-	worker_store_endpoints(cfg, eps);
-	if (store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0) {
+	if (worker_usage_read(st, cfg, now, &wu, err, sizeof(err)) != 0) {
 		fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
 		goto out;
 	}
+	u = wu.apis;
 	printf("%-16s %-8s %-13s %-13s %-9s %-24s %s\n", "ID", "ENABLED", "RPM(USED/MAX)",
 	       "RPD(USED/MAX)", "FAILURES", "COOLDOWN UNTIL", "TOKENS(P/C/T)");
 	for (size_t i = 0; i < cfg->n_apis; i++) {
@@ -423,11 +438,12 @@ main_status(void)
 		printf("%-16s %-8s %-13s %-13s %-9ld %-24s %lld/%lld/%lld\n", a->id,
 		       a->enabled ? "yes" : "no", rpm, rpd, u[i].fail_run, cool, u[i].prompt_tokens,
 		       u[i].completion_tokens, u[i].total_tokens);
+		if (a->n_keys > 1)
+			main_status_keys(a, wu.keys + wu.first[i]);
 	}
 	rc = 0;
 out:
-	free(eps);
-	free(u);
+	worker_usage_free(&wu);
 	store_close(st);
 	config_free(cfg);
 	config_issues_free(&issues);

@@ -8,6 +8,7 @@
 #include "dynbuf.h"
 #include "log.h"
 #include "response.h"
+#include "worker.h"
 
 /* The page's bound. An endpoint takes about 50 lines of under 100 bytes
  * plus its id (twice as long at most, escaped): 64 MiB is some 4,000
@@ -168,11 +169,83 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	return dynbuf_take(&b, len);
 }
 
+static const char *const metrics_key_states[] = {"active", "cooling", "exhausted", "rejected"};
+
+/* The state an endpoint's key is shown in (as /v1/status's keys). */
+static size_t
+metrics_key_state(enum store_key_state ks)
+{
+	switch (ks) {
+	case STORE_KEY_COOLING:
+	case STORE_KEY_FAILING:
+		return 1;
+	case STORE_KEY_EXHAUSTED:
+		return 2;
+	case STORE_KEY_REJECTED:
+		return 3;
+	case STORE_KEY_ACTIVE:
+	case STORE_KEY_STATE_N:
+		break;
+	}
+	return 0;
+}
+
+/* One key's sample: name{endpoint="id",key="...abcd"[,extra]} value. */
+static void
+metrics_key(struct dynbuf *b, const char *name, const char *id, const char *tail, const char *extra,
+	    long long v)
+{
+	dynbuf_printf(b, "api_together_%s{endpoint=\"", name);
+	metrics_label(b, id);
+	dynbuf_printf(b, "\",key=\"\u2026");
+	metrics_label(b, tail);
+	dynbuf_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "", v);
+}
+
+/* Appends the keys' series (doc/behaviour.md, Key pools) to the page text
+ * (*len bytes, freed): each key by its last 4 characters only. Returns the
+ * new page, NULL when out of memory or over the bound. */
+static char *
+metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text, size_t *len)
+{
+	struct dynbuf b;
+
+	dynbuf_init(&b, METRICS_PAGE_MAX);
+	dynbuf_add(&b, text, *len);
+	free(text);
+	metrics_head(&b, "key_state", "gauge",
+		     "1 for the state a key of the endpoint is in (its last 4 characters).");
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		for (size_t k = 0; k < a->n_keys; k++) {
+			size_t now = metrics_key_state(wu->keys[wu->first[i] + k].key_state);
+			for (size_t j = 0; j < 4; j++) {
+				char extra[32];
+				snprintf(extra, sizeof(extra), "state=\"%s\"",
+					 metrics_key_states[j]);
+				metrics_key(&b, "key_state", a->id, a->keys[k].tail, extra,
+					    j == now);
+			}
+		}
+	}
+	metrics_head(&b, "key_rpm_used", "gauge", "Attempts in the last 60 s, by key.");
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
+			metrics_key(&b, "key_rpm_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+				    NULL, wu->keys[wu->first[i] + k].rpm_used);
+	metrics_head(&b, "key_rpd_used", "gauge", "Attempts today (local day), by key.");
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
+			metrics_key(&b, "key_rpd_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+				    NULL, wu->keys[wu->first[i] + k].rpd_used);
+	return dynbuf_take(&b, len);
+}
+
 int
 metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 {
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
-	struct store_usage *u = calloc(cfg->n_apis + 1, sizeof(*u));
+	struct worker_usage wu = {0};
 	struct store *st = worker_store(w, cfg);
 	long long rejects[STORE_REJECT_N];
 	int64_t now = clock_now_ms();
@@ -180,19 +253,21 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	size_t len = 0;
 	int status;
 
-	if (eps == NULL || u == NULL) {
+	if (eps == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
 	}
 	worker_store_endpoints(cfg, eps);
-	if (st == NULL || store_read(st, eps, cfg->n_apis, now, u, err, sizeof(err)) != 0 ||
+	if (st == NULL || worker_usage_read(st, cfg, now, &wu, err, sizeof(err)) != 0 ||
 	    store_read_rejects(st, rejects, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be read: %s", store_what(st), err);
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto out;
 	}
-	text = metrics_render(eps, u, cfg->n_apis, rejects, now, &len);
+	text = metrics_render(eps, wu.apis, cfg->n_apis, rejects, now, &len);
+	if (text != NULL)
+		text = metrics_keys(cfg, &wu, text, &len);
 	if (text == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
@@ -209,7 +284,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 out:
 	free(text);
 	free(eps);
-	free(u);
+	worker_usage_free(&wu);
 	return status;
 }
 

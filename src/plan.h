@@ -1,7 +1,7 @@
 /* plan: the attempt loop of one forwarded request as data: the candidate
- * endpoints, the tries made and what each came to, and the one rule for
- * what comes next (plan_next). Pure: no libcurl, no store, no clock; proxy.c
- * does what the plan says and tells it what came of it. */
+ * endpoints and their keys, the tries made and what each came to, and the
+ * one rule for what comes next (plan_next; doc/behaviour.md, Key pools). Pure: no libcurl, no
+ * store, no clock; proxy.c does what the plan says and tells it what came of it. */
 #ifndef API_TOGETHER_PLAN_H
 #define API_TOGETHER_PLAN_H
 
@@ -39,16 +39,19 @@ enum plan_result {
 
 struct plan_try {
 	size_t api; /* index into cfg->apis */
+	size_t key; /* index into its keys */
 	enum plan_result result;
 	long status; /* the upstream's status, 0 when none came */
 };
 
-/* The candidates not tried yet, as store_reserve and route_pick take them,
- * in config order. */
+/* The (endpoint, key) candidates not tried yet, as store_reserve and
+ * route_pick take them, in config order: the keys of one endpoint are one
+ * group, each with the endpoint's weight. */
 struct plan_offer {
 	struct store_endpoint *eps;
 	double *weights;
 	size_t *api; /* index into cfg->apis of eps[i] */
+	size_t *key; /* index into its keys */
 	size_t n;
 };
 
@@ -66,15 +69,34 @@ struct plan {
 	size_t *api; /* the candidates: indexes into cfg->apis, config order */
 	size_t n;
 	long max_tries;         /* server.maxRetries */
-	struct plan_try *tries; /* each on another candidate: at most n */
+	struct plan_try *tries; /* each on another key: at most every key of the n */
 	size_t n_tries;
 	struct plan_offer offer;
 	enum plan_event last;
-	size_t chosen;              /* with PLAN_EV_RESERVED: the cfg->apis index */
-	enum store_verdict refusal; /* with PLAN_EV_REFUSED */
-	long retry_after_s;         /* with PLAN_EV_REFUSED */
-	bool held;                  /* a try's failed answer is held */
+	size_t chosen;               /* with PLAN_EV_RESERVED: the cfg->apis index */
+	size_t chosen_key;           /* and its key's */
+	enum store_verdict refusal;  /* with PLAN_EV_REFUSED */
+	long retry_after_s;          /* with PLAN_EV_REFUSED */
+	enum store_key_state reason; /* with PLAN_EV_REFUSED */
+	bool held;                   /* a try's failed answer is held */
+	/* A 401 or 403 waits for a second opinion: 1 + the index of its try,
+	 * 0 none. A second 401/403 puts the fault on the request. */
+	size_t pending;
+	bool request_fault;
 };
+
+/* Whether an answer of status to a try is charged to its key (429, 401,
+ * 403: the next try may be another key of the same endpoint) rather than
+ * to the endpoint (no answer, 5xx...: the next try is another endpoint). */
+bool plan_key_level(long status);
+
+/* The try whose 401/403 waits for a second opinion, when an answer of
+ * status (0: none) to the next try settles it against that try's key
+ * (anything but 401/403); NULL when there is none or it does not. */
+const struct plan_try *plan_confirmed(const struct plan *p, long status);
+
+/* The store's name of key k of cfg->apis[api] (its id with no keys). */
+const char *plan_slot(const struct config *cfg, size_t api, size_t k);
 
 /* Starts the plan of a request for model (NULL: any) under cfg: the
  * candidates are route_candidates'; n is 0 when none serves it. cfg must
@@ -88,12 +110,14 @@ void plan_free(struct plan *p);
 /* What comes next. Pure: reads p only. The rules: forward what was
  * reserved; a refusal or a store failure before any try is the answer, after
  * one it ends the loop; an answer sent, a client gone or a local failure end
- * it; after a failed try (held or no answer) another candidate is reserved
- * while tries < max_tries and one is left; at the end the failed answer held
- * last is sent, else 502. */
+ * it; a 401/403 after a 401/403 is the request's fault: that answer is sent;
+ * after a failed try (held or no answer) another candidate is reserved
+ * while tries < max_tries and one is left (after a key-level answer any
+ * untried key, after another failure only keys of untried endpoints); at
+ * the end the failed answer held last is sent, else 502. */
 enum plan_step plan_next(const struct plan *p);
 
-/* Fills p->offer with the candidates not tried yet (for PLAN_RESERVE). */
+/* Fills p->offer with the candidates still open (for PLAN_RESERVE). */
 void plan_offer(struct plan *p);
 
 /* Takes the reservation made on p->offer. */

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plan.h"
+#include "ratelimit.h"
 #include "response.h"
 #include "route.h"
 #include "store.h"
@@ -15,7 +16,8 @@
 #include "worker.h"
 
 /* The tries of the log line: "id:status", "id:error" (no answer) or
- * "id:local-error", comma-separated, as many as fit (the rest cut short). */
+ * "id:local-error" (a key of a pool as "id…abcd"), comma-separated, as many
+ * as fit (the rest cut short). */
 static void
 proxy_tried(const struct plan *p, char *buf, size_t cap)
 {
@@ -31,8 +33,11 @@ proxy_tried(const struct plan *p, char *buf, size_t cap)
 			snprintf(what, sizeof(what), "error");
 		else
 			snprintf(what, sizeof(what), "%ld", t->status);
-		int n = snprintf(buf + len, cap - len, "%s%s:%s", len ? "," : "",
-				 p->cfg->apis[t->api].id, what);
+		const struct config_api *a = &p->cfg->apis[t->api];
+		/* A key of a pool by its last 4 characters, never more. */
+		int n = snprintf(buf + len, cap - len, "%s%s%s%s:%s", len ? "," : "", a->id,
+				 a->n_keys > 1 ? "\u2026" : "",
+				 a->n_keys > 1 ? a->keys[t->key].tail : "", what);
 		if (n > 0 && len + (size_t)n < cap)
 			len += (size_t)n;
 	}
@@ -54,11 +59,30 @@ proxy_log(const struct request *r, const char *model, const struct plan *p, int 
  * outcome to proxy_record once (on_outcome), the one place it is recorded. */
 struct proxy_recorder {
 	struct store *st;
-	const char *id;
+	const struct config *cfg;
+	const struct plan *plan; /* the try is plan->chosen's key plan->chosen_key */
 	const struct store_cooldown *cd;
 	bool retry;  /* not the request's first attempt */
 	bool stream; /* the client asked for a stream: its first byte is timed */
 };
+
+/* Records o on the key slot, logging a store that fails. */
+static void
+proxy_store(struct store *st, const char *slot, const struct store_outcome *o,
+	    const struct store_cooldown *cd, int64_t now_ms)
+{
+	char err[256];
+
+	if (store_record(st, slot, o, cd, now_ms, err, sizeof(err)) != 0)
+		log_error("%s cannot be written: %s", store_what(st), err);
+}
+
+/* The charge of a key's 401/403 once a second opinion confirmed it. */
+static enum store_charge
+proxy_auth_charge(long status)
+{
+	return status == 401 ? STORE_CHARGE_REJECTED : STORE_CHARGE_FORBIDDEN;
+}
 
 static enum store_class
 proxy_class(long status)
@@ -68,12 +92,39 @@ proxy_class(long status)
 	return (enum store_class)(STORE_CLASS_1XX + (status / 100 - 1));
 }
 
+/* What an attempt's answer is charged to (doc/behaviour.md, Key pools): the
+ * one place an attempt's outcome is recorded. A first 401/403 waits for the
+ * next try's answer (plan_confirmed): then it is charged to its key, or,
+ * when that answer is a 401/403 too, to nobody. An endpoint's own failure
+ * is charged to each of its keys. */
 static void
 proxy_record(void *ctx, const struct upstream_call *call)
 {
 	const struct proxy_recorder *rec = ctx;
+	const struct plan *p = rec->plan;
+	const struct config_api *api = &rec->cfg->apis[p->chosen];
+	int64_t now_ms = clock_now_ms(), until_ms = 0;
+	const struct ratelimit_answer answer = {call->status,    call->failure,
+						call->held.head, call->held.head_len,
+						call->held.body, call->held.body_len};
+	enum store_charge charge =
+		ratelimit_charge(&answer, now_ms, rec->cfg->rate_limit_cooldown_s, &until_ms);
+	const struct plan_try *first = plan_confirmed(p, call->status);
+
+	if (first != NULL) {
+		const struct store_outcome c = {.charge = proxy_auth_charge(first->status),
+						.code_class = STORE_CLASS_N,
+						.latency_ms = -1,
+						.ttfb_ms = -1};
+		proxy_store(rec->st, plan_slot(rec->cfg, first->api, first->key), &c, rec->cd,
+			    now_ms);
+	}
+	if (charge == STORE_CHARGE_REJECTED || charge == STORE_CHARGE_FORBIDDEN)
+		charge = STORE_CHARGE_NONE; /* charged later, if at all */
 	struct store_outcome o = {
 		.success = !call->failure,
+		.charge = charge,
+		.until_ms = until_ms,
 		.served = !call->failure && call->status >= 200 && call->status < 300,
 		.has_usage = call->usage.found,
 		.prompt_tokens = call->usage.prompt,
@@ -84,16 +135,23 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.latency_ms = call->total_ms,
 		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
-	char err[256];
-
-	if (store_record(rec->st, rec->id, &o, rec->cd, clock_now_ms(), err, sizeof(err)) != 0)
-		log_error("%s cannot be written: %s", store_what(rec->st), err);
+	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
+	if (charge != STORE_CHARGE_RUN || !call->failure)
+		return;
+	const struct store_outcome sibling = {.charge = STORE_CHARGE_RUN,
+					      .code_class = STORE_CLASS_N,
+					      .latency_ms = -1,
+					      .ttfb_ms = -1};
+	for (size_t k = 0; k < api->n_keys; k++)
+		if (k != p->chosen_key)
+			proxy_store(rec->st, api->keys[k].slot, &sibling, rec->cd, now_ms);
 }
 
 /* One attempt at api: the body with the model it knows, then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
-	      const struct body_info *info, struct worker *w, struct upstream_call *call)
+	      const char *key, const struct body_info *info, struct worker *w,
+	      struct upstream_call *call)
 {
 	const char *upstream_model =
 		info->model != NULL ? config_api_model(api, info->model) : NULL;
@@ -121,18 +179,23 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	 * Forwarding). */
 	if (upstream_query(r->query, cfg->api_keys, cfg->n_api_keys, &query) == 0)
 		url = upstream_url(api->base_url, r->path, query);
-	headers = upstream_headers(r, api, cfg->api_keys, cfg->n_api_keys);
-	/* The endpoint's key and extra header values (an Azure api-key...). */
-	secrets = calloc(api->n_headers + 1, sizeof(*secrets));
+	headers = upstream_headers(r, api, key, cfg->api_keys, cfg->n_api_keys);
+	/* The key sent, its siblings of a pool and the extra header values
+	 * (an Azure api-key...). */
+	size_t n_secrets = 1 + api->n_keys + api->n_headers, m = 0;
+	secrets = calloc(n_secrets, sizeof(*secrets));
 	if (url == NULL || headers == NULL || secrets == NULL) {
 		snprintf(call->error, sizeof(call->error), "out of memory");
 		goto out;
 	}
-	secrets[0] = api->api_key;
+	secrets[m++] = key;
+	for (size_t i = 0; i < api->n_keys; i++)
+		if (api->keys[i].key != key)
+			secrets[m++] = api->keys[i].key;
 	for (size_t i = 0; i < api->n_headers; i++)
-		secrets[i + 1] = api->headers[i].value;
+		secrets[m++] = api->headers[i].value;
 	call->secrets = secrets;
-	call->n_secrets = api->n_headers + 1;
+	call->n_secrets = m;
 	call->url = url;
 	call->method = r->method;
 	call->headers = headers;
@@ -181,21 +244,80 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
 	return 0;
 }
 
-/* PLAN_RESERVE: a slot on one of the untried candidates, picked by weight. */
+/* The longest a recheck's answer is waited for, in seconds. */
+#define PROXY_RECHECK_S 30
+
+/* A rejected key's recheck, claimed by the reservation: GET on the
+ * endpoint's models path with that key; a 2xx brings it back, a 401 keeps
+ * it out, anything else leaves it as it is until the next. */
 static void
-proxy_reserve(struct plan *p, struct store *st, struct worker *w)
+proxy_recheck(const struct config *cfg, size_t api_i, size_t k, struct store *st, struct worker *w)
+{
+	const struct config_api *api = &cfg->apis[api_i];
+	const char *key = api->n_keys > 0 ? api->keys[k].key : api->api_key;
+	struct request none = {0};
+	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds,
+				    cfg->recheck_minutes * 60};
+	char *url = upstream_url(api->base_url, "/v1/models", NULL);
+	struct curl_slist *headers = upstream_headers(&none, api, key, NULL, 0);
+	CURL *curl = url != NULL && headers != NULL ? curl_shelf_take(w->curls) : NULL;
+	long status = 0;
+	char err[CURL_ERROR_SIZE] = "out of memory";
+
+	if (curl != NULL) {
+		/* A list of models comes at once: the request waits for it. */
+		status = upstream_probe(curl, url, headers, cfg->connect_timeout_s,
+					cfg->timeout_s < PROXY_RECHECK_S ? cfg->timeout_s
+									 : PROXY_RECHECK_S,
+					err, sizeof(err));
+		curl_shelf_put(w->curls, curl);
+	}
+	struct store_outcome o = {.charge = STORE_CHARGE_NONE,
+				  .code_class = STORE_CLASS_N,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	if (status >= 200 && status < 300) {
+		o.charge = STORE_CHARGE_RUN;
+		o.success = true;
+	} else if (status == 401) {
+		o.charge = STORE_CHARGE_REJECTED;
+	}
+	const char *tail = api->n_keys > 0 ? api->keys[k].tail : "";
+	if (status == 0)
+		log_warn("endpoint %s: key \u2026%s: recheck without an answer: %s", api->id, tail,
+			 err);
+	else
+		log_info("endpoint %s: key \u2026%s: recheck answered %ld", api->id, tail, status);
+	proxy_store(st, plan_slot(cfg, api_i, k), &o, &cd, clock_now_ms());
+	curl_slist_free_all(headers);
+	free(url);
+}
+
+/* Reservations that are a rejected key's recheck: at most this many per
+ * request (each then reserves again). */
+#define PROXY_RECHECKS 4
+
+/* PLAN_RESERVE: a key of one of the open candidates, the endpoint picked by
+ * weight, its key the one used least recently. */
+static void
+proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct worker *w)
 {
 	struct route_pick pick;
 	struct store_reservation res;
 	char err[300];
 
-	plan_offer(p);
-	pick = (struct route_pick){p->offer.weights, &w->rng};
-	if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick, &res,
-			  err, sizeof(err)) != 0) {
-		log_error("%s cannot be used: %s", store_what(st), err);
-		plan_store_failed(p);
-		return;
+	for (int i = 0;; i++) {
+		plan_offer(p);
+		pick = (struct route_pick){p->offer.weights, &w->rng};
+		if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick,
+				  &res, err, sizeof(err)) != 0) {
+			log_error("%s cannot be used: %s", store_what(st), err);
+			plan_store_failed(p);
+			return;
+		}
+		if (res.verdict != STORE_RESERVED || !res.recheck || i == PROXY_RECHECKS)
+			break;
+		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen], st, w);
 	}
 	plan_reserved(p, &res);
 }
@@ -209,9 +331,12 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	      struct upstream_answer *held)
 {
 	const struct config_api *api = &cfg->apis[p->chosen];
-	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds};
+	const char *key = api->n_keys > 0 ? api->keys[p->chosen_key].key : api->api_key;
+	struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds,
+				    cfg->recheck_minutes * 60};
 	struct proxy_recorder rec = {.st = st,
-				     .id = api->id,
+				     .cfg = cfg,
+				     .plan = p,
 				     .cd = &cd,
 				     .retry = p->n_tries > 0,
 				     .stream = info->stream};
@@ -223,7 +348,7 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	call.on_outcome_ctx = &rec;
 	call.on_long = w->long_request;
 	call.on_long_ctx = w->pool;
-	ur = proxy_attempt(r, cfg, api, info, w, &call);
+	ur = proxy_attempt(r, cfg, api, key, info, w, &call);
 	if (call.local_error) {
 		log_error("cannot forward to %s: %s", api->id, call.error);
 		plan_tried(p, PLAN_LOCAL, 0);
@@ -239,6 +364,27 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 		plan_tried(p, ur == UPSTREAM_SENT ? PLAN_SENT : PLAN_CLIENT_GONE, call.status);
 	}
 	upstream_answer_free(&call.held);
+}
+
+/* The message of the gateway's own 429/503: why the first key to free is
+ * out (doc/behaviour.md, Key pools); NULL keeps the standing one. */
+static const char *
+proxy_reason(enum store_key_state why)
+{
+	switch (why) {
+	case STORE_KEY_COOLING:
+		return "Every key serving this model is rate limited by its upstream (cooling).";
+	case STORE_KEY_FAILING:
+		return "Every key serving this model is cooling down after failures.";
+	case STORE_KEY_EXHAUSTED:
+		return "Every key serving this model has spent its daily quota (exhausted).";
+	case STORE_KEY_REJECTED:
+		return "Every key serving this model was rejected by its upstream.";
+	case STORE_KEY_ACTIVE:
+	case STORE_KEY_STATE_N:
+		break;
+	}
+	return NULL;
 }
 
 /* The answer at the plan's end. Returns the status the client got. */
@@ -264,11 +410,12 @@ proxy_finish(const struct plan *p, enum plan_step step, struct request *r, const
 		return response_error(out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 	case PLAN_LIMITED:
 		metrics_reject(w, cfg, STORE_REJECT_RATE_LIMIT);
-		return response_error(out, RESP_RATE_LIMITED, NULL, p->retry_after_s, cfg->cors);
+		return response_error(out, RESP_RATE_LIMITED, proxy_reason(p->reason),
+				      p->retry_after_s, cfg->cors);
 	case PLAN_COOLING:
 		metrics_reject(w, cfg, STORE_REJECT_COOLDOWN);
-		return response_error(out, RESP_NO_AVAILABLE_API, NULL, p->retry_after_s,
-				      cfg->cors);
+		return response_error(out, RESP_NO_AVAILABLE_API, proxy_reason(p->reason),
+				      p->retry_after_s, cfg->cors);
 	case PLAN_UNREACHABLE:
 	case PLAN_RESERVE: /* not ends: proxy_handle's loop runs them */
 	case PLAN_FORWARD:
@@ -312,7 +459,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	}
 	while ((step = plan_next(&plan)) == PLAN_RESERVE || step == PLAN_FORWARD) {
 		if (step == PLAN_RESERVE)
-			proxy_reserve(&plan, st, w);
+			proxy_reserve(&plan, cfg, st, w);
 		else
 			proxy_forward(&plan, r, cfg, &info, st, w, &held);
 	}

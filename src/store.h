@@ -23,6 +23,21 @@ struct store_endpoint {
 	const char *id;
 	long rpm; /* -1 unlimited */
 	long rpd; /* -1 unlimited */
+	/* Candidates of one nonzero group are the keys of one endpoint: of
+	 * those with room only the one used least recently is offered to the
+	 * pick (doc/behaviour.md, Key pools). 0: alone. */
+	size_t group;
+};
+
+/* Why a key is out of rotation (doc/behaviour.md, Key pools). */
+enum store_key_state {
+	STORE_KEY_ACTIVE,    /* in rotation */
+	STORE_KEY_COOLING,   /* an upstream 429: until its Retry-After */
+	STORE_KEY_FAILING,   /* cooldown.failures failures in a row (403s, or the
+				endpoint's own): cooldown.seconds */
+	STORE_KEY_EXHAUSTED, /* a 429 of a spent daily quota: until the local midnight */
+	STORE_KEY_REJECTED,  /* a 401: until a recheck answers 2xx */
+	STORE_KEY_STATE_N
 };
 
 enum store_verdict {
@@ -40,8 +55,14 @@ typedef size_t (*store_pick_fn)(void *ctx, const bool *room, size_t n);
 
 struct store_reservation {
 	enum store_verdict verdict;
-	size_t chosen;      /* with STORE_RESERVED */
-	long retry_after_s; /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
+	size_t chosen;               /* with STORE_RESERVED */
+	bool recheck;                /* with STORE_RESERVED: chosen is a rejected key whose
+					recheck was due, claimed by this step (the attempt
+					is the recheck, not the request) */
+	long retry_after_s;          /* with STORE_LIMITED/COOLING: seconds until one frees, >= 1 */
+	enum store_key_state reason; /* with STORE_LIMITED/COOLING: why the first to
+					free is out (ACTIVE: its RPM/RPD limit or an
+					endpoint's cooldown) */
 };
 
 /* The latency histograms' buckets: their upper bounds in ms, 50 ms to
@@ -62,10 +83,23 @@ enum store_class {
 	STORE_CLASS_N
 };
 
+/* Whom an attempt's outcome is charged to (doc/behaviour.md, Key pools). */
+enum store_charge {
+	STORE_CHARGE_RUN,       /* as before pools: a success clears the failure run,
+				   a failure extends it (the endpoint's) */
+	STORE_CHARGE_NONE,      /* nobody: run and cooldown unchanged */
+	STORE_CHARGE_LIMITED,   /* a 429: the key cools until until_ms */
+	STORE_CHARGE_EXHAUSTED, /* a 429 of a daily quota: the key is out until midnight */
+	STORE_CHARGE_REJECTED,  /* a 401: the key is out until a recheck answers 2xx */
+	STORE_CHARGE_FORBIDDEN  /* a 403: the key's failure run */
+};
+
 /* What one attempt came to. */
 struct store_outcome {
 	bool success; /* the endpoint answered usably: clears the failure run */
-	bool served;  /* a 2xx answer went to the client: counts in requests */
+	enum store_charge charge;
+	int64_t until_ms; /* with STORE_CHARGE_LIMITED */
+	bool served;      /* a 2xx answer went to the client: counts in requests */
 	bool has_usage;
 	long long prompt_tokens;
 	long long completion_tokens;
@@ -97,6 +131,7 @@ struct store_hist {
 struct store_cooldown {
 	long failures; /* failures in a row that start a cooldown */
 	long seconds;
+	long recheck_s; /* how often a rejected key is rechecked; <= 0: 1800 */
 };
 
 /* One endpoint's state, as read for status pages. */
@@ -116,6 +151,11 @@ struct store_usage {
 	long long requests; /* attempts whose 2xx answer went to the client */
 	int64_t last_used;  /* ms of the last such answer; 0 never */
 	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
+	/* Why the key is out, and until when (ms): ACTIVE once its time is
+	 * over, but REJECTED until a recheck brings it back (key_until is then
+	 * the next recheck). */
+	enum store_key_state key_state;
+	int64_t key_until;
 	/* Counters for the metrics; never reset (store_reset_tokens keeps them). */
 	long long attempts;               /* reserved */
 	long long retries;                /* recorded with retry set */

@@ -6,8 +6,9 @@
 
 #define STORE_CODEC_MAGIC 0x41544732u /* "ATG2" */
 /* 3 added the metrics' counters and the refusals, and the day's tokens (in
- * the same block: 3 was extended before its release). */
-#define STORE_CODEC_VERSION 3u
+ * the same block: 3 was extended before its release); 4 a key's state. */
+#define STORE_CODEC_VERSION 4u
+#define STORE_CODEC_VERSION_V3 3u
 #define STORE_CODEC_VERSION_V2 2u
 
 _Static_assert(STORE_REJECT_N <= STORE_CODEC_REJECTS, "refusals outgrew their room on disk");
@@ -26,7 +27,9 @@ struct store_codec_head {
 #define STORE_CODEC_ENT_HEAD 16
 #define STORE_CODEC_ENT_V2                                                                         \
 	(offsetof(struct limit_state, retries) - offsetof(struct limit_state, ring_base))
-#define STORE_CODEC_ENT_METRICS (sizeof(struct limit_state) - offsetof(struct limit_state, retries))
+#define STORE_CODEC_ENT_METRICS                                                                    \
+	(offsetof(struct limit_state, key_state) - offsetof(struct limit_state, retries))
+#define STORE_CODEC_ENT_KEY (sizeof(struct limit_state) - offsetof(struct limit_state, key_state))
 
 /* The block is copied whole: it must hold no padding, and be what it was. */
 _Static_assert(offsetof(struct limit_state, ring_len) ==
@@ -38,6 +41,7 @@ _Static_assert(STORE_CODEC_ENT_V2 == 12 * 8 + LIMIT_BUCKETS * 8,
 	       "the counters of a version 2 entry moved");
 _Static_assert(STORE_CODEC_ENT_METRICS == (1 + STORE_CLASS_N + 2 * (STORE_HIST_N + 2) + 4) * 8,
 	       "the metrics of an entry moved");
+_Static_assert(STORE_CODEC_ENT_KEY == 2 * 8, "the key's state of an entry moved");
 
 static size_t
 store_codec_pad8(size_t n)
@@ -45,26 +49,37 @@ store_codec_pad8(size_t n)
 	return (n + 7) & ~(size_t)7;
 }
 
-/* The counters of an entry of either version. */
+/* The counters of an entry of a version (2 to 4). */
 static size_t
-store_codec_counters(bool v3)
+store_codec_counters(uint32_t version)
 {
-	return STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2 + (v3 ? STORE_CODEC_ENT_METRICS : 0);
+	return STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2 +
+	       (version >= STORE_CODEC_VERSION_V3 ? STORE_CODEC_ENT_METRICS : 0) +
+	       (version >= STORE_CODEC_VERSION ? STORE_CODEC_ENT_KEY : 0);
 }
 
-/* Reads the counters of an entry at p (which has enough bytes) into s and
- * its id's length into *id_len; the ring is not touched. */
+/* Reads the counters of an entry of version at p (which has enough bytes)
+ * into s and its id's length into *id_len; the ring is not touched. What
+ * an older version lacks is zero: its metrics, and the state of a key in
+ * rotation (the endpoint's state becomes its one key's). */
 static void
-store_codec_counters_get(const char *p, bool v3, struct limit_state *s, uint32_t *id_len)
+store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s, uint32_t *id_len)
 {
+	size_t off = STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2;
+
 	memcpy(id_len, p, 4);
 	memcpy(&s->ring_cap, p + 4, 12);
 	memcpy(&s->ring_base, p + STORE_CODEC_ENT_HEAD, STORE_CODEC_ENT_V2);
-	if (v3)
-		memcpy(&s->retries, p + STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2,
-		       STORE_CODEC_ENT_METRICS);
-	else
+	if (version >= STORE_CODEC_VERSION_V3) {
+		memcpy(&s->retries, p + off, STORE_CODEC_ENT_METRICS);
+		off += STORE_CODEC_ENT_METRICS;
+	} else {
 		memset(&s->retries, 0, STORE_CODEC_ENT_METRICS);
+	}
+	if (version >= STORE_CODEC_VERSION)
+		memcpy(&s->key_state, p + off, STORE_CODEC_ENT_KEY);
+	else
+		memset(&s->key_state, 0, STORE_CODEC_ENT_KEY);
 }
 
 /* Whether the ring numbers and the id's length of an entry are sound. */
@@ -72,26 +87,34 @@ static bool
 store_codec_counters_ok(const struct limit_state *s, uint32_t id_len)
 {
 	return id_len != 0 && s->ring_cap <= LIMIT_RING_MAX && s->ring_len <= s->ring_cap &&
-	       (s->ring_cap == 0 || s->ring_head < s->ring_cap);
+	       (s->ring_cap == 0 || s->ring_head < s->ring_cap) && s->key_state >= 0 &&
+	       s->key_state < STORE_KEY_STATE_N;
+}
+
+/* The size of an entry of a version. */
+static size_t
+store_codec_ent_size_v(const struct limit_state *s, size_t id_len, uint32_t version)
+{
+	return store_codec_counters(version) + store_codec_pad8(id_len) +
+	       store_codec_pad8((size_t)s->ring_cap * 4);
 }
 
 size_t
 store_codec_ent_size(const struct limit_state *s, size_t id_len)
 {
-	return store_codec_counters(true) + store_codec_pad8(id_len) +
-	       store_codec_pad8((size_t)s->ring_cap * 4);
+	return store_codec_ent_size_v(s, id_len, STORE_CODEC_VERSION);
 }
 
 void
 store_codec_ent_put(char *p, const char *id, size_t id_len, const struct limit_state *s)
 {
 	uint32_t l = (uint32_t)id_len;
-	size_t off = store_codec_counters(true);
+	size_t off = store_codec_counters(STORE_CODEC_VERSION);
 
 	memcpy(p, &l, 4);
 	memcpy(p + 4, &s->ring_cap, 12);
 	memcpy(p + STORE_CODEC_ENT_HEAD, &s->ring_base,
-	       STORE_CODEC_ENT_V2 + STORE_CODEC_ENT_METRICS);
+	       STORE_CODEC_ENT_V2 + STORE_CODEC_ENT_METRICS + STORE_CODEC_ENT_KEY);
 	memcpy(p + off, id, id_len);
 	memset(p + off + id_len, 0, store_codec_pad8(id_len) - id_len);
 	off += store_codec_pad8(id_len);
@@ -105,15 +128,27 @@ int
 store_codec_ent_get(const char *p, size_t len, const char *id, size_t id_len, struct limit_state *s,
 		    uint32_t *ring)
 {
-	size_t off = store_codec_counters(true);
+	/* An entry of version 3 (written before key pools) is read too: its
+	 * size tells. */
+	uint32_t version = STORE_CODEC_VERSION;
+	size_t off = store_codec_counters(version);
 	uint32_t l;
 
-	if (len < off)
+	if (len < store_codec_counters(STORE_CODEC_VERSION_V3))
 		return -1;
-	store_codec_counters_get(p, true, s, &l);
+	memcpy(&s->ring_cap, p + 4, 4);
+	memcpy(&l, p, 4);
+	if (s->ring_cap <= LIMIT_RING_MAX &&
+	    len == store_codec_ent_size_v(s, l, STORE_CODEC_VERSION_V3)) {
+		version = STORE_CODEC_VERSION_V3;
+		off = store_codec_counters(version);
+	} else if (len < off) {
+		return -1;
+	}
+	store_codec_counters_get(p, version, s, &l);
 	s->ring = ring;
 	if (!store_codec_counters_ok(s, l) || l != id_len ||
-	    len != store_codec_ent_size(s, id_len) || memcmp(p + off, id, id_len) != 0)
+	    len != store_codec_ent_size_v(s, id_len, version) || memcmp(p + off, id, id_len) != 0)
 		return -1;
 	off += store_codec_pad8(id_len);
 	if (s->ring_cap > 0)
@@ -145,7 +180,8 @@ store_codec_check(const char *p, size_t len, uint64_t *seq)
 	memcpy(&h, p, sizeof(h));
 	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
 	if (h.magic != STORE_CODEC_MAGIC ||
-	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V2) ||
+	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V3 &&
+	     h.version != STORE_CODEC_VERSION_V2) ||
 	    h.size != len || tail != h.seq || h.n > 1000000)
 		return -1;
 	*seq = h.seq;
@@ -160,8 +196,8 @@ store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
 
 	memset(out, 0, sizeof(*out));
 	memcpy(&h, p, sizeof(h));
-	bool v3 = h.version == STORE_CODEC_VERSION;
-	size_t counters = store_codec_counters(v3);
+	bool v3 = h.version >= STORE_CODEC_VERSION_V3;
+	size_t counters = store_codec_counters(h.version);
 	out->seq = h.seq;
 	/* Not zeroed: each entry is set whole below, and entries beyond n are
 	 * set by store_codec_entry (a step runs this twice per request:
@@ -177,7 +213,7 @@ store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
 		e->ring_room = 0;
 		if (off + counters > end)
 			goto bad;
-		store_codec_counters_get(p + off, v3, &e->s, &e->id_len);
+		store_codec_counters_get(p + off, h.version, &e->s, &e->id_len);
 		off += counters;
 		out->n++;
 		size_t idl = store_codec_pad8(e->id_len),

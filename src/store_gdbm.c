@@ -570,7 +570,7 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 		return -1;
 	}
 	limit_fit_ring(&e->s, c->eps[k].rpm, c->now.ms);
-	limit_count_attempt(&e->s, &c->now);
+	c->res->recheck = limit_count_attempt(&e->s, &c->now);
 	c->res->verdict = STORE_RESERVED;
 	c->res->chosen = k;
 	return 1;

@@ -241,8 +241,8 @@ fail:
 }
 
 struct curl_slist *
-upstream_headers(const struct request *r, const struct config_api *api, char *const *keys,
-		 size_t n_keys)
+upstream_headers(const struct request *r, const struct config_api *api, const char *api_key,
+		 char *const *client_keys, size_t n_client_keys)
 {
 	const char *connection = request_header(r, "Connection");
 	struct curl_slist *list = NULL;
@@ -255,11 +255,13 @@ upstream_headers(const struct request *r, const struct config_api *api, char *co
 			continue;
 		/* The client's own key goes nowhere but the dropped headers it
 		 * belongs in; an SDK may repeat it in another (Azure's api-key). */
-		if (upstream_holds_key(h->name, strlen(h->name), keys, n_keys, false)) {
+		if (upstream_holds_key(h->name, strlen(h->name), client_keys, n_client_keys,
+				       false)) {
 			log_debug("a request header not forwarded: its name holds a client key");
 			continue;
 		}
-		if (upstream_holds_key(h->value, strlen(h->value), keys, n_keys, false)) {
+		if (upstream_holds_key(h->value, strlen(h->value), client_keys, n_client_keys,
+				       false)) {
 			log_debug("request header %s not forwarded: it holds a client key",
 				  h->name);
 			continue;
@@ -272,8 +274,8 @@ upstream_headers(const struct request *r, const struct config_api *api, char *co
 		if (!overridden)
 			list = upstream_append(list, h->name, "", h->value, &ok);
 	}
-	if (api->api_key[0] != '\0')
-		list = upstream_append(list, "Authorization", "Bearer ", api->api_key, &ok);
+	if (api_key[0] != '\0')
+		list = upstream_append(list, "Authorization", "Bearer ", api_key, &ok);
 	for (size_t j = 0; j < api->n_headers; j++)
 		list = upstream_append(list, api->headers[j].key, "", api->headers[j].value, &ok);
 	/* No "Expect: 100-continue" round trip, and no Accept: curl's default. */
@@ -860,6 +862,41 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	dynbuf_free(&x.head);
 	dynbuf_free(&x.buf);
 	return result;
+}
+
+/* A probe's body: read and dropped. */
+static size_t
+upstream_drop(char *p, size_t size, size_t n, void *ctx)
+{
+	(void)p;
+	(void)ctx;
+	return size * n;
+}
+
+long
+upstream_probe(CURL *curl, const char *url, const struct curl_slist *headers,
+	       long connect_timeout_s, long timeout_s, char *err, size_t errlen)
+{
+	char cerr[CURL_ERROR_SIZE] = "";
+	long status = 0;
+
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, connect_timeout_s);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, upstream_drop);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr);
+	CURLcode rc = curl_easy_perform(curl);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
+	if (rc != CURLE_OK ||
+	    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK) {
+		snprintf(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+		return 0;
+	}
+	return status;
 }
 
 void

@@ -41,13 +41,15 @@ bool upstream_answer_line_passes(const char *line, size_t n);
  * 401, 403, 408, 409, 429 and 5xx. */
 bool upstream_status_retryable(long status);
 
-/* The header list for one attempt at api: the client's headers that pass
- * (none whose name or value holds one of the n_keys client keys: an SDK may
- * repeat its key in another header, such as Azure's api-key), the endpoint's
- * key and extra headers, and an empty Expect. Returns NULL
- * when out of memory; the caller frees it with curl_slist_free_all. */
+/* The header list for one attempt at api with api_key (the key of its pool
+ * this attempt uses): the client's headers that pass (none whose name or
+ * value holds one of the n_client_keys client keys: an SDK may repeat its key
+ * in another header, such as Azure's api-key), api_key as the Authorization
+ * and the endpoint's extra headers, and an empty Expect. Returns NULL when out
+ * of memory; the caller frees it with curl_slist_free_all. */
 struct curl_slist *upstream_headers(const struct request *r, const struct config_api *api,
-				    char *const *keys, size_t n_keys);
+				    const char *api_key, char *const *client_keys,
+				    size_t n_client_keys);
 
 /* The query (after '?', may be NULL) that goes upstream: every '&'-separated
  * parameter that holds one of the n_keys client keys, as sent or
@@ -65,6 +67,11 @@ struct upstream_answer {
 	char *body;
 	size_t body_len;
 };
+
+/* A GET of url with headers whose answer goes nowhere (a rejected key's
+ * recheck): returns its status, 0 with the reason in err when none came. */
+long upstream_probe(CURL *curl, const char *url, const struct curl_slist *headers,
+		    long connect_timeout_s, long timeout_s, char *err, size_t errlen);
 
 /* Sends a held answer to the client. */
 void upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cors);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "limit.h"
 #include "log.h"
 
 const char *
@@ -82,4 +83,55 @@ worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
 		eps[i].rpm = cfg->apis[i].rpm;
 		eps[i].rpd = cfg->apis[i].rpd;
 	}
+}
+
+void
+worker_usage_free(struct worker_usage *u)
+{
+	free(u->apis);
+	free(u->keys);
+	free(u->first);
+	memset(u, 0, sizeof(*u));
+}
+
+int
+worker_usage_read(struct store *st, const struct config *cfg, int64_t now, struct worker_usage *out,
+		  char *err, size_t errlen)
+{
+	size_t n = 0;
+	struct store_endpoint *eps = NULL;
+
+	memset(out, 0, sizeof(*out));
+	out->first = calloc(cfg->n_apis + 1, sizeof(*out->first));
+	if (out->first == NULL)
+		goto nomem;
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		out->first[i] = n;
+		n += cfg->apis[i].n_keys;
+	}
+	out->first[cfg->n_apis] = n;
+	eps = calloc(n + 1, sizeof(*eps));
+	out->keys = calloc(n + 1, sizeof(*out->keys));
+	out->apis = calloc(cfg->n_apis + 1, sizeof(*out->apis));
+	if (eps == NULL || out->keys == NULL || out->apis == NULL)
+		goto nomem;
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		for (size_t k = 0; k < a->n_keys; k++)
+			eps[out->first[i] + k] =
+				(struct store_endpoint){a->keys[k].slot, a->rpm, a->rpd, 0};
+	}
+	if (store_read(st, eps, n, now, out->keys, err, errlen) != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		for (size_t k = out->first[i]; k < out->first[i + 1]; k++)
+			limit_usage_add(&out->apis[i], &out->keys[k], k == out->first[i]);
+	free(eps);
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	free(eps);
+	worker_usage_free(out);
+	return -1;
 }

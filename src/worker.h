@@ -49,4 +49,19 @@ const char *worker_store_what(const char *address);
 /* Fills eps[i] from cfg->apis[i] for every endpoint. */
 void worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps);
 
+/* Every key's usage and each endpoint's (doc/behaviour.md, Key pools):
+ * keys[first[i] + k] is key k of cfg->apis[i], first[cfg->n_apis] their
+ * count; apis[i] the sum over its keys. */
+struct worker_usage {
+	struct store_usage *apis;
+	struct store_usage *keys;
+	size_t *first;
+};
+
+/* Reads *out from st at now. Returns 0 (free it with worker_usage_free),
+ * or -1 with err set (out then holds nothing). */
+int worker_usage_read(struct store *st, const struct config *cfg, int64_t now,
+		      struct worker_usage *out, char *err, size_t errlen);
+void worker_usage_free(struct worker_usage *u);
+
 #endif

@@ -21,6 +21,11 @@ Behaviours (the first argument of set/push):
                      request asks for encoding_format "base64", as OpenAI does
                      (the official clients ask for it by default)
     status           status=N, body=str|bytes|dict, headers={...}
+
+Per key (key pools): set_key(key, kind, **params) answers every request whose
+"Authorization: Bearer KEY" is key so (one-shot pushes still come first);
+each recorded request has .key, the key it carried (None without one), and
+keys() lists them in order.
     empty            200 with an empty body (Content-Length: 0)
     zero_completion  200 chat.completion whose usage has completion_tokens 0
     stream           events=N content chunks interval_ms=D apart, then a chunk
@@ -95,6 +100,8 @@ class Recorded:
         self.index = index
         self.answer = None  # bytes of the body the mock answered with
         self.peer = None  # (address, port) of the connection it came on
+        auth = self.header("Authorization") or ""
+        self.key = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
 
     def header(self, name):
         """The first value of header name (any case), or None."""
@@ -240,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         rec = mock._record(self.command, self.path, list(self.headers.items()), body)
         rec.peer = self.client_address
-        beh = mock._next_behaviour()
+        beh = mock._next_behaviour(rec.key)
         kind = beh.get("kind", "chat")
         delay = float(beh.get("delay", 0) or 0)
         if delay > 0:
@@ -536,6 +543,7 @@ class MockUpstream:
         self._lock = threading.Lock()
         self._default = {"kind": "chat"}
         self._queue = []
+        self._per_key = {}
         self.requests = []
         self.streams = []
         self.hangs = []
@@ -585,17 +593,29 @@ class MockUpstream:
         """A lockstep stream may write its next event: the test has the last."""
         self._acks.release()
 
+    def set_key(self, key, kind, **params):
+        """Behaviour for every request carrying key (None: back to the default)."""
+        with self._lock:
+            if kind is None:
+                self._per_key.pop(key, None)
+            else:
+                self._per_key[key] = dict(params, kind=kind)
+        return self
+
     def clear(self):
         with self._lock:
             self.requests = []
             self.streams = []
             self.hangs = []
             self._queue = []
+            self._per_key = {}
 
-    def _next_behaviour(self):
+    def _next_behaviour(self, key=None):
         with self._lock:
             if self._queue:
                 return self._queue.pop(0)
+            if key in self._per_key:
+                return dict(self._per_key[key])
             return dict(self._default)
 
     def _record(self, method, path, headers, body):
@@ -605,6 +625,11 @@ class MockUpstream:
             return rec
 
     # -- queries
+    def keys(self):
+        """The key each recorded request carried, in order (None: none)."""
+        with self._lock:
+            return [r.key for r in self.requests]
+
     def count(self):
         with self._lock:
             return len(self.requests)

@@ -27,6 +27,8 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
         nothing forwarded, service back within about a second (Redis only)
     S10 two hosts (two web servers, separate configs, no shared file), one
         Redis: one set of limits (Redis only)
+    S11 key pools (issue 13): each key its own limits, each upstream answer
+        charged to its cause (doc/behaviour.md, Key pools)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -1354,7 +1356,297 @@ class S10TwoHosts(OwnGatewayBase):
             self.assertFalse(os.path.exists(gw.state_path), gw.state_path)
 
 
-ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S05Restart, S06Kill9,
+# ---------------------------------------------------------------------------
+GOOGLE_429 = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}]}}
+GOOGLE_PER_DAY = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+        {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}
+
+
+class S11KeyPools(ClockBase):
+    """apiKey as an array: each key its own RPM/RPD and state, shared by every
+    process (and host); a 429/401/403 charged to the key, other 4xx to nobody.
+    No case depends on which process serves: the keys of one endpoint are
+    picked least recently used first, fresh ones in config order."""
+
+    def pool(self, name, n=3, mock_kind="chat", **api):
+        up = self.mock(name, mock_kind)
+        keys = [new_key("sk-pool-") for _ in range(n)]
+        aid = self.uid(name)
+        model = "m-" + name
+        return up, keys, aid, model, self.api(aid, up.url, [model], apiKey=keys, **api)
+
+    def keys_of(self, aid):
+        return self.status_entry(aid)["keys"]
+
+    def assertKeyStates(self, aid, want):
+        got = [k["state"] for k in self.keys_of(aid)]
+        self.assertEqual(got, want, self.status_entry(aid))
+
+    def test_a_three_keys_rpm2_ten_at_once(self):
+        up, keys, aid, model, api = self.pool("rpm2", rpm=2)
+        self.configure([api])
+        sts = statuses(self.burst(10, model))
+        self.assertCounts(sts, {200: 6, 429: 4}, "3 keys of rpm 2, 10 requests at once")
+        used = collections.Counter(up.keys())
+        self.assertEqual(dict(used), {k: 2 for k in keys}, "requests per key")
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["rpm"], 6, st)
+        self.assertEqual([k["usage"]["rpm"] for k in st["keys"]], [2, 2, 2], st)
+        self.assertEqual([k["key"] for k in st["keys"]], ["\u2026" + k[-4:] for k in keys])
+
+    def cooling_case(self, name, answer, advance):
+        up, keys, aid, model, api = self.pool(name, rpm=100)
+        other = self.mock(name + "-other")
+        oid = self.uid(name + "-other")
+        self.configure([dict(api, weight=th.FIRST),
+                        self.api(oid, other.url, [model], weight=th.LAST)])
+        up.set_key(keys[0], "status", **answer)
+        # the first key is the least recently used: tried first, 429, then
+        # a sibling of the same endpoint serves
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(up.keys(), [keys[0], keys[1]])
+        st = self.status_entry(aid)
+        self.assertEqual(st["errorCount"], 0, st)
+        self.assertIs(st["available"], True, st)
+        self.assertEqual(st["keys"][0]["state"], "cooling", st)
+        self.assertIsNotNone(st["keys"][0]["until"], st)
+        self.assertEqual([k["state"] for k in st["keys"][1:]], ["active", "active"], st)
+        # the siblings serve at once, the cooling key is left alone
+        self.assertCounts(statuses(self.burst(6, model)), {200: 6}, "siblings")
+        self.assertNotIn(keys[0], up.keys()[2:])
+        self.assertEqual(other.count(), 0, "the other endpoint was needed")
+        up.set_key(keys[0], None)
+        self.gw.advance_clock(advance)
+        self.assertKeyStates(aid, ["active"] * 3)
+        # least recently used: the cooled key serves next
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(up.keys()[-1], keys[0])
+        self.assertEqual(self.status_entry(aid)["errorCount"], 0)
+
+    def test_b_429_retry_after_cools_only_that_key(self):
+        self.cooling_case("ra", {"status": 429, "body": {"error": {"message": "slow"}},
+                                 "headers": {"Retry-After": "2"}}, 2.5)
+
+    def test_c_429_google_retry_delay(self):
+        self.cooling_case("gdelay", {"status": 429, "body": GOOGLE_429}, 17.5)
+
+    def test_d_daily_quota_until_local_midnight(self):
+        up, keys, aid, model, api = self.pool("perday", n=2, rpm=100)
+        self.configure([api])
+        up.set_key(keys[0], "status", status=429, body=GOOGLE_PER_DAY)
+        self.assertStatus(self.chat_post(model), 200)
+        st = self.status_entry(aid)
+        self.assertEqual(st["keys"][0]["state"], "exhausted", st)
+        self.assertEqual(st["errorCount"], 0, st)
+        up.set_key(keys[0], None)
+        # an hour on, still out; past local midnight, back
+        self.gw.advance_clock(min(3600, seconds_to_local_midnight(self.gw._clock_offset) - 5))
+        self.assertCounts(statuses([self.chat_post(model) for _ in range(3)]), {200: 3}, "")
+        self.assertEqual(up.keys().count(keys[0]), 1, "the exhausted key served")
+        self.assertKeyStates(aid, ["exhausted", "active"])
+        self.gw.advance_clock(seconds_to_local_midnight(self.gw._clock_offset) + 2)
+        self.assertKeyStates(aid, ["active", "active"])
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(up.keys()[-1], keys[0])
+
+    def test_e_401_rejects_the_key_a_recheck_brings_it_back(self):
+        up, keys, aid, model, api = self.pool("rej", rpm=100)
+        self.configure([api], recheckMinutes=1)
+        up.set_key(keys[0], "status", status=401, body={"error": {"message": "bad key"}})
+        # a 401, then the second opinion (another key) answers 200: the key's fault
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(up.keys(), [keys[0], keys[1]])
+        st = self.status_entry(aid)
+        self.assertEqual(st["keys"][0]["state"], "rejected", st)
+        self.assertEqual(st["keys"][0]["reason"], "rejected by the upstream (401)", st)
+        self.assertEqual(st["errorCount"], 0, st)
+        self.assertCounts(statuses(self.burst(6, model)), {200: 6}, "the others serve")
+        self.assertNotIn(keys[0], up.keys()[2:])
+        # the recheck: GET on the models path with that key, once due
+        up.set_key(keys[0], None)
+        self.gw.advance_clock(61)
+        n = up.count()
+        self.assertStatus(self.chat_post(model), 200)
+        rechecks = [r for r in up.requests[n:] if r.method == "GET"]
+        self.assertEqual([(r.path, r.key) for r in rechecks], [("/v1/models", keys[0])])
+        self.assertKeyStates(aid, ["active"] * 3)
+
+    def test_f_400_and_404_charge_nobody(self):
+        up, keys, aid, model, api = self.pool("c4xx", n=2)
+        other = self.mock("c4xx-other")
+        oid = self.uid("c4xx-other")
+        self.configure([dict(api, weight=th.FIRST),
+                        self.api(oid, other.url, [model], weight=th.LAST)],
+                       cooldown={"failures": 3, "seconds": 600})
+        for status in (400, 404):
+            up.set("status", status=status, body={"error": {"message": "no %d" % status}})
+            self.assertCounts(statuses(self.burst(20, model)), {status: 20}, str(status))
+        self.assertEqual(up.count(), 40, "each reached the upstream once, not retried")
+        self.assertEqual(other.count(), 0)
+        for a in (aid, oid):
+            st = self.status_entry(a)
+            self.assertEqual(st["errorCount"], 0, st)
+            self.assertIs(st["available"], True, st)
+            self.assertEqual({k["state"] for k in st["keys"]}, {"active"}, st)
+
+    def test_g_a_client_cannot_cool_the_pool_with_403s(self):
+        """The attack of issue 13: a path the upstream answers 403 for any key."""
+        ups, apis, ids = [], [], []
+        for i in range(3):
+            up, keys, aid, model, api = self.pool("atk%d" % i, n=2, rpm=100)
+            up.set("status", status=403, body={"error": {"message": "forbidden"}})
+            ups.append(up)
+            apis.append(dict(api, models=["m-atk"]))
+            ids.append(aid)
+        # By default the path is not forwarded at all (issue 13 point 3).
+        self.configure(apis, cooldown={"failures": 3, "seconds": 600})
+        r = self.get("/v1/organization/users")
+        self.assertError(r, 404, "invalid_request_error", "not_forwarded")
+        self.assertEqual(sum(u.count() for u in ups), 0)
+        # Forwarded: every key answers 403, and none is charged.
+        self.configure(apis, forwardPaths=["*"], cooldown={"failures": 3, "seconds": 600})
+        for i in range(3):
+            n = [u.count() for u in ups]
+            r = self.get("/v1/organization/users")
+            self.assertStatus(r, 403)
+            reached = sum(u.count() for u in ups) - sum(n)
+            self.assertLessEqual(reached, 2, "request %d reached %d keys" % (i, reached))
+            self.assertGreaterEqual(reached, 1)
+        for aid in ids:
+            st = self.status_entry(aid)
+            self.assertEqual(st["errorCount"], 0, st)
+            self.assertIs(st["available"], True, st)
+            self.assertEqual({k["state"] for k in st["keys"]}, {"active"}, st)
+        for u in ups:
+            u.set("chat")
+        self.assertStatus(self.chat_post("m-atk"), 200)
+
+    def test_i_the_gateways_own_refusal_names_why(self):
+        """Point 4: Retry-After is when the first key frees, the message says why."""
+        # cooling: the only key got a 429 with Retry-After 5
+        up, keys, aid, model, api = self.pool("why-rl", n=1, rpm=100)
+        up.set("status", status=429, body={"error": {"message": "slow"}},
+               headers={"Retry-After": "5"})
+        self.configure([api])
+        r = self.chat_post(model)
+        self.assertStatus(r, 429)
+        self.assertEqual(r.header("retry-after"), "5", self.diag(r))  # the upstream's own
+        r = self.chat_post(model)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 1, 5)
+        self.assertIn("rate limited", r.json()["error"]["message"])
+        self.assertEqual(up.count(), 1, "a cooling key was tried")
+        # exhausted: until local midnight
+        up2, keys2, aid2, model2, api2 = self.pool("why-day", n=2, rpm=100)
+        up2.set("status", status=429, body={"error": {"code": "insufficient_quota"}})
+        self.configure([api2])
+        self.assertStatus(self.chat_post(model2), 429)  # both keys tried
+        self.assertEqual(up2.keys(), keys2)
+        r = self.chat_post(model2)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertIn("exhausted", r.json()["error"]["message"])
+        to_midnight = seconds_to_local_midnight(self.gw._clock_offset)
+        self.assertRetryAfter(r, int(to_midnight) - 15, int(to_midnight) + 2)
+        self.assertKeyStates(aid2, ["exhausted", "exhausted"])
+        # rejected: each key's 401 confirmed by a 200 of the next key tried
+        up3, keys3, aid3, model3, api3 = self.pool("why-401", n=2, rpm=100)
+        good = self.mock("why-401-good")
+        good_api = self.api(self.uid("why-401-good"), good.url, [model3], weight=th.LAST)
+        self.configure([dict(api3, weight=th.FIRST), good_api])
+        up3.set_key(keys3[0], "status", status=401, body={"error": {"message": "revoked"}})
+        self.assertStatus(self.chat_post(model3), 200)  # keys3[0] 401, keys3[1] 200
+        up3.set_key(keys3[1], "status", status=401, body={"error": {"message": "revoked"}})
+        self.assertStatus(self.chat_post(model3), 200)  # keys3[1] 401, the other endpoint 200
+        self.assertEqual(up3.keys(), [keys3[0], keys3[1], keys3[1]])
+        self.assertEqual(good.count(), 1)
+        self.assertKeyStates(aid3, ["rejected", "rejected"])
+        # the pool alone (its keys' state kept across the reload): 503, rejected
+        self.configure([api3])
+        r = self.chat_post(model3)
+        self.assertError(r, 503, "service_unavailable", "no_available_api")
+        self.assertIn("rejected", r.json()["error"]["message"])
+        self.assertRetryAfter(r, 1700, 1800)
+        self.assertEqual(up3.count(), 3)
+
+    def test_j_a_dead_host_cools_the_whole_pool(self):
+        """An endpoint's own failure is charged to each of its keys: after
+        cooldown.failures of them the pool is out, whichever key was tried."""
+        keys = [new_key("sk-pool-") for _ in range(3)]
+        dead = self.uid("dead-pool")
+        good = self.mock("dead-pool-good")
+        model = "m-dead-pool"
+        self.configure([self.api(dead, "http://127.0.0.1:%d" % th.closed_port(), [model],
+                                 apiKey=keys, weight=th.FIRST),
+                        self.api(self.uid("dead-pool-good"), good.url, [model],
+                                 weight=th.LAST)],
+                       cooldown={"failures": 3, "seconds": 600})
+        for i in range(3):
+            self.assertStatus(self.chat_post(model), 200)
+            st = self.status_entry(dead)
+            self.assertEqual(st["errorCount"], i + 1, st)
+        st = self.status_entry(dead)
+        self.assertIs(st["temporarilyDisabled"], True, st)
+        self.assertIs(st["available"], False, st)
+        self.assertEqual([k["state"] for k in st["keys"]], ["cooling"] * 3, st)
+        self.assertEqual({k["reason"] for k in st["keys"]}, {"failures in a row"}, st)
+        self.assertEqual(good.count(), 3)
+        # the pool is skipped now: the next request goes straight to the other
+        offset = self.gw.log_size()
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(good.count(), 4)
+        line = [l for l in self.log_lines(offset, want=lambda l: "model=%s" % model in l)
+                if "model=%s" % model in l][0]
+        self.assertIn("attempts=1", line)
+        # after the cooldown every key is back
+        self.gw.advance_clock(601)
+        self.assertEqual([k["state"] for k in self.keys_of(dead)], ["active"] * 3)
+
+    def test_k_tokens_of_a_pool_add_up_and_reset_together(self):
+        up, keys, aid, model, api = self.pool("tok", rpm=100)
+        up.set("chat", usage=(11, 7))
+        self.configure([api])
+        for _ in range(4):
+            self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(collections.Counter(up.keys()), {keys[0]: 2, keys[1]: 1, keys[2]: 1})
+        d = self.token_detail(aid)["detailedStats"][aid]
+        self.assertEqual((d["promptTokens"], d["completionTokens"], d["totalTokens"],
+                          d["requests"]), (44, 28, 72, 4), d)
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokens"], {"prompt": 44, "completion": 28, "total": 72}, st)
+        r = self.post("/v1/token/reset", {"apiId": aid})
+        self.assertStatus(r, 200)
+        d = self.token_detail(aid)["detailedStats"][aid]
+        self.assertEqual((d["totalTokens"], d["requests"]), (0, 0), d)
+        st = self.status_entry(aid)
+        self.assertEqual(st["tokensToday"]["total"], 72, st)  # the day's stay
+        self.assertEqual(st["usage"]["rpd"], 4, st)
+
+    def test_h_keys_show_only_their_last_four(self):
+        up, keys, aid, model, api = self.pool("secret", rpm=100)
+        self.configure([api])
+        up.set_key(keys[1], "status", status=401, body={"error": {"message": "bad"}})
+        for _ in range(4):
+            self.assertStatus(self.chat_post(model), 200)
+        texts = [self.gw.request("GET", "/v1/status", key=CLIENT_KEY).body.decode(),
+                 self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode(),
+                 self.gw.request("GET", "/status", key=None).body.decode("utf-8", "replace"),
+                 self.gw.log_since(0)]
+        for k in keys:
+            for t in texts:
+                self.assertFalse(th.leaked(t, k), "key %s...%s shown" % (k[:6], k[-4:]))
+        metrics = texts[1]
+        self.assertIn('api_together_key_state{endpoint="%s",key="\u2026%s",state="rejected"} 1'
+                      % (aid, keys[1][-4:]), metrics)
+        out = cli_status(self.gw).stdout
+        self.assertIn("\u2026" + keys[1][-4:], out)
+        self.assertIn("rejected", out)
+        for k in keys:
+            self.assertFalse(th.leaked(out, k))
+
+
+ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S05Restart, S06Kill9,
          S07BrokenState, S08Tokens, S09RedisFaults, S10TwoHosts]
 
 

@@ -49,6 +49,10 @@ ENDPOINTS = [
      "requests": 5},
     {"id": "gamma", "name": "Gamma local", "model": "m-gamma", "rpm": 30, "rpd": -1,
      "requests": 2},
+    # A pool of 3 keys (doc/behaviour.md, Key pools): a row per key; the
+    # least recently used key serves, so 4 requests give 2, 1, 1.
+    {"id": "delta", "name": "Delta pool", "model": "m-delta", "rpm": 10, "rpd": 100,
+     "requests": 4, "keys": 3},
 ]
 # Reset (POST /v1/token/reset) after the traffic: its card shows the day's
 # tokens, and 0 since the reset.
@@ -102,9 +106,11 @@ class StatusPageBase(Base):
                 StatusPageBase.mocks_up.append(m)
         apis = []
         for e, m in zip(ENDPOINTS, StatusPageBase.mocks_up):
+            keys = [new_key("sk-up-") for _ in range(e.get("keys", 1))]
+            e["apiKeys"] = keys
             apis.append({"id": e["id"], "name": e["name"], "baseUrl": m.url,
-                         "apiKey": new_key("sk-up-"), "models": [e["model"]],
-                         "rpm": e["rpm"], "rpd": e["rpd"]})
+                         "apiKey": keys if len(keys) > 1 else keys[0],
+                         "models": [e["model"]], "rpm": e["rpm"], "rpd": e["rpd"]})
         cls.gw.write_config({"server": test_http.default_server(), "apis": apis})
         for e in ENDPOINTS:
             for _ in range(e["requests"]):
@@ -246,6 +252,21 @@ class S02Browser(StatusPageBase):
                 self.assertEqual((m.group(1), m.group(2)),
                                  ("{:,}".format(per * e["requests"]), "{:,}".format(per * since)),
                                  "%s %s tokens: %s" % (e["id"], kind, body))
+        # The pool's card: a row per key, by its last 4 characters only.
+        for e in ENDPOINTS:
+            body = dict(cards)[e["id"]]
+            rows = re.findall(r'<tr data-key="([^"]+)" data-state="([^"]+)">(.*?)</tr>', body,
+                              re.S)
+            if e.get("keys", 1) == 1:
+                self.assertEqual(rows, [], body)
+                continue
+            self.assertEqual([(k, st) for k, st, _ in rows],
+                             [("\u2026" + k[-4:], "active") for k in e["apiKeys"]], body)
+            used = [int(re.search(r'data-kind="rpd" data-used="(\d+)"', r).group(1))
+                    for _, _, r in rows]
+            self.assertEqual(used, [2, 1, 1], body)
+            for k in e["apiKeys"]:
+                self.assertFalse(leaked(dom, k), "a key is in the DOM")
         self.assertRegex(dom, r'id="updated"[^>]*>last updated \d\d:\d\d:\d\d<')
         self.assertRegex(dom, r'<form id="login"[^>]* hidden')
         self.assertRegex(dom, r'<div id="banner"[^>]* hidden')

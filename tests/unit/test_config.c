@@ -1016,7 +1016,58 @@ upstream_key_must_be_one_header_line(void **state)
 	(void)state;
 	expect_only_error("'apiKey': 'sk-a\\r\\nX-Evil: 1'", false, "apis[0].apiKey",
 			  "must not contain control characters");
-	expect_only_error("'apiKey': 5", false, "apis[0].apiKey", "expected a string");
+	/* Since key pools an array is one too (the message was "expected a
+	 * string"). */
+	expect_only_error("'apiKey': 5", false, "apis[0].apiKey",
+			  "expected a string or an array of strings");
+	expect_only_error("'apiKey': ['sk-a', 'sk-b\\n']", false, "apis[0].apiKey[1]",
+			  "must not contain control characters");
+}
+
+/* doc/behaviour.md, Key pools: apiKey as an array; each key its own slot,
+ * named by a digest, never by the key. */
+static void
+key_pools_are_read_and_checked(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_api_with("'apiKey': ['sk-one-aaaa', 'sk-two-bbbb', 'x']", &cfg, &is),
+			 0);
+	const struct config_api *a = &cfg->apis[0];
+	assert_int_equal(a->n_keys, 3);
+	assert_string_equal(a->api_key, "sk-one-aaaa");
+	assert_string_equal(a->keys[1].key, "sk-two-bbbb");
+	assert_string_equal(a->keys[1].tail, "bbbb");
+	assert_string_equal(a->keys[2].tail, ""); /* too short to show any of it */
+	for (size_t k = 0; k < 3; k++) {
+		assert_null(strstr(a->keys[k].slot, a->keys[k].key));
+		assert_int_equal(strncmp(a->keys[k].slot, "a\x1f", 2), 0);
+		for (size_t j = 0; j < k; j++)
+			assert_string_not_equal(a->keys[j].slot, a->keys[k].slot);
+	}
+	assert_int_equal(cfg->rate_limit_cooldown_s, 60);
+	assert_int_equal(cfg->recheck_minutes, 30);
+	config_free(cfg);
+	config_issues_free(&is);
+	/* One key: the endpoint's own state, as before pools. */
+	assert_int_equal(parse_api_with("'apiKey': ['sk-one-aaaa']", &cfg, &is), 0);
+	assert_string_equal(cfg->apis[0].keys[0].slot, "a");
+	config_free(cfg);
+	config_issues_free(&is);
+	assert_int_equal(parse_api_with("", &cfg, &is), 0);
+	assert_int_equal(cfg->apis[0].n_keys, 1);
+	assert_string_equal(cfg->apis[0].api_key, "");
+	config_free(cfg);
+	config_issues_free(&is);
+	expect_only_error("'apiKey': ['sk-a', 'sk-b', 'sk-a']", false, "apis[0].apiKey[2]",
+			  "the same key as apiKey[0]");
+	expect_only_error("'apiKey': []", false, "apis[0].apiKey", "expected at least one key");
+	expect_only_error("'apiKey': ['sk-a', '']", false, "apis[0].apiKey[1]",
+			  "expected a non-empty string");
+	expect_only_error("'apiKey': ['sk-a', 5]", false, "apis[0].apiKey[1]",
+			  "expected a non-empty string");
 }
 
 static void
@@ -1637,6 +1688,7 @@ main(void)
 		cmocka_unit_test(weight_must_be_positive),
 		cmocka_unit_test(headers_are_checked),
 		cmocka_unit_test(upstream_key_must_be_one_header_line),
+		cmocka_unit_test(key_pools_are_read_and_checked),
 		cmocka_unit_test(syntax_error_gives_line_and_column),
 		cmocka_unit_test(duplicate_key_is_a_warning_and_the_last_wins),
 		cmocka_unit_test(byte_order_mark_is_skipped),

@@ -101,7 +101,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -122,7 +122,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1};
+	const struct store_endpoint ep = {"a", 3, -1, 0};
 	struct held h;
 
 	(void)state;
@@ -162,7 +162,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -278,11 +278,11 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1}, {"b", c->rpm[1], -1}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0}, {"b", c->rpm[1], -1, 0}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
-		struct store_reservation res = {STORE_RESERVED, 0, 0};
+		struct store_reservation res = {.verdict = STORE_RESERVED};
 		bool room[2];
 
 		for (int k = 0; k < 2; k++) {
@@ -312,15 +312,15 @@ struct run_case {
 };
 
 static const struct run_case run_cases[] = {
-	{"failures under cd.failures start none", "ff", {3, 30}, 2, 0},
-	{"cd.failures in a row start one", "fff", {3, 30}, 3, T0 + 2000 + 30000},
-	{"each failure beyond extends it", "ffff", {3, 30}, 4, T0 + 3000 + 30000},
-	{"a success clears the run", "ffsf", {3, 30}, 1, 0},
-	{"a success ends a cooldown", "fffs", {3, 30}, 0, 0},
-	{"zero seconds disables it", "fffff", {3, 0}, 5, 0},
-	{"zero failures disables it", "fffff", {0, 30}, 5, 0},
-	{"one failure, cd 1", "f", {1, 10}, 1, T0 + 10000},
-	{"after one ended, one more failure starts the next", "fff", {2, 1}, 3, T0 + 3000},
+	{"failures under cd.failures start none", "ff", {3, 30, 0}, 2, 0},
+	{"cd.failures in a row start one", "fff", {3, 30, 0}, 3, T0 + 2000 + 30000},
+	{"each failure beyond extends it", "ffff", {3, 30, 0}, 4, T0 + 3000 + 30000},
+	{"a success clears the run", "ffsf", {3, 30, 0}, 1, 0},
+	{"a success ends a cooldown", "fffs", {3, 30, 0}, 0, 0},
+	{"zero seconds disables it", "fffff", {3, 0, 0}, 5, 0},
+	{"zero failures disables it", "fffff", {0, 30, 0}, 5, 0},
+	{"one failure, cd 1", "f", {1, 10, 0}, 1, T0 + 10000},
+	{"after one ended, one more failure starts the next", "fff", {2, 1, 0}, 3, T0 + 3000},
 };
 
 static void
@@ -349,8 +349,8 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1};
-	const struct store_cooldown cd = {1, 30};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
 	const struct limit_state *st = &h.s;
@@ -412,7 +412,7 @@ test_token_saturation(void **state)
 static void
 test_record_saturates_every_token_counter(void **state)
 {
-	const struct store_cooldown cd = {0, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
 				  .prompt_tokens = LLONG_MAX,
@@ -453,8 +453,8 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1};
-	const struct store_cooldown cd = {0, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
 				  .prompt_tokens = 1,
@@ -486,7 +486,7 @@ test_day_tokens_roll_over_at_midnight(void **state)
 static void
 test_record_counts_requests_classes_retries_and_latency(void **state)
 {
-	const struct store_cooldown cd = {0, 0};
+	const struct store_cooldown cd = {0, 0, 0};
 	const struct store_outcome outs[] = {
 		{.success = true,
 		 .served = true,
@@ -537,7 +537,7 @@ test_hist_index(void **state)
 static void
 test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 {
-	const struct store_cooldown cd = {1, 30};
+	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome o = {.served = true,
 				  .has_usage = true,
 				  .prompt_tokens = 1,
@@ -572,7 +572,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1};
+	const struct store_endpoint ep = {"a", 2, -1, 0};
 	struct store_usage u;
 	struct held h;
 
@@ -587,6 +587,249 @@ test_usage_free_in_rounds_up(void **state)
 	now = at(T0 + MIN_MS);
 	limit_usage(&h.s, &ep, &now, &u);
 	assert_int_equal(u.free_in_s, 0);
+}
+
+/* --- Key pools: doc/behaviour.md, Key pools --- */
+
+/* Each charge on a key, then the key as a reservation and a status read
+ * see it. Outcomes: r run failure, s success, l 429 until +5 s (L +100 s),
+ * x daily quota, j 401, f 403, n nobody; one a second from T0. */
+struct charge_case {
+	const char *name;
+	const char *outcomes;
+	long fail_run;
+	int64_t until; /* cooldown_until, 0 none */
+	enum store_key_state shown;
+	bool room;                  /* at the last outcome's time + 1 s */
+	enum store_verdict verdict; /* without room */
+};
+
+#define LAST(n) (T0 + ((n)-1) * 1000)
+static const struct charge_case charge_cases[] = {
+	{"a 429 cools the key, no run", "l", 0, LAST(1) + 5000, STORE_KEY_COOLING, false,
+	 STORE_LIMITED},
+	{"a daily quota until local midnight", "x", 0, MIDNIGHT, STORE_KEY_EXHAUSTED, false,
+	 STORE_LIMITED},
+	{"a 401 rejects until the recheck", "j", 0, LAST(1) + 600000, STORE_KEY_REJECTED, false,
+	 STORE_COOLING},
+	{"403s under cd.failures: a run, no cooldown", "ff", 2, 0, STORE_KEY_ACTIVE, true, 0},
+	{"403s at cd.failures: the key fails", "fff", 3, LAST(3) + 30000, STORE_KEY_FAILING, false,
+	 STORE_COOLING},
+	{"the endpoint's failures", "rrr", 3, LAST(3) + 30000, STORE_KEY_FAILING, false,
+	 STORE_COOLING},
+	{"a 403 and endpoint failures share the run", "frr", 3, LAST(3) + 30000, STORE_KEY_FAILING,
+	 false, STORE_COOLING},
+	{"nobody's 4xx changes nothing", "ffnn", 2, 0, STORE_KEY_ACTIVE, true, 0},
+	{"nobody's 4xx does not end a cooling", "ln", 0, T0 + 5000, STORE_KEY_COOLING, false,
+	 STORE_LIMITED},
+	{"a success brings a key back", "ls", 0, 0, STORE_KEY_ACTIVE, true, 0},
+	{"a success ends a rejection (the recheck's)", "js", 0, 0, STORE_KEY_ACTIVE, true, 0},
+	{"endpoint failures leave a rejected key rejected", "jrrr", 3, T0 + 600000,
+	 STORE_KEY_REJECTED, false, STORE_COOLING},
+	{"a 429 after a run keeps the run", "rrl", 2, LAST(3) + 5000, STORE_KEY_COOLING, false,
+	 STORE_LIMITED},
+	{"endpoint failures do not shorten a longer 429 wait", "Lrrr", 3, T0 + 100000,
+	 STORE_KEY_COOLING, false, STORE_LIMITED},
+	{"nor a spent day", "xrrr", 3, MIDNIGHT, STORE_KEY_EXHAUSTED, false, STORE_LIMITED},
+	{"a shorter 429 wait gives way to the endpoint's cooldown", "lrrr", 3, LAST(4) + 30000,
+	 STORE_KEY_FAILING, false, STORE_COOLING},
+};
+
+static void
+test_key_charges(void **state)
+{
+	(void)state;
+	for (size_t k = 0; k < sizeof(charge_cases) / sizeof(charge_cases[0]); k++) {
+		const struct charge_case *c = &charge_cases[k];
+		const struct store_cooldown cd = {3, 30, 600};
+		const struct store_endpoint ep = {"a", -1, -1, 0};
+		struct held h;
+		int64_t t = T0;
+
+		held_init(&h);
+		for (const char *o = c->outcomes; *o != '\0'; o++, t += 1000) {
+			struct store_outcome out = {
+				.code_class = STORE_CLASS_N, .latency_ms = -1, .ttfb_ms = -1};
+			switch (*o) {
+			case 'r':
+				out.charge = STORE_CHARGE_RUN;
+				break;
+			case 's':
+				out.charge = STORE_CHARGE_RUN;
+				out.success = true;
+				break;
+			case 'l':
+			case 'L':
+				out.charge = STORE_CHARGE_LIMITED;
+				out.until_ms = t + (*o == 'L' ? 100000 : 5000);
+				break;
+			case 'x':
+				out.charge = STORE_CHARGE_EXHAUSTED;
+				break;
+			case 'j':
+				out.charge = STORE_CHARGE_REJECTED;
+				break;
+			case 'f':
+				out.charge = STORE_CHARGE_FORBIDDEN;
+				break;
+			default:
+				out.charge = STORE_CHARGE_NONE;
+			}
+			struct limit_now now = at(t);
+			limit_record(&h.s, &out, &cd, &now);
+		}
+		struct limit_now now = at(t);
+		struct store_usage u;
+		limit_usage(&h.s, &ep, &now, &u);
+		const struct limit_state *st[1] = {&h.s};
+		bool room[1];
+		struct store_reservation res = {.verdict = STORE_RESERVED};
+		size_t n = limit_look(st, &ep, 1, &now, room, &res);
+		if (h.s.fail_run != c->fail_run || h.s.cooldown_until != c->until ||
+		    u.key_state != c->shown || (n == 1) != c->room ||
+		    (!c->room && res.verdict != c->verdict))
+			fail_msg("%s: run %lld until %+lld shown %d room %zu verdict %d; want %ld "
+				 "%+lld %d %d %d",
+				 c->name, (long long)h.s.fail_run,
+				 (long long)(h.s.cooldown_until ? h.s.cooldown_until - T0 : 0),
+				 (int)u.key_state, n, (int)res.verdict, c->fail_run,
+				 (long long)(c->until ? c->until - T0 : 0), (int)c->shown, c->room,
+				 (int)c->verdict);
+	}
+}
+
+/* A rejected key's recheck falls due after its period: the reservation
+ * that counts on it claims it (the next one a period later), once. */
+static void
+test_recheck_claimed_once(void **state)
+{
+	const struct store_cooldown cd = {3, 30, 60};
+	const struct store_outcome rejected = {.charge = STORE_CHARGE_REJECTED,
+					       .code_class = STORE_CLASS_N,
+					       .latency_ms = -1,
+					       .ttfb_ms = -1};
+	const struct store_endpoint ep = {"a", 5, -1, 0};
+	const struct limit_state *st[1];
+	struct store_reservation res = {.verdict = STORE_RESERVED};
+	struct held h;
+	bool room[1];
+
+	(void)state;
+	held_init(&h);
+	st[0] = &h.s;
+	struct limit_now now = at(T0);
+	limit_record(&h.s, &rejected, &cd, &now);
+	now = at(T0 + 59999);
+	assert_int_equal(limit_look(st, &ep, 1, &now, room, &res), 0);
+	assert_int_equal(res.reason, STORE_KEY_REJECTED);
+	assert_int_equal(res.retry_after_s, 1);
+	now = at(T0 + 60000);
+	assert_int_equal(limit_look(st, &ep, 1, &now, room, &res), 1);
+	limit_fit_ring(&h.s, ep.rpm, now.ms);
+	assert_true(limit_count_attempt(&h.s, &now));
+	/* Claimed: no other step gets it until the next period. */
+	assert_int_equal(limit_look(st, &ep, 1, &now, room, &res), 0);
+	assert_int_equal(h.s.cooldown_until, T0 + 120000);
+	now = at(T0 + 120000);
+	assert_int_equal(limit_look(st, &ep, 1, &now, room, &res), 1);
+	/* A key in rotation is never a recheck. */
+	struct held k;
+	held_init(&k);
+	assert_false(limit_count_attempt(&k.s, &now));
+}
+
+/* Of the keys of one group with room, only the least recently used is
+ * offered; on a tie the first; a key without room is no candidate. */
+static void
+test_least_recently_used_key_of_each_group(void **state)
+{
+	const struct store_endpoint eps[] = {{"a0", 10, -1, 1}, {"a1", 10, -1, 1},
+					     {"a2", 10, -1, 1}, {"b", 10, -1, 0},
+					     {"c0", 1, -1, 3},  {"c1", 1, -1, 3}};
+	struct held h[6];
+	const struct limit_state *st[6];
+	struct store_reservation res;
+	bool room[6];
+
+	(void)state;
+	for (size_t i = 0; i < 6; i++) {
+		held_init(&h[i]);
+		st[i] = &h[i].s;
+	}
+	/* Fresh: the first of each group. */
+	struct limit_now now = at(T0);
+	assert_int_equal(limit_look(st, eps, 6, &now, room, &res), 3);
+	assert_true(room[0] && !room[1] && !room[2] && room[3] && room[4] && !room[5]);
+	attempts(&h[0], 10, 1, T0, 0);
+	attempts(&h[2], 10, 1, T0 + 10, 0);
+	attempts(&h[4], 1, 1, T0, 0); /* c0 full (rpm 1) */
+	now = at(T0 + 20);
+	assert_int_equal(limit_look(st, eps, 6, &now, room, &res), 3);
+	assert_true(!room[0] && room[1] && !room[2] && room[3] && !room[4] && room[5]);
+	attempts(&h[1], 10, 1, T0 + 20, 0);
+	now = at(T0 + 30);
+	limit_look(st, eps, 6, &now, room, &res);
+	assert_true(room[0] && !room[1] && !room[2]);
+	assert_int_equal(limit_last_attempt(&h[1].s), T0 + 20);
+}
+
+/* An endpoint's usage is the sum over its keys. */
+static void
+test_usage_sum_over_keys(void **state)
+{
+	struct store_usage a = {.rpm_used = 2,
+				.rpd_used = 5,
+				.fail_run = 1,
+				.cooldown_until = 9000,
+				.requests = 3,
+				.last_used = 100,
+				.free_in_s = 4,
+				.attempts = 5,
+				.key_state = STORE_KEY_COOLING};
+	struct store_usage b = {.rpm_used = 1,
+				.rpd_used = 7,
+				.fail_run = 2,
+				.cooldown_until = 0,
+				.requests = 4,
+				.last_used = 50,
+				.free_in_s = 0,
+				.attempts = 7};
+	struct store_usage sum;
+
+	(void)state;
+	a.answers[STORE_CLASS_2XX] = 3;
+	b.answers[STORE_CLASS_2XX] = 4;
+	a.latency.bucket[1] = 2;
+	b.latency.bucket[1] = 1;
+	limit_usage_add(&sum, &a, true);
+	assert_int_equal(sum.cooldown_until, 9000);
+	limit_usage_add(&sum, &b, false);
+	assert_int_equal(sum.rpm_used, 3);
+	assert_int_equal(sum.rpd_used, 12);
+	assert_int_equal(sum.fail_run, 2);
+	assert_int_equal(sum.cooldown_until, 0); /* b serves */
+	assert_int_equal(sum.requests, 7);
+	assert_int_equal(sum.last_used, 100);
+	assert_int_equal(sum.free_in_s, 0);
+	assert_int_equal(sum.attempts, 12);
+	assert_int_equal(sum.answers[STORE_CLASS_2XX], 7);
+	assert_int_equal(sum.latency.bucket[1], 3);
+	struct store_usage c = a;
+	c.cooldown_until = 7000;
+	limit_usage_add(&sum, &a, true);
+	limit_usage_add(&sum, &c, false);
+	assert_int_equal(sum.cooldown_until, 7000); /* cooling until the first frees */
+	/* A cooling key's room is no room: one cooling with room, one limited
+	 * for 30 s is an endpoint free in 30 s, in either order. */
+	struct store_usage limited = {.free_in_s = 30};
+	struct store_usage cool = {.cooldown_until = 9000, .free_in_s = 0};
+	limit_usage_add(&sum, &cool, true);
+	limit_usage_add(&sum, &limited, false);
+	assert_int_equal(sum.cooldown_until, 0);
+	assert_int_equal(sum.free_in_s, 30);
+	limit_usage_add(&sum, &limited, true);
+	limit_usage_add(&sum, &cool, false);
+	assert_int_equal(sum.free_in_s, 30);
 }
 
 int
@@ -608,6 +851,10 @@ main(void)
 		cmocka_unit_test(test_hist_index),
 		cmocka_unit_test(test_reset_zeroes_totals_and_keeps_the_rest),
 		cmocka_unit_test(test_usage_free_in_rounds_up),
+		cmocka_unit_test(test_key_charges),
+		cmocka_unit_test(test_recheck_claimed_once),
+		cmocka_unit_test(test_least_recently_used_key_of_each_group),
+		cmocka_unit_test(test_usage_sum_over_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -224,6 +224,120 @@ plan_table(void **state)
 	}
 }
 
+/* ---- key pools: doc/behaviour.md, Key pools ---- */
+
+/* Endpoint a has keys 0 and 1, b one key, c keys 0 to 2. */
+struct pool_fixture {
+	struct fixture f;
+	struct config_key keys[MAX_APIS][3];
+	char slots[MAX_APIS][3][8];
+};
+
+static void
+pool_init(struct pool_fixture *pf, long max_retries)
+{
+	static const size_t n_keys[] = {2, 1, 3};
+
+	fixture_init(&pf->f, 3, max_retries);
+	for (size_t i = 0; i < 3; i++) {
+		for (size_t k = 0; k < n_keys[i]; k++) {
+			snprintf(pf->slots[i][k], sizeof(pf->slots[i][k]), "%c%zu", 'a' + (int)i,
+				 k);
+			pf->keys[i][k].key = pf->keys[i][k].slot = pf->slots[i][k];
+		}
+		pf->f.apis[i].keys = pf->keys[i];
+		pf->f.apis[i].n_keys = n_keys[i];
+	}
+}
+
+struct pool_case {
+	const char *name;
+	long max_retries;
+	const char *events; /* as plan_table's */
+	const char *steps;
+	const char *offers;  /* each offer's slots, "a0a1b0c0c1c2" */
+	const char *charged; /* the try plan_confirmed named ("0": the first), ""
+				none */
+};
+
+static const struct pool_case pool_cases[] = {
+	{"the offer holds every key, grouped by endpoint", 3, "r0 s200", "reserve forward done",
+	 "a0a1b0c0c1c2", ""},
+	{"a 429 moves to another key, of the same endpoint too", 5, "r0 h429 r0 s200",
+	 "reserve forward reserve forward done", "a0a1b0c0c1c2 a1b0c0c1c2", ""},
+	{"a 5xx moves to another endpoint", 5, "r1 h503 r0 s200",
+	 "reserve forward reserve forward done", "a0a1b0c0c1c2 b0c0c1c2", ""},
+	{"no answer moves to another endpoint", 5, "r0 n0 r0 s200",
+	 "reserve forward reserve forward done", "a0a1b0c0c1c2 b0c0c1c2", ""},
+	{"a 401 then a 200: the 401's key is charged", 5, "r0 h401 r0 s200",
+	 "reserve forward reserve forward done", "a0a1b0c0c1c2 a1b0c0c1c2", "0"},
+	{"a 403 then no answer: charged too", 5, "r0 h403 r2 n0 r0 s200",
+	 "reserve forward reserve forward reserve forward done", "a0a1b0c0c1c2 a1b0c0c1c2 a1b0",
+	 "0"},
+	{"a 401 then a 403: the request's fault, its answer sent", 5, "r0 h401 r0 h403",
+	 "reserve forward reserve forward send-held", "a0a1b0c0c1c2 a1b0c0c1c2", ""},
+	{"a 403 and nothing left: sent, nobody charged", 1, "r0 h403", "reserve forward send-held",
+	 "a0a1b0c0c1c2", ""},
+	{"maxRetries bounds key tries too", 2, "r0 h429 r0 h429",
+	 "reserve forward reserve forward send-held", "a0a1b0c0c1c2 a1b0c0c1c2", ""},
+	{"every key tried: the last held answer", 9,
+	 "r1 h429 r0 h429 r0 h429 r0 h429 r0 h429 r0 h429",
+	 "reserve forward reserve forward reserve forward reserve forward reserve forward "
+	 "reserve forward send-held",
+	 "a0a1b0c0c1c2 a0b0c0c1c2 b0c0c1c2 c0c1c2 c1c2 c2", ""},
+};
+
+static void
+pool_table(void **state)
+{
+	(void)state;
+	for (size_t k = 0; k < sizeof(pool_cases) / sizeof(pool_cases[0]); k++) {
+		const struct pool_case *c = &pool_cases[k];
+		char steps[256] = "", offers[256] = "", charged[24] = "", events[128];
+		struct pool_fixture pf;
+		struct plan p;
+
+		pool_init(&pf, c->max_retries);
+		assert_int_equal(plan_init(&p, &pf.f.cfg, "m"), 0);
+		snprintf(events, sizeof(events), "%s", c->events);
+		for (char *save, *ev = strtok_r(events, " ", &save);;
+		     ev = strtok_r(NULL, " ", &save)) {
+			enum plan_step st = plan_next(&p);
+			test_append(steps, sizeof(steps), plan_step_names[st]);
+			if (st == PLAN_RESERVE) {
+				char o[64] = "";
+				plan_offer(&p);
+				for (size_t i = 0; i < p.offer.n; i++) {
+					size_t len = strlen(o);
+					snprintf(o + len, sizeof(o) - len, "%s", p.offer.eps[i].id);
+					/* Keys of a pool are a group; a lone key none. */
+					assert_int_equal(p.offer.eps[i].group,
+							 pf.f.apis[p.offer.api[i]].n_keys > 1
+								 ? p.offer.api[i] + 1
+								 : 0);
+				}
+				test_append(offers, sizeof(offers), o);
+			}
+			if (ev == NULL)
+				break;
+			if (ev[0] == 's' || ev[0] == 'h' || ev[0] == 'n') {
+				const struct plan_try *t =
+					plan_confirmed(&p, strtol(ev + 1, NULL, 10));
+				if (t != NULL)
+					snprintf(charged, sizeof(charged), "%ld",
+						 (long)(t - p.tries));
+			}
+			test_plan_apply(&p, ev);
+		}
+		if (strcmp(steps, c->steps) != 0 || strcmp(offers, c->offers) != 0 ||
+		    strcmp(charged, c->charged) != 0)
+			fail_msg("%s: steps \"%s\" offers \"%s\" charged \"%s\"; want \"%s\" "
+				 "\"%s\" \"%s\"",
+				 c->name, steps, offers, charged, c->steps, c->offers, c->charged);
+		plan_free(&p);
+	}
+}
+
 /* The tries keep each one's status and result, for the log line. */
 static void
 plan_keeps_each_try(void **state)
@@ -283,6 +397,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(plan_table),
+		cmocka_unit_test(pool_table),
 		cmocka_unit_test(plan_keeps_each_try),
 		cmocka_unit_test(plan_candidates),
 	};

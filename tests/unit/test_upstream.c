@@ -110,7 +110,7 @@ headers_for(const char *const *lines, const struct config_api *api)
 	struct client c;
 
 	client_init(&c, lines);
-	struct curl_slist *l = upstream_headers(&c.r, api, NULL, 0);
+	struct curl_slist *l = upstream_headers(&c.r, api, api->api_key, NULL, 0);
 	assert_non_null(l);
 	/* The list holds copies: it outlives the request. */
 	return l;
@@ -126,7 +126,7 @@ headers_with_keys(const char *const *lines, const struct config_api *api)
 	struct client c;
 
 	client_init(&c, lines);
-	struct curl_slist *l = upstream_headers(&c.r, api, client_keys, 2);
+	struct curl_slist *l = upstream_headers(&c.r, api, api->api_key, client_keys, 2);
 	assert_non_null(l);
 	return l;
 }
