@@ -90,8 +90,10 @@ def only_store(store, reason):
     return deco
 
 
-def seconds_to_local_midnight(clock_offset=0.0):
-    now = datetime.datetime.now(LOCAL_TZ) + datetime.timedelta(seconds=clock_offset)
+def seconds_to_local_midnight(at=None):
+    """Seconds from at (seconds since the epoch: the test clock's time, from
+    Gateway.clock_now; None: the real time now) to the next local midnight."""
+    now = datetime.datetime.fromtimestamp(time.time() if at is None else at, LOCAL_TZ)
     midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
                                                          microsecond=0)
     return (midnight - now).total_seconds()
@@ -1442,11 +1444,11 @@ class S11KeyPools(ClockBase):
         self.assertEqual(st["errorCount"], 0, st)
         up.set_key(keys[0], None)
         # an hour on, still out; past local midnight, back
-        self.gw.advance_clock(min(3600, seconds_to_local_midnight(self.gw._clock_offset) - 5))
+        self.gw.advance_clock(min(3600, seconds_to_local_midnight(self.gw.clock_now()) - 5))
         self.assertCounts(statuses([self.chat_post(model) for _ in range(3)]), {200: 3}, "")
         self.assertEqual(up.keys().count(keys[0]), 1, "the exhausted key served")
         self.assertKeyStates(aid, ["exhausted", "active"])
-        self.gw.advance_clock(seconds_to_local_midnight(self.gw._clock_offset) + 2)
+        self.gw.advance_clock(seconds_to_local_midnight(self.gw.clock_now()) + 2)
         self.assertKeyStates(aid, ["active", "active"])
         self.assertStatus(self.chat_post(model), 200)
         self.assertEqual(up.keys()[-1], keys[0])
@@ -1547,7 +1549,7 @@ class S11KeyPools(ClockBase):
         r = self.chat_post(model2)
         self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
         self.assertIn("exhausted", r.json()["error"]["message"])
-        to_midnight = seconds_to_local_midnight(self.gw._clock_offset)
+        to_midnight = seconds_to_local_midnight(self.gw.clock_now())
         self.assertRetryAfter(r, int(to_midnight) - 15, int(to_midnight) + 2)
         self.assertKeyStates(aid2, ["exhausted", "exhausted"])
         # rejected: each key's 401 confirmed by a 200 of the next key tried

@@ -2133,7 +2133,7 @@ static void
 test_state_file_turned_symlink_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1};
+	const struct store_endpoint ep = {"a", 7, -1, 0};
 	char moved[160], err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
