@@ -52,6 +52,7 @@
 
 #ifdef HAVE_HIREDIS
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <sys/time.h>
 #include <time.h>
 #endif
@@ -640,6 +641,57 @@ store_redis_mono_ms(void)
 	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* The threads of one process take turns at the steps that write (a
+ * reservation, a record, a reset), so that only one per process races
+ * the other processes' compare-and-sets. Without it every thread of every
+ * process raced on the same few keys: each round only one writer per key
+ * wins and all the others write again at once, so the commands per step
+ * grew with the number of threads (bench/README.md, BENCHMARKS.md: 98
+ * commands a request from 6 processes x 11 threads, 3 with one thread).
+ * Behind the mutex a thread sleeps until its turn. It holds no data: the
+ * handles and their connections stay per thread. */
+static pthread_mutex_t store_redis_turn = PTHREAD_MUTEX_INITIALIZER;
+
+/* Waits for this process's turn at a step, at most the timeout: when the
+ * thread ahead waits on a stalled Redis, the ones behind it answer within
+ * the timeout too, as they would on their own connections. Returns 0 with
+ * the turn taken (store_redis_end_turn gives it back), or -1 with err set. */
+static int
+store_redis_take_turn(struct store_redis *st, char *err, size_t errlen)
+{
+	struct timespec until;
+	int rc;
+
+	/* pthread_mutex_timedlock counts on CLOCK_REALTIME. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += st->timeout_ms / 1000;
+	until.tv_nsec += (st->timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	rc = pthread_mutex_timedlock(&store_redis_turn, &until);
+	if (rc == 0)
+		return 0;
+	if (rc == ETIMEDOUT) {
+		char why[200];
+		snprintf(why, sizeof(why),
+			 "no turn within %ld ms (server.storeTimeoutMs): another thread's step "
+			 "waits on Redis",
+			 st->timeout_ms);
+		store_redis_set_err(st, err, errlen, why);
+	} else {
+		store_redis_set_err(st, err, errlen, strerror(rc));
+	}
+	return -1;
+}
+
+static void
+store_redis_end_turn(void)
+{
+	pthread_mutex_unlock(&store_redis_turn);
+}
+
 /* Whether a step that found its state changed tries+1 times may try again:
  * while the time since it started (start_ms) is within
  * STORE_REDIS_CONTENTION_MS. At once: the answer that said so holds the
@@ -945,11 +997,11 @@ store_redis_upgrade(struct store_redis *st, char *err, size_t errlen)
 
 /* Reserves: read every candidate with Redis's time, apply the rules, let
  * pick choose, count on the chosen one and commit it; when it changed
- * meanwhile, the same with its state now. */
+ * meanwhile, the same with its state now. Runs in the process's turn. */
 static int
-store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-		    store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
-		    size_t errlen)
+store_redis_reserve_step(struct store *sb, const struct store_endpoint *eps, size_t n,
+			 int64_t now_ms, store_pick_fn pick, void *pick_ctx,
+			 struct store_reservation *res, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
 	struct limit_now now = store_redis_now(now_ms);
@@ -1020,11 +1072,12 @@ store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n
 /* Applies fn to endpoint id's state and commits it, again on the state now
  * while it keeps changing. The state starts from what this handle last
  * wrote when it is id's (the record after a reservation), else from a
- * read. With skip_new, an endpoint without state is left alone. */
+ * read. With skip_new, an endpoint without state is left alone. Runs in
+ * the process's turn. */
 static int
-store_redis_change(struct store_redis *st, const char *id, bool skip_new,
-		   void (*fn)(struct limit_state *s, const void *ctx), const void *ctx, char *err,
-		   size_t errlen)
+store_redis_change_step(struct store_redis *st, const char *id, bool skip_new,
+			void (*fn)(struct limit_state *s, const void *ctx), const void *ctx,
+			char *err, size_t errlen)
 {
 	struct store_redis_slot *sl = store_redis_array(&st->slots, sizeof(*sl));
 	uint32_t *ring = store_redis_array(&st->rings, LIMIT_RING_MAX * sizeof(*ring));
@@ -1060,6 +1113,35 @@ store_redis_change(struct store_redis *st, const char *id, bool skip_new,
 		if (!store_redis_again(st, tries, start, err, errlen))
 			return -1;
 	}
+}
+
+static int
+store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n, int64_t now_ms,
+		    store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
+		    size_t errlen)
+{
+	struct store_redis *st = (struct store_redis *)sb;
+	int rc;
+
+	if (store_redis_take_turn(st, err, errlen) != 0)
+		return -1;
+	rc = store_redis_reserve_step(sb, eps, n, now_ms, pick, pick_ctx, res, err, errlen);
+	store_redis_end_turn();
+	return rc;
+}
+
+static int
+store_redis_change(struct store_redis *st, const char *id, bool skip_new,
+		   void (*fn)(struct limit_state *s, const void *ctx), const void *ctx, char *err,
+		   size_t errlen)
+{
+	int rc;
+
+	if (store_redis_take_turn(st, err, errlen) != 0)
+		return -1;
+	rc = store_redis_change_step(st, id, skip_new, fn, ctx, err, errlen);
+	store_redis_end_turn();
+	return rc;
 }
 
 struct store_redis_record_ctx {
