@@ -6,24 +6,29 @@
  * as the GDBM store applies them. Each endpoint's state is one string: a
  * version (8 bytes) and the endpoint's entry as store_codec.h encodes it. A
  * step reads the states it needs (one call), applies the rules, and writes
- * back the one state it changed with a compare-and-set: the write happens
- * only when the state still has the version that was read, else the answer
- * is the state now, and the rules are applied again to that. Two writers
+ * back the states it changed with a compare-and-set: the write happens only
+ * when each state still has the version that was read, else the answer is
+ * the states now, and the rules are applied again to those. Two writers
  * thus never both write over one version: a limit is never passed, across
  * any number of hosts, and a state is always written whole (one SET).
  *
- * A reservation reads every candidate and Redis's own time at once, lets
- * pick choose among those with room, counts on the chosen one and writes it
+ * The threads of a process make their steps in batches (store_redis_step):
+ * a thread queues its step, and the first that finds no batch running
+ * makes every queued step at once, in order, with one read and one
+ * compare-and-set. Only the processes race each other's writes, and each
+ * race a process wins serves all its waiting requests.
+ *
+ * A reservation reads every candidate and Redis's own time, lets pick
+ * choose among those with room, counts on the chosen one and writes it
  * back, and the write carries a deadline in Redis's time (the read's plus
  * the timeout): a write that reaches a Redis stalled for longer (the
  * responder answered 503 meanwhile) is refused, so it cannot use up a limit
- * for nothing. Only the chosen one's version is checked: a change to
- * another candidate in between changes no count (the pick saw a state they
- * had). A record starts from the state this handle last wrote when it is of
- * the same endpoint (the usual reservation, then record), saving the read.
+ * for nothing. Only the changed states' versions are checked: a change to
+ * another candidate in between changes no count (the pick saw a state it
+ * had).
  *
  * The script (store_redis_script) holds no rule: it reads keys with the
- * time, or sets one key if its version is unchanged and the deadline not
+ * time, or sets keys if their versions are unchanged and the deadline not
  * passed. It is loaded once, on a handle's first connection (SCRIPT LOAD),
  * and run by its SHA1 (EVALSHA); a Redis restarted since has forgotten it
  * and answers NOSCRIPT, and then it is sent whole (EVAL, which also caches
@@ -198,11 +203,11 @@ struct store_redis {
 	/* One command: its words (struct store_redis_word), the text of
 	 * those built here, and argv and lengths made of them to send. */
 	struct dynbuf words, text, argv, lens;
-	/* A batch's states (struct store_redis_slot) as read and as changed,
-	 * their rings (LIMIT_RING_MAX times each), which changed, the ids
-	 * (struct store_endpoint) and each step's slots; one reservation's
-	 * pointers to states and room. */
-	struct dynbuf slots, work, rings, wrings, dirty, eps, idx, ptrs, room;
+	/* A batch's states (struct store_redis_slot), their rings
+	 * (LIMIT_RING_MAX times each), which changed, the ids (struct
+	 * store_endpoint) and each step's slots; one reservation's pointers to
+	 * states and room. */
+	struct dynbuf slots, rings, dirty, eps, idx, ptrs, room;
 	struct dynbuf val; /* the value being written */
 };
 
@@ -580,17 +585,16 @@ bad:
 	return NULL;
 }
 
-/* Writes at once every state of a batch that changed (dirty[j]: work[j]
- * as eps[j]'s, one version on base[j]'s), when each still has the version
- * base[j] was read at and Redis's time is not past deadline (0: none).
- * Returns 1 written; 0 when one had changed, and then base holds the
- * states of the dirty ones now and *redis_now Redis's time; 2 when the
- * deadline had passed (nothing written); -1 with err set. */
+/* Writes at once every state of a batch that changed (dirty[j]: sl[j] as
+ * eps[j]'s, one version on), when each still has the version sl[j] was
+ * read at and Redis's time is not past deadline (0: none). Returns 1
+ * written; 0 when one had changed, and then sl holds the states of the
+ * dirty ones now and *redis_now Redis's time; 2 when the deadline had
+ * passed (nothing written); -1 with err set. */
 static int
 store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, size_t nslots,
-		   struct store_redis_slot *base, uint32_t *rings,
-		   const struct store_redis_slot *work, const bool *dirty, long long deadline,
-		   long long *redis_now, char *err, size_t errlen)
+		   struct store_redis_slot *sl, uint32_t *rings, const bool *dirty,
+		   long long deadline, long long *redis_now, char *err, size_t errlen)
 {
 	size_t ndirty = 0, nnew = 0, at;
 	redisReply *r;
@@ -599,7 +603,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 
 	for (size_t j = 0; j < nslots; j++) {
 		ndirty += dirty[j];
-		nnew += dirty[j] && !base[j].present;
+		nnew += dirty[j] && !sl[j].present;
 	}
 	if (nnew > 0) {
 		/* New endpoints: in the set a reset of all goes through. */
@@ -607,7 +611,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		store_redis_word(st, "SADD", 4);
 		store_redis_word_key(st, "ids", "");
 		for (size_t j = 0; j < nslots; j++)
-			if (dirty[j] && !base[j].present)
+			if (dirty[j] && !sl[j].present)
 				store_redis_word(st, eps[j].id, strlen(eps[j].id));
 		r = store_redis_run(st, false, err, errlen);
 		if (r == NULL)
@@ -625,19 +629,19 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		if (!dirty[j])
 			continue;
 		size_t id_len = strlen(eps[j].id);
-		size_t n = STORE_REDIS_VERSION_LEN + store_codec_ent_size(&work[j].s, id_len);
+		size_t n = STORE_REDIS_VERSION_LEN + store_codec_ent_size(&sl[j].s, id_len);
 		uint64_t version = 0;
 		char *p = store_redis_array(&st->val, n);
 		if (p == NULL) {
 			store_redis_set_err(st, err, errlen, "out of memory");
 			return -1;
 		}
-		if (base[j].present)
-			memcpy(&version, base[j].head, sizeof(version));
+		if (sl[j].present)
+			memcpy(&version, sl[j].head, sizeof(version));
 		version++;
 		memcpy(p, &version, sizeof(version));
-		store_codec_ent_put(p + STORE_REDIS_VERSION_LEN, eps[j].id, id_len, &work[j].s);
-		store_redis_word(st, base[j].head, base[j].present ? STORE_REDIS_VERSION_LEN : 0);
+		store_codec_ent_put(p + STORE_REDIS_VERSION_LEN, eps[j].id, id_len, &sl[j].s);
+		store_redis_word(st, sl[j].head, sl[j].present ? STORE_REDIS_VERSION_LEN : 0);
 		store_redis_word_copy(st, p, n);
 	}
 	r = store_redis_run(st, true, err, errlen);
@@ -658,7 +662,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 			const redisReply *v = r->element[at++];
 			if (v->type != REDIS_REPLY_STRING)
 				goto bad;
-			store_redis_load_slot(st, &base[j], rings + j * LIMIT_RING_MAX, eps[j].id,
+			store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX, eps[j].id,
 					      v->str, v->len);
 		}
 		rc = 0;
@@ -1040,17 +1044,17 @@ store_redis_op_fail(struct store_redis_op *op, const char *why)
 	op->over = true;
 }
 
-/* Applies op to the batch's states work (its slots: idx from op->first),
+/* Applies op to the batch's states (its slots: idx from op->first),
  * marking those it changes in dirty. */
 static void
 store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_t *idx,
-		  struct store_redis_slot *work, bool *dirty, const struct limit_state **ptrs,
+		  struct store_redis_slot *states, bool *dirty, const struct limit_state **ptrs,
 		  bool *room)
 {
 	char why[512], what[160];
 
 	for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
-		const struct store_redis_slot *sl = &work[idx[op->first + c]];
+		const struct store_redis_slot *sl = &states[idx[op->first + c]];
 		if (sl->damaged) {
 			snprintf(what, sizeof(what), "damaged state of endpoint %.80s",
 				 op->eps != NULL ? op->eps[c].id : op->id);
@@ -1062,9 +1066,9 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	}
 	if (op->eps == NULL) {
 		size_t j = idx[op->first];
-		if (op->skip_new && !work[j].present && !dirty[j])
+		if (op->skip_new && !states[j].present && !dirty[j])
 			return;
-		op->fn(&work[j].s, op->ctx);
+		op->fn(&states[j].s, op->ctx);
 		dirty[j] = true;
 		return;
 	}
@@ -1078,8 +1082,8 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 		return;
 	}
 	size_t j = idx[op->first + k];
-	limit_fit_ring(&work[j].s, op->eps[k].rpm, op->now.ms);
-	limit_count_attempt(&work[j].s, &op->now);
+	limit_fit_ring(&states[j].s, op->eps[k].rpm, op->now.ms);
+	limit_count_attempt(&states[j].s, &op->now);
 	op->res->verdict = STORE_RESERVED;
 	op->res->chosen = k;
 	op->counted = true;
@@ -1099,8 +1103,8 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops)
 	int64_t start = store_redis_mono_ms();
 	size_t nidx = 0, nslots = 0, most = 1;
 	char err[512] = "";
-	long long redis_now;
-	redisReply *r;
+	long long redis_now = 0;
+	bool read = true;
 
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
 		op->first = nidx;
@@ -1124,45 +1128,40 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops)
 			idx[op->first + c] = j;
 		}
 	}
-	struct store_redis_slot *base = store_redis_array(&st->slots, nslots * sizeof(*base));
-	struct store_redis_slot *work = store_redis_array(&st->work, nslots * sizeof(*work));
+	struct store_redis_slot *sl = store_redis_array(&st->slots, nslots * sizeof(*sl));
 	uint32_t *rings = store_redis_array(&st->rings, nslots * LIMIT_RING_MAX * sizeof(*rings));
-	uint32_t *wrings =
-		store_redis_array(&st->wrings, nslots * LIMIT_RING_MAX * sizeof(*wrings));
 	bool *dirty = store_redis_array(&st->dirty, nslots * sizeof(*dirty));
 	const struct limit_state **ptrs = store_redis_array(&st->ptrs, most * sizeof(*ptrs));
 	bool *room = store_redis_array(&st->room, most * sizeof(*room));
-	if (base == NULL || work == NULL || rings == NULL || wrings == NULL || dirty == NULL ||
-	    ptrs == NULL || room == NULL)
+	if (sl == NULL || rings == NULL || dirty == NULL || ptrs == NULL || room == NULL)
 		goto oom;
-	r = store_redis_get(st, eps, nslots, err, sizeof(err));
-	if (r == NULL)
-		goto fail;
-	redis_now = r->element[0]->integer;
-	for (size_t j = 0; j < nslots; j++)
-		store_redis_load_slot(st, &base[j], rings + j * LIMIT_RING_MAX, eps[j].id,
-				      r->element[j + 1]->str, r->element[j + 1]->len);
-	freeReplyObject(r);
 	for (int tries = 0;; tries++) {
 		bool any = false, reserving = false;
-		for (size_t j = 0; j < nslots; j++) {
-			work[j] = base[j];
-			work[j].s.ring = wrings + j * LIMIT_RING_MAX;
-			if (base[j].s.ring_cap > 0)
-				memcpy(work[j].s.ring, base[j].s.ring,
-				       base[j].s.ring_cap * sizeof(*base[j].s.ring));
-			dirty[j] = false;
+		if (read) {
+			redisReply *r = store_redis_get(st, eps, nslots, err, sizeof(err));
+			if (r == NULL)
+				goto fail;
+			redis_now = r->element[0]->integer;
+			for (size_t j = 0; j < nslots; j++)
+				store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX,
+						      eps[j].id, r->element[j + 1]->str,
+						      r->element[j + 1]->len);
+			freeReplyObject(r);
+			read = false;
 		}
+		/* The steps change only the states they mark dirty: the others
+		 * stay as read, and a conflict's answer brings those back. */
+		memset(dirty, 0, nslots * sizeof(*dirty));
 		for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
 			op->counted = false;
 			if (!op->over)
-				store_redis_apply(st, op, idx, work, dirty, ptrs, room);
+				store_redis_apply(st, op, idx, sl, dirty, ptrs, room);
 			reserving |= op->counted;
 		}
 		for (size_t j = 0; j < nslots; j++)
 			any |= dirty[j];
 		int c = !any ? 1
-			     : store_redis_commit(st, eps, nslots, base, rings, work, dirty,
+			     : store_redis_commit(st, eps, nslots, sl, rings, dirty,
 						  reserving ? redis_now + st->timeout_ms : 0,
 						  &redis_now, err, sizeof(err));
 		if (c < 0)
@@ -1171,12 +1170,14 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops)
 			break;
 		if (c == 2) {
 			/* Nothing was counted for those: they answer 503, and the
-			 * records and resets in the batch are written still. */
+			 * records and resets in the batch are written still, from
+			 * the states read again. */
 			store_redis_set_err(st, err, sizeof(err),
 					    "answer later than server.storeTimeoutMs");
 			for (struct store_redis_op *op = ops; op != NULL; op = op->next)
 				if (op->counted)
 					store_redis_op_fail(op, err);
+			read = true;
 		}
 		if (!store_redis_again(st, tries, start, err, sizeof(err)))
 			goto fail;
@@ -1514,9 +1515,9 @@ store_redis_close(struct store *sb)
 		return;
 	store_redis_disconnect(st);
 	free(st->prefix);
-	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,   &st->text,  &st->slots,
-				 &st->work,  &st->rings, &st->wrings, &st->dirty, &st->eps,
-				 &st->idx,   &st->ptrs,  &st->room,   &st->val};
+	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,  &st->text,
+				 &st->slots, &st->rings, &st->dirty, &st->eps,
+				 &st->idx,   &st->ptrs,  &st->room,  &st->val};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_free(bufs[i]);
 	/* The password is not left in freed memory. */
@@ -1549,9 +1550,9 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 		return NULL;
 	}
 	st->base.ops = &store_redis_ops;
-	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,   &st->text,  &st->slots,
-				 &st->work,  &st->rings, &st->wrings, &st->dirty, &st->eps,
-				 &st->idx,   &st->ptrs,  &st->room,   &st->val};
+	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,  &st->text,
+				 &st->slots, &st->rings, &st->dirty, &st->eps,
+				 &st->idx,   &st->ptrs,  &st->room,  &st->val};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_init(bufs[i], STORE_REDIS_BUF_CAP);
 	if (redis_addr_parse(address, &st->a, why, sizeof(why)) != 0) {
