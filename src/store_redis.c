@@ -1113,9 +1113,11 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
  * changed with one compare-and-set; when one changed meanwhile, all again
  * on the states now. A reservation's commit carries a deadline (the read's
  * Redis time plus the timeout): past it, the reservations that counted
- * fail and the rest go on. Sets each step's rc (and err). */
-static void
-store_redis_batch(struct store_redis *st, struct store_redis_op *ops)
+ * fail and the rest go on. Sets each step's rc (and err). Returns 0, or -1
+ * when the batch as a whole failed (Redis did not answer, or the states
+ * kept changing), with the reason in why. */
+static int
+store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why, size_t whylen)
 {
 	int64_t start = store_redis_mono_ms();
 	size_t nidx = 0, nslots = 0, most = 1;
@@ -1212,18 +1214,58 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops)
 			op->rc = 0;
 		op->over = true;
 	}
-	return;
+	return 0;
 oom:
 	store_redis_set_err(st, err, sizeof(err), "out of memory");
 fail:
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next)
 		if (!op->over)
 			store_redis_op_fail(op, err);
+	snprintf(why, whylen, "%s", err);
+	return -1;
+}
+
+/* Takes op out of the queue. */
+static void
+store_redis_unqueue(struct store_redis_op *op)
+{
+	struct store_redis_op **pp = &store_redis_steps.head, *prev = NULL;
+
+	while (*pp != op) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	*pp = op->next;
+	if (store_redis_steps.tail == op)
+		store_redis_steps.tail = prev;
+	op->next = NULL;
+}
+
+/* Takes every queued step of st's store out of the queue, in order, as a
+ * list. */
+static struct store_redis_op *
+store_redis_take(const struct store_redis *st)
+{
+	struct store_redis_op *batch = NULL, **bt = &batch;
+
+	for (struct store_redis_op *o = store_redis_steps.head, *nx; o != NULL; o = nx) {
+		nx = o->next;
+		if (store_redis_same(o->st, st)) {
+			store_redis_unqueue(o);
+			o->taken = true;
+			*bt = o;
+			bt = &o->next;
+		}
+	}
+	return batch;
 }
 
 /* Makes op's step: queues it, and runs a batch when none runs, until a
- * batch made it. A step that no batch took within the timeout fails: the
- * batch ahead waits on a stalled Redis, and this one would have too. */
+ * batch made it. A batch that fails as a whole (Redis stalled or down)
+ * fails the steps of its store that queued meanwhile too, at once: they
+ * would wait on the same Redis. A step waits at most
+ * STORE_REDIS_CONTENTION_MS for a batch to take it, as long as a batch
+ * keeps trying while its states keep changing. */
 static int
 store_redis_step(struct store_redis *st, struct store_redis_op *op)
 {
@@ -1231,8 +1273,8 @@ store_redis_step(struct store_redis *st, struct store_redis_op *op)
 
 	/* pthread_cond_timedwait counts on CLOCK_REALTIME. */
 	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += st->timeout_ms / 1000;
-	until.tv_nsec += (st->timeout_ms % 1000) * 1000000;
+	until.tv_sec += STORE_REDIS_CONTENTION_MS / 1000;
+	until.tv_nsec += (STORE_REDIS_CONTENTION_MS % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000;
@@ -1246,51 +1288,31 @@ store_redis_step(struct store_redis *st, struct store_redis_op *op)
 	store_redis_steps.tail = op;
 	while (!op->done) {
 		if (!store_redis_steps.busy) {
-			/* Takes every queued step of this store, in order. */
-			struct store_redis_op *batch = NULL, **bt = &batch, *keep = NULL,
-					      **kt = &keep;
-			struct store_redis_op *last = NULL;
-			for (struct store_redis_op *o = store_redis_steps.head, *nx; o != NULL;
-			     o = nx) {
-				nx = o->next;
-				o->next = NULL;
-				if (store_redis_same(o->st, st)) {
-					o->taken = true;
-					*bt = o;
-					bt = &o->next;
-				} else {
-					*kt = o;
-					kt = &o->next;
-					last = o;
-				}
-			}
-			store_redis_steps.head = keep;
-			store_redis_steps.tail = last;
+			struct store_redis_op *batch = store_redis_take(st);
+			char why[512];
 			store_redis_steps.busy = true;
 			pthread_mutex_unlock(&store_redis_steps.mu);
-			store_redis_batch(st, batch);
+			int rc = store_redis_batch(st, batch, why, sizeof(why));
 			pthread_mutex_lock(&store_redis_steps.mu);
 			for (struct store_redis_op *o = batch; o != NULL; o = o->next)
 				o->done = true;
+			if (rc != 0) {
+				for (struct store_redis_op *o = store_redis_take(st); o != NULL;
+				     o = o->next) {
+					store_redis_op_fail(o, why);
+					o->done = true;
+				}
+			}
 			store_redis_steps.busy = false;
 			pthread_cond_broadcast(&store_redis_steps.cv);
 		} else if (op->taken) {
 			pthread_cond_wait(&store_redis_steps.cv, &store_redis_steps.mu);
 		} else if (pthread_cond_timedwait(&store_redis_steps.cv, &store_redis_steps.mu,
 						  &until) == ETIMEDOUT &&
-			   !op->taken) {
-			struct store_redis_op **pp = &store_redis_steps.head, *prev = NULL;
-			while (*pp != op) {
-				prev = *pp;
-				pp = &(*pp)->next;
-			}
-			*pp = op->next;
-			if (store_redis_steps.tail == op)
-				store_redis_steps.tail = prev;
-			char why[512], what[100];
-			snprintf(what, sizeof(what),
-				 "no answer within %ld ms (server.storeTimeoutMs)", st->timeout_ms);
-			store_redis_set_err(st, why, sizeof(why), what);
+			   !op->taken && !op->done) {
+			char why[512];
+			store_redis_unqueue(op);
+			store_redis_set_err(st, why, sizeof(why), "the state keeps changing");
 			store_redis_op_fail(op, why);
 			op->done = true;
 		}
