@@ -2472,6 +2472,64 @@ test_redis_stalled_server_bounded_by_timeout(void **state)
 	store_close(st);
 }
 
+struct stall_arg {
+	struct store *st;
+	int rc;
+	int64_t took;
+	char err[256];
+};
+
+static void *
+thread_reserve_once(void *p)
+{
+	struct stall_arg *a = p;
+	const struct store_endpoint ep = {"a", -1, -1};
+	struct store_reservation res;
+	int64_t t0 = mono_ms();
+
+	a->rc = store_reserve(a->st, &ep, 1, T0, pick_first, NULL, &res, a->err, sizeof(a->err));
+	a->took = mono_ms() - t0;
+	return NULL;
+}
+
+/* Threads of one process whose steps wait behind a batch out on a stalled
+ * Redis answer within the timeout too, not one timeout after another
+ * (doc/behaviour.md, Limits and state: Redis). */
+static void
+test_redis_stalled_server_bounds_every_waiting_thread(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1};
+	struct store_options o = {NULL, 200, false};
+	enum { THREADS = 8 };
+	struct stall_arg args[THREADS];
+	pthread_t tid[THREADS];
+	char err[256] = "";
+
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct stall_arg){store_open_with(f->path, &o, err, sizeof(err)), 0, 0,
+					     ""};
+		assert_non_null(args[i].st);
+		/* Connected, the script loaded: the stall meets the steps. */
+		expect_reserved(args[i].st, &ep, 1, T0, 0);
+	}
+	assert_int_equal(kill(redis.pid, SIGSTOP), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&tid[i], NULL, thread_reserve_once, &args[i]), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+	assert_int_equal(kill(redis.pid, SIGCONT), 0);
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(args[i].rc, -1);
+		assert_non_null(strstr(args[i].err, "no answer within 200 ms"));
+		/* The timeout, plus what a loaded machine adds; 8 timeouts one
+		 * after another would take 1.6 s. */
+		assert_true(args[i].took < 1000);
+	}
+	for (int i = 0; i < THREADS; i++)
+		store_close(args[i].st);
+}
+
 /* Gateways with their own prefixes share one Redis without sharing counts. */
 static void
 test_redis_prefixes_keep_stores_apart(void **state)
@@ -3410,6 +3468,7 @@ main(void)
 		T(test_redis_script_sent_whole_after_noscript),
 		T(test_redis_restarted_server_is_reconnected),
 		T(test_redis_stalled_server_bounded_by_timeout),
+		T(test_redis_stalled_server_bounds_every_waiting_thread),
 		T(test_redis_prefixes_keep_stores_apart),
 		T(test_redis_down_at_open_fails_each_call),
 		T(test_redis_password_and_database),
