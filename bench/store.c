@@ -18,12 +18,15 @@
  * With BENCH_CONTENTION=1 every reservation picks the same endpoint (the
  * first), so all processes change one state: the worst case of a store that
  * commits one endpoint at a time.
+ * With BENCH_THREADS=N each process cycles from N threads, each with its own
+ * handle as each worker thread of a responder has.
  *
  * Usage: store-bench DIR [SECONDS [RPM...]] */
 #include <errno.h>
 #include <fcntl.h>
 #include <gdbm.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,13 +59,14 @@ int __wrap_fsync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_msync(void *addr, size_t len, int flags);
 
-static bool bench_held;
-static int64_t bench_held_since;
+/* Per thread: with BENCH_THREADS each thread of a child counts its own. */
+static _Thread_local bool bench_held;
+static _Thread_local int64_t bench_held_since;
 /* Added up per cycle, then reset by the cycle loop. */
-static int64_t bench_held_ns;
-static long bench_locks;
-static long bench_syncs;
-static long bench_syncs_locked;
+static _Thread_local int64_t bench_held_ns;
+static _Thread_local long bench_locks;
+static _Thread_local long bench_syncs;
+static _Thread_local long bench_syncs_locked;
 
 static int64_t
 bench_now_ns(void)
@@ -156,6 +160,8 @@ static const struct store_cooldown bench_cd = {3, 60, 0};
 static const char *bench_redis;
 /* BENCH_CONTENTION=1: every reservation on the first endpoint. */
 static bool bench_contention;
+/* BENCH_THREADS=N: each process cycles from N threads, a handle each. */
+static int bench_threads = 1;
 
 /* Opens the store of a run: the GDBM file db, or Redis under a prefix
  * named after db (a run of its own). */
@@ -218,29 +224,39 @@ bench_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* The child: cycles from start_ns to end_ns, results into out_path. */
-static int
-bench_child(const char *db, const char *out_path, long rpm, int64_t start_ns, int64_t end_ns)
+/* One thread's cycles from start_ns to end_ns, on a handle of its own. */
+struct bench_thread {
+	const char *db;
+	long rpm;
+	int64_t start_ns, end_ns;
+	struct bench_result r;
+	int64_t *times; /* r.cycles pairs of (held ns, cycle ns) */
+	int failed;
+};
+
+static void *
+bench_cycles(void *p)
 {
+	struct bench_thread *t = p;
 	struct store_endpoint eps[BENCH_ENDPOINTS];
 	char ids[BENCH_ENDPOINTS][16];
 	struct bench_result r = {0};
-	size_t cap = 4096, next = (size_t)getpid();
+	size_t cap = 4096, next = (size_t)getpid() + (size_t)(uintptr_t)t;
 	int64_t *times = malloc(cap * 2 * sizeof(*times));
 	char err[256] = "";
 	struct store *st;
-	int fd, rc = 1;
 
-	bench_endpoints(eps, ids, rpm);
-	st = bench_open(db, err, sizeof(err));
+	t->failed = 1;
+	bench_endpoints(eps, ids, t->rpm);
+	st = bench_open(t->db, err, sizeof(err));
 	if (st == NULL || times == NULL) {
 		fprintf(stderr, "bench: %s\n", st == NULL ? err : "out of memory");
 		goto out;
 	}
-	while (bench_now_ns() < start_ns)
+	while (bench_now_ns() < t->start_ns)
 		;
 	bench_locks = bench_syncs = bench_syncs_locked = 0;
-	while (bench_now_ns() < end_ns) {
+	while (bench_now_ns() < t->end_ns) {
 		struct store_reservation res;
 		bench_held_ns = 0;
 		int64_t t0 = bench_now_ns();
@@ -278,20 +294,66 @@ bench_child(const char *db, const char *out_path, long rpm, int64_t start_ns, in
 	r.locks = bench_locks;
 	r.syncs = bench_syncs;
 	r.syncs_locked = bench_syncs_locked;
+	t->failed = 0;
+out:
+	store_close(st);
+	t->r = r;
+	t->times = times;
+	return NULL;
+}
+
+/* The child: cycles from start_ns to end_ns (from bench_threads threads),
+ * results into out_path. */
+static int
+bench_child(const char *db, const char *out_path, long rpm, int64_t start_ns, int64_t end_ns)
+{
+	struct bench_thread *ts = calloc((size_t)bench_threads, sizeof(*ts));
+	pthread_t *tids = calloc((size_t)bench_threads, sizeof(*tids));
+	struct bench_result r = {0};
+	int fd, rc = 1, started = 0;
+
+	if (ts == NULL || tids == NULL)
+		goto out;
+	for (int i = 0; i < bench_threads; i++) {
+		ts[i] = (struct bench_thread){db, rpm, start_ns, end_ns, {0}, NULL, 1};
+		if (bench_threads > 1 && pthread_create(&tids[i], NULL, bench_cycles, &ts[i]) != 0)
+			break;
+		if (bench_threads == 1)
+			bench_cycles(&ts[i]);
+		started++;
+	}
+	for (int i = 0; i < started; i++)
+		if (bench_threads > 1)
+			pthread_join(tids[i], NULL);
+	if (started < bench_threads)
+		goto out;
+	for (int i = 0; i < bench_threads; i++) {
+		if (ts[i].failed)
+			goto out;
+		r.cycles += ts[i].r.cycles;
+		r.errors += ts[i].r.errors;
+		r.refused += ts[i].r.refused;
+		r.locks += ts[i].r.locks;
+		r.syncs += ts[i].r.syncs;
+		r.syncs_locked += ts[i].r.syncs_locked;
+	}
 	fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		perror(out_path);
 		goto out;
 	}
-	if (bench_write_all(fd, &r, sizeof(r)) == 0 &&
-	    bench_write_all(fd, times, (size_t)r.cycles * 2 * sizeof(*times)) == 0)
-		rc = 0;
+	rc = bench_write_all(fd, &r, sizeof(r));
+	for (int i = 0; i < bench_threads && rc == 0; i++)
+		rc = bench_write_all(fd, ts[i].times,
+				     (size_t)ts[i].r.cycles * 2 * sizeof(*ts[i].times));
 	if (close(fd) != 0)
 		rc = 1;
 out:
-	store_close(st);
-	free(times);
-	return rc;
+	for (int i = 0; ts != NULL && i < bench_threads; i++)
+		free(ts[i].times);
+	free(ts);
+	free(tids);
+	return rc == 0 ? 0 : 1;
 }
 
 static int
@@ -534,6 +596,13 @@ main(int argc, char **argv)
 		bench_redis = NULL;
 	bench_contention =
 		getenv("BENCH_CONTENTION") != NULL && strcmp(getenv("BENCH_CONTENTION"), "1") == 0;
+	if (getenv("BENCH_THREADS") != NULL) {
+		bench_threads = atoi(getenv("BENCH_THREADS"));
+		if (bench_threads < 1 || bench_threads > 256) {
+			fprintf(stderr, "bench: BENCH_THREADS must be in [1, 256]\n");
+			return 2;
+		}
+	}
 	for (int i = 3; i < argc && n_rpms < 8; i++)
 		rpms[n_rpms++] = strtol(argv[i], NULL, 10);
 	if (n_rpms == 0)
@@ -549,6 +618,8 @@ main(int argc, char **argv)
 		printf("directory: %s\nfilesystem: %s\n", argv[1], bench_fs_name(argv[1]));
 	if (bench_contention)
 		printf("contention: every reservation on the same endpoint\n");
+	if (bench_threads > 1)
+		printf("threads: %d per process, a handle each\n", bench_threads);
 	printf("%.1f s per run; times in microseconds; held = both lock holds of a cycle\n\n",
 	       seconds);
 	printf("%8s %5s %8s %8s %9s %9s %8s %8s %9s %7s %7s %6s %6s %9s %9s\n", "rpm", "procs",

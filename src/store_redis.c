@@ -6,24 +6,29 @@
  * as the GDBM store applies them. Each endpoint's state is one string: a
  * version (8 bytes) and the endpoint's entry as store_codec.h encodes it. A
  * step reads the states it needs (one call), applies the rules, and writes
- * back the one state it changed with a compare-and-set: the write happens
- * only when the state still has the version that was read, else the answer
- * is the state now, and the rules are applied again to that. Two writers
+ * back the states it changed with a compare-and-set: the write happens only
+ * when each state still has the version that was read, else the answer is
+ * the states now, and the rules are applied again to those. Two writers
  * thus never both write over one version: a limit is never passed, across
  * any number of hosts, and a state is always written whole (one SET).
  *
- * A reservation reads every candidate and Redis's own time at once, lets
- * pick choose among those with room, counts on the chosen one and writes it
+ * The threads of a process make their steps in batches (store_redis_step):
+ * a thread queues its step, and the first that finds no batch running
+ * makes every queued step at once, in order, with one read and one
+ * compare-and-set. Only the processes race each other's writes, and each
+ * race a process wins serves all its waiting requests.
+ *
+ * A reservation reads every candidate and Redis's own time, lets pick
+ * choose among those with room, counts on the chosen one and writes it
  * back, and the write carries a deadline in Redis's time (the read's plus
  * the timeout): a write that reaches a Redis stalled for longer (the
  * responder answered 503 meanwhile) is refused, so it cannot use up a limit
- * for nothing. Only the chosen one's version is checked: a change to
- * another candidate in between changes no count (the pick saw a state they
- * had). A record starts from the state this handle last wrote when it is of
- * the same endpoint (the usual reservation, then record), saving the read.
+ * for nothing. Only the changed states' versions are checked: a change to
+ * another candidate in between changes no count (the pick saw a state it
+ * had).
  *
  * The script (store_redis_script) holds no rule: it reads keys with the
- * time, or sets one key if its version is unchanged and the deadline not
+ * time, or sets keys if their versions are unchanged and the deadline not
  * passed. It is loaded once, on a handle's first connection (SCRIPT LOAD),
  * and run by its SHA1 (EVALSHA); a Redis restarted since has forgotten it
  * and answers NOSCRIPT, and then it is sent whole (EVAL, which also caches
@@ -52,6 +57,7 @@
 
 #ifdef HAVE_HIREDIS
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <sys/time.h>
 #include <time.h>
 #endif
@@ -77,13 +83,14 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 
 #else
 
-/* Reads keys with Redis's time, or sets one key when its version is still
- * the one read. ARGV[1] the operation:
+/* Reads keys with Redis's time, or sets keys when each one's version is
+ * still the one read. ARGV[1] the operation:
  * "get": KEYS the keys; answers {time, value of each ("" when none)}.
- * "cas": KEYS[1] the key, ARGV[2] the version it must still start with (""
- * when it must not exist), ARGV[3] the new value, ARGV[4] a deadline in
- * Redis's time (ms; 0 none). Answers {1} written, {0, time, value now}
- * when the version differs, {-1} when the deadline passed. */
+ * "cas": KEYS the keys, ARGV[2] a deadline in Redis's time (ms; 0 none),
+ * then for each key the version it must still start with ("" when it must
+ * not exist) and its new value. Answers {1} all written, {0, time, value
+ * now of each} when a version differs (none written), {-1} when the
+ * deadline passed. */
 static const char store_redis_script[] =
 	/* Redis 3.2 to 4 replicate a script whole unless told; it calls TIME. */
 	"if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -94,11 +101,15 @@ static const char store_redis_script[] =
 	"  for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) or '' end\n"
 	"  return out\n"
 	"elseif ARGV[1] == 'cas' then\n"
-	"  local deadline = tonumber(ARGV[4])\n"
+	"  local deadline = tonumber(ARGV[2])\n"
 	"  if deadline > 0 and now > deadline then return {-1} end\n"
-	"  local cur = redis.call('GET', KEYS[1]) or ''\n"
-	"  if string.sub(cur, 1, 8) ~= ARGV[2] then return {0, now, cur} end\n"
-	"  redis.call('SET', KEYS[1], ARGV[3])\n"
+	"  local out, same = {0, now}, true\n"
+	"  for i = 1, #KEYS do\n"
+	"    out[i + 2] = redis.call('GET', KEYS[i]) or ''\n"
+	"    if string.sub(out[i + 2], 1, 8) ~= ARGV[2 * i + 1] then same = false end\n"
+	"  end\n"
+	"  if not same then return out end\n"
+	"  for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[2 * i + 2]) end\n"
 	"  return {1}\n"
 	"end\n"
 	"return redis.error_reply('unknown operation')\n";
@@ -192,11 +203,14 @@ struct store_redis {
 	/* One command: its words (struct store_redis_word), the text of
 	 * those built here, and argv and lengths made of them to send. */
 	struct dynbuf words, text, argv, lens;
-	/* A step's states (struct store_redis_slot), pointers to them, their
-	 * rings (LIMIT_RING_MAX times each) and room. */
-	struct dynbuf slots, ptrs, rings, room;
+	/* A batch's states (struct store_redis_slot), their rings
+	 * (LIMIT_RING_MAX times each), which changed, the ids (struct
+	 * store_endpoint) and each step's slots; one reservation's pointers to
+	 * states and room. */
+	struct dynbuf slots, rings, dirty, eps, idx, ptrs, room;
 	struct dynbuf val; /* the value being written */
-	/* The value this handle last wrote, and whose (a NUL-terminated id). */
+	/* The value this handle last wrote alone, and whose (a NUL-terminated
+	 * id): a batch of that endpoint alone starts from it. */
 	struct dynbuf last_val, last_id;
 };
 
@@ -368,6 +382,7 @@ struct store_redis_word {
 struct store_redis_slot {
 	struct limit_state s; /* its ring: the step's rings buffer */
 	bool present;         /* false: no key, a zeroed state */
+	bool damaged;         /* in a batch: the value is not a state of its id */
 	char head[STORE_REDIS_VERSION_LEN];
 };
 
@@ -425,6 +440,17 @@ store_redis_word_int(struct store_redis *st, long long v)
 	dynbuf_printf(&st->text, "%lld", v);
 	dynbuf_add(&st->text, "", 1);
 	w.len = dynbuf_len(&st->text) - w.off - 1;
+	dynbuf_add(&st->words, &w, sizeof(w));
+}
+
+/* Appends a word of the bytes p[0..len), copied. */
+static void
+store_redis_word_copy(struct store_redis *st, const void *p, size_t len)
+{
+	struct store_redis_word w = {NULL, dynbuf_len(&st->text), len};
+
+	dynbuf_add(&st->text, p, len);
+	dynbuf_add(&st->text, "", 1);
 	dynbuf_add(&st->words, &w, sizeof(w));
 }
 
@@ -523,6 +549,15 @@ store_redis_load(struct store_redis *st, struct store_redis_slot *sl, uint32_t *
 	return -1;
 }
 
+/* Loads a slot of a batch from v[0..len): a value that is not a state of
+ * id marks it damaged (the steps that name it fail, the others go on). */
+static void
+store_redis_load_slot(struct store_redis *st, struct store_redis_slot *sl, uint32_t *ring,
+		      const char *id, const char *v, size_t len)
+{
+	sl->damaged = store_redis_load(st, sl, ring, id, v, len, NULL, 0) != 0;
+}
+
 /* Reads the states of eps[0..n) (their ids only) with Redis's time, in
  * one call. Returns the reply, {time, value of each}, or NULL with err
  * set. */
@@ -553,75 +588,105 @@ bad:
 	return NULL;
 }
 
-/* Writes sl's state as endpoint id's, one version on, when the stored
- * version is still the one sl was read at and Redis's time is not past
- * deadline (0: none). Returns 1 written, 0 when the state had changed (sl
- * then holds the state now, *redis_now Redis's time), -1 with err set. */
+/* Writes at once every state of a batch that changed (dirty[j]: sl[j] as
+ * eps[j]'s, one version on), when each still has the version sl[j] was
+ * read at and Redis's time is not past deadline (0: none). Returns 1
+ * written; 0 when one had changed, and then sl holds the states of the
+ * dirty ones now and *redis_now Redis's time; 2 when the deadline had
+ * passed (nothing written); -1 with err set. */
 static int
-store_redis_commit(struct store_redis *st, const char *id, struct store_redis_slot *sl,
-		   uint32_t *ring, long long deadline, long long *redis_now, char *err,
-		   size_t errlen)
+store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, size_t nslots,
+		   struct store_redis_slot *sl, uint32_t *rings, const bool *dirty,
+		   long long deadline, long long *redis_now, char *err, size_t errlen)
 {
-	size_t id_len = strlen(id);
-	size_t n = STORE_REDIS_VERSION_LEN + store_codec_ent_size(&sl->s, id_len);
-	uint64_t version = 0;
+	size_t ndirty = 0, nnew = 0, at;
 	redisReply *r;
-	char *p = store_redis_array(&st->val, n);
+	long long code;
 	int rc = -1;
 
-	if (p == NULL) {
-		store_redis_set_err(st, err, errlen, "out of memory");
-		return -1;
+	for (size_t j = 0; j < nslots; j++) {
+		ndirty += dirty[j];
+		nnew += dirty[j] && !sl[j].present;
 	}
-	if (sl->present)
-		memcpy(&version, sl->head, sizeof(version));
-	version++;
-	memcpy(p, &version, sizeof(version));
-	store_codec_ent_put(p + STORE_REDIS_VERSION_LEN, id, id_len, &sl->s);
-	dynbuf_commit(&st->val, n);
-	if (!sl->present) {
-		/* A new endpoint: in the set a reset of all goes through. */
+	if (nnew > 0) {
+		/* New endpoints: in the set a reset of all goes through. */
 		store_redis_begin(st, false);
 		store_redis_word(st, "SADD", 4);
 		store_redis_word_key(st, "ids", "");
-		store_redis_word(st, id, id_len);
+		for (size_t j = 0; j < nslots; j++)
+			if (dirty[j] && !sl[j].present)
+				store_redis_word(st, eps[j].id, strlen(eps[j].id));
 		r = store_redis_run(st, false, err, errlen);
 		if (r == NULL)
 			return -1;
 		freeReplyObject(r);
 	}
 	store_redis_begin(st, true);
-	store_redis_word(st, "1", 1);
-	store_redis_word_key(st, "ep:", id);
+	store_redis_word_int(st, (long long)ndirty);
+	for (size_t j = 0; j < nslots; j++)
+		if (dirty[j])
+			store_redis_word_key(st, "ep:", eps[j].id);
 	store_redis_word(st, "cas", 3);
-	store_redis_word(st, sl->head, sl->present ? STORE_REDIS_VERSION_LEN : 0);
-	store_redis_word(st, dynbuf_ptr(&st->val), n);
 	store_redis_word_int(st, deadline);
+	for (size_t j = 0; j < nslots; j++) {
+		if (!dirty[j])
+			continue;
+		size_t id_len = strlen(eps[j].id);
+		size_t n = STORE_REDIS_VERSION_LEN + store_codec_ent_size(&sl[j].s, id_len);
+		uint64_t version = 0;
+		char *p = store_redis_array(&st->val, n);
+		if (p == NULL) {
+			store_redis_set_err(st, err, errlen, "out of memory");
+			return -1;
+		}
+		if (sl[j].present)
+			memcpy(&version, sl[j].head, sizeof(version));
+		version++;
+		memcpy(p, &version, sizeof(version));
+		store_codec_ent_put(p + STORE_REDIS_VERSION_LEN, eps[j].id, id_len, &sl[j].s);
+		dynbuf_commit(&st->val, n);
+		store_redis_word(st, sl[j].head, sl[j].present ? STORE_REDIS_VERSION_LEN : 0);
+		store_redis_word_copy(st, p, n);
+	}
 	r = store_redis_run(st, true, err, errlen);
 	if (r == NULL)
 		return -1;
-	long long code;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    !store_redis_ll(r->element[0], &code))
 		goto bad;
 	if (code == 1) {
-		/* The next record of id starts from it. */
+		/* One state written: the next batch of it alone (the record after
+		 * a reservation, when nothing else waited) starts from it. */
 		dynbuf_reset(&st->last_val);
 		dynbuf_reset(&st->last_id);
-		dynbuf_add(&st->last_val, dynbuf_ptr(&st->val), n);
-		dynbuf_add(&st->last_id, id, id_len);
+		if (ndirty == 1) {
+			for (size_t j = 0; j < nslots; j++) {
+				if (dirty[j]) {
+					dynbuf_add(&st->last_val, dynbuf_ptr(&st->val),
+						   dynbuf_len(&st->val));
+					dynbuf_adds(&st->last_id, eps[j].id);
+				}
+			}
+		}
 		rc = 1;
 	} else if (code == 0) {
-		if (r->elements != 3 || !store_redis_ll(r->element[1], redis_now) ||
-		    r->element[2]->type != REDIS_REPLY_STRING)
+		if (r->elements != 2 + ndirty || !store_redis_ll(r->element[1], redis_now))
 			goto bad;
-		if (store_redis_load(st, sl, ring, id, r->element[2]->str, r->element[2]->len, err,
-				     errlen) == 0)
-			rc = 0;
+		at = 2;
+		for (size_t j = 0; j < nslots; j++) {
+			if (!dirty[j])
+				continue;
+			const redisReply *v = r->element[at++];
+			if (v->type != REDIS_REPLY_STRING)
+				goto bad;
+			store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX, eps[j].id,
+					      v->str, v->len);
+		}
+		rc = 0;
 	} else {
 		/* Redis stalled between the read and this write, for longer
-		 * than the caller waits: nothing was counted. */
-		store_redis_set_err(st, err, errlen, "answer later than server.storeTimeoutMs");
+		 * than the caller waits. */
+		rc = 2;
 	}
 	freeReplyObject(r);
 	return rc;
@@ -806,17 +871,6 @@ store_redis_v1_state(const redisReply *e, struct limit_state *s, uint32_t *ring)
 	return true;
 }
 
-/* Appends a word of the bytes p[0..len), copied. */
-static void
-store_redis_word_copy(struct store_redis *st, const void *p, size_t len)
-{
-	struct store_redis_word w = {NULL, dynbuf_len(&st->text), len};
-
-	dynbuf_add(&st->text, p, len);
-	dynbuf_add(&st->text, "", 1);
-	dynbuf_add(&st->words, &w, sizeof(w));
-}
-
 /* Builds the commit of a dump d of layout 1: an EVAL of the upgrade script
  * with each endpoint's state as layout 2 keeps it (version 1). Returns 0,
  * or -1 with err set. */
@@ -943,23 +997,347 @@ store_redis_upgrade(struct store_redis *st, char *err, size_t errlen)
 	}
 }
 
-/* Reserves: read every candidate with Redis's time, apply the rules, let
- * pick choose, count on the chosen one and commit it; when it changed
- * meanwhile, the same with its state now. */
+/* One step of a thread (a reservation, or a change of one endpoint), made
+ * by whichever thread of the process runs the next batch. */
+struct store_redis_op {
+	struct store_redis *st; /* the caller's handle: which Redis, which keys */
+	/* A reservation when eps is set, else a change of id by fn. */
+	const struct store_endpoint *eps;
+	size_t n;
+	struct limit_now now;
+	store_pick_fn pick;
+	void *pick_ctx;
+	struct store_reservation *res;
+	const char *id;
+	bool skip_new;
+	void (*fn)(struct limit_state *s, const void *ctx);
+	const void *ctx;
+	char *err;
+	size_t errlen;
+	int rc;
+	size_t first; /* in a batch: its first slot index (the handle's idx) */
+	bool counted; /* in a batch's try: it counted an attempt */
+	bool over;    /* in a batch: its rc is final */
+	bool taken;   /* a batch holds it */
+	bool done;    /* its batch is over: rc, res and err are its caller's */
+	struct store_redis_op *next;
+};
+
+/* The steps of this process that wait for a batch, and whether one runs.
+ * Every thread with a step queues it here; a thread that finds no batch
+ * running takes every queued step of the same store and runs them as one
+ * batch on its own connection (store_redis_batch): one read and one
+ * compare-and-set for them all, so the threads of a process never race
+ * each other's compare-and-sets, and the processes race with one batch
+ * each. Without it every thread raced on the same few keys: each round one
+ * writer per key won and the others wrote again at once, and a request
+ * cost 98 Redis commands from 6 processes x 11 threads (BENCHMARKS.md).
+ * It holds no state of the store: the states are read again for every
+ * batch, and the handles and connections stay per thread. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool busy;
+	struct store_redis_op *head, *tail;
+} store_redis_steps = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, NULL, NULL};
+
+/* Whether two handles use the same keys of the same Redis the same way
+ * (their steps may share a batch). */
+static bool
+store_redis_same(const struct store_redis *x, const struct store_redis *y)
+{
+	return x == y || (strcmp(x->a.host, y->a.host) == 0 && x->a.port == y->a.port &&
+			  strcmp(x->a.sock, y->a.sock) == 0 && strcmp(x->a.user, y->a.user) == 0 &&
+			  strcmp(x->a.pass, y->a.pass) == 0 && x->a.db == y->a.db &&
+			  strcmp(x->prefix, y->prefix) == 0 && x->timeout_ms == y->timeout_ms);
+}
+
+static void
+store_redis_op_fail(struct store_redis_op *op, const char *why)
+{
+	if (op->err != NULL && op->errlen > 0)
+		snprintf(op->err, op->errlen, "%s", why);
+	op->rc = -1;
+	op->over = true;
+}
+
+/* Applies op to the batch's states (its slots: idx from op->first),
+ * marking those it changes in dirty. */
+static void
+store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_t *idx,
+		  struct store_redis_slot *states, bool *dirty, const struct limit_state **ptrs,
+		  bool *room)
+{
+	char why[512], what[160];
+
+	for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
+		const struct store_redis_slot *sl = &states[idx[op->first + c]];
+		if (sl->damaged) {
+			snprintf(what, sizeof(what), "damaged state of endpoint %.80s",
+				 op->eps != NULL ? op->eps[c].id : op->id);
+			store_redis_set_err(st, why, sizeof(why), what);
+			store_redis_op_fail(op, why);
+			return;
+		}
+		ptrs[c] = &sl->s;
+	}
+	if (op->eps == NULL) {
+		size_t j = idx[op->first];
+		if (op->skip_new && !states[j].present && !dirty[j])
+			return;
+		op->fn(&states[j].s, op->ctx);
+		dirty[j] = true;
+		return;
+	}
+	memset(op->res, 0, sizeof(*op->res));
+	if (limit_look(ptrs, op->eps, op->n, &op->now, room, op->res) == 0)
+		return;
+	size_t k = op->pick(op->pick_ctx, room, op->n);
+	if (k >= op->n || !room[k]) {
+		store_redis_set_err(st, why, sizeof(why), "no endpoint picked");
+		store_redis_op_fail(op, why);
+		return;
+	}
+	size_t j = idx[op->first + k];
+	limit_fit_ring(&states[j].s, op->eps[k].rpm, op->now.ms);
+	bool recheck = limit_count_attempt(&states[j].s, &op->now);
+	op->res->verdict = STORE_RESERVED;
+	op->res->chosen = k;
+	op->res->recheck = recheck;
+	op->counted = true;
+	dirty[j] = true;
+}
+
+/* Runs the steps of the list ops on st's connection as if one after the
+ * other: reads every state they name at once, applies each step to those
+ * states in C in the order they came, and commits all the states they
+ * changed with one compare-and-set; when one changed meanwhile, all again
+ * on the states now. A reservation's commit carries a deadline (the read's
+ * Redis time plus the timeout): past it, the reservations that counted
+ * fail and the rest go on. Sets each step's rc (and err). Returns 0, or -1
+ * when the batch as a whole failed (Redis did not answer, or the states
+ * kept changing), with the reason in why. */
+static int
+store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why, size_t whylen)
+{
+	int64_t start = store_redis_mono_ms();
+	size_t nidx = 0, nslots = 0, most = 1;
+	char err[512] = "";
+	long long redis_now = 0;
+	bool read = true, reserves = false;
+
+	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
+		op->first = nidx;
+		nidx += op->eps != NULL ? op->n : 1;
+		reserves |= op->eps != NULL;
+		if (op->eps != NULL && op->n > most)
+			most = op->n;
+	}
+	size_t *idx = store_redis_array(&st->idx, nidx * sizeof(*idx));
+	struct store_endpoint *eps = store_redis_array(&st->eps, nidx * sizeof(*eps));
+	if (nidx > 100000 || idx == NULL || eps == NULL)
+		goto oom;
+	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
+		for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
+			const char *id = op->eps != NULL ? op->eps[c].id : op->id;
+			size_t j = 0;
+			while (j < nslots && strcmp(eps[j].id, id) != 0)
+				j++;
+			if (j == nslots)
+				eps[nslots++] =
+					(struct store_endpoint){.id = id, .rpm = -1, .rpd = -1};
+			idx[op->first + c] = j;
+		}
+	}
+	struct store_redis_slot *sl = store_redis_array(&st->slots, nslots * sizeof(*sl));
+	uint32_t *rings = store_redis_array(&st->rings, nslots * LIMIT_RING_MAX * sizeof(*rings));
+	bool *dirty = store_redis_array(&st->dirty, nslots * sizeof(*dirty));
+	const struct limit_state **ptrs = store_redis_array(&st->ptrs, most * sizeof(*ptrs));
+	bool *room = store_redis_array(&st->room, most * sizeof(*room));
+	if (sl == NULL || rings == NULL || dirty == NULL || ptrs == NULL || room == NULL)
+		goto oom;
+	for (int tries = 0;; tries++) {
+		bool any = false, reserving = false;
+		if (read && nslots == 1 && !reserves && dynbuf_len(&st->last_val) > 0 &&
+		    strcmp(dynbuf_str(&st->last_id), eps[0].id) == 0) {
+			/* As good as a read: the write checks its version. */
+			store_redis_load_slot(st, &sl[0], rings, eps[0].id,
+					      dynbuf_ptr(&st->last_val), dynbuf_len(&st->last_val));
+			read = false;
+		}
+		if (read) {
+			redisReply *r = store_redis_get(st, eps, nslots, err, sizeof(err));
+			if (r == NULL)
+				goto fail;
+			redis_now = r->element[0]->integer;
+			for (size_t j = 0; j < nslots; j++)
+				store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX,
+						      eps[j].id, r->element[j + 1]->str,
+						      r->element[j + 1]->len);
+			freeReplyObject(r);
+			read = false;
+		}
+		/* The steps change only the states they mark dirty: the others
+		 * stay as read, and a conflict's answer brings those back. */
+		memset(dirty, 0, nslots * sizeof(*dirty));
+		for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
+			op->counted = false;
+			if (!op->over)
+				store_redis_apply(st, op, idx, sl, dirty, ptrs, room);
+			reserving |= op->counted;
+		}
+		for (size_t j = 0; j < nslots; j++)
+			any |= dirty[j];
+		int c = !any ? 1
+			     : store_redis_commit(st, eps, nslots, sl, rings, dirty,
+						  reserving ? redis_now + st->timeout_ms : 0,
+						  &redis_now, err, sizeof(err));
+		if (c < 0)
+			goto fail;
+		if (c == 1)
+			break;
+		if (c == 2) {
+			/* Nothing was counted for those: they answer 503, and the
+			 * records and resets in the batch are written still, from
+			 * the states read again. */
+			store_redis_set_err(st, err, sizeof(err),
+					    "answer later than server.storeTimeoutMs");
+			for (struct store_redis_op *op = ops; op != NULL; op = op->next)
+				if (op->counted)
+					store_redis_op_fail(op, err);
+			read = true;
+		}
+		if (!store_redis_again(st, tries, start, err, sizeof(err)))
+			goto fail;
+	}
+	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
+		if (!op->over)
+			op->rc = 0;
+		op->over = true;
+	}
+	return 0;
+oom:
+	store_redis_set_err(st, err, sizeof(err), "out of memory");
+fail:
+	for (struct store_redis_op *op = ops; op != NULL; op = op->next)
+		if (!op->over)
+			store_redis_op_fail(op, err);
+	snprintf(why, whylen, "%s", err);
+	return -1;
+}
+
+/* Takes op out of the queue. */
+static void
+store_redis_unqueue(struct store_redis_op *op)
+{
+	struct store_redis_op **pp = &store_redis_steps.head, *prev = NULL;
+
+	while (*pp != op) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	*pp = op->next;
+	if (store_redis_steps.tail == op)
+		store_redis_steps.tail = prev;
+	op->next = NULL;
+}
+
+/* Takes every queued step of st's store out of the queue, in order, as a
+ * list. */
+static struct store_redis_op *
+store_redis_take(const struct store_redis *st)
+{
+	struct store_redis_op *batch = NULL, **bt = &batch;
+
+	for (struct store_redis_op *o = store_redis_steps.head, *nx; o != NULL; o = nx) {
+		nx = o->next;
+		if (store_redis_same(o->st, st)) {
+			store_redis_unqueue(o);
+			o->taken = true;
+			*bt = o;
+			bt = &o->next;
+		}
+	}
+	return batch;
+}
+
+/* Makes op's step: queues it, and runs a batch when none runs, until a
+ * batch made it. A batch that fails as a whole (Redis stalled or down)
+ * fails the steps of its store that queued meanwhile too, at once: they
+ * would wait on the same Redis. A step waits at most
+ * STORE_REDIS_CONTENTION_MS for a batch to take it, as long as a batch
+ * keeps trying while its states keep changing. */
+static int
+store_redis_step(struct store_redis *st, struct store_redis_op *op)
+{
+	struct timespec until;
+
+	/* pthread_cond_timedwait counts on CLOCK_REALTIME. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STORE_REDIS_CONTENTION_MS / 1000;
+	until.tv_nsec += (STORE_REDIS_CONTENTION_MS % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	op->st = st;
+	pthread_mutex_lock(&store_redis_steps.mu);
+	if (store_redis_steps.tail != NULL)
+		store_redis_steps.tail->next = op;
+	else
+		store_redis_steps.head = op;
+	store_redis_steps.tail = op;
+	while (!op->done) {
+		if (!store_redis_steps.busy) {
+			struct store_redis_op *batch = store_redis_take(st);
+			char why[512];
+			store_redis_steps.busy = true;
+			pthread_mutex_unlock(&store_redis_steps.mu);
+			int rc = store_redis_batch(st, batch, why, sizeof(why));
+			pthread_mutex_lock(&store_redis_steps.mu);
+			for (struct store_redis_op *o = batch; o != NULL; o = o->next)
+				o->done = true;
+			if (rc != 0) {
+				for (struct store_redis_op *o = store_redis_take(st); o != NULL;
+				     o = o->next) {
+					store_redis_op_fail(o, why);
+					o->done = true;
+				}
+			}
+			store_redis_steps.busy = false;
+			pthread_cond_broadcast(&store_redis_steps.cv);
+		} else if (op->taken) {
+			pthread_cond_wait(&store_redis_steps.cv, &store_redis_steps.mu);
+		} else if (pthread_cond_timedwait(&store_redis_steps.cv, &store_redis_steps.mu,
+						  &until) == ETIMEDOUT &&
+			   !op->taken && !op->done) {
+			char why[512];
+			store_redis_unqueue(op);
+			store_redis_set_err(st, why, sizeof(why), "the state keeps changing");
+			store_redis_op_fail(op, why);
+			op->done = true;
+		}
+	}
+	pthread_mutex_unlock(&store_redis_steps.mu);
+	return op->rc;
+}
+
+/* Reserves: among eps, by the rules of limit.h on their states now, let
+ * pick choose one with room and count an attempt on it (a batch's step). */
 static int
 store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 		    store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
 		    size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
-	struct limit_now now = store_redis_now(now_ms);
-	struct store_redis_slot *sl;
-	const struct limit_state **ptrs;
-	uint32_t *rings;
-	bool *room;
-	redisReply *r;
-	long long redis_now;
-	int64_t start = store_redis_mono_ms();
+	struct store_redis_op op = {.eps = eps,
+				    .n = n,
+				    .now = store_redis_now(now_ms),
+				    .pick = pick,
+				    .pick_ctx = pick_ctx,
+				    .res = res,
+				    .err = err,
+				    .errlen = errlen};
 
 	memset(res, 0, sizeof(*res));
 	if (n == 0) {
@@ -971,96 +1349,20 @@ store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n
 		return -1;
 	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
-	sl = store_redis_array(&st->slots, n * sizeof(*sl));
-	ptrs = store_redis_array(&st->ptrs, n * sizeof(*ptrs));
-	rings = store_redis_array(&st->rings, n * LIMIT_RING_MAX * sizeof(*rings));
-	room = store_redis_array(&st->room, n * sizeof(*room));
-	if (n > 100000 || sl == NULL || ptrs == NULL || rings == NULL || room == NULL) {
-		store_redis_set_err(st, err, errlen, "out of memory");
-		return -1;
-	}
-	r = store_redis_get(st, eps, n, err, errlen);
-	if (r == NULL)
-		return -1;
-	redis_now = r->element[0]->integer;
-	for (size_t i = 0; i < n; i++) {
-		if (store_redis_load(st, &sl[i], rings + i * LIMIT_RING_MAX, eps[i].id,
-				     r->element[i + 1]->str, r->element[i + 1]->len, err,
-				     errlen) != 0) {
-			freeReplyObject(r);
-			return -1;
-		}
-		ptrs[i] = &sl[i].s;
-	}
-	freeReplyObject(r);
-	for (int tries = 0;; tries++) {
-		if (limit_look(ptrs, eps, n, &now, room, res) == 0)
-			return 0;
-		size_t k = pick(pick_ctx, room, n);
-		if (k >= n || !room[k]) {
-			store_redis_set_err(st, err, errlen, "no endpoint picked");
-			return -1;
-		}
-		limit_fit_ring(&sl[k].s, eps[k].rpm, now.ms);
-		bool recheck = limit_count_attempt(&sl[k].s, &now);
-		int c = store_redis_commit(st, eps[k].id, &sl[k], rings + k * LIMIT_RING_MAX,
-					   redis_now + st->timeout_ms, &redis_now, err, errlen);
-		if (c < 0)
-			return -1;
-		if (c == 1) {
-			res->verdict = STORE_RESERVED;
-			res->chosen = k;
-			res->recheck = recheck;
-			return 0;
-		}
-		if (!store_redis_again(st, tries, start, err, errlen))
-			return -1;
-	}
+	return store_redis_step(st, &op);
 }
 
-/* Applies fn to endpoint id's state and commits it, again on the state now
- * while it keeps changing. The state starts from what this handle last
- * wrote when it is id's (the record after a reservation), else from a
- * read. With skip_new, an endpoint without state is left alone. */
+/* Applies fn to endpoint id's state and commits it (a batch's step). With
+ * skip_new, an endpoint without state is left alone. */
 static int
 store_redis_change(struct store_redis *st, const char *id, bool skip_new,
 		   void (*fn)(struct limit_state *s, const void *ctx), const void *ctx, char *err,
 		   size_t errlen)
 {
-	struct store_redis_slot *sl = store_redis_array(&st->slots, sizeof(*sl));
-	uint32_t *ring = store_redis_array(&st->rings, LIMIT_RING_MAX * sizeof(*ring));
-	int64_t start = store_redis_mono_ms();
-	long long redis_now;
-	int rc;
+	struct store_redis_op op = {
+		.id = id, .skip_new = skip_new, .fn = fn, .ctx = ctx, .err = err, .errlen = errlen};
 
-	if (sl == NULL || ring == NULL) {
-		store_redis_set_err(st, err, errlen, "out of memory");
-		return -1;
-	}
-	if (dynbuf_len(&st->last_val) > 0 && strcmp(dynbuf_str(&st->last_id), id) == 0) {
-		rc = store_redis_load(st, sl, ring, id, dynbuf_ptr(&st->last_val),
-				      dynbuf_len(&st->last_val), err, errlen);
-	} else {
-		const struct store_endpoint ep = {id, -1, -1, 0};
-		redisReply *r = store_redis_get(st, &ep, 1, err, errlen);
-		if (r == NULL)
-			return -1;
-		rc = store_redis_load(st, sl, ring, id, r->element[1]->str, r->element[1]->len, err,
-				      errlen);
-		freeReplyObject(r);
-	}
-	if (rc != 0)
-		return -1;
-	for (int tries = 0;; tries++) {
-		if (skip_new && !sl->present)
-			return 0;
-		fn(&sl->s, ctx);
-		int c = store_redis_commit(st, id, sl, ring, 0, &redis_now, err, errlen);
-		if (c != 0)
-			return c < 0 ? -1 : 0;
-		if (!store_redis_again(st, tries, start, err, errlen))
-			return -1;
-	}
+	return store_redis_step(st, &op);
 }
 
 struct store_redis_record_ctx {
@@ -1295,9 +1597,9 @@ store_redis_close(struct store *sb)
 		return;
 	store_redis_disconnect(st);
 	free(st->prefix);
-	struct dynbuf *bufs[] = {&st->words, &st->argv,     &st->lens,   &st->text,
-				 &st->slots, &st->ptrs,     &st->rings,  &st->room,
-				 &st->val,   &st->last_val, &st->last_id};
+	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,     &st->text,   &st->slots,
+				 &st->rings, &st->dirty, &st->eps,      &st->idx,    &st->ptrs,
+				 &st->room,  &st->val,   &st->last_val, &st->last_id};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_free(bufs[i]);
 	/* The password is not left in freed memory. */
@@ -1330,9 +1632,9 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 		return NULL;
 	}
 	st->base.ops = &store_redis_ops;
-	struct dynbuf *bufs[] = {&st->words, &st->argv,     &st->lens,   &st->text,
-				 &st->slots, &st->ptrs,     &st->rings,  &st->room,
-				 &st->val,   &st->last_val, &st->last_id};
+	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,     &st->text,   &st->slots,
+				 &st->rings, &st->dirty, &st->eps,      &st->idx,    &st->ptrs,
+				 &st->room,  &st->val,   &st->last_val, &st->last_id};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_init(bufs[i], STORE_REDIS_BUF_CAP);
 	if (redis_addr_parse(address, &st->a, why, sizeof(why)) != 0) {

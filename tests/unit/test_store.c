@@ -2420,6 +2420,98 @@ test_fork_8x250_reserve_and_record_counts_2000(void **state)
 	assert_int_equal(u.total_tokens, 6000);
 }
 
+/* A thread of child_threads: reservations on {a, b} (rpm 500 each, the
+ * first with room), each reserved one recorded as a success of 1+2 tokens. */
+struct cycle_arg {
+	const char *path;
+	int calls;
+	long reserved;
+	int failed;
+};
+
+static void *
+thread_reserve_record(void *p)
+{
+	struct cycle_arg *a = p;
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0}, {"b", 500, -1, 0}};
+	const struct store_outcome ok = {.success = true,
+					 .served = true,
+					 .has_usage = true,
+					 .prompt_tokens = 1,
+					 .completion_tokens = 2,
+					 .total_tokens = 3};
+	char err[256];
+	struct store *st = store_open(a->path, err, sizeof(err));
+
+	if (st == NULL) {
+		a->failed = 1;
+		return NULL;
+	}
+	for (int i = 0; i < a->calls; i++) {
+		struct store_reservation res;
+		if (store_reserve(st, eps, 2, T0, pick_first, NULL, &res, err, sizeof(err)) != 0) {
+			fprintf(stderr, "thread: store_reserve: %s\n", err);
+			a->failed = 1;
+		} else if (res.verdict == STORE_RESERVED) {
+			if (store_record(st, eps[res.chosen].id, &ok, &no_cooldown, T0, err,
+					 sizeof(err)) != 0) {
+				fprintf(stderr, "thread: store_record: %s\n", err);
+				a->failed = 1;
+			}
+			a->reserved++;
+		}
+	}
+	store_close(st);
+	return NULL;
+}
+
+/* A child of 8 threads, each a handle as each worker thread has, that
+ * reserve and record at once: their steps meet, within the process too. */
+static long
+child_threads(const char *path, int calls, int *failed)
+{
+	enum { THREADS = 8 };
+	pthread_t tid[THREADS];
+	struct cycle_arg args[THREADS];
+	long reserved = 0;
+
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct cycle_arg){path, calls, 0, 0};
+		if (pthread_create(&tid[i], NULL, thread_reserve_record, &args[i]) != 0) {
+			*failed = 1;
+			return 0;
+		}
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(tid[i], NULL);
+		*failed |= args[i].failed;
+		reserved += args[i].reserved;
+	}
+	return reserved;
+}
+
+/* 4 processes x 8 threads x 40 reserve-and-record cycles on two endpoints
+ * of rpm 500: exactly 1000 reserved, 500 on each, and every record
+ * counted (doc/behaviour.md, Limits and state: what is exact). */
+static void
+test_fork_4x8_threads_reserve_and_record_exactly(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0}, {"b", 500, -1, 0}};
+
+	assert_int_equal(run_children(f->path, 4, child_threads, 40), 1000);
+	for (size_t i = 0; i < 2; i++) {
+		struct store_usage u = read_one(f->st, &eps[i], T0);
+		assert_int_equal(u.rpm_used, 500);
+		assert_int_equal(u.rpd_used, 500);
+		assert_int_equal(u.requests, 500);
+		assert_int_equal(u.prompt_tokens, 500);
+		assert_int_equal(u.completion_tokens, 1000);
+		assert_int_equal(u.total_tokens, 1500);
+	}
+	assert_int_equal(expect_refused(f->st, eps, 2, T0, STORE_LIMITED), 60);
+}
+
 /* A child reserving and recording without end, writing a byte for each step
  * that returned: 'A' + i after a reservation on i, 'a' + i after a record. */
 static void
@@ -2707,6 +2799,64 @@ test_redis_stalled_server_bounded_by_timeout(void **state)
 	expect_reserved(st, &ep, 1, T0, 0);
 	assert_int_equal(read_one(st, &ep, T0).rpd_used, 3);
 	store_close(st);
+}
+
+struct stall_arg {
+	struct store *st;
+	int rc;
+	int64_t took;
+	char err[256];
+};
+
+static void *
+thread_reserve_once(void *p)
+{
+	struct stall_arg *a = p;
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	struct store_reservation res;
+	int64_t t0 = mono_ms();
+
+	a->rc = store_reserve(a->st, &ep, 1, T0, pick_first, NULL, &res, a->err, sizeof(a->err));
+	a->took = mono_ms() - t0;
+	return NULL;
+}
+
+/* Threads of one process whose steps wait behind a batch out on a stalled
+ * Redis answer within the timeout too, not one timeout after another
+ * (doc/behaviour.md, Limits and state: Redis). */
+static void
+test_redis_stalled_server_bounds_every_waiting_thread(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0};
+	struct store_options o = {NULL, 200, false};
+	enum { THREADS = 8 };
+	struct stall_arg args[THREADS];
+	pthread_t tid[THREADS];
+	char err[256] = "";
+
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct stall_arg){store_open_with(f->path, &o, err, sizeof(err)), 0, 0,
+					     ""};
+		assert_non_null(args[i].st);
+		/* Connected, the script loaded: the stall meets the steps. */
+		expect_reserved(args[i].st, &ep, 1, T0, 0);
+	}
+	assert_int_equal(kill(redis.pid, SIGSTOP), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&tid[i], NULL, thread_reserve_once, &args[i]), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+	assert_int_equal(kill(redis.pid, SIGCONT), 0);
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(args[i].rc, -1);
+		assert_non_null(strstr(args[i].err, "no answer within 200 ms"));
+		/* The timeout, plus what a loaded machine adds; 8 timeouts one
+		 * after another would take 1.6 s. */
+		assert_true(args[i].took < 1000);
+	}
+	for (int i = 0; i < THREADS; i++)
+		store_close(args[i].st);
 }
 
 /* Gateways with their own prefixes share one Redis without sharing counts. */
@@ -3647,12 +3797,14 @@ main(void)
 		T(test_two_handles_see_each_others_counts),
 		T(test_threads_share_the_limit),
 		T(test_fork_4x500_reserve_rpm_1000_gives_exactly_1000),
+		T(test_fork_4x8_threads_reserve_and_record_exactly),
 		T(test_fork_8x250_reserve_and_record_counts_2000),
 		T(test_killed_process_loses_nothing),
 #ifdef STORE_REDIS
 		T(test_redis_script_sent_whole_after_noscript),
 		T(test_redis_restarted_server_is_reconnected),
 		T(test_redis_stalled_server_bounded_by_timeout),
+		T(test_redis_stalled_server_bounds_every_waiting_thread),
 		T(test_redis_prefixes_keep_stores_apart),
 		T(test_redis_down_at_open_fails_each_call),
 		T(test_redis_password_and_database),
