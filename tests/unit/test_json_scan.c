@@ -272,7 +272,10 @@ raw_nul_is_refused(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
 		assert_int_equal(agrees(docs[i].s, docs[i].len), -1);
-	assert_non_null(json_loadb("[1\0]", 4, JSON_DECODE_ANY, NULL) != NULL ? "" : NULL);
+	/* jansson takes it (the NUL after a number is lost in its look-ahead). */
+	json_t *taken = json_loadb("[1\0]", 4, JSON_DECODE_ANY, NULL);
+	assert_non_null(taken);
+	json_decref(taken);
 	assert_int_equal(json_scan_check("[1\0]", 4, 0, NULL, NULL, NULL, NULL), -1);
 	assert_int_equal(json_scan_check("[true\0]", 7, 0, NULL, NULL, NULL, NULL), -1);
 }
