@@ -54,10 +54,12 @@ plan_init(struct plan *p, const struct config *cfg, const char *model)
 	p->tries = calloc(max, sizeof(*p->tries));
 	p->offer.eps = calloc(max, sizeof(*p->offer.eps));
 	p->offer.weights = calloc(max, sizeof(*p->offer.weights));
+	p->offer.tiers = calloc(max, sizeof(*p->offer.tiers));
 	p->offer.api = calloc(max, sizeof(*p->offer.api));
 	p->offer.key = calloc(max, sizeof(*p->offer.key));
 	if (p->api == NULL || p->tries == NULL || p->offer.eps == NULL ||
-	    p->offer.weights == NULL || p->offer.api == NULL || p->offer.key == NULL)
+	    p->offer.weights == NULL || p->offer.tiers == NULL || p->offer.api == NULL ||
+	    p->offer.key == NULL)
 		goto fail;
 	p->n = route_candidates(cfg, model, p->api);
 	return 0;
@@ -73,6 +75,7 @@ plan_free(struct plan *p)
 	free(p->tries);
 	free(p->offer.eps);
 	free(p->offer.weights);
+	free(p->offer.tiers);
 	free(p->offer.api);
 	free(p->offer.key);
 	memset(p, 0, sizeof(*p));
@@ -170,6 +173,7 @@ plan_offer(struct plan *p)
 				(struct store_endpoint){plan_slot(p->cfg, p->api[i], k), a->rpm,
 							a->rpd, nk > 1 ? i + 1 : 0};
 			p->offer.weights[m] = a->weight;
+			p->offer.tiers[m] = a->priority;
 			p->offer.api[m] = p->api[i];
 			p->offer.key[m++] = k;
 		}

@@ -46,10 +46,11 @@ struct plan_try {
 
 /* The (endpoint, key) candidates not tried yet, as store_reserve and
  * route_pick take them, in config order: the keys of one endpoint are one
- * group, each with the endpoint's weight. */
+ * group, each with the endpoint's weight and priority. */
 struct plan_offer {
 	struct store_endpoint *eps;
 	double *weights;
+	long *tiers;
 	size_t *api; /* index into cfg->apis of eps[i] */
 	size_t *key; /* index into its keys */
 	size_t n;

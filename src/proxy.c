@@ -308,7 +308,7 @@ proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct
 
 	for (int i = 0;; i++) {
 		plan_offer(p);
-		pick = (struct route_pick){p->offer.weights, &w->rng};
+		pick = (struct route_pick){p->offer.weights, p->offer.tiers, &w->rng};
 		if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick,
 				  &res, err, sizeof(err)) != 0) {
 			log_error("%s cannot be used: %s", store_what(st), err);

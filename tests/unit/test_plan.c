@@ -13,13 +13,15 @@
 
 #include "config.h"
 #include "plan.h"
+#include "route.h"
 
 #define MAX_APIS 4
 
 static char *test_ids[MAX_APIS] = {"a", "b", "c", "d"};
 static char *test_models[] = {"m"};
 
-/* A config of n endpoints "a", "b"... serving "m", unlimited, weights 1, 2... */
+/* A config of n endpoints "a", "b"... serving "m", rpm 10, 11..., weights
+ * 1, 2..., priorities 1, 0, 1, 0. */
 struct fixture {
 	struct config cfg;
 	struct config_api apis[MAX_APIS];
@@ -40,6 +42,7 @@ fixture_init(struct fixture *f, size_t n, long max_retries)
 		a->models = test_models;
 		a->n_models = 1;
 		a->weight = (double)(i + 1);
+		a->priority = i % 2 == 0 ? 1 : 0;
 	}
 	f->cfg.apis = f->apis;
 	f->cfg.n_apis = n;
@@ -188,6 +191,8 @@ test_plan_look(struct plan *p, char *steps, char *offers, size_t cap)
 		/* The offer carries each endpoint's limits and weight. */
 		assert_int_equal(p->offer.eps[i].rpm, 10 + (ids[i] - 'a'));
 		assert_true(p->offer.weights[i] == (double)(ids[i] - 'a' + 1));
+		/* and its priority, for the pick's tiers */
+		assert_int_equal(p->offer.tiers[i], (ids[i] - 'a') % 2 == 0 ? 1 : 0);
 	}
 	test_append(offers, cap, ids);
 }
@@ -392,6 +397,47 @@ plan_candidates(void **state)
 	plan_free(&p);
 }
 
+/* ---- priority tiers (doc/behaviour.md, Forwarding: priority tiers) ---- */
+
+/* The plan offers every open candidate with its priority and the pick
+ * (route_pick, inside the store's step) takes the highest tier with room:
+ * so a retry stays in its tier while the tier has an untried endpoint,
+ * then moves down. a and c are tier 1, b and d tier 0; every one has
+ * room; each try fails. */
+static void
+plan_retries_stay_in_the_tier_then_move_down(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 200; seed++) {
+		struct fixture f;
+		struct plan p;
+		uint64_t rng = seed;
+		bool room[MAX_APIS] = {true, true, true, true};
+		char tried[MAX_APIS + 1] = "";
+
+		fixture_init(&f, 4, 10);
+		assert_int_equal(plan_init(&p, &f.cfg, "m"), 0);
+		for (size_t t = 0; plan_next(&p) == PLAN_RESERVE; t++) {
+			plan_offer(&p);
+			struct route_pick pick = {p.offer.weights, p.offer.tiers, &rng};
+			struct store_reservation res = {.verdict = STORE_RESERVED};
+			res.chosen = route_pick(&pick, room, p.offer.n);
+			assert_true(res.chosen < p.offer.n);
+			plan_reserved(&p, &res);
+			assert_int_equal(plan_next(&p), PLAN_FORWARD);
+			plan_tried(&p, PLAN_HELD, 500);
+			tried[t] = f.cfg.apis[p.tries[t].api].id[0];
+		}
+		assert_int_equal(plan_next(&p), PLAN_SEND_HELD);
+		assert_int_equal(strlen(tried), 4);
+		/* tier 1 (a, c) first, in either order, then tier 0 (b, d) */
+		if (strchr("ac", tried[0]) == NULL || strchr("ac", tried[1]) == NULL ||
+		    strchr("bd", tried[2]) == NULL || strchr("bd", tried[3]) == NULL)
+			fail_msg("seed %llu: tried %s", (unsigned long long)seed, tried);
+		plan_free(&p);
+	}
+}
+
 int
 main(void)
 {
@@ -400,6 +446,7 @@ main(void)
 		cmocka_unit_test(pool_table),
 		cmocka_unit_test(plan_keeps_each_try),
 		cmocka_unit_test(plan_candidates),
+		cmocka_unit_test(plan_retries_stay_in_the_tier_then_move_down),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
