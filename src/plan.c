@@ -42,26 +42,41 @@ plan_confirmed(const struct plan *p, long status)
 int
 plan_init(struct plan *p, const struct config *cfg, const char *model)
 {
-	size_t max = 1;
+	size_t keys = 1, n_fb = 0;
+	char *const *fb = config_fallbacks(cfg, model, &n_fb);
 
 	for (size_t i = 0; i < cfg->n_apis; i++)
-		max += plan_n_keys(&cfg->apis[i]);
+		keys += plan_n_keys(&cfg->apis[i]);
 
 	memset(p, 0, sizeof(*p));
 	p->cfg = cfg;
 	p->max_tries = cfg->max_retries;
-	p->api = calloc(max, sizeof(*p->api));
-	p->tries = calloc(max, sizeof(*p->tries));
-	p->offer.eps = calloc(max, sizeof(*p->offer.eps));
-	p->offer.weights = calloc(max, sizeof(*p->offer.weights));
-	p->offer.tiers = calloc(max, sizeof(*p->offer.tiers));
-	p->offer.api = calloc(max, sizeof(*p->offer.api));
-	p->offer.key = calloc(max, sizeof(*p->offer.key));
-	if (p->api == NULL || p->tries == NULL || p->offer.eps == NULL ||
+	p->has_fallbacks = n_fb > 0;
+	p->models = calloc(1 + n_fb, sizeof(*p->models));
+	p->api = calloc(keys, sizeof(*p->api));
+	/* Each try is on another key of its model. */
+	p->tries = calloc(keys * (1 + n_fb), sizeof(*p->tries));
+	p->offer.eps = calloc(keys, sizeof(*p->offer.eps));
+	p->offer.weights = calloc(keys, sizeof(*p->offer.weights));
+	p->offer.tiers = calloc(keys, sizeof(*p->offer.tiers));
+	p->offer.api = calloc(keys, sizeof(*p->offer.api));
+	p->offer.key = calloc(keys, sizeof(*p->offer.key));
+	if (p->models == NULL || p->api == NULL || p->tries == NULL || p->offer.eps == NULL ||
 	    p->offer.weights == NULL || p->offer.tiers == NULL || p->offer.api == NULL ||
 	    p->offer.key == NULL)
 		goto fail;
-	p->n = route_candidates(cfg, model, p->api);
+	/* The chain keeps the models some endpoint in service serves; the
+	 * candidates are the first one's. */
+	for (size_t i = 0; i <= n_fb; i++) {
+		const char *m = i == 0 ? model : fb[i - 1];
+		if (p->n_models == 0) {
+			p->n = route_candidates(cfg, m, p->api);
+			if (p->n > 0)
+				p->models[p->n_models++] = m;
+		} else if (route_candidates(cfg, m, NULL) > 0) {
+			p->models[p->n_models++] = m;
+		}
+	}
 	return 0;
 fail:
 	plan_free(p);
@@ -71,6 +86,7 @@ fail:
 void
 plan_free(struct plan *p)
 {
+	free(p->models);
 	free(p->api);
 	free(p->tries);
 	free(p->offer.eps);
@@ -81,6 +97,18 @@ plan_free(struct plan *p)
 	memset(p, 0, sizeof(*p));
 }
 
+const char *
+plan_model(const struct plan *p)
+{
+	return p->model < p->n_models ? p->models[p->model] : NULL;
+}
+
+const char *
+plan_answer_model(const struct plan *p, size_t model)
+{
+	return p->has_fallbacks && model < p->n_models ? p->models[model] : NULL;
+}
+
 /* Nothing more to try: the last failed answer held, else 502. */
 static enum plan_step
 plan_end(const struct plan *p)
@@ -88,14 +116,15 @@ plan_end(const struct plan *p)
 	return p->held ? PLAN_SEND_HELD : PLAN_UNREACHABLE;
 }
 
-/* Whether key k of endpoint api is still open: neither tried, nor on an
- * endpoint a try failed on for the endpoint's own reasons. */
+/* Whether key k of endpoint api is still open for the model tried now:
+ * neither tried for it, nor on an endpoint a try for it failed on for the
+ * endpoint's own reasons. */
 static bool
 plan_open(const struct plan *p, size_t api, size_t k)
 {
 	for (size_t i = 0; i < p->n_tries; i++) {
 		const struct plan_try *t = &p->tries[i];
-		if (t->api != api)
+		if (t->api != api || t->model != p->model)
 			continue;
 		if (t->key == k || !plan_key_level(t->status) || t->result != PLAN_HELD)
 			return false;
@@ -113,13 +142,22 @@ plan_any_open(const struct plan *p)
 	return false;
 }
 
-/* After the last try failed, or before the first: another candidate while
- * the tries allow and one is left. */
+/* Whether the tries allow another and the chain has a model after this. */
+static bool
+plan_can_fall_back(const struct plan *p)
+{
+	return (long)p->n_tries < p->max_tries && p->model + 1 < p->n_models;
+}
+
+/* After the last try failed, or before the first: another candidate of the
+ * model while the tries allow and one is left, else the next model. */
 static enum plan_step
 plan_after_failure(const struct plan *p)
 {
 	if ((long)p->n_tries < p->max_tries && plan_any_open(p))
 		return PLAN_RESERVE;
+	if (plan_can_fall_back(p))
+		return PLAN_FALLBACK;
 	return plan_end(p);
 }
 
@@ -130,6 +168,8 @@ plan_next(const struct plan *p)
 	case PLAN_EV_RESERVED:
 		return PLAN_FORWARD;
 	case PLAN_EV_REFUSED:
+		if (plan_can_fall_back(p))
+			return PLAN_FALLBACK;
 		/* After a try, what it left (an answer held) beats a refusal. */
 		if (p->n_tries > 0)
 			return plan_end(p);
@@ -156,6 +196,14 @@ plan_next(const struct plan *p)
 		break;
 	}
 	return plan_after_failure(p);
+}
+
+void
+plan_fallback(struct plan *p)
+{
+	p->model++;
+	p->n = route_candidates(p->cfg, p->models[p->model], p->api);
+	p->last = PLAN_EV_NONE;
 }
 
 void
@@ -190,9 +238,15 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 		p->last = PLAN_EV_RESERVED;
 		return;
 	}
-	p->refusal = res->verdict;
-	p->retry_after_s = res->retry_after_s;
-	p->reason = res->reason;
+	/* Over the models as over one model's candidates (rule 8): limited
+	 * when one was, the smallest wait. */
+	if (!p->refused || res->retry_after_s < p->retry_after_s) {
+		p->retry_after_s = res->retry_after_s;
+		p->reason = res->reason;
+	}
+	if (!p->refused || res->verdict == STORE_LIMITED)
+		p->refusal = res->verdict;
+	p->refused = true;
 	p->last = PLAN_EV_REFUSED;
 }
 
@@ -205,7 +259,8 @@ plan_store_failed(struct plan *p)
 void
 plan_tried(struct plan *p, enum plan_result result, long status)
 {
-	p->tries[p->n_tries++] = (struct plan_try){p->chosen, p->chosen_key, result, status};
+	p->tries[p->n_tries++] =
+		(struct plan_try){p->model, p->chosen, p->chosen_key, result, status};
 	if (result == PLAN_HELD)
 		p->held = true;
 	/* The second opinion: a 401/403 after one is the request's fault;
