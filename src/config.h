@@ -122,9 +122,10 @@ void config_issues_free(struct config_issues *issues);
  * The result points into api or equals model. */
 const char *config_api_model(const struct config_api *api, const char *model);
 
-/* The fallback models of model (server.fallbacks), in order, *n of them;
- * NULL with *n 0 when it has none or model is NULL. Points into cfg. */
-char *const *config_fallbacks(const struct config *cfg, const char *model, size_t *n);
+/* The server.fallbacks entry of model (its name as the config spells it,
+ * its fallback models in order), or NULL when it has none or model is
+ * NULL. Points into cfg. */
+const struct config_fallback *config_fallback(const struct config *cfg, const char *model);
 
 /* The digest that names a key's state in the store (64-bit FNV-1a). */
 uint64_t config_key_digest(const char *key);

@@ -1262,18 +1262,14 @@ config_api_model(const struct config_api *api, const char *model)
 	return NULL;
 }
 
-char *const *
-config_fallbacks(const struct config *cfg, const char *model, size_t *n)
+const struct config_fallback *
+config_fallback(const struct config *cfg, const char *model)
 {
-	*n = 0;
 	if (cfg == NULL || model == NULL)
 		return NULL;
-	for (size_t i = 0; i < cfg->n_fallbacks; i++) {
-		if (strcmp(cfg->fallbacks[i].model, model) == 0) {
-			*n = cfg->fallbacks[i].n_to;
-			return cfg->fallbacks[i].to;
-		}
-	}
+	for (size_t i = 0; i < cfg->n_fallbacks; i++)
+		if (strcmp(cfg->fallbacks[i].model, model) == 0)
+			return &cfg->fallbacks[i];
 	return NULL;
 }
 

@@ -1,5 +1,6 @@
 #include "plan.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,36 +40,65 @@ plan_confirmed(const struct plan *p, long status)
 	return &p->tries[p->pending - 1];
 }
 
+/* The bytes of n items of size in the plan's block, rounded up so that the
+ * next array starts aligned for any type. */
+static size_t
+plan_span(size_t n, size_t size)
+{
+	size_t a = _Alignof(max_align_t);
+
+	return (n * size + a - 1) / a * a;
+}
+
+/* The next array of n items of size from the block, at *off. */
+static void *
+plan_carve(char *mem, size_t *off, size_t n, size_t size)
+{
+	void *at = mem + *off;
+
+	*off += plan_span(n, size);
+	return at;
+}
+
 int
 plan_init(struct plan *p, const struct config *cfg, const char *model)
 {
-	size_t keys = 1, n_fb = 0;
-	char *const *fb = config_fallbacks(cfg, model, &n_fb);
+	const struct config_fallback *fb = config_fallback(cfg, model);
+	size_t keys = 1, n_fb = fb != NULL ? fb->n_to : 0, off = 0;
 
 	for (size_t i = 0; i < cfg->n_apis; i++)
 		keys += plan_n_keys(&cfg->apis[i]);
+	/* Each try is on another key of its model. */
+	size_t n_tries = keys * (1 + n_fb);
 
 	memset(p, 0, sizeof(*p));
 	p->cfg = cfg;
 	p->max_tries = cfg->max_retries;
 	p->has_fallbacks = n_fb > 0;
-	p->models = calloc(1 + n_fb, sizeof(*p->models));
-	p->api = calloc(keys, sizeof(*p->api));
-	/* Each try is on another key of its model. */
-	p->tries = calloc(keys * (1 + n_fb), sizeof(*p->tries));
-	p->offer.eps = calloc(keys, sizeof(*p->offer.eps));
-	p->offer.weights = calloc(keys, sizeof(*p->offer.weights));
-	p->offer.tiers = calloc(keys, sizeof(*p->offer.tiers));
-	p->offer.api = calloc(keys, sizeof(*p->offer.api));
-	p->offer.key = calloc(keys, sizeof(*p->offer.key));
-	if (p->models == NULL || p->api == NULL || p->tries == NULL || p->offer.eps == NULL ||
-	    p->offer.weights == NULL || p->offer.tiers == NULL || p->offer.api == NULL ||
-	    p->offer.key == NULL)
-		goto fail;
+	/* One block for every array: a request's plan is one allocation. */
+	p->mem = calloc(1, plan_span(1 + n_fb, sizeof(*p->models)) +
+				   plan_span(keys, sizeof(*p->api)) +
+				   plan_span(n_tries, sizeof(*p->tries)) +
+				   plan_span(keys, sizeof(*p->offer.eps)) +
+				   plan_span(keys, sizeof(*p->offer.weights)) +
+				   plan_span(keys, sizeof(*p->offer.tiers)) +
+				   plan_span(keys, sizeof(*p->offer.api)) +
+				   plan_span(keys, sizeof(*p->offer.key)));
+	if (p->mem == NULL)
+		return -1;
+	p->models = plan_carve(p->mem, &off, 1 + n_fb, sizeof(*p->models));
+	p->api = plan_carve(p->mem, &off, keys, sizeof(*p->api));
+	p->tries = plan_carve(p->mem, &off, n_tries, sizeof(*p->tries));
+	p->offer.eps = plan_carve(p->mem, &off, keys, sizeof(*p->offer.eps));
+	p->offer.weights = plan_carve(p->mem, &off, keys, sizeof(*p->offer.weights));
+	p->offer.tiers = plan_carve(p->mem, &off, keys, sizeof(*p->offer.tiers));
+	p->offer.api = plan_carve(p->mem, &off, keys, sizeof(*p->offer.api));
+	p->offer.key = plan_carve(p->mem, &off, keys, sizeof(*p->offer.key));
 	/* The chain keeps the models some endpoint in service serves; the
-	 * candidates are the first one's. */
+	 * candidates are the first one's. Its names are the config's, the
+	 * one asked for too: they go into X-Api-Together-Model. */
 	for (size_t i = 0; i <= n_fb; i++) {
-		const char *m = i == 0 ? model : fb[i - 1];
+		const char *m = i == 0 ? (fb != NULL ? fb->model : model) : fb->to[i - 1];
 		if (p->n_models == 0) {
 			p->n = route_candidates(cfg, m, p->api);
 			if (p->n > 0)
@@ -78,22 +108,12 @@ plan_init(struct plan *p, const struct config *cfg, const char *model)
 		}
 	}
 	return 0;
-fail:
-	plan_free(p);
-	return -1;
 }
 
 void
 plan_free(struct plan *p)
 {
-	free(p->models);
-	free(p->api);
-	free(p->tries);
-	free(p->offer.eps);
-	free(p->offer.weights);
-	free(p->offer.tiers);
-	free(p->offer.api);
-	free(p->offer.key);
+	free(p->mem);
 	memset(p, 0, sizeof(*p));
 }
 

@@ -73,6 +73,7 @@ enum plan_event {
 
 struct plan {
 	const struct config *cfg;
+	void *mem; /* the one block every array below is in */
 	/* The chain: the model asked for, then its server.fallbacks, each only
 	 * when an endpoint in service serves it; n_models 0 when none is. */
 	const char **models;

@@ -1131,28 +1131,29 @@ expect_fallback_error(const char *fallbacks, const char *path, const char *messa
 	config_issues_free(&is);
 }
 
-/* server.fallbacks: a model to an ordered list of models; config_fallbacks
+/* server.fallbacks: a model to an ordered list of models; config_fallback
  * finds a model's (doc/behaviour.md, Configuration: fields). */
 static void
 fallbacks_are_read_and_checked(void **state)
 {
 	struct config_issues is = {0};
 	struct config *cfg = NULL;
-	size_t n = 9;
 
 	(void)state;
 	assert_int_equal(parse_fallbacks("{'m': ['n', 'p'], 'gone': ['m']}", &cfg, &is), 0);
 	assert_int_equal(is.n, 0);
-	char *const *to = config_fallbacks(cfg, "m", &n);
-	assert_int_equal(n, 2);
-	assert_string_equal(to[0], "n");
-	assert_string_equal(to[1], "p");
-	to = config_fallbacks(cfg, "gone", &n);
-	assert_int_equal(n, 1);
-	assert_string_equal(to[0], "m");
-	assert_null(config_fallbacks(cfg, "n", &n));
-	assert_int_equal(n, 0);
-	assert_null(config_fallbacks(cfg, NULL, &n));
+	const struct config_fallback *fb = config_fallback(cfg, "m");
+	assert_non_null(fb);
+	assert_string_equal(fb->model, "m");
+	assert_int_equal(fb->n_to, 2);
+	assert_string_equal(fb->to[0], "n");
+	assert_string_equal(fb->to[1], "p");
+	fb = config_fallback(cfg, "gone");
+	assert_non_null(fb);
+	assert_int_equal(fb->n_to, 1);
+	assert_string_equal(fb->to[0], "m");
+	assert_null(config_fallback(cfg, "n"));
+	assert_null(config_fallback(cfg, NULL));
 	config_free(cfg);
 	config_issues_free(&is);
 	/* Not set, or empty: none. */
@@ -1161,7 +1162,7 @@ fallbacks_are_read_and_checked(void **state)
 	config_free(cfg);
 	config_issues_free(&is);
 	assert_int_equal(parse_fallbacks("null", &cfg, &is), 0);
-	assert_null(config_fallbacks(cfg, "m", &n));
+	assert_null(config_fallback(cfg, "m"));
 	config_free(cfg);
 	config_issues_free(&is);
 	/* A model no endpoint serves may be staged: a warning. */
