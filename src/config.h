@@ -48,6 +48,14 @@ struct config_api {
 	struct config_pair *headers; /* extra headers sent upstream */
 	size_t n_headers;
 	double weight; /* > 0 */
+	long priority; /* apis[].priority: the higher tier is tried first */
+};
+
+/* server.fallbacks: the models a requested one falls back to, in order. */
+struct config_fallback {
+	char *model;
+	char **to;
+	size_t n_to;
 };
 
 struct config {
@@ -76,6 +84,8 @@ struct config {
 	size_t n_forward_paths;
 	struct config_api *apis;
 	size_t n_apis;
+	struct config_fallback *fallbacks; /* server.fallbacks; none when not set */
+	size_t n_fallbacks;
 };
 
 /* One problem found while loading: an error makes the load fail, a warning
@@ -111,6 +121,11 @@ void config_issues_free(struct config_issues *issues);
  * when the name is mapped, the name itself when it is in models, else NULL.
  * The result points into api or equals model. */
 const char *config_api_model(const struct config_api *api, const char *model);
+
+/* The server.fallbacks entry of model (its name as the config spells it,
+ * its fallback models in order), or NULL when it has none or model is
+ * NULL. Points into cfg. */
+const struct config_fallback *config_fallback(const struct config *cfg, const char *model);
 
 /* The digest that names a key's state in the store (64-bit FNV-1a). */
 uint64_t config_key_digest(const char *key);

@@ -55,11 +55,12 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 "storePrefix",
 							 "storeTimeoutMs",
 							 "forwardPaths",
+							 "fallbacks",
 							 NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
-static const char *const config_parse_api_fields[] = {"id",           "name",   "baseUrl", "apiKey",
-						      "rpm",          "rpd",    "enabled", "models",
-						      "modelMapping", "weight", "headers", NULL};
+static const char *const config_parse_api_fields[] = {
+	"id",     "name",         "baseUrl", "apiKey",  "rpm",      "rpd", "enabled",
+	"models", "modelMapping", "weight",  "headers", "priority", NULL};
 
 /* The gateway sets these itself; a configured copy would clash or smuggle. */
 static const char *const config_parse_refused_headers[] = {
@@ -949,6 +950,8 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 			api->weight = w;
 	}
 	config_parse_pairs(ctx, o, base, "headers", true, &api->headers, &api->n_headers);
+	config_parse_long(ctx, o, base, "priority", -CONFIG_PARSE_LONG_MAX, CONFIG_PARSE_LONG_MAX,
+			  &api->priority);
 	config_parse_unknown(ctx, o, base, config_parse_api_fields);
 }
 
@@ -967,6 +970,106 @@ config_parse_apis(struct config_parse_ctx *ctx, json_t *apis, struct config *cfg
 	cfg->n_apis = n;
 	for (size_t i = 0; i < n; i++)
 		config_parse_api(ctx, json_array_get(apis, i), cfg, i);
+}
+
+/* ---- server.fallbacks ---- */
+
+/* Whether an endpoint of cfg, in service or not, serves model. */
+static bool
+config_parse_served(const struct config *cfg, const char *model)
+{
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		if (config_api_model(&cfg->apis[i], model) != NULL)
+			return true;
+	return false;
+}
+
+/* What is wrong with entry i of the fallbacks of model, or NULL. Its name
+ * goes into an answer's X-Api-Together-Model header. */
+static const char *
+config_parse_fallback_bad(json_t *list, size_t i, const char *model)
+{
+	const char *m = json_string_value(json_array_get(list, i));
+
+	if (m == NULL || *m == '\0')
+		return "expected a non-empty string";
+	if (config_parse_has_ctl(m))
+		return "must not contain control characters";
+	if (strcmp(m, model) == 0)
+		return "the requested model itself";
+	for (size_t j = 0; j < i; j++)
+		if (strcmp(m, json_string_value(json_array_get(list, j))) == 0)
+			return "listed twice";
+	return NULL;
+}
+
+/* One requested model's fallbacks into f: every entry must be good; one
+ * that no endpoint serves is a warning (it may be staged). */
+static void
+config_parse_fallback(struct config_parse_ctx *ctx, const struct config *cfg, const char *model,
+		      json_t *list, struct config_fallback *f)
+{
+	char path[CONFIG_PARSE_PATH_LEN], epath[CONFIG_PARSE_PATH_LEN];
+	size_t n = json_is_array(list) ? json_array_size(list) : 0;
+
+	config_parse_path_key(path, sizeof(path), "server.fallbacks", model);
+	if (*model == '\0' || config_parse_has_ctl(model)) {
+		config_parse_report(ctx, true, path,
+				    "expected a model name: non-empty, no control characters");
+		return;
+	}
+	if (n == 0) {
+		config_parse_report(ctx, true, path, "expected a non-empty array of strings");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *bad = config_parse_fallback_bad(list, i, model);
+
+		config_parse_path_index(epath, sizeof(epath), path, i);
+		/* After an error elsewhere an endpoint may be half read. */
+		if (bad != NULL)
+			config_parse_report(ctx, true, epath, bad);
+		else if (!ctx->failed &&
+			 !config_parse_served(cfg, json_string_value(json_array_get(list, i))))
+			config_parse_report(ctx, false, epath, "no endpoint serves this model");
+	}
+	/* The caller keeps f once f->model is set, and then frees what it holds. */
+	if (ctx->failed || (f->model = config_parse_strdup(ctx, model)) == NULL ||
+	    (f->to = config_parse_calloc(ctx, n, sizeof(*f->to))) == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if ((f->to[f->n_to++] = config_parse_strdup(
+			     ctx, json_string_value(json_array_get(list, i)))) == NULL)
+			return;
+}
+
+/* server.fallbacks, read after the endpoints: an entry no endpoint serves
+ * is named. */
+static void
+config_parse_fallbacks(struct config_parse_ctx *ctx, json_t *server, struct config *cfg)
+{
+	json_t *v = config_parse_get(server, "fallbacks");
+
+	if (v == NULL)
+		return;
+	if (!json_is_object(v)) {
+		config_parse_report(ctx, true, "server.fallbacks",
+				    "expected an object: a model to an array of models");
+		return;
+	}
+	if (json_object_size(v) == 0)
+		return;
+	cfg->fallbacks = config_parse_calloc(ctx, json_object_size(v), sizeof(*cfg->fallbacks));
+	if (cfg->fallbacks == NULL)
+		return;
+	for (void *it = json_object_iter(v); it != NULL; it = json_object_iter_next(v, it)) {
+		struct config_fallback *f = &cfg->fallbacks[cfg->n_fallbacks];
+
+		config_parse_fallback(ctx, cfg, json_object_iter_key(it),
+				      json_object_iter_value(it), f);
+		if (f->model != NULL)
+			cfg->n_fallbacks++;
+	}
 }
 
 /* ---- parse ---- */
@@ -1044,6 +1147,8 @@ config_parse_into(struct config *cfg, const char *text, size_t len, struct confi
 		config_parse_report(&ctx, true, "apis", "expected an array");
 	else
 		config_parse_apis(&ctx, apis, cfg);
+	if (json_is_object(server))
+		config_parse_fallbacks(&ctx, server, cfg);
 	config_parse_unknown(&ctx, root, "", config_parse_top_fields);
 	if (ctx.failed)
 		goto fail;
@@ -1095,6 +1200,15 @@ config_parse_clear(struct config *cfg)
 		free(api->headers);
 	}
 	free(cfg->apis);
+	for (size_t i = 0; i < cfg->n_fallbacks; i++) {
+		struct config_fallback *f = &cfg->fallbacks[i];
+
+		for (size_t j = 0; j < f->n_to; j++)
+			free(f->to[j]);
+		free(f->to);
+		free(f->model);
+	}
+	free(cfg->fallbacks);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1145,6 +1259,17 @@ config_api_model(const struct config_api *api, const char *model)
 	for (size_t i = 0; i < api->n_models; i++)
 		if (strcmp(api->models[i], model) == 0)
 			return model;
+	return NULL;
+}
+
+const struct config_fallback *
+config_fallback(const struct config *cfg, const char *model)
+{
+	if (cfg == NULL || model == NULL)
+		return NULL;
+	for (size_t i = 0; i < cfg->n_fallbacks; i++)
+		if (strcmp(cfg->fallbacks[i].model, model) == 0)
+			return &cfg->fallbacks[i];
 	return NULL;
 }
 

@@ -1,5 +1,6 @@
 #include "plan.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,43 +40,93 @@ plan_confirmed(const struct plan *p, long status)
 	return &p->tries[p->pending - 1];
 }
 
+/* The bytes of n items of size in the plan's block, rounded up so that the
+ * next array starts aligned for any type. */
+static size_t
+plan_span(size_t n, size_t size)
+{
+	size_t a = _Alignof(max_align_t);
+
+	return (n * size + a - 1) / a * a;
+}
+
+/* The next array of n items of size from the block, at *off. */
+static void *
+plan_carve(char *mem, size_t *off, size_t n, size_t size)
+{
+	void *at = mem + *off;
+
+	*off += plan_span(n, size);
+	return at;
+}
+
 int
 plan_init(struct plan *p, const struct config *cfg, const char *model)
 {
-	size_t max = 1;
+	const struct config_fallback *fb = config_fallback(cfg, model);
+	size_t keys = 1, n_fb = fb != NULL ? fb->n_to : 0, off = 0;
 
 	for (size_t i = 0; i < cfg->n_apis; i++)
-		max += plan_n_keys(&cfg->apis[i]);
+		keys += plan_n_keys(&cfg->apis[i]);
+	/* Each try is on another key of its model. */
+	size_t n_tries = keys * (1 + n_fb);
 
 	memset(p, 0, sizeof(*p));
 	p->cfg = cfg;
 	p->max_tries = cfg->max_retries;
-	p->api = calloc(max, sizeof(*p->api));
-	p->tries = calloc(max, sizeof(*p->tries));
-	p->offer.eps = calloc(max, sizeof(*p->offer.eps));
-	p->offer.weights = calloc(max, sizeof(*p->offer.weights));
-	p->offer.api = calloc(max, sizeof(*p->offer.api));
-	p->offer.key = calloc(max, sizeof(*p->offer.key));
-	if (p->api == NULL || p->tries == NULL || p->offer.eps == NULL ||
-	    p->offer.weights == NULL || p->offer.api == NULL || p->offer.key == NULL)
-		goto fail;
-	p->n = route_candidates(cfg, model, p->api);
+	p->has_fallbacks = n_fb > 0;
+	/* One block for every array: a request's plan is one allocation. */
+	p->mem = calloc(1, plan_span(1 + n_fb, sizeof(*p->models)) +
+				   plan_span(keys, sizeof(*p->api)) +
+				   plan_span(n_tries, sizeof(*p->tries)) +
+				   plan_span(keys, sizeof(*p->offer.eps)) +
+				   plan_span(keys, sizeof(*p->offer.weights)) +
+				   plan_span(keys, sizeof(*p->offer.tiers)) +
+				   plan_span(keys, sizeof(*p->offer.api)) +
+				   plan_span(keys, sizeof(*p->offer.key)));
+	if (p->mem == NULL)
+		return -1;
+	p->models = plan_carve(p->mem, &off, 1 + n_fb, sizeof(*p->models));
+	p->api = plan_carve(p->mem, &off, keys, sizeof(*p->api));
+	p->tries = plan_carve(p->mem, &off, n_tries, sizeof(*p->tries));
+	p->offer.eps = plan_carve(p->mem, &off, keys, sizeof(*p->offer.eps));
+	p->offer.weights = plan_carve(p->mem, &off, keys, sizeof(*p->offer.weights));
+	p->offer.tiers = plan_carve(p->mem, &off, keys, sizeof(*p->offer.tiers));
+	p->offer.api = plan_carve(p->mem, &off, keys, sizeof(*p->offer.api));
+	p->offer.key = plan_carve(p->mem, &off, keys, sizeof(*p->offer.key));
+	/* The chain keeps the models some endpoint in service serves; the
+	 * candidates are the first one's. Its names are the config's, the
+	 * one asked for too: they go into X-Api-Together-Model. */
+	for (size_t i = 0; i <= n_fb; i++) {
+		const char *m = i == 0 ? (fb != NULL ? fb->model : model) : fb->to[i - 1];
+		if (p->n_models == 0) {
+			p->n = route_candidates(cfg, m, p->api);
+			if (p->n > 0)
+				p->models[p->n_models++] = m;
+		} else if (route_candidates(cfg, m, NULL) > 0) {
+			p->models[p->n_models++] = m;
+		}
+	}
 	return 0;
-fail:
-	plan_free(p);
-	return -1;
 }
 
 void
 plan_free(struct plan *p)
 {
-	free(p->api);
-	free(p->tries);
-	free(p->offer.eps);
-	free(p->offer.weights);
-	free(p->offer.api);
-	free(p->offer.key);
+	free(p->mem);
 	memset(p, 0, sizeof(*p));
+}
+
+const char *
+plan_model(const struct plan *p)
+{
+	return p->model < p->n_models ? p->models[p->model] : NULL;
+}
+
+const char *
+plan_answer_model(const struct plan *p, size_t model)
+{
+	return p->has_fallbacks && model < p->n_models ? p->models[model] : NULL;
 }
 
 /* Nothing more to try: the last failed answer held, else 502. */
@@ -85,14 +136,15 @@ plan_end(const struct plan *p)
 	return p->held ? PLAN_SEND_HELD : PLAN_UNREACHABLE;
 }
 
-/* Whether key k of endpoint api is still open: neither tried, nor on an
- * endpoint a try failed on for the endpoint's own reasons. */
+/* Whether key k of endpoint api is still open for the model tried now:
+ * neither tried for it, nor on an endpoint a try for it failed on for the
+ * endpoint's own reasons. */
 static bool
 plan_open(const struct plan *p, size_t api, size_t k)
 {
 	for (size_t i = 0; i < p->n_tries; i++) {
 		const struct plan_try *t = &p->tries[i];
-		if (t->api != api)
+		if (t->api != api || t->model != p->model)
 			continue;
 		if (t->key == k || !plan_key_level(t->status) || t->result != PLAN_HELD)
 			return false;
@@ -110,13 +162,22 @@ plan_any_open(const struct plan *p)
 	return false;
 }
 
-/* After the last try failed, or before the first: another candidate while
- * the tries allow and one is left. */
+/* Whether the tries allow another and the chain has a model after this. */
+static bool
+plan_can_fall_back(const struct plan *p)
+{
+	return (long)p->n_tries < p->max_tries && p->model + 1 < p->n_models;
+}
+
+/* After the last try failed, or before the first: another candidate of the
+ * model while the tries allow and one is left, else the next model. */
 static enum plan_step
 plan_after_failure(const struct plan *p)
 {
 	if ((long)p->n_tries < p->max_tries && plan_any_open(p))
 		return PLAN_RESERVE;
+	if (plan_can_fall_back(p))
+		return PLAN_FALLBACK;
 	return plan_end(p);
 }
 
@@ -127,6 +188,8 @@ plan_next(const struct plan *p)
 	case PLAN_EV_RESERVED:
 		return PLAN_FORWARD;
 	case PLAN_EV_REFUSED:
+		if (plan_can_fall_back(p))
+			return PLAN_FALLBACK;
 		/* After a try, what it left (an answer held) beats a refusal. */
 		if (p->n_tries > 0)
 			return plan_end(p);
@@ -156,6 +219,14 @@ plan_next(const struct plan *p)
 }
 
 void
+plan_fallback(struct plan *p)
+{
+	p->model++;
+	p->n = route_candidates(p->cfg, p->models[p->model], p->api);
+	p->last = PLAN_EV_NONE;
+}
+
+void
 plan_offer(struct plan *p)
 {
 	size_t m = 0;
@@ -170,6 +241,7 @@ plan_offer(struct plan *p)
 				(struct store_endpoint){plan_slot(p->cfg, p->api[i], k), a->rpm,
 							a->rpd, nk > 1 ? i + 1 : 0};
 			p->offer.weights[m] = a->weight;
+			p->offer.tiers[m] = a->priority;
 			p->offer.api[m] = p->api[i];
 			p->offer.key[m++] = k;
 		}
@@ -186,9 +258,15 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 		p->last = PLAN_EV_RESERVED;
 		return;
 	}
-	p->refusal = res->verdict;
-	p->retry_after_s = res->retry_after_s;
-	p->reason = res->reason;
+	/* Over the models as over one model's candidates (rule 8): limited
+	 * when one was, the smallest wait. */
+	if (!p->refused || res->retry_after_s < p->retry_after_s) {
+		p->retry_after_s = res->retry_after_s;
+		p->reason = res->reason;
+	}
+	if (!p->refused || res->verdict == STORE_LIMITED)
+		p->refusal = res->verdict;
+	p->refused = true;
 	p->last = PLAN_EV_REFUSED;
 }
 
@@ -201,7 +279,8 @@ plan_store_failed(struct plan *p)
 void
 plan_tried(struct plan *p, enum plan_result result, long status)
 {
-	p->tries[p->n_tries++] = (struct plan_try){p->chosen, p->chosen_key, result, status};
+	p->tries[p->n_tries++] =
+		(struct plan_try){p->model, p->chosen, p->chosen_key, result, status};
 	if (result == PLAN_HELD)
 		p->held = true;
 	/* The second opinion: a 401/403 after one is the request's fault;

@@ -1,7 +1,9 @@
-/* plan: the attempt loop of one forwarded request as data: the candidate
- * endpoints and their keys, the tries made and what each came to, and the
- * one rule for what comes next (plan_next; doc/behaviour.md, Key pools). Pure: no libcurl, no
- * store, no clock; proxy.c does what the plan says and tells it what came of it. */
+/* plan: the attempt loop of one forwarded request as data: the models to
+ * try (the one asked for, then its fallbacks), the candidate endpoints and
+ * their keys of the model tried now, the tries made and what each came to,
+ * and the one rule for what comes next (plan_next; doc/behaviour.md,
+ * Forwarding: the attempt loop, and Key pools). Pure: no libcurl, no store,
+ * no clock; proxy.c does what the plan says and tells it what came of it. */
 #ifndef API_TOGETHER_PLAN_H
 #define API_TOGETHER_PLAN_H
 
@@ -12,9 +14,11 @@
 #include "store.h"
 
 enum plan_step {
-	PLAN_RESERVE, /* reserve among plan_offer's candidates; then plan_reserved
-			 or plan_store_failed */
-	PLAN_FORWARD, /* forward to cfg->apis[chosen]; then plan_tried */
+	PLAN_RESERVE,  /* reserve among plan_offer's candidates; then plan_reserved
+			  or plan_store_failed */
+	PLAN_FORWARD,  /* forward to cfg->apis[chosen]; then plan_tried */
+	PLAN_FALLBACK, /* the model tried now has nothing more: plan_fallback moves
+			  to the next of the chain */
 	/* The end: what the client gets. */
 	PLAN_DONE,        /* the last try's answer went to it, or it went away */
 	PLAN_SEND_HELD,   /* nothing more to try: the last failed answer held */
@@ -22,10 +26,11 @@ enum plan_step {
 	PLAN_LOCAL_ERROR, /* the gateway could not forward: 500, no other endpoint
 			     would fare better */
 	PLAN_STORE_ERROR, /* the store failed before any try: 503 */
-	PLAN_LIMITED,     /* before any try, every candidate at its RPM or RPD
-			     limit: 429 after retry_after_s */
-	PLAN_COOLING      /* before any try, every candidate cooling down (none
-			     limited): 503 after retry_after_s */
+	PLAN_LIMITED,     /* before any try, every candidate of every model at its
+			     RPM or RPD limit or cooling, one limited: 429 after
+			     retry_after_s */
+	PLAN_COOLING      /* before any try, every candidate of every model
+			     cooling down (none limited): 503 after retry_after_s */
 };
 
 /* What one try came to. */
@@ -38,18 +43,20 @@ enum plan_result {
 };
 
 struct plan_try {
-	size_t api; /* index into cfg->apis */
-	size_t key; /* index into its keys */
+	size_t model; /* index into the plan's models */
+	size_t api;   /* index into cfg->apis */
+	size_t key;   /* index into its keys */
 	enum plan_result result;
 	long status; /* the upstream's status, 0 when none came */
 };
 
-/* The (endpoint, key) candidates not tried yet, as store_reserve and
- * route_pick take them, in config order: the keys of one endpoint are one
- * group, each with the endpoint's weight. */
+/* The (endpoint, key) candidates not tried yet for the model tried now, as
+ * store_reserve and route_pick take them, in config order: the keys of one
+ * endpoint are one group, each with the endpoint's weight and priority. */
 struct plan_offer {
 	struct store_endpoint *eps;
 	double *weights;
+	long *tiers;
 	size_t *api; /* index into cfg->apis of eps[i] */
 	size_t *key; /* index into its keys */
 	size_t n;
@@ -66,19 +73,30 @@ enum plan_event {
 
 struct plan {
 	const struct config *cfg;
-	size_t *api; /* the candidates: indexes into cfg->apis, config order */
+	void *mem; /* the one block every array below is in */
+	/* The chain: the model asked for, then its server.fallbacks, each only
+	 * when an endpoint in service serves it; n_models 0 when none is. */
+	const char **models;
+	size_t n_models;
+	size_t model;       /* the one tried now */
+	bool has_fallbacks; /* the model asked for has server.fallbacks */
+	size_t *api;        /* its candidates: indexes into cfg->apis, config order */
 	size_t n;
-	long max_tries;         /* server.maxRetries */
-	struct plan_try *tries; /* each on another key: at most every key of the n */
+	long max_tries;         /* server.maxRetries, over every model */
+	struct plan_try *tries; /* each on another key of its model */
 	size_t n_tries;
 	struct plan_offer offer;
 	enum plan_event last;
-	size_t chosen;               /* with PLAN_EV_RESERVED: the cfg->apis index */
-	size_t chosen_key;           /* and its key's */
-	enum store_verdict refusal;  /* with PLAN_EV_REFUSED */
-	long retry_after_s;          /* with PLAN_EV_REFUSED */
-	enum store_key_state reason; /* with PLAN_EV_REFUSED */
-	bool held;                   /* a try's failed answer is held */
+	size_t chosen;     /* with PLAN_EV_RESERVED: the cfg->apis index */
+	size_t chosen_key; /* and its key's */
+	/* The refusals so far, of every model: LIMITED when one was, the
+	 * smallest wait and why that one is out (doc/behaviour.md, Limits and
+	 * state, rule 8, over the models). */
+	bool refused;
+	enum store_verdict refusal;
+	long retry_after_s;
+	enum store_key_state reason;
+	bool held; /* a try's failed answer is held */
 	/* A 401 or 403 waits for a second opinion: 1 + the index of its try,
 	 * 0 none. A second 401/403 puts the fault on the request. */
 	size_t pending;
@@ -98,24 +116,41 @@ const struct plan_try *plan_confirmed(const struct plan *p, long status);
 /* The store's name of key k of cfg->apis[api] (its id with no keys). */
 const char *plan_slot(const struct config *cfg, size_t api, size_t k);
 
-/* Starts the plan of a request for model (NULL: any) under cfg: the
- * candidates are route_candidates'; n is 0 when none serves it. cfg must
- * outlive the plan. Returns 0, or -1 when out of memory (the plan is then
- * empty, and plan_free may be called on it). */
+/* Starts the plan of a request for model (NULL: any) under cfg: the chain
+ * is model and its fallbacks (server.fallbacks), without those no endpoint
+ * in service serves; the candidates are route_candidates' of the first; n
+ * is 0 when none of the chain is served. cfg and model must outlive the
+ * plan. Returns 0, or -1 when out of memory (the plan is then empty, and
+ * plan_free may be called on it). */
 int plan_init(struct plan *p, const struct config *cfg, const char *model);
 
 /* Frees what plan_init took; p may be zeroed or half-built. */
 void plan_free(struct plan *p);
 
 /* What comes next. Pure: reads p only. The rules: forward what was
- * reserved; a refusal or a store failure before any try is the answer, after
- * one it ends the loop; an answer sent, a client gone or a local failure end
- * it; a 401/403 after a 401/403 is the request's fault: that answer is sent;
- * after a failed try (held or no answer) another candidate is reserved
- * while tries < max_tries and one is left (after a key-level answer any
- * untried key, after another failure only keys of untried endpoints); at
- * the end the failed answer held last is sent, else 502. */
+ * reserved; an answer sent, a client gone or a local failure end the loop;
+ * a 401/403 after a 401/403 is the request's fault: that answer is sent;
+ * after a failed try (held or no answer) another candidate of the model is
+ * reserved while tries < max_tries and one is left (after a key-level
+ * answer any untried key, after another failure only keys of untried
+ * endpoints); when the model has none left, or refused (no room), the
+ * next model of the chain, while tries < max_tries; a store failure ends
+ * the loop. At the end, after a try the failed answer held last is sent,
+ * else 502; before any, the refusals' 429 or 503, else the store's 503. */
 enum plan_step plan_next(const struct plan *p);
+
+/* Moves to the next model of the chain (for PLAN_FALLBACK): its
+ * candidates, none of them tried. */
+void plan_fallback(struct plan *p);
+
+/* The model tried now, as the request names it: the chain's (NULL: the
+ * request has none). */
+const char *plan_model(const struct plan *p);
+
+/* The X-Api-Together-Model value of an answer from model (an index of the
+ * chain: p->model, a try's): that model, when the model asked for has
+ * fallbacks; else NULL (doc/behaviour.md, Forwarding: fallbacks). */
+const char *plan_answer_model(const struct plan *p, size_t model);
 
 /* Fills p->offer with the candidates still open (for PLAN_RESERVE). */
 void plan_offer(struct plan *p);

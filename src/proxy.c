@@ -43,16 +43,19 @@ proxy_tried(const struct plan *p, char *buf, size_t cap)
 	}
 }
 
+/* served: the fallback model whose answer the client got, NULL none. */
 static void
-proxy_log(const struct request *r, const char *model, const struct plan *p, int status)
+proxy_log(const struct request *r, const char *model, const char *served, const struct plan *p,
+	  int status)
 {
 	enum log_level level = status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO;
 	char tried[512];
 
 	proxy_tried(p, tried, sizeof(tried));
-	log_msg(level, "%s %s%s model=%s tried=%s status=%d attempts=%zu ms=%lld", r->method,
-		r->mount, r->path, model != NULL ? model : "-", tried[0] ? tried : "-", status,
-		p->n_tries, (long long)(clock_now_ms() - r->start_ms));
+	log_msg(level, "%s %s%s model=%s%s%s tried=%s status=%d attempts=%zu ms=%lld", r->method,
+		r->mount, r->path, model != NULL ? model : "-", served != NULL ? " fallback=" : "",
+		served != NULL ? served : "", tried[0] ? tried : "-", status, p->n_tries,
+		(long long)(clock_now_ms() - r->start_ms));
 }
 
 /* What one attempt's outcome is recorded with: upstream_forward hands the
@@ -147,14 +150,14 @@ proxy_record(void *ctx, const struct upstream_call *call)
 			proxy_store(rec->st, api->keys[k].slot, &sibling, rec->cd, now_ms);
 }
 
-/* One attempt at api: the body with the model it knows, then the transfer. */
+/* One attempt at api for model (the request's, or a fallback of it): the
+ * body with the name api knows it by, then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
-	      const char *key, const struct body_info *info, struct worker *w,
+	      const char *key, const char *model, const struct body_info *info, struct worker *w,
 	      struct upstream_call *call)
 {
-	const char *upstream_model =
-		info->model != NULL ? config_api_model(api, info->model) : NULL;
+	const char *upstream_model = model != NULL ? config_api_model(api, model) : NULL;
 	char *rewritten = NULL, *url = NULL, *query = NULL;
 	struct curl_slist *headers = NULL;
 	const char **secrets = NULL;
@@ -308,7 +311,7 @@ proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct
 
 	for (int i = 0;; i++) {
 		plan_offer(p);
-		pick = (struct route_pick){p->offer.weights, &w->rng};
+		pick = (struct route_pick){p->offer.weights, p->offer.tiers, &w->rng};
 		if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick,
 				  &res, err, sizeof(err)) != 0) {
 			log_error("%s cannot be used: %s", store_what(st), err);
@@ -348,7 +351,8 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	call.on_outcome_ctx = &rec;
 	call.on_long = w->long_request;
 	call.on_long_ctx = w->pool;
-	ur = proxy_attempt(r, cfg, api, key, info, w, &call);
+	call.model = plan_answer_model(p, p->model);
+	ur = proxy_attempt(r, cfg, api, key, plan_model(p), info, w, &call);
 	if (call.local_error) {
 		log_error("cannot forward to %s: %s", api->id, call.error);
 		plan_tried(p, PLAN_LOCAL, 0);
@@ -419,9 +423,27 @@ proxy_finish(const struct plan *p, enum plan_step step, struct request *r, const
 	case PLAN_UNREACHABLE:
 	case PLAN_RESERVE: /* not ends: proxy_handle's loop runs them */
 	case PLAN_FORWARD:
+	case PLAN_FALLBACK:
 		break;
 	}
 	return response_error(out, RESP_UPSTREAM_UNREACHABLE, NULL, 0, cfg->cors);
+}
+
+/* The fallback model whose answer the client got at the plan's end (step),
+ * for the log line; NULL when it was the model asked for, or none. */
+static const char *
+proxy_served(const struct plan *p, enum plan_step step, const char *model)
+{
+	const struct plan_try *t = NULL;
+
+	if (step == PLAN_DONE && p->n_tries > 0)
+		t = &p->tries[p->n_tries - 1];
+	for (size_t i = p->n_tries; step == PLAN_SEND_HELD && t == NULL && i > 0; i--)
+		if (p->tries[i - 1].result == PLAN_HELD)
+			t = &p->tries[i - 1];
+	if (t == NULL || model == NULL || strcmp(p->models[t->model], model) == 0)
+		return NULL;
+	return p->models[t->model];
 }
 
 int
@@ -430,6 +452,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	struct body_info info = {0};
 	struct upstream_answer held = {0};
 	struct plan plan = {0};
+	const char *served = NULL;
 	enum plan_step step;
 	struct store *st;
 	int status;
@@ -457,15 +480,19 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto done;
 	}
-	while ((step = plan_next(&plan)) == PLAN_RESERVE || step == PLAN_FORWARD) {
+	while ((step = plan_next(&plan)) == PLAN_RESERVE || step == PLAN_FORWARD ||
+	       step == PLAN_FALLBACK) {
 		if (step == PLAN_RESERVE)
 			proxy_reserve(&plan, cfg, st, w);
-		else
+		else if (step == PLAN_FORWARD)
 			proxy_forward(&plan, r, cfg, &info, st, w, &held);
+		else
+			plan_fallback(&plan);
 	}
 	status = proxy_finish(&plan, step, r, cfg, w, &held);
+	served = proxy_served(&plan, step, info.model);
 done:
-	proxy_log(r, info.model, &plan, status);
+	proxy_log(r, info.model, served, &plan, status);
 	upstream_answer_free(&held);
 	body_info_free(&info);
 	plan_free(&plan);

@@ -16,7 +16,9 @@ route_candidates(const struct config *cfg, const char *model, size_t *idx)
 			continue;
 		if (model != NULL && config_api_model(api, model) == NULL)
 			continue;
-		idx[n++] = i;
+		if (idx != NULL)
+			idx[n] = i;
+		n++;
 	}
 	return n;
 }
@@ -46,15 +48,30 @@ route_seed(uint64_t *rng)
 	*rng = seed ? seed : 0x9E3779B97F4A7C15ULL;
 }
 
+/* Whether candidate i is in the running: it has room, in the tier picked. */
+static bool
+route_pick_in(const struct route_pick *p, const bool *room, size_t i, long tier)
+{
+	return room[i] && (p->tiers == NULL || p->tiers[i] == tier);
+}
+
 size_t
 route_pick(void *ctx, const bool *room, size_t n)
 {
 	const struct route_pick *p = ctx;
 	double sum = 0, target;
 	size_t last = n;
+	long tier = 0;
+	bool any = false;
 
+	for (size_t i = 0; p->tiers != NULL && i < n; i++) {
+		if (room[i] && (!any || p->tiers[i] > tier)) {
+			tier = p->tiers[i];
+			any = true;
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
-		if (room[i]) {
+		if (route_pick_in(p, room, i, tier)) {
 			sum += p->weights[i];
 			last = i;
 		}
@@ -64,7 +81,7 @@ route_pick(void *ctx, const bool *room, size_t n)
 	/* 53 random bits give a uniform double in [0, 1). */
 	target = (double)(route_random(p->rng) >> 11) / 9007199254740992.0 * sum;
 	for (size_t i = 0; i < n; i++) {
-		if (!room[i])
+		if (!route_pick_in(p, room, i, tier))
 			continue;
 		if (target < p->weights[i])
 			return i;

@@ -32,6 +32,8 @@
 #define UPSTREAM_LONG_S 0.05
 /* Longest header line sent upstream ("Name: value"). */
 #define UPSTREAM_HEADER_MAX 8192
+/* The model that served an answer, when the model asked for has fallbacks. */
+#define UPSTREAM_MODEL_HEADER "X-Api-Together-Model"
 
 static const char *const upstream_hop_by_hop[] = {
 	"Connection",
@@ -376,6 +378,16 @@ upstream_answer_line_passes(const char *line, size_t n)
 	       !upstream_header_acted_on(name, colon + 1, line + n);
 }
 
+/* Whether a header line (n bytes, passed upstream_answer_line_passes) is
+ * a name's. */
+static bool
+upstream_line_is(const char *line, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	return n > len && line[len] == ':' && strncasecmp(line, name, len) == 0;
+}
+
 static size_t
 upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 {
@@ -394,7 +406,8 @@ upstream_on_header(char *data, size_t size, size_t nitems, void *ud)
 		x->event_stream = false;
 		return len;
 	}
-	if (!upstream_answer_line_passes(data, n))
+	if (!upstream_answer_line_passes(data, n) ||
+	    (x->call->model != NULL && upstream_line_is(data, n, UPSTREAM_MODEL_HEADER)))
 		return len;
 	if (n >= 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
 		const char *v = data + 13;
@@ -442,6 +455,8 @@ upstream_commit(struct upstream_xfer *x, long content_length)
 						    .relayed = dynbuf_ptr(&x->head),
 						    .relayed_len = dynbuf_len(&x->head),
 						    .cors = x->call->cors});
+	if (x->call->model != NULL)
+		response_header(out, UPSTREAM_MODEL_HEADER, x->call->model);
 	if (x->event_stream)
 		response_header(out, "X-Accel-Buffering", "no");
 	if (content_length >= 0)
@@ -663,6 +678,7 @@ upstream_hold(struct upstream_xfer *x)
 	upstream_answer_free(a);
 	upstream_mask_kept(x);
 	a->status = x->status;
+	a->model = x->call->model;
 	a->head = dynbuf_take(&x->head, &a->head_len);
 	a->body = dynbuf_take(&x->buf, &a->body_len);
 }
@@ -906,6 +922,8 @@ upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cor
 						    .relayed = a->head,
 						    .relayed_len = a->head_len,
 						    .cors = cors});
+	if (a->model != NULL)
+		response_header(out, UPSTREAM_MODEL_HEADER, a->model);
 	response_headerf(out, "Content-Length", "%zu", a->body_len);
 	response_end_headers(out);
 	if (a->body_len > 0)

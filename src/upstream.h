@@ -62,7 +62,8 @@ int upstream_query(const char *query, char *const *keys, size_t n_keys, char **o
 /* An upstream answer held back from the client while other attempts run. */
 struct upstream_answer {
 	long status;
-	char *head; /* passing header lines, "Name: value\r\n" each */
+	const char *model; /* its X-Api-Together-Model (not owned); NULL none */
+	char *head;        /* passing header lines, "Name: value\r\n" each */
 	size_t head_len;
 	char *body;
 	size_t body_len;
@@ -99,6 +100,10 @@ struct upstream_call {
 	FCGX_Request *client;
 	const char *const *secrets; /* masked in answers that reach the client */
 	size_t n_secrets;
+	/* X-Api-Together-Model on the answer, replacing an upstream's own
+	 * (doc/behaviour.md, Forwarding: fallbacks); NULL: none added, an
+	 * upstream's passes. */
+	const char *model;
 	/* Called once with the attempt's outcome (the Out fields), unless
 	 * the client went away or the failure is the gateway's own
 	 * (local_error): for an answer read whole, right before it goes to

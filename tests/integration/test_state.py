@@ -29,6 +29,10 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
         Redis: one set of limits (Redis only)
     S11 key pools (issue 13): each key its own limits, each upstream answer
         charged to its cause (doc/behaviour.md, Key pools)
+    S12 priority tiers (issue 15): the higher tier while it has room, then
+        the lower one, back once it frees; retries stay in the tier first
+    S13 model fallbacks (issue 15): another model after a failure or with no
+        room, X-Api-Together-Model, a 4xx passed on, Retry-After of them all
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -1648,8 +1652,177 @@ class S11KeyPools(ClockBase):
             self.assertFalse(th.leaked(out, k))
 
 
-ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S05Restart, S06Kill9,
-         S07BrokenState, S08Tokens, S09RedisFaults, S10TwoHosts]
+# ---------------------------------------------------------------------------
+class S12PriorityTiers(ClockBase):
+    """apis[].priority (issue 15): the highest tier with room serves; a retry
+    stays in its tier while it has an untried endpoint, then moves down
+    (doc/behaviour.md, Forwarding: priority tiers). The weights point the
+    other way (the lower tier FIRST), so a pick that ignored the tiers would
+    go down at once; which process serves does not matter."""
+
+    def tiers(self, name, hi_rpm=2, **server):
+        hi = self.mock(name + "-hi")
+        lo = self.mock(name + "-lo")
+        model = "m-" + name
+        keys = [new_key("sk-tier-") for _ in range(2)]
+        self.configure([self.api(self.uid(name + "-lo"), lo.url, [model], weight=th.FIRST),
+                        self.api(self.uid(name + "-hi"), hi.url, [model], rpm=hi_rpm,
+                                 apiKey=keys, priority=10, weight=th.LAST)], **server)
+        return hi, lo, model
+
+    def test_a_the_higher_tier_until_its_keys_are_at_rpm_then_back(self):
+        hi, lo, model = self.tiers("back")
+        # two keys of rpm 2: four requests, each to the higher tier
+        self.assertEqual(statuses(self.seq(4, model)), [200] * 4)
+        self.assertEqual((hi.count(), lo.count()), (4, 0), "with room, the higher tier")
+        # its keys at rpm: the lower tier
+        self.assertEqual(statuses(self.seq(3, model)), [200] * 3)
+        self.assertEqual((hi.count(), lo.count()), (4, 3), "at rpm, the lower tier")
+        # the window passed: back to the higher tier
+        self.gw.advance_clock(61)
+        self.assertEqual(statuses(self.seq(4, model)), [200] * 4)
+        self.assertEqual((hi.count(), lo.count()), (8, 3), "freed, the higher tier again")
+        self.assertEqual(statuses(self.seq(1, model)), [200])
+        self.assertEqual((hi.count(), lo.count()), (8, 4))
+
+    def test_b_at_once_the_higher_tier_takes_exactly_its_room(self):
+        hi, lo, model = self.tiers("burst")
+        sts = statuses(self.burst(10, model))
+        self.assertCounts(sts, {200: 10}, "10 at once over two tiers")
+        self.assertEqual((hi.count(), lo.count()), (4, 6),
+                         "the higher tier's 4 slots, the rest below")
+
+    def test_c_a_retry_stays_in_the_tier_then_moves_down(self):
+        first = self.mock("stay-first", "status", status=500, body={"error": {"message": "x"}})
+        second = self.mock("stay-second")
+        lo = self.mock("stay-lo")
+        model = "m-stay"
+        self.configure([self.api(self.uid("lo"), lo.url, [model], weight=th.FIRST),
+                        self.api(self.uid("first"), first.url, [model], priority=1,
+                                 weight=th.FIRST),
+                        self.api(self.uid("second"), second.url, [model], priority=1,
+                                 weight=th.LAST)])
+        # the first of the tier fails: the other of the tier, not the one below
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual((first.count(), second.count(), lo.count()), (1, 1, 0))
+        # the whole tier fails: then the one below
+        second.set("status", status=503, body={"error": {"message": "y"}})
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual((first.count(), second.count(), lo.count()), (2, 2, 1))
+
+
+class S13Fallbacks(ClockBase):
+    """server.fallbacks (issue 15): another model when one cannot be served,
+    the answer naming the model in X-Api-Together-Model (doc/behaviour.md,
+    Forwarding: fallbacks)."""
+
+    def models(self, name, big_kind="status", fallbacks=True, **big):
+        big_up = self.mock(name + "-big", big_kind, **big)
+        small_up = self.mock(name + "-small")
+        third_up = self.mock(name + "-third")
+        m_big, m_small, m_third = "m-%s-big" % name, "m-%s-small" % name, "m-%s-third" % name
+        server = {}
+        if fallbacks:
+            # the fallback's own fallback is not followed from m_big
+            server["fallbacks"] = {m_big: [m_small], m_small: [m_third]}
+        self.configure([self.api(self.uid("big"), big_up.url, [m_big]),
+                        self.api(self.uid("small"), small_up.url, ["upstream-small"],
+                                 modelMapping={m_small: "upstream-small"}),
+                        self.api(self.uid("third"), third_up.url, [m_third])], **server)
+        return big_up, small_up, third_up, m_big, m_small
+
+    def test_a_a_500_falls_back_and_the_answer_names_the_model(self):
+        offset = self.gw.log_size()
+        big, small, third, m_big, m_small = self.models(
+            "fb500", status=500, body={"error": {"message": "down"}})
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header_all("X-Api-Together-Model"), [m_small], self.diag(r))
+        self.assertEqual(r.json()["model"], "upstream-small", "rewritten as mapping does")
+        self.assertEqual((big.count(), small.count(), third.count()), (1, 1, 0))
+        self.assertEqual(small.requests[0].json()["model"], "upstream-small")
+        self.log_lines(offset, want=lambda l: "model=%s fallback=%s tried=" % (m_big, m_small)
+                       in l and "status=200 attempts=2" in l)
+        # a stream from the fallback names it too
+        small.set("stream", events=2, interval_ms=0)
+        s = self.gw.stream("POST", CHAT, key=CLIENT_KEY, body=chat(m_big, stream=True))
+        self.assertEqual(s.status, 200, s.describe())
+        self.assertEqual(s.header("X-Api-Together-Model"), m_small, s.describe())
+        self.assertEqual(s.events[-1][1], b"[DONE]", s.describe())
+        self.assertEqual((big.count(), small.count(), third.count()), (2, 2, 0))
+        # the fallback fails too: its own fallback is not followed; the
+        # client gets the last answer held, naming the model it came from
+        small.set("status", status=503, body={"error": {"message": "also down"}})
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 503)
+        self.assertEqual(r.header_all("X-Api-Together-Model"), [m_small], self.diag(r))
+        self.assertEqual((big.count(), small.count(), third.count()), (3, 3, 0))
+
+    def test_b_without_fallbacks_the_answer_held_or_502(self):
+        big, small, third, m_big, m_small = self.models(
+            "nofb", fallbacks=False, status=500, body={"error": {"message": "down"}})
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 500)
+        self.assertIsNone(r.header("X-Api-Together-Model"), self.diag(r))
+        big.set("close")
+        r = self.chat_post(m_big)
+        self.assertError(r, 502, "bad_gateway", "upstream_unreachable")
+        self.assertIsNone(r.header("X-Api-Together-Model"), self.diag(r))
+        self.assertEqual(small.count(), 0)
+        # no answer at all, with fallbacks: the fallback serves
+        self.models("nofb2", big_kind="close")
+        r = self.chat_post("m-nofb2-big")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("X-Api-Together-Model"), "m-nofb2-small", self.diag(r))
+
+    def test_c_a_400_is_passed_on_with_no_fallback(self):
+        big, small, third, m_big, m_small = self.models(
+            "fb400", status=400, body={"error": {"message": "bad request"}},
+            headers={"X-Api-Together-Model": "spoofed"})
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 400)
+        self.assertEqual(r.json()["error"]["message"], "bad request")
+        # the model asked for has fallbacks: the answer names the model that
+        # answered (the upstream's own header replaced)
+        self.assertEqual(r.header_all("X-Api-Together-Model"), [m_big], self.diag(r))
+        self.assertEqual((big.count(), small.count()), (1, 0))
+
+    def test_d_no_room_falls_back_retry_after_the_smallest_of_all(self):
+        big_up = self.mock("room-big")
+        small_up = self.mock("room-small")
+        m_big, m_small = "m-room-big", "m-room-small"
+        self.configure([self.api(self.uid("big"), big_up.url, [m_big], rpm=1),
+                        self.api(self.uid("small"), small_up.url, [m_small], rpm=1)],
+                       fallbacks={m_big: [m_small]})
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("X-Api-Together-Model"), m_big)
+        self.gw.advance_clock(20)
+        # the model at its rpm: the fallback serves
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("X-Api-Together-Model"), m_small)
+        self.assertEqual((big_up.count(), small_up.count()), (1, 1))
+        # both at rpm: 429, Retry-After when the first frees (the model
+        # asked for, 40 s; its fallback 60 s)
+        r = self.chat_post(m_big)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 40, 40)
+        self.assertIsNone(r.header("X-Api-Together-Model"), self.diag(r))
+        # asked for directly, the fallback has no fallbacks of its own
+        r = self.chat_post(m_small)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 60, 60)
+        self.gw.advance_clock(41)
+        r = self.chat_post(m_big)
+        self.assertStatus(r, 200)
+        self.assertEqual(r.header("X-Api-Together-Model"), m_big)
+        self.assertEqual((big_up.count(), small_up.count()), (2, 1))
+
+
+ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
+         S13Fallbacks, S05Restart, S06Kill9, S07BrokenState, S08Tokens, S09RedisFaults,
+         S10TwoHosts]
 
 
 def main(argv):

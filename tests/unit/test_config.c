@@ -1070,6 +1070,127 @@ key_pools_are_read_and_checked(void **state)
 			  "expected a non-empty string");
 }
 
+/* apis[].priority: an integer, 0 when not set (doc/behaviour.md,
+ * Configuration: fields). */
+static void
+priority_is_an_integer_default_0(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_api_with("", &cfg, &is), 0);
+	assert_int_equal(cfg->apis[0].priority, 0);
+	config_free(cfg);
+	config_issues_free(&is);
+	assert_int_equal(parse_api_with("'priority': -3", &cfg, &is), 0);
+	assert_int_equal(cfg->apis[0].priority, -3);
+	config_free(cfg);
+	config_issues_free(&is);
+	assert_int_equal(parse_api_with("'priority': 2147483647", &cfg, &is), 0);
+	assert_int_equal(cfg->apis[0].priority, 2147483647);
+	config_free(cfg);
+	config_issues_free(&is);
+	expect_only_error("'priority': 1.5", false, "apis[0].priority",
+			  "expected an integer >= -2147483647");
+	expect_only_error("'priority': '1'", false, "apis[0].priority",
+			  "expected an integer >= -2147483647");
+	expect_only_error("'priority': 2147483648", false, "apis[0].priority",
+			  "expected an integer <= 2147483647");
+}
+
+/* A config of endpoints a (serving m and n) and b (serving o, and p by
+ * mapping) with server.fallbacks set to fallbacks. */
+static int
+parse_fallbacks(const char *fallbacks, struct config **cfg, struct config_issues *is)
+{
+	char buf[4096];
+	fmt(buf, sizeof(buf),
+	    "{'server': {'apiKey': 'k', 'fallbacks': %s}, 'apis': ["
+	    "{'id': 'a', 'baseUrl': 'http://h', 'models': ['m', 'n']},"
+	    "{'id': 'b', 'baseUrl': 'http://h', 'models': ['o'], 'modelMapping': {'p': 'o'},"
+	    " 'enabled': false}]}",
+	    fallbacks);
+	return parse(buf, cfg, is);
+}
+
+static void
+expect_fallback_error(const char *fallbacks, const char *path, const char *message)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	assert_int_equal(parse_fallbacks(fallbacks, &cfg, &is), -1);
+	assert_null(cfg);
+	if (is.n != 1) {
+		for (size_t k = 0; k < is.n; k++)
+			print_error("  have %s: %s\n", is.v[k].path, is.v[k].message);
+		fail_msg("%zu issues for %s, expected 1", is.n, fallbacks);
+	}
+	expect_issue(&is, true, path, message);
+	config_issues_free(&is);
+}
+
+/* server.fallbacks: a model to an ordered list of models; config_fallback
+ * finds a model's (doc/behaviour.md, Configuration: fields). */
+static void
+fallbacks_are_read_and_checked(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(parse_fallbacks("{'m': ['n', 'p'], 'gone': ['m']}", &cfg, &is), 0);
+	assert_int_equal(is.n, 0);
+	const struct config_fallback *fb = config_fallback(cfg, "m");
+	assert_non_null(fb);
+	assert_string_equal(fb->model, "m");
+	assert_int_equal(fb->n_to, 2);
+	assert_string_equal(fb->to[0], "n");
+	assert_string_equal(fb->to[1], "p");
+	fb = config_fallback(cfg, "gone");
+	assert_non_null(fb);
+	assert_int_equal(fb->n_to, 1);
+	assert_string_equal(fb->to[0], "m");
+	assert_null(config_fallback(cfg, "n"));
+	assert_null(config_fallback(cfg, NULL));
+	config_free(cfg);
+	config_issues_free(&is);
+	/* Not set, or empty: none. */
+	assert_int_equal(parse_fallbacks("{}", &cfg, &is), 0);
+	assert_int_equal(cfg->n_fallbacks, 0);
+	config_free(cfg);
+	config_issues_free(&is);
+	assert_int_equal(parse_fallbacks("null", &cfg, &is), 0);
+	assert_null(config_fallback(cfg, "m"));
+	config_free(cfg);
+	config_issues_free(&is);
+	/* A model no endpoint serves may be staged: a warning. */
+	assert_int_equal(parse_fallbacks("{'m': ['x', 'n']}", &cfg, &is), 0);
+	assert_int_equal(is.n, 1);
+	expect_issue(&is, false, "server.fallbacks.m[0]", "no endpoint serves this model");
+	config_free(cfg);
+	config_issues_free(&is);
+	expect_fallback_error("['m']", "server.fallbacks",
+			      "expected an object: a model to an array of models");
+	expect_fallback_error("{'m': 'n'}", "server.fallbacks.m",
+			      "expected a non-empty array of strings");
+	expect_fallback_error("{'m': []}", "server.fallbacks.m",
+			      "expected a non-empty array of strings");
+	expect_fallback_error("{'': ['n']}", "server.fallbacks[\"\"]",
+			      "expected a model name: non-empty, no control characters");
+	expect_fallback_error("{'m': ['n', 5]}", "server.fallbacks.m[1]",
+			      "expected a non-empty string");
+	expect_fallback_error("{'m': ['']}", "server.fallbacks.m[0]",
+			      "expected a non-empty string");
+	expect_fallback_error("{'m': ['n\\r\\nX-Evil: 1']}", "server.fallbacks.m[0]",
+			      "must not contain control characters");
+	expect_fallback_error("{'m': ['m']}", "server.fallbacks.m[0]",
+			      "the requested model itself");
+	expect_fallback_error("{'gpt-4o': ['n', 'o', 'n']}", "server.fallbacks[\"gpt-4o\"][2]",
+			      "listed twice");
+}
+
 static void
 syntax_error_gives_line_and_column(void **state)
 {
@@ -1128,7 +1249,7 @@ unknown_field_is_a_warning_only(void **state)
 	(void)state;
 	assert_int_equal(parse("{'server': {'apiKey': 'k', 'apikey': 'x', 'host': 'h',"
 			       " 'cooldown': {'minutes': 1}}, 'apis': [{'id': 'a',"
-			       " 'baseUrl': 'http://h', 'models': ['m'], 'priority': 1}],"
+			       " 'baseUrl': 'http://h', 'models': ['m'], 'order': 1}],"
 			       " 'logging': true}",
 			       &cfg, &is),
 			 0);
@@ -1139,7 +1260,7 @@ unknown_field_is_a_warning_only(void **state)
 		     "unknown field, ignored (did you mean \"apiKey\"?)");
 	expect_issue(&is, false, "server.host", "unknown field, ignored");
 	expect_issue(&is, false, "server.cooldown.minutes", "unknown field, ignored");
-	expect_issue(&is, false, "apis[0].priority", "unknown field, ignored");
+	expect_issue(&is, false, "apis[0].order", "unknown field, ignored");
 	expect_issue(&is, false, "logging", "unknown field, ignored");
 	assert_int_equal(cfg->n_api_keys, 1);
 	config_free(cfg);
@@ -1689,6 +1810,8 @@ main(void)
 		cmocka_unit_test(headers_are_checked),
 		cmocka_unit_test(upstream_key_must_be_one_header_line),
 		cmocka_unit_test(key_pools_are_read_and_checked),
+		cmocka_unit_test(priority_is_an_integer_default_0),
+		cmocka_unit_test(fallbacks_are_read_and_checked),
 		cmocka_unit_test(syntax_error_gives_line_and_column),
 		cmocka_unit_test(duplicate_key_is_a_warning_and_the_last_wins),
 		cmocka_unit_test(byte_order_mark_is_skipped),

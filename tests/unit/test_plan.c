@@ -13,13 +13,15 @@
 
 #include "config.h"
 #include "plan.h"
+#include "route.h"
 
 #define MAX_APIS 4
 
 static char *test_ids[MAX_APIS] = {"a", "b", "c", "d"};
 static char *test_models[] = {"m"};
 
-/* A config of n endpoints "a", "b"... serving "m", unlimited, weights 1, 2... */
+/* A config of n endpoints "a", "b"... serving "m", rpm 10, 11..., weights
+ * 1, 2..., priorities 1, 0, 1, 0. */
 struct fixture {
 	struct config cfg;
 	struct config_api apis[MAX_APIS];
@@ -40,6 +42,7 @@ fixture_init(struct fixture *f, size_t n, long max_retries)
 		a->models = test_models;
 		a->n_models = 1;
 		a->weight = (double)(i + 1);
+		a->priority = i % 2 == 0 ? 1 : 0;
 	}
 	f->cfg.apis = f->apis;
 	f->cfg.n_apis = n;
@@ -104,15 +107,11 @@ static const struct plan_case plan_cases[] = {
 };
 
 static const char *const plan_step_names[] = {
-	[PLAN_RESERVE] = "reserve",
-	[PLAN_FORWARD] = "forward",
-	[PLAN_DONE] = "done",
-	[PLAN_SEND_HELD] = "send-held",
-	[PLAN_UNREACHABLE] = "unreachable",
-	[PLAN_LOCAL_ERROR] = "local-error",
-	[PLAN_STORE_ERROR] = "store-error",
-	[PLAN_LIMITED] = "limited",
-	[PLAN_COOLING] = "cooling",
+	[PLAN_RESERVE] = "reserve",         [PLAN_FORWARD] = "forward",
+	[PLAN_FALLBACK] = "fallback",       [PLAN_DONE] = "done",
+	[PLAN_SEND_HELD] = "send-held",     [PLAN_UNREACHABLE] = "unreachable",
+	[PLAN_LOCAL_ERROR] = "local-error", [PLAN_STORE_ERROR] = "store-error",
+	[PLAN_LIMITED] = "limited",         [PLAN_COOLING] = "cooling",
 };
 
 /* Appends s and a space to buf (of size cap). */
@@ -188,6 +187,8 @@ test_plan_look(struct plan *p, char *steps, char *offers, size_t cap)
 		/* The offer carries each endpoint's limits and weight. */
 		assert_int_equal(p->offer.eps[i].rpm, 10 + (ids[i] - 'a'));
 		assert_true(p->offer.weights[i] == (double)(ids[i] - 'a' + 1));
+		/* and its priority, for the pick's tiers */
+		assert_int_equal(p->offer.tiers[i], (ids[i] - 'a') % 2 == 0 ? 1 : 0);
 	}
 	test_append(offers, cap, ids);
 }
@@ -392,6 +393,267 @@ plan_candidates(void **state)
 	plan_free(&p);
 }
 
+/* ---- priority tiers (doc/behaviour.md, Forwarding: priority tiers) ---- */
+
+/* The plan offers every open candidate with its priority and the pick
+ * (route_pick, inside the store's step) takes the highest tier with room:
+ * so a retry stays in its tier while the tier has an untried endpoint,
+ * then moves down. a and c are tier 1, b and d tier 0; every one has
+ * room; each try fails. */
+static void
+plan_retries_stay_in_the_tier_then_move_down(void **state)
+{
+	(void)state;
+	for (uint64_t seed = 1; seed <= 200; seed++) {
+		struct fixture f;
+		struct plan p;
+		uint64_t rng = seed;
+		bool room[MAX_APIS] = {true, true, true, true};
+		char tried[MAX_APIS + 1] = "";
+
+		fixture_init(&f, 4, 10);
+		assert_int_equal(plan_init(&p, &f.cfg, "m"), 0);
+		for (size_t t = 0; plan_next(&p) == PLAN_RESERVE; t++) {
+			plan_offer(&p);
+			struct route_pick pick = {p.offer.weights, p.offer.tiers, &rng};
+			struct store_reservation res = {.verdict = STORE_RESERVED};
+			res.chosen = route_pick(&pick, room, p.offer.n);
+			assert_true(res.chosen < p.offer.n);
+			plan_reserved(&p, &res);
+			assert_int_equal(plan_next(&p), PLAN_FORWARD);
+			plan_tried(&p, PLAN_HELD, 500);
+			tried[t] = f.cfg.apis[p.tries[t].api].id[0];
+		}
+		assert_int_equal(plan_next(&p), PLAN_SEND_HELD);
+		assert_int_equal(strlen(tried), 4);
+		/* tier 1 (a, c) first, in either order, then tier 0 (b, d) */
+		if (strchr("ac", tried[0]) == NULL || strchr("ac", tried[1]) == NULL ||
+		    strchr("bd", tried[2]) == NULL || strchr("bd", tried[3]) == NULL)
+			fail_msg("seed %llu: tried %s", (unsigned long long)seed, tried);
+		plan_free(&p);
+	}
+}
+
+/* ---- fallbacks (doc/behaviour.md, Forwarding: fallbacks) ---- */
+
+/* a and b serve m, c f1, d f2; nobody serves gone. m falls back to f1,
+ * gone, f2; x (served by none) to f1; f1 to f2 (not followed from m). */
+struct fb_fixture {
+	struct fixture f;
+	struct config_fallback fallbacks[3];
+};
+
+static char *fb_m[] = {"f1", "gone", "f2"};
+static char *fb_x[] = {"f1"};
+static char *fb_f1[] = {"f2"};
+static char *fb_model_f1[] = {"f1"};
+static char *fb_model_f2[] = {"f2"};
+
+static void
+fb_init(struct fb_fixture *ff, long max_retries)
+{
+	fixture_init(&ff->f, 4, max_retries);
+	ff->f.apis[2].models = fb_model_f1;
+	ff->f.apis[3].models = fb_model_f2;
+	ff->fallbacks[0] = (struct config_fallback){"m", fb_m, 3};
+	ff->fallbacks[1] = (struct config_fallback){"x", fb_x, 1};
+	ff->fallbacks[2] = (struct config_fallback){"f1", fb_f1, 1};
+	ff->f.cfg.fallbacks = ff->fallbacks;
+	ff->f.cfg.n_fallbacks = 3;
+}
+
+/* As plan_case, for a request of model; served: the X-Api-Together-Model
+ * of the answer the client gets ("" none: no answer of an upstream, or a
+ * model without fallbacks). */
+struct fb_case {
+	const char *name;
+	const char *model;
+	long max_retries;
+	const char *events;
+	const char *steps;
+	const char *offers;
+	const char *tried;
+	const char *served;
+};
+
+static const struct fb_case fb_cases[] = {
+	{"every endpoint of the model fails: the first fallback serves", "m", 5,
+	 "r0 h500 r0 h500 r0 s200", "reserve forward reserve forward fallback reserve forward done",
+	 "ab b c", "abc", "f1"},
+	{"the fallback fails too: the next one (none serves gone: skipped)", "m", 5,
+	 "r0 h500 r0 n0 r0 h502 r0 s200",
+	 "reserve forward reserve forward fallback reserve forward fallback reserve forward done",
+	 "ab b c d", "abcd", "f2"},
+	{"no room for the model: its fallback", "m", 5, "l30 r0 s200",
+	 "reserve fallback reserve forward done", "ab c", "c", "f1"},
+	{"no room anywhere: 429, the smallest wait of every model's", "m", 5, "c20 l30 c9",
+	 "reserve fallback reserve fallback reserve limited/9", "ab c d", "", ""},
+	{"all cooling everywhere: 503, the smallest wait", "m", 5, "c20 c9 c40",
+	 "reserve fallback reserve fallback reserve cooling/9", "ab c d", "", ""},
+	{"a 4xx passed on: no fallback; the model named", "m", 5, "r0 s400", "reserve forward done",
+	 "ab", "a", "m"},
+	{"a 401 then a 403: the request's fault, no fallback", "m", 5, "r0 h401 r0 h403",
+	 "reserve forward reserve forward send-held", "ab b", "ab", "m"},
+	{"the store fails: no fallback", "m", 5, "f", "reserve store-error", "ab", "", ""},
+	{"maxRetries counts every model's tries: none left for a fallback", "m", 2,
+	 "r0 h500 r0 h500", "reserve forward reserve forward send-held", "ab b", "ab", "m"},
+	{"maxRetries: the fallback gets the tries left", "m", 3, "r0 h500 r0 h500 r0 h503",
+	 "reserve forward reserve forward fallback reserve forward send-held", "ab b c", "abc",
+	 "f1"},
+	{"a refusal after a try: the fallbacks, then the answer held", "m", 5, "r0 h500 l5 l7 c3",
+	 "reserve forward reserve fallback reserve fallback reserve send-held", "ab b c d", "a",
+	 "m"},
+	{"the model asked for is served by none: its fallback from the start", "x", 5, "r0 s200",
+	 "reserve forward done", "c", "c", "f1"},
+	{"a fallback's own fallbacks are not followed", "x", 5, "r0 h500",
+	 "reserve forward send-held", "c", "c", "f1"},
+	{"asked for directly, f1 falls back to f2", "f1", 5, "r0 h500 r0 s200",
+	 "reserve forward fallback reserve forward done", "c d", "cd", "f2"},
+	{"a model without fallbacks: no header", "f2", 5, "r0 h500", "reserve forward send-held",
+	 "d", "d", ""},
+};
+
+/* The try whose answer the client gets at step (the last, or the last held). */
+static const struct plan_try *
+fb_answered(const struct plan *p, enum plan_step step)
+{
+	if (step == PLAN_DONE && p->n_tries > 0)
+		return &p->tries[p->n_tries - 1];
+	for (size_t i = p->n_tries; step == PLAN_SEND_HELD && i > 0; i--)
+		if (p->tries[i - 1].result == PLAN_HELD)
+			return &p->tries[i - 1];
+	return NULL;
+}
+
+static void
+fallback_table(void **state)
+{
+	(void)state;
+	for (size_t k = 0; k < sizeof(fb_cases) / sizeof(fb_cases[0]); k++) {
+		const struct fb_case *c = &fb_cases[k];
+		char steps[256] = "", offers[64] = "", tried[16] = "", events[128];
+		const char *served;
+		struct fb_fixture ff;
+		struct plan p;
+		enum plan_step st;
+
+		fb_init(&ff, c->max_retries);
+		assert_int_equal(plan_init(&p, &ff.f.cfg, c->model), 0);
+		snprintf(events, sizeof(events), "%s", c->events);
+		for (char *save, *ev = strtok_r(events, " ", &save);;
+		     ev = strtok_r(NULL, " ", &save)) {
+			while ((st = plan_next(&p)) == PLAN_FALLBACK) {
+				test_append(steps, sizeof(steps), plan_step_names[st]);
+				plan_fallback(&p);
+			}
+			char name[32], ids[MAX_APIS + 1] = "";
+			if (st == PLAN_LIMITED || st == PLAN_COOLING)
+				snprintf(name, sizeof(name), "%s/%ld", plan_step_names[st],
+					 p.retry_after_s);
+			else
+				snprintf(name, sizeof(name), "%s", plan_step_names[st]);
+			test_append(steps, sizeof(steps), name);
+			if (st == PLAN_RESERVE) {
+				plan_offer(&p);
+				for (size_t i = 0; i < p.offer.n; i++)
+					ids[i] = p.offer.eps[i].id[0];
+				test_append(offers, sizeof(offers), ids);
+			}
+			if (ev == NULL)
+				break;
+			test_plan_apply(&p, ev);
+		}
+		for (size_t i = 0; i < p.n_tries; i++)
+			tried[i] = ff.f.cfg.apis[p.tries[i].api].id[0];
+		const struct plan_try *t = fb_answered(&p, st);
+		served = t != NULL ? plan_answer_model(&p, t->model) : NULL;
+		if (served == NULL)
+			served = "";
+		if (strcmp(steps, c->steps) != 0 || strcmp(offers, c->offers) != 0 ||
+		    strcmp(tried, c->tried) != 0 || strcmp(served, c->served) != 0)
+			fail_msg("%s: steps \"%s\" offers \"%s\" tried \"%s\" served \"%s\"; want "
+				 "\"%s\" \"%s\" \"%s\" \"%s\"",
+				 c->name, steps, offers, tried, served, c->steps, c->offers,
+				 c->tried, c->served);
+		plan_free(&p);
+	}
+}
+
+/* The chain keeps the models an endpoint in service serves, in order; the
+ * model tried now is plan_model's, and the body is rewritten to it. */
+static void
+plan_chain_of_models(void **state)
+{
+	struct fb_fixture ff;
+	struct plan p;
+
+	(void)state;
+	fb_init(&ff, 5);
+	assert_int_equal(plan_init(&p, &ff.f.cfg, "m"), 0);
+	assert_int_equal(p.n_models, 3);
+	assert_string_equal(p.models[0], "m");
+	assert_string_equal(p.models[1], "f1");
+	assert_string_equal(p.models[2], "f2");
+	assert_string_equal(plan_model(&p), "m");
+	assert_int_equal(p.n, 2);
+	plan_fallback(&p);
+	assert_string_equal(plan_model(&p), "f1");
+	assert_int_equal(p.n, 1);
+	assert_int_equal(p.api[0], 2);
+	plan_free(&p);
+	/* d out of service: f2 leaves the chain */
+	ff.f.apis[3].enabled = false;
+	assert_int_equal(plan_init(&p, &ff.f.cfg, "m"), 0);
+	assert_int_equal(p.n_models, 2);
+	plan_free(&p);
+	/* nothing of the chain served: n 0 (404) */
+	ff.f.apis[2].enabled = false;
+	assert_int_equal(plan_init(&p, &ff.f.cfg, "x"), 0);
+	assert_int_equal(p.n_models, 0);
+	assert_int_equal(p.n, 0);
+	assert_null(plan_model(&p));
+	plan_free(&p);
+	/* no model: no chain of fallbacks, every endpoint in service */
+	assert_int_equal(plan_init(&p, &ff.f.cfg, NULL), 0);
+	assert_int_equal(p.n_models, 1);
+	assert_null(plan_model(&p));
+	assert_null(plan_answer_model(&p, 0));
+	assert_int_equal(p.n, 2);
+	plan_free(&p);
+}
+
+/* An endpoint that failed the model asked for is a candidate again for a
+ * fallback it serves (its model may be what failed): the tries that close
+ * a key are those of the model tried now. */
+static void
+plan_fallback_may_return_to_an_endpoint(void **state)
+{
+	static char *both[] = {"m", "f1"};
+	struct fb_fixture ff;
+	struct plan p;
+	struct store_reservation res = {.verdict = STORE_RESERVED, .chosen = 0};
+
+	(void)state;
+	fb_init(&ff, 5);
+	ff.f.apis[0].models = both;
+	ff.f.apis[0].n_models = 2;
+	assert_int_equal(plan_init(&p, &ff.f.cfg, "m"), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(plan_next(&p), PLAN_RESERVE);
+		plan_offer(&p);
+		plan_reserved(&p, &res);
+		plan_tried(&p, PLAN_HELD, 500);
+	}
+	assert_int_equal(plan_next(&p), PLAN_FALLBACK);
+	plan_fallback(&p);
+	assert_int_equal(plan_next(&p), PLAN_RESERVE);
+	plan_offer(&p);
+	assert_int_equal(p.offer.n, 2);
+	assert_int_equal(p.offer.api[0], 0);
+	assert_int_equal(p.offer.api[1], 2);
+	plan_free(&p);
+}
+
 int
 main(void)
 {
@@ -400,6 +662,10 @@ main(void)
 		cmocka_unit_test(pool_table),
 		cmocka_unit_test(plan_keeps_each_try),
 		cmocka_unit_test(plan_candidates),
+		cmocka_unit_test(plan_retries_stay_in_the_tier_then_move_down),
+		cmocka_unit_test(fallback_table),
+		cmocka_unit_test(plan_chain_of_models),
+		cmocka_unit_test(plan_fallback_may_return_to_an_endpoint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

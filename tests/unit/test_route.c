@@ -62,6 +62,8 @@ assert_candidates(const struct config *cfg, const char *model, const size_t *wan
 	memset(idx, 0xff, sizeof(idx));
 	size_t n = route_candidates(cfg, model, idx);
 	assert_int_equal(n, n_want);
+	/* Without a list it only counts them. */
+	assert_int_equal(route_candidates(cfg, model, NULL), n_want);
 	for (size_t i = 0; i < n_want; i++)
 		assert_int_equal(idx[i], want[i]);
 }
@@ -553,6 +555,86 @@ pick_rounding_never_lands_on_full_endpoint(void **state)
 	}
 }
 
+/* ---- priority tiers (doc/behaviour.md, Forwarding: priority tiers) ---- */
+
+static size_t
+pick_tiered(const double *weights, const long *tiers, uint64_t *rng, const bool *room, size_t n)
+{
+	struct route_pick p = {.weights = weights, .tiers = tiers, .rng = rng};
+	return route_pick(&p, room, n);
+}
+
+/* The highest tier with room takes every pick, whatever the weights; the
+ * weights share it out inside the tier. */
+static void
+pick_takes_the_highest_tier_with_room(void **state)
+{
+	(void)state;
+	const double weights[] = {1000, 1, 3, 1000};
+	const long tiers[] = {0, 5, 5, -2};
+	const bool room[] = {true, true, true, true};
+	uint64_t rng = 42;
+	int hits[4] = {0};
+
+	for (int i = 0; i < 100000; i++)
+		hits[pick_tiered(weights, tiers, &rng, room, 4)]++;
+	assert_int_equal(hits[0] + hits[3], 0);
+	assert_true(hits[1] > 23000 && hits[1] < 27000);
+	assert_true(hits[2] > 73000 && hits[2] < 77000);
+}
+
+/* A tier with no room left is passed over for the next one down, and the
+ * tiers below it wait while it has room. */
+static void
+pick_moves_down_a_tier_without_room(void **state)
+{
+	(void)state;
+	const double weights[] = {1, 1, 1, 1};
+	const long tiers[] = {2, 1, 2, 0};
+	uint64_t rng = 7;
+
+	for (int i = 0; i < 10000; i++) {
+		const bool top_full[] = {false, true, false, true};
+		const bool middle_full[] = {false, false, false, true};
+		const bool one_top[] = {false, true, true, true};
+		const bool none[] = {false, false, false, false};
+		assert_int_equal(pick_tiered(weights, tiers, &rng, top_full, 4), 1);
+		assert_int_equal(pick_tiered(weights, tiers, &rng, middle_full, 4), 3);
+		assert_int_equal(pick_tiered(weights, tiers, &rng, one_top, 4), 2);
+		assert_int_equal(pick_tiered(weights, tiers, &rng, none, 4), 4);
+	}
+}
+
+/* One tier for all (every priority 0, the default) picks exactly as no
+ * tiers: the same index for the same random state. */
+static void
+pick_with_one_tier_is_the_untiered_pick(void **state)
+{
+	(void)state;
+	const double weights[] = {0.3, 2, 1, 4.5, 0.7};
+	const long tiers[] = {0, 0, 0, 0, 0};
+	const bool room[] = {true, false, true, true, true};
+	uint64_t a = 99, b = 99;
+
+	for (int i = 0; i < 10000; i++)
+		assert_int_equal(pick_tiered(weights, tiers, &a, room, 5),
+				 pick(weights, &b, room, 5));
+}
+
+/* Negative priorities are tiers too, below 0. */
+static void
+pick_negative_tiers_come_last(void **state)
+{
+	(void)state;
+	const double weights[] = {1, 1, 1};
+	const long tiers[] = {-5, -1, -3};
+	const bool room[] = {true, true, true};
+	uint64_t rng = 5;
+
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(pick_tiered(weights, tiers, &rng, room, 3), 1);
+}
+
 int
 main(void)
 {
@@ -589,6 +671,10 @@ main(void)
 		cmocka_unit_test(pick_with_no_candidates_returns_no_valid_index),
 		cmocka_unit_test(pick_advances_random_state),
 		cmocka_unit_test(pick_rounding_never_lands_on_full_endpoint),
+		cmocka_unit_test(pick_takes_the_highest_tier_with_room),
+		cmocka_unit_test(pick_moves_down_a_tier_without_room),
+		cmocka_unit_test(pick_with_one_tier_is_the_untiered_pick),
+		cmocka_unit_test(pick_negative_tiers_come_last),
 	};
 
 	return cmocka_run_group_tests(tests, 0, 0);
