@@ -93,3 +93,12 @@ clock_iso8601(int64_t t_ms, char *buf, size_t len)
 	}
 	snprintf(buf, len, "%s.%03dZ", day, (int)(t_ms % 1000));
 }
+
+int64_t
+clock_mono_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}

@@ -15,6 +15,10 @@
 /* Milliseconds since the epoch, with the test offset in test builds. */
 int64_t clock_now_ms(void);
 
+/* Milliseconds of the monotonic clock, for waits and timeouts (never the
+ * test clock: a wait is real time in every build). */
+int64_t clock_mono_ms(void);
+
 /* Local calendar day of t_ms as YYYYMMDD (TZ honoured). */
 long clock_local_day(int64_t t_ms);
 

@@ -210,15 +210,6 @@ main_accept(struct main_pool *pool, long *idle_before)
 	return fd;
 }
 
-static int64_t
-main_mono_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Waits for the first bytes of a new connection, at most
  * MAIN_FIRST_RECORD_MS: a web server sends its request as it connects, and
  * a connection that sends nothing must not hold a thread for good
@@ -230,11 +221,11 @@ main_first_bytes(struct main_pool *pool, int fd)
 {
 	struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
 			      {.fd = main_listen_fd, .events = POLLIN}};
-	int64_t deadline = main_mono_ms() + MAIN_FIRST_RECORD_MS;
+	int64_t deadline = clock_mono_ms() + MAIN_FIRST_RECORD_MS;
 	nfds_t n = 2;
 
 	for (;;) {
-		int64_t left = deadline - main_mono_ms();
+		int64_t left = deadline - clock_mono_ms();
 		if (left <= 0)
 			return false;
 		int rc = poll(p, n, (int)left);

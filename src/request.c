@@ -80,7 +80,7 @@ request_has_ctl(const char *s)
 }
 
 /* RFC 9110 token characters, for methods and header names. */
-static bool
+bool
 request_is_token(const char *s, size_t len)
 {
 	if (len == 0)

@@ -67,4 +67,8 @@ const char *request_header(const struct request *r, const char *name);
 
 void request_free(struct request *r);
 
+/* True when the len bytes at s are an RFC 9110 token (a method, a header
+ * name): at least one of the letters, digits and !#$%&'*+-.^_`|~. */
+bool request_is_token(const char *s, size_t len);
+
 #endif

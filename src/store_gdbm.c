@@ -128,15 +128,6 @@ store_gdbm_save(GDBM_FILE db, const char *rec, size_t len, uint64_t seq, char *e
  * mutex they sleep until woken, in order; only one per process polls. */
 static pthread_mutex_t store_gdbm_process_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int64_t
-store_gdbm_mono_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* Takes the flock, polling until deadline_ms (monotonic). */
 static int
 store_gdbm_lock_fd(struct store_gdbm *st, int how, int64_t deadline_ms, char *err, size_t errlen)
@@ -159,7 +150,7 @@ store_gdbm_lock_fd(struct store_gdbm *st, int how, int64_t deadline_ms, char *er
 			sched_yield();
 			continue;
 		}
-		if (store_gdbm_mono_ms() > deadline_ms) {
+		if (clock_mono_ms() > deadline_ms) {
 			store_gdbm_set_err(err, errlen, st->lock_path,
 					   "locked by another process for too long");
 			return -1;
@@ -231,7 +222,7 @@ store_gdbm_open_lock_file(struct store_gdbm *st, char *err, size_t errlen)
 static int
 store_gdbm_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
 {
-	int64_t deadline = store_gdbm_mono_ms() + STORE_GDBM_LOCK_WAIT_MS;
+	int64_t deadline = clock_mono_ms() + STORE_GDBM_LOCK_WAIT_MS;
 	struct timespec until;
 	int rc;
 

@@ -20,10 +20,12 @@
  *
  * A reservation reads every candidate and Redis's own time, lets pick
  * choose among those with room, counts on the chosen one and writes it
- * back, and the write carries a deadline in Redis's time (the read's plus
- * the timeout): a write that reaches a Redis stalled for longer (the
- * responder answered 503 meanwhile) is refused, so it cannot use up a limit
- * for nothing. Only the changed states' versions are checked: a change to
+ * back, and the write carries a deadline in Redis's time (the read's,
+ * plus the time the responder took until it sent the write, plus the
+ * timeout): a write that reaches a Redis stalled for longer (the responder
+ * answered 503 meanwhile) is refused, so it cannot use up a limit for
+ * nothing. A responder that was itself slow between the read and the write
+ * (a loaded host) is not refused for it. Only the changed states' versions are checked: a change to
  * another candidate in between changes no count (the pick saw a state it
  * had).
  *
@@ -696,15 +698,6 @@ bad:
 	return -1;
 }
 
-static int64_t
-store_redis_mono_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* Whether a step that found its state changed tries+1 times may try again:
  * while the time since it started (start_ms) is within
  * STORE_REDIS_CONTENTION_MS. At once: the answer that said so holds the
@@ -713,8 +706,7 @@ store_redis_mono_ms(void)
 static bool
 store_redis_again(struct store_redis *st, int tries, int64_t start_ms, char *err, size_t errlen)
 {
-	if (tries < STORE_REDIS_TRIES &&
-	    store_redis_mono_ms() - start_ms <= STORE_REDIS_CONTENTION_MS)
+	if (tries < STORE_REDIS_TRIES && clock_mono_ms() - start_ms <= STORE_REDIS_CONTENTION_MS)
 		return true;
 	store_redis_set_err(st, err, errlen, "the state keeps changing");
 	return false;
@@ -930,7 +922,7 @@ store_redis_upgrade_build(struct store_redis *st, const redisReply *d, char *err
 static int
 store_redis_upgrade(struct store_redis *st, char *err, size_t errlen)
 {
-	int64_t start = store_redis_mono_ms();
+	int64_t start = clock_mono_ms();
 
 	if (st->ready)
 		return 0;
@@ -1120,10 +1112,11 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 static int
 store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why, size_t whylen)
 {
-	int64_t start = store_redis_mono_ms();
+	int64_t start = clock_mono_ms();
 	size_t nidx = 0, nslots = 0, most = 1;
 	char err[512] = "";
 	long long redis_now = 0;
+	int64_t now_at = 0; /* this host's monotonic time when redis_now was read */
 	bool read = true, reserves = false;
 
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
@@ -1170,6 +1163,7 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 			if (r == NULL)
 				goto fail;
 			redis_now = r->element[0]->integer;
+			now_at = clock_mono_ms();
 			for (size_t j = 0; j < nslots; j++)
 				store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX,
 						      eps[j].id, r->element[j + 1]->str,
@@ -1188,23 +1182,25 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 		}
 		for (size_t j = 0; j < nslots; j++)
 			any |= dirty[j];
+		/* The deadline runs from when the write is sent, in Redis's
+		 * time: the time read, plus what this host took since. */
+		long long deadline =
+			reserving ? redis_now + (clock_mono_ms() - now_at) + st->timeout_ms : 0;
 		int c = !any ? 1
-			     : store_redis_commit(st, eps, nslots, sl, rings, dirty,
-						  reserving ? redis_now + st->timeout_ms : 0,
+			     : store_redis_commit(st, eps, nslots, sl, rings, dirty, deadline,
 						  &redis_now, err, sizeof(err));
 		if (c < 0)
 			goto fail;
 		if (c == 1)
 			break;
+		if (c == 0)
+			now_at = clock_mono_ms();
 		if (c == 2) {
-			/* Nothing was counted for those: they answer 503, and the
-			 * records and resets in the batch are written still, from
-			 * the states read again. */
+			/* Refused late, and yet the answer came back in time:
+			 * nothing was written and the caller still waits, so
+			 * the batch runs again on the states read again. */
 			store_redis_set_err(st, err, sizeof(err),
 					    "answer later than server.storeTimeoutMs");
-			for (struct store_redis_op *op = ops; op != NULL; op = op->next)
-				if (op->counted)
-					store_redis_op_fail(op, err);
 			read = true;
 		}
 		if (!store_redis_again(st, tries, start, err, sizeof(err)))

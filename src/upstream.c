@@ -345,18 +345,6 @@ upstream_header_acted_on(const char *name, const char *v, const char *end)
 	return v < end && *v == '/';
 }
 
-/* RFC 9110 token characters, which a header name is made of. */
-static bool
-upstream_is_token(const char *s, size_t len)
-{
-	if (len == 0)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
-			return false;
-	return true;
-}
-
 bool
 upstream_answer_line_passes(const char *line, size_t n)
 {
@@ -370,7 +358,7 @@ upstream_answer_line_passes(const char *line, size_t n)
 	size_t nlen = colon != NULL ? (size_t)(colon - line) : 0;
 	/* A name that is no token ("X y", "X\v") is no header to the web
 	 * server either; what it would make of it is its own guess. */
-	if (colon == NULL || nlen >= sizeof(name) || !upstream_is_token(line, nlen))
+	if (colon == NULL || nlen >= sizeof(name) || !request_is_token(line, nlen))
 		return false;
 	memcpy(name, line, nlen);
 	name[nlen] = '\0';
