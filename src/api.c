@@ -120,12 +120,12 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 		if (ks != STORE_KEY_ACTIVE)
 			clock_iso8601(u[k].key_until, until, sizeof(until));
 		json_t *o = json_pack(
-			"{s:s,s:s,s:o,s:o,s:{s:I,s:I}}", "key", shown, "state", api_key_states[ks],
-			"until", ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(),
-			"reason",
+			"{s:s,s:s,s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "key", shown, "state",
+			api_key_states[ks], "until",
+			ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(), "reason",
 			ks != STORE_KEY_ACTIVE ? json_string(api_key_reasons[ks]) : json_null(),
-			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd",
-			(json_int_t)u[k].rpd_used);
+			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd", (json_int_t)u[k].rpd_used,
+			"tpm", (json_int_t)u[k].tpm_used, "tpd", (json_int_t)u[k].tpd_used);
 		if (o == NULL || json_array_append_new(keys, o) != 0) {
 			json_decref(keys);
 			return NULL;
@@ -142,8 +142,11 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	struct store_usage *u;
 	json_t *apis, *body;
 	int status = 0;
+	char day_ends[40];
 
 	(void)why;
+	/* When RPD, TPD and tokensToday roll over (Limits and state, rule 6). */
+	clock_iso8601(now + clock_ms_to_midnight(now), day_ends, sizeof(day_ends));
 	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
 	u = wu.apis;
@@ -151,21 +154,24 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	for (size_t i = 0; apis != NULL && i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
 		bool cooling = u[i].cooldown_until > now;
-		bool in_service = a->enabled && a->rpm != 0 && a->rpd != 0;
+		bool in_service =
+			a->enabled && a->rpm != 0 && a->rpd != 0 && a->tpm != 0 && a->tpd != 0;
 		json_t *o = json_pack(
-			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I},"
-			"s:{s:I,s:I,s:I}}",
+			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I},"
+			"s:{s:I,s:I,s:I},s:{s:I,s:I,s:I},s:s}",
 			"id", a->id, "name", a->name, "enabled", a->enabled, "available",
 			in_service && !cooling && u[i].free_in_s == 0, "temporarilyDisabled",
 			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
-			(json_int_t)a->rpm, "rpd", (json_int_t)a->rpd, "usage", "rpm",
-			(json_int_t)u[i].rpm_used, "rpd", (json_int_t)u[i].rpd_used, "tokens",
-			"prompt", (json_int_t)u[i].prompt_tokens, "completion",
+			(json_int_t)a->rpm, "rpd", (json_int_t)a->rpd, "tpm", (json_int_t)a->tpm,
+			"tpd", (json_int_t)a->tpd, "usage", "rpm", (json_int_t)u[i].rpm_used, "rpd",
+			(json_int_t)u[i].rpd_used, "tpm", (json_int_t)u[i].tpm_used, "tpd",
+			(json_int_t)u[i].tpd_used, "tokens", "prompt",
+			(json_int_t)u[i].prompt_tokens, "completion",
 			(json_int_t)u[i].completion_tokens, "total", (json_int_t)u[i].total_tokens,
 			/* The local day's, as usage.rpd: a reset keeps them. */
 			"tokensToday", "prompt", (json_int_t)u[i].day_prompt_tokens, "completion",
 			(json_int_t)u[i].day_completion_tokens, "total",
-			(json_int_t)u[i].day_total_tokens);
+			(json_int_t)u[i].day_total_tokens, "dayResetsAt", day_ends);
 		if (o != NULL && cooling) {
 			char ts[40];
 			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));

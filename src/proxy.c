@@ -130,6 +130,9 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.prompt_tokens = call->usage.prompt,
 		.completion_tokens = call->usage.completion,
 		.total_tokens = call->usage.total,
+		.estimate = p->at_estimate,
+		.est_ms = p->at_ms,
+		.est_day = p->at_day,
 		.code_class = proxy_class(call->status),
 		.retry = rec->retry,
 		.latency_ms = call->total_ms,
@@ -443,6 +446,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}
+	plan.estimate = info.estimate;
 	if (plan.n == 0) {
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		status = response_error(r->fcgi->out, RESP_MODEL_NOT_FOUND,

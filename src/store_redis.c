@@ -1003,6 +1003,7 @@ store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n
 		}
 		limit_fit_ring(&sl[k].s, eps[k].rpm, now.ms);
 		bool recheck = limit_count_attempt(&sl[k].s, &now);
+		limit_count_tokens(&sl[k].s, eps[k].estimate, &now);
 		int c = store_redis_commit(st, eps[k].id, &sl[k], rings + k * LIMIT_RING_MAX,
 					   redis_now + st->timeout_ms, &redis_now, err, errlen);
 		if (c < 0)
@@ -1011,6 +1012,8 @@ store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n
 			res->verdict = STORE_RESERVED;
 			res->chosen = k;
 			res->recheck = recheck;
+			res->at_ms = now.ms;
+			res->at_day = now.day;
 			return 0;
 		}
 		if (!store_redis_again(st, tries, start, err, errlen))
@@ -1041,7 +1044,7 @@ store_redis_change(struct store_redis *st, const char *id, bool skip_new,
 		rc = store_redis_load(st, sl, ring, id, dynbuf_ptr(&st->last_val),
 				      dynbuf_len(&st->last_val), err, errlen);
 	} else {
-		const struct store_endpoint ep = {id, -1, -1, 0};
+		const struct store_endpoint ep = {id, -1, -1, 0, -1, -1, 0};
 		redisReply *r = store_redis_get(st, &ep, 1, err, errlen);
 		if (r == NULL)
 			return -1;

@@ -101,7 +101,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -122,7 +122,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1, 0};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0};
 	struct held h;
 
 	(void)state;
@@ -162,7 +162,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -278,7 +278,8 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0}, {"b", c->rpm[1], -1, 0}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0},
+						{"b", c->rpm[1], -1, 0, -1, -1, 0}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
@@ -349,7 +350,7 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
@@ -453,7 +454,7 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -572,7 +573,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1, 0};
+	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0};
 	struct store_usage u;
 	struct held h;
 
@@ -642,7 +643,7 @@ test_key_charges(void **state)
 	for (size_t k = 0; k < sizeof(charge_cases) / sizeof(charge_cases[0]); k++) {
 		const struct charge_case *c = &charge_cases[k];
 		const struct store_cooldown cd = {3, 30, 600};
-		const struct store_endpoint ep = {"a", -1, -1, 0};
+		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 		struct held h;
 		int64_t t = T0;
 
@@ -708,7 +709,7 @@ test_recheck_claimed_once(void **state)
 					       .code_class = STORE_CLASS_N,
 					       .latency_ms = -1,
 					       .ttfb_ms = -1};
-	const struct store_endpoint ep = {"a", 5, -1, 0};
+	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0};
 	const struct limit_state *st[1];
 	struct store_reservation res = {.verdict = STORE_RESERVED};
 	struct held h;
@@ -743,9 +744,10 @@ test_recheck_claimed_once(void **state)
 static void
 test_least_recently_used_key_of_each_group(void **state)
 {
-	const struct store_endpoint eps[] = {{"a0", 10, -1, 1}, {"a1", 10, -1, 1},
-					     {"a2", 10, -1, 1}, {"b", 10, -1, 0},
-					     {"c0", 1, -1, 3},  {"c1", 1, -1, 3}};
+	const struct store_endpoint eps[] = {
+		{"a0", 10, -1, 1, -1, -1, 0}, {"a1", 10, -1, 1, -1, -1, 0},
+		{"a2", 10, -1, 1, -1, -1, 0}, {"b", 10, -1, 0, -1, -1, 0},
+		{"c0", 1, -1, 3, -1, -1, 0},  {"c1", 1, -1, 3, -1, -1, 0}};
 	struct held h[6];
 	const struct limit_state *st[6];
 	struct store_reservation res;
