@@ -82,6 +82,9 @@ worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
 		eps[i].id = cfg->apis[i].id;
 		eps[i].rpm = cfg->apis[i].rpm;
 		eps[i].rpd = cfg->apis[i].rpd;
+		eps[i].tpm = cfg->apis[i].tpm;
+		eps[i].tpd = cfg->apis[i].tpd;
+		eps[i].estimate = 0;
 	}
 }
 
