@@ -1674,32 +1674,45 @@ class S12TokenLimits(ClockBase):
         return self.post(CHAT, chat_of_estimate(model, estimate))
 
     def test_a_tpm1000_estimates_300_ten_at_once(self):
-        # The answers wait a second: every reservation is made before the
-        # first answer replaces its estimate.
-        up = self.mock("tpm", "chat", usage=(20, 30), delay=1.0)
+        # Through each process's own socket in turn, as S01: every process
+        # takes part. The answers report 300, as estimated: however the
+        # server queues the requests (mod_fcgid's processes serve one at a
+        # time), an answer frees nothing, so exactly 3 of 10 go.
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("tpm", "chat", usage=(100, 200))
         aid = self.uid("a")
         self.configure([self.api(aid, up.url, ["m-tpm"], tpm=1000)])
-        res = fire_at_once(10, lambda i: self.tok_post("m-tpm"))
+
+        def one(i):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat_of_estimate("m-tpm", 300), key=CLIENT_KEY)
+
+        res = fire_at_once(10, one)
         self.assertCounts(statuses(res), {200: 3, 429: 7}, "tpm 1000, 10 x 300 at once")
         self.assertEqual(up.count(), 3, "requests that reached the upstream")
         for r in res:
             if r.status == 429:
                 self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
                 self.assertRetryAfter(r, 55, 61)
-        # The answers said 50 each: the window holds 150, not 900 (rule 24).
         st = self.status_entry(aid)
         self.assertEqual(st["limits"]["tpm"], 1000, st)
         self.assertEqual(st["limits"]["tpd"], -1, st)
-        self.assertEqual(st["usage"]["tpm"], 150, st)
-        self.assertEqual(st["usage"]["tpd"], 150, st)
+        self.assertEqual((st["usage"]["tpm"], st["usage"]["tpd"]), (900, 900), st)
         self.assertIn("dayResetsAt", st)
-        # Room follows the real numbers: 150 + 2 x 300 fits, a third not.
-        res = fire_at_once(10, lambda i: self.tok_post("m-tpm"))
-        self.assertCounts(statuses(res), {200: 2, 429: 8}, "after real usage")
-        self.assertEqual(up.count(), 5)
-        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 250)
+        # A minute later the answers say 50 each: three of them leave 850,
+        # not 100, for the estimates (rule 24): 2 of 10 at once go.
+        self.gw.advance_clock(61)
+        up.set("chat", usage=(20, 30))
+        self.assertCounts(statuses([self.tok_post("m-tpm") for _ in range(3)]), {200: 3},
+                          "3 answers of 50")
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 150)
+        up.set("chat", usage=(100, 200))
+        res = fire_at_once(10, one)
+        self.assertCounts(statuses(res), {200: 2, 429: 8}, "after answers of 50")
+        self.assertEqual(up.count(), 8)
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 750)
         metrics = self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode()
-        self.assertIn('api_together_tpm_used{endpoint="%s"} 250' % aid, metrics)
+        self.assertIn('api_together_tpm_used{endpoint="%s"} 750' % aid, metrics)
         self.assertIn('api_together_tpm_limit{endpoint="%s"} 1000' % aid, metrics)
 
     def test_b_the_window_slides(self):
