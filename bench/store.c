@@ -202,7 +202,7 @@ bench_endpoints(struct store_endpoint *eps, char ids[][16], long rpm)
 {
 	for (int i = 0; i < BENCH_ENDPOINTS; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "endpoint-%d", i);
-		eps[i] = (struct store_endpoint){ids[i], rpm, -1, 0};
+		eps[i] = (struct store_endpoint){ids[i], rpm, -1, 0, -1, -1, 0};
 	}
 }
 

@@ -106,6 +106,24 @@ static const char *const api_key_reasons[STORE_KEY_STATE_N] = {
 	[STORE_KEY_REJECTED] = "rejected by the upstream (401)",
 };
 
+/* Whether a has a token limit: only then do its limits and usage show
+ * tpm and tpd, so that a config without them reads as before. */
+static bool
+api_token_limited(const struct config_api *a)
+{
+	return a->tpm >= 0 || a->tpd >= 0;
+}
+
+/* Sets "tpm" and "tpd" of object o. Returns 0, or -1 when memory runs out. */
+static int
+api_add_tokens(json_t *o, long long tpm, long long tpd)
+{
+	if (json_object_set_new(o, "tpm", json_integer((json_int_t)tpm)) != 0 ||
+	    json_object_set_new(o, "tpd", json_integer((json_int_t)tpd)) != 0)
+		return -1;
+	return 0;
+}
+
 /* The keys array of endpoint a: the last 4 characters of each, never more
  * (doc/behaviour.md, Key pools). */
 static json_t *
@@ -124,8 +142,8 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 			"until", ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(),
 			"reason",
 			ks != STORE_KEY_ACTIVE ? json_string(api_key_reasons[ks]) : json_null(),
-			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd",
-			(json_int_t)u[k].rpd_used);
+			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd", (json_int_t)u[k].rpd_used,
+			"tpm", (json_int_t)u[k].tpm_used, "tpd", (json_int_t)u[k].tpd_used);
 		if (o == NULL || json_array_append_new(keys, o) != 0) {
 			json_decref(keys);
 			return NULL;
@@ -142,8 +160,11 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	struct store_usage *u;
 	json_t *apis, *body;
 	int status = 0;
+	char day_ends[40];
 
 	(void)why;
+	/* When RPD, TPD and tokensToday roll over (Limits and state, rule 6). */
+	clock_iso8601(now + clock_ms_to_midnight(now), day_ends, sizeof(day_ends));
 	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
 	u = wu.apis;
@@ -151,10 +172,11 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	for (size_t i = 0; apis != NULL && i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
 		bool cooling = u[i].cooldown_until > now;
-		bool in_service = a->enabled && a->rpm != 0 && a->rpd != 0;
+		bool in_service =
+			a->enabled && a->rpm != 0 && a->rpd != 0 && a->tpm != 0 && a->tpd != 0;
 		json_t *o = json_pack(
 			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I},"
-			"s:{s:I,s:I,s:I}}",
+			"s:{s:I,s:I,s:I},s:s}",
 			"id", a->id, "name", a->name, "enabled", a->enabled, "available",
 			in_service && !cooling && u[i].free_in_s == 0, "temporarilyDisabled",
 			cooling, "errorCount", (json_int_t)u[i].fail_run, "limits", "rpm",
@@ -165,7 +187,14 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 			/* The local day's, as usage.rpd: a reset keeps them. */
 			"tokensToday", "prompt", (json_int_t)u[i].day_prompt_tokens, "completion",
 			(json_int_t)u[i].day_completion_tokens, "total",
-			(json_int_t)u[i].day_total_tokens);
+			(json_int_t)u[i].day_total_tokens, "dayResetsAt", day_ends);
+		if (o != NULL && api_token_limited(a) &&
+		    (api_add_tokens(json_object_get(o, "limits"), a->tpm, a->tpd) != 0 ||
+		     api_add_tokens(json_object_get(o, "usage"), u[i].tpm_used, u[i].tpd_used) !=
+			     0)) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (o != NULL && cooling) {
 			char ts[40];
 			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));

@@ -551,7 +551,25 @@ struct body_json_seen {
 	bool model_not_string; /* one of them is not a string */
 	struct json_scan_member model, stream;
 	bool have_stream;
+	long long max_out; /* the last max_*tokens that is a whole number */
 };
+
+/* The whole number >= 0 at s[from..to), or -1 (a fraction, a sign, a
+ * string, or beyond 2^60). */
+static long long
+body_json_count(const char *s, size_t from, size_t to)
+{
+	long long n = 0;
+
+	if (from >= to)
+		return -1;
+	for (size_t i = from; i < to; i++) {
+		if (s[i] < '0' || s[i] > '9' || n > (INT64_C(1) << 60) / 10)
+			return -1;
+		n = n * 10 + (s[i] - '0');
+	}
+	return n;
+}
 
 static int
 body_json_member(void *ctx, const char *s, const struct json_scan_member *m)
@@ -571,6 +589,12 @@ body_json_member(void *ctx, const char *s, const struct json_scan_member *m)
 		/* The last one counts, as a parser keeps the last. */
 		seen->stream = *m;
 		seen->have_stream = true;
+	} else if (json_scan_key_is(&js, m, "max_tokens") ||
+		   json_scan_key_is(&js, m, "max_completion_tokens") ||
+		   json_scan_key_is(&js, m, "max_output_tokens")) {
+		long long n = body_json_count(s, m->value, m->value_end);
+		if (n >= 0)
+			seen->max_out = n;
 	}
 	return 0;
 }
@@ -647,6 +671,7 @@ body_inspect_json(const char *body, size_t len, struct body_info *info, char *er
 	}
 	info->stream = seen.have_stream && seen.stream.value_end - seen.stream.value == 4 &&
 		       memcmp(body + bom + seen.stream.value, "true", 4) == 0;
+	info->estimate = (long long)(len / 4) + seen.max_out;
 	return 0;
 }
 
@@ -663,6 +688,7 @@ body_inspect(const char *content_type, const char *body, size_t len, struct body
 	info->kind = body_kind_of(content_type, body, len);
 	info->model = NULL;
 	info->stream = false;
+	info->estimate = 0;
 
 	switch (info->kind) {
 	case BODY_JSON:

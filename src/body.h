@@ -17,6 +17,11 @@ struct body_info {
 	enum body_kind kind;
 	char *model; /* malloc'd; NULL when the body names no model */
 	bool stream; /* JSON "stream": true */
+	/* The tokens a request reserves where a token limit applies
+	 * (doc/behaviour.md, Limits and state, rule 22): a JSON body's bytes
+	 * / 4 plus its max_tokens, max_completion_tokens or max_output_tokens
+	 * (the last one given); 0 for a body that is not JSON. */
+	long long estimate;
 };
 
 /* body_inspect's refusals. */

@@ -40,6 +40,8 @@ struct config_api {
 	size_t n_keys;
 	long rpm; /* -1 unlimited, 0 endpoint off */
 	long rpd;
+	long tpm; /* tokens per minute, per day: -1 unlimited, 0 endpoint off */
+	long tpd;
 	bool enabled;
 	char **models;
 	size_t n_models;

@@ -35,6 +35,63 @@ limit_bucket_sum(const struct limit_state *s, int64_t now_ms, int seconds)
 	return sum;
 }
 
+/* Tokens in the token window's last `seconds` whole seconds, this one
+ * included. */
+static int64_t
+limit_tok_sum(const struct limit_state *s, int64_t now_ms, int seconds)
+{
+	int64_t now_s = now_ms / 1000;
+	int64_t sum = 0;
+
+	for (int i = 0; i < LIMIT_BUCKETS; i++)
+		if (s->tok_sec[i] > now_s - seconds && s->tok_sec[i] <= now_s)
+			sum = limit_add_tokens(sum, s->tok_count[i]);
+	return sum;
+}
+
+/* Adds tokens to now's second of the token window. */
+static void
+limit_tok_put(struct limit_state *s, int64_t now_ms, long long add)
+{
+	int64_t now_s = now_ms / 1000;
+	int i = (int)(now_s % LIMIT_BUCKETS);
+
+	if (s->tok_sec[i] != now_s) {
+		s->tok_sec[i] = now_s;
+		s->tok_count[i] = 0;
+	}
+	s->tok_count[i] = limit_add_tokens(s->tok_count[i], add);
+}
+
+/* Milliseconds until the token window of the last 61 s has room for
+ * estimate under tpm (> 0): its oldest seconds leave first, until the rest
+ * plus the estimate fit or nothing is left (rule 23). */
+static int64_t
+limit_tpm_wait(const struct limit_state *s, long tpm, long long estimate, int64_t now_ms)
+{
+	int64_t now_s = now_ms / 1000, from = now_s - LIMIT_BUCKETS;
+	int64_t used = limit_tok_sum(s, now_ms, LIMIT_BUCKETS);
+
+	if (used == 0 || limit_add_tokens(used, estimate) <= tpm)
+		return 0;
+	for (;;) {
+		int64_t oldest = INT64_MAX, in_it = 0;
+		for (int i = 0; i < LIMIT_BUCKETS; i++) {
+			int64_t sec = s->tok_sec[i];
+			if (s->tok_count[i] > 0 && sec > from && sec <= now_s && sec < oldest) {
+				oldest = sec;
+				in_it = s->tok_count[i];
+			}
+		}
+		if (oldest == INT64_MAX)
+			return 0; /* not reached: used counts these seconds */
+		used -= in_it;
+		from = oldest;
+		if (used <= 0 || limit_add_tokens(used, estimate) <= tpm)
+			return (oldest + LIMIT_BUCKETS) * 1000 - now_ms;
+	}
+}
+
 /* True when the ring holds every attempt of the last window. */
 static bool
 limit_ring_complete(const struct limit_state *s, int64_t now_ms)
@@ -101,16 +158,41 @@ limit_rpd_used(const struct limit_state *s, const struct limit_now *now)
 	return s->day == now->day ? (long)s->day_count : 0;
 }
 
+long long
+limit_tpm_used(const struct limit_state *s, int64_t now_ms)
+{
+	return limit_tok_sum(s, now_ms, LIMIT_WINDOW_MS / 1000);
+}
+
+long long
+limit_tpd_used(const struct limit_state *s, const struct limit_now *now)
+{
+	int64_t n = s->tok_day == now->day ? s->day_total : 0;
+
+	return s->est_day == now->day ? limit_add_tokens(n, s->day_est) : n;
+}
+
 int64_t
 limit_wait_ms(const struct limit_state *s, const struct store_endpoint *ep,
 	      const struct limit_now *now)
 {
 	int64_t wait = 0, now_ms = now->ms;
 
-	if (ep->rpm == 0 || ep->rpd == 0)
+	if (ep->rpm == 0 || ep->rpd == 0 || ep->tpm == 0 || ep->tpd == 0)
 		return now->to_midnight(now_ms);
 	if (ep->rpd > 0 && s->day == now->day && s->day_count >= ep->rpd)
 		wait = now->to_midnight(now_ms);
+	if (ep->tpd > 0) {
+		/* A day without tokens yet admits any one estimate (rule 25). */
+		int64_t used = limit_tpd_used(s, now);
+		if (used > 0 && limit_add_tokens(used, ep->estimate) > ep->tpd)
+			wait = now->to_midnight(now_ms);
+	}
+	if (ep->tpm > 0) {
+		int64_t w = limit_tpm_wait(s, ep->tpm, ep->estimate, now_ms);
+		if (w > wait)
+			wait = w;
+	}
 	if (ep->rpm < 0)
 		return wait;
 	bool covers = s->ring_cap >= (uint32_t)ep->rpm && s->ring_cap > 0;
@@ -302,6 +384,44 @@ limit_count_attempt(struct limit_state *s, const struct limit_now *now)
 	return recheck;
 }
 
+void
+limit_count_tokens(struct limit_state *s, long long estimate, const struct limit_now *now)
+{
+	if (estimate <= 0)
+		return;
+	limit_tok_put(s, now->ms, estimate);
+	if (s->est_day != now->day) {
+		s->est_day = now->day;
+		s->day_est = 0;
+	}
+	s->day_est = limit_add_tokens(s->day_est, estimate);
+}
+
+/* sum - sub, at least 0. */
+static int64_t
+limit_sub_tokens(int64_t sum, long long sub)
+{
+	return sum > sub ? sum - sub : 0;
+}
+
+/* Rule 24: the estimate leaves the second and the day it was reserved in
+ * (when they are still held), the answer's total joins now's second. */
+static void
+limit_settle_tokens(struct limit_state *s, const struct store_outcome *o,
+		    const struct limit_now *now)
+{
+	if (o->estimate > 0) {
+		int64_t sec = o->est_ms / 1000;
+		int i = (int)(sec % LIMIT_BUCKETS);
+		if (s->tok_sec[i] == sec)
+			s->tok_count[i] = limit_sub_tokens(s->tok_count[i], o->estimate);
+		if (s->est_day == o->est_day)
+			s->day_est = limit_sub_tokens(s->day_est, o->estimate);
+	}
+	if (o->has_usage)
+		limit_tok_put(s, now->ms, o->total_tokens);
+}
+
 int64_t
 limit_add_tokens(int64_t sum, long long add)
 {
@@ -389,6 +509,7 @@ limit_record(struct limit_state *s, const struct store_outcome *o, const struct 
 	     const struct limit_now *now)
 {
 	limit_charge(s, o, cd, now);
+	limit_settle_tokens(s, o, now);
 	if (o->served) {
 		s->requests++;
 		s->last_used = now->ms;
@@ -430,6 +551,8 @@ limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 	memset(u, 0, sizeof(*u));
 	u->rpm_used = limit_rpm_used(s, now->ms);
 	u->rpd_used = limit_rpd_used(s, now);
+	u->tpm_used = limit_tpm_used(s, now->ms);
+	u->tpd_used = limit_tpd_used(s, now);
 	u->fail_run = (long)s->fail_run;
 	u->cooldown_until = s->cooldown_until > now->ms ? s->cooldown_until : 0;
 	u->prompt_tokens = s->prompt;
@@ -481,6 +604,8 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 	}
 	sum->rpm_used += k->rpm_used;
 	sum->rpd_used += k->rpd_used;
+	sum->tpm_used = limit_add_tokens(sum->tpm_used, k->tpm_used);
+	sum->tpd_used = limit_add_tokens(sum->tpd_used, k->tpd_used);
 	if (k->fail_run > sum->fail_run)
 		sum->fail_run = k->fail_run;
 	/* Room comes from the keys that are not cooling (while every key

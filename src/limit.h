@@ -16,6 +16,8 @@
  * - Cooldown: cd.failures failures in a row start one of cd.seconds; a
  *   success ends it and clears the run.
  * - Tokens: totals and the local day's, saturating at LIMIT_MAX_TOKENS.
+ * - TPM and TPD: tokens in the last 61 s and of the local day, estimates in
+ *   flight included; a window without tokens admits any one estimate.
  * - The clock set back: times ahead of now count as now for one window at
  *   most. */
 #ifndef API_TOGETHER_LIMIT_H
@@ -87,6 +89,15 @@ struct limit_state {
 	 * cooldown_until is its next recheck, recheck_ms their period. */
 	int64_t key_state;
 	int64_t recheck_ms;
+	/* Tokens per whole second over 61 s (rules 22 to 25): answers' totals
+	 * and the estimates of attempts in flight, each in the second it was
+	 * counted in, so an estimate never released (its process died) leaves
+	 * the window with its second. est_day's estimates in flight apart:
+	 * they leave the day with it. */
+	int64_t tok_sec[LIMIT_BUCKETS];
+	int64_t tok_count[LIMIT_BUCKETS];
+	int64_t est_day;
+	int64_t day_est;
 };
 
 /* The moment a rule is applied at. The local calendar comes in with it so
@@ -117,7 +128,15 @@ long limit_rpm_used(const struct limit_state *s, int64_t now_ms);
 /* Attempts in now's local day. */
 long limit_rpd_used(const struct limit_state *s, const struct limit_now *now);
 
-/* Milliseconds until ep has RPM and RPD room at now; 0 when it has room.
+/* Tokens in the last 60 s at now_ms (answers' totals and estimates in
+ * flight), as read for status pages. */
+long long limit_tpm_used(const struct limit_state *s, int64_t now_ms);
+
+/* Tokens of now's local day, estimates in flight included. */
+long long limit_tpd_used(const struct limit_state *s, const struct limit_now *now);
+
+/* Milliseconds until ep has RPM, RPD, TPM and TPD room at now for its
+ * estimate; 0 when it has room.
  * Cooldowns are not looked at (limit_look does). */
 int64_t limit_wait_ms(const struct limit_state *s, const struct store_endpoint *ep,
 		      const struct limit_now *now);
@@ -142,13 +161,20 @@ size_t limit_look(const struct limit_state *const *st, const struct store_endpoi
  * period later) and returns true: the attempt is that recheck. */
 bool limit_count_attempt(struct limit_state *s, const struct limit_now *now);
 
+/* Reserves estimate tokens (<= 0: nothing) at now: in now's second of the
+ * token window and in the day's estimates in flight. Called with
+ * limit_count_attempt, in the same step. */
+void limit_count_tokens(struct limit_state *s, long long estimate, const struct limit_now *now);
+
 /* The time of s's newest attempt (ms; 0 none): the ring's, else its
  * newest bucket's second. */
 int64_t limit_last_attempt(const struct limit_state *s);
 
 /* Records what an attempt came to: the charge (o->charge: the failure run
  * and cooldown, or a key's state; a success brings a key back), requests
- * and last_used, tokens (saturating; the day's from 0 on a new local day),
+ * and last_used, tokens (saturating; the day's from 0 on a new local day;
+ * the answer's total into now's second of the token window, its estimate
+ * released from where it was reserved),
  * the answer's class (none with STORE_CLASS_N), retries and the latency
  * histograms. */
 void limit_record(struct limit_state *s, const struct store_outcome *o,

@@ -165,6 +165,22 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	for (size_t i = 0; i < n; i++)
 		if (eps[i].rpd >= 0)
 			metrics_ep(&b, "rpd_limit", eps[i].id, NULL, eps[i].rpd);
+	metrics_head(&b, "tpm_used", "gauge",
+		     "Tokens in the last 60 s, estimates of attempts in flight included.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "tpm_used", eps[i].id, NULL, u[i].tpm_used);
+	metrics_head(&b, "tpm_limit", "gauge", "TPM limit (absent: unlimited).");
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].tpm >= 0)
+			metrics_ep(&b, "tpm_limit", eps[i].id, NULL, eps[i].tpm);
+	metrics_head(&b, "tpd_used", "gauge",
+		     "Tokens today (local day), estimates of attempts in flight included.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "tpd_used", eps[i].id, NULL, u[i].tpd_used);
+	metrics_head(&b, "tpd_limit", "gauge", "TPD limit (absent: unlimited).");
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].tpd >= 0)
+			metrics_ep(&b, "tpd_limit", eps[i].id, NULL, eps[i].tpd);
 	/* Out of memory or over the bound: no page rather than a cut one. */
 	return dynbuf_take(&b, len);
 }
@@ -238,6 +254,16 @@ metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text
 		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
 			metrics_key(&b, "key_rpd_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
 				    NULL, wu->keys[wu->first[i] + k].rpd_used);
+	metrics_head(&b, "key_tpm_used", "gauge", "Tokens in the last 60 s, by key.");
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
+			metrics_key(&b, "key_tpm_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+				    NULL, wu->keys[wu->first[i] + k].tpm_used);
+	metrics_head(&b, "key_tpd_used", "gauge", "Tokens today (local day), by key.");
+	for (size_t i = 0; i < cfg->n_apis; i++)
+		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
+			metrics_key(&b, "key_tpd_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+				    NULL, wu->keys[wu->first[i] + k].tpd_used);
 	return dynbuf_take(&b, len);
 }
 

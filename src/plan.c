@@ -218,6 +218,14 @@ plan_next(const struct plan *p)
 	return plan_after_failure(p);
 }
 
+/* The tokens a request reserves on a: its estimate where a token limit
+ * applies (doc/behaviour.md, Limits and state, rule 22). */
+static long long
+plan_estimate(const struct plan *p, const struct config_api *a)
+{
+	return a->tpm >= 0 || a->tpd >= 0 ? p->estimate : 0;
+}
+
 void
 plan_fallback(struct plan *p)
 {
@@ -237,9 +245,13 @@ plan_offer(struct plan *p)
 		for (size_t k = 0; k < nk; k++) {
 			if (!plan_open(p, p->api[i], k))
 				continue;
-			p->offer.eps[m] =
-				(struct store_endpoint){plan_slot(p->cfg, p->api[i], k), a->rpm,
-							a->rpd, nk > 1 ? i + 1 : 0};
+			p->offer.eps[m] = (struct store_endpoint){plan_slot(p->cfg, p->api[i], k),
+								  a->rpm,
+								  a->rpd,
+								  nk > 1 ? i + 1 : 0,
+								  a->tpm,
+								  a->tpd,
+								  plan_estimate(p, a)};
 			p->offer.weights[m] = a->weight;
 			p->offer.tiers[m] = a->priority;
 			p->offer.api[m] = p->api[i];
@@ -255,6 +267,9 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 	if (res->verdict == STORE_RESERVED) {
 		p->chosen = p->offer.api[res->chosen];
 		p->chosen_key = p->offer.key[res->chosen];
+		p->at_estimate = p->offer.eps[res->chosen].estimate;
+		p->at_ms = res->at_ms;
+		p->at_day = res->at_day;
 		p->last = PLAN_EV_RESERVED;
 		return;
 	}

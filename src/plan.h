@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "store.h"
@@ -101,6 +102,13 @@ struct plan {
 	 * 0 none. A second 401/403 puts the fault on the request. */
 	size_t pending;
 	bool request_fault;
+	/* The request's token estimate (body.h), reserved on the keys of
+	 * endpoints with a token limit; and, with PLAN_EV_RESERVED, what the
+	 * reservation took, its time and day, to release it where it was. */
+	long long estimate;
+	long long at_estimate;
+	int64_t at_ms;
+	long at_day;
 };
 
 /* Whether an answer of status to a try is charged to its key (429, 401,

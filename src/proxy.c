@@ -133,6 +133,9 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.prompt_tokens = call->usage.prompt,
 		.completion_tokens = call->usage.completion,
 		.total_tokens = call->usage.total,
+		.estimate = p->at_estimate,
+		.est_ms = p->at_ms,
+		.est_day = p->at_day,
 		.code_class = proxy_class(call->status),
 		.retry = rec->retry,
 		.latency_ms = call->total_ms,
@@ -254,7 +257,8 @@ proxy_read_body(struct request *r, const struct config *cfg, struct body_info *i
  * endpoint's models path with that key; a 2xx brings it back, a 401 keeps
  * it out, anything else leaves it as it is until the next. */
 static void
-proxy_recheck(const struct config *cfg, size_t api_i, size_t k, struct store *st, struct worker *w)
+proxy_recheck(const struct config *cfg, size_t api_i, size_t k, long long estimate,
+	      const struct store_reservation *res, struct store *st, struct worker *w)
 {
 	const struct config_api *api = &cfg->apis[api_i];
 	const char *key = api->n_keys > 0 ? api->keys[k].key : api->api_key;
@@ -275,7 +279,12 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, struct store *st
 					err, sizeof(err));
 		curl_shelf_put(w->curls, curl);
 	}
+	/* The reservation took the request's estimate: the recheck gives it
+	 * back (Limits and state, rule 24). */
 	struct store_outcome o = {.charge = STORE_CHARGE_NONE,
+				  .estimate = estimate,
+				  .est_ms = res->at_ms,
+				  .est_day = res->at_day,
 				  .code_class = STORE_CLASS_N,
 				  .latency_ms = -1,
 				  .ttfb_ms = -1};
@@ -320,7 +329,8 @@ proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct
 		}
 		if (res.verdict != STORE_RESERVED || !res.recheck || i == PROXY_RECHECKS)
 			break;
-		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen], st, w);
+		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen],
+			      p->offer.eps[res.chosen].estimate, &res, st, w);
 	}
 	plan_reserved(p, &res);
 }
@@ -466,6 +476,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}
+	plan.estimate = info.estimate;
 	if (plan.n == 0) {
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		status = response_error(r->fcgi->out, RESP_MODEL_NOT_FOUND,

@@ -12,7 +12,8 @@ route_candidates(const struct config *cfg, const char *model, size_t *idx)
 
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		const struct config_api *api = &cfg->apis[i];
-		if (!api->enabled || api->rpm == 0 || api->rpd == 0)
+		if (!api->enabled || api->rpm == 0 || api->rpd == 0 || api->tpm == 0 ||
+		    api->tpd == 0)
 			continue;
 		if (model != NULL && config_api_model(api, model) == NULL)
 			continue;

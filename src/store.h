@@ -27,6 +27,12 @@ struct store_endpoint {
 	 * those with room only the one used least recently is offered to the
 	 * pick (doc/behaviour.md, Key pools). 0: alone. */
 	size_t group;
+	/* Token limits (doc/behaviour.md, Limits and state, rules 22 to 25):
+	 * -1 unlimited, 0 out of service. */
+	long tpm;
+	long tpd;
+	/* The tokens this request reserves on it (rule 22): 0 none. */
+	long long estimate;
 };
 
 /* Why a key is out of rotation (doc/behaviour.md, Key pools). */
@@ -63,6 +69,11 @@ struct store_reservation {
 	enum store_key_state reason; /* with STORE_LIMITED/COOLING: why the first to
 					free is out (ACTIVE: its RPM/RPD limit or an
 					endpoint's cooldown) */
+	/* With STORE_RESERVED: the step's time and local day, which the
+	 * attempt's outcome gives back (store_outcome.est_ms, est_day) so its
+	 * estimate is released where it was reserved. */
+	int64_t at_ms;
+	long at_day;
 };
 
 /* The latency histograms' buckets: their upper bounds in ms, 50 ms to
@@ -104,6 +115,11 @@ struct store_outcome {
 	long long prompt_tokens;
 	long long completion_tokens;
 	long long total_tokens;
+	/* The estimate the attempt reserved (store_endpoint.estimate) and the
+	 * reservation's at_ms and at_day: recording releases it (rule 24). */
+	long long estimate;
+	int64_t est_ms;
+	long est_day;
 	/* For the metrics. */
 	enum store_class code_class;
 	bool retry;         /* not the request's first attempt */
@@ -150,7 +166,11 @@ struct store_usage {
 	long long day_total_tokens;
 	long long requests; /* attempts whose 2xx answer went to the client */
 	int64_t last_used;  /* ms of the last such answer; 0 never */
-	long free_in_s;     /* seconds until it has RPM and RPD room; 0 has room */
+	long free_in_s;     /* seconds until it has RPM, RPD, TPM and TPD room; 0 has room */
+	/* Tokens in the last 60 s and of the local day, answers' totals and
+	 * estimates in flight together (rules 22 to 25). */
+	long long tpm_used;
+	long long tpd_used;
 	/* Why the key is out, and until when (ms): ACTIVE once its time is
 	 * over, but REJECTED until a recheck brings it back (key_until is then
 	 * the next recheck). */

@@ -562,7 +562,10 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 	}
 	limit_fit_ring(&e->s, c->eps[k].rpm, c->now.ms);
 	c->res->recheck = limit_count_attempt(&e->s, &c->now);
+	limit_count_tokens(&e->s, c->eps[k].estimate, &c->now);
 	c->res->verdict = STORE_RESERVED;
+	c->res->at_ms = c->now.ms;
+	c->res->at_day = c->now.day;
 	c->res->chosen = k;
 	return 1;
 }

@@ -1093,9 +1093,12 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	size_t j = idx[op->first + k];
 	limit_fit_ring(&states[j].s, op->eps[k].rpm, op->now.ms);
 	bool recheck = limit_count_attempt(&states[j].s, &op->now);
+	limit_count_tokens(&states[j].s, op->eps[k].estimate, &op->now);
 	op->res->verdict = STORE_RESERVED;
 	op->res->chosen = k;
 	op->res->recheck = recheck;
+	op->res->at_ms = op->now.ms;
+	op->res->at_day = op->now.day;
 	op->counted = true;
 	dirty[j] = true;
 }

@@ -82,6 +82,9 @@ worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
 		eps[i].id = cfg->apis[i].id;
 		eps[i].rpm = cfg->apis[i].rpm;
 		eps[i].rpd = cfg->apis[i].rpd;
+		eps[i].tpm = cfg->apis[i].tpm;
+		eps[i].tpd = cfg->apis[i].tpd;
+		eps[i].estimate = 0;
 	}
 }
 
@@ -118,8 +121,8 @@ worker_usage_read(struct store *st, const struct config *cfg, int64_t now, struc
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
 		for (size_t k = 0; k < a->n_keys; k++)
-			eps[out->first[i] + k] =
-				(struct store_endpoint){a->keys[k].slot, a->rpm, a->rpd, 0};
+			eps[out->first[i] + k] = (struct store_endpoint){
+				a->keys[k].slot, a->rpm, a->rpd, 0, a->tpm, a->tpd, 0};
 	}
 	if (store_read(st, eps, n, now, out->keys, err, errlen) != 0)
 		goto fail;

@@ -33,6 +33,9 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
         the lower one, back once it frees; retries stay in the tier first
     S13 model fallbacks (issue 15): another model after a failure or with no
         room, X-Api-Together-Model, a 4xx passed on, Retry-After of them all
+    S14 token limits (issue 14): tpm exact for 10 requests at once, the window
+        slides, tpd rolls over at local midnight, tpm 0 (doc/behaviour.md,
+        Limits and state, Token limits)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -1820,9 +1823,129 @@ class S13Fallbacks(ClockBase):
         self.assertEqual((big_up.count(), small_up.count()), (2, 1))
 
 
+
+
+def chat_of_estimate(model, estimate):
+    """A chat body whose token estimate (doc/behaviour.md, Limits and state,
+    rule 22: its bytes / 4 plus max_tokens) is estimate."""
+    mt = estimate
+    for _ in range(10):
+        body = chat(model, max_tokens=mt)
+        mt = estimate - len(json.dumps(body)) // 4
+    body = chat(model, max_tokens=mt)
+    assert len(json.dumps(body)) // 4 + mt == estimate, body
+    return body
+
+
+class S14TokenLimits(ClockBase):
+    """tpm and tpd (issue 14; doc/behaviour.md, Limits and state, Token limits):
+    an estimate reserved with the attempt, in the same atomic step, across
+    every process; the answer's total replaces it. The clock stands still
+    until the test moves it."""
+
+    def tok_post(self, model, estimate=300):
+        return self.post(CHAT, chat_of_estimate(model, estimate))
+
+    def test_a_tpm1000_estimates_300_ten_at_once(self):
+        # Through each process's own socket in turn, as S01: every process
+        # takes part. The answers report 300, as estimated: however the
+        # server queues the requests (mod_fcgid's processes serve one at a
+        # time), an answer frees nothing, so exactly 3 of 10 go.
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("tpm", "chat", usage=(100, 200))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-tpm"], tpm=1000)])
+
+        def one(i):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat_of_estimate("m-tpm", 300), key=CLIENT_KEY)
+
+        res = fire_at_once(10, one)
+        self.assertCounts(statuses(res), {200: 3, 429: 7}, "tpm 1000, 10 x 300 at once")
+        self.assertEqual(up.count(), 3, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+                self.assertRetryAfter(r, 55, 61)
+        st = self.status_entry(aid)
+        self.assertEqual(st["limits"]["tpm"], 1000, st)
+        self.assertEqual(st["limits"]["tpd"], -1, st)
+        self.assertEqual((st["usage"]["tpm"], st["usage"]["tpd"]), (900, 900), st)
+        self.assertIn("dayResetsAt", st)
+        # A minute later the answers say 50 each: three of them leave 850,
+        # not 100, for the estimates (rule 24): 2 of 10 at once go.
+        self.gw.advance_clock(61)
+        up.set("chat", usage=(20, 30))
+        self.assertCounts(statuses([self.tok_post("m-tpm") for _ in range(3)]), {200: 3},
+                          "3 answers of 50")
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 150)
+        up.set("chat", usage=(100, 200))
+        res = fire_at_once(10, one)
+        self.assertCounts(statuses(res), {200: 2, 429: 8}, "after answers of 50")
+        self.assertEqual(up.count(), 8)
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 750)
+        metrics = self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode()
+        self.assertIn('api_together_tpm_used{endpoint="%s"} 750' % aid, metrics)
+        self.assertIn('api_together_tpm_limit{endpoint="%s"} 1000' % aid, metrics)
+
+    def test_b_the_window_slides(self):
+        up = self.mock("tpmw", "chat", usage=(100, 200))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-tpmw"], tpm=1000)])
+        # t: three answers of 300 fill 900; a fourth estimate of 300 waits.
+        self.assertCounts(statuses([self.tok_post("m-tpmw") for _ in range(3)]),
+                          {200: 3}, "3 at t")
+        r = self.tok_post("m-tpmw")
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 55, 61)
+        # t+30: the same; t+61: the 900 of t left the window.
+        self.gw.advance_clock(30)
+        r = self.tok_post("m-tpmw")
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 25, 31)
+        self.gw.advance_clock(31)
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 0)
+        self.assertCounts(statuses(fire_at_once(10, lambda i: self.tok_post("m-tpmw"))),
+                          {200: 3, 429: 7}, "10 at once at t+61")
+        self.assertEqual(up.count(), 6)
+
+    def test_c_tpd_rolls_over_at_local_midnight(self):
+        up = self.mock("tpd", "chat", usage=(100, 100))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-tpd"], tpd=500)])
+        now = datetime.datetime.fromtimestamp(self.gw.clock_now(), LOCAL_TZ)
+        target = now.replace(hour=23, minute=59, second=50, microsecond=0)
+        if target - now < datetime.timedelta(seconds=1):
+            target += datetime.timedelta(days=1)
+        self.gw.advance_clock((target - now).total_seconds())
+        # An empty day admits any one estimate (rule 25); 200 + 300 fits 500.
+        self.assertStatus(self.tok_post("m-tpd", 600), 200)
+        self.assertStatus(self.tok_post("m-tpd"), 200)
+        r = self.tok_post("m-tpd", 101)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 1, 11)
+        st = self.status_entry(aid)
+        self.assertEqual((st["limits"]["tpd"], st["usage"]["tpd"]), (500, 400), st)
+        # 00:00:02 local: a new day.
+        self.gw.advance_clock(12)
+        self.assertEqual(self.status_entry(aid)["usage"]["tpd"], 0)
+        self.assertStatus(self.tok_post("m-tpd"), 200)
+        self.assertEqual(up.count(), 3)
+
+    def test_d_tpm_0_is_out_of_service(self):
+        up = self.mock("tpm0", "chat")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-tpm0"], tpm=0)])
+        r = self.tok_post("m-tpm0")
+        self.assertStatus(r, 404)
+        st = self.status_entry(aid)
+        self.assertIs(st["available"], False, st)
+        self.assertEqual(up.count(), 0)
+
+
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
-         S13Fallbacks, S05Restart, S06Kill9, S07BrokenState, S08Tokens, S09RedisFaults,
-         S10TwoHosts]
+         S13Fallbacks, S14TokenLimits, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
+         S09RedisFaults, S10TwoHosts]
 
 
 def main(argv):

@@ -47,8 +47,10 @@ ENDPOINTS = [
      "requests": 3},
     {"id": "beta", "name": "Beta Groq", "model": "m-beta", "rpm": -1, "rpd": 500,
      "requests": 5},
+    # A token limit (doc/behaviour.md, Limits and state, Token limits): a TPM
+    # bar, its answers' 18 tokens each; the others have none.
     {"id": "gamma", "name": "Gamma local", "model": "m-gamma", "rpm": 30, "rpd": -1,
-     "requests": 2},
+     "requests": 2, "tpm": 100000},
     # A pool of 3 keys (doc/behaviour.md, Key pools): a row per key; the
     # least recently used key serves, so 4 requests give 2, 1, 1.
     {"id": "delta", "name": "Delta pool", "model": "m-delta", "rpm": 10, "rpd": 100,
@@ -111,6 +113,8 @@ class StatusPageBase(Base):
             apis.append({"id": e["id"], "name": e["name"], "baseUrl": m.url,
                          "apiKey": keys if len(keys) > 1 else keys[0],
                          "models": [e["model"]], "rpm": e["rpm"], "rpd": e["rpd"]})
+            if "tpm" in e:
+                apis[-1]["tpm"] = e["tpm"]
         cls.gw.write_config({"server": test_http.default_server(), "apis": apis})
         for e in ENDPOINTS:
             for _ in range(e["requests"]):
@@ -239,6 +243,14 @@ class S02Browser(StatusPageBase):
             want = "%d / %s" % (e["requests"],
                                 "no limit" if e["rpd"] < 0 else "{:,}".format(e["rpd"]))
             self.assertIn(">%s<" % want, body)
+            m = re.search(r'data-kind="tpm" data-used="(\d+)" data-limit="(-?\d+)"', body)
+            if "tpm" not in e:
+                self.assertIsNone(m, body)
+            else:
+                self.assertIsNotNone(m, body)
+                self.assertEqual((int(m.group(1)), int(m.group(2))),
+                                 (18 * e["requests"], e["tpm"]), body)
+                self.assertIn(">36 / 100,000<", body)
             # Tokens: usage=(11, 7) per answer; today's, and since the reset
             # (none for RESET_ID, reset after its requests).
             self.assertRegex(body, r'<table class="tokens"><tr><th></th>'

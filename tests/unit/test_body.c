@@ -1053,6 +1053,37 @@ multipart_empty_model_keeps_the_next_delimiter(void **state)
 	}
 }
 
+/* doc/behaviour.md, Limits and state, rule 22: a JSON body's bytes / 4 plus
+ * its max_tokens, max_completion_tokens or max_output_tokens (the last
+ * whole number given); a body that is not JSON reserves 0. */
+static void
+token_estimate_of_a_body(void **state)
+{
+	static const struct {
+		const char *ct, *body;
+		long long estimate;
+	} cases[] = {
+		{CT_JSON, "{\"model\":\"m\"}", 3},
+		{CT_JSON, "{\"model\":\"m\",\"max_tokens\":100}", 7 + 100},
+		{CT_JSON, "{\"max_completion_tokens\":40,\"model\":\"m\"}", 10 + 40},
+		{CT_JSON, "{\"max_output_tokens\":8}", 5 + 8},
+		{CT_JSON, "{\"max_tokens\":1,\"max_tokens\":200}", 8 + 200},
+		{CT_JSON, "{\"max_tokens\":1.5}", 4},
+		{CT_JSON, "{\"max_tokens\":\"9\"}", 4},
+		{CT_JSON, "{\"messages\":[{\"max_tokens\":50}]}", 8},
+		{"text/plain", "hello, this is not JSON at all", 0},
+		{CT_MP_PLAIN, "------b0und--\r\n", 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct body_info info = inspect_ok(cases[i].ct, cases[i].body);
+		print_message("%s\n", cases[i].body);
+		assert_int_equal(info.estimate, cases[i].estimate);
+		body_info_free(&info);
+	}
+}
+
 int
 main(void)
 {
@@ -1109,6 +1140,7 @@ main(void)
 		cmocka_unit_test(json_duplicate_model_is_ambiguous),
 		cmocka_unit_test(bom_before_an_object_is_json),
 		cmocka_unit_test(multipart_ambiguities_are_refused),
+		cmocka_unit_test(token_estimate_of_a_body),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -101,7 +101,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -122,7 +122,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1, 0};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0};
 	struct held h;
 
 	(void)state;
@@ -162,7 +162,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -278,7 +278,8 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0}, {"b", c->rpm[1], -1, 0}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0},
+						{"b", c->rpm[1], -1, 0, -1, -1, 0}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
@@ -349,7 +350,7 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
@@ -453,7 +454,7 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -572,7 +573,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1, 0};
+	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0};
 	struct store_usage u;
 	struct held h;
 
@@ -642,7 +643,7 @@ test_key_charges(void **state)
 	for (size_t k = 0; k < sizeof(charge_cases) / sizeof(charge_cases[0]); k++) {
 		const struct charge_case *c = &charge_cases[k];
 		const struct store_cooldown cd = {3, 30, 600};
-		const struct store_endpoint ep = {"a", -1, -1, 0};
+		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 		struct held h;
 		int64_t t = T0;
 
@@ -708,7 +709,7 @@ test_recheck_claimed_once(void **state)
 					       .code_class = STORE_CLASS_N,
 					       .latency_ms = -1,
 					       .ttfb_ms = -1};
-	const struct store_endpoint ep = {"a", 5, -1, 0};
+	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0};
 	const struct limit_state *st[1];
 	struct store_reservation res = {.verdict = STORE_RESERVED};
 	struct held h;
@@ -743,9 +744,10 @@ test_recheck_claimed_once(void **state)
 static void
 test_least_recently_used_key_of_each_group(void **state)
 {
-	const struct store_endpoint eps[] = {{"a0", 10, -1, 1}, {"a1", 10, -1, 1},
-					     {"a2", 10, -1, 1}, {"b", 10, -1, 0},
-					     {"c0", 1, -1, 3},  {"c1", 1, -1, 3}};
+	const struct store_endpoint eps[] = {
+		{"a0", 10, -1, 1, -1, -1, 0}, {"a1", 10, -1, 1, -1, -1, 0},
+		{"a2", 10, -1, 1, -1, -1, 0}, {"b", 10, -1, 0, -1, -1, 0},
+		{"c0", 1, -1, 3, -1, -1, 0},  {"c1", 1, -1, 3, -1, -1, 0}};
 	struct held h[6];
 	const struct limit_state *st[6];
 	struct store_reservation res;
@@ -832,6 +834,230 @@ test_usage_sum_over_keys(void **state)
 	assert_int_equal(sum.free_in_s, 30);
 }
 
+/* --- Token limits (doc/behaviour.md, Limits and state, rules 22 to 25) --- */
+
+/* One reservation of an estimate at a time: an attempt and its tokens, as
+ * a store's reserve step counts them (rule 22). */
+struct tok_res {
+	int64_t at;
+	long long estimate;
+};
+
+static void
+tok_reserve(struct held *h, const struct tok_res *r)
+{
+	struct limit_now now = at(r->at);
+	limit_fit_ring(&h->s, -1, now.ms);
+	limit_count_attempt(&h->s, &now);
+	limit_count_tokens(&h->s, r->estimate, &now);
+}
+
+/* Rule 23 (and 2): the wait of an estimate under tpm after earlier
+ * reservations, none recorded yet. */
+static void
+test_tpm_window(void **state)
+{
+	static const struct {
+		const char *name;
+		long tpm;
+		struct tok_res before[4];
+		size_t n;
+		int64_t query;
+		long long estimate;
+		int64_t wait;
+		long long used; /* usage.tpm at query */
+	} cases[] = {
+		{"rule 23: an empty window admits one estimate above tpm",
+		 1000,
+		 {{0, 0}},
+		 0,
+		 T0,
+		 5000,
+		 0,
+		 0},
+		{"rule 23: within tpm",
+		 1000,
+		 {{T0, 300}, {T0, 300}, {T0, 300}},
+		 3,
+		 T0,
+		 100,
+		 0,
+		 900},
+		{"rule 23: 300 each under 1000 admits 3: the 4th waits for their second",
+		 1000,
+		 {{T0, 300}, {T0, 300}, {T0, 300}},
+		 3,
+		 T0 + 500,
+		 300,
+		 60500,
+		 900},
+		{"rule 23: the oldest seconds leave first, until the rest fits",
+		 1000,
+		 {{T0, 600}, {T0 + 10000, 300}},
+		 2,
+		 T0 + 20000,
+		 300,
+		 41000,
+		 900},
+		{"rule 23: 61 whole seconds: held back under a second early",
+		 1000,
+		 {{T0, 1000}},
+		 1,
+		 T0 + MIN_MS,
+		 1,
+		 1000,
+		 0},
+		{"rule 23: gone after 61 s", 1000, {{T0, 1000}}, 1, T0 + 61000, 1000, 0, 0},
+		{"rule 23: a lone estimate above tpm waits for an empty window",
+		 1000,
+		 {{T0, 10}},
+		 1,
+		 T0 + 1000,
+		 5000,
+		 60000,
+		 10},
+		{"rule 2: tpm 0 waits for midnight", 0, {{0, 0}}, 0, T0, 0, DAY_MS / 2, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct held h;
+		held_init(&h);
+		for (size_t k = 0; k < cases[i].n; k++)
+			tok_reserve(&h, &cases[i].before[k]);
+		const struct store_endpoint ep = {
+			"a", -1, -1, 0, cases[i].tpm, -1, cases[i].estimate};
+		struct limit_now q = at(cases[i].query);
+		print_message("%s\n", cases[i].name);
+		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
+		assert_int_equal(limit_tpm_used(&h.s, q.ms), cases[i].used);
+	}
+}
+
+/* Rule 24: recording replaces the estimate by the answer's total, or
+ * releases it; an estimate never recorded leaves with its second. */
+static void
+test_tokens_replaced_or_released(void **state)
+{
+	static const struct {
+		const char *name;
+		int64_t recorded; /* < 0: never */
+		bool has_usage;
+		long long total;
+		int64_t query;
+		long long tpm_used, tpd_used;
+	} cases[] = {
+		{"rule 24: the answer's total replaces the estimate", T0 + 2000, true, 50,
+		 T0 + 3000, 50, 50},
+		{"rule 24: a failed attempt releases it", T0 + 2000, false, 0, T0 + 3000, 0, 0},
+		{"rule 24: an answer longer than estimated counts as it came", T0 + 2000, true, 900,
+		 T0 + 3000, 900, 900},
+		{"rule 24: never recorded, the estimate leaves with its second", -1, false, 0,
+		 T0 + 61000, 0, 300},
+		{"rule 24: never recorded, the day's estimate leaves with its day", -1, false, 0,
+		 MIDNIGHT, 0, 0},
+		{"rule 24: recorded after its second left, only the total counts", T0 + 70000, true,
+		 40, T0 + 70000, 40, 40},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct held h;
+		held_init(&h);
+		const struct tok_res r = {T0, 300};
+		tok_reserve(&h, &r);
+		if (cases[i].recorded >= 0) {
+			struct limit_now rec = at(cases[i].recorded);
+			const struct store_outcome o = {.success = cases[i].has_usage,
+							.has_usage = cases[i].has_usage,
+							.total_tokens = cases[i].total,
+							.estimate = 300,
+							.est_ms = T0,
+							.est_day = at(T0).day,
+							.code_class = STORE_CLASS_N,
+							.latency_ms = -1,
+							.ttfb_ms = -1};
+			const struct store_cooldown cd = {0, 0, 0};
+			limit_record(&h.s, &o, &cd, &rec);
+		}
+		struct limit_now q = at(cases[i].query);
+		print_message("%s\n", cases[i].name);
+		assert_int_equal(limit_tpm_used(&h.s, q.ms), cases[i].tpm_used);
+		assert_int_equal(limit_tpd_used(&h.s, &q), cases[i].tpd_used);
+	}
+}
+
+/* Rule 25: the day's tokens and estimates in flight under tpd. */
+static void
+test_tpd_day(void **state)
+{
+	static const struct {
+		const char *name;
+		long long answered; /* tokens of answers recorded at T0 */
+		long long in_flight;
+		int64_t query;
+		long long estimate;
+		int64_t wait;
+	} cases[] = {
+		{"rule 25: within tpd", 600, 300, T0 + 1000, 100, 0},
+		{"rule 25: over tpd waits for midnight", 600, 300, T0 + 1000, 101,
+		 DAY_MS / 2 - 1000},
+		{"rule 25: a day without tokens admits one estimate above tpd", 0, 0, T0, 5000, 0},
+		{"rule 25: rolls over at midnight", 900, 100, MIDNIGHT, 1000, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct held h;
+		held_init(&h);
+		struct limit_now t0 = at(T0);
+		if (cases[i].answered > 0) {
+			const struct store_outcome o = {.success = true,
+							.has_usage = true,
+							.total_tokens = cases[i].answered,
+							.code_class = STORE_CLASS_N,
+							.latency_ms = -1,
+							.ttfb_ms = -1};
+			const struct store_cooldown cd = {0, 0, 0};
+			limit_record(&h.s, &o, &cd, &t0);
+		}
+		limit_count_tokens(&h.s, cases[i].in_flight, &t0);
+		/* tpm far above: only the day decides. */
+		const struct store_endpoint ep = {"a", -1, -1, 0, 1000000, 1000, cases[i].estimate};
+		struct limit_now q = at(cases[i].query);
+		print_message("%s\n", cases[i].name);
+		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
+	}
+}
+
+/* Rules 22 and 7: of 10 reservations of 300 at one instant under tpm 1000,
+ * exactly 3 are admitted; the verdict of the rest is LIMITED. */
+static void
+test_tpm_admits_exactly(void **state)
+{
+	struct held h;
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 300};
+	int admitted = 0;
+
+	(void)state;
+	held_init(&h);
+	for (int i = 0; i < 10; i++) {
+		const struct limit_state *st[1] = {&h.s};
+		bool room[1];
+		struct store_reservation res = {0};
+		struct limit_now now = at(T0);
+		if (limit_look(st, &ep, 1, &now, room, &res) == 0) {
+			assert_int_equal(res.verdict, STORE_LIMITED);
+			assert_int_equal(res.retry_after_s, 61);
+			continue;
+		}
+		const struct tok_res r = {T0, 300};
+		tok_reserve(&h, &r);
+		admitted++;
+	}
+	assert_int_equal(admitted, 3);
+}
+
 int
 main(void)
 {
@@ -855,6 +1081,10 @@ main(void)
 		cmocka_unit_test(test_recheck_claimed_once),
 		cmocka_unit_test(test_least_recently_used_key_of_each_group),
 		cmocka_unit_test(test_usage_sum_over_keys),
+		cmocka_unit_test(test_tpm_window),
+		cmocka_unit_test(test_tokens_replaced_or_released),
+		cmocka_unit_test(test_tpd_day),
+		cmocka_unit_test(test_tpm_admits_exactly),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

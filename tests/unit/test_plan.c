@@ -38,6 +38,8 @@ fixture_init(struct fixture *f, size_t n, long max_retries)
 		a->api_key = "";
 		a->rpm = 10 + (long)i;
 		a->rpd = -1;
+		a->tpm = -1;
+		a->tpd = -1;
 		a->enabled = true;
 		a->models = test_models;
 		a->n_models = 1;

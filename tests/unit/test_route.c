@@ -38,6 +38,8 @@ api_init(struct config_api *api, char *id, char **models, size_t n_models)
 	api->api_key = "";
 	api->rpm = -1;
 	api->rpd = -1;
+	api->tpm = -1;
+	api->tpd = -1;
 	api->enabled = true;
 	api->models = models;
 	api->n_models = n_models;

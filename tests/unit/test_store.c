@@ -506,7 +506,7 @@ static void
 test_rpm_allows_exactly_rpm_at_one_instant(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -522,7 +522,7 @@ static void
 test_rpm_window_slides_after_60_seconds(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -541,7 +541,7 @@ static void
 test_rpm_spread_attempts_free_one_by_one(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	for (int64_t i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * 1000, 0);
@@ -561,7 +561,7 @@ static void
 test_rpm_and_rpd_minus_one_are_unlimited(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 1000; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -575,8 +575,8 @@ static void
 test_rpm_zero_or_rpd_zero_is_never_reserved(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint off_rpm = {"a", 0, -1, 0};
-	const struct store_endpoint off_rpd = {"b", -1, 0, 0};
+	const struct store_endpoint off_rpm = {"a", 0, -1, 0, -1, -1, 0};
+	const struct store_endpoint off_rpd = {"b", -1, 0, 0, -1, -1, 0};
 	struct pick_log pl = {0};
 	struct store_reservation res;
 	char err[256];
@@ -596,7 +596,7 @@ static void
 test_rpm_lowered_then_raised_between_calls(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i, 0);
@@ -617,7 +617,7 @@ static void
 test_rpm_shrunk_then_grown_still_counts_the_window(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + 500, 0);
@@ -650,7 +650,7 @@ static void
 test_rpm_set_after_unlimited_counts_earlier_attempts(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1, 0};
+	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -674,7 +674,7 @@ static void
 test_read_rpm_used_counts_attempts_before_rpm_was_set(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1, 0};
+	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -693,7 +693,7 @@ static void
 test_clock_set_back_holds_back_one_window_at_most(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	const int64_t small = T0 - 20000;
 
 	for (int i = 0; i < 7; i++)
@@ -704,7 +704,7 @@ test_clock_set_back_holds_back_one_window_at_most(void **state)
 	expect_refused(f->st, &ep, 1, T0 + MIN_MS - 1, STORE_LIMITED);
 	expect_reserved(f->st, &ep, 1, T0 + MIN_MS, 0);
 	/* A step back of an hour: the attempts an hour ahead count as gone. */
-	const struct store_endpoint ep2 = {"b", 3, -1, 0};
+	const struct store_endpoint ep2 = {"b", 3, -1, 0, -1, -1, 0};
 	for (int i = 0; i < 3; i++)
 		expect_reserved(f->st, &ep2, 1, T0, 0);
 	expect_reserved(f->st, &ep2, 1, T0 - HOUR_MS, 0);
@@ -730,7 +730,7 @@ test_rpm_random_walk_never_exceeds_limit(void **state)
 	int64_t *hist = calloc(N, sizeof(*hist));
 	size_t nh = 0;
 	uint64_t seed = 42;
-	struct store_endpoint ep = {"a", 7, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	int64_t now = T0;
 	size_t reserved = 0, limited = 0;
 
@@ -782,7 +782,7 @@ static void
 test_rpd_limits_within_a_local_day_until_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * HOUR_MS, 0);
@@ -801,7 +801,7 @@ static void
 test_rpd_rolls_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, TOKYO_MIDNIGHT - 10000, 0);
@@ -819,7 +819,7 @@ static void
 test_rpd_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -838,7 +838,7 @@ test_cooldown_starts_after_failures_in_a_row(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -864,8 +864,10 @@ test_cooldown_other_candidate_still_picked(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint eps[] = {
-		{"a", -1, -1, 0}, {"b", -1, -1, 0}, {"c", -1, -1, 0}, {"d", -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
+					     {"b", -1, -1, 0, -1, -1, 0},
+					     {"c", -1, -1, 0, -1, -1, 0},
+					     {"d", -1, -1, 0, -1, -1, 0}};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
 	char err[256];
@@ -893,7 +895,7 @@ test_cooldown_success_clears_the_run(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -919,8 +921,8 @@ test_cooldown_failures_extend_it_and_zero_seconds_disable_it(void **state)
 	struct fix *f = *state;
 	const struct store_cooldown cd = {2, 30, 0};
 	const struct store_cooldown cd_off = {2, 0, 0};
-	const struct store_endpoint a = {"a", -1, -1, 0};
-	const struct store_endpoint b = {"b", -1, -1, 0};
+	const struct store_endpoint a = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -941,7 +943,9 @@ test_limited_and_cooling_gives_limited_with_earliest_retry(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
-	const struct store_endpoint eps[] = {{"a", 1, -1, 0}, {"b", -1, -1, 0}, {"c", 1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0},
+					     {"b", -1, -1, 0, -1, -1, 0},
+					     {"c", 1, -1, 0, -1, -1, 0}};
 
 	expect_reserved(f->st, &eps[0], 1, T0, 0);
 	expect_reserved(f->st, &eps[2], 1, T0 + 20000, 0);
@@ -963,8 +967,9 @@ test_pick_is_offered_only_endpoints_with_room(void **state)
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
 	const struct store_endpoint eps[] = {
-		{"rpm-full", 1, -1, 0}, {"cooling", -1, -1, 0}, {"rpd-full", -1, 1, 0},
-		{"free", 5, 5, 0},      {"off", 0, -1, 0},      {"free2", -1, -1, 0},
+		{"rpm-full", 1, -1, 0, -1, -1, 0}, {"cooling", -1, -1, 0, -1, -1, 0},
+		{"rpd-full", -1, 1, 0, -1, -1, 0}, {"free", 5, 5, 0, -1, -1, 0},
+		{"off", 0, -1, 0, -1, -1, 0},      {"free2", -1, -1, 0, -1, -1, 0},
 	};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
@@ -996,7 +1001,8 @@ static void
 test_pick_returning_a_roomless_endpoint_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 1, -1, 0}, {"b", -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0},
+					     {"b", -1, -1, 0, -1, -1, 0}};
 	struct store_reservation res;
 	size_t calls = 0;
 	char err[256] = "";
@@ -1040,7 +1046,7 @@ test_reserve_among_many_candidates(void **state)
 
 	for (int i = 0; i < N; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "e%d", i);
-		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1, 0};
+		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1, 0, -1, -1, 0};
 	}
 	for (int i = 0; i < N; i++)
 		if (i % 2)
@@ -1064,8 +1070,9 @@ test_read_reports_usage(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {2, 100, 0};
-	const struct store_endpoint eps[] = {
-		{"a", 10, 100, 0}, {"b", 10, 100, 0}, {"new", 1, 1, 0}};
+	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0},
+					     {"b", 10, 100, 0, -1, -1, 0},
+					     {"new", 1, 1, 0, -1, -1, 0}};
 	struct store_usage u[3];
 	char err[256];
 
@@ -1112,7 +1119,7 @@ static void
 test_record_adds_tokens_only_with_usage_and_requests_only_when_served(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	struct store_outcome o;
 
 	/* Served, no usage: a request without tokens. */
@@ -1167,7 +1174,7 @@ static void
 test_metrics_count_classes_retries_and_latency_buckets(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	struct store_outcome o;
 
 	for (int i = 0; i < 6; i++)
@@ -1219,7 +1226,7 @@ test_metrics_count_classes_retries_and_latency_buckets(void **state)
 	assert_int_equal(u.answers[STORE_CLASS_2XX], 2);
 	expect_hist(&u.latency, lat, 4, 50 + 51 + 300000 + 300001);
 	/* An endpoint never seen reads all zero. */
-	const struct store_endpoint other = {"b", -1, -1, 0};
+	const struct store_endpoint other = {"b", -1, -1, 0, -1, -1, 0};
 	const long long none[STORE_HIST_N] = {0};
 	u = read_one(f->st, &other, T0);
 	assert_int_equal(u.attempts, 0);
@@ -1274,7 +1281,7 @@ test_metrics_rejections_counted_by_reason(void **state)
 	for (size_t i = 0; i < STORE_REJECT_N; i++)
 		assert_int_equal(n[i], (long long)i + 1);
 	/* An endpoint's counters are not touched. */
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	assert_int_equal(read_one(f->st, &ep, T0).attempts, 0);
 }
 
@@ -1283,7 +1290,8 @@ test_reset_tokens_of_one_and_of_all_keeps_counters(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {5, 30, 0};
-	const struct store_endpoint eps[] = {{"a", 10, 10, 0}, {"b", 10, 10, 0}};
+	const struct store_endpoint eps[] = {{"a", 10, 10, 0, -1, -1, 0},
+					     {"b", 10, 10, 0, -1, -1, 0}};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -1335,7 +1343,7 @@ static void
 test_token_totals_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1390,7 +1398,7 @@ static void
 test_tokens_today_roll_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	record_tokens(f->st, "a", 1, 2, T0);
 	record_tokens(f->st, "a", 10, 20, T0 + HOUR_MS);
@@ -1420,7 +1428,7 @@ test_tokens_today_roll_over_at_local_midnight(void **state)
 	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 24 * HOUR_MS);
 	expect_today(&u, 0, 0, 0);
 	/* Each endpoint has its own. */
-	const struct store_endpoint b = {"b", -1, -1, 0};
+	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0};
 	record_tokens(f->st, "b", 7, 0, TOKYO_MIDNIGHT + 4000);
 	u = read_one(f->st, &b, TOKYO_MIDNIGHT + 5000);
 	expect_today(&u, 7, 0, 7);
@@ -1433,7 +1441,7 @@ static void
 test_tokens_today_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -1455,7 +1463,8 @@ static void
 test_reset_tokens_keeps_tokens_today(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1, 0}, {"b", -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
+					     {"b", -1, -1, 0, -1, -1, 0}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 5, 6, T0);
@@ -1484,7 +1493,7 @@ static void
 test_tokens_today_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1556,7 +1565,8 @@ static void
 test_damaged_record_fails_and_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 7, -1, 0}, {"b", 7, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 7, -1, 0, -1, -1, 0},
+					     {"b", 7, -1, 0, -1, -1, 0}};
 	struct store_outcome ok = {.success = true, .served = true};
 	struct store_usage u[2];
 	char err[256] = "";
@@ -1615,7 +1625,7 @@ static void
 test_version_2_record_is_read_and_upgraded(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 9, 0};
+	const struct store_endpoint ep = {"a", -1, 9, 0, -1, -1, 0};
 	struct {
 		struct v2_head h;
 		struct v2_ent e;
@@ -1675,8 +1685,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 4 since key pools (3 before). */
-	assert_int_equal(h.version, 4);
+	/* 5 since token limits (4 since key pools, 3 before). */
+	assert_int_equal(h.version, 5);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
 	assert_int_equal(u.rpd_used, 6);
@@ -1693,6 +1703,10 @@ test_version_2_record_is_read_and_upgraded(void **state)
 /* A state file of version 3 (before key pools) as it was written: the
  * counters of version 2, then the metrics; its endpoint's state becomes
  * the state of the endpoint's one key (doc/behaviour.md, Key pools). */
+/* What version 5 added to an entry: the token window's seconds and
+ * counts, the day's estimates in flight and their day. */
+#define V5_TOK_BYTES ((2 * 61 + 2) * 8)
+
 struct v3_ent {
 	struct v2_ent c;
 	int64_t retries, answers[6], lat[12], lat_count, lat_sum_ms, ttfb[12], ttfb_count,
@@ -1703,7 +1717,7 @@ static void
 test_version_3_record_keeps_its_counts_as_the_one_key(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 2, 9, 0};
+	const struct store_endpoint ep = {"a", 2, 9, 0, -1, -1, 0};
 	struct {
 		struct v2_head h;
 		struct v3_ent e;
@@ -1791,9 +1805,10 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(s.day_total, 12);
 	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
 	assert_int_equal(s.recheck_ms, 0);
-	/* Written back, it is version 4: 16 bytes longer, and read the same. */
-	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16);
-	char out[sizeof(v) + 16];
+	/* Written back, it is version 5: 16 bytes longer for the key's state,
+	 * the token window's more, and read the same. */
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES);
+	char out[sizeof(v) + 16 + V5_TOK_BYTES];
 	s.key_state = STORE_KEY_REJECTED;
 	s.recheck_ms = 60000;
 	store_codec_ent_put(out, "ab", 2, &s);
@@ -1807,13 +1822,110 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ac", 2, &s, ring), -1);
 }
 
+/* A state of version 4 (before token limits): version 3's counters and
+ * the key's state. Read, it keeps every count; its token window starts
+ * empty (doc/behaviour.md, Limits and state: the record). */
+struct v4_ent {
+	struct v3_ent c3;
+	int64_t key_state, recheck_ms;
+};
+
+static void
+test_version_4_record_keeps_its_counts(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 2, 9, 0, 1000, 100000, 300};
+	struct {
+		struct v2_head h;
+		struct v4_ent e;
+		char id[8];
+		int64_t rejects[8];
+		uint64_t tail;
+	} rec;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.h = (struct v2_head){0x41544732u, 4, 100, sizeof(rec), 1};
+	rec.e.c3.c.id_len = 1;
+	rec.e.c3.c.day = clock_local_day(T0);
+	rec.e.c3.c.day_count = 1;
+	rec.e.c3.c.attempts = 1;
+	rec.e.c3.c.total = 50;
+	rec.e.c3.c.buckets[(T0 / 1000 - 5) % 61].second = (uint32_t)(T0 / 1000 - 5);
+	rec.e.c3.c.buckets[(T0 / 1000 - 5) % 61].count = 1;
+	rec.e.c3.tok_day = clock_local_day(T0);
+	rec.e.c3.day_total = 50;
+	rec.e.key_state = STORE_KEY_ACTIVE;
+	memcpy(rec.id, "a", 1);
+	rec.rejects[STORE_REJECT_AUTH] = 2;
+	rec.tail = 100;
+	gdbm_put_raw(f->path, "state.0", &rec, sizeof(rec));
+	rec.h.seq = rec.tail = 99;
+	gdbm_put_raw(f->path, "state.1", &rec, sizeof(rec));
+	assert_int_equal(unlink(f->lock), 0);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpm_used, 1);
+	assert_int_equal(u.rpd_used, 1);
+	assert_int_equal(u.total_tokens, 50);
+	assert_int_equal(u.day_total_tokens, 50);
+	/* The day's tokens count against tpd; the window knew none. */
+	assert_int_equal(u.tpd_used, 50);
+	assert_int_equal(u.tpm_used, 0);
+	long long n[STORE_REJECT_N];
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 2);
+	/* Reserved and written back as version 5, the estimate with it. */
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpd_used, 2);
+	assert_int_equal(u.tpm_used, 300);
+	assert_int_equal(u.tpd_used, 350);
+	char err[256] = "";
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	datum v = gdbm_get_raw(f->path, "state.1");
+	struct v2_head h;
+	assert_true((size_t)v.dsize > sizeof(h));
+	memcpy(&h, v.dptr, sizeof(h));
+	free(v.dptr);
+	assert_int_equal(h.version, 5);
+}
+
+/* A Redis value of version 4 is one such entry, read the same way. */
+static void
+test_version_4_entry_alone_is_read(void **state)
+{
+	struct {
+		struct v4_ent e;
+		char id[8];
+	} v;
+	struct limit_state s;
+	uint32_t ring[LIMIT_RING_MAX];
+
+	(void)state;
+	memset(&v, 0, sizeof(v));
+	v.e.c3.c.id_len = 2;
+	v.e.c3.c.day_count = 9;
+	v.e.c3.day_total = 12;
+	v.e.key_state = STORE_KEY_REJECTED;
+	v.e.recheck_ms = 60000;
+	memcpy(v.id, "ab", 2);
+	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ab", 2, &s, ring), 0);
+	assert_int_equal(s.day_count, 9);
+	assert_int_equal(s.day_total, 12);
+	assert_int_equal(s.key_state, STORE_KEY_REJECTED);
+	assert_int_equal(s.recheck_ms, 60000);
+	assert_int_equal(s.day_est, 0);
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V5_TOK_BYTES);
+}
+
 /* The day's tokens are in the record: a reboot (no live copy, the file
  * read back) keeps them and their day. */
 static void
 test_tokens_today_survive_a_reboot(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1, 0}, {"bb", 3, 9, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
+					     {"bb", 3, 9, 0, -1, -1, 0}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 3, 4, T0);
@@ -1840,7 +1952,7 @@ static void
 test_torn_file_copy_loses_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	char err[256] = "";
 
 	/* Each step synced: sequence 3 is in state.1, sequence 2 in state.0. */
@@ -1882,7 +1994,7 @@ static void
 test_live_copy_of_another_boot_is_not_used(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	char err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
@@ -1906,7 +2018,7 @@ static void
 test_sync_writes_the_file_only_when_behind(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct stat a, b;
 	char err[256] = "";
 
@@ -1962,7 +2074,7 @@ static void
 test_state_file_replaced_by_garbage_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -2133,7 +2245,7 @@ static void
 test_state_file_turned_symlink_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	char moved[160], err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
@@ -2188,7 +2300,7 @@ test_reopen_keeps_the_state(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
-	const struct store_endpoint ep = {"a", 3, 10, 0};
+	const struct store_endpoint ep = {"a", 3, 10, 0, -1, -1, 0};
 	struct store_outcome ok = {.served = true,
 				   .success = true,
 				   .has_usage = true,
@@ -2219,7 +2331,7 @@ static void
 test_two_handles_see_each_others_counts(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	char err[256] = "";
 	struct store *st2 = store_open(f->path, err, sizeof(err));
 
@@ -2273,7 +2385,7 @@ static void
 test_threads_share_the_limit(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
 	enum { THREADS = 4 };
 	pthread_t tid[THREADS];
 	struct thread_arg args[THREADS];
@@ -2337,7 +2449,7 @@ run_children(const char *path, int procs, child_fn fn, int arg)
 static long
 child_reserve_rpm_1000(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", 1000, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
 	char err[256];
 	long reserved = 0;
 	struct store *st = store_open(path, err, sizeof(err));
@@ -2362,7 +2474,7 @@ child_reserve_rpm_1000(const char *path, int calls, int *failed)
 static long
 child_reserve_record_unlimited(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -2396,7 +2508,7 @@ static void
 test_fork_4x500_reserve_rpm_1000_gives_exactly_1000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
 
 	assert_int_equal(run_children(f->path, 4, child_reserve_rpm_1000, 500), 1000);
 	assert_int_equal(expect_refused(f->st, &ep, 1, T0, STORE_LIMITED), 60);
@@ -2409,7 +2521,7 @@ static void
 test_fork_8x250_reserve_and_record_counts_2000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 
 	assert_int_equal(run_children(f->path, 8, child_reserve_record_unlimited, 250), 2000);
 	struct store_usage u = read_one(f->st, &ep, T0);
@@ -2433,7 +2545,7 @@ static void *
 thread_reserve_record(void *p)
 {
 	struct cycle_arg *a = p;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0}, {"b", 500, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0}, {"b", 500, -1, 0, -1, -1, 0}};
 	const struct store_outcome ok = {.success = true,
 					 .served = true,
 					 .has_usage = true,
@@ -2497,7 +2609,7 @@ static void
 test_fork_4x8_threads_reserve_and_record_exactly(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0}, {"b", 500, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0}, {"b", 500, -1, 0, -1, -1, 0}};
 
 	assert_int_equal(run_children(f->path, 4, child_threads, 40), 1000);
 	for (size_t i = 0; i < 2; i++) {
@@ -2555,8 +2667,9 @@ test_killed_process_loses_nothing(void **state)
 {
 	struct fix *f = *state;
 	/* Small records, and large ones (a full-size RPM ring). */
-	const struct store_endpoint eps[] = {
-		{"small", -1, -1, 0}, {"ring", 2000000, -1, 0}, {"mid", 50000, -1, 0}};
+	const struct store_endpoint eps[] = {{"small", -1, -1, 0, -1, -1, 0},
+					     {"ring", 2000000, -1, 0, -1, -1, 0},
+					     {"mid", 50000, -1, 0, -1, -1, 0}};
 	enum { N = 3, KILLS = 25 };
 	long want_r[N] = {0}, want_w[N] = {0};
 	uint64_t seed = 7;
@@ -2692,7 +2805,7 @@ static void
 test_redis_script_sent_whole_after_noscript(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
 	assert_true(redis_admin2("SCRIPT", "FLUSH"));
@@ -2711,7 +2824,7 @@ static void
 test_redis_restarted_server_is_reconnected(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct store_reservation res;
 	char err[256] = "", want[64];
 
@@ -2761,7 +2874,7 @@ static void
 test_redis_stalled_server_bounded_by_timeout(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct store_options o = {NULL, 200, false};
 	struct store_reservation res;
 	char err[256] = "";
@@ -2812,7 +2925,7 @@ static void *
 thread_reserve_once(void *p)
 {
 	struct stall_arg *a = p;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	struct store_reservation res;
 	int64_t t0 = mono_ms();
 
@@ -2828,7 +2941,7 @@ static void
 test_redis_stalled_server_bounds_every_waiting_thread(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
 	struct store_options o = {NULL, 200, false};
 	enum { THREADS = 8 };
 	struct stall_arg args[THREADS];
@@ -2864,7 +2977,7 @@ static void
 test_redis_prefixes_keep_stores_apart(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 3, -1, 0};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0};
 	struct store_options oa = {"gw-a:", 0, false}, ob = {"gw-b:", 0, false};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
@@ -2901,7 +3014,7 @@ static void
 test_redis_down_at_open_fails_each_call(void **state)
 {
 	(void)state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct store_reservation res;
 	struct store_usage u;
 	char addr[64], err[256] = "";
@@ -2927,7 +3040,7 @@ static void
 test_redis_password_and_database(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	const char *set_pass[] = {"CONFIG", "SET", "requirepass", "s3cr@t/pw"};
 	const char *clear_pass[] = {"CONFIG", "SET", "requirepass", ""};
 	char addr[160], err[256] = "";
@@ -3019,7 +3132,7 @@ static void
 test_redis_readonly_handle_refuses_writes(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
 	struct store_outcome ok = {.success = true};
 	struct store_reservation res;
 	char err[256] = "";
@@ -3090,7 +3203,7 @@ static void
 test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
 	enum { PROCS = 4 };
 	pid_t pids[PROCS];
 	long got[128] = {0};
@@ -3469,7 +3582,8 @@ static void
 test_redis_layout_1_is_converted_keeping_every_count(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100, 0}, b = {"b", 2000, -1, 0};
+	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0},
+				    b = {"b", 2000, -1, 0, -1, -1, 0};
 	long long rej[STORE_REJECT_N];
 	char err[256] = "";
 
@@ -3532,7 +3646,8 @@ static void
 test_redis_layout_1_not_converted_by_a_readonly_handle(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100, 0}, b = {"b", 2000, -1, 0};
+	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0},
+				    b = {"b", 2000, -1, 0, -1, -1, 0};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -3554,7 +3669,7 @@ static void
 test_redis_unknown_layout_is_refused(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, -1, 0};
+	const struct store_endpoint a = {"a", 5, -1, 0, -1, -1, 0};
 	const char *argv[] = {"HSET", STORE_DEFAULT_PREFIX "meta", "format", "3"};
 	struct store_usage u;
 	char err[256] = "";
@@ -3594,7 +3709,7 @@ static void
 test_redis_layout_1_converted_once_by_processes_starting_together(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 10, -1, 0};
+	const struct store_endpoint a = {"a", 10, -1, 0, -1, -1, 0};
 	enum { PROCS = 6 };
 	pid_t pids[PROCS];
 	int go[2];
@@ -3696,7 +3811,7 @@ static void
 test_redis_layout_1_counts_made_during_the_conversion_are_kept(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint c = {"c", -1, -1, 0};
+	const struct store_endpoint c = {"c", -1, -1, 0, -1, -1, 0};
 	long got = 0;
 	int p[2];
 	char buf[256], err[256] = "";
@@ -3780,6 +3895,8 @@ main(void)
 		T(test_version_2_record_is_read_and_upgraded),
 		T(test_version_3_record_keeps_its_counts_as_the_one_key),
 		T(test_version_3_entry_alone_is_read),
+		T(test_version_4_record_keeps_its_counts),
+		T(test_version_4_entry_alone_is_read),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
