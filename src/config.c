@@ -1,7 +1,8 @@
 /* config: the file and the served snapshot. Reads apis.json (bounded, with
  * the identity of what was read), notices when it changed, and keeps the
- * current config with its references, swapping a new one in on a good reload.
- * What the text means is config_parse.c's job. */
+ * current config with its references, swapping a new one in on a good reload;
+ * when a look finds a file that does not load, it keeps why for config_info
+ * (/v1/status). What the text means is config_parse.c's job. */
 #include "config.h"
 
 #include <errno.h>
