@@ -5,8 +5,9 @@ has them), the quickstart builds, starts lighttpd with the responders and the
 demo upstream, and README's curl lines answer: health, a chat, a stream that
 streams, an embedding. Then the status shows the traffic, the page draws it,
 the config the quickstart wrote is mode 0600 and the log holds no "readable
-by every user" warning; Ctrl+C (SIGINT to the process group, as a terminal
-sends it) stops lighttpd, every responder and the demo upstream.
+by every user" warning; Ctrl+C, typed into the terminal it runs in (a
+pseudo-terminal of the test's), stops lighttpd, every responder and the demo
+upstream.
 
 TAP output, like the other integration tests. Needs the configured tree
 (API_TOGETHER_BUILDDIR, where make distdir works), a C toolchain, autoreconf
@@ -14,6 +15,7 @@ and the build's Debian packages; no network. QUICKSTART_PORT gives the
 quickstart a free port (README documents it).
 """
 
+import fcntl
 import http.client
 import json
 import os
@@ -25,6 +27,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
@@ -134,6 +138,39 @@ def session_processes(sid):
         if fields[0] != "Z" and int(fields[3]) == sid:
             out[int(pid)] = cmd
     return out
+
+
+def kill_session(sid):
+    for pid in session_processes(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_in_terminal(cmd, cwd, env, log):
+    """Runs cmd as a terminal's foreground job: in a session of its own with
+    a pseudo-terminal as its controlling terminal, whose output a thread
+    copies to the file log. Returns (process, the terminal's master side)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+
+    def copy():
+        with open(log, "ab") as out:
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal is gone
+                    return
+                if not data:
+                    return
+                out.write(data)
+                out.flush()
+    threading.Thread(target=copy, daemon=True).start()
+    return proc, master
 
 
 def port_open(port):
@@ -261,7 +298,7 @@ def main():
         sys.exit(0)
     tmp = tempfile.mkdtemp(prefix="api-together-quickstart-")
     src, log = os.path.join(tmp, "src"), os.path.join(tmp, "quickstart.log")
-    proc = None
+    proc = terminal = None
     try:
         with open(log, "wb") as out:
             rc = subprocess.call(["make", "distdir", "distdir=" + src], cwd=BUILDDIR,
@@ -278,10 +315,9 @@ def main():
         def log_text():
             return open(log, errors="replace").read()
 
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(["scripts/quickstart", "--demo"], cwd=src, env=user_env(port),
-                                    stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        open(log, "wb").close()
+        proc, terminal = start_in_terminal(["scripts/quickstart", "--demo"], src,
+                                           user_env(port), log)
         up = wait_until(lambda: proc.poll() is not None or health_ok(port), START_TIMEOUT_S)
         if not check("scripts/quickstart --demo builds and serves /health",
                      up and proc.poll() is None, log_text()[-3000:]):
@@ -289,8 +325,7 @@ def main():
         upstream_port = int(open(os.path.join(src, "run", "demo", "upstream.port")).read())
         exercise(src, port, log_text)
 
-        # Ctrl+C in the terminal: SIGINT to the foreground process group.
-        os.killpg(proc.pid, signal.SIGINT)
+        os.write(terminal, b"\x03")  # Ctrl+C
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -303,11 +338,10 @@ def main():
               repr(session_processes(proc.pid)))
     finally:
         if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_session(proc.pid)
             proc.wait(timeout=10)
+        if terminal is not None:
+            os.close(terminal)
         if all(ok for _, ok, _ in results):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
