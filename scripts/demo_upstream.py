@@ -20,7 +20,8 @@ Token counts are the words of the messages and of the answer.
 
 --port 0 (the default) takes a free port; --port-file writes the port there
 once the server listens; --parent makes it end when that process is gone
-(the quickstart passes its own, which becomes lighttpd's).
+(the quickstart passes its own: were the quickstart killed, nothing else
+would stop this one). SIGTERM ends it, as the quickstart does when it stops.
 """
 
 import argparse
@@ -215,7 +216,7 @@ class DemoHandler(BaseHTTPRequestHandler):
 
 def _watch_parent(parent, server):
     """Ends the server once parent is gone (this process then has another
-    parent): the quickstart's lighttpd stopped, whichever way."""
+    parent), however the quickstart ended."""
     while os.getppid() == parent:
         time.sleep(0.5)
     server.shutdown()
