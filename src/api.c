@@ -152,6 +152,42 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 	return keys;
 }
 
+/* A text that may not be UTF-8 (a file's path): jansson takes only UTF-8. */
+static json_t *
+api_text_json(const char *s)
+{
+	json_t *j = json_string(s);
+
+	return j != NULL ? j : json_string("(not UTF-8)");
+}
+
+/* The config in force and, when the file on disk was rejected, why
+ * (doc/behaviour.md, HTTP: the table, /v1/status "config"). */
+static json_t *
+api_config_json(void)
+{
+	struct config_info ci;
+	json_t *rejected = json_null();
+	char loaded[40], since[40];
+
+	config_info(&ci);
+	if (ci.rejected) {
+		clock_iso8601(ci.rejected_since_ms, since, sizeof(since));
+		/* A file that cannot be read is itself the place, as in
+		 * --check-config's output. */
+		rejected = json_pack(
+			"{s:o,s:s,s:I,s:s}", "at",
+			api_text_json(ci.rejected_at[0] != '\0' ? ci.rejected_at : ci.path),
+			"message", ci.rejected_message, "errors", (json_int_t)ci.rejected_errors,
+			"since", since);
+	}
+	if (ci.loaded_ms > 0)
+		clock_iso8601(ci.loaded_ms, loaded, sizeof(loaded));
+	return json_pack("{s:o,s:o,s:o}", "path", api_text_json(ci.path), "loadedAt",
+			 ci.loaded_ms > 0 ? json_string(loaded) : json_null(), "rejected",
+			 rejected);
+}
+
 int
 api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
@@ -211,8 +247,8 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 		}
 	}
 	worker_usage_free(&wu);
-	body = apis != NULL ? json_pack("{s:s,s:o,s:o}", "service", API_SERVICE, "timestamp",
-					api_now_json(), "apis", apis)
+	body = apis != NULL ? json_pack("{s:s,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
+					api_now_json(), "config", api_config_json(), "apis", apis)
 			    : NULL;
 	return api_send(r, cfg->cors, body);
 }

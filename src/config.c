@@ -1,7 +1,8 @@
 /* config: the file and the served snapshot. Reads apis.json (bounded, with
  * the identity of what was read), notices when it changed, and keeps the
- * current config with its references, swapping a new one in on a good reload.
- * What the text means is config_parse.c's job. */
+ * current config with its references, swapping a new one in on a good reload;
+ * when a look finds a file that does not load, it keeps why for config_info
+ * (/v1/status). What the text means is config_parse.c's job. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config_parse.h"
 #include "dynbuf.h"
 #include "log.h"
@@ -55,6 +57,17 @@ struct config_look {
 	uint64_t hash; /* of the text, when read */
 };
 
+/* Why the file on disk is not the config in service, as config_info tells
+ * it: the first error of a look that did not load, or why the file could
+ * not be read. */
+struct config_reject {
+	bool set;
+	char at[CONFIG_INFO_TEXT]; /* "" for the file itself */
+	char message[CONFIG_INFO_TEXT];
+	size_t errors;
+	int64_t since_ms; /* the file's modification time */
+};
+
 /* Process-wide state of config_acquire. */
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *config_file;                  /* set by config_set_path */
@@ -62,8 +75,11 @@ static bool config_file_nomem;             /* config_set_path could not copy it 
 static struct config_snap *config_current; /* holds one reference */
 static bool config_looked;                 /* config_last is valid */
 static struct config_look config_last;
-static bool config_racy;    /* config_last may hide a change: compare the text */
-static int config_stat_err; /* last stat failure reported, 0 none */
+static bool config_racy;             /* config_last may hide a change: compare the text */
+static int config_stat_err;          /* last stat failure reported, 0 none */
+static int64_t config_stat_since_ms; /* when config_stat_err was first seen */
+static int64_t config_loaded_ms;     /* when config_current was loaded */
+static struct config_reject config_look_reject; /* of the look in config_last */
 
 /* ---- files ---- */
 
@@ -243,6 +259,60 @@ config_hash(const char *text, size_t len)
 	return h;
 }
 
+static int64_t
+config_ms(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Copies src into dst of size len (> 0), cut when too long at the start of
+ * a UTF-8 character rather than inside one: the texts go into JSON. */
+static void
+config_copy_text(char *dst, size_t len, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= len) {
+		n = len - 1;
+		while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+			n--;
+	}
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Keeps, for config_info, why the file just looked at (described by id) did
+ * not load: the first error of issues, or, with issues NULL, the read error
+ * err. Called with config_lock held. */
+static void
+config_reject_look(const struct config_issues *issues, int err, const struct config_ident *id)
+{
+	struct config_reject *r = &config_look_reject;
+	char ebuf[128];
+
+	memset(r, 0, sizeof(*r));
+	r->set = true;
+	r->since_ms = config_ms(id->mtime);
+	if (issues == NULL) {
+		snprintf(r->message, sizeof(r->message), "%s",
+			 config_strerror(err, ebuf, sizeof(ebuf)));
+		r->errors = 1;
+		return;
+	}
+	for (size_t i = 0; i < issues->n; i++) {
+		if (!issues->v[i].error)
+			continue;
+		if (r->errors++ == 0) {
+			config_copy_text(r->at, sizeof(r->at), issues->v[i].path);
+			config_copy_text(r->message, sizeof(r->message), issues->v[i].message);
+		}
+	}
+	if (r->errors == 0) { /* the list itself could not grow */
+		snprintf(r->message, sizeof(r->message), "out of memory");
+		r->errors = 1;
+	}
+}
+
 static void
 config_log_issues(const struct config_issues *issues)
 {
@@ -290,6 +360,7 @@ config_reload(const struct stat *st)
 	config_looked = true;
 	config_last = look;
 	if (look.read_err != 0) {
+		config_reject_look(NULL, look.read_err, &look.ident);
 		log_error("config %s: %s; %s", config_file,
 			  config_strerror(look.read_err, ebuf, sizeof(ebuf)),
 			  config_current != NULL ? "keeping the last good configuration"
@@ -297,6 +368,7 @@ config_reload(const struct stat *st)
 		goto done;
 	}
 	if ((snap = config_snap_parse(text, len, &issues)) == NULL) {
+		config_reject_look(&issues, 0, &look.ident);
 		config_log_issues(&issues);
 		log_error("config %s: not loaded; %s", config_file,
 			  config_current != NULL ? "keeping the last good configuration"
@@ -307,6 +379,8 @@ config_reload(const struct stat *st)
 	old = config_unref(config_current);
 	config_current = snap;
 	config_current->refs = 1;
+	config_loaded_ms = clock_now_ms();
+	config_look_reject.set = false;
 	log_info("config %s: loaded, %zu endpoint%s", config_file, snap->cfg.n_apis,
 		 snap->cfg.n_apis == 1 ? "" : "s");
 	config_warn_mode(config_file, st);
@@ -334,6 +408,8 @@ config_set_path(const char *path)
 	config_looked = false;
 	config_racy = false;
 	config_stat_err = 0;
+	config_loaded_ms = 0;
+	config_look_reject.set = false;
 	(void)pthread_mutex_unlock(&config_lock);
 	config_snap_free(old);
 }
@@ -360,6 +436,7 @@ config_acquire(const char **why)
 		/* Gone or unreadable: the last good snapshot stays in service. */
 		if (err != config_stat_err) {
 			config_stat_err = err;
+			config_stat_since_ms = clock_now_ms();
 			log_error("config %s: %s; %s", config_file,
 				  config_strerror(err, ebuf, sizeof(ebuf)),
 				  config_current != NULL ? "keeping the last good configuration"
@@ -398,4 +475,34 @@ config_release(struct config *cfg)
 	dead = config_unref((struct config_snap *)(void *)cfg);
 	(void)pthread_mutex_unlock(&config_lock);
 	config_snap_free(dead);
+}
+
+void
+config_info(struct config_info *info)
+{
+	const struct config_reject *r = &config_look_reject;
+	char ebuf[128];
+
+	memset(info, 0, sizeof(*info));
+	if (pthread_mutex_lock(&config_lock) != 0)
+		return;
+	if (config_file != NULL)
+		snprintf(info->path, sizeof(info->path), "%s", config_file);
+	if (config_current != NULL)
+		info->loaded_ms = config_loaded_ms;
+	/* A file gone now outranks what its last look found. */
+	if (config_stat_err != 0) {
+		info->rejected = true;
+		snprintf(info->rejected_message, sizeof(info->rejected_message), "%s",
+			 config_strerror(config_stat_err, ebuf, sizeof(ebuf)));
+		info->rejected_errors = 1;
+		info->rejected_since_ms = config_stat_since_ms;
+	} else if (r->set) {
+		info->rejected = true;
+		memcpy(info->rejected_at, r->at, sizeof(info->rejected_at));
+		memcpy(info->rejected_message, r->message, sizeof(info->rejected_message));
+		info->rejected_errors = r->errors;
+		info->rejected_since_ms = r->since_ms;
+	}
+	(void)pthread_mutex_unlock(&config_lock);
 }

@@ -153,4 +153,34 @@ void config_set_path(const char *path);
 struct config *config_acquire(const char **why);
 void config_release(struct config *cfg);
 
+/* Room for each text of struct config_info but its path. */
+#define CONFIG_INFO_TEXT 256
+
+/* The config in service and the file on disk as this process last saw them
+ * (doc/behaviour.md, Configuration: Reload). Times are ms since the epoch.
+ *
+ * path: the file set by config_set_path ("" when none). loaded_ms: when this
+ * process loaded the config in service (0 when none is).
+ *
+ * rejected is set while the file on disk is not the one in service: it did
+ * not load, cannot be read or is gone. Then rejected_at is the first error's
+ * place ("apis[1].rpm", "line 3, column 5"), "" when the file itself cannot
+ * be read; rejected_message that error's message; rejected_errors the number
+ * of errors (1 when unreadable); rejected_since_ms the file's modification
+ * time, or for a file that cannot be found, when this process first found
+ * so. */
+struct config_info {
+	char path[4096];
+	int64_t loaded_ms;
+	bool rejected;
+	char rejected_at[CONFIG_INFO_TEXT];
+	char rejected_message[CONFIG_INFO_TEXT];
+	size_t rejected_errors;
+	int64_t rejected_since_ms;
+};
+
+/* Fills *info (the caller's) from what config_acquire saw last; texts too
+ * long are cut. Thread-safe; never fails. */
+void config_info(struct config_info *info);
+
 #endif

@@ -62,8 +62,10 @@ F02 slow within timeout (< 2.5 s for an answer at 1.5 s), F02 stall (gap
 after the last forwarded event), T11 timeout (< 2.8 s for 1 s), T12 client
 gone (< 5 s), S07 lock wait (2.5-4.8 s for 3 s), S09 Redis (answers < 1 s
 for storeTimeoutMs 300, back < 1.5 s), T19/T20 and S05 (processes gone 5 s
-after SIGTERM), test_store_redis stall (150-1000 ms for 200 ms), soak
-descriptors (bounded by the threads and connections sampled).
+after SIGTERM), test_store_redis stall (150-1000 ms for 200 ms), test_quickstart's demo
+stream (first to last event >= 0.4 s of the >= 1.5 s the demo upstream takes
+to write them), soak descriptors (bounded by the threads and connections
+sampled).
 """
 
 import atexit

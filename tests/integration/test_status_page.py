@@ -17,12 +17,14 @@ reason, when chromium is not installed. Python 3 standard library only:
     python3 tests/integration/test_status_page.py [-v] [Class.test_name ...]
 """
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.parse
 
@@ -331,12 +333,112 @@ class S03Mount(StatusPageBase):
         self.assertEqual(ids, [e["id"] for e in ENDPOINTS], dom[-3000:])
 
 
+def iso_ms(ms):
+    """ms since the epoch as the gateway writes times (ISO 8601 UTC, ms)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+class S04ConfigInForce(Base):
+    """The config in force, and a rejected edit of it (issue 17 point 4;
+    doc/behaviour.md, Configuration: Reload): v1/status's "config" and the
+    page's banner, while /health stays 200 and the last good config serves."""
+
+    gateway_name = "status-page-config"
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.mock("cfg")
+        self.good = {"server": test_http.default_server(), "apis": [
+            self.api("cfg-a", self.up.url, ["m-cfg"], rpm=60),
+            self.api("cfg-b", self.up.url, ["m-cfg"], rpd=100)]}
+        self.gw.write_config(self.good)
+
+    def config_seen_by_every_process(self):
+        """v1/status's "config" from each responder process, asked on its own
+        socket: each looks at the file by itself."""
+        seen = []
+        for sock in self.gw.process_sockets().values():
+            r = harness.fastcgi_request(sock, "GET", self.gw.url_path("/v1/status"),
+                                        key=CLIENT_KEY)
+            self.assertStatus(r, 200)
+            seen.append(r.json()["config"])
+            r = harness.fastcgi_request(sock, "GET", self.gw.url_path("/health"))
+            self.assertStatus(r, 200)
+        self.assertTrue(seen, "no responder process found")
+        return seen
+
+    def reject(self):
+        """Writes an edit whose second endpoint has rpm -7 and rpd -9; the
+        file's mtime in ms."""
+        bad = json.loads(json.dumps(self.good))
+        bad["apis"][1]["rpm"] = -7
+        bad["apis"][1]["rpd"] = -9
+        self.gw.write_config(raw=json.dumps(bad, indent=2))
+        return os.stat(self.gw.config_path).st_mtime_ns // 1000000
+
+    def test_rejected_edit_in_status_and_health_stays_200(self):
+        for c in self.config_seen_by_every_process():
+            self.assertEqual(c["path"], self.gw.config_path)
+            self.assertRegex(c["loadedAt"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertIsNone(c["rejected"])
+        mtime = self.reject()
+        for c in self.config_seen_by_every_process():
+            self.assertEqual(c["path"], self.gw.config_path)
+            self.assertIsNotNone(c["loadedAt"])
+            self.assertEqual(c["rejected"], {"at": "apis[1].rpm",
+                                             "message": "expected an integer >= -1",
+                                             "errors": 2, "since": iso_ms(mtime)})
+        # The last good config serves: its endpoints, its limits.
+        r = self.gw.request("GET", "/v1/status", key=CLIENT_KEY)
+        self.assertEqual([(a["id"], a["limits"]["rpm"]) for a in r.json()["apis"]],
+                         [("cfg-a", 60), ("cfg-b", -1)], self.diag(r))
+        self.assertStatus(self.post("/v1/chat/completions", chat("m-cfg")), 200)
+        # A syntax error: its line and column.
+        self.gw.write_config(raw='{"server": {"apiKey": "x"},\n "apis": [ {"id": ')
+        for c in self.config_seen_by_every_process():
+            self.assertRegex(c["rejected"]["at"], r"^line 2, column \d+$")
+        # A good file again: the rejection goes.
+        self.gw.write_config(self.good)
+        for c in self.config_seen_by_every_process():
+            self.assertIsNone(c["rejected"])
+
+    def test_rejected_edit_shows_a_banner_on_the_page(self):
+        missing = chromium_missing()
+        if missing:
+            self.skipTest(missing)
+        url = "http://127.0.0.1:%d%s?key=%s" % (self.gw.port, self.gw.url_path("/status"),
+                                               CLIENT_KEY)
+        dom = chromium(url, "--dump-dom")
+        self.assertRegex(dom, r'<div id="config-banner"[^>]* hidden')
+        self.assertRegex(dom, r'<p id="config" class="note config">Config <code>%s</code>, '
+                         r'loaded \d\d:\d\d:\d\d</p>' % re.escape(self.gw.config_path))
+        self.reject()
+        self.assertStatus(self.gw.request("GET", "/health"), 200)
+        dom = chromium(url, "--dump-dom")
+        m = re.search(r'<div id="config-banner" class="banner config" role="alert" '
+                      r'data-at="([^"]*)" data-since="([^"]*)">(.*?)</div>', dom, re.S)
+        self.assertIsNotNone(m, dom[-3000:])
+        self.assertEqual(m.group(1), "apis[1].rpm")
+        text = re.sub(r"<[^>]+>", "", m.group(3))
+        self.assertRegex(text, r"^The config file on disk is rejected since \d\d:\d\d:\d\d: "
+                         r"apis\[1\]\.rpm: expected an integer &gt;= -1 \(and 1 more error\)\. "
+                         r"The configuration loaded at \d\d:\d\d:\d\d stays in service; "
+                         r"api-together --check-config %s lists every problem\.$"
+                         % re.escape(self.gw.config_path))
+        # The cards still show the config in force.
+        self.assertEqual(re.findall(r'<article class="card" data-id="([^"]+)">', dom),
+                         ["cfg-a", "cfg-b"])
+        self.gw.write_config(self.good)
+        dom = chromium(url, "--dump-dom")
+        self.assertRegex(dom, r'<div id="config-banner"[^>]* hidden')
+
+
 def stop_mocks():
     for m in StatusPageBase.mocks_up:
         m.stop()
 
 
-ORDER = [S01Served, S02Browser, S03Mount]
+ORDER = [S01Served, S02Browser, S03Mount, S04ConfigInForce]
 
 
 def main(argv):

@@ -1656,6 +1656,103 @@ deleted_file_keeps_last_good(void **state)
 	config_set_path(NULL);
 }
 
+/* Sets path's modification time to t seconds since the epoch. */
+static void
+set_mtime(const char *path, time_t t)
+{
+	struct timespec ts[2] = {{.tv_sec = t}, {.tv_sec = t}};
+
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static void
+acquire_and_release(void)
+{
+	struct config *cfg = config_acquire(NULL);
+
+	assert_non_null(cfg);
+	config_release(cfg);
+}
+
+/* doc/behaviour.md, Configuration: Reload: what /v1/status tells of the
+ * file in force and of a rejected one. */
+static void
+info_tells_the_file_in_force_and_why_the_one_on_disk_is_not(void **state)
+{
+	struct config_info ci;
+	struct config *cfg;
+	char path[128];
+	int64_t loaded;
+
+	(void)state;
+	config_set_path(NULL);
+	config_info(&ci);
+	assert_string_equal(ci.path, "");
+	assert_int_equal(ci.loaded_ms, 0);
+	assert_false(ci.rejected);
+	tmp_path(path, sizeof(path), "info.json");
+	write_file(path, one_api_rpm1);
+	config_set_path(path);
+	config_info(&ci);
+	assert_string_equal(ci.path, path);
+	assert_int_equal(ci.loaded_ms, 0);
+	acquire_and_release();
+	config_info(&ci);
+	assert_true(ci.loaded_ms > 0);
+	assert_false(ci.rejected);
+	loaded = ci.loaded_ms;
+
+	/* An edit with two errors: the first one's place and message, how
+	 * many, and since when the file on disk says so (its mtime). */
+	replace_file(path, "{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a', 'baseUrl': "
+			   "'http://h', 'models': ['m'], 'rpm': -7, 'rpd': -9}]}");
+	set_mtime(path, 1700000000);
+	cfg = config_acquire(NULL);
+	assert_int_equal(cfg->apis[0].rpm, 1);
+	config_release(cfg);
+	config_info(&ci);
+	assert_true(ci.rejected);
+	assert_string_equal(ci.rejected_at, "apis[0].rpm");
+	assert_string_equal(ci.rejected_message, "expected an integer >= -1");
+	assert_int_equal(ci.rejected_errors, 2);
+	assert_int_equal(ci.rejected_since_ms, 1700000000000LL);
+	assert_int_equal(ci.loaded_ms, loaded);
+
+	/* A syntax error: its line and column. */
+	replace_file(path, "{\n  'server': ,\n}");
+	set_mtime(path, 1700000060);
+	acquire_and_release();
+	config_info(&ci);
+	assert_true(ci.rejected);
+	assert_string_equal(ci.rejected_at, "line 2, column 13");
+	assert_int_equal(ci.rejected_errors, 1);
+	assert_int_equal(ci.rejected_since_ms, 1700000060000LL);
+
+	/* Gone: the file itself is the place. */
+	assert_int_equal(unlink(path), 0);
+	acquire_and_release();
+	config_info(&ci);
+	assert_true(ci.rejected);
+	assert_string_equal(ci.rejected_at, "");
+	assert_string_equal(ci.rejected_message, strerror(ENOENT));
+	assert_int_equal(ci.rejected_errors, 1);
+	assert_true(ci.rejected_since_ms > 0);
+	assert_int_equal(ci.loaded_ms, loaded);
+
+	/* A good file again: no rejection, and a new load. */
+	write_file(path, one_api_rpm2);
+	cfg = config_acquire(NULL);
+	assert_int_equal(cfg->apis[0].rpm, 2);
+	config_release(cfg);
+	config_info(&ci);
+	assert_false(ci.rejected);
+	assert_true(ci.loaded_ms >= loaded);
+	config_set_path(NULL);
+	config_info(&ci);
+	assert_string_equal(ci.path, "");
+	assert_false(ci.rejected);
+}
+
 /* Counts the lines containing needle that fn(arg) writes on stderr. */
 static int
 count_log_lines(void (*fn)(const char *), const char *arg, const char *needle)
@@ -1833,6 +1930,7 @@ main(void)
 		cmocka_unit_test(broken_reload_keeps_last_good),
 		cmocka_unit_test(deleted_file_keeps_last_good),
 		cmocka_unit_test(broken_file_is_reported_once),
+		cmocka_unit_test(info_tells_the_file_in_force_and_why_the_one_on_disk_is_not),
 		cmocka_unit_test(warnings_are_logged_when_a_config_loads),
 		cmocka_unit_test(concurrent_acquire_and_reload_are_safe),
 	};
