@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "body.h"
 #include "clock.h"
 #include "log.h"
@@ -52,10 +53,11 @@ proxy_log(const struct request *r, const char *model, const char *served, const 
 	char tried[512];
 
 	proxy_tried(p, tried, sizeof(tried));
-	log_msg(level, "%s %s%s model=%s%s%s tried=%s status=%d attempts=%zu ms=%lld", r->method,
-		r->mount, r->path, model != NULL ? model : "-", served != NULL ? " fallback=" : "",
-		served != NULL ? served : "", tried[0] ? tried : "-", status, p->n_tries,
-		(long long)(clock_now_ms() - r->start_ms));
+	log_msg(level, "%s %s%s model=%s%s%s tried=%s status=%d attempts=%zu ms=%lld client=%s",
+		r->method, r->mount, r->path, model != NULL ? model : "-",
+		served != NULL ? " fallback=" : "", served != NULL ? served : "",
+		tried[0] ? tried : "-", status, p->n_tries,
+		(long long)(clock_now_ms() - r->start_ms), auth_client_label(r->client));
 }
 
 /* What one attempt's outcome is recorded with: upstream_forward hands the
@@ -472,7 +474,13 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		goto done;
 	}
-	if (plan_init(&plan, cfg, info.model) != 0) {
+	/* Before the store: a model the key may not use costs no slot. */
+	if (!config_client_allows(r->client, info.model)) {
+		metrics_reject(w, cfg, STORE_REJECT_AUTH);
+		status = response_error(r->fcgi->out, RESP_MODEL_NOT_ALLOWED, NULL, 0, cfg->cors);
+		goto done;
+	}
+	if (plan_init_for(&plan, cfg, info.model, r->client) != 0) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}

@@ -12,6 +12,9 @@
 /* Every error the gateway answers by itself (doc/behaviour.md, Errors). */
 enum response_error {
 	RESP_INVALID_API_KEY,
+	RESP_KEY_EXPIRED,
+	RESP_ADMIN_ONLY,
+	RESP_MODEL_NOT_ALLOWED,
 	RESP_REQUEST_TOO_LARGE,
 	RESP_INVALID_JSON,
 	RESP_INVALID_REQUEST,
