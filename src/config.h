@@ -72,6 +72,11 @@ struct config_client {
 	int64_t expires_ms; /* 0: never; else refused from this instant on */
 	bool enabled;
 	bool admin; /* one of server.adminKeys */
+	/* The client's own limits, as an endpoint's (-1 unlimited, 0 none
+	 * admitted), counted in the store under slot: "\x1e" "client" "\x1f"
+	 * and a digest of the key, never the key */
+	long rpm, rpd, tpm, tpd;
+	char slot[32];
 };
 
 struct config {
@@ -146,6 +151,9 @@ const char *config_api_model(const struct config_api *api, const char *model);
  * its fallback models in order), or NULL when it has none or model is
  * NULL. Points into cfg. */
 const struct config_fallback *config_fallback(const struct config *cfg, const char *model);
+
+/* True when client has a limit of its own (rpm, rpd, tpm or tpd set). */
+bool config_client_limited(const struct config_client *client);
 
 /* True when client may use model: it has no models list, or model equals
  * one of them or starts with the text before the '*' of one that ends in one.

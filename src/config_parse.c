@@ -60,7 +60,6 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 NULL};
 static const char *const config_parse_client_fields[] = {"key", "name", "models",  "rpm",     "rpd",
 							 "tpm", "tpd",  "expires", "enabled", NULL};
-static const char *const config_parse_client_limits[] = {"rpm", "rpd", "tpm", "tpd", NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {
 	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled", "models",
@@ -436,6 +435,13 @@ config_parse_expiry(const char *s, int64_t *out_ms)
 }
 
 bool
+config_client_limited(const struct config_client *client)
+{
+	return client != NULL &&
+	       (client->rpm >= 0 || client->rpd >= 0 || client->tpm >= 0 || client->tpd >= 0);
+}
+
+bool
 config_client_allows(const struct config_client *client, const char *model)
 {
 	if (client == NULL || client->models == NULL || model == NULL)
@@ -476,6 +482,11 @@ config_parse_add_key(struct config_parse_ctx *ctx, struct config *cfg, const cha
 		return NULL;
 	c = &cfg->clients[cfg->n_api_keys++];
 	c->enabled = true;
+	c->rpm = c->rpd = c->tpm = c->tpd = -1;
+	snprintf(c->slot, sizeof(c->slot),
+		 "\x1e"
+		 "client\x1f%016llx",
+		 (unsigned long long)config_key_digest(k));
 	len = strlen(k);
 	if (len >= 8)
 		memcpy(c->tail, k + len - 4, 5);
@@ -537,14 +548,12 @@ config_parse_client(struct config_parse_ctx *ctx, json_t *o, const char *base, s
 					    "(2026-12-31T18:00:00Z)");
 	}
 	config_parse_bool(ctx, o, base, "enabled", &c->enabled);
-	/* The client's own limits need their store entries (issue 15): until
-	 * they are counted, a limit given must not look as if it held. */
-	for (size_t i = 0; config_parse_client_limits[i] != NULL; i++) {
-		if (config_parse_get(o, config_parse_client_limits[i]) == NULL)
-			continue;
-		config_parse_path_key(path, sizeof(path), base, config_parse_client_limits[i]);
-		config_parse_report(ctx, true, path, "not supported yet by this version");
-	}
+	/* As an endpoint's, but 0 is no request at all rather than out of
+	 * service (doc/behaviour.md, Limits and state: client limits). */
+	config_parse_long(ctx, o, base, "rpm", -1, CONFIG_PARSE_LONG_MAX, &c->rpm);
+	config_parse_long(ctx, o, base, "rpd", -1, CONFIG_PARSE_LONG_MAX, &c->rpd);
+	config_parse_long(ctx, o, base, "tpm", -1, CONFIG_PARSE_LONG_MAX, &c->tpm);
+	config_parse_long(ctx, o, base, "tpd", -1, CONFIG_PARSE_LONG_MAX, &c->tpd);
 	config_parse_unknown(ctx, o, base, config_parse_client_fields);
 }
 

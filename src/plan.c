@@ -197,6 +197,8 @@ plan_next(const struct plan *p)
 	case PLAN_EV_RESERVED:
 		return PLAN_FORWARD;
 	case PLAN_EV_REFUSED:
+		if (p->client_limited)
+			return p->n_tries > 0 ? plan_end(p) : PLAN_CLIENT_LIMITED;
 		if (plan_can_fall_back(p))
 			return PLAN_FALLBACK;
 		/* After a try, what it left (an answer held) beats a refusal. */
@@ -280,6 +282,12 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 		p->at_ms = res->at_ms;
 		p->at_day = res->at_day;
 		p->last = PLAN_EV_RESERVED;
+		return;
+	}
+	if (res->verdict == STORE_CLIENT_LIMITED) {
+		p->client_limited = true;
+		p->retry_after_s = res->retry_after_s;
+		p->last = PLAN_EV_REFUSED;
 		return;
 	}
 	/* Over the models as over one model's candidates (rule 8): limited

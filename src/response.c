@@ -44,6 +44,8 @@ static const struct {
 				"No endpoint has this id."},
 	[RESP_RATE_LIMITED] = {429, "rate_limit_error", "rate_limit_exceeded",
 			       "Every endpoint serving this model is at its rate limit."},
+	[RESP_CLIENT_RATE_LIMITED] = {429, "rate_limit_error", "client_rate_limited",
+				      "This API key is at its own rate limit."},
 	[RESP_NO_AVAILABLE_API] = {503, "service_unavailable", "no_available_api",
 				   "Every endpoint serving this model is cooling down after "
 				   "failures."},

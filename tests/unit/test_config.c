@@ -805,6 +805,14 @@ client_keys_are_read_and_checked(void **state)
 	assert_string_equal(c->name, "alice");
 	assert_string_equal(c->tail, "abcd");
 	assert_false(c->enabled);
+	assert_int_equal(c->rpm, -1);
+	assert_false(config_client_limited(c));
+	assert_int_equal(memcmp(c->slot,
+				"\x1e"
+				"client\x1f",
+				8),
+			 0);
+	assert_null(strstr(c->slot, "abcd"));
 	/* A date serves through that day (UTC): 2027-01-01T00:00:00Z. */
 	assert_int_equal(c->expires_ms, INT64_C(1798761600000));
 	assert_true(config_client_allows(c, "gpt-4o-mini"));
@@ -827,7 +835,7 @@ client_keys_are_read_and_checked(void **state)
 
 	assert_int_equal(
 		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k1', {'key': 'k2', 'name': 'a b',"
-		      " 'models': [], 'expires': '2026-02-30', 'rpm': 2, 'colour': 1}, {'name': "
+		      " 'models': [], 'expires': '2026-02-30', 'rpm': -2, 'colour': 1}, {'name': "
 		      "'x'}],"
 		      " 'adminKeys': ['k2']}, 'apis': []}",
 		      &cfg, &is),
@@ -839,7 +847,7 @@ client_keys_are_read_and_checked(void **state)
 		     "expected a non-empty array of strings");
 	expect_issue(&is, true, "server.apiKeys[1].expires",
 		     "expected an ISO date (2026-12-31) or date-time (2026-12-31T18:00:00Z)");
-	expect_issue(&is, true, "server.apiKeys[1].rpm", "not supported yet by this version");
+	expect_issue(&is, true, "server.apiKeys[1].rpm", "expected an integer >= -1");
 	expect_issue(&is, false, "server.apiKeys[1].colour", "unknown field, ignored");
 	expect_issue(&is, true, "server.apiKeys[2].key", "expected a non-empty string");
 	expect_issue(&is, true, "server.adminKeys[0]", "the same key as an entry before it");
