@@ -65,14 +65,6 @@ auth_client(const struct config *cfg, const char *key, int64_t now_ms,
 	return c->expires_ms != 0 && now_ms >= c->expires_ms ? AUTH_EXPIRED : AUTH_OK;
 }
 
-bool
-auth_check(const struct config *cfg, const char *key, int64_t now_ms)
-{
-	const struct config_client *c;
-
-	return auth_client(cfg, key, now_ms, &c) == AUTH_OK;
-}
-
 const char *
 auth_client_label(const struct config_client *client)
 {

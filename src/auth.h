@@ -18,7 +18,7 @@ enum auth_verdict {
 	AUTH_OK
 };
 
-/* Which of cfg's keys key is (doc/behaviour.md, Configuration: client and
+/* Which of cfg's keys key is (doc/behaviour.md, HTTP: client and
  * admin keys): on AUTH_OK and AUTH_EXPIRED *client points to its entry of
  * cfg->clients, else it is set to NULL. now_ms is the time since the epoch.
  * Every configured key is compared in full, so the time taken does not tell
@@ -30,8 +30,5 @@ enum auth_verdict auth_client(const struct config *cfg, const char *key, int64_t
  * characters, "-" for a key too short to show any or for NULL. Never the
  * key. Points into client or to a constant. */
 const char *auth_client_label(const struct config_client *client);
-
-/* True when key opens the gateway now (auth_client gives AUTH_OK). */
-bool auth_check(const struct config *cfg, const char *key, int64_t now_ms);
 
 #endif

@@ -60,7 +60,7 @@ struct config_fallback {
 	size_t n_to;
 };
 
-/* Who a key the gateway accepts belongs to (doc/behaviour.md, Configuration:
+/* Who a key the gateway accepts belongs to (doc/behaviour.md, HTTP:
  * client and admin keys). server.apiKey and a string of server.apiKeys are
  * clients with every model, no expiry and no name. */
 struct config_client {

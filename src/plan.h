@@ -136,7 +136,7 @@ const char *plan_slot(const struct config *cfg, size_t api, size_t k);
 int plan_init(struct plan *p, const struct config *cfg, const char *model);
 
 /* As plan_init for a request of client (NULL: any): the chain leaves out
- * the models client may not use (doc/behaviour.md, Configuration: client
+ * the models client may not use (doc/behaviour.md, HTTP: client and admin
  * keys), so a fallback never serves one. */
 int plan_init_for(struct plan *p, const struct config *cfg, const char *model,
 		  const struct config_client *client);
