@@ -343,7 +343,7 @@ proxy_reserve(struct plan *p, const struct config *cfg, const struct config_clie
 {
 	struct route_pick pick;
 	struct store_reservation res;
-	struct store_endpoint ce;
+	struct store_endpoint ce = {0};
 	char err[300];
 
 	if (config_client_limited(client))
@@ -367,6 +367,21 @@ proxy_reserve(struct plan *p, const struct config *cfg, const struct config_clie
 			break;
 		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen],
 			      p->offer.eps[res.chosen].estimate, &res, st, w);
+		if (config_client_limited(client)) {
+			/* The client's estimate comes back too; the probe stays
+			 * an attempt of the client's (rule 27). */
+			const struct store_outcome back = {.charge = STORE_CHARGE_NONE,
+							   .estimate = ce.estimate,
+							   .est_ms = res.at_ms,
+							   .est_day = res.at_day,
+							   .code_class = STORE_CLASS_N,
+							   .latency_ms = -1,
+							   .ttfb_ms = -1};
+			const struct store_cooldown cd = {cfg->cooldown_failures,
+							  cfg->cooldown_seconds,
+							  cfg->recheck_minutes * 60};
+			proxy_store(st, client->slot, &back, &cd, clock_now_ms());
+		}
 	}
 	plan_reserved(p, &res);
 }
