@@ -260,9 +260,10 @@ api_model_object(const char *id)
 			 API_MODEL_CREATED, "owned_by", API_SERVICE);
 }
 
-/* Adds each model an enabled endpoint serves once, in config order. */
+/* Adds each model an enabled endpoint serves once, in config order; of
+ * those only the ones client may use (NULL: every one). */
 static json_t *
-api_model_list(const struct config *cfg)
+api_model_list(const struct config *cfg, const struct config_client *client)
 {
 	json_t *seen = json_object(), *data = json_array();
 
@@ -276,7 +277,7 @@ api_model_list(const struct config *cfg)
 		for (size_t j = 0; j < n; j++) {
 			const char *id =
 				j < a->n_models ? a->models[j] : a->mapping[j - a->n_models].key;
-			if (json_object_get(seen, id) != NULL)
+			if (json_object_get(seen, id) != NULL || !config_client_allows(client, id))
 				continue;
 			if (json_object_set_new(seen, id, json_true()) != 0 ||
 			    json_array_append_new(data, api_model_object(id)) != 0)
@@ -294,7 +295,7 @@ fail:
 int
 api_models(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
-	json_t *data = api_model_list(cfg), *body = NULL;
+	json_t *data = api_model_list(cfg, r->client), *body = NULL;
 	const char *id = strncmp(r->decoded, "/v1/models/", 11) == 0 ? r->decoded + 11 : NULL;
 
 	(void)why;

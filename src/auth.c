@@ -38,17 +38,39 @@ auth_equal(const char *want, const char *got, size_t got_len)
 	return diff == 0;
 }
 
-bool
-auth_check(const struct config *cfg, const char *key)
+enum auth_verdict
+auth_client(const struct config *cfg, const char *key, int64_t now_ms,
+	    const struct config_client **client)
 {
-	bool ok = false;
-	size_t len;
+	size_t len, found = cfg->n_api_keys;
+	const struct config_client *c;
 
+	*client = NULL;
 	if (key == NULL)
-		return false;
+		return AUTH_UNKNOWN;
 	len = strlen(key);
-	/* No early exit: every key is compared. */
-	for (size_t i = 0; i < cfg->n_api_keys; i++)
-		ok |= auth_equal(cfg->api_keys[i], key, len);
-	return ok;
+	/* No early exit: every key is compared, the match kept without a
+	 * branch on secret data beyond the index. */
+	for (size_t i = 0; i < cfg->n_api_keys; i++) {
+		bool eq = auth_equal(cfg->api_keys[i], key, len);
+		size_t mask = (size_t)0 - (size_t)eq;
+		found = (found & ~mask) | (i & mask);
+	}
+	if (found == cfg->n_api_keys)
+		return AUTH_UNKNOWN;
+	c = &cfg->clients[found];
+	if (!c->enabled)
+		return AUTH_UNKNOWN;
+	*client = c;
+	return c->expires_ms != 0 && now_ms >= c->expires_ms ? AUTH_EXPIRED : AUTH_OK;
+}
+
+const char *
+auth_client_label(const struct config_client *client)
+{
+	if (client == NULL)
+		return "-";
+	if (client->name != NULL)
+		return client->name;
+	return client->tail[0] != '\0' ? client->tail : "-";
 }

@@ -60,9 +60,32 @@ struct config_fallback {
 	size_t n_to;
 };
 
+/* Who a key the gateway accepts belongs to (doc/behaviour.md, HTTP:
+ * client and admin keys). server.apiKey and a string of server.apiKeys are
+ * clients with every model, no expiry and no name. */
+struct config_client {
+	char *name;    /* server.apiKeys[].name; NULL when not given */
+	char tail[5];  /* the key's last 4 characters, what logs show without
+			  a name ("" when the key is shorter than 8) */
+	char **models; /* names, or prefixes ending in '*'; NULL: every model */
+	size_t n_models;
+	int64_t expires_ms; /* 0: never; else refused from this instant on */
+	bool enabled;
+	bool admin; /* one of server.adminKeys */
+	/* The client's own limits, as an endpoint's (-1 unlimited, 0 none
+	 * admitted), counted in the store under slot: "\x1e" "client" "\x1f"
+	 * and a digest of the key, never the key */
+	long rpm, rpd, tpm, tpd;
+	char slot[32];
+};
+
 struct config {
-	char **api_keys; /* server.apiKey first, then server.apiKeys */
+	/* every key the gateway accepts: server.apiKey first, then
+	 * server.apiKeys, then server.adminKeys; clients[i] is api_keys[i]'s */
+	char **api_keys;
+	struct config_client *clients;
 	size_t n_api_keys;
+	bool admin_keys; /* server.adminKeys is set: only those are admins */
 	long port;
 	long max_retries;
 	long connect_timeout_s;
@@ -128,6 +151,20 @@ const char *config_api_model(const struct config_api *api, const char *model);
  * its fallback models in order), or NULL when it has none or model is
  * NULL. Points into cfg. */
 const struct config_fallback *config_fallback(const struct config *cfg, const char *model);
+
+/* True when client has a limit of its own (rpm, rpd, tpm or tpd set). */
+bool config_client_limited(const struct config_client *client);
+
+/* True when client may use model: it has no models list, or model equals
+ * one of them or starts with the text before the '*' of one that ends in one.
+ * A NULL model (none named) is allowed. */
+bool config_client_allows(const struct config_client *client, const char *model);
+
+/* Parses an ISO 8601 date ("2026-12-31": through that day, UTC) or date-time
+ * ("2026-12-31T18:00:00Z", "...+02:00"; no offset is UTC) into the first
+ * millisecond since the epoch at which it has passed. Returns 0 on success,
+ * -1 when s is not one. */
+int config_parse_expiry(const char *s, int64_t *out_ms);
 
 /* The digest that names a key's state in the store (64-bit FNV-1a). */
 uint64_t config_key_digest(const char *key);

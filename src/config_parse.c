@@ -39,6 +39,7 @@ struct config_parse_ctx {
 static const char *const config_parse_top_fields[] = {"server", "apis", NULL};
 static const char *const config_parse_server_fields[] = {"apiKey",
 							 "apiKeys",
+							 "adminKeys",
 							 "port",
 							 "maxRetries",
 							 "connectTimeoutSeconds",
@@ -57,6 +58,8 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 "forwardPaths",
 							 "fallbacks",
 							 NULL};
+static const char *const config_parse_client_fields[] = {"key", "name", "models",  "rpm",     "rpd",
+							 "tpm", "tpd",  "expires", "enabled", NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {
 	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled", "models",
@@ -359,47 +362,268 @@ config_parse_unknown(struct config_parse_ctx *ctx, json_t *obj, const char *base
 
 /* ---- server ---- */
 
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (Howard
+ * Hinnant's days_from_civil): timegm is not C11. */
+static int64_t
+config_parse_days(long y, long m, long d)
+{
+	y -= m <= 2;
+	long era = (y >= 0 ? y : y - 399) / 400;
+	long yoe = y - era * 400;
+	long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return (int64_t)era * 146097 + doe - 719468;
+}
+
+/* n digits at s as a number, or -1. */
+static long
+config_parse_digits(const char *s, int n)
+{
+	long v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+int
+config_parse_expiry(const char *s, int64_t *out_ms)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	long y, mo, d, h = 0, mi = 0, sec = 0, off = 0;
+	size_t len = strlen(s);
+
+	if (len < 10 || s[4] != '-' || s[7] != '-')
+		return -1;
+	y = config_parse_digits(s, 4);
+	mo = config_parse_digits(s + 5, 2);
+	d = config_parse_digits(s + 8, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1])
+		return -1;
+	if (len == 10) {
+		/* A date: the key serves through that whole day. */
+		*out_ms = (config_parse_days(y, mo, d) + 1) * 86400000;
+		return 0;
+	}
+	if (len < 19 || (s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
+		return -1;
+	h = config_parse_digits(s + 11, 2);
+	mi = config_parse_digits(s + 14, 2);
+	sec = config_parse_digits(s + 17, 2);
+	if (h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59)
+		return -1;
+	s += 19;
+	if (*s == '.') /* fractions of a second: the second is what counts */
+		for (s++; *s >= '0' && *s <= '9'; s++)
+			;
+	if (*s == 'Z' || *s == 'z') {
+		s++;
+	} else if ((*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':') {
+		long oh = config_parse_digits(s + 1, 2), om = config_parse_digits(s + 4, 2);
+		if (oh < 0 || oh > 23 || om < 0 || om > 59)
+			return -1;
+		off = (oh * 60 + om) * 60 * (*s == '-' ? -1 : 1);
+		s += 6;
+	}
+	if (*s != '\0')
+		return -1;
+	*out_ms = ((config_parse_days(y, mo, d) * 86400) + h * 3600 + mi * 60 + sec - off) * 1000;
+	return 0;
+}
+
+bool
+config_client_limited(const struct config_client *client)
+{
+	return client != NULL &&
+	       (client->rpm >= 0 || client->rpd >= 0 || client->tpm >= 0 || client->tpd >= 0);
+}
+
+bool
+config_client_allows(const struct config_client *client, const char *model)
+{
+	if (client == NULL || client->models == NULL || model == NULL)
+		return true;
+	for (size_t i = 0; i < client->n_models; i++) {
+		const char *entry = client->models[i];
+		size_t n = strlen(entry);
+
+		if (n > 0 && entry[n - 1] == '*' ? strncmp(model, entry, n - 1) == 0
+						 : strcmp(model, entry) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Adds key k, seen at path, to the keys the gateway accepts; its client is
+ * returned for the caller to fill, NULL when k is refused (reported). */
+static struct config_client *
+config_parse_add_key(struct config_parse_ctx *ctx, struct config *cfg, const char *k,
+		     const char *path)
+{
+	struct config_client *c;
+	size_t len;
+
+	if (k == NULL || *k == '\0') {
+		config_parse_report(ctx, true, path, "expected a non-empty string");
+		return NULL;
+	}
+	for (size_t j = 0; j < cfg->n_api_keys; j++) {
+		if (strcmp(cfg->api_keys[j], k) == 0) {
+			/* Two entries of one key: which limits or models would hold? */
+			config_parse_report(ctx, true, path, "the same key as an entry before it");
+			return NULL;
+		}
+	}
+	cfg->api_keys[cfg->n_api_keys] = config_parse_strdup(ctx, k);
+	if (cfg->api_keys[cfg->n_api_keys] == NULL)
+		return NULL;
+	c = &cfg->clients[cfg->n_api_keys++];
+	c->enabled = true;
+	c->rpm = c->rpd = c->tpm = c->tpd = -1;
+	snprintf(c->slot, sizeof(c->slot),
+		 "\x1e"
+		 "client\x1f%016llx",
+		 (unsigned long long)config_key_digest(k));
+	len = strlen(k);
+	if (len >= 8)
+		memcpy(c->tail, k + len - 4, 5);
+	return c;
+}
+
+/* server.apiKeys[i] given as an object. */
+static void
+config_parse_client(struct config_parse_ctx *ctx, json_t *o, const char *base, struct config *cfg)
+{
+	char path[CONFIG_PARSE_PATH_LEN], mp[CONFIG_PARSE_PATH_LEN];
+	json_t *k = config_parse_get(o, "key");
+	json_t *name = config_parse_get(o, "name");
+	json_t *models = config_parse_get(o, "models");
+	json_t *expires = config_parse_get(o, "expires");
+	struct config_client *c;
+
+	config_parse_path_key(path, sizeof(path), base, "key");
+	c = config_parse_add_key(ctx, cfg, json_string_value(k), path);
+	if (c == NULL)
+		return;
+	if (name != NULL) {
+		const char *v = json_string_value(name);
+		config_parse_path_key(path, sizeof(path), base, "name");
+		/* It goes into log lines: one line, a bounded one. */
+		if (v == NULL || *v == '\0' || strlen(v) > 64 || config_parse_has_ctl(v) ||
+		    strchr(v, ' ') != NULL)
+			config_parse_report(ctx, true, path,
+					    "expected a string of 1 to 64 bytes, no spaces or "
+					    "control characters");
+		else
+			c->name = config_parse_strdup(ctx, v);
+	}
+	if (models != NULL) {
+		size_t n = json_is_array(models) ? json_array_size(models) : 0;
+		config_parse_path_key(path, sizeof(path), base, "models");
+		if (!json_is_array(models) || n == 0) {
+			config_parse_report(ctx, true, path,
+					    "expected a non-empty array of strings");
+		} else if ((c->models = config_parse_calloc(ctx, n, sizeof(*c->models))) != NULL) {
+			for (size_t i = 0; i < n; i++) {
+				const char *m = json_string_value(json_array_get(models, i));
+				config_parse_path_index(mp, sizeof(mp), path, i);
+				if (m == NULL || *m == '\0' || config_parse_has_ctl(m))
+					config_parse_report(ctx, true, mp,
+							    "expected a non-empty string");
+				else if ((c->models[c->n_models] = config_parse_strdup(ctx, m)) !=
+					 NULL)
+					c->n_models++;
+			}
+		}
+	}
+	if (expires != NULL) {
+		const char *v = json_string_value(expires);
+		config_parse_path_key(path, sizeof(path), base, "expires");
+		if (v == NULL || config_parse_expiry(v, &c->expires_ms) != 0)
+			config_parse_report(ctx, true, path,
+					    "expected an ISO date (2026-12-31) or date-time "
+					    "(2026-12-31T18:00:00Z)");
+	}
+	config_parse_bool(ctx, o, base, "enabled", &c->enabled);
+	/* As an endpoint's, but 0 is no request at all rather than out of
+	 * service (doc/behaviour.md, Limits and state: client limits). */
+	config_parse_long(ctx, o, base, "rpm", -1, CONFIG_PARSE_LONG_MAX, &c->rpm);
+	config_parse_long(ctx, o, base, "rpd", -1, CONFIG_PARSE_LONG_MAX, &c->rpd);
+	config_parse_long(ctx, o, base, "tpm", -1, CONFIG_PARSE_LONG_MAX, &c->tpm);
+	config_parse_long(ctx, o, base, "tpd", -1, CONFIG_PARSE_LONG_MAX, &c->tpd);
+	config_parse_unknown(ctx, o, base, config_parse_client_fields);
+}
+
 static void
 config_parse_keys(struct config_parse_ctx *ctx, json_t *server, struct config *cfg)
 {
 	char path[CONFIG_PARSE_PATH_LEN];
 	json_t *key = config_parse_get(server, "apiKey");
 	json_t *keys = config_parse_get(server, "apiKeys");
+	json_t *admins = config_parse_get(server, "adminKeys");
 	size_t n = keys != NULL && json_is_array(keys) ? json_array_size(keys) : 0;
+	size_t na = admins != NULL && json_is_array(admins) ? json_array_size(admins) : 0;
+	size_t n_clients;
 	bool keys_bad = false;
 
-	cfg->api_keys = config_parse_calloc(ctx, n + 1, sizeof(*cfg->api_keys));
-	if (cfg->api_keys == NULL)
+	cfg->api_keys = config_parse_calloc(ctx, n + na + 1, sizeof(*cfg->api_keys));
+	cfg->clients = config_parse_calloc(ctx, n + na + 1, sizeof(*cfg->clients));
+	if (cfg->api_keys == NULL || cfg->clients == NULL)
 		return;
 	if (key != NULL) {
 		if (!json_is_string(key) || json_string_length(key) == 0)
 			config_parse_report(ctx, true, "server.apiKey",
 					    "expected a non-empty string");
-		else if ((cfg->api_keys[cfg->n_api_keys] =
-				  config_parse_strdup(ctx, json_string_value(key))) != NULL)
-			cfg->n_api_keys++;
+		else
+			config_parse_add_key(ctx, cfg, json_string_value(key), "server.apiKey");
 	}
 	if (keys != NULL && !json_is_array(keys)) {
-		config_parse_report(ctx, true, "server.apiKeys", "expected an array of strings");
+		config_parse_report(ctx, true, "server.apiKeys",
+				    "expected an array of strings or objects");
 		keys_bad = true;
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *k = json_array_get(keys, i);
 
-		if (!json_is_string(k) || json_string_length(k) == 0) {
-			config_parse_path_index(path, sizeof(path), "server.apiKeys", i);
-			config_parse_report(ctx, true, path, "expected a non-empty string");
+		config_parse_path_index(path, sizeof(path), "server.apiKeys", i);
+		if (json_is_object(k)) {
+			config_parse_client(ctx, k, path, cfg);
+		} else if (!json_is_string(k) || json_string_length(k) == 0) {
+			config_parse_report(ctx, true, path,
+					    json_is_string(k)
+						    ? "expected a non-empty string"
+						    : "expected a non-empty string or an object");
 			keys_bad = true;
-		} else if ((cfg->api_keys[cfg->n_api_keys] =
-				    config_parse_strdup(ctx, json_string_value(k))) != NULL) {
-			cfg->n_api_keys++;
+		} else {
+			config_parse_add_key(ctx, cfg, json_string_value(k), path);
+		}
+	}
+	n_clients = cfg->n_api_keys;
+	if (admins != NULL && (!json_is_array(admins) || na == 0)) {
+		config_parse_report(ctx, true, "server.adminKeys",
+				    "expected a non-empty array of strings");
+	} else if (admins != NULL) {
+		cfg->admin_keys = true;
+		for (size_t i = 0; i < na; i++) {
+			struct config_client *c;
+			config_parse_path_index(path, sizeof(path), "server.adminKeys", i);
+			c = config_parse_add_key(
+				ctx, cfg, json_string_value(json_array_get(admins, i)), path);
+			if (c != NULL)
+				c->admin = true;
 		}
 	}
 	/* Without a key every client would be let in (or none): refuse. One
 	 * message is enough when a key was given but is wrong. */
-	if (key == NULL && !keys_bad && cfg->n_api_keys == 0)
+	if (key == NULL && !keys_bad && n_clients == 0)
 		config_parse_report(ctx, true, "server.apiKey",
 				    "required (or a non-empty server.apiKeys)");
+	/* Without adminKeys every client key is an admin, as before them. */
+	for (size_t i = 0; i < n_clients && !cfg->admin_keys; i++)
+		cfg->clients[i].admin = true;
 }
 
 /* server.store ("gdbm" or a Redis address), storePrefix, storeTimeoutMs. A
@@ -1169,9 +1393,15 @@ fail:
 void
 config_parse_clear(struct config *cfg)
 {
-	for (size_t i = 0; i < cfg->n_api_keys; i++)
+	for (size_t i = 0; i < cfg->n_api_keys; i++) {
 		free(cfg->api_keys[i]);
+		free(cfg->clients[i].name);
+		for (size_t j = 0; j < cfg->clients[i].n_models; j++)
+			free(cfg->clients[i].models[j]);
+		free(cfg->clients[i].models);
+	}
 	free(cfg->api_keys);
+	free(cfg->clients);
 	free(cfg->state_file);
 	free(cfg->store);
 	free(cfg->store_prefix);

@@ -63,6 +63,13 @@ plan_carve(char *mem, size_t *off, size_t n, size_t size)
 int
 plan_init(struct plan *p, const struct config *cfg, const char *model)
 {
+	return plan_init_for(p, cfg, model, NULL);
+}
+
+int
+plan_init_for(struct plan *p, const struct config *cfg, const char *model,
+	      const struct config_client *client)
+{
 	const struct config_fallback *fb = config_fallback(cfg, model);
 	size_t keys = 1, n_fb = fb != NULL ? fb->n_to : 0, off = 0;
 
@@ -99,6 +106,8 @@ plan_init(struct plan *p, const struct config *cfg, const char *model)
 	 * one asked for too: they go into X-Api-Together-Model. */
 	for (size_t i = 0; i <= n_fb; i++) {
 		const char *m = i == 0 ? (fb != NULL ? fb->model : model) : fb->to[i - 1];
+		if (!config_client_allows(client, m))
+			continue;
 		if (p->n_models == 0) {
 			p->n = route_candidates(cfg, m, p->api);
 			if (p->n > 0)
@@ -188,6 +197,8 @@ plan_next(const struct plan *p)
 	case PLAN_EV_RESERVED:
 		return PLAN_FORWARD;
 	case PLAN_EV_REFUSED:
+		if (p->client_limited)
+			return p->n_tries > 0 ? plan_end(p) : PLAN_CLIENT_LIMITED;
 		if (plan_can_fall_back(p))
 			return PLAN_FALLBACK;
 		/* After a try, what it left (an answer held) beats a refusal. */
@@ -271,6 +282,12 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 		p->at_ms = res->at_ms;
 		p->at_day = res->at_day;
 		p->last = PLAN_EV_RESERVED;
+		return;
+	}
+	if (res->verdict == STORE_CLIENT_LIMITED) {
+		p->client_limited = true;
+		p->retry_after_s = res->retry_after_s;
+		p->last = PLAN_EV_REFUSED;
 		return;
 	}
 	/* Over the models as over one model's candidates (rule 8): limited

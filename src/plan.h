@@ -21,17 +21,19 @@ enum plan_step {
 	PLAN_FALLBACK, /* the model tried now has nothing more: plan_fallback moves
 			  to the next of the chain */
 	/* The end: what the client gets. */
-	PLAN_DONE,        /* the last try's answer went to it, or it went away */
-	PLAN_SEND_HELD,   /* nothing more to try: the last failed answer held */
-	PLAN_UNREACHABLE, /* nothing more to try, no answer held: 502 */
-	PLAN_LOCAL_ERROR, /* the gateway could not forward: 500, no other endpoint
-			     would fare better */
-	PLAN_STORE_ERROR, /* the store failed before any try: 503 */
-	PLAN_LIMITED,     /* before any try, every candidate of every model at its
-			     RPM or RPD limit or cooling, one limited: 429 after
-			     retry_after_s */
-	PLAN_COOLING      /* before any try, every candidate of every model
-			     cooling down (none limited): 503 after retry_after_s */
+	PLAN_DONE,          /* the last try's answer went to it, or it went away */
+	PLAN_SEND_HELD,     /* nothing more to try: the last failed answer held */
+	PLAN_UNREACHABLE,   /* nothing more to try, no answer held: 502 */
+	PLAN_LOCAL_ERROR,   /* the gateway could not forward: 500, no other endpoint
+			       would fare better */
+	PLAN_STORE_ERROR,   /* the store failed before any try: 503 */
+	PLAN_LIMITED,       /* before any try, every candidate of every model at its
+			       RPM or RPD limit or cooling, one limited: 429 after
+			       retry_after_s */
+	PLAN_COOLING,       /* before any try, every candidate of every model
+			       cooling down (none limited): 503 after retry_after_s */
+	PLAN_CLIENT_LIMITED /* before any try, the client at its own limit: 429
+			       after retry_after_s */
 };
 
 /* What one try came to. */
@@ -94,6 +96,7 @@ struct plan {
 	 * smallest wait and why that one is out (doc/behaviour.md, Limits and
 	 * state, rule 8, over the models). */
 	bool refused;
+	bool client_limited; /* the client at its own limit: no model would do */
 	enum store_verdict refusal;
 	long retry_after_s;
 	enum store_key_state reason;
@@ -131,6 +134,12 @@ const char *plan_slot(const struct config *cfg, size_t api, size_t k);
  * plan. Returns 0, or -1 when out of memory (the plan is then empty, and
  * plan_free may be called on it). */
 int plan_init(struct plan *p, const struct config *cfg, const char *model);
+
+/* As plan_init for a request of client (NULL: any): the chain leaves out
+ * the models client may not use (doc/behaviour.md, HTTP: client and admin
+ * keys), so a fallback never serves one. */
+int plan_init_for(struct plan *p, const struct config *cfg, const char *model,
+		  const struct config_client *client);
 
 /* Frees what plan_init took; p may be zeroed or half-built. */
 void plan_free(struct plan *p);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "body.h"
 #include "clock.h"
 #include "log.h"
@@ -52,10 +53,19 @@ proxy_log(const struct request *r, const char *model, const char *served, const 
 	char tried[512];
 
 	proxy_tried(p, tried, sizeof(tried));
-	log_msg(level, "%s %s%s model=%s%s%s tried=%s status=%d attempts=%zu ms=%lld", r->method,
-		r->mount, r->path, model != NULL ? model : "-", served != NULL ? " fallback=" : "",
-		served != NULL ? served : "", tried[0] ? tried : "-", status, p->n_tries,
-		(long long)(clock_now_ms() - r->start_ms));
+	log_msg(level, "%s %s%s model=%s%s%s tried=%s status=%d attempts=%zu ms=%lld client=%s",
+		r->method, r->mount, r->path, model != NULL ? model : "-",
+		served != NULL ? " fallback=" : "", served != NULL ? served : "",
+		tried[0] ? tried : "-", status, p->n_tries,
+		(long long)(clock_now_ms() - r->start_ms), auth_client_label(r->client));
+}
+
+/* The tokens a request reserves on its client's entry: its estimate when
+ * the client has a token limit (as an endpoint's key, rule 22). */
+static long long
+proxy_client_estimate(const struct config_client *client, const struct plan *p)
+{
+	return client->tpm >= 0 || client->tpd >= 0 ? p->estimate : 0;
 }
 
 /* What one attempt's outcome is recorded with: upstream_forward hands the
@@ -67,6 +77,10 @@ struct proxy_recorder {
 	const struct store_cooldown *cd;
 	bool retry;  /* not the request's first attempt */
 	bool stream; /* the client asked for a stream: its first byte is timed */
+	/* The client with limits of its own (NULL: none), whose entry counted
+	 * the attempt and client_estimate tokens with it. */
+	const struct config_client *client;
+	long long client_estimate;
 };
 
 /* Records o on the key slot, logging a store that fails. */
@@ -142,6 +156,18 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
+	if (rec->client != NULL) {
+		/* The client's tokens replace its estimate (rule 24), as the
+		 * key's do; no failure is the client's. */
+		struct store_outcome co = o;
+		co.success = true;
+		co.charge = STORE_CHARGE_NONE;
+		co.estimate = rec->client_estimate;
+		co.code_class = STORE_CLASS_N;
+		co.retry = false;
+		co.latency_ms = co.ttfb_ms = -1;
+		proxy_store(rec->st, rec->client->slot, &co, rec->cd, now_ms);
+	}
 	if (charge != STORE_CHARGE_RUN || !call->failure)
 		return;
 	const struct store_outcome sibling = {.charge = STORE_CHARGE_RUN,
@@ -312,17 +338,27 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, long long estima
 /* PLAN_RESERVE: a key of one of the open candidates, the endpoint picked by
  * weight, its key the one used least recently. */
 static void
-proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct worker *w)
+proxy_reserve(struct plan *p, const struct config *cfg, const struct config_client *client,
+	      struct store *st, struct worker *w)
 {
 	struct route_pick pick;
 	struct store_reservation res;
+	struct store_endpoint ce = {0};
 	char err[300];
 
+	if (config_client_limited(client))
+		ce = (struct store_endpoint){.id = client->slot,
+					     .rpm = client->rpm,
+					     .rpd = client->rpd,
+					     .tpm = client->tpm,
+					     .tpd = client->tpd,
+					     .estimate = proxy_client_estimate(client, p)};
 	for (int i = 0;; i++) {
 		plan_offer(p);
 		pick = (struct route_pick){p->offer.weights, p->offer.tiers, &w->rng};
-		if (store_reserve(st, p->offer.eps, p->offer.n, clock_now_ms(), route_pick, &pick,
-				  &res, err, sizeof(err)) != 0) {
+		if (store_reserve_for(st, p->offer.eps, p->offer.n,
+				      config_client_limited(client) ? &ce : NULL, clock_now_ms(),
+				      route_pick, &pick, &res, err, sizeof(err)) != 0) {
 			log_error("%s cannot be used: %s", store_what(st), err);
 			plan_store_failed(p);
 			return;
@@ -331,6 +367,21 @@ proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct
 			break;
 		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen],
 			      p->offer.eps[res.chosen].estimate, &res, st, w);
+		if (config_client_limited(client)) {
+			/* The client's estimate comes back too; the probe stays
+			 * an attempt of the client's (rule 27). */
+			const struct store_outcome back = {.charge = STORE_CHARGE_NONE,
+							   .estimate = ce.estimate,
+							   .est_ms = res.at_ms,
+							   .est_day = res.at_day,
+							   .code_class = STORE_CLASS_N,
+							   .latency_ms = -1,
+							   .ttfb_ms = -1};
+			const struct store_cooldown cd = {cfg->cooldown_failures,
+							  cfg->cooldown_seconds,
+							  cfg->recheck_minutes * 60};
+			proxy_store(st, client->slot, &back, &cd, clock_now_ms());
+		}
 	}
 	plan_reserved(p, &res);
 }
@@ -353,6 +404,11 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 				     .cd = &cd,
 				     .retry = p->n_tries > 0,
 				     .stream = info->stream};
+
+	if (config_client_limited(r->client)) {
+		rec.client = r->client;
+		rec.client_estimate = proxy_client_estimate(r->client, p);
+	}
 	struct upstream_call call;
 	enum upstream_result ur;
 
@@ -426,6 +482,10 @@ proxy_finish(const struct plan *p, enum plan_step step, struct request *r, const
 		metrics_reject(w, cfg, STORE_REJECT_RATE_LIMIT);
 		return response_error(out, RESP_RATE_LIMITED, proxy_reason(p->reason),
 				      p->retry_after_s, cfg->cors);
+	case PLAN_CLIENT_LIMITED:
+		metrics_reject(w, cfg, STORE_REJECT_RATE_LIMIT);
+		return response_error(out, RESP_CLIENT_RATE_LIMITED, NULL, p->retry_after_s,
+				      cfg->cors);
 	case PLAN_COOLING:
 		metrics_reject(w, cfg, STORE_REJECT_COOLDOWN);
 		return response_error(out, RESP_NO_AVAILABLE_API, proxy_reason(p->reason),
@@ -472,7 +532,13 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		goto done;
 	}
-	if (plan_init(&plan, cfg, info.model) != 0) {
+	/* Before the store: a model the key may not use costs no slot. */
+	if (!config_client_allows(r->client, info.model)) {
+		metrics_reject(w, cfg, STORE_REJECT_AUTH);
+		status = response_error(r->fcgi->out, RESP_MODEL_NOT_ALLOWED, NULL, 0, cfg->cors);
+		goto done;
+	}
+	if (plan_init_for(&plan, cfg, info.model, r->client) != 0) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto done;
 	}
@@ -494,7 +560,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	while ((step = plan_next(&plan)) == PLAN_RESERVE || step == PLAN_FORWARD ||
 	       step == PLAN_FALLBACK) {
 		if (step == PLAN_RESERVE)
-			proxy_reserve(&plan, cfg, st, w);
+			proxy_reserve(&plan, cfg, r->client, st, w);
 		else if (step == PLAN_FORWARD)
 			proxy_forward(&plan, r, cfg, &info, st, w, &held);
 		else

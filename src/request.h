@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct config_client;
+
 struct request_header {
 	char *name;  /* Title-Case, e.g. "X-Api-Key" */
 	char *value; /* points into the FastCGI parameters */
@@ -27,6 +29,9 @@ struct request {
 	char *body;
 	size_t body_len;
 	int64_t start_ms;
+	/* the config's entry of the key that opened the request (not owned);
+	 * NULL on a path that needs none */
+	const struct config_client *client;
 };
 
 enum request_path_verdict {

@@ -14,6 +14,12 @@ static const struct {
 } response_errors[] = {
 	[RESP_INVALID_API_KEY] = {401, "authentication_error", "invalid_api_key",
 				  "Invalid API key. Send it as 'Authorization: Bearer KEY'."},
+	[RESP_KEY_EXPIRED] = {401, "authentication_error", "key_expired",
+			      "This API key has expired."},
+	[RESP_ADMIN_ONLY] = {403, "permission_error", "admin_only",
+			     "Only an admin key may use this path."},
+	[RESP_MODEL_NOT_ALLOWED] = {403, "permission_error", "model_not_allowed",
+				    "This API key may not use this model."},
 	[RESP_REQUEST_TOO_LARGE] = {413, "invalid_request_error", "request_too_large",
 				    "Request body is larger than the gateway accepts."},
 	[RESP_INVALID_JSON] = {400, "invalid_request_error", "invalid_json",
@@ -38,6 +44,8 @@ static const struct {
 				"No endpoint has this id."},
 	[RESP_RATE_LIMITED] = {429, "rate_limit_error", "rate_limit_exceeded",
 			       "Every endpoint serving this model is at its rate limit."},
+	[RESP_CLIENT_RATE_LIMITED] = {429, "rate_limit_error", "client_rate_limited",
+				      "This API key is at its own rate limit."},
 	[RESP_NO_AVAILABLE_API] = {503, "service_unavailable", "no_available_api",
 				   "Every endpoint serving this model is cooling down after "
 				   "failures."},

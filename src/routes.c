@@ -26,16 +26,17 @@ static int routes_proxy(struct request *r, const struct config *cfg, const char 
  * endpoints, then everything else under /v1 goes to the upstreams. The
  * status page checks a ?key= itself (it shows a login form without one); the
  * line logged holds the path, never the query. Prometheus scrapes /metrics
- * with the key of /v1/status unless server.metricsPublic opens it. */
+ * with the key of /v1/status unless server.metricsPublic opens it. Every
+ * client key is an admin until server.adminKeys names the admins. */
 static const struct routes_row routes_table[] = {
 	{"/health", "GET, HEAD", ROUTES_OPEN, false, api_health},
 	{"/status", "GET, HEAD", ROUTES_OPEN, true, routes_status_page},
-	{"/metrics", "GET, HEAD", ROUTES_KEY_UNLESS_METRICS_PUBLIC, false, routes_metrics},
-	{"/v1/status", "GET, HEAD", ROUTES_KEY, false, api_status},
+	{"/metrics", "GET, HEAD", ROUTES_ADMIN_UNLESS_METRICS_PUBLIC, false, routes_metrics},
+	{"/v1/status", "GET, HEAD", ROUTES_ADMIN, false, api_status},
 	{"/v1/models", "GET, HEAD", ROUTES_KEY, false, api_models},
 	{"/v1/models/", "GET, HEAD", ROUTES_KEY, false, api_models},
-	{"/v1/token/stats", "GET, HEAD", ROUTES_KEY, false, api_token_stats},
-	{"/v1/token/reset", "POST", ROUTES_KEY, false, api_token_reset},
+	{"/v1/token/stats", "GET, HEAD", ROUTES_ADMIN, false, api_token_stats},
+	{"/v1/token/reset", "POST", ROUTES_ADMIN, false, api_token_reset},
 	{"/v1", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 	{"/v1/", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 };
@@ -107,19 +108,28 @@ routes_proxy(struct request *r, const struct config *cfg, const char *why, struc
 	return ROUTES_LOGGED;
 }
 
-/* True when row asks r for a client key it does not have; counted as a
- * refusal. cfg is not NULL. */
-static bool
-routes_key_refused(const struct routes_row *row, struct request *r, const struct config *cfg,
+/* The refusal of r's key by row (RESP_INVALID_API_KEY, RESP_KEY_EXPIRED,
+ * RESP_ADMIN_ONLY; counted as an auth refusal), or -1 when it may pass; on a
+ * pass r->client is the key's entry (NULL on an open row). cfg is not NULL. */
+static int
+routes_key_refusal(const struct routes_row *row, struct request *r, const struct config *cfg,
 		   struct worker *w)
 {
+	enum auth_verdict v;
+	int why;
+
 	if (row->key == ROUTES_OPEN ||
-	    (row->key == ROUTES_KEY_UNLESS_METRICS_PUBLIC && cfg->metrics_public))
-		return false;
-	if (auth_check(cfg, auth_client_key(r)))
-		return false;
+	    (row->key == ROUTES_ADMIN_UNLESS_METRICS_PUBLIC && cfg->metrics_public))
+		return -1;
+	v = auth_client(cfg, auth_client_key(r), clock_now_ms(), &r->client);
+	if (v == AUTH_OK && (row->key == ROUTES_KEY || r->client->admin))
+		return -1;
+	why = v == AUTH_UNKNOWN   ? RESP_INVALID_API_KEY
+	      : v == AUTH_EXPIRED ? RESP_KEY_EXPIRED
+				  : RESP_ADMIN_ONLY;
+	r->client = NULL;
 	metrics_reject(w, cfg, STORE_REJECT_AUTH);
-	return true;
+	return why;
 }
 
 void
@@ -128,7 +138,7 @@ routes_serve(FCGX_Request *f, const struct config *cfg, const char *why, struct 
 	bool cors = cfg == NULL || cfg->cors;
 	const struct routes_row *row;
 	struct request r;
-	int v, status;
+	int v, status, refusal;
 
 	v = request_load(&r, f, clock_now_ms());
 	if (v == REQUEST_PATH_FOREIGN) {
@@ -158,8 +168,8 @@ routes_serve(FCGX_Request *f, const struct config *cfg, const char *why, struct 
 		status = response_error(f->out, RESP_CONFIG_ERROR, NULL, 0, cors);
 		goto done;
 	}
-	if (routes_key_refused(row, &r, cfg, w)) {
-		status = response_error(f->out, RESP_INVALID_API_KEY, NULL, 0, cors);
+	if ((refusal = routes_key_refusal(row, &r, cfg, w)) >= 0) {
+		status = response_error(f->out, (enum response_error)refusal, NULL, 0, cors);
 		goto done;
 	}
 	if (!routes_allows(row, r.method)) {
@@ -172,8 +182,10 @@ routes_serve(FCGX_Request *f, const struct config *cfg, const char *why, struct 
 		return;
 	}
 done:
-	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%s %s%s status=%d ms=%lld",
+	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%s %s%s status=%d ms=%lld%s%s",
 		r.method != NULL ? r.method : "-", r.mount != NULL ? r.mount : "",
-		r.path != NULL ? r.path : "-", status, (long long)(clock_now_ms() - r.start_ms));
+		r.path != NULL ? r.path : "-", status, (long long)(clock_now_ms() - r.start_ms),
+		r.client != NULL ? " client=" : "",
+		r.client != NULL ? auth_client_label(r.client) : "");
 	request_free(&r);
 }

@@ -22,9 +22,10 @@ typedef int routes_fn(struct request *r, const struct config *cfg, const char *w
 #define ROUTES_LOGGED 0
 
 enum routes_key {
-	ROUTES_OPEN,                     /* no key, and served without a config too */
-	ROUTES_KEY,                      /* a client key of the config: 401 else */
-	ROUTES_KEY_UNLESS_METRICS_PUBLIC /* the same, unless server.metricsPublic */
+	ROUTES_OPEN,                       /* no key, and served without a config too */
+	ROUTES_KEY,                        /* a client key of the config: 401 else */
+	ROUTES_ADMIN,                      /* an admin key: 403 admin_only for another */
+	ROUTES_ADMIN_UNLESS_METRICS_PUBLIC /* the same, unless server.metricsPublic */
 };
 
 /* One row: a path below the mount point, decoded. */

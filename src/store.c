@@ -134,7 +134,15 @@ store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int6
 	      store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
 	      size_t errlen)
 {
-	return st->ops->reserve(st, eps, n, now_ms, pick, pick_ctx, res, err, errlen);
+	return st->ops->reserve(st, eps, n, NULL, now_ms, pick, pick_ctx, res, err, errlen);
+}
+
+int
+store_reserve_for(struct store *st, const struct store_endpoint *eps, size_t n,
+		  const struct store_endpoint *client, int64_t now_ms, store_pick_fn pick,
+		  void *pick_ctx, struct store_reservation *res, char *err, size_t errlen)
+{
+	return st->ops->reserve(st, eps, n, client, now_ms, pick, pick_ctx, res, err, errlen);
 }
 
 int

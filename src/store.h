@@ -47,9 +47,10 @@ enum store_key_state {
 };
 
 enum store_verdict {
-	STORE_RESERVED, /* an attempt was counted on *chosen */
-	STORE_LIMITED,  /* every candidate is at its RPM or RPD limit */
-	STORE_COOLING   /* every candidate is cooling down (none limited) */
+	STORE_RESERVED,      /* an attempt was counted on *chosen */
+	STORE_LIMITED,       /* every candidate is at its RPM or RPD limit */
+	STORE_COOLING,       /* every candidate is cooling down (none limited) */
+	STORE_CLIENT_LIMITED /* the client is at its own limit: nothing counted */
 };
 
 /* Picks one of n candidates whose room[i] is true (at least one is).
@@ -238,6 +239,16 @@ int store_redis_address_check(const char *address, char *why, size_t whylen);
 int store_reserve(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
 		  store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
 		  size_t errlen);
+
+/* As store_reserve for a client with limits of its own (doc/behaviour.md,
+ * Limits and state: client limits): client (NULL: none) is its entry, id,
+ * rpm, rpd, tpm, tpd and the estimate, group 0. When it has no room now,
+ * nothing is counted and res is STORE_CLIENT_LIMITED with the seconds until
+ * it has; else the attempt and estimate are counted on it too, in the same
+ * atomic step as on the chosen endpoint. */
+int store_reserve_for(struct store *st, const struct store_endpoint *eps, size_t n,
+		      const struct store_endpoint *client, int64_t now_ms, store_pick_fn pick,
+		      void *pick_ctx, struct store_reservation *res, char *err, size_t errlen);
 
 /* Records the outcome of an attempt on endpoint id: a success clears the run
  * of failures and adds usage; a failure extends the run and, at

@@ -533,6 +533,7 @@ store_gdbm_close(struct store *base)
 struct store_gdbm_reserve_ctx {
 	const struct store_endpoint *eps;
 	size_t n;
+	const struct store_endpoint *client; /* NULL: none */
 	struct limit_now now;
 	store_pick_fn pick;
 	void *pick_ctx;
@@ -546,6 +547,14 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 {
 	struct store_gdbm_reserve_ctx *c = ctx;
 
+	if (c->client != NULL) {
+		int64_t w = limit_wait_ms(store_codec_find(s, c->client->id), c->client, &c->now);
+		if (w > 0) {
+			c->res->verdict = STORE_CLIENT_LIMITED;
+			c->res->retry_after_s = limit_retry_after_s(w);
+			return 0;
+		}
+	}
 	for (size_t i = 0; i < c->n; i++)
 		c->states[i] = store_codec_find(s, c->eps[i].id);
 	if (limit_look(c->states, c->eps, c->n, &c->now, c->room, c->res) == 0)
@@ -563,6 +572,17 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 	limit_fit_ring(&e->s, c->eps[k].rpm, c->now.ms);
 	c->res->recheck = limit_count_attempt(&e->s, &c->now);
 	limit_count_tokens(&e->s, c->eps[k].estimate, &c->now);
+	if (c->client != NULL) {
+		/* Under the same lock, in the same record: both or neither. */
+		struct store_codec_ent *ce = store_codec_entry(s, c->client->id);
+		if (ce == NULL || store_codec_ring_room(ce, c->client->rpm) != 0) {
+			store_gdbm_set_err(err, errlen, "state", "out of memory");
+			return -1;
+		}
+		limit_fit_ring(&ce->s, c->client->rpm, c->now.ms);
+		limit_count_attempt(&ce->s, &c->now);
+		limit_count_tokens(&ce->s, c->client->estimate, &c->now);
+	}
 	c->res->verdict = STORE_RESERVED;
 	c->res->at_ms = c->now.ms;
 	c->res->at_day = c->now.day;
@@ -571,15 +591,16 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 }
 
 static int
-store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-		   store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
-		   size_t errlen)
+store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t n,
+		   const struct store_endpoint *client, int64_t now_ms, store_pick_fn pick,
+		   void *pick_ctx, struct store_reservation *res, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
 	bool stack_room[32];
 	const struct limit_state *stack_states[32];
-	struct store_gdbm_reserve_ctx c = {
-		eps, n, store_gdbm_now(now_ms), pick, pick_ctx, res, stack_room, stack_states};
+	struct store_gdbm_reserve_ctx c = {eps,         n,        client, store_gdbm_now(now_ms),
+					   pick,        pick_ctx, res,    stack_room,
+					   stack_states};
 	int rc;
 
 	memset(res, 0, sizeof(*res));

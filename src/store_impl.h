@@ -15,9 +15,9 @@
 struct store_ops {
 	const char *what; /* for log lines: "state file", "Redis store" */
 	void (*close)(struct store *st);
-	int (*reserve)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-		       store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
-		       size_t errlen);
+	int (*reserve)(struct store *st, const struct store_endpoint *eps, size_t n,
+		       const struct store_endpoint *client, int64_t now_ms, store_pick_fn pick,
+		       void *pick_ctx, struct store_reservation *res, char *err, size_t errlen);
 	int (*record)(struct store *st, const char *id, const struct store_outcome *o,
 		      const struct store_cooldown *cd, int64_t now_ms, char *err, size_t errlen);
 	int (*read)(struct store *st, const struct store_endpoint *eps, size_t n, int64_t now_ms,

@@ -996,6 +996,9 @@ struct store_redis_op {
 	/* A reservation when eps is set, else a change of id by fn. */
 	const struct store_endpoint *eps;
 	size_t n;
+	/* With a reservation: the client's own entry (NULL: none), the slot
+	 * after the n of eps, committed with them (one compare-and-set) */
+	const struct store_endpoint *client;
 	struct limit_now now;
 	store_pick_fn pick;
 	void *pick_ctx;
@@ -1044,6 +1047,14 @@ store_redis_same(const struct store_redis *x, const struct store_redis *y)
 			  strcmp(x->prefix, y->prefix) == 0 && x->timeout_ms == y->timeout_ms);
 }
 
+/* The slots op names: a change's one, a reservation's candidates and its
+ * client's entry. */
+static size_t
+store_redis_op_slots(const struct store_redis_op *op)
+{
+	return op->eps == NULL ? 1 : op->n + (op->client != NULL);
+}
+
 static void
 store_redis_op_fail(struct store_redis_op *op, const char *why)
 {
@@ -1062,16 +1073,19 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 {
 	char why[512], what[160];
 
-	for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
+	for (size_t c = 0; c < store_redis_op_slots(op); c++) {
 		const struct store_redis_slot *sl = &states[idx[op->first + c]];
 		if (sl->damaged) {
 			snprintf(what, sizeof(what), "damaged state of endpoint %.80s",
-				 op->eps != NULL ? op->eps[c].id : op->id);
+				 op->eps == NULL ? op->id
+				 : c < op->n     ? op->eps[c].id
+						 : "(a client)");
 			store_redis_set_err(st, why, sizeof(why), what);
 			store_redis_op_fail(op, why);
 			return;
 		}
-		ptrs[c] = &sl->s;
+		if (c < (op->eps != NULL ? op->n : 1))
+			ptrs[c] = &sl->s;
 	}
 	if (op->eps == NULL) {
 		size_t j = idx[op->first];
@@ -1082,6 +1096,14 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 		return;
 	}
 	memset(op->res, 0, sizeof(*op->res));
+	if (op->client != NULL) {
+		int64_t w = limit_wait_ms(&states[idx[op->first + op->n]].s, op->client, &op->now);
+		if (w > 0) {
+			op->res->verdict = STORE_CLIENT_LIMITED;
+			op->res->retry_after_s = limit_retry_after_s(w);
+			return;
+		}
+	}
 	if (limit_look(ptrs, op->eps, op->n, &op->now, room, op->res) == 0)
 		return;
 	size_t k = op->pick(op->pick_ctx, room, op->n);
@@ -1101,6 +1123,14 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	op->res->at_day = op->now.day;
 	op->counted = true;
 	dirty[j] = true;
+	if (op->client != NULL) {
+		/* In the batch's one compare-and-set with the endpoint's. */
+		size_t cj = idx[op->first + op->n];
+		limit_fit_ring(&states[cj].s, op->client->rpm, op->now.ms);
+		limit_count_attempt(&states[cj].s, &op->now);
+		limit_count_tokens(&states[cj].s, op->client->estimate, &op->now);
+		dirty[cj] = true;
+	}
 }
 
 /* Runs the steps of the list ops on st's connection as if one after the
@@ -1124,7 +1154,7 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
 		op->first = nidx;
-		nidx += op->eps != NULL ? op->n : 1;
+		nidx += store_redis_op_slots(op);
 		reserves |= op->eps != NULL;
 		if (op->eps != NULL && op->n > most)
 			most = op->n;
@@ -1134,8 +1164,10 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 	if (nidx > 100000 || idx == NULL || eps == NULL)
 		goto oom;
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
-		for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
-			const char *id = op->eps != NULL ? op->eps[c].id : op->id;
+		for (size_t c = 0; c < store_redis_op_slots(op); c++) {
+			const char *id = op->eps == NULL ? op->id
+					 : c < op->n     ? op->eps[c].id
+							 : op->client->id;
 			size_t j = 0;
 			while (j < nslots && strcmp(eps[j].id, id) != 0)
 				j++;
@@ -1324,13 +1356,14 @@ store_redis_step(struct store_redis *st, struct store_redis_op *op)
 /* Reserves: among eps, by the rules of limit.h on their states now, let
  * pick choose one with room and count an attempt on it (a batch's step). */
 static int
-store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n, int64_t now_ms,
-		    store_pick_fn pick, void *pick_ctx, struct store_reservation *res, char *err,
-		    size_t errlen)
+store_redis_reserve(struct store *sb, const struct store_endpoint *eps, size_t n,
+		    const struct store_endpoint *client, int64_t now_ms, store_pick_fn pick,
+		    void *pick_ctx, struct store_reservation *res, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
 	struct store_redis_op op = {.eps = eps,
 				    .n = n,
+				    .client = client,
 				    .now = store_redis_now(now_ms),
 				    .pick = pick,
 				    .pick_ctx = pick_ctx,

@@ -63,7 +63,8 @@ GATEWAY_CODES = {"invalid_api_key", "request_too_large", "invalid_json", "invali
                  "invalid_path", "not_forwarded",
                  "incomplete_body", "method_not_allowed", "not_found", "model_not_found",
                  "api_not_found", "rate_limit_exceeded", "no_available_api",
-                 "upstream_unreachable", "config_error", "state_unavailable", "internal_error"}
+                 "upstream_unreachable", "config_error", "state_unavailable", "internal_error",
+                 "key_expired", "admin_only", "model_not_allowed", "client_rate_limited"}
 MOCK_CODE = "mock_refused"
 
 # Headers that never reach an upstream, whatever the case (doc/behaviour.md,

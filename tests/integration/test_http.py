@@ -360,6 +360,95 @@ class T02Auth(Base):
 
 
 # ---------------------------------------------------------------------------
+class T03ClientKeys(Base):
+    """doc/behaviour.md, Configuration: client and admin keys."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.mock("clients")
+        self.alice = new_key()
+        self.bob = new_key()
+        self.old = new_key()
+        self.off = new_key()
+        self.admin = new_key()
+        self.a_id = self.uid("a")
+        self.configure(
+            [self.api(self.a_id, self.up.url, ["gpt-4o", "gpt-4o-mini", "claude-3"])],
+            apiKeys=[EXTRA_KEY,
+                     {"key": self.alice, "name": "alice", "models": ["gpt-4o*"],
+                      "expires": "2999-12-31"},
+                     {"key": self.bob},
+                     {"key": self.old, "name": "old", "expires": "2020-01-01T00:00:00Z"},
+                     {"key": self.off, "enabled": False}])
+
+    def admins(self):
+        self.configure([self.api(self.a_id, self.up.url, ["gpt-4o"])],
+                       apiKeys=[{"key": self.alice, "name": "alice"}],
+                       adminKeys=[self.admin])
+
+    def test_models_outside_the_list_403(self):
+        r = self.post("/v1/chat/completions", chat("claude-3"), key=self.alice)
+        self.assertError(r, 403, "permission_error", "model_not_allowed")
+        self.assertEqual(self.up.count(), 0)
+        for m in ("gpt-4o", "gpt-4o-mini"):
+            self.assertStatus(self.post("/v1/chat/completions", chat(m), key=self.alice), 200)
+        # Other clients are not bound by alice's list.
+        self.assertStatus(self.post("/v1/chat/completions", chat("claude-3"), key=self.bob), 200)
+        self.assertEqual(self.up.count(), 3)
+
+    def test_models_list_is_filtered(self):
+        r = self.get("/v1/models", key=self.alice)
+        self.assertStatus(r, 200)
+        self.assertEqual(sorted(m["id"] for m in r.json()["data"]), ["gpt-4o", "gpt-4o-mini"])
+        self.assertError(self.get("/v1/models/claude-3", key=self.alice), 404,
+                         "invalid_request_error", "model_not_found")
+        r = self.get("/v1/models", key=self.bob)
+        self.assertEqual(len(r.json()["data"]), 3, self.diag(r))
+
+    def test_expired_key_401(self):
+        for path in ("/v1/models", "/v1/status"):
+            self.assertError(self.get(path, key=self.old), 401, "authentication_error",
+                             "key_expired")
+        r = self.post("/v1/chat/completions", chat("gpt-4o"), key=self.old)
+        self.assertError(r, 401, "authentication_error", "key_expired")
+        self.assertEqual(self.up.count(), 0)
+
+    def test_disabled_key_is_unknown(self):
+        r = self.post("/v1/chat/completions", chat("gpt-4o"), key=self.off)
+        self.assertError(r, 401, "authentication_error", "invalid_api_key")
+        self.assertEqual(self.up.count(), 0)
+
+    def test_log_names_the_client_never_the_key(self):
+        self.assertStatus(self.post("/v1/chat/completions", chat("gpt-4o"), key=self.alice), 200)
+        self.assertStatus(self.post("/v1/chat/completions", chat("gpt-4o"), key=self.bob), 200)
+        text = self.gw.wait_log(self.log_offset, lambda t: t.count("client=") >= 2)
+        self.assertIn("client=alice", text)
+        self.assertIn("client=" + self.bob[-4:], text)
+        for k in (self.alice, self.bob):
+            self.assertFalse(leaked(text, k), "the log shows a key")
+
+    def test_without_admin_keys_every_client_is_admin(self):
+        self.assertStatus(self.get("/v1/status", key=self.bob), 200)
+        self.assertStatus(self.post("/v1/token/reset", b"", key=self.bob), 200)
+
+    def test_admin_keys_guard_the_gateway_s_own_figures(self):
+        self.admins()
+        for method, path, body in (("GET", "/v1/status", None), ("GET", "/v1/token/stats", None),
+                                   ("POST", "/v1/token/reset", b""), ("GET", "/metrics", None)):
+            r = self.gw.request(method, path, body=body, key=self.alice)
+            self.assertError(r, 403, "permission_error", "admin_only")
+            r = self.gw.request(method, path, body=body, key=self.admin)
+            self.assertStatus(r, 200)
+        # A client key still does what a client does.
+        self.assertStatus(self.get("/v1/models", key=self.alice), 200)
+        self.assertStatus(self.post("/v1/chat/completions", chat("gpt-4o"), key=self.alice), 200)
+        r = self.gw.request("GET", "/status?key=" + self.alice)
+        self.assertIn('data-state="denied"', r.text(), self.diag(r))
+        r = self.gw.request("GET", "/status?key=" + self.admin)
+        self.assertIn('data-state="ok"', r.text(), self.diag(r))
+
+
+# ---------------------------------------------------------------------------
 class T03Models(Base):
     def setUp(self):
         super().setUp()
@@ -1771,7 +1860,7 @@ class T20Restart(unittest.TestCase):
         self.assertEqual(up.count(), 2)
 
 
-ORDER = [T01Health, T02Auth, T03Models, T04Errors, T05ConfigError, T05StateMissingDir,
+ORDER = [T01Health, T02Auth, T03ClientKeys, T03Models, T04Errors, T05ConfigError, T05StateMissingDir,
          T05StateDamaged, T06Cors, T07Routing,
          T08Mount, T08FixRootScriptName, T09Forwarding, T10Choice, T11Retries, T12Streams, T13Tokens, T14Status,
          T15Reload, T16Concurrency, T17Clock, T18Logs, T19Shutdown, T20Restart]

@@ -1943,8 +1943,71 @@ class S14TokenLimits(ClockBase):
         self.assertEqual(up.count(), 0)
 
 
+class S15ClientLimits(ClockBase):
+    """A client key's own rpm (issue 15; doc/behaviour.md, Limits and state:
+    client limits): counted in the same atomic step as the endpoint key's
+    slot, across every process. The clock stands still until the test moves
+    it."""
+
+    def test_a_client_rpm2_five_at_once(self):
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("cl", "chat")
+        alice, bob = new_key(), new_key()
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-cl"])],
+                       apiKeys=[{"key": alice, "name": "alice", "rpm": 2},
+                                {"key": bob, "name": "bob", "rpm": 2}])
+
+        def one(i, key=alice):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat("m-cl"), key=key)
+
+        res = fire_at_once(5, one)
+        self.assertCounts(statuses(res), {200: 2, 429: 3}, "client rpm 2, 5 at once")
+        self.assertEqual(up.count(), 2, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "client_rate_limited")
+                self.assertRetryAfter(r, 59, 60)
+        # Another client key is still served; the endpoint had room all along.
+        self.assertStatus(one(0, bob), 200)
+        self.assertStatus(self.chat_post("m-cl"), 200)
+        self.assertEqual(up.count(), 4)
+        self.assertEqual(self.status_entry(aid)["usage"]["rpm"], 4)
+        # A minute later alice has room again.
+        self.gw.advance_clock(61)
+        self.assertStatus(one(1), 200)
+        self.assertEqual(up.count(), 5)
+
+    def test_b_client_tpm1000_estimates_300_ten_at_once(self):
+        # As S14's endpoint case, on the client's entry: the answers report
+        # 300, as estimated, so exactly 3 of 10 go whatever the order.
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("cltpm", "chat", usage=(100, 200))
+        carol = new_key()
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-cltpm"])],
+                       apiKeys=[{"key": carol, "name": "carol", "tpm": 1000}])
+
+        def one(i):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat_of_estimate("m-cltpm", 300), key=carol)
+
+        res = fire_at_once(10, one)
+        self.assertCounts(statuses(res), {200: 3, 429: 7}, "client tpm 1000, 10 x 300 at once")
+        self.assertEqual(up.count(), 3, "requests that reached the upstream")
+        for r in res:
+            if r.status == 429:
+                self.assertError(r, 429, "rate_limit_error", "client_rate_limited")
+                self.assertRetryAfter(r, 55, 61)
+        # The endpoint has no limit: another key goes on.
+        self.assertStatus(self.post(CHAT, chat_of_estimate("m-cltpm", 300)), 200)
+        self.gw.advance_clock(61)
+        self.assertStatus(one(0), 200)
+
+
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
-         S13Fallbacks, S14TokenLimits, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
+         S13Fallbacks, S14TokenLimits, S15ClientLimits, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
          S09RedisFaults, S10TwoHosts]
 
 

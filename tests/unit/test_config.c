@@ -482,7 +482,7 @@ integer_fields_are_range_checked(void **state)
 		{"'metricsPublic': 'yes'", "server.metricsPublic", "expected a boolean"},
 		{"'stateFile': ''", "server.stateFile", "expected a non-empty string"},
 		{"'stateFile': 5", "server.stateFile", "expected a non-empty string"},
-		{"'apiKeys': 'k2'", "server.apiKeys", "expected an array of strings"},
+		{"'apiKeys': 'k2'", "server.apiKeys", "expected an array of strings or objects"},
 		{"'apiKeys': ['k2', '']", "server.apiKeys[1]", "expected a non-empty string"},
 		{"'apiKey': ''", "server.apiKey", "expected a non-empty string"},
 	};
@@ -778,6 +778,102 @@ a_client_key_is_required(void **state)
 	assert_string_equal(cfg->api_keys[1], "k2");
 	config_free(cfg);
 	config_issues_free(&is);
+}
+
+/* doc/behaviour.md, Configuration: client and admin keys. */
+static void
+client_keys_are_read_and_checked(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+	const struct config_client *c;
+
+	(void)state;
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k2', {'key': 'sk-client-abcd',"
+		      " 'name': 'alice', 'models': ['gpt-4o*', 'o3'], 'expires': '2026-12-31',"
+		      " 'enabled': false}], 'adminKeys': ['adm']}, 'apis': []}",
+		      &cfg, &is),
+		0);
+	assert_int_equal(is.n, 1); /* apis: no endpoints configured */
+	assert_int_equal(cfg->n_api_keys, 4);
+	assert_true(cfg->admin_keys);
+	assert_false(cfg->clients[0].admin);
+	assert_true(cfg->clients[3].admin);
+	assert_string_equal(cfg->api_keys[3], "adm");
+	c = &cfg->clients[2];
+	assert_string_equal(c->name, "alice");
+	assert_string_equal(c->tail, "abcd");
+	assert_false(c->enabled);
+	assert_int_equal(c->rpm, -1);
+	assert_false(config_client_limited(c));
+	assert_int_equal(memcmp(c->slot,
+				"\x1e"
+				"client\x1f",
+				8),
+			 0);
+	assert_null(strstr(c->slot, "abcd"));
+	/* A date serves through that day (UTC): 2027-01-01T00:00:00Z. */
+	assert_int_equal(c->expires_ms, INT64_C(1798761600000));
+	assert_true(config_client_allows(c, "gpt-4o-mini"));
+	assert_true(config_client_allows(c, "gpt-4o"));
+	assert_true(config_client_allows(c, "o3"));
+	assert_false(config_client_allows(c, "o3-mini"));
+	assert_false(config_client_allows(c, "claude-3"));
+	assert_true(config_client_allows(&cfg->clients[0], "claude-3"));
+	config_free(cfg);
+	config_issues_free(&is);
+
+	/* Without adminKeys every client key is an admin, as before them. */
+	assert_int_equal(
+		parse("{'server': {'apiKeys': ['k1', {'key': 'k2'}]}, 'apis': []}", &cfg, &is), 0);
+	assert_true(cfg->clients[0].admin && cfg->clients[1].admin);
+	assert_true(cfg->clients[1].enabled);
+	assert_null(cfg->clients[1].models);
+	config_free(cfg);
+	config_issues_free(&is);
+
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k1', 'apiKeys': ['k1', {'key': 'k2', 'name': 'a b',"
+		      " 'models': [], 'expires': '2026-02-30', 'rpm': -2, 'colour': 1}, {'name': "
+		      "'x'}],"
+		      " 'adminKeys': ['k2']}, 'apis': []}",
+		      &cfg, &is),
+		-1);
+	expect_issue(&is, true, "server.apiKeys[0]", "the same key as an entry before it");
+	expect_issue(&is, true, "server.apiKeys[1].name",
+		     "expected a string of 1 to 64 bytes, no spaces or control characters");
+	expect_issue(&is, true, "server.apiKeys[1].models",
+		     "expected a non-empty array of strings");
+	expect_issue(&is, true, "server.apiKeys[1].expires",
+		     "expected an ISO date (2026-12-31) or date-time (2026-12-31T18:00:00Z)");
+	expect_issue(&is, true, "server.apiKeys[1].rpm", "expected an integer >= -1");
+	expect_issue(&is, false, "server.apiKeys[1].colour", "unknown field, ignored");
+	expect_issue(&is, true, "server.apiKeys[2].key", "expected a non-empty string");
+	expect_issue(&is, true, "server.adminKeys[0]", "the same key as an entry before it");
+	config_issues_free(&is);
+}
+
+static void
+expiry_dates_and_times_parse(void **state)
+{
+	int64_t ms;
+
+	(void)state;
+	assert_int_equal(config_parse_expiry("1970-01-01T00:00:00Z", &ms), 0);
+	assert_int_equal(ms, 0);
+	assert_int_equal(config_parse_expiry("2026-12-07T13:45:00Z", &ms), 0);
+	assert_int_equal(ms, INT64_C(1796651100000));
+	assert_int_equal(config_parse_expiry("2026-12-07T15:45:00+02:00", &ms), 0);
+	assert_int_equal(ms, INT64_C(1796651100000));
+	assert_int_equal(config_parse_expiry("2026-12-07T13:45:00.250", &ms), 0);
+	assert_int_equal(ms, INT64_C(1796651100000));
+	assert_int_equal(config_parse_expiry("2024-02-29", &ms), 0);
+	assert_int_equal(config_parse_expiry("2026-13-01", &ms), -1);
+	assert_int_equal(config_parse_expiry("2026-12-07T24:00:00Z", &ms), -1);
+	assert_int_equal(config_parse_expiry("2026-12-07Tx", &ms), -1);
+	assert_int_equal(config_parse_expiry("2026-12-07T13:45:00+0200", &ms), -1);
+	assert_int_equal(config_parse_expiry("tomorrow", &ms), -1);
 }
 
 static void
@@ -1885,6 +1981,8 @@ main(void)
 		cmocka_unit_test(example_config_file_loads_without_problems),
 		cmocka_unit_test(every_default_applies),
 		cmocka_unit_test(every_field_is_read),
+		cmocka_unit_test(client_keys_are_read_and_checked),
+		cmocka_unit_test(expiry_dates_and_times_parse),
 		cmocka_unit_test(null_fields_take_their_default),
 		cmocka_unit_test(integral_reals_count_as_integers),
 		cmocka_unit_test(rpm_below_minus_one_is_named_by_path),

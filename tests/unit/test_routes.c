@@ -20,13 +20,13 @@ struct find_case {
 static const struct find_case find_cases[] = {
 	{"/health", "/health", ROUTES_OPEN},
 	{"/status", "/status", ROUTES_OPEN},
-	{"/metrics", "/metrics", ROUTES_KEY_UNLESS_METRICS_PUBLIC},
-	{"/v1/status", "/v1/status", ROUTES_KEY},
+	{"/metrics", "/metrics", ROUTES_ADMIN_UNLESS_METRICS_PUBLIC},
+	{"/v1/status", "/v1/status", ROUTES_ADMIN},
 	{"/v1/models", "/v1/models", ROUTES_KEY},
 	{"/v1/models/", "/v1/models/", ROUTES_KEY},
 	{"/v1/models/a/b", "/v1/models/", ROUTES_KEY},
-	{"/v1/token/stats", "/v1/token/stats", ROUTES_KEY},
-	{"/v1/token/reset", "/v1/token/reset", ROUTES_KEY},
+	{"/v1/token/stats", "/v1/token/stats", ROUTES_ADMIN},
+	{"/v1/token/reset", "/v1/token/reset", ROUTES_ADMIN},
 	/* Everything else under /v1 goes upstream. */
 	{"/v1", "/v1", ROUTES_KEY},
 	{"/v1/", "/v1/", ROUTES_KEY},

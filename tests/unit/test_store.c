@@ -500,6 +500,66 @@ secs_to_midnight(int64_t t)
 	return (long)((clock_ms_to_midnight(t) + 999) / 1000);
 }
 
+/* --- client limits (doc/behaviour.md, Limits and state: client limits) --- */
+
+static void
+test_client_rpm_counts_with_the_endpoint_in_one_step(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0},
+					      {"b", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint client = {"\x1e"
+					      "client\x1f"
+					      "1",
+					      2,
+					      -1,
+					      0,
+					      100,
+					      -1,
+					      3};
+	const struct store_endpoint other = {"\x1e"
+					     "client\x1f"
+					     "2",
+					     2,
+					     -1,
+					     0,
+					     -1,
+					     -1,
+					     0};
+	struct store_reservation res;
+	char err[256];
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(store_reserve_for(f->st, eps, 2, &client, T0, pick_first, NULL,
+						   &res, err, sizeof(err)),
+				 0);
+		assert_int_equal(res.verdict, STORE_RESERVED);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(store_reserve_for(f->st, eps, 2, &client, T0 + 1000, pick_first,
+						   NULL, &res, err, sizeof(err)),
+				 0);
+		assert_int_equal(res.verdict, STORE_CLIENT_LIMITED);
+		assert_int_equal(res.retry_after_s, 59);
+	}
+	/* Refusals counted nothing, on the endpoint or the client. */
+	assert_int_equal(read_one(f->st, &eps[0], T0 + 1000).rpm_used, 2);
+	struct store_usage u = read_one(f->st, &client, T0 + 1000);
+	assert_int_equal(u.rpm_used, 2);
+	assert_int_equal(u.tpm_used, 6); /* its estimate, 3 a request */
+	/* Another client, and none, are still served. */
+	assert_int_equal(store_reserve_for(f->st, eps, 2, &other, T0 + 1000, pick_first, NULL, &res,
+					   err, sizeof(err)),
+			 0);
+	assert_int_equal(res.verdict, STORE_RESERVED);
+	expect_reserved(f->st, eps, 2, T0 + 1000, 0);
+	/* A minute later the client has room again. */
+	assert_int_equal(store_reserve_for(f->st, eps, 2, &client, T0 + MIN_MS, pick_first, NULL,
+					   &res, err, sizeof(err)),
+			 0);
+	assert_int_equal(res.verdict, STORE_RESERVED);
+}
+
 /* --- RPM --- */
 
 static void
@@ -2545,7 +2605,8 @@ static void *
 thread_reserve_record(void *p)
 {
 	struct cycle_arg *a = p;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0}, {"b", 500, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0},
+					      {"b", 500, -1, 0, -1, -1, 0}};
 	const struct store_outcome ok = {.success = true,
 					 .served = true,
 					 .has_usage = true,
@@ -2609,7 +2670,8 @@ static void
 test_fork_4x8_threads_reserve_and_record_exactly(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0}, {"b", 500, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0},
+					      {"b", 500, -1, 0, -1, -1, 0}};
 
 	assert_int_equal(run_children(f->path, 4, child_threads, 40), 1000);
 	for (size_t i = 0; i < 2; i++) {
@@ -3857,6 +3919,7 @@ main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fix_setup, fix_teardown)
 		T(test_tz_fixture_is_tokyo),
 		T(test_rpm_allows_exactly_rpm_at_one_instant),
+		T(test_client_rpm_counts_with_the_endpoint_in_one_step),
 		T(test_rpm_window_slides_after_60_seconds),
 		T(test_rpm_spread_attempts_free_one_by_one),
 		T(test_rpm_and_rpd_minus_one_are_unlimited),
