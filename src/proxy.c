@@ -141,6 +141,13 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.latency_ms = call->total_ms,
 		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
+	/* A stream served without usage (streamUsage false, or the client's
+	 * own stream_options) counts its estimate as its tokens
+	 * (doc/behaviour.md, Limits and state, rule 24). */
+	if (rec->stream && o.served && !o.has_usage && p->at_estimate > 0) {
+		o.has_usage = true;
+		o.total_tokens = p->at_estimate;
+	}
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
 	if (charge != STORE_CHARGE_RUN || !call->failure)
 		return;
