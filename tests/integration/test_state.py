@@ -1970,7 +1970,9 @@ class S14TokenLimits(ClockBase):
         self.assertEqual(r.body, self.without_usage_event(sent))
         self.assertNotIn(b'"usage"', r.body)
         # Counted from the answer's usage, not the estimate.
-        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 100)
+        st = self.status_entry(aid)
+        self.assertEqual((st["usage"]["tpm"], st["tokens"]["total"]), (100, 100), st)
+        self.assertEqual(st["streamTokens"], "usage", st)
 
     def test_f_stream_usage_the_client_asked_for(self):
         up = self.mock("sua", "stream", events=2, interval_ms=0, usage=(10, 15),
@@ -1996,6 +1998,7 @@ class S14TokenLimits(ClockBase):
         self.assertEqual(up.requests[-1].body, raw)
         self.assertEqual(r.body, up.streams[-1]["body"])
         self.assertNotIn(b'"usage"', r.body)
+        self.assertNotIn("streamTokens", self.status_entry(aid))
 
     def test_h_stream_usage_off_counts_the_estimate(self):
         up = self.mock("suo", "stream", events=2, interval_ms=0, usage=(10, 15),
@@ -2007,8 +2010,12 @@ class S14TokenLimits(ClockBase):
         self.assertStatus(r, 200)
         self.assertEqual(up.requests[-1].body, raw)
         self.assertEqual(r.body, up.streams[-1]["body"])
-        # No usage came: the estimate stays counted (rule 22).
-        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], len(raw) // 4)
+        # No usage came: the estimate is counted as its tokens (rule 24),
+        # and the endpoint says so.
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["tpm"], len(raw) // 4, st)
+        self.assertEqual(st["tokens"]["total"], len(raw) // 4, st)
+        self.assertEqual(st["streamTokens"], "estimate", st)
 
 
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
