@@ -53,6 +53,33 @@ fuzz_rewrite(const char *ct, const char *body, size_t len, const struct body_inf
 	free(out);
 }
 
+/* body_ask_usage on a JSON body that inspected: the copy inspects the same
+ * (model, stream, a longer estimate) and asks no more; a body it leaves has
+ * stream_options already. */
+static void
+fuzz_ask_usage(const char *ctype, const char *body, size_t len, const struct body_info *info)
+{
+	struct body_info again;
+	char *out = NULL;
+	size_t outlen = 0;
+	char err[256];
+	int rc = body_ask_usage(body, len, &out, &outlen);
+
+	FUZZ_CHECK(rc == 0 || rc == 1 || rc == -1);
+	if (rc != 1)
+		return;
+	FUZZ_CHECK(outlen == len + 39 || outlen == len + 40);
+	FUZZ_CHECK(body_inspect(ctype, out, outlen, &again, err, sizeof(err)) == 0);
+	FUZZ_CHECK(again.kind == BODY_JSON && again.stream == info->stream);
+	FUZZ_CHECK((again.model == NULL) == (info->model == NULL));
+	FUZZ_CHECK(again.model == NULL || strcmp(again.model, info->model) == 0);
+	body_info_free(&again);
+	char *twice = NULL;
+	size_t twice_len;
+	FUZZ_CHECK(body_ask_usage(out, outlen, &twice, &twice_len) == 0 && twice == NULL);
+	free(out);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -78,6 +105,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(info.kind != BODY_EMPTY || len == 0);
 		for (size_t i = 0; i < FUZZ_N_MODELS; i++)
 			fuzz_rewrite(ctype, body, len, &info, fuzz_models[i]);
+		if (info.kind == BODY_JSON)
+			fuzz_ask_usage(ctype, body, len, &info);
 		body_info_free(&info);
 	} else {
 		/* Only a JSON or multipart body is refused (a multipart one only

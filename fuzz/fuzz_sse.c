@@ -128,6 +128,56 @@ fuzz_whole(const char *prefix, size_t len, struct usage *u, bool *saw)
 	sse_parser_free(p);
 }
 
+/* What an sse_filter let through. */
+struct fuzz_out {
+	char *buf;
+	size_t len, cap;
+};
+
+static bool
+fuzz_emit(void *ctx, const char *data, size_t len)
+{
+	struct fuzz_out *o = ctx;
+
+	FUZZ_CHECK(len > 0 && o->len + len <= o->cap);
+	memcpy(o->buf + o->len, data, len);
+	o->len += len;
+	return true;
+}
+
+/* The filter fed s[0..len) whole and in the pieces of seed give the same
+ * bytes, at most the input's, all of it when no event can be the usage one. */
+static void
+fuzz_filter(const char *s, size_t len, uint32_t seed)
+{
+	struct fuzz_out whole = {malloc(len + 1), 0, len}, split = {malloc(len + 1), 0, len};
+	struct sse_filter *f = sse_filter_new();
+	size_t off = 0;
+
+	FUZZ_CHECK(whole.buf != NULL && split.buf != NULL && f != NULL);
+	FUZZ_CHECK(sse_filter_feed(f, s, len, fuzz_emit, &whole));
+	FUZZ_CHECK(sse_filter_end(f, fuzz_emit, &whole));
+	while (off < len) {
+		size_t n;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 17;
+		seed ^= seed << 5;
+		n = seed % 24 + 1;
+		if (n > len - off)
+			n = len - off;
+		FUZZ_CHECK(sse_filter_feed(f, s + off, n, fuzz_emit, &split));
+		off += n;
+	}
+	FUZZ_CHECK(sse_filter_end(f, fuzz_emit, &split));
+	FUZZ_CHECK(whole.len == split.len && memcmp(whole.buf, split.buf, whole.len) == 0);
+	if (memmem(s, len, "choices", 7) == NULL && memchr(s, '\\', len) == NULL)
+		FUZZ_CHECK(whole.len == len && memcmp(whole.buf, s, len) == 0);
+	sse_filter_free(f);
+	free(whole.buf);
+	free(split.buf);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -196,6 +246,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sse_parser_usage(p, &w);
 	FUZZ_CHECK(fuzz_usage_equal(&u, &w));
 	sse_parser_free(p);
+	fuzz_filter(s, len, seed);
 	free(s);
 	return 0;
 }

@@ -227,6 +227,11 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 		if (o != NULL && api_token_limited(a) &&
 		    (api_add_tokens(json_object_get(o, "limits"), a->tpm, a->tpd) != 0 ||
 		     api_add_tokens(json_object_get(o, "usage"), u[i].tpm_used, u[i].tpd_used) !=
+			     0 ||
+		     /* Where a stream's tokens come from (doc/behaviour.md,
+		      * Forwarding: a stream's usage). */
+		     json_object_set_new(o, "streamTokens",
+					 json_string(a->stream_usage ? "usage" : "estimate")) !=
 			     0)) {
 			json_decref(o);
 			o = NULL;

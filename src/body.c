@@ -772,3 +772,42 @@ done:
 	body_spans_free(&sp);
 	return rc;
 }
+
+/* The member a stream's request gains when the gateway asks for its usage. */
+static const char body_usage_member[] = "\"stream_options\":{\"include_usage\":true}";
+
+int
+body_ask_usage(const char *body, size_t len, char **out, size_t *outlen)
+{
+	size_t at = body_bom(body, len), mlen = sizeof(body_usage_member) - 1;
+	struct json_scan js;
+	struct json_scan_member m;
+	bool empty = true;
+	int rc;
+
+	if (out == NULL || outlen == NULL || json_scan_object_begin(&js, body + at, len - at) != 0)
+		return -1;
+	size_t open = json_scan_ws(body + at, len - at, 0) + at; /* the '{' */
+	while ((rc = json_scan_object_next(&js, &m)) == 1) {
+		empty = false;
+		/* The client's stream_options stand as sent, include_usage
+		 * or not (doc/behaviour.md, Forwarding). */
+		if (json_scan_key_is(&js, &m, "stream_options"))
+			return 0;
+	}
+	if (rc != 0)
+		return -1;
+	/* Right after the '{': no other member moves, whatever follows. */
+	size_t n = len + mlen + (empty ? 0 : 1);
+	char *copy = malloc(n);
+	if (copy == NULL)
+		return -1;
+	memcpy(copy, body, open + 1);
+	memcpy(copy + open + 1, body_usage_member, mlen);
+	if (!empty)
+		copy[open + 1 + mlen] = ',';
+	memcpy(copy + n - (len - open - 1), body + open + 1, len - open - 1);
+	*out = copy;
+	*outlen = n;
+	return 1;
+}

@@ -57,4 +57,12 @@ void body_info_free(struct body_info *info);
 int body_rewrite_model(const char *content_type, const char *body, size_t len, const char *model,
 		       char **out, size_t *outlen);
 
+/* Copies a JSON object body with "stream_options":{"include_usage":true}
+ * added as its first member, every other byte as it was (doc/behaviour.md,
+ * Forwarding: a stream's usage where a token limit applies). Returns 1 and a
+ * malloc'd copy in *out / *outlen (caller frees); 0 when the body already
+ * has a top-level "stream_options" (it goes as sent; *out untouched); -1
+ * when the body is not a JSON object or memory runs out. */
+int body_ask_usage(const char *body, size_t len, char **out, size_t *outlen);
+
 #endif

@@ -43,6 +43,10 @@ struct config_api {
 	long tpm; /* tokens per minute, per day: -1 unlimited, 0 endpoint off */
 	long tpd;
 	bool enabled;
+	/* apis[].streamUsage (default true): a stream on an endpoint with a
+	 * token limit asks the upstream for its usage (doc/behaviour.md,
+	 * Forwarding). */
+	bool stream_usage;
 	char **models;
 	size_t n_models;
 	struct config_pair *mapping; /* requested name -> upstream name */

@@ -62,8 +62,8 @@ static const char *const config_parse_client_fields[] = {"key", "name", "models"
 							 "tpm", "tpd",  "expires", "enabled", NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {
-	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled", "models",
-	"modelMapping", "weight", "headers", "priority", "tpm", "tpd", NULL};
+	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled",     "models",
+	"modelMapping", "weight", "headers", "priority", "tpm", "tpd", "streamUsage", NULL};
 
 /* The gateway sets these itself; a configured copy would clash or smuggle. */
 static const char *const config_parse_refused_headers[] = {
@@ -1142,6 +1142,7 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 	api->tpm = -1;
 	api->tpd = -1;
 	api->enabled = true;
+	api->stream_usage = true;
 	api->weight = 1;
 	if (!json_is_object(o)) {
 		config_parse_report(ctx, true, base, "expected an object");
@@ -1164,6 +1165,7 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 	config_parse_long(ctx, o, base, "tpm", -1, CONFIG_PARSE_LONG_MAX, &api->tpm);
 	config_parse_long(ctx, o, base, "tpd", -1, CONFIG_PARSE_LONG_MAX, &api->tpd);
 	config_parse_bool(ctx, o, base, "enabled", &api->enabled);
+	config_parse_bool(ctx, o, base, "streamUsage", &api->stream_usage);
 	config_parse_models(ctx, o, base, api);
 	config_parse_pairs(ctx, o, base, "modelMapping", false, &api->mapping, &api->n_mapping);
 	v = config_parse_get(o, "weight");

@@ -155,6 +155,13 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.latency_ms = call->total_ms,
 		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
+	/* A stream served without usage (streamUsage false, or the client's
+	 * own stream_options) counts its estimate as its tokens
+	 * (doc/behaviour.md, Limits and state, rule 24). */
+	if (rec->stream && o.served && !o.has_usage && p->at_estimate > 0) {
+		o.has_usage = true;
+		o.total_tokens = p->at_estimate;
+	}
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
 	if (rec->client != NULL) {
 		/* The client's tokens replace its estimate (rule 24), as the
@@ -179,18 +186,32 @@ proxy_record(void *ctx, const struct upstream_call *call)
 			proxy_store(rec->st, api->keys[k].slot, &sibling, rec->cd, now_ms);
 }
 
+/* Whether a request to api asks the upstream for its stream's usage itself
+ * (doc/behaviour.md, Forwarding): a streamed chat or completion request, on
+ * an endpoint with a token limit whose streamUsage is on. */
+static bool
+proxy_asks_usage(const struct request *r, const struct config_api *api,
+		 const struct body_info *info)
+{
+	return api->stream_usage && (api->tpm >= 0 || api->tpd >= 0) && info->stream &&
+	       info->kind == BODY_JSON &&
+	       (strcmp(r->path, "/v1/chat/completions") == 0 ||
+		strcmp(r->path, "/v1/completions") == 0);
+}
+
 /* One attempt at api for model (the request's, or a fallback of it): the
- * body with the name api knows it by, then the transfer. */
+ * body with the name api knows it by and, where the gateway asks for a
+ * stream's usage, stream_options; then the transfer. */
 static enum upstream_result
 proxy_attempt(struct request *r, const struct config *cfg, const struct config_api *api,
 	      const char *key, const char *model, const struct body_info *info, struct worker *w,
 	      struct upstream_call *call)
 {
 	const char *upstream_model = model != NULL ? config_api_model(api, model) : NULL;
-	char *rewritten = NULL, *url = NULL, *query = NULL;
+	char *rewritten = NULL, *asked = NULL, *url = NULL, *query = NULL;
 	struct curl_slist *headers = NULL;
 	const char **secrets = NULL;
-	size_t rewritten_len = 0;
+	size_t rewritten_len = 0, asked_len = 0;
 	enum upstream_result res = UPSTREAM_NO_ANSWER;
 
 	call->body = r->body;
@@ -198,6 +219,7 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 	call->failure = false;
 	call->local_error = false;
 	call->status = 0;
+	call->drop_usage_event = false;
 	if (upstream_model != NULL && strcmp(upstream_model, info->model) != 0) {
 		if (body_rewrite_model(r->content_type, r->body, r->body_len, upstream_model,
 				       &rewritten, &rewritten_len) != 0) {
@@ -206,6 +228,18 @@ proxy_attempt(struct request *r, const struct config *cfg, const struct config_a
 		}
 		call->body = rewritten;
 		call->body_len = rewritten_len;
+	}
+	if (proxy_asks_usage(r, api, info)) {
+		int asks = body_ask_usage(call->body, call->body_len, &asked, &asked_len);
+		if (asks < 0) {
+			snprintf(call->error, sizeof(call->error), "cannot add stream_options");
+			goto out;
+		}
+		if (asks == 1) {
+			call->body = asked;
+			call->body_len = asked_len;
+			call->drop_usage_event = true;
+		}
 	}
 	/* The client's own key never goes on, wherever it came (doc/behaviour.md,
 	 * Forwarding). */
@@ -253,6 +287,7 @@ out:
 	free(url);
 	free(query);
 	free(rewritten);
+	free(asked);
 	return res;
 }
 

@@ -318,3 +318,149 @@ sse_parser_free(struct sse_parser *p)
 	dynbuf_free(&p->line);
 	free(p);
 }
+
+/*
+ * The usage-only event's removal
+ */
+
+/* An event held longer than this goes on as it comes: a usage-only event
+ * is a few hundred bytes. */
+#define SSE_EVENT_MAX (64 * 1024)
+
+struct sse_filter {
+	struct dynbuf event; /* the current event, held back */
+	bool passing;        /* the current event outgrew the bound: it goes on */
+	bool line_blank;     /* the current line holds nothing but CRs so far */
+};
+
+struct sse_filter *
+sse_filter_new(void)
+{
+	struct sse_filter *f = calloc(1, sizeof(*f));
+
+	if (f != NULL) {
+		dynbuf_init(&f->event, SSE_EVENT_MAX);
+		f->line_blank = true;
+	}
+	return f;
+}
+
+/* True when the data value v[0..n) is a JSON object with "choices": [] and
+ * a "usage" object: the chunk include_usage adds. */
+static bool
+sse_usage_only_value(const char *v, size_t n)
+{
+	struct json_scan js;
+	struct json_scan_member m;
+	bool no_choices = false, usage = false;
+	int rc;
+
+	if (json_scan_object_begin(&js, v, n) != 0)
+		return false;
+	while ((rc = json_scan_object_next(&js, &m)) == 1) {
+		if (json_scan_key_is(&js, &m, "choices"))
+			no_choices = v[m.value] == '[' &&
+				     json_scan_ws(v, m.value_end, m.value + 1) == m.value_end - 1;
+		else if (json_scan_key_is(&js, &m, "usage"))
+			usage = v[m.value] == '{';
+	}
+	return rc == 0 && json_scan_ws(v, n, js.pos) == n && no_choices && usage;
+}
+
+/* True when the event s[0..n) (its lines with their ends) is one data line
+ * carrying the usage-only chunk, and blank lines. */
+static bool
+sse_usage_only_event(const char *s, size_t n)
+{
+	bool found = false;
+
+	while (n > 0) {
+		const char *nl = memchr(s, '\n', n);
+		size_t ln = nl != NULL ? (size_t)(nl - s) : n;
+		size_t next = nl != NULL ? ln + 1 : n;
+		const char *v;
+		size_t vn;
+
+		if (ln > 0 && s[ln - 1] == '\r')
+			ln--;
+		if (ln > 0) {
+			if (found || !sse_data_value(s, ln, &v, &vn) ||
+			    !sse_usage_only_value(v, vn))
+				return false;
+			found = true;
+		}
+		s += next;
+		n -= next;
+	}
+	return found;
+}
+
+/* The held event is complete (or the stream ended): it goes on unless it
+ * is the usage-only one. */
+static bool
+sse_filter_settle(struct sse_filter *f, sse_emit_fn emit, void *ctx)
+{
+	const char *s = dynbuf_ptr(&f->event);
+	size_t n = dynbuf_len(&f->event);
+	bool ok = true;
+
+	if (n > 0 && !sse_usage_only_event(s, n))
+		ok = emit(ctx, s, n);
+	dynbuf_reset(&f->event);
+	return ok;
+}
+
+bool
+sse_filter_feed(struct sse_filter *f, const char *data, size_t len, sse_emit_fn emit, void *ctx)
+{
+	while (len > 0) {
+		const char *nl = memchr(data, '\n', len);
+		size_t n = nl != NULL ? (size_t)(nl - data) + 1 : len;
+		size_t body = nl != NULL ? n - 1 : n;
+
+		for (size_t i = 0; f->line_blank && i < body; i++)
+			if (data[i] != '\r')
+				f->line_blank = false;
+		if (f->passing) {
+			if (!emit(ctx, data, n))
+				return false;
+		} else if (dynbuf_add(&f->event, data, n) != 0) {
+			/* Too long to be the usage chunk: it goes on from here. */
+			f->passing = true;
+			if (!sse_filter_settle(f, emit, ctx) || !emit(ctx, data, n))
+				return false;
+		}
+		if (nl != NULL) {
+			if (f->line_blank) {
+				/* A blank line ends the event. */
+				if (!f->passing && !sse_filter_settle(f, emit, ctx))
+					return false;
+				f->passing = false;
+			}
+			f->line_blank = true;
+		}
+		data += n;
+		len -= n;
+	}
+	return true;
+}
+
+bool
+sse_filter_end(struct sse_filter *f, sse_emit_fn emit, void *ctx)
+{
+	bool ok = f->passing || sse_filter_settle(f, emit, ctx);
+
+	f->passing = false;
+	f->line_blank = true;
+	dynbuf_reset(&f->event);
+	return ok;
+}
+
+void
+sse_filter_free(struct sse_filter *f)
+{
+	if (f == NULL)
+		return;
+	dynbuf_free(&f->event);
+	free(f);
+}

@@ -311,6 +311,7 @@ struct upstream_xfer {
 	bool event_stream;
 	struct dynbuf buf; /* the body kept back (see upstream_keep) */
 	struct sse_parser *sse;
+	struct sse_filter *filter; /* with call->drop_usage_event */
 	bool client_gone;
 	bool oom;
 	bool idle_timeout;
@@ -467,6 +468,31 @@ upstream_to_client(struct upstream_xfer *x, const char *data, size_t len, bool f
 	return true;
 }
 
+static bool
+upstream_emit(void *ctx, const char *data, size_t len)
+{
+	return upstream_to_client(ctx, data, len, true);
+}
+
+/* Sends bytes of the answer's body to the client: through the filter that
+ * removes the usage-only event when the gateway asked for it. */
+static bool
+upstream_out(struct upstream_xfer *x, const char *data, size_t len, bool flush)
+{
+	if (x->filter != NULL && x->event_stream)
+		return sse_filter_feed(x->filter, data, len, upstream_emit, x);
+	return upstream_to_client(x, data, len, flush);
+}
+
+/* The answer's body ended: what the filter still held goes on. */
+static bool
+upstream_out_end(struct upstream_xfer *x)
+{
+	if (x->filter != NULL && x->event_stream)
+		return sse_filter_end(x->filter, upstream_emit, x);
+	return true;
+}
+
 static enum upstream_mode
 upstream_decide(const struct upstream_xfer *x)
 {
@@ -502,7 +528,7 @@ static bool
 upstream_release(struct upstream_xfer *x, bool flush)
 {
 	upstream_commit(x, -1);
-	bool ok = upstream_to_client(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), flush);
+	bool ok = upstream_out(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), flush);
 	dynbuf_reset(&x->buf);
 	return ok;
 }
@@ -565,7 +591,7 @@ upstream_on_body(char *data, size_t size, size_t nmemb, void *ud)
 	}
 	if (x->event_stream && x->sse != NULL)
 		sse_parser_feed(x->sse, data, len);
-	if (!upstream_to_client(x, data, len, x->event_stream || x->call->stream)) {
+	if (!upstream_out(x, data, len, x->event_stream || x->call->stream)) {
 		x->client_gone = true;
 		return 0;
 	}
@@ -748,7 +774,8 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 			return UPSTREAM_HELD;
 		}
 		if (x->mode == MODE_STREAM_WAIT) {
-			upstream_release(x, true);
+			if (upstream_release(x, true))
+				upstream_out_end(x);
 			return UPSTREAM_SENT;
 		}
 		upstream_report(x);
@@ -759,6 +786,7 @@ upstream_finish(struct upstream_xfer *x, bool no_body)
 		 * nothing is charged to the endpoint, though it cannot be retried. */
 		if (may_be_empty && no_completion)
 			call->failure = true;
+		upstream_out_end(x);
 		FCGX_FFlush(call->client->out);
 		return UPSTREAM_SENT;
 	}
@@ -794,6 +822,15 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	dynbuf_init(&x.head, UPSTREAM_HEAD_MAX);
 	dynbuf_init(&x.buf, UPSTREAM_KEEP_MAX);
 	x.sse = sse_parser_new();
+	if (call->drop_usage_event) {
+		x.filter = sse_filter_new();
+		if (x.filter == NULL) {
+			snprintf(call->error, sizeof(call->error), "out of memory");
+			call->local_error = true;
+			sse_parser_free(x.sse);
+			return UPSTREAM_NO_ANSWER;
+		}
+	}
 	clock_gettime(CLOCK_MONOTONIC, &x.active);
 	x.polled = x.started = x.active;
 
@@ -843,6 +880,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 			call->failure = true;
 			if (x.sse != NULL)
 				sse_parser_usage(x.sse, &call->usage);
+			upstream_out_end(&x);
 			FCGX_FFlush(call->client->out);
 			result = UPSTREAM_SENT;
 		} else {
@@ -863,6 +901,7 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	if (result != UPSTREAM_CLIENT_GONE && !call->local_error)
 		upstream_report(&x);
 	sse_parser_free(x.sse);
+	sse_filter_free(x.filter);
 	dynbuf_free(&x.head);
 	dynbuf_free(&x.buf);
 	return result;

@@ -96,6 +96,10 @@ struct upstream_call {
 	long timeout_s;        /* longest silence from the upstream */
 	bool empty_is_failure; /* server.emptyResponseRetry */
 	bool stream;           /* the client asked for a stream */
+	/* The gateway asked for the stream's usage itself: the usage-only
+	 * event is removed from an event stream (doc/behaviour.md,
+	 * Forwarding). */
+	bool drop_usage_event;
 	bool cors;
 	FCGX_Request *client;
 	const char *const *secrets; /* masked in answers that reach the client */

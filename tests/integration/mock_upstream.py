@@ -35,7 +35,11 @@ keys() lists them in order.
                      event, no [DONE], no chunked terminator); lockstep=True
                      writes each event after the first only once the test
                      called ack() for the one before (10 s at most, then
-                     streams[i]["ack_missed"] is set and it writes anyway)
+                     streams[i]["ack_missed"] is set and it writes anyway);
+                     usage_chunk=True streams as OpenAI does: no usage in the
+                     last content chunk, a usage-only chunk (empty choices)
+                     only when stream_options.include_usage is true; the
+                     event bytes meant to be sent are in streams[i]["body"]
     close            read the request, then close the connection without answering
     garbage          read the request, write data=bytes (default b"HELLO\r\n\r\n",
                      no HTTP status line) on the raw socket, then close
@@ -334,13 +338,24 @@ class _Handler(BaseHTTPRequestHandler):
                            "created": created, "model": model,
                            "choices": [{"index": 0, "delta": {"content": "tok%d " % i},
                                         "finish_reason": None}]})
-        events.append({"id": "chatcmpl-mock-%d" % rec.index, "object": "chat.completion.chunk",
-                       "created": created, "model": model,
-                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": pt, "completion_tokens": ct,
-                                 "total_tokens": pt + ct}})
+        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        last = {"id": "chatcmpl-mock-%d" % rec.index, "object": "chat.completion.chunk",
+                "created": created, "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        if beh.get("usage_chunk"):
+            # As OpenAI does: the usage in a chunk of its own, with empty
+            # choices, only when stream_options.include_usage asks for it.
+            events.append(last)
+            opts = _json_field(rec.body, "stream_options")
+            if isinstance(opts, dict) and opts.get("include_usage") is True:
+                events.append({"id": "chatcmpl-mock-%d" % rec.index,
+                               "object": "chat.completion.chunk", "created": created,
+                               "model": model, "choices": [], "usage": usage})
+        else:
+            events.append(dict(last, usage=usage))
         lines = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
         lines.append(b"data: [DONE]\n\n")
+        info["body"] = b"".join(lines)
         try:
             for i, line in enumerate(lines):
                 if i > 0 and interval > 0:

@@ -1942,6 +1942,81 @@ class S14TokenLimits(ClockBase):
         self.assertIs(st["available"], False, st)
         self.assertEqual(up.count(), 0)
 
+    # -- Streams without usage (issue 14 point 5; doc/behaviour.md,
+    # Forwarding: a stream's usage)
+
+    def stream_raw(self, model, **extra):
+        return json.dumps(chat(model, stream=True, **extra)).encode()
+
+    @staticmethod
+    def without_usage_event(sent):
+        """The mock's stream minus its usage-only event, byte for byte."""
+        events = sent.split(b"\n\n")
+        assert events[-1] == b"", sent
+        return b"".join(e + b"\n\n" for e in events[:-1] if b'"choices": []' not in e)
+
+    def test_e_stream_usage_asked_and_removed(self):
+        up = self.mock("su", "stream", events=3, interval_ms=0, usage=(40, 60),
+                       usage_chunk=True)
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-su"], tpm=100000)])
+        raw = self.stream_raw("m-su")
+        r = self.post(CHAT, raw)
+        self.assertStatus(r, 200)
+        got = up.requests[-1].body
+        self.assertEqual(got, b'{"stream_options":{"include_usage":true},' + raw[1:])
+        sent = up.streams[-1]["body"]
+        self.assertIn(b'"choices": [], "usage"', sent)
+        self.assertEqual(r.body, self.without_usage_event(sent))
+        self.assertNotIn(b'"usage"', r.body)
+        # Counted from the answer's usage, not the estimate.
+        st = self.status_entry(aid)
+        self.assertEqual((st["usage"]["tpm"], st["tokens"]["total"]), (100, 100), st)
+        self.assertEqual(st["streamTokens"], "usage", st)
+
+    def test_f_stream_usage_the_client_asked_for(self):
+        up = self.mock("sua", "stream", events=2, interval_ms=0, usage=(10, 15),
+                       usage_chunk=True)
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-sua"], tpm=100000)])
+        raw = self.stream_raw("m-sua", stream_options={"include_usage": True})
+        r = self.post(CHAT, raw)
+        self.assertStatus(r, 200)
+        self.assertEqual(up.requests[-1].body, raw)
+        self.assertEqual(r.body, up.streams[-1]["body"])
+        self.assertIn(b'"choices": [], "usage"', r.body)
+        self.assertEqual(self.status_entry(aid)["usage"]["tpm"], 25)
+
+    def test_g_stream_without_token_limits_is_untouched(self):
+        up = self.mock("sun", "stream", events=2, interval_ms=0, usage=(10, 15),
+                       usage_chunk=True)
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-sun"], rpm=1000)])
+        raw = self.stream_raw("m-sun")
+        r = self.post(CHAT, raw)
+        self.assertStatus(r, 200)
+        self.assertEqual(up.requests[-1].body, raw)
+        self.assertEqual(r.body, up.streams[-1]["body"])
+        self.assertNotIn(b'"usage"', r.body)
+        self.assertNotIn("streamTokens", self.status_entry(aid))
+
+    def test_h_stream_usage_off_counts_the_estimate(self):
+        up = self.mock("suo", "stream", events=2, interval_ms=0, usage=(10, 15),
+                       usage_chunk=True)
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-suo"], tpm=100000, streamUsage=False)])
+        raw = self.stream_raw("m-suo")
+        r = self.post(CHAT, raw)
+        self.assertStatus(r, 200)
+        self.assertEqual(up.requests[-1].body, raw)
+        self.assertEqual(r.body, up.streams[-1]["body"])
+        # No usage came: the estimate is counted as its tokens (rule 24),
+        # and the endpoint says so.
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["tpm"], len(raw) // 4, st)
+        self.assertEqual(st["tokens"]["total"], len(raw) // 4, st)
+        self.assertEqual(st["streamTokens"], "estimate", st)
+
 
 class S15ClientLimits(ClockBase):
     """A client key's own rpm (issue 15; doc/behaviour.md, Limits and state:

@@ -1084,6 +1084,70 @@ token_estimate_of_a_body(void **state)
 	}
 }
 
+/* body_ask_usage's copy of body, which must equal want. */
+static void
+ask_usage_is(const char *body, const char *want)
+{
+	char *out = NULL;
+	size_t outlen = 0;
+	json_t *j;
+
+	assert_int_equal(body_ask_usage(body, strlen(body), &out, &outlen), 1);
+	if (outlen != strlen(want) || memcmp(out, want, outlen) != 0)
+		fail_msg("got [%.*s] want [%s]", (int)outlen, out, want);
+	/* What goes upstream still parses (jansson refuses a byte order
+	 * mark), and asks for the usage. */
+	size_t bom = outlen >= 3 && memcmp(out, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+	j = json_loadb(out + bom, outlen - bom, 0, NULL);
+	assert_non_null(j);
+	assert_true(json_is_true(
+		json_object_get(json_object_get(j, "stream_options"), "include_usage")));
+	json_decref(j);
+	free(out);
+}
+
+static void
+ask_usage_adds_stream_options_first(void **state)
+{
+	(void)state;
+	ask_usage_is(
+		"{\"model\":\"m\",\"stream\":true}",
+		"{\"stream_options\":{\"include_usage\":true},\"model\":\"m\",\"stream\":true}");
+	ask_usage_is("{}", "{\"stream_options\":{\"include_usage\":true}}");
+	ask_usage_is("  \n{ \"model\" : \"m\" }\n",
+		     "  \n{\"stream_options\":{\"include_usage\":true}, \"model\" : \"m\" }\n");
+	ask_usage_is("\xef\xbb\xbf{\"model\":\"m\"}",
+		     "\xef\xbb\xbf{\"stream_options\":{\"include_usage\":true},\"model\":\"m\"}");
+	/* A nested stream_options is not the request's. */
+	ask_usage_is("{\"x\":{\"stream_options\":{}},\"s\":\"stream_options\"}",
+		     "{\"stream_options\":{\"include_usage\":true},\"x\":{\"stream_options\":{}},"
+		     "\"s\":\"stream_options\"}");
+}
+
+static void
+ask_usage_leaves_the_clients_stream_options(void **state)
+{
+	static const char *const bodies[] = {
+		"{\"model\":\"m\",\"stream_options\":{\"include_usage\":true}}",
+		"{\"model\":\"m\",\"stream_options\":{\"include_usage\":false}}",
+		"{\"model\":\"m\",\"stream_options\":{}}",
+		"{\"model\":\"m\", \"stream_options\" :null}",
+		"{\"model\":\"m\",\"stre\\u0061m_options\":{}}",
+	};
+	char *out = NULL;
+	size_t outlen = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		assert_int_equal(body_ask_usage(bodies[i], strlen(bodies[i]), &out, &outlen), 0);
+		assert_null(out);
+	}
+	assert_int_equal(body_ask_usage("[1]", 3, &out, &outlen), -1);
+	assert_int_equal(body_ask_usage("{\"a\":", 5, &out, &outlen), -1);
+	assert_int_equal(body_ask_usage("", 0, &out, &outlen), -1);
+	assert_null(out);
+}
+
 int
 main(void)
 {
@@ -1141,6 +1205,8 @@ main(void)
 		cmocka_unit_test(bom_before_an_object_is_json),
 		cmocka_unit_test(multipart_ambiguities_are_refused),
 		cmocka_unit_test(token_estimate_of_a_body),
+		cmocka_unit_test(ask_usage_adds_stream_options_first),
+		cmocka_unit_test(ask_usage_leaves_the_clients_stream_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

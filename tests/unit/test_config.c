@@ -303,6 +303,7 @@ every_default_applies(void **state)
 	assert_int_equal(a->rpm, -1);
 	assert_int_equal(a->rpd, -1);
 	assert_true(a->enabled);
+	assert_true(a->stream_usage);
 	assert_int_equal(a->n_mapping, 0);
 	assert_int_equal(a->n_headers, 0);
 	assert_true(a->weight == 1.0);
@@ -324,7 +325,7 @@ every_field_is_read(void **state)
 		      " 'maxBodyBytes': 123456789, 'cors': false, 'metricsPublic': true,"
 		      " 'stateFile': '/var/s.db', 'forwardPaths': ['chat/completions', 'files/*']},"
 		      " 'apis': [{'id': 'x', 'name': 'X', 'baseUrl': 'https://h:8443/api/v1',"
-		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false,"
+		      " 'apiKey': 'up', 'rpm': 0, 'rpd': 7, 'enabled': false, 'streamUsage': false,"
 		      " 'models': ['m1', 'm2'], 'modelMapping': {'a': 'm1', 'b': 'm9'},"
 		      " 'weight': 2.5, 'headers': {'api-version': '2024-01-01'}}]}",
 		      &cfg, &is),
@@ -354,6 +355,7 @@ every_field_is_read(void **state)
 	assert_int_equal(a->rpm, 0);
 	assert_int_equal(a->rpd, 7);
 	assert_false(a->enabled);
+	assert_false(a->stream_usage);
 	assert_int_equal(a->n_mapping, 2);
 	assert_string_equal(a->mapping[1].key, "b");
 	assert_string_equal(a->mapping[1].value, "m9");

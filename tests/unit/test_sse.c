@@ -845,6 +845,186 @@ empty_feeds_and_free_null_are_safe(void **state)
 	sse_parser_free(NULL);
 }
 
+/* What a filter let through, and whether the client is "gone". */
+struct filter_out {
+	char buf[4096];
+	size_t len;
+	size_t refuse_after; /* emits accepted before refusing; SIZE_MAX never */
+	size_t emits;
+	bool count_only; /* lengths added up, bytes not kept */
+};
+
+static bool
+filter_emit(void *ctx, const char *data, size_t len)
+{
+	struct filter_out *o = ctx;
+
+	if (o->emits++ >= o->refuse_after)
+		return false;
+	if (o->count_only) {
+		o->len += len;
+		return true;
+	}
+	assert_true(o->len + len <= sizeof(o->buf));
+	memcpy(o->buf + o->len, data, len);
+	o->len += len;
+	return true;
+}
+
+/* Feeds in[] to a new filter in pieces of step bytes (0: whole) and checks
+ * that exactly want[] came out. */
+static void
+filter_check(const char *in, const char *want, size_t step)
+{
+	struct sse_filter *f = sse_filter_new();
+	struct filter_out o = {.refuse_after = SIZE_MAX};
+	size_t n = strlen(in);
+
+	assert_non_null(f);
+	if (step == 0)
+		step = n;
+	for (size_t i = 0; i < n; i += step)
+		assert_true(
+			sse_filter_feed(f, in + i, i + step <= n ? step : n - i, filter_emit, &o));
+	assert_true(sse_filter_end(f, filter_emit, &o));
+	if (o.len != strlen(want) || memcmp(o.buf, want, o.len) != 0)
+		fail_msg("step %zu: got [%.*s] want [%s]", step, (int)o.len, o.buf, want);
+	sse_filter_free(f);
+}
+
+/* Feeds in[] split at every offset in two. */
+static void
+filter_check_splits(const char *in, const char *want)
+{
+	size_t n = strlen(in);
+
+	for (size_t step = 0; step <= n; step++)
+		filter_check(in, want, step);
+	for (size_t cut = 1; cut < n; cut++) {
+		struct sse_filter *f = sse_filter_new();
+		struct filter_out o = {.refuse_after = SIZE_MAX};
+
+		assert_true(sse_filter_feed(f, in, cut, filter_emit, &o));
+		assert_true(sse_filter_feed(f, in + cut, n - cut, filter_emit, &o));
+		assert_true(sse_filter_end(f, filter_emit, &o));
+		assert_int_equal(o.len, strlen(want));
+		assert_memory_equal(o.buf, want, o.len);
+		sse_filter_free(f);
+	}
+}
+
+#define CHUNK1 "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n"
+#define CHUNK2                                                                                     \
+	"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]," \
+	"\"usage\":null}\n\n"
+#define USAGE_ONLY                                                                                 \
+	"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,"                       \
+	"\"completion_tokens\":2,\"total_tokens\":7}}\n\n"
+#define DONE "data: [DONE]\n\n"
+
+static void
+filter_removes_the_usage_only_event(void **state)
+{
+	(void)state;
+	filter_check_splits(CHUNK1 CHUNK2 USAGE_ONLY DONE, CHUNK1 CHUNK2 DONE);
+}
+
+static void
+filter_keeps_every_other_event(void **state)
+{
+	(void)state;
+	/* A chunk with choices and a usage, usage null, comments, id lines. */
+	filter_check_splits(": keep-alive\n\n" CHUNK1
+			    "data: {\"choices\":[{\"index\":0}],\"usage\":{\"total_tokens\":3}}\n\n"
+			    "id: 4\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n"
+			    "data: {\"choices\":[],\"usage\":null}\n\n"
+			    "data: {\"choices\":[]}\n\n" DONE,
+			    ": keep-alive\n\n" CHUNK1
+			    "data: {\"choices\":[{\"index\":0}],\"usage\":{\"total_tokens\":3}}\n\n"
+			    "id: 4\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n"
+			    "data: {\"choices\":[],\"usage\":null}\n\n"
+			    "data: {\"choices\":[]}\n\n" DONE);
+}
+
+static void
+filter_reads_crlf_and_data_without_space(void **state)
+{
+	(void)state;
+	filter_check_splits("data:{\"choices\":[{}]}\r\n\r\n"
+			    "data:{ \"choices\" : [ ] , \"usage\" : {\"total_tokens\":9} }\r\n\r\n"
+			    "data: [DONE]\r\n\r\n",
+			    "data:{\"choices\":[{}]}\r\n\r\ndata: [DONE]\r\n\r\n");
+}
+
+static void
+filter_reads_escaped_keys(void **state)
+{
+	(void)state;
+	filter_check_splits(CHUNK1 "data: {\"ch\\u006fices\":[],\"us\\u0061ge\":{}}\n\n" DONE,
+			    CHUNK1 DONE);
+}
+
+static void
+filter_drops_an_unterminated_last_usage_event(void **state)
+{
+	(void)state;
+	filter_check_splits(CHUNK1 "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n",
+			    CHUNK1);
+	filter_check_splits(CHUNK1 "data: {\"choices\":[],\"usage\":{\"total_tokens\":1}}", CHUNK1);
+	/* An unterminated event that is not the usage one goes on. */
+	filter_check_splits(CHUNK1 "data: {\"choices\":[{}]}", CHUNK1 "data: {\"choices\":[{}]}");
+}
+
+static void
+filter_holds_back_only_the_current_event(void **state)
+{
+	struct sse_filter *f = sse_filter_new();
+	struct filter_out o = {.refuse_after = SIZE_MAX};
+
+	(void)state;
+	assert_true(
+		sse_filter_feed(f, CHUNK1 "data: {\"cho", strlen(CHUNK1) + 11, filter_emit, &o));
+	assert_int_equal(o.len, strlen(CHUNK1));
+	assert_memory_equal(o.buf, CHUNK1, o.len);
+	sse_filter_free(f);
+}
+
+static void
+filter_passes_an_over_long_event_as_it_comes(void **state)
+{
+	static char big[3 * 64 * 1024];
+	struct sse_filter *f = sse_filter_new();
+	struct filter_out o = {.refuse_after = SIZE_MAX, .count_only = true};
+	size_t n = 0;
+
+	(void)state;
+	/* A long comment line: out as soon as it passes the bound, and from
+	 * there on as it comes. */
+	big[n++] = ':';
+	while (n < sizeof(big))
+		big[n++] = 'x';
+	for (size_t i = 0; i < n; i += 1000)
+		assert_true(
+			sse_filter_feed(f, big + i, n - i < 1000 ? n - i : 1000, filter_emit, &o));
+	assert_int_equal(o.len, n);
+	assert_true(sse_filter_feed(f, "\n\n" USAGE_ONLY, 2 + strlen(USAGE_ONLY), filter_emit, &o));
+	assert_true(sse_filter_end(f, filter_emit, &o));
+	assert_int_equal(o.len, n + 2);
+	sse_filter_free(f);
+}
+
+static void
+filter_stops_when_the_client_is_gone(void **state)
+{
+	struct sse_filter *f = sse_filter_new();
+	struct filter_out o = {.refuse_after = 0};
+
+	(void)state;
+	assert_false(sse_filter_feed(f, CHUNK1, strlen(CHUNK1), filter_emit, &o));
+	sse_filter_free(f);
+	sse_filter_free(NULL);
+}
+
 int
 main(void)
 {
@@ -886,6 +1066,14 @@ main(void)
 		cmocka_unit_test(over_long_data_line_still_counts_as_data),
 		cmocka_unit_test(line_just_under_the_bound_is_kept),
 		cmocka_unit_test(empty_feeds_and_free_null_are_safe),
+		cmocka_unit_test(filter_removes_the_usage_only_event),
+		cmocka_unit_test(filter_keeps_every_other_event),
+		cmocka_unit_test(filter_reads_crlf_and_data_without_space),
+		cmocka_unit_test(filter_reads_escaped_keys),
+		cmocka_unit_test(filter_drops_an_unterminated_last_usage_event),
+		cmocka_unit_test(filter_holds_back_only_the_current_event),
+		cmocka_unit_test(filter_passes_an_over_long_event_as_it_comes),
+		cmocka_unit_test(filter_stops_when_the_client_is_gone),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
