@@ -8,6 +8,7 @@
 #include "log.h"
 #include "response.h"
 #include "store.h"
+#include "tz.h"
 #include "worker.h"
 
 #define API_SERVICE "api-together"
@@ -199,8 +200,6 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	char day_ends[40];
 
 	(void)why;
-	/* When RPD, TPD and tokensToday roll over (Limits and state, rule 6). */
-	clock_iso8601(now + clock_ms_to_midnight(now), day_ends, sizeof(day_ends));
 	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
 	u = wu.apis;
@@ -210,6 +209,10 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 		bool cooling = u[i].cooldown_until > now;
 		bool in_service =
 			a->enabled && a->rpm != 0 && a->rpd != 0 && a->tpm != 0 && a->tpd != 0;
+		/* When RPD, TPD and tokensToday roll over (Limits and state,
+		 * rules 6 and 26). */
+		clock_iso8601(now + tz_ms_to_midnight(a->day_zone, now), day_ends,
+			      sizeof(day_ends));
 		json_t *o = json_pack(
 			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I},"
 			"s:{s:I,s:I,s:I},s:s}",

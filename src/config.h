@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "dynbuf.h"
+#include "tz.h"
 
 struct config_pair {
 	char *key;
@@ -51,6 +52,10 @@ struct config_api {
 	size_t n_headers;
 	double weight; /* > 0 */
 	long priority; /* apis[].priority: the higher tier is tried first */
+	/* apis[].dayResetTimezone: the zone whose midnight its days roll over
+	 * at; both NULL: the responder's local zone. */
+	char *day_zone_name;
+	struct tz_zone *day_zone;
 };
 
 /* server.fallbacks: the models a requested one falls back to, in order. */

@@ -59,8 +59,8 @@ static const char *const config_parse_server_fields[] = {"apiKey",
 							 NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {
-	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled", "models",
-	"modelMapping", "weight", "headers", "priority", "tpm", "tpd", NULL};
+	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled",          "models",
+	"modelMapping", "weight", "headers", "priority", "tpm", "tpd", "dayResetTimezone", NULL};
 
 /* The gateway sets these itself; a configured copy would clash or smuggle. */
 static const char *const config_parse_refused_headers[] = {
@@ -787,6 +787,29 @@ config_parse_url(struct config_parse_ctx *ctx, json_t *o, const char *base, stru
 	api->base_url = url;
 }
 
+/* apis[].dayResetTimezone: loaded here, so a request never reads a zone
+ * file (doc/behaviour.md, Limits and state, rule 26). */
+static void
+config_parse_zone(struct config_parse_ctx *ctx, json_t *o, const char *base, struct config_api *api)
+{
+	json_t *v = config_parse_get(o, "dayResetTimezone");
+	char path[CONFIG_PARSE_PATH_LEN], err[512];
+
+	if (v == NULL)
+		return;
+	config_parse_path_key(path, sizeof(path), base, "dayResetTimezone");
+	if (!json_is_string(v) || json_string_length(v) == 0) {
+		config_parse_report(ctx, true, path, "expected an IANA time zone name");
+		return;
+	}
+	api->day_zone = tz_load(json_string_value(v), err, sizeof(err));
+	if (api->day_zone == NULL) {
+		config_parse_report(ctx, true, path, err);
+		return;
+	}
+	api->day_zone_name = config_parse_strdup(ctx, json_string_value(v));
+}
+
 static void
 config_parse_models(struct config_parse_ctx *ctx, json_t *o, const char *base,
 		    struct config_api *api)
@@ -940,6 +963,7 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 	config_parse_long(ctx, o, base, "tpm", -1, CONFIG_PARSE_LONG_MAX, &api->tpm);
 	config_parse_long(ctx, o, base, "tpd", -1, CONFIG_PARSE_LONG_MAX, &api->tpd);
 	config_parse_bool(ctx, o, base, "enabled", &api->enabled);
+	config_parse_zone(ctx, o, base, api);
 	config_parse_models(ctx, o, base, api);
 	config_parse_pairs(ctx, o, base, "modelMapping", false, &api->mapping, &api->n_mapping);
 	v = config_parse_get(o, "weight");
@@ -1184,6 +1208,8 @@ config_parse_clear(struct config *cfg)
 		free(api->id);
 		free(api->name);
 		free(api->base_url);
+		free(api->day_zone_name);
+		tz_free(api->day_zone);
 		for (size_t j = 0; j < api->n_keys; j++) {
 			free(api->keys[j].key);
 			free(api->keys[j].slot);

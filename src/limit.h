@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "store.h"
+#include "tz.h"
 
 #define LIMIT_WINDOW_MS 60000
 /* One more second than the window, so a bucket sum always covers it. */
@@ -100,16 +101,21 @@ struct limit_state {
 	int64_t day_est;
 };
 
-/* The moment a rule is applied at. The local calendar comes in with it so
- * the rules read no clock and no time zone: day is the local day of ms
- * (YYYYMMDD), to_midnight gives the milliseconds from ms to the next local
+/* The moment a rule is applied at. The calendar comes in with it so the
+ * rules read no clock: day is the day of ms (YYYYMMDD) in zone (NULL: the
+ * local one), to_midnight gives the milliseconds from ms to zone's next
  * midnight (called only when a day limit decides: it costs a mktime). The
- * stores fill it from clock.h; tests with a calendar of their own. */
+ * stores fill it from tz.h; tests with a calendar of their own. */
 struct limit_now {
 	int64_t ms;
 	long day;
-	int64_t (*to_midnight)(int64_t ms);
+	int64_t (*to_midnight)(const struct tz_zone *zone, int64_t ms);
+	const struct tz_zone *zone;
 };
+
+/* now in the calendar of zone (an endpoint's dayResetTimezone, rule 26):
+ * now itself when zone is now's, else the same moment read by tz.h. */
+struct limit_now limit_now_in(const struct limit_now *now, const struct tz_zone *zone);
 
 /* The ring capacity an endpoint of rpm uses: rpm for 1 to LIMIT_RING_MAX,
  * else 0 (buckets only). */

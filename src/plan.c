@@ -251,7 +251,8 @@ plan_offer(struct plan *p)
 								  nk > 1 ? i + 1 : 0,
 								  a->tpm,
 								  a->tpd,
-								  plan_estimate(p, a)};
+								  plan_estimate(p, a),
+								  a->day_zone};
 			p->offer.weights[m] = a->weight;
 			p->offer.tiers[m] = a->priority;
 			p->offer.api[m] = p->api[i];

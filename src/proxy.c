@@ -118,7 +118,8 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		const struct store_outcome c = {.charge = proxy_auth_charge(first->status),
 						.code_class = STORE_CLASS_N,
 						.latency_ms = -1,
-						.ttfb_ms = -1};
+						.ttfb_ms = -1,
+						.zone = rec->cfg->apis[first->api].day_zone};
 		proxy_store(rec->st, plan_slot(rec->cfg, first->api, first->key), &c, rec->cd,
 			    now_ms);
 	}
@@ -136,6 +137,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.estimate = p->at_estimate,
 		.est_ms = p->at_ms,
 		.est_day = p->at_day,
+		.zone = api->day_zone,
 		.code_class = proxy_class(call->status),
 		.retry = rec->retry,
 		.latency_ms = call->total_ms,
@@ -147,7 +149,8 @@ proxy_record(void *ctx, const struct upstream_call *call)
 	const struct store_outcome sibling = {.charge = STORE_CHARGE_RUN,
 					      .code_class = STORE_CLASS_N,
 					      .latency_ms = -1,
-					      .ttfb_ms = -1};
+					      .ttfb_ms = -1,
+					      .zone = api->day_zone};
 	for (size_t k = 0; k < api->n_keys; k++)
 		if (k != p->chosen_key)
 			proxy_store(rec->st, api->keys[k].slot, &sibling, rec->cd, now_ms);
@@ -285,6 +288,7 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, long long estima
 				  .estimate = estimate,
 				  .est_ms = res->at_ms,
 				  .est_day = res->at_day,
+				  .zone = api->day_zone,
 				  .code_class = STORE_CLASS_N,
 				  .latency_ms = -1,
 				  .ttfb_ms = -1};

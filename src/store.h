@@ -16,6 +16,8 @@
 
 #include "redis_addr.h"
 
+struct tz_zone;
+
 struct store;
 
 /* One endpoint as the store sees it. */
@@ -33,6 +35,8 @@ struct store_endpoint {
 	long tpd;
 	/* The tokens this request reserves on it (rule 22): 0 none. */
 	long long estimate;
+	/* Its days' calendar (dayResetTimezone, rule 26): NULL the local one. */
+	const struct tz_zone *zone;
 };
 
 /* Why a key is out of rotation (doc/behaviour.md, Key pools). */
@@ -120,6 +124,8 @@ struct store_outcome {
 	long long estimate;
 	int64_t est_ms;
 	long est_day;
+	/* The endpoint's days' calendar (rule 26): NULL the local one. */
+	const struct tz_zone *zone;
 	/* For the metrics. */
 	enum store_class code_class;
 	bool retry;         /* not the request's first attempt */

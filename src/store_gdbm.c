@@ -470,11 +470,12 @@ out:
 	return rc < 0 ? -1 : 0;
 }
 
-/* The moment of a step, in the calendar of clock.h. */
+/* The moment of a step, in the local calendar (an endpoint's own zone is
+ * applied per endpoint, by limit_now_in). */
 static struct limit_now
 store_gdbm_now(int64_t now_ms)
 {
-	struct limit_now now = {now_ms, clock_local_day(now_ms), clock_ms_to_midnight};
+	struct limit_now now = {now_ms, tz_day(NULL, now_ms), tz_ms_to_midnight, NULL};
 	return now;
 }
 
@@ -560,12 +561,13 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 		store_gdbm_set_err(err, errlen, "state", "out of memory");
 		return -1;
 	}
-	limit_fit_ring(&e->s, c->eps[k].rpm, c->now.ms);
-	c->res->recheck = limit_count_attempt(&e->s, &c->now);
-	limit_count_tokens(&e->s, c->eps[k].estimate, &c->now);
+	struct limit_now at = limit_now_in(&c->now, c->eps[k].zone);
+	limit_fit_ring(&e->s, c->eps[k].rpm, at.ms);
+	c->res->recheck = limit_count_attempt(&e->s, &at);
+	limit_count_tokens(&e->s, c->eps[k].estimate, &at);
 	c->res->verdict = STORE_RESERVED;
-	c->res->at_ms = c->now.ms;
-	c->res->at_day = c->now.day;
+	c->res->at_ms = at.ms;
+	c->res->at_day = at.day;
 	c->res->chosen = k;
 	return 1;
 }
@@ -623,7 +625,8 @@ store_gdbm_record_fn(struct store_codec_rec *s, void *ctx, char *err, size_t err
 		store_gdbm_set_err(err, errlen, "state", "out of memory");
 		return -1;
 	}
-	limit_record(&e->s, c->o, c->cd, &c->now);
+	struct limit_now at = limit_now_in(&c->now, c->o->zone);
+	limit_record(&e->s, c->o, c->cd, &at);
 	return 1;
 }
 

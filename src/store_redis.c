@@ -518,11 +518,12 @@ store_redis_run(struct store_redis *st, bool script, char *err, size_t errlen)
 	return NULL;
 }
 
-/* The moment of a step, in the calendar of clock.h. */
+/* The moment of a step, in the local calendar (an endpoint's own zone is
+ * applied per endpoint, by limit_now_in). */
 static struct limit_now
 store_redis_now(int64_t now_ms)
 {
-	struct limit_now now = {now_ms, clock_local_day(now_ms), clock_ms_to_midnight};
+	struct limit_now now = {now_ms, tz_day(NULL, now_ms), tz_ms_to_midnight, NULL};
 	return now;
 }
 
@@ -1091,14 +1092,15 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 		return;
 	}
 	size_t j = idx[op->first + k];
-	limit_fit_ring(&states[j].s, op->eps[k].rpm, op->now.ms);
-	bool recheck = limit_count_attempt(&states[j].s, &op->now);
-	limit_count_tokens(&states[j].s, op->eps[k].estimate, &op->now);
+	struct limit_now at = limit_now_in(&op->now, op->eps[k].zone);
+	limit_fit_ring(&states[j].s, op->eps[k].rpm, at.ms);
+	bool recheck = limit_count_attempt(&states[j].s, &at);
+	limit_count_tokens(&states[j].s, op->eps[k].estimate, &at);
 	op->res->verdict = STORE_RESERVED;
 	op->res->chosen = k;
 	op->res->recheck = recheck;
-	op->res->at_ms = op->now.ms;
-	op->res->at_day = op->now.day;
+	op->res->at_ms = at.ms;
+	op->res->at_day = at.day;
 	op->counted = true;
 	dirty[j] = true;
 }
@@ -1374,8 +1376,9 @@ static void
 store_redis_record_fn(struct limit_state *s, const void *ctx)
 {
 	const struct store_redis_record_ctx *c = ctx;
+	struct limit_now at = limit_now_in(&c->now, c->o->zone);
 
-	limit_record(s, c->o, c->cd, &c->now);
+	limit_record(s, c->o, c->cd, &at);
 }
 
 static int
