@@ -1877,6 +1877,36 @@ concurrent_acquire_and_reload_are_safe(void **state)
 	config_set_path(NULL);
 }
 
+/* apis[].dayResetTimezone: loaded at load (doc/behaviour.md, Limits and
+ * state, rule 26); an unknown or empty zone is an error naming its path. */
+static void
+day_reset_timezone_is_loaded_or_refused(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	/* The message names the file looked for. */
+	assert_int_equal(setenv("TZDIR", "/usr/share/zoneinfo", 1), 0);
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a',"
+			       " 'baseUrl': 'http://h', 'models': ['m'],"
+			       " 'dayResetTimezone': 'America/Los_Angeles'},"
+			       " {'id': 'b', 'baseUrl': 'http://h', 'models': ['m']}]}",
+			       &cfg, &is),
+			 0);
+	assert_string_equal(cfg->apis[0].day_zone_name, "America/Los_Angeles");
+	assert_non_null(cfg->apis[0].day_zone);
+	assert_null(cfg->apis[1].day_zone);
+	config_free(cfg);
+	expect_only_error("'dayResetTimezone': 'Mars/Olympus'", false, "apis[0].dayResetTimezone",
+			  "unknown time zone \"Mars/Olympus\" (no zone file "
+			  "/usr/share/zoneinfo/Mars/Olympus)");
+	expect_only_error("'dayResetTimezone': ''", false, "apis[0].dayResetTimezone",
+			  "expected an IANA time zone name");
+	expect_only_error("'dayResetTimezone': 8", false, "apis[0].dayResetTimezone",
+			  "expected an IANA time zone name");
+}
+
 int
 main(void)
 {
@@ -1884,6 +1914,7 @@ main(void)
 		cmocka_unit_test(seed_config_loads_unchanged),
 		cmocka_unit_test(example_config_file_loads_without_problems),
 		cmocka_unit_test(every_default_applies),
+		cmocka_unit_test(day_reset_timezone_is_loaded_or_refused),
 		cmocka_unit_test(every_field_is_read),
 		cmocka_unit_test(null_fields_take_their_default),
 		cmocka_unit_test(integral_reals_count_as_integers),
