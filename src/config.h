@@ -56,6 +56,19 @@ struct config_api {
 	 * at; both NULL: the responder's local zone. */
 	char *day_zone_name;
 	struct tz_zone *day_zone;
+	struct config_model_limit *model_limits;
+	size_t n_model_limits;
+};
+
+/* apis[].modelLimits: the limits of one model (as sent upstream) on each
+ * key of the endpoint, on top of the endpoint's (doc/behaviour.md, Limits
+ * and state, rule 27). -1 unlimited, 0 the model off there. */
+struct config_model_limit {
+	char *model;
+	long rpm, rpd, tpm, tpd;
+	char **slots; /* per key (one when it has none): the store's name of the
+			 model's state on it, the key's slot, a unit separator
+			 and the model */
 };
 
 /* server.fallbacks: the models a requested one falls back to, in order. */
@@ -128,6 +141,10 @@ void config_issues_free(struct config_issues *issues);
  * when the name is mapped, the name itself when it is in models, else NULL.
  * The result points into api or equals model. */
 const char *config_api_model(const struct config_api *api, const char *model);
+
+/* The modelLimits entry of upstream model name model on api, or NULL. */
+const struct config_model_limit *config_model_limit(const struct config_api *api,
+						    const char *model);
 
 /* The server.fallbacks entry of model (its name as the config spells it,
  * its fallback models in order), or NULL when it has none or model is

@@ -17,6 +17,21 @@ limit_now_in(const struct limit_now *now, const struct tz_zone *zone)
 	return at;
 }
 
+struct store_endpoint
+limit_model_endpoint(const struct store_endpoint *ep)
+{
+	struct store_endpoint m = *ep;
+
+	m.id = ep->model->id;
+	m.rpm = ep->model->rpm;
+	m.rpd = ep->model->rpd;
+	m.tpm = ep->model->tpm;
+	m.tpd = ep->model->tpd;
+	m.group = 0;
+	m.model = NULL;
+	return m;
+}
+
 uint32_t
 limit_ring_cap_for(long rpm)
 {
@@ -315,6 +330,12 @@ limit_look(const struct limit_state *const *st, const struct store_endpoint *eps
 			continue;
 		}
 		int64_t w = limit_wait_ms(s, &eps[i], now);
+		if (eps[i].model != NULL) {
+			struct store_endpoint m = limit_model_endpoint(&eps[i]);
+			int64_t wm = limit_wait_ms(st[n + i], &m, now);
+			if (wm > w)
+				w = wm;
+		}
 		if (w > 0) {
 			if (min_wait < 0 || w < min_wait) {
 				min_wait = w;

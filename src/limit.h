@@ -150,7 +150,12 @@ int64_t limit_wait_ms(const struct limit_state *s, const struct store_endpoint *
 /* Seconds for a Retry-After of ms: rounded up, at least 1. */
 long limit_retry_after_s(int64_t ms);
 
-/* The reserve verdict over n candidates (st[i] the state of eps[i]): sets
+/* The entry of ep's model (rule 27) as an endpoint of its own: its id and
+ * limits, ep's estimate and zone. ep->model must be set. */
+struct store_endpoint limit_model_endpoint(const struct store_endpoint *ep);
+
+/* The reserve verdict over n candidates (st[i] the state of eps[i], and
+ * st[n + i] that of eps[i].model when it has one: both need room): sets
  * room[i] for those not cooling down and with room (a rejected key whose
  * recheck is due has room: counting on it claims the recheck), of the keys
  * of one group only the one used least recently, and returns how many

@@ -95,6 +95,27 @@ proxy_class(long status)
 	return (enum store_class)(STORE_CLASS_1XX + (status / 100 - 1));
 }
 
+/* Records what an attempt came to on the state of its model on its key
+ * (apis[].modelLimits, rule 27), id NULL: none. Only what counts against
+ * the model's limits: its tokens, the estimate given back, a request
+ * served; the charges (cooldowns, a key's state) stay the key's. */
+static void
+proxy_store_model(struct store *st, const char *id, const struct store_outcome *o,
+		  const struct store_cooldown *cd, int64_t now_ms)
+{
+	struct store_outcome m = *o;
+
+	if (id == NULL)
+		return;
+	m.success = true;
+	m.charge = STORE_CHARGE_NONE;
+	m.code_class = STORE_CLASS_N;
+	m.retry = false;
+	m.latency_ms = -1;
+	m.ttfb_ms = -1;
+	proxy_store(st, id, &m, cd, now_ms);
+}
+
 /* What an attempt's answer is charged to (doc/behaviour.md, Key pools): the
  * one place an attempt's outcome is recorded. A first 401/403 waits for the
  * next try's answer (plan_confirmed): then it is charged to its key, or,
@@ -144,6 +165,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.ttfb_ms = rec->stream ? call->first_byte_ms : -1,
 	};
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
+	proxy_store_model(rec->st, p->at_model_id, &o, rec->cd, now_ms);
 	if (charge != STORE_CHARGE_RUN || !call->failure)
 		return;
 	const struct store_outcome sibling = {.charge = STORE_CHARGE_RUN,
@@ -335,6 +357,20 @@ proxy_reserve(struct plan *p, const struct config *cfg, struct store *st, struct
 			break;
 		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen],
 			      p->offer.eps[res.chosen].estimate, &res, st, w);
+		if (p->offer.eps[res.chosen].model != NULL) {
+			const struct store_outcome back = {
+				.estimate = p->offer.eps[res.chosen].estimate,
+				.est_ms = res.at_ms,
+				.est_day = res.at_day,
+				.zone = p->offer.eps[res.chosen].zone,
+				.code_class = STORE_CLASS_N,
+				.latency_ms = -1,
+				.ttfb_ms = -1};
+			struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds,
+						    cfg->recheck_minutes * 60};
+			proxy_store_model(st, p->offer.eps[res.chosen].model->id, &back, &cd,
+					  clock_now_ms());
+		}
 	}
 	plan_reserved(p, &res);
 }

@@ -547,8 +547,11 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 {
 	struct store_gdbm_reserve_ctx *c = ctx;
 
-	for (size_t i = 0; i < c->n; i++)
+	for (size_t i = 0; i < c->n; i++) {
 		c->states[i] = store_codec_find(s, c->eps[i].id);
+		if (c->eps[i].model != NULL)
+			c->states[c->n + i] = store_codec_find(s, c->eps[i].model->id);
+	}
 	if (limit_look(c->states, c->eps, c->n, &c->now, c->room, c->res) == 0)
 		return 0;
 	size_t k = c->pick(c->pick_ctx, c->room, c->n);
@@ -565,6 +568,18 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 	limit_fit_ring(&e->s, c->eps[k].rpm, at.ms);
 	c->res->recheck = limit_count_attempt(&e->s, &at);
 	limit_count_tokens(&e->s, c->eps[k].estimate, &at);
+	if (c->eps[k].model != NULL) {
+		/* The model's entry in the same step (rule 27); e may move. */
+		struct store_endpoint m = limit_model_endpoint(&c->eps[k]);
+		e = store_codec_entry(s, m.id);
+		if (e == NULL || store_codec_ring_room(e, m.rpm) != 0) {
+			store_gdbm_set_err(err, errlen, "state", "out of memory");
+			return -1;
+		}
+		limit_fit_ring(&e->s, m.rpm, at.ms);
+		(void)limit_count_attempt(&e->s, &at);
+		limit_count_tokens(&e->s, m.estimate, &at);
+	}
 	c->res->verdict = STORE_RESERVED;
 	c->res->at_ms = at.ms;
 	c->res->at_day = at.day;
@@ -579,7 +594,7 @@ store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t 
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
 	bool stack_room[32];
-	const struct limit_state *stack_states[32];
+	const struct limit_state *stack_states[2 * 32];
 	struct store_gdbm_reserve_ctx c = {
 		eps, n, store_gdbm_now(now_ms), pick, pick_ctx, res, stack_room, stack_states};
 	int rc;
@@ -592,7 +607,7 @@ store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t 
 	}
 	if (n > sizeof(stack_room) / sizeof(stack_room[0])) {
 		c.room = calloc(n, sizeof(*c.room));
-		c.states = calloc(n, sizeof(*c.states));
+		c.states = calloc(2 * n, sizeof(*c.states));
 		if (c.room == NULL || c.states == NULL) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
 			rc = -1;

@@ -1063,11 +1063,17 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 {
 	char why[512], what[160];
 
-	for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
+	for (size_t c = 0; c < (op->eps != NULL ? 2 * op->n : 1); c++) {
+		if (idx[op->first + c] == SIZE_MAX) {
+			ptrs[c] = NULL;
+			continue;
+		}
 		const struct store_redis_slot *sl = &states[idx[op->first + c]];
 		if (sl->damaged) {
 			snprintf(what, sizeof(what), "damaged state of endpoint %.80s",
-				 op->eps != NULL ? op->eps[c].id : op->id);
+				 op->eps == NULL ? op->id
+				 : c < op->n     ? op->eps[c].id
+						 : op->eps[c - op->n].model->id);
 			store_redis_set_err(st, why, sizeof(why), what);
 			store_redis_op_fail(op, why);
 			return;
@@ -1096,13 +1102,23 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	limit_fit_ring(&states[j].s, op->eps[k].rpm, at.ms);
 	bool recheck = limit_count_attempt(&states[j].s, &at);
 	limit_count_tokens(&states[j].s, op->eps[k].estimate, &at);
+	dirty[j] = true;
+	if (op->eps[k].model != NULL) {
+		/* The model's entry, committed in the same compare-and-set
+		 * (rule 27). */
+		struct store_endpoint m = limit_model_endpoint(&op->eps[k]);
+		size_t jm = idx[op->first + op->n + k];
+		limit_fit_ring(&states[jm].s, m.rpm, at.ms);
+		(void)limit_count_attempt(&states[jm].s, &at);
+		limit_count_tokens(&states[jm].s, m.estimate, &at);
+		dirty[jm] = true;
+	}
 	op->res->verdict = STORE_RESERVED;
 	op->res->chosen = k;
 	op->res->recheck = recheck;
 	op->res->at_ms = at.ms;
 	op->res->at_day = at.day;
 	op->counted = true;
-	dirty[j] = true;
 }
 
 /* Runs the steps of the list ops on st's connection as if one after the
@@ -1126,7 +1142,9 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
 		op->first = nidx;
-		nidx += op->eps != NULL ? op->n : 1;
+		/* A reservation's candidates, then their models' entries
+		 * (rule 27): each a state the batch reads and may commit. */
+		nidx += op->eps != NULL ? 2 * op->n : 1;
 		reserves |= op->eps != NULL;
 		if (op->eps != NULL && op->n > most)
 			most = op->n;
@@ -1136,9 +1154,17 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 	if (nidx > 100000 || idx == NULL || eps == NULL)
 		goto oom;
 	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
-		for (size_t c = 0; c < (op->eps != NULL ? op->n : 1); c++) {
-			const char *id = op->eps != NULL ? op->eps[c].id : op->id;
+		for (size_t c = 0; c < (op->eps != NULL ? 2 * op->n : 1); c++) {
+			const char *id = op->eps == NULL ? op->id
+					 : c < op->n     ? op->eps[c].id
+					 : op->eps[c - op->n].model != NULL
+						 ? op->eps[c - op->n].model->id
+						 : NULL;
 			size_t j = 0;
+			if (id == NULL) {
+				idx[op->first + c] = SIZE_MAX; /* no model entry */
+				continue;
+			}
 			while (j < nslots && strcmp(eps[j].id, id) != 0)
 				j++;
 			if (j == nslots)
@@ -1150,7 +1176,7 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 	struct store_redis_slot *sl = store_redis_array(&st->slots, nslots * sizeof(*sl));
 	uint32_t *rings = store_redis_array(&st->rings, nslots * LIMIT_RING_MAX * sizeof(*rings));
 	bool *dirty = store_redis_array(&st->dirty, nslots * sizeof(*dirty));
-	const struct limit_state **ptrs = store_redis_array(&st->ptrs, most * sizeof(*ptrs));
+	const struct limit_state **ptrs = store_redis_array(&st->ptrs, 2 * most * sizeof(*ptrs));
 	bool *room = store_redis_array(&st->room, most * sizeof(*room));
 	if (sl == NULL || rings == NULL || dirty == NULL || ptrs == NULL || room == NULL)
 		goto oom;

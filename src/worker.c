@@ -123,7 +123,8 @@ worker_usage_read(struct store *st, const struct config *cfg, int64_t now, struc
 		const struct config_api *a = &cfg->apis[i];
 		for (size_t k = 0; k < a->n_keys; k++)
 			eps[out->first[i] + k] = (struct store_endpoint){
-				a->keys[k].slot, a->rpm, a->rpd, 0, a->tpm, a->tpd, 0, a->day_zone};
+				a->keys[k].slot, a->rpm, a->rpd,      0,   a->tpm,
+				a->tpd,          0,      a->day_zone, NULL};
 	}
 	if (store_read(st, eps, n, now, out->keys, err, errlen) != 0)
 		goto fail;

@@ -39,6 +39,9 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
     S15 dayResetTimezone (issue 14): America/Los_Angeles with the responder in
         UTC rolls RPD and tokensToday over at 08:00 UTC in winter, 07:00 UTC in
         summer, across both 2027 switches (doc/behaviour.md, rule 26)
+    S16 modelLimits (issue 14): a model at its own limit on a key goes to
+        another endpoint or gets 429, another model of the endpoint is still
+        served (doc/behaviour.md, rule 27)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -2040,8 +2043,64 @@ class S15DayResetTimezone(ClockBase):
         self.switch_day("tzfall", utc_at(2027, 11, 7, 7), 25)
 
 
+class S16ModelLimits(ClockBase):
+    """apis[].modelLimits (doc/behaviour.md, Limits and state, rule 27): a
+    model's own limits per key, on top of the endpoint's, reserved in the
+    same atomic step. The clock stands still until the test moves it."""
+
+    def test_a_the_model_at_its_rpm_another_model_served(self):
+        up = self.mock("ml", "chat", usage=(10, 10))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-ml-a", "m-ml-b"],
+                                 modelMapping={"m-ml-alias": "m-ml-a"},
+                                 modelLimits={"m-ml-a": {"rpm": 1}})])
+        self.assertStatus(self.chat_post("m-ml-a"), 200)
+        for model in ("m-ml-a", "m-ml-alias"):
+            # The alias is sent upstream as m-ml-a: the same model's limit.
+            r = self.chat_post(model)
+            self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+            self.assertRetryAfter(r, 59, 60)
+        self.assertCounts(statuses(self.seq(3, "m-ml-b")), {200: 3}, "another model")
+        self.assertEqual(up.count(), 4)
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["rpm"], 4, st)
+        self.assertEqual(st["modelLimits"]["m-ml-a"]["limits"],
+                         {"rpm": 1, "rpd": -1, "tpm": -1, "tpd": -1}, st)
+        self.assertEqual(st["modelLimits"]["m-ml-a"]["usage"]["rpm"], 1, st)
+        # A minute later the model has room again.
+        self.gw.advance_clock(61)
+        self.assertStatus(self.chat_post("m-ml-alias"), 200)
+        self.assertEqual(up.count(), 5)
+
+    def test_b_ten_at_once_exactly_rpm(self):
+        # Through each process's own socket in turn: the model's count is
+        # taken with the key's, in one atomic step across the processes.
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("mlx", "chat")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-mlx-a", "m-mlx-b"],
+                                 modelLimits={"m-mlx-a": {"rpm": 3}})])
+
+        def one(i):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat("m-mlx-a"), key=CLIENT_KEY)
+
+        self.assertCounts(statuses(fire_at_once(10, one)), {200: 3, 429: 7},
+                          "model rpm 3, 10 at once")
+        self.assertEqual(up.count(), 3)
+
+    def test_c_the_model_goes_to_another_endpoint(self):
+        up_a, up_b = self.mock("mla"), self.mock("mlb")
+        a, b = self.uid("a"), self.uid("b")
+        self.configure([self.api(a, up_a.url, ["m-mlo"], priority=1,
+                                 modelLimits={"m-mlo": {"rpm": 1}}),
+                        self.api(b, up_b.url, ["m-mlo"])])
+        self.assertCounts(statuses(self.seq(3, "m-mlo")), {200: 3}, "3 of the model")
+        self.assertEqual((up_a.count(), up_b.count()), (1, 2))
+
+
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
-         S13Fallbacks, S14TokenLimits, S15DayResetTimezone, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
+         S13Fallbacks, S14TokenLimits, S15DayResetTimezone, S16ModelLimits, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
          S09RedisFaults, S10TwoHosts]
 
 

@@ -102,7 +102,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0, NULL};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0, NULL, NULL};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -123,7 +123,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0, NULL};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0, NULL, NULL};
 	struct held h;
 
 	(void)state;
@@ -163,7 +163,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0, NULL};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0, NULL, NULL};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -279,8 +279,8 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0, NULL},
-						{"b", c->rpm[1], -1, 0, -1, -1, 0, NULL}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0, NULL, NULL},
+						{"b", c->rpm[1], -1, 0, -1, -1, 0, NULL, NULL}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
@@ -351,7 +351,7 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
@@ -455,7 +455,7 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -574,7 +574,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0, NULL};
+	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_usage u;
 	struct held h;
 
@@ -644,7 +644,7 @@ test_key_charges(void **state)
 	for (size_t k = 0; k < sizeof(charge_cases) / sizeof(charge_cases[0]); k++) {
 		const struct charge_case *c = &charge_cases[k];
 		const struct store_cooldown cd = {3, 30, 600};
-		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL};
+		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 		struct held h;
 		int64_t t = T0;
 
@@ -710,7 +710,7 @@ test_recheck_claimed_once(void **state)
 					       .code_class = STORE_CLASS_N,
 					       .latency_ms = -1,
 					       .ttfb_ms = -1};
-	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0, NULL};
+	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct limit_state *st[1];
 	struct store_reservation res = {.verdict = STORE_RESERVED};
 	struct held h;
@@ -746,9 +746,9 @@ static void
 test_least_recently_used_key_of_each_group(void **state)
 {
 	const struct store_endpoint eps[] = {
-		{"a0", 10, -1, 1, -1, -1, 0, NULL}, {"a1", 10, -1, 1, -1, -1, 0, NULL},
-		{"a2", 10, -1, 1, -1, -1, 0, NULL}, {"b", 10, -1, 0, -1, -1, 0, NULL},
-		{"c0", 1, -1, 3, -1, -1, 0, NULL},  {"c1", 1, -1, 3, -1, -1, 0, NULL}};
+		{"a0", 10, -1, 1, -1, -1, 0, NULL, NULL}, {"a1", 10, -1, 1, -1, -1, 0, NULL, NULL},
+		{"a2", 10, -1, 1, -1, -1, 0, NULL, NULL}, {"b", 10, -1, 0, -1, -1, 0, NULL, NULL},
+		{"c0", 1, -1, 3, -1, -1, 0, NULL, NULL},  {"c1", 1, -1, 3, -1, -1, 0, NULL, NULL}};
 	struct held h[6];
 	const struct limit_state *st[6];
 	struct store_reservation res;
@@ -927,7 +927,7 @@ test_tpm_window(void **state)
 		for (size_t k = 0; k < cases[i].n; k++)
 			tok_reserve(&h, &cases[i].before[k]);
 		const struct store_endpoint ep = {
-			"a", -1, -1, 0, cases[i].tpm, -1, cases[i].estimate, NULL};
+			"a", -1, -1, 0, cases[i].tpm, -1, cases[i].estimate, NULL, NULL};
 		struct limit_now q = at(cases[i].query);
 		print_message("%s\n", cases[i].name);
 		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
@@ -1024,8 +1024,8 @@ test_tpd_day(void **state)
 		}
 		limit_count_tokens(&h.s, cases[i].in_flight, &t0);
 		/* tpm far above: only the day decides. */
-		const struct store_endpoint ep = {"a", -1, -1, 0, 1000000, 1000, cases[i].estimate,
-						  NULL};
+		const struct store_endpoint ep = {
+			"a", -1, -1, 0, 1000000, 1000, cases[i].estimate, NULL, NULL};
 		struct limit_now q = at(cases[i].query);
 		print_message("%s\n", cases[i].name);
 		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
@@ -1038,7 +1038,7 @@ static void
 test_tpm_admits_exactly(void **state)
 {
 	struct held h;
-	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 300, NULL};
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 300, NULL, NULL};
 	int admitted = 0;
 
 	(void)state;
