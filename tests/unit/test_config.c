@@ -1907,6 +1907,47 @@ day_reset_timezone_is_loaded_or_refused(void **state)
 			  "expected an IANA time zone name");
 }
 
+/* apis[].modelLimits (doc/behaviour.md, Limits and state, rule 27): each
+ * model's limits (-1 unless given) and its state's name on each key. */
+static void
+model_limits_are_read_per_key(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a',"
+		      " 'baseUrl': 'http://h', 'models': ['m', 'n'], 'apiKey': ['k1', 'k2'],"
+		      " 'modelLimits': {'m': {'rpm': 1, 'tpd': 500}}},"
+		      " {'id': 'b', 'baseUrl': 'http://h', 'models': ['m'],"
+		      " 'modelLimits': {'m': {}}}]}",
+		      &cfg, &is),
+		0);
+	const struct config_api *a = &cfg->apis[0];
+	assert_int_equal(a->n_model_limits, 1);
+	const struct config_model_limit *ml = config_model_limit(a, "m");
+	assert_non_null(ml);
+	assert_null(config_model_limit(a, "n"));
+	assert_true(ml->rpm == 1 && ml->rpd == -1 && ml->tpm == -1 && ml->tpd == 500);
+	for (size_t k = 0; k < 2; k++) {
+		char want[128];
+		fmt(want, sizeof(want), "%s\x1fm", a->keys[k].slot);
+		assert_string_equal(ml->slots[k], want);
+	}
+	ml = config_model_limit(&cfg->apis[1], "m");
+	assert_non_null(ml);
+	assert_string_equal(ml->slots[0], "b\x1fm");
+	assert_true(ml->rpm == -1 && ml->tpd == -1);
+	config_free(cfg);
+	expect_only_error("'modelLimits': []", false, "apis[0].modelLimits",
+			  "expected an object of model names to limits");
+	expect_only_error("'modelLimits': {'m': 1}", false, "apis[0].modelLimits.m",
+			  "expected an object");
+	expect_only_error("'modelLimits': {'m': {'rpm': -2}}", false, "apis[0].modelLimits.m.rpm",
+			  "expected an integer >= -1");
+}
+
 int
 main(void)
 {
@@ -1915,6 +1956,7 @@ main(void)
 		cmocka_unit_test(example_config_file_loads_without_problems),
 		cmocka_unit_test(every_default_applies),
 		cmocka_unit_test(day_reset_timezone_is_loaded_or_refused),
+		cmocka_unit_test(model_limits_are_read_per_key),
 		cmocka_unit_test(every_field_is_read),
 		cmocka_unit_test(null_fields_take_their_default),
 		cmocka_unit_test(integral_reals_count_as_integers),

@@ -1060,6 +1060,61 @@ test_tpm_admits_exactly(void **state)
 	assert_int_equal(admitted, 3);
 }
 
+/* Rule 27: a candidate with a model's state has room only when both
+ * states have; its wait is the longer. Each row: the key's rpm and
+ * attempts, the model's, what the verdict is. */
+static void
+test_look_model_limits(void **state)
+{
+	static const struct {
+		const char *name;
+		long key_rpm;
+		int key_n;
+		long model_rpm;
+		int model_n;
+		size_t have;
+		long retry_after_s;
+	} rows[] = {
+		{"both with room", 5, 1, 2, 1, 1, 0},
+		{"the model at its rpm", 5, 1, 1, 1, 0, 59},
+		{"the key at its rpm, the model not", 1, 1, 5, 0, 0, 59},
+		{"the model off (rpm 0): until midnight", -1, 0, 0, 0, 0, 43199},
+		{"the model unlimited", 5, 4, -1, 1000, 1, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct store_model model = {"a\x1fm", rows[i].model_rpm, -1, -1, -1};
+		const struct store_endpoint ep = {"a",  rows[i].key_rpm, -1, 0, -1, -1, 0,
+						  NULL, &model};
+		struct limit_now q = at(T0 + 1000);
+		struct held key, mod;
+		const struct limit_state *st[2] = {&key.s, &mod.s};
+		struct store_reservation res = {.verdict = STORE_RESERVED};
+		bool room[1];
+
+		held_init(&key);
+		held_init(&mod);
+		attempts(&key, rows[i].key_rpm, rows[i].key_n, T0, 0);
+		attempts(&mod, rows[i].model_rpm, rows[i].model_n, T0, 0);
+		size_t have = limit_look(st, &ep, 1, &q, room, &res);
+		if (have != rows[i].have || room[0] != (rows[i].have == 1))
+			fail_msg("%s: %zu with room", rows[i].name, have);
+		if (have == 0 &&
+		    (res.verdict != STORE_LIMITED || res.retry_after_s != rows[i].retry_after_s))
+			fail_msg("%s: verdict %d, Retry-After %ld", rows[i].name, (int)res.verdict,
+				 res.retry_after_s);
+	}
+	/* The model's endpoint: its own id and limits, the key's estimate and
+	 * zone, no group and no model of its own. */
+	const struct store_model model = {"a\x1fm", 1, 2, 3, 4};
+	const struct store_endpoint ep = {"a", 10, 20, 7, 30, 40, 99, NULL, &model};
+	struct store_endpoint m = limit_model_endpoint(&ep);
+	assert_string_equal(m.id, "a\x1fm");
+	assert_true(m.rpm == 1 && m.rpd == 2 && m.tpm == 3 && m.tpd == 4);
+	assert_true(m.estimate == 99 && m.group == 0 && m.model == NULL);
+}
+
 int
 main(void)
 {
@@ -1087,6 +1142,7 @@ main(void)
 		cmocka_unit_test(test_tokens_replaced_or_released),
 		cmocka_unit_test(test_tpd_day),
 		cmocka_unit_test(test_tpm_admits_exactly),
+		cmocka_unit_test(test_look_model_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
