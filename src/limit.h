@@ -12,7 +12,10 @@
  *   of the times of the last rpm attempts; above, from whole-second buckets
  *   over 61 s, which can only hold back early (by under a second), never let
  *   one through. rpm -1 is unlimited, 0 never has room.
- * - RPD: attempts in the current local day, from 0 at local midnight.
+ * - RPD: attempts in the current local day, from 0 at local midnight;
+ *   "local" is the endpoint's dayResetTimezone when it has one (rule 26).
+ * - A model's limits on a key (rule 27): a second state, needing room and
+ *   counted with the key's.
  * - Cooldown: cd.failures failures in a row start one of cd.seconds; a
  *   success ends it and clears the run.
  * - Tokens: totals and the local day's, saturating at LIMIT_MAX_TOKENS.
