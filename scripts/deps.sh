@@ -18,9 +18,11 @@ deps_install() {
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Packages the build needs (libhiredis-dev: the Redis store, server.store).
+# Packages the build needs (libhiredis-dev: the Redis store, server.store;
+# tzdata: the zones of apis[].dayResetTimezone).
 DEPS_BUILD=(gcc make autoconf automake libtool pkg-config libfcgi-dev
-	libcurl4-openssl-dev libjansson-dev libgdbm-dev libhiredis-dev lighttpd ca-certificates)
+	libcurl4-openssl-dev libjansson-dev libgdbm-dev libhiredis-dev lighttpd ca-certificates
+	tzdata)
 
 # python3 may come from elsewhere (pyenv); only ask apt for it when absent.
 deps_python() {

@@ -5,9 +5,11 @@
 
 #include "clock.h"
 #include "json_scan.h"
+#include "limit.h"
 #include "log.h"
 #include "response.h"
 #include "store.h"
+#include "tz.h"
 #include "worker.h"
 
 #define API_SERVICE "api-together"
@@ -188,6 +190,55 @@ api_config_json(void)
 			 rejected);
 }
 
+/* apis[].modelLimits as /v1/status shows them (Limits and state, rule
+ * 27): per model its limits and its usage summed over the keys. NULL when
+ * memory runs out or the store cannot be read. */
+static json_t *
+api_model_limits_json(struct store *st, const struct config_api *a, int64_t now)
+{
+	size_t nk = a->n_keys > 0 ? a->n_keys : 1;
+	struct store_endpoint *eps = calloc(nk, sizeof(*eps));
+	struct store_usage *u = calloc(nk, sizeof(*u));
+	json_t *out = json_object();
+	char err[300];
+
+	if (st == NULL || eps == NULL || u == NULL || out == NULL)
+		goto fail;
+	for (size_t m = 0; m < a->n_model_limits; m++) {
+		const struct config_model_limit *ml = &a->model_limits[m];
+		struct store_usage sum = {0};
+		for (size_t k = 0; k < nk; k++)
+			eps[k] = (struct store_endpoint){.id = ml->slots[k],
+							 .rpm = ml->rpm,
+							 .rpd = ml->rpd,
+							 .tpm = ml->tpm,
+							 .tpd = ml->tpd,
+							 .zone = a->day_zone};
+		if (store_read(st, eps, nk, now, u, err, sizeof(err)) != 0) {
+			log_error("%s cannot be read: %s", store_what(st), err);
+			goto fail;
+		}
+		for (size_t k = 0; k < nk; k++)
+			limit_usage_add(&sum, &u[k], k == 0);
+		json_t *o =
+			json_pack("{s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I}}", "limits", "rpm",
+				  (json_int_t)ml->rpm, "rpd", (json_int_t)ml->rpd, "tpm",
+				  (json_int_t)ml->tpm, "tpd", (json_int_t)ml->tpd, "usage", "rpm",
+				  (json_int_t)sum.rpm_used, "rpd", (json_int_t)sum.rpd_used, "tpm",
+				  (json_int_t)sum.tpm_used, "tpd", (json_int_t)sum.tpd_used);
+		if (o == NULL || json_object_set_new(out, ml->model, o) != 0)
+			goto fail;
+	}
+	free(eps);
+	free(u);
+	return out;
+fail:
+	json_decref(out);
+	free(eps);
+	free(u);
+	return NULL;
+}
+
 int
 api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
 {
@@ -199,8 +250,6 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 	char day_ends[40];
 
 	(void)why;
-	/* When RPD, TPD and tokensToday roll over (Limits and state, rule 6). */
-	clock_iso8601(now + clock_ms_to_midnight(now), day_ends, sizeof(day_ends));
 	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
 		return status;
 	u = wu.apis;
@@ -210,6 +259,10 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 		bool cooling = u[i].cooldown_until > now;
 		bool in_service =
 			a->enabled && a->rpm != 0 && a->rpd != 0 && a->tpm != 0 && a->tpd != 0;
+		/* When RPD, TPD and tokensToday roll over (Limits and state,
+		 * rules 6 and 26). */
+		clock_iso8601(now + tz_ms_to_midnight(a->day_zone, now), day_ends,
+			      sizeof(day_ends));
 		json_t *o = json_pack(
 			"{s:s,s:s,s:b,s:b,s:b,s:I,s:{s:I,s:I},s:{s:I,s:I},s:{s:I,s:I,s:I},"
 			"s:{s:I,s:I,s:I},s:s}",
@@ -240,6 +293,13 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 			char ts[40];
 			clock_iso8601(u[i].cooldown_until, ts, sizeof(ts));
 			json_object_set_new(o, "cooldownUntil", json_string(ts));
+		}
+		if (o != NULL && a->n_model_limits > 0) {
+			json_t *ml = api_model_limits_json(worker_store(w, cfg), a, now);
+			if (ml == NULL || json_object_set_new(o, "modelLimits", ml) != 0) {
+				json_decref(o);
+				o = NULL;
+			}
 		}
 		json_t *keys = o != NULL ? api_keys_json(a, wu.keys + wu.first[i]) : NULL;
 		if (keys == NULL || json_object_set_new(o, "keys", keys) != 0) {

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "dynbuf.h"
+#include "tz.h"
 
 struct config_pair {
 	char *key;
@@ -55,6 +56,23 @@ struct config_api {
 	size_t n_headers;
 	double weight; /* > 0 */
 	long priority; /* apis[].priority: the higher tier is tried first */
+	/* apis[].dayResetTimezone: the zone whose midnight its days roll over
+	 * at; both NULL: the responder's local zone. */
+	char *day_zone_name;
+	struct tz_zone *day_zone;
+	struct config_model_limit *model_limits;
+	size_t n_model_limits;
+};
+
+/* apis[].modelLimits: the limits of one model (as sent upstream) on each
+ * key of the endpoint, on top of the endpoint's (doc/behaviour.md, Limits
+ * and state, rule 27). -1 unlimited, 0 the model off there. */
+struct config_model_limit {
+	char *model;
+	long rpm, rpd, tpm, tpd;
+	char **slots; /* per key (one when it has none): the store's name of the
+			 model's state on it, the key's slot, a unit separator
+			 and the model */
 };
 
 /* server.fallbacks: the models a requested one falls back to, in order. */
@@ -150,6 +168,10 @@ void config_issues_free(struct config_issues *issues);
  * when the name is mapped, the name itself when it is in models, else NULL.
  * The result points into api or equals model. */
 const char *config_api_model(const struct config_api *api, const char *model);
+
+/* The modelLimits entry of upstream model name model on api, or NULL. */
+const struct config_model_limit *config_model_limit(const struct config_api *api,
+						    const char *model);
 
 /* The server.fallbacks entry of model (its name as the config spells it,
  * its fallback models in order), or NULL when it has none or model is

@@ -62,8 +62,10 @@ static const char *const config_parse_client_fields[] = {"key", "name", "models"
 							 "tpm", "tpd",  "expires", "enabled", NULL};
 static const char *const config_parse_cooldown_fields[] = {"failures", "seconds", NULL};
 static const char *const config_parse_api_fields[] = {
-	"id",           "name",   "baseUrl", "apiKey",   "rpm", "rpd", "enabled",     "models",
-	"modelMapping", "weight", "headers", "priority", "tpm", "tpd", "streamUsage", NULL};
+	"id",      "name",   "baseUrl",          "apiKey",      "rpm",         "rpd",
+	"enabled", "models", "modelMapping",     "weight",      "headers",     "priority",
+	"tpm",     "tpd",    "dayResetTimezone", "modelLimits", "streamUsage", NULL};
+static const char *const config_parse_model_limit_fields[] = {"rpm", "rpd", "tpm", "tpd", NULL};
 
 /* The gateway sets these itself; a configured copy would clash or smuggle. */
 static const char *const config_parse_refused_headers[] = {
@@ -1011,6 +1013,84 @@ config_parse_url(struct config_parse_ctx *ctx, json_t *o, const char *base, stru
 	api->base_url = url;
 }
 
+/* apis[].dayResetTimezone: loaded here, so a request never reads a zone
+ * file (doc/behaviour.md, Limits and state, rule 26). */
+static void
+config_parse_zone(struct config_parse_ctx *ctx, json_t *o, const char *base, struct config_api *api)
+{
+	json_t *v = config_parse_get(o, "dayResetTimezone");
+	char path[CONFIG_PARSE_PATH_LEN], err[512];
+
+	if (v == NULL)
+		return;
+	config_parse_path_key(path, sizeof(path), base, "dayResetTimezone");
+	if (!json_is_string(v) || json_string_length(v) == 0) {
+		config_parse_report(ctx, true, path, "expected an IANA time zone name");
+		return;
+	}
+	api->day_zone = tz_load(json_string_value(v), err, sizeof(err));
+	if (api->day_zone == NULL) {
+		config_parse_report(ctx, true, path, err);
+		return;
+	}
+	api->day_zone_name = config_parse_strdup(ctx, json_string_value(v));
+}
+
+/* apis[].modelLimits (rule 27), after the keys: each model's state is
+ * named per key. */
+static void
+config_parse_model_limits(struct config_parse_ctx *ctx, json_t *o, const char *base,
+			  struct config_api *api)
+{
+	json_t *v = config_parse_get(o, "modelLimits");
+	char path[CONFIG_PARSE_PATH_LEN], sub[CONFIG_PARSE_PATH_LEN];
+	size_t nk = api->n_keys > 0 ? api->n_keys : 1;
+
+	if (v == NULL)
+		return;
+	config_parse_path_key(path, sizeof(path), base, "modelLimits");
+	if (!json_is_object(v)) {
+		config_parse_report(ctx, true, path, "expected an object of model names to limits");
+		return;
+	}
+	api->model_limits =
+		config_parse_calloc(ctx, json_object_size(v), sizeof(*api->model_limits));
+	if (api->model_limits == NULL)
+		return;
+	for (void *it = json_object_iter(v); it != NULL; it = json_object_iter_next(v, it)) {
+		const char *model = json_object_iter_key(it);
+		json_t *lim = json_object_iter_value(it);
+		struct config_model_limit *ml = &api->model_limits[api->n_model_limits];
+
+		config_parse_path_key(sub, sizeof(sub), path, model);
+		if (model[0] == '\0' || !json_is_object(lim)) {
+			config_parse_report(ctx, true, sub,
+					    model[0] == '\0' ? "expected a non-empty model name"
+							     : "expected an object");
+			continue;
+		}
+		ml->rpm = ml->rpd = ml->tpm = ml->tpd = -1;
+		config_parse_long(ctx, lim, sub, "rpm", -1, CONFIG_PARSE_LONG_MAX, &ml->rpm);
+		config_parse_long(ctx, lim, sub, "rpd", -1, CONFIG_PARSE_LONG_MAX, &ml->rpd);
+		config_parse_long(ctx, lim, sub, "tpm", -1, CONFIG_PARSE_LONG_MAX, &ml->tpm);
+		config_parse_long(ctx, lim, sub, "tpd", -1, CONFIG_PARSE_LONG_MAX, &ml->tpd);
+		config_parse_unknown(ctx, lim, sub, config_parse_model_limit_fields);
+		api->n_model_limits++;
+		if ((ml->model = config_parse_strdup(ctx, model)) == NULL ||
+		    (ml->slots = config_parse_calloc(ctx, nk, sizeof(*ml->slots))) == NULL)
+			return;
+		for (size_t k = 0; k < nk; k++) {
+			const char *slot = api->n_keys > 0 ? api->keys[k].slot : api->id;
+			size_t len = (slot != NULL ? strlen(slot) : 0) + strlen(model) + 2;
+
+			if (slot == NULL ||
+			    (ml->slots[k] = config_parse_calloc(ctx, len, 1)) == NULL)
+				return;
+			snprintf(ml->slots[k], len, "%s\x1f%s", slot, model);
+		}
+	}
+}
+
 static void
 config_parse_models(struct config_parse_ctx *ctx, json_t *o, const char *base,
 		    struct config_api *api)
@@ -1166,6 +1246,8 @@ config_parse_api(struct config_parse_ctx *ctx, json_t *o, struct config *cfg, si
 	config_parse_long(ctx, o, base, "tpd", -1, CONFIG_PARSE_LONG_MAX, &api->tpd);
 	config_parse_bool(ctx, o, base, "enabled", &api->enabled);
 	config_parse_bool(ctx, o, base, "streamUsage", &api->stream_usage);
+	config_parse_zone(ctx, o, base, api);
+	config_parse_model_limits(ctx, o, base, api);
 	config_parse_models(ctx, o, base, api);
 	config_parse_pairs(ctx, o, base, "modelMapping", false, &api->mapping, &api->n_mapping);
 	v = config_parse_get(o, "weight");
@@ -1416,6 +1498,17 @@ config_parse_clear(struct config *cfg)
 		free(api->id);
 		free(api->name);
 		free(api->base_url);
+		free(api->day_zone_name);
+		tz_free(api->day_zone);
+		for (size_t j = 0; j < api->n_model_limits; j++) {
+			struct config_model_limit *ml = &api->model_limits[j];
+			for (size_t k = 0;
+			     ml->slots != NULL && k < (api->n_keys > 0 ? api->n_keys : 1); k++)
+				free(ml->slots[k]);
+			free(ml->slots);
+			free(ml->model);
+		}
+		free(api->model_limits);
 		for (size_t j = 0; j < api->n_keys; j++) {
 			free(api->keys[j].key);
 			free(api->keys[j].slot);
@@ -1495,6 +1588,15 @@ config_api_model(const struct config_api *api, const char *model)
 	for (size_t i = 0; i < api->n_models; i++)
 		if (strcmp(api->models[i], model) == 0)
 			return model;
+	return NULL;
+}
+
+const struct config_model_limit *
+config_model_limit(const struct config_api *api, const char *model)
+{
+	for (size_t i = 0; model != NULL && i < api->n_model_limits; i++)
+		if (strcmp(api->model_limits[i].model, model) == 0)
+			return &api->model_limits[i];
 	return NULL;
 }
 

@@ -6,6 +6,32 @@
 const long store_hist_bounds_ms[STORE_HIST_N] = {50,   100,   250,   500,   1000,   2500,
 						 5000, 10000, 30000, 60000, 120000, 300000};
 
+struct limit_now
+limit_now_in(const struct limit_now *now, const struct tz_zone *zone)
+{
+	struct limit_now at = {now->ms, 0, tz_ms_to_midnight, zone};
+
+	if (zone == now->zone)
+		return *now;
+	at.day = tz_day(zone, now->ms);
+	return at;
+}
+
+struct store_endpoint
+limit_model_endpoint(const struct store_endpoint *ep)
+{
+	struct store_endpoint m = *ep;
+
+	m.id = ep->model->id;
+	m.rpm = ep->model->rpm;
+	m.rpd = ep->model->rpd;
+	m.tpm = ep->model->tpm;
+	m.tpd = ep->model->tpd;
+	m.group = 0;
+	m.model = NULL;
+	return m;
+}
+
 uint32_t
 limit_ring_cap_for(long rpm)
 {
@@ -174,19 +200,21 @@ limit_tpd_used(const struct limit_state *s, const struct limit_now *now)
 
 int64_t
 limit_wait_ms(const struct limit_state *s, const struct store_endpoint *ep,
-	      const struct limit_now *now)
+	      const struct limit_now *now_local)
 {
+	struct limit_now at = limit_now_in(now_local, ep->zone);
+	const struct limit_now *now = &at;
 	int64_t wait = 0, now_ms = now->ms;
 
 	if (ep->rpm == 0 || ep->rpd == 0 || ep->tpm == 0 || ep->tpd == 0)
-		return now->to_midnight(now_ms);
+		return now->to_midnight(now->zone, now_ms);
 	if (ep->rpd > 0 && s->day == now->day && s->day_count >= ep->rpd)
-		wait = now->to_midnight(now_ms);
+		wait = now->to_midnight(now->zone, now_ms);
 	if (ep->tpd > 0) {
 		/* A day without tokens yet admits any one estimate (rule 25). */
 		int64_t used = limit_tpd_used(s, now);
 		if (used > 0 && limit_add_tokens(used, ep->estimate) > ep->tpd)
-			wait = now->to_midnight(now_ms);
+			wait = now->to_midnight(now->zone, now_ms);
 	}
 	if (ep->tpm > 0) {
 		int64_t w = limit_tpm_wait(s, ep->tpm, ep->estimate, now_ms);
@@ -302,6 +330,12 @@ limit_look(const struct limit_state *const *st, const struct store_endpoint *eps
 			continue;
 		}
 		int64_t w = limit_wait_ms(s, &eps[i], now);
+		if (eps[i].model != NULL) {
+			struct store_endpoint m = limit_model_endpoint(&eps[i]);
+			int64_t wm = limit_wait_ms(st[n + i], &m, now);
+			if (wm > w)
+				w = wm;
+		}
 		if (w > 0) {
 			if (min_wait < 0 || w < min_wait) {
 				min_wait = w;
@@ -469,7 +503,7 @@ limit_charge(struct limit_state *s, const struct store_outcome *o, const struct 
 		return;
 	case STORE_CHARGE_EXHAUSTED:
 		s->key_state = STORE_KEY_EXHAUSTED;
-		s->cooldown_until = now->ms + now->to_midnight(now->ms);
+		s->cooldown_until = now->ms + now->to_midnight(now->zone, now->ms);
 		return;
 	case STORE_CHARGE_REJECTED:
 		s->key_state = STORE_KEY_REJECTED;
@@ -546,8 +580,11 @@ limit_hist_get(struct store_hist *h, const int64_t *bucket, int64_t count, int64
 
 void
 limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
-	    const struct limit_now *now, struct store_usage *u)
+	    const struct limit_now *now_local, struct store_usage *u)
 {
+	struct limit_now at = limit_now_in(now_local, ep->zone);
+	const struct limit_now *now = &at;
+
 	memset(u, 0, sizeof(*u));
 	u->rpm_used = limit_rpm_used(s, now->ms);
 	u->rpd_used = limit_rpd_used(s, now);

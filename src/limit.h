@@ -12,7 +12,10 @@
  *   of the times of the last rpm attempts; above, from whole-second buckets
  *   over 61 s, which can only hold back early (by under a second), never let
  *   one through. rpm -1 is unlimited, 0 never has room.
- * - RPD: attempts in the current local day, from 0 at local midnight.
+ * - RPD: attempts in the current local day, from 0 at local midnight;
+ *   "local" is the endpoint's dayResetTimezone when it has one (rule 26).
+ * - A model's limits on a key (rule 27): a second state, needing room and
+ *   counted with the key's.
  * - Cooldown: cd.failures failures in a row start one of cd.seconds; a
  *   success ends it and clears the run.
  * - Tokens: totals and the local day's, saturating at LIMIT_MAX_TOKENS.
@@ -28,6 +31,7 @@
 #include <stdint.h>
 
 #include "store.h"
+#include "tz.h"
 
 #define LIMIT_WINDOW_MS 60000
 /* One more second than the window, so a bucket sum always covers it. */
@@ -100,16 +104,21 @@ struct limit_state {
 	int64_t day_est;
 };
 
-/* The moment a rule is applied at. The local calendar comes in with it so
- * the rules read no clock and no time zone: day is the local day of ms
- * (YYYYMMDD), to_midnight gives the milliseconds from ms to the next local
+/* The moment a rule is applied at. The calendar comes in with it so the
+ * rules read no clock: day is the day of ms (YYYYMMDD) in zone (NULL: the
+ * local one), to_midnight gives the milliseconds from ms to zone's next
  * midnight (called only when a day limit decides: it costs a mktime). The
- * stores fill it from clock.h; tests with a calendar of their own. */
+ * stores fill it from tz.h; tests with a calendar of their own. */
 struct limit_now {
 	int64_t ms;
 	long day;
-	int64_t (*to_midnight)(int64_t ms);
+	int64_t (*to_midnight)(const struct tz_zone *zone, int64_t ms);
+	const struct tz_zone *zone;
 };
+
+/* now in the calendar of zone (an endpoint's dayResetTimezone, rule 26):
+ * now itself when zone is now's, else the same moment read by tz.h. */
+struct limit_now limit_now_in(const struct limit_now *now, const struct tz_zone *zone);
 
 /* The ring capacity an endpoint of rpm uses: rpm for 1 to LIMIT_RING_MAX,
  * else 0 (buckets only). */
@@ -144,7 +153,12 @@ int64_t limit_wait_ms(const struct limit_state *s, const struct store_endpoint *
 /* Seconds for a Retry-After of ms: rounded up, at least 1. */
 long limit_retry_after_s(int64_t ms);
 
-/* The reserve verdict over n candidates (st[i] the state of eps[i]): sets
+/* The entry of ep's model (rule 27) as an endpoint of its own: its id and
+ * limits, ep's estimate and zone. ep->model must be set. */
+struct store_endpoint limit_model_endpoint(const struct store_endpoint *ep);
+
+/* The reserve verdict over n candidates (st[i] the state of eps[i], and
+ * st[n + i] that of eps[i].model when it has one: both need room): sets
  * room[i] for those not cooling down and with room (a rejected key whose
  * recheck is due has room: counting on it claims the recheck), of the keys
  * of one group only the one used least recently, and returns how many

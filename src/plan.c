@@ -90,7 +90,8 @@ plan_init_for(struct plan *p, const struct config *cfg, const char *model,
 				   plan_span(keys, sizeof(*p->offer.weights)) +
 				   plan_span(keys, sizeof(*p->offer.tiers)) +
 				   plan_span(keys, sizeof(*p->offer.api)) +
-				   plan_span(keys, sizeof(*p->offer.key)));
+				   plan_span(keys, sizeof(*p->offer.key)) +
+				   plan_span(keys, sizeof(*p->offer.models)));
 	if (p->mem == NULL)
 		return -1;
 	p->models = plan_carve(p->mem, &off, 1 + n_fb, sizeof(*p->models));
@@ -101,6 +102,7 @@ plan_init_for(struct plan *p, const struct config *cfg, const char *model,
 	p->offer.tiers = plan_carve(p->mem, &off, keys, sizeof(*p->offer.tiers));
 	p->offer.api = plan_carve(p->mem, &off, keys, sizeof(*p->offer.api));
 	p->offer.key = plan_carve(p->mem, &off, keys, sizeof(*p->offer.key));
+	p->offer.models = plan_carve(p->mem, &off, keys, sizeof(*p->offer.models));
 	/* The chain keeps the models some endpoint in service serves; the
 	 * candidates are the first one's. Its names are the config's, the
 	 * one asked for too: they go into X-Api-Together-Model. */
@@ -232,9 +234,11 @@ plan_next(const struct plan *p)
 /* The tokens a request reserves on a: its estimate where a token limit
  * applies (doc/behaviour.md, Limits and state, rule 22). */
 static long long
-plan_estimate(const struct plan *p, const struct config_api *a)
+plan_estimate(const struct plan *p, const struct config_api *a, const struct config_model_limit *ml)
 {
-	return a->tpm >= 0 || a->tpd >= 0 ? p->estimate : 0;
+	return a->tpm >= 0 || a->tpd >= 0 || (ml != NULL && (ml->tpm >= 0 || ml->tpd >= 0))
+		       ? p->estimate
+		       : 0;
 }
 
 void
@@ -253,16 +257,27 @@ plan_offer(struct plan *p)
 	for (size_t i = 0; i < p->n; i++) {
 		const struct config_api *a = &p->cfg->apis[p->api[i]];
 		size_t nk = plan_n_keys(a);
+		/* The model as this endpoint names it upstream (rule 27). */
+		const struct config_model_limit *ml =
+			a->n_model_limits > 0
+				? config_model_limit(a, config_api_model(a, plan_model(p)))
+				: NULL;
 		for (size_t k = 0; k < nk; k++) {
 			if (!plan_open(p, p->api[i], k))
 				continue;
-			p->offer.eps[m] = (struct store_endpoint){plan_slot(p->cfg, p->api[i], k),
-								  a->rpm,
-								  a->rpd,
-								  nk > 1 ? i + 1 : 0,
-								  a->tpm,
-								  a->tpd,
-								  plan_estimate(p, a)};
+			if (ml != NULL)
+				p->offer.models[m] = (struct store_model){
+					ml->slots[k], ml->rpm, ml->rpd, ml->tpm, ml->tpd};
+			p->offer.eps[m] =
+				(struct store_endpoint){plan_slot(p->cfg, p->api[i], k),
+							a->rpm,
+							a->rpd,
+							nk > 1 ? i + 1 : 0,
+							a->tpm,
+							a->tpd,
+							plan_estimate(p, a, ml),
+							a->day_zone,
+							ml != NULL ? &p->offer.models[m] : NULL};
 			p->offer.weights[m] = a->weight;
 			p->offer.tiers[m] = a->priority;
 			p->offer.api[m] = p->api[i];
@@ -281,6 +296,9 @@ plan_reserved(struct plan *p, const struct store_reservation *res)
 		p->at_estimate = p->offer.eps[res->chosen].estimate;
 		p->at_ms = res->at_ms;
 		p->at_day = res->at_day;
+		p->at_model_id = p->offer.eps[res->chosen].model != NULL
+					 ? p->offer.eps[res->chosen].model->id
+					 : NULL;
 		p->last = PLAN_EV_RESERVED;
 		return;
 	}

@@ -60,8 +60,9 @@ struct plan_offer {
 	struct store_endpoint *eps;
 	double *weights;
 	long *tiers;
-	size_t *api; /* index into cfg->apis of eps[i] */
-	size_t *key; /* index into its keys */
+	size_t *api;                /* index into cfg->apis of eps[i] */
+	size_t *key;                /* index into its keys */
+	struct store_model *models; /* eps[i].model points here when set */
 	size_t n;
 };
 
@@ -112,6 +113,9 @@ struct plan {
 	long long at_estimate;
 	int64_t at_ms;
 	long at_day;
+	/* The state of the model on the chosen key the reservation counted
+	 * too (apis[].modelLimits, rule 27), or NULL: points into cfg. */
+	const char *at_model_id;
 };
 
 /* Whether an answer of status to a try is charged to its key (429, 401,

@@ -109,6 +109,27 @@ proxy_class(long status)
 	return (enum store_class)(STORE_CLASS_1XX + (status / 100 - 1));
 }
 
+/* Records what an attempt came to on the state of its model on its key
+ * (apis[].modelLimits, rule 27), id NULL: none. Only what counts against
+ * the model's limits: its tokens, the estimate given back, a request
+ * served; the charges (cooldowns, a key's state) stay the key's. */
+static void
+proxy_store_model(struct store *st, const char *id, const struct store_outcome *o,
+		  const struct store_cooldown *cd, int64_t now_ms)
+{
+	struct store_outcome m = *o;
+
+	if (id == NULL)
+		return;
+	m.success = true;
+	m.charge = STORE_CHARGE_NONE;
+	m.code_class = STORE_CLASS_N;
+	m.retry = false;
+	m.latency_ms = -1;
+	m.ttfb_ms = -1;
+	proxy_store(st, id, &m, cd, now_ms);
+}
+
 /* What an attempt's answer is charged to (doc/behaviour.md, Key pools): the
  * one place an attempt's outcome is recorded. A first 401/403 waits for the
  * next try's answer (plan_confirmed): then it is charged to its key, or,
@@ -132,7 +153,8 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		const struct store_outcome c = {.charge = proxy_auth_charge(first->status),
 						.code_class = STORE_CLASS_N,
 						.latency_ms = -1,
-						.ttfb_ms = -1};
+						.ttfb_ms = -1,
+						.zone = rec->cfg->apis[first->api].day_zone};
 		proxy_store(rec->st, plan_slot(rec->cfg, first->api, first->key), &c, rec->cd,
 			    now_ms);
 	}
@@ -150,6 +172,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		.estimate = p->at_estimate,
 		.est_ms = p->at_ms,
 		.est_day = p->at_day,
+		.zone = api->day_zone,
 		.code_class = proxy_class(call->status),
 		.retry = rec->retry,
 		.latency_ms = call->total_ms,
@@ -163,6 +186,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		o.total_tokens = p->at_estimate;
 	}
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
+	proxy_store_model(rec->st, p->at_model_id, &o, rec->cd, now_ms);
 	if (rec->client != NULL) {
 		/* The client's tokens replace its estimate (rule 24), as the
 		 * key's do; no failure is the client's. */
@@ -173,6 +197,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		co.code_class = STORE_CLASS_N;
 		co.retry = false;
 		co.latency_ms = co.ttfb_ms = -1;
+		co.zone = NULL; /* the client's day is the responder's */
 		proxy_store(rec->st, rec->client->slot, &co, rec->cd, now_ms);
 	}
 	if (charge != STORE_CHARGE_RUN || !call->failure)
@@ -180,7 +205,8 @@ proxy_record(void *ctx, const struct upstream_call *call)
 	const struct store_outcome sibling = {.charge = STORE_CHARGE_RUN,
 					      .code_class = STORE_CLASS_N,
 					      .latency_ms = -1,
-					      .ttfb_ms = -1};
+					      .ttfb_ms = -1,
+					      .zone = api->day_zone};
 	for (size_t k = 0; k < api->n_keys; k++)
 		if (k != p->chosen_key)
 			proxy_store(rec->st, api->keys[k].slot, &sibling, rec->cd, now_ms);
@@ -346,6 +372,7 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, long long estima
 				  .estimate = estimate,
 				  .est_ms = res->at_ms,
 				  .est_day = res->at_day,
+				  .zone = api->day_zone,
 				  .code_class = STORE_CLASS_N,
 				  .latency_ms = -1,
 				  .ttfb_ms = -1};
@@ -402,9 +429,23 @@ proxy_reserve(struct plan *p, const struct config *cfg, const struct config_clie
 			break;
 		proxy_recheck(cfg, p->offer.api[res.chosen], p->offer.key[res.chosen],
 			      p->offer.eps[res.chosen].estimate, &res, st, w);
+		if (p->offer.eps[res.chosen].model != NULL) {
+			const struct store_outcome back = {
+				.estimate = p->offer.eps[res.chosen].estimate,
+				.est_ms = res.at_ms,
+				.est_day = res.at_day,
+				.zone = p->offer.eps[res.chosen].zone,
+				.code_class = STORE_CLASS_N,
+				.latency_ms = -1,
+				.ttfb_ms = -1};
+			struct store_cooldown cd = {cfg->cooldown_failures, cfg->cooldown_seconds,
+						    cfg->recheck_minutes * 60};
+			proxy_store_model(st, p->offer.eps[res.chosen].model->id, &back, &cd,
+					  clock_now_ms());
+		}
 		if (config_client_limited(client)) {
 			/* The client's estimate comes back too; the probe stays
-			 * an attempt of the client's (rule 27). */
+			 * an attempt of the client's (rule 29). */
 			const struct store_outcome back = {.charge = STORE_CHARGE_NONE,
 							   .estimate = ce.estimate,
 							   .est_ms = res.at_ms,

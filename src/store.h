@@ -16,9 +16,19 @@
 
 #include "redis_addr.h"
 
+struct tz_zone;
+
 struct store;
 
 /* One endpoint as the store sees it. */
+/* A model's own limits on a key (apis[].modelLimits; doc/behaviour.md,
+ * Limits and state, rule 27): a second state, id, whose room the key needs
+ * too and which is counted in the same atomic step as the key's. */
+struct store_model {
+	const char *id;
+	long rpm, rpd, tpm, tpd; /* -1 unlimited, 0 off */
+};
+
 struct store_endpoint {
 	const char *id;
 	long rpm; /* -1 unlimited */
@@ -33,6 +43,10 @@ struct store_endpoint {
 	long tpd;
 	/* The tokens this request reserves on it (rule 22): 0 none. */
 	long long estimate;
+	/* Its days' calendar (dayResetTimezone, rule 26): NULL the local one. */
+	const struct tz_zone *zone;
+	/* The requested model's limits on it (rule 27): NULL none. */
+	const struct store_model *model;
 };
 
 /* Why a key is out of rotation (doc/behaviour.md, Key pools). */
@@ -121,6 +135,8 @@ struct store_outcome {
 	long long estimate;
 	int64_t est_ms;
 	long est_day;
+	/* The endpoint's days' calendar (rule 26): NULL the local one. */
+	const struct tz_zone *zone;
 	/* For the metrics. */
 	enum store_class code_class;
 	bool retry;         /* not the request's first attempt */

@@ -470,11 +470,12 @@ out:
 	return rc < 0 ? -1 : 0;
 }
 
-/* The moment of a step, in the calendar of clock.h. */
+/* The moment of a step, in the local calendar (an endpoint's own zone is
+ * applied per endpoint, by limit_now_in). */
 static struct limit_now
 store_gdbm_now(int64_t now_ms)
 {
-	struct limit_now now = {now_ms, clock_local_day(now_ms), clock_ms_to_midnight};
+	struct limit_now now = {now_ms, tz_day(NULL, now_ms), tz_ms_to_midnight, NULL};
 	return now;
 }
 
@@ -555,8 +556,11 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 			return 0;
 		}
 	}
-	for (size_t i = 0; i < c->n; i++)
+	for (size_t i = 0; i < c->n; i++) {
 		c->states[i] = store_codec_find(s, c->eps[i].id);
+		if (c->eps[i].model != NULL)
+			c->states[c->n + i] = store_codec_find(s, c->eps[i].model->id);
+	}
 	if (limit_look(c->states, c->eps, c->n, &c->now, c->room, c->res) == 0)
 		return 0;
 	size_t k = c->pick(c->pick_ctx, c->room, c->n);
@@ -569,11 +573,24 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 		store_gdbm_set_err(err, errlen, "state", "out of memory");
 		return -1;
 	}
-	limit_fit_ring(&e->s, c->eps[k].rpm, c->now.ms);
-	c->res->recheck = limit_count_attempt(&e->s, &c->now);
-	limit_count_tokens(&e->s, c->eps[k].estimate, &c->now);
+	struct limit_now at = limit_now_in(&c->now, c->eps[k].zone);
+	limit_fit_ring(&e->s, c->eps[k].rpm, at.ms);
+	c->res->recheck = limit_count_attempt(&e->s, &at);
+	limit_count_tokens(&e->s, c->eps[k].estimate, &at);
+	if (c->eps[k].model != NULL) {
+		/* The model's entry in the same step (rule 27); e may move. */
+		struct store_endpoint m = limit_model_endpoint(&c->eps[k]);
+		e = store_codec_entry(s, m.id);
+		if (e == NULL || store_codec_ring_room(e, m.rpm) != 0) {
+			store_gdbm_set_err(err, errlen, "state", "out of memory");
+			return -1;
+		}
+		limit_fit_ring(&e->s, m.rpm, at.ms);
+		(void)limit_count_attempt(&e->s, &at);
+		limit_count_tokens(&e->s, m.estimate, &at);
+	}
 	if (c->client != NULL) {
-		/* Under the same lock, in the same record: both or neither. */
+		/* Under the same lock, in the same record: all or none. */
 		struct store_codec_ent *ce = store_codec_entry(s, c->client->id);
 		if (ce == NULL || store_codec_ring_room(ce, c->client->rpm) != 0) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
@@ -584,8 +601,8 @@ store_gdbm_reserve_fn(struct store_codec_rec *s, void *ctx, char *err, size_t er
 		limit_count_tokens(&ce->s, c->client->estimate, &c->now);
 	}
 	c->res->verdict = STORE_RESERVED;
-	c->res->at_ms = c->now.ms;
-	c->res->at_day = c->now.day;
+	c->res->at_ms = at.ms;
+	c->res->at_day = at.day;
 	c->res->chosen = k;
 	return 1;
 }
@@ -597,7 +614,7 @@ store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t 
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
 	bool stack_room[32];
-	const struct limit_state *stack_states[32];
+	const struct limit_state *stack_states[2 * 32];
 	struct store_gdbm_reserve_ctx c = {eps,         n,        client, store_gdbm_now(now_ms),
 					   pick,        pick_ctx, res,    stack_room,
 					   stack_states};
@@ -611,7 +628,7 @@ store_gdbm_reserve(struct store *base, const struct store_endpoint *eps, size_t 
 	}
 	if (n > sizeof(stack_room) / sizeof(stack_room[0])) {
 		c.room = calloc(n, sizeof(*c.room));
-		c.states = calloc(n, sizeof(*c.states));
+		c.states = calloc(2 * n, sizeof(*c.states));
 		if (c.room == NULL || c.states == NULL) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
 			rc = -1;
@@ -644,7 +661,8 @@ store_gdbm_record_fn(struct store_codec_rec *s, void *ctx, char *err, size_t err
 		store_gdbm_set_err(err, errlen, "state", "out of memory");
 		return -1;
 	}
-	limit_record(&e->s, c->o, c->cd, &c->now);
+	struct limit_now at = limit_now_in(&c->now, c->o->zone);
+	limit_record(&e->s, c->o, c->cd, &at);
 	return 1;
 }
 

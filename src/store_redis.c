@@ -518,11 +518,12 @@ store_redis_run(struct store_redis *st, bool script, char *err, size_t errlen)
 	return NULL;
 }
 
-/* The moment of a step, in the calendar of clock.h. */
+/* The moment of a step, in the local calendar (an endpoint's own zone is
+ * applied per endpoint, by limit_now_in). */
 static struct limit_now
 store_redis_now(int64_t now_ms)
 {
-	struct limit_now now = {now_ms, clock_local_day(now_ms), clock_ms_to_midnight};
+	struct limit_now now = {now_ms, tz_day(NULL, now_ms), tz_ms_to_midnight, NULL};
 	return now;
 }
 
@@ -1047,12 +1048,13 @@ store_redis_same(const struct store_redis *x, const struct store_redis *y)
 			  strcmp(x->prefix, y->prefix) == 0 && x->timeout_ms == y->timeout_ms);
 }
 
-/* The slots op names: a change's one, a reservation's candidates and its
- * client's entry. */
+/* The slots op names: a change's one; a reservation's candidates, then
+ * their models' entries (rule 27; SIZE_MAX in idx where a candidate has
+ * none), then its client's entry. */
 static size_t
 store_redis_op_slots(const struct store_redis_op *op)
 {
-	return op->eps == NULL ? 1 : op->n + (op->client != NULL);
+	return op->eps == NULL ? 1 : 2 * op->n + (op->client != NULL);
 }
 
 static void
@@ -1074,17 +1076,22 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	char why[512], what[160];
 
 	for (size_t c = 0; c < store_redis_op_slots(op); c++) {
+		if (idx[op->first + c] == SIZE_MAX) {
+			ptrs[c] = NULL;
+			continue;
+		}
 		const struct store_redis_slot *sl = &states[idx[op->first + c]];
 		if (sl->damaged) {
 			snprintf(what, sizeof(what), "damaged state of endpoint %.80s",
 				 op->eps == NULL ? op->id
 				 : c < op->n     ? op->eps[c].id
+				 : c < 2 * op->n ? op->eps[c - op->n].model->id
 						 : "(a client)");
 			store_redis_set_err(st, why, sizeof(why), what);
 			store_redis_op_fail(op, why);
 			return;
 		}
-		if (c < (op->eps != NULL ? op->n : 1))
+		if (c < (op->eps != NULL ? 2 * op->n : 1))
 			ptrs[c] = &sl->s;
 	}
 	if (op->eps == NULL) {
@@ -1097,7 +1104,8 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	}
 	memset(op->res, 0, sizeof(*op->res));
 	if (op->client != NULL) {
-		int64_t w = limit_wait_ms(&states[idx[op->first + op->n]].s, op->client, &op->now);
+		int64_t w =
+			limit_wait_ms(&states[idx[op->first + 2 * op->n]].s, op->client, &op->now);
 		if (w > 0) {
 			op->res->verdict = STORE_CLIENT_LIMITED;
 			op->res->retry_after_s = limit_retry_after_s(w);
@@ -1113,19 +1121,30 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 		return;
 	}
 	size_t j = idx[op->first + k];
-	limit_fit_ring(&states[j].s, op->eps[k].rpm, op->now.ms);
-	bool recheck = limit_count_attempt(&states[j].s, &op->now);
-	limit_count_tokens(&states[j].s, op->eps[k].estimate, &op->now);
+	struct limit_now at = limit_now_in(&op->now, op->eps[k].zone);
+	limit_fit_ring(&states[j].s, op->eps[k].rpm, at.ms);
+	bool recheck = limit_count_attempt(&states[j].s, &at);
+	limit_count_tokens(&states[j].s, op->eps[k].estimate, &at);
+	dirty[j] = true;
+	if (op->eps[k].model != NULL) {
+		/* The model's entry, committed in the same compare-and-set
+		 * (rule 27). */
+		struct store_endpoint m = limit_model_endpoint(&op->eps[k]);
+		size_t jm = idx[op->first + op->n + k];
+		limit_fit_ring(&states[jm].s, m.rpm, at.ms);
+		(void)limit_count_attempt(&states[jm].s, &at);
+		limit_count_tokens(&states[jm].s, m.estimate, &at);
+		dirty[jm] = true;
+	}
 	op->res->verdict = STORE_RESERVED;
 	op->res->chosen = k;
 	op->res->recheck = recheck;
-	op->res->at_ms = op->now.ms;
-	op->res->at_day = op->now.day;
+	op->res->at_ms = at.ms;
+	op->res->at_day = at.day;
 	op->counted = true;
-	dirty[j] = true;
 	if (op->client != NULL) {
 		/* In the batch's one compare-and-set with the endpoint's. */
-		size_t cj = idx[op->first + op->n];
+		size_t cj = idx[op->first + 2 * op->n];
 		limit_fit_ring(&states[cj].s, op->client->rpm, op->now.ms);
 		limit_count_attempt(&states[cj].s, &op->now);
 		limit_count_tokens(&states[cj].s, op->client->estimate, &op->now);
@@ -1167,8 +1186,15 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 		for (size_t c = 0; c < store_redis_op_slots(op); c++) {
 			const char *id = op->eps == NULL ? op->id
 					 : c < op->n     ? op->eps[c].id
+					 : c < 2 * op->n ? (op->eps[c - op->n].model != NULL
+								    ? op->eps[c - op->n].model->id
+								    : NULL)
 							 : op->client->id;
 			size_t j = 0;
+			if (id == NULL) {
+				idx[op->first + c] = SIZE_MAX; /* no model entry */
+				continue;
+			}
 			while (j < nslots && strcmp(eps[j].id, id) != 0)
 				j++;
 			if (j == nslots)
@@ -1180,7 +1206,7 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 	struct store_redis_slot *sl = store_redis_array(&st->slots, nslots * sizeof(*sl));
 	uint32_t *rings = store_redis_array(&st->rings, nslots * LIMIT_RING_MAX * sizeof(*rings));
 	bool *dirty = store_redis_array(&st->dirty, nslots * sizeof(*dirty));
-	const struct limit_state **ptrs = store_redis_array(&st->ptrs, most * sizeof(*ptrs));
+	const struct limit_state **ptrs = store_redis_array(&st->ptrs, 2 * most * sizeof(*ptrs));
 	bool *room = store_redis_array(&st->room, most * sizeof(*room));
 	if (sl == NULL || rings == NULL || dirty == NULL || ptrs == NULL || room == NULL)
 		goto oom;
@@ -1407,8 +1433,9 @@ static void
 store_redis_record_fn(struct limit_state *s, const void *ctx)
 {
 	const struct store_redis_record_ctx *c = ctx;
+	struct limit_now at = limit_now_in(&c->now, c->o->zone);
 
-	limit_record(s, c->o, c->cd, &c->now);
+	limit_record(s, c->o, c->cd, &at);
 }
 
 static int

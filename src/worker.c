@@ -85,6 +85,7 @@ worker_store_endpoints(const struct config *cfg, struct store_endpoint *eps)
 		eps[i].tpm = cfg->apis[i].tpm;
 		eps[i].tpd = cfg->apis[i].tpd;
 		eps[i].estimate = 0;
+		eps[i].zone = cfg->apis[i].day_zone;
 	}
 }
 
@@ -122,7 +123,8 @@ worker_usage_read(struct store *st, const struct config *cfg, int64_t now, struc
 		const struct config_api *a = &cfg->apis[i];
 		for (size_t k = 0; k < a->n_keys; k++)
 			eps[out->first[i] + k] = (struct store_endpoint){
-				a->keys[k].slot, a->rpm, a->rpd, 0, a->tpm, a->tpd, 0};
+				a->keys[k].slot, a->rpm, a->rpd,      0,   a->tpm,
+				a->tpd,          0,      a->day_zone, NULL};
 	}
 	if (store_read(st, eps, n, now, out->keys, err, errlen) != 0)
 		goto fail;

@@ -36,6 +36,12 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
     S14 token limits (issue 14): tpm exact for 10 requests at once, the window
         slides, tpd rolls over at local midnight, tpm 0 (doc/behaviour.md,
         Limits and state, Token limits)
+    S15 dayResetTimezone (issue 14): America/Los_Angeles with the responder in
+        UTC rolls RPD and tokensToday over at 08:00 UTC in winter, 07:00 UTC in
+        summer, across both 2027 switches (doc/behaviour.md, rule 26)
+    S16 modelLimits (issue 14): a model at its own limit on a key goes to
+        another endpoint or gets 429, another model of the endpoint is still
+        served (doc/behaviour.md, rule 27)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -2018,7 +2024,7 @@ class S14TokenLimits(ClockBase):
         self.assertEqual(st["streamTokens"], "estimate", st)
 
 
-class S15ClientLimits(ClockBase):
+class S17ClientLimits(ClockBase):
     """A client key's own rpm (issue 15; doc/behaviour.md, Limits and state:
     client limits): counted in the same atomic step as the endpoint key's
     slot, across every process. The clock stands still until the test moves
@@ -2081,8 +2087,159 @@ class S15ClientLimits(ClockBase):
         self.assertStatus(one(0), 200)
 
 
+def utc_at(*ymdhms):
+    """Seconds since the epoch of a UTC date and time."""
+    return int(datetime.datetime(*ymdhms, tzinfo=datetime.timezone.utc).timestamp())
+
+
+def iso(t):
+    """t (whole seconds since the epoch) as /v1/status writes a time."""
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class S15DayResetTimezone(ClockBase):
+    """apis[].dayResetTimezone (doc/behaviour.md, Limits and state, rule 26):
+    the endpoint's days are America/Los_Angeles's while the responder runs
+    in UTC. Each case moves the test clock to a moment of 2027 it names and
+    uses endpoints of its own, so the order of the cases does not matter."""
+    gateway_name = "st-clock-utc"
+    gateway_kwargs = {"max_procs": PROCS, "tz": "UTC", "binary": harness.TESTCLOCK_BIN,
+                      "clock": True}
+    ZONE = "America/Los_Angeles"
+
+    def clock_to(self, t):
+        self.gw.advance_clock(t - self.gw.clock_now())
+
+    def two_endpoints(self, name, rpd):
+        """One endpoint on Los Angeles's calendar, one on the local (UTC) one,
+        each serving a model of its own."""
+        la_up, utc_up = self.mock(name + "la", "chat", usage=(11, 7)), self.mock(name + "utc")
+        la, utc = self.uid("la"), self.uid("utc")
+        self.configure([self.api(la, la_up.url, ["m-%s-la" % name], rpd=rpd,
+                                 dayResetTimezone=self.ZONE),
+                        self.api(utc, utc_up.url, ["m-%s-utc" % name], rpd=rpd)])
+        return la, la_up, utc
+
+    def rolls_over_at(self, name, midnight_utc):
+        """2 requests 10 s before Los Angeles's midnight (at midnight_utc),
+        the day's rpd 2 spent, then a new day 2 s after it."""
+        self.clock_to(midnight_utc - 10)
+        la, up, utc = self.two_endpoints(name, 2)
+        model = "m-%s-la" % name
+        self.assertCounts(statuses(self.seq(2, model)), {200: 2}, "2 before midnight")
+        r = self.chat_post(model)
+        self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+        self.assertRetryAfter(r, 1, 11)
+        st = self.status_entry(la)
+        self.assertEqual(st["usage"]["rpd"], 2, st)
+        self.assertEqual(st["tokensToday"]["total"], 36, st)
+        self.assertEqual(st["dayResetsAt"], iso(midnight_utc), st)
+        # The endpoint without a zone keeps the responder's (UTC) midnight.
+        self.assertEqual(self.status_entry(utc)["dayResetsAt"],
+                         iso((midnight_utc // 86400 + 1) * 86400), "UTC endpoint")
+        self.gw.advance_clock(12)
+        st = self.status_entry(la)
+        self.assertEqual(st["usage"]["rpd"], 0, st)
+        self.assertEqual(st["tokensToday"]["total"], 0, st)
+        self.assertEqual(st["dayResetsAt"], iso(midnight_utc + 86400), st)
+        self.assertCounts(statuses(self.seq(3, model)), {200: 2, 429: 1}, "the new day's")
+        self.assertEqual(up.count(), 4)
+
+    def test_a_winter_at_0800_utc(self):
+        self.rolls_over_at("tzw", utc_at(2027, 1, 15, 8))
+
+    def test_b_summer_at_0700_utc(self):
+        self.rolls_over_at("tzs", utc_at(2027, 7, 15, 7))
+
+    def switch_day(self, name, start_utc, hours):
+        """A day of the given length: one request just after its start, the
+        day's rpd 1 spent until its end, a new day after it."""
+        self.clock_to(start_utc + 10)
+        la, up, _ = self.two_endpoints(name, 1)
+        model = "m-%s-la" % name
+        end = start_utc + hours * 3600
+        self.assertStatus(self.chat_post(model), 200)
+        r = self.chat_post(model)
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, hours * 3600 - 10, hours * 3600 - 9)
+        self.assertEqual(self.status_entry(la)["dayResetsAt"], iso(end))
+        self.gw.advance_clock(end - 5 - self.gw.clock_now())
+        r = self.chat_post(model)
+        self.assertStatus(r, 429)
+        self.assertRetryAfter(r, 5, 5)
+        self.gw.advance_clock(7)
+        self.assertStatus(self.chat_post(model), 200)
+        self.assertEqual(up.count(), 2)
+
+    def test_c_spring_forward_day_of_23_hours(self):
+        # 14 March 2027 starts at 08:00 UTC (PST) and ends at 07:00 UTC (PDT).
+        self.switch_day("tzspring", utc_at(2027, 3, 14, 8), 23)
+
+    def test_d_fall_back_day_of_25_hours(self):
+        # 7 November 2027 starts at 07:00 UTC (PDT) and ends at 08:00 UTC (PST).
+        self.switch_day("tzfall", utc_at(2027, 11, 7, 7), 25)
+
+
+class S16ModelLimits(ClockBase):
+    """apis[].modelLimits (doc/behaviour.md, Limits and state, rule 27): a
+    model's own limits per key, on top of the endpoint's, reserved in the
+    same atomic step. The clock stands still until the test moves it."""
+
+    def test_a_the_model_at_its_rpm_another_model_served(self):
+        up = self.mock("ml", "chat", usage=(10, 10))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-ml-a", "m-ml-b"],
+                                 modelMapping={"m-ml-alias": "m-ml-a"},
+                                 modelLimits={"m-ml-a": {"rpm": 1}})])
+        self.assertStatus(self.chat_post("m-ml-a"), 200)
+        for model in ("m-ml-a", "m-ml-alias"):
+            # The alias is sent upstream as m-ml-a: the same model's limit.
+            r = self.chat_post(model)
+            self.assertError(r, 429, "rate_limit_error", "rate_limit_exceeded")
+            self.assertRetryAfter(r, 59, 60)
+        self.assertCounts(statuses(self.seq(3, "m-ml-b")), {200: 3}, "another model")
+        self.assertEqual(up.count(), 4)
+        st = self.status_entry(aid)
+        self.assertEqual(st["usage"]["rpm"], 4, st)
+        self.assertEqual(st["modelLimits"]["m-ml-a"]["limits"],
+                         {"rpm": 1, "rpd": -1, "tpm": -1, "tpd": -1}, st)
+        self.assertEqual(st["modelLimits"]["m-ml-a"]["usage"]["rpm"], 1, st)
+        # A minute later the model has room again.
+        self.gw.advance_clock(61)
+        self.assertStatus(self.chat_post("m-ml-alias"), 200)
+        self.assertEqual(up.count(), 5)
+
+    def test_b_ten_at_once_exactly_rpm(self):
+        # Through each process's own socket in turn: the model's count is
+        # taken with the key's, in one atomic step across the processes.
+        socks = [v for _, v in sorted(self.process_sockets().items())]
+        up = self.mock("mlx", "chat")
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-mlx-a", "m-mlx-b"],
+                                 modelLimits={"m-mlx-a": {"rpm": 3}})])
+
+        def one(i):
+            return harness.fastcgi_request(socks[i % len(socks)], "POST", self.gw.url_path(CHAT),
+                                           body=chat("m-mlx-a"), key=CLIENT_KEY)
+
+        self.assertCounts(statuses(fire_at_once(10, one)), {200: 3, 429: 7},
+                          "model rpm 3, 10 at once")
+        self.assertEqual(up.count(), 3)
+
+    def test_c_the_model_goes_to_another_endpoint(self):
+        up_a, up_b = self.mock("mla"), self.mock("mlb")
+        a, b = self.uid("a"), self.uid("b")
+        self.configure([self.api(a, up_a.url, ["m-mlo"], priority=1,
+                                 modelLimits={"m-mlo": {"rpm": 1}}),
+                        self.api(b, up_b.url, ["m-mlo"])])
+        self.assertCounts(statuses(self.seq(3, "m-mlo")), {200: 3}, "3 of the model")
+        self.assertEqual((up_a.count(), up_b.count()), (1, 2))
+
+
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
-         S13Fallbacks, S14TokenLimits, S15ClientLimits, S05Restart, S06Kill9, S07BrokenState, S08Tokens,
+         S13Fallbacks, S14TokenLimits, S15DayResetTimezone, S16ModelLimits, S17ClientLimits,
+         S05Restart, S06Kill9, S07BrokenState, S08Tokens,
          S09RedisFaults, S10TwoHosts]
 
 

@@ -1975,6 +1975,77 @@ concurrent_acquire_and_reload_are_safe(void **state)
 	config_set_path(NULL);
 }
 
+/* apis[].dayResetTimezone: loaded at load (doc/behaviour.md, Limits and
+ * state, rule 26); an unknown or empty zone is an error naming its path. */
+static void
+day_reset_timezone_is_loaded_or_refused(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	/* The message names the file looked for. */
+	assert_int_equal(setenv("TZDIR", "/usr/share/zoneinfo", 1), 0);
+	assert_int_equal(parse("{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a',"
+			       " 'baseUrl': 'http://h', 'models': ['m'],"
+			       " 'dayResetTimezone': 'America/Los_Angeles'},"
+			       " {'id': 'b', 'baseUrl': 'http://h', 'models': ['m']}]}",
+			       &cfg, &is),
+			 0);
+	assert_string_equal(cfg->apis[0].day_zone_name, "America/Los_Angeles");
+	assert_non_null(cfg->apis[0].day_zone);
+	assert_null(cfg->apis[1].day_zone);
+	config_free(cfg);
+	expect_only_error("'dayResetTimezone': 'Mars/Olympus'", false, "apis[0].dayResetTimezone",
+			  "unknown time zone \"Mars/Olympus\" (no zone file "
+			  "/usr/share/zoneinfo/Mars/Olympus)");
+	expect_only_error("'dayResetTimezone': ''", false, "apis[0].dayResetTimezone",
+			  "expected an IANA time zone name");
+	expect_only_error("'dayResetTimezone': 8", false, "apis[0].dayResetTimezone",
+			  "expected an IANA time zone name");
+}
+
+/* apis[].modelLimits (doc/behaviour.md, Limits and state, rule 27): each
+ * model's limits (-1 unless given) and its state's name on each key. */
+static void
+model_limits_are_read_per_key(void **state)
+{
+	struct config_issues is = {0};
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(
+		parse("{'server': {'apiKey': 'k'}, 'apis': [{'id': 'a',"
+		      " 'baseUrl': 'http://h', 'models': ['m', 'n'], 'apiKey': ['k1', 'k2'],"
+		      " 'modelLimits': {'m': {'rpm': 1, 'tpd': 500}}},"
+		      " {'id': 'b', 'baseUrl': 'http://h', 'models': ['m'],"
+		      " 'modelLimits': {'m': {}}}]}",
+		      &cfg, &is),
+		0);
+	const struct config_api *a = &cfg->apis[0];
+	assert_int_equal(a->n_model_limits, 1);
+	const struct config_model_limit *ml = config_model_limit(a, "m");
+	assert_non_null(ml);
+	assert_null(config_model_limit(a, "n"));
+	assert_true(ml->rpm == 1 && ml->rpd == -1 && ml->tpm == -1 && ml->tpd == 500);
+	for (size_t k = 0; k < 2; k++) {
+		char want[128];
+		fmt(want, sizeof(want), "%s\x1fm", a->keys[k].slot);
+		assert_string_equal(ml->slots[k], want);
+	}
+	ml = config_model_limit(&cfg->apis[1], "m");
+	assert_non_null(ml);
+	assert_string_equal(ml->slots[0], "b\x1fm");
+	assert_true(ml->rpm == -1 && ml->tpd == -1);
+	config_free(cfg);
+	expect_only_error("'modelLimits': []", false, "apis[0].modelLimits",
+			  "expected an object of model names to limits");
+	expect_only_error("'modelLimits': {'m': 1}", false, "apis[0].modelLimits.m",
+			  "expected an object");
+	expect_only_error("'modelLimits': {'m': {'rpm': -2}}", false, "apis[0].modelLimits.m.rpm",
+			  "expected an integer >= -1");
+}
+
 int
 main(void)
 {
@@ -1982,6 +2053,8 @@ main(void)
 		cmocka_unit_test(seed_config_loads_unchanged),
 		cmocka_unit_test(example_config_file_loads_without_problems),
 		cmocka_unit_test(every_default_applies),
+		cmocka_unit_test(day_reset_timezone_is_loaded_or_refused),
+		cmocka_unit_test(model_limits_are_read_per_key),
 		cmocka_unit_test(every_field_is_read),
 		cmocka_unit_test(client_keys_are_read_and_checked),
 		cmocka_unit_test(expiry_dates_and_times_parse),

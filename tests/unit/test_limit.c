@@ -21,15 +21,16 @@
 #define MIN_MS INT64_C(60000)
 
 static int64_t
-test_to_midnight(int64_t ms)
+test_to_midnight(const struct tz_zone *zone, int64_t ms)
 {
+	(void)zone;
 	return DAY_MS - ms % DAY_MS;
 }
 
 static struct limit_now
 at(int64_t ms)
 {
-	struct limit_now now = {ms, (long)(ms / DAY_MS), test_to_midnight};
+	struct limit_now now = {ms, (long)(ms / DAY_MS), test_to_midnight, NULL};
 	return now;
 }
 
@@ -101,7 +102,7 @@ test_counts_and_waits(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(count_cases) / sizeof(count_cases[0]); i++) {
 		const struct count_case *c = &count_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0};
+		const struct store_endpoint ep = {"a", c->rpm, c->rpd, 0, -1, -1, 0, NULL, NULL};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -122,7 +123,7 @@ test_counts_and_waits(void **state)
 static void
 test_clock_set_back_rebases_the_ring(void **state)
 {
-	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0, NULL, NULL};
 	struct held h;
 
 	(void)state;
@@ -162,7 +163,7 @@ test_ring_resized(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(fit_cases) / sizeof(fit_cases[0]); i++) {
 		const struct fit_case *c = &fit_cases[i];
-		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0};
+		const struct store_endpoint ep = {"a", c->rpm_after, -1, 0, -1, -1, 0, NULL, NULL};
 		struct limit_now q = at(c->query);
 		struct held h;
 
@@ -278,8 +279,8 @@ test_look_verdicts(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(look_cases) / sizeof(look_cases[0]); i++) {
 		const struct look_case *c = &look_cases[i];
-		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0},
-						{"b", c->rpm[1], -1, 0, -1, -1, 0}};
+		struct store_endpoint eps[2] = {{"a", c->rpm[0], -1, 0, -1, -1, 0, NULL, NULL},
+						{"b", c->rpm[1], -1, 0, -1, -1, 0, NULL, NULL}};
 		struct limit_now q = at(T0 + 1000);
 		struct held h[2];
 		const struct limit_state *st[2] = {&h[0].s, &h[1].s};
@@ -350,7 +351,7 @@ test_failure_run_and_cooldown(void **state)
 static void
 test_cooldown_expires(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct store_cooldown cd = {1, 30, 0};
 	struct store_outcome fail = {.latency_ms = -1, .ttfb_ms = -1};
 	struct held h;
@@ -454,7 +455,7 @@ static const struct day_case day_cases[] = {
 static void
 test_day_tokens_roll_over_at_midnight(void **state)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct store_cooldown cd = {0, 0, 0};
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -573,7 +574,7 @@ test_reset_zeroes_totals_and_keeps_the_rest(void **state)
 static void
 test_usage_free_in_rounds_up(void **state)
 {
-	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 2, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_usage u;
 	struct held h;
 
@@ -643,7 +644,7 @@ test_key_charges(void **state)
 	for (size_t k = 0; k < sizeof(charge_cases) / sizeof(charge_cases[0]); k++) {
 		const struct charge_case *c = &charge_cases[k];
 		const struct store_cooldown cd = {3, 30, 600};
-		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+		const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 		struct held h;
 		int64_t t = T0;
 
@@ -709,7 +710,7 @@ test_recheck_claimed_once(void **state)
 					       .code_class = STORE_CLASS_N,
 					       .latency_ms = -1,
 					       .ttfb_ms = -1};
-	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 5, -1, 0, -1, -1, 0, NULL, NULL};
 	const struct limit_state *st[1];
 	struct store_reservation res = {.verdict = STORE_RESERVED};
 	struct held h;
@@ -745,9 +746,9 @@ static void
 test_least_recently_used_key_of_each_group(void **state)
 {
 	const struct store_endpoint eps[] = {
-		{"a0", 10, -1, 1, -1, -1, 0}, {"a1", 10, -1, 1, -1, -1, 0},
-		{"a2", 10, -1, 1, -1, -1, 0}, {"b", 10, -1, 0, -1, -1, 0},
-		{"c0", 1, -1, 3, -1, -1, 0},  {"c1", 1, -1, 3, -1, -1, 0}};
+		{"a0", 10, -1, 1, -1, -1, 0, NULL, NULL}, {"a1", 10, -1, 1, -1, -1, 0, NULL, NULL},
+		{"a2", 10, -1, 1, -1, -1, 0, NULL, NULL}, {"b", 10, -1, 0, -1, -1, 0, NULL, NULL},
+		{"c0", 1, -1, 3, -1, -1, 0, NULL, NULL},  {"c1", 1, -1, 3, -1, -1, 0, NULL, NULL}};
 	struct held h[6];
 	const struct limit_state *st[6];
 	struct store_reservation res;
@@ -926,7 +927,7 @@ test_tpm_window(void **state)
 		for (size_t k = 0; k < cases[i].n; k++)
 			tok_reserve(&h, &cases[i].before[k]);
 		const struct store_endpoint ep = {
-			"a", -1, -1, 0, cases[i].tpm, -1, cases[i].estimate};
+			"a", -1, -1, 0, cases[i].tpm, -1, cases[i].estimate, NULL, NULL};
 		struct limit_now q = at(cases[i].query);
 		print_message("%s\n", cases[i].name);
 		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
@@ -1023,7 +1024,8 @@ test_tpd_day(void **state)
 		}
 		limit_count_tokens(&h.s, cases[i].in_flight, &t0);
 		/* tpm far above: only the day decides. */
-		const struct store_endpoint ep = {"a", -1, -1, 0, 1000000, 1000, cases[i].estimate};
+		const struct store_endpoint ep = {
+			"a", -1, -1, 0, 1000000, 1000, cases[i].estimate, NULL, NULL};
 		struct limit_now q = at(cases[i].query);
 		print_message("%s\n", cases[i].name);
 		assert_int_equal(limit_wait_ms(&h.s, &ep, &q), cases[i].wait);
@@ -1036,7 +1038,7 @@ static void
 test_tpm_admits_exactly(void **state)
 {
 	struct held h;
-	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 300};
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 300, NULL, NULL};
 	int admitted = 0;
 
 	(void)state;
@@ -1056,6 +1058,61 @@ test_tpm_admits_exactly(void **state)
 		admitted++;
 	}
 	assert_int_equal(admitted, 3);
+}
+
+/* Rule 27: a candidate with a model's state has room only when both
+ * states have; its wait is the longer. Each row: the key's rpm and
+ * attempts, the model's, what the verdict is. */
+static void
+test_look_model_limits(void **state)
+{
+	static const struct {
+		const char *name;
+		long key_rpm;
+		int key_n;
+		long model_rpm;
+		int model_n;
+		size_t have;
+		long retry_after_s;
+	} rows[] = {
+		{"both with room", 5, 1, 2, 1, 1, 0},
+		{"the model at its rpm", 5, 1, 1, 1, 0, 59},
+		{"the key at its rpm, the model not", 1, 1, 5, 0, 0, 59},
+		{"the model off (rpm 0): until midnight", -1, 0, 0, 0, 0, 43199},
+		{"the model unlimited", 5, 4, -1, 1000, 1, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct store_model model = {"a\x1fm", rows[i].model_rpm, -1, -1, -1};
+		const struct store_endpoint ep = {"a",  rows[i].key_rpm, -1, 0, -1, -1, 0,
+						  NULL, &model};
+		struct limit_now q = at(T0 + 1000);
+		struct held key, mod;
+		const struct limit_state *st[2] = {&key.s, &mod.s};
+		struct store_reservation res = {.verdict = STORE_RESERVED};
+		bool room[1];
+
+		held_init(&key);
+		held_init(&mod);
+		attempts(&key, rows[i].key_rpm, rows[i].key_n, T0, 0);
+		attempts(&mod, rows[i].model_rpm, rows[i].model_n, T0, 0);
+		size_t have = limit_look(st, &ep, 1, &q, room, &res);
+		if (have != rows[i].have || room[0] != (rows[i].have == 1))
+			fail_msg("%s: %zu with room", rows[i].name, have);
+		if (have == 0 &&
+		    (res.verdict != STORE_LIMITED || res.retry_after_s != rows[i].retry_after_s))
+			fail_msg("%s: verdict %d, Retry-After %ld", rows[i].name, (int)res.verdict,
+				 res.retry_after_s);
+	}
+	/* The model's endpoint: its own id and limits, the key's estimate and
+	 * zone, no group and no model of its own. */
+	const struct store_model model = {"a\x1fm", 1, 2, 3, 4};
+	const struct store_endpoint ep = {"a", 10, 20, 7, 30, 40, 99, NULL, &model};
+	struct store_endpoint m = limit_model_endpoint(&ep);
+	assert_string_equal(m.id, "a\x1fm");
+	assert_true(m.rpm == 1 && m.rpd == 2 && m.tpm == 3 && m.tpd == 4);
+	assert_true(m.estimate == 99 && m.group == 0 && m.model == NULL);
 }
 
 int
@@ -1085,6 +1142,7 @@ main(void)
 		cmocka_unit_test(test_tokens_replaced_or_released),
 		cmocka_unit_test(test_tpd_day),
 		cmocka_unit_test(test_tpm_admits_exactly),
+		cmocka_unit_test(test_look_model_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

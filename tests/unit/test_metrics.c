@@ -55,8 +55,8 @@ expect_no_substring(const char *text, const char *s)
 static void
 test_render_families_and_counts(void **state)
 {
-	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0},
-					     {"b", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_usage u[2];
 	const long long rejects[STORE_REJECT_N] = {3, 4, 5, 6};
 
@@ -135,7 +135,7 @@ test_render_families_and_counts(void **state)
 static void
 test_render_escapes_label_values(void **state)
 {
-	const struct store_endpoint eps[] = {{"a\\b\"c\nd é", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a\\b\"c\nd é", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_usage u;
 	const long long rejects[STORE_REJECT_N] = {0};
 

@@ -506,26 +506,23 @@ static void
 test_client_rpm_counts_with_the_endpoint_in_one_step(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0},
-					      {"b", -1, -1, 0, -1, -1, 0}};
-	const struct store_endpoint client = {"\x1e"
-					      "client\x1f"
-					      "1",
-					      2,
-					      -1,
-					      0,
-					      100,
-					      -1,
-					      3};
-	const struct store_endpoint other = {"\x1e"
-					     "client\x1f"
-					     "2",
-					     2,
-					     -1,
-					     0,
-					     -1,
-					     -1,
-					     0};
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+	const struct store_endpoint client = {.id = "\x1e"
+						    "client\x1f"
+						    "1",
+					      .rpm = 2,
+					      .rpd = -1,
+					      .tpm = 100,
+					      .tpd = -1,
+					      .estimate = 3};
+	const struct store_endpoint other = {.id = "\x1e"
+						   "client\x1f"
+						   "2",
+					     .rpm = 2,
+					     .rpd = -1,
+					     .tpm = -1,
+					     .tpd = -1};
 	struct store_reservation res;
 	char err[256];
 
@@ -566,7 +563,7 @@ static void
 test_rpm_allows_exactly_rpm_at_one_instant(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -582,7 +579,7 @@ static void
 test_rpm_window_slides_after_60_seconds(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -601,7 +598,7 @@ static void
 test_rpm_spread_attempts_free_one_by_one(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int64_t i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * 1000, 0);
@@ -621,7 +618,7 @@ static void
 test_rpm_and_rpd_minus_one_are_unlimited(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 1000; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -635,8 +632,8 @@ static void
 test_rpm_zero_or_rpd_zero_is_never_reserved(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint off_rpm = {"a", 0, -1, 0, -1, -1, 0};
-	const struct store_endpoint off_rpd = {"b", -1, 0, 0, -1, -1, 0};
+	const struct store_endpoint off_rpm = {"a", 0, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_endpoint off_rpd = {"b", -1, 0, 0, -1, -1, 0, NULL, NULL};
 	struct pick_log pl = {0};
 	struct store_reservation res;
 	char err[256];
@@ -656,7 +653,7 @@ static void
 test_rpm_lowered_then_raised_between_calls(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i, 0);
@@ -677,7 +674,7 @@ static void
 test_rpm_shrunk_then_grown_still_counts_the_window(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 7; i++)
 		expect_reserved(f->st, &ep, 1, T0 + 500, 0);
@@ -710,7 +707,7 @@ static void
 test_rpm_set_after_unlimited_counts_earlier_attempts(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -734,7 +731,7 @@ static void
 test_read_rpm_used_counts_attempts_before_rpm_was_set(void **state)
 {
 	struct fix *f = *state;
-	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0, 0);
@@ -753,7 +750,7 @@ static void
 test_clock_set_back_holds_back_one_window_at_most(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	const int64_t small = T0 - 20000;
 
 	for (int i = 0; i < 7; i++)
@@ -764,7 +761,7 @@ test_clock_set_back_holds_back_one_window_at_most(void **state)
 	expect_refused(f->st, &ep, 1, T0 + MIN_MS - 1, STORE_LIMITED);
 	expect_reserved(f->st, &ep, 1, T0 + MIN_MS, 0);
 	/* A step back of an hour: the attempts an hour ahead count as gone. */
-	const struct store_endpoint ep2 = {"b", 3, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep2 = {"b", 3, -1, 0, -1, -1, 0, NULL, NULL};
 	for (int i = 0; i < 3; i++)
 		expect_reserved(f->st, &ep2, 1, T0, 0);
 	expect_reserved(f->st, &ep2, 1, T0 - HOUR_MS, 0);
@@ -790,7 +787,7 @@ test_rpm_random_walk_never_exceeds_limit(void **state)
 	int64_t *hist = calloc(N, sizeof(*hist));
 	size_t nh = 0;
 	uint64_t seed = 42;
-	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	int64_t now = T0;
 	size_t reserved = 0, limited = 0;
 
@@ -842,7 +839,7 @@ static void
 test_rpd_limits_within_a_local_day_until_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0, NULL, NULL};
 
 	for (int64_t i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, T0 + i * HOUR_MS, 0);
@@ -861,7 +858,7 @@ static void
 test_rpd_rolls_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0, NULL, NULL};
 
 	for (int i = 0; i < 5; i++)
 		expect_reserved(f->st, &ep, 1, TOKYO_MIDNIGHT - 10000, 0);
@@ -879,7 +876,7 @@ static void
 test_rpd_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, 5, 0, -1, -1, 0, NULL, NULL};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -898,7 +895,7 @@ test_cooldown_starts_after_failures_in_a_row(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -924,10 +921,10 @@ test_cooldown_other_candidate_still_picked(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
-					     {"b", -1, -1, 0, -1, -1, 0},
-					     {"c", -1, -1, 0, -1, -1, 0},
-					     {"d", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"c", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"d", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
 	char err[256];
@@ -955,7 +952,7 @@ test_cooldown_success_clears_the_run(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {3, 30, 0};
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -981,8 +978,8 @@ test_cooldown_failures_extend_it_and_zero_seconds_disable_it(void **state)
 	struct fix *f = *state;
 	const struct store_cooldown cd = {2, 30, 0};
 	const struct store_cooldown cd_off = {2, 0, 0};
-	const struct store_endpoint a = {"a", -1, -1, 0, -1, -1, 0};
-	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint a = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	record_failure(f->st, "a", &cd, T0);
 	record_failure(f->st, "a", &cd, T0);
@@ -1003,9 +1000,9 @@ test_limited_and_cooling_gives_limited_with_earliest_retry(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
-	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0},
-					     {"b", -1, -1, 0, -1, -1, 0},
-					     {"c", 1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"c", 1, -1, 0, -1, -1, 0, NULL, NULL}};
 
 	expect_reserved(f->st, &eps[0], 1, T0, 0);
 	expect_reserved(f->st, &eps[2], 1, T0 + 20000, 0);
@@ -1027,9 +1024,12 @@ test_pick_is_offered_only_endpoints_with_room(void **state)
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
 	const struct store_endpoint eps[] = {
-		{"rpm-full", 1, -1, 0, -1, -1, 0}, {"cooling", -1, -1, 0, -1, -1, 0},
-		{"rpd-full", -1, 1, 0, -1, -1, 0}, {"free", 5, 5, 0, -1, -1, 0},
-		{"off", 0, -1, 0, -1, -1, 0},      {"free2", -1, -1, 0, -1, -1, 0},
+		{"rpm-full", 1, -1, 0, -1, -1, 0, NULL, NULL},
+		{"cooling", -1, -1, 0, -1, -1, 0, NULL, NULL},
+		{"rpd-full", -1, 1, 0, -1, -1, 0, NULL, NULL},
+		{"free", 5, 5, 0, -1, -1, 0, NULL, NULL},
+		{"off", 0, -1, 0, -1, -1, 0, NULL, NULL},
+		{"free2", -1, -1, 0, -1, -1, 0, NULL, NULL},
 	};
 	struct pick_log pl = {.want = 0};
 	struct store_reservation res;
@@ -1061,8 +1061,8 @@ static void
 test_pick_returning_a_roomless_endpoint_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0},
-					     {"b", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_reservation res;
 	size_t calls = 0;
 	char err[256] = "";
@@ -1106,7 +1106,8 @@ test_reserve_among_many_candidates(void **state)
 
 	for (int i = 0; i < N; i++) {
 		snprintf(ids[i], sizeof(ids[i]), "e%d", i);
-		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1, 0, -1, -1, 0};
+		eps[i] = (struct store_endpoint){ids[i], i % 2 ? 1 : -1, -1,  0, -1, -1,
+						 0,      NULL,           NULL};
 	}
 	for (int i = 0; i < N; i++)
 		if (i % 2)
@@ -1130,9 +1131,9 @@ test_read_reports_usage(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {2, 100, 0};
-	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0},
-					     {"b", 10, 100, 0, -1, -1, 0},
-					     {"new", 1, 1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0, NULL, NULL},
+					     {"b", 10, 100, 0, -1, -1, 0, NULL, NULL},
+					     {"new", 1, 1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_usage u[3];
 	char err[256];
 
@@ -1179,7 +1180,7 @@ static void
 test_record_adds_tokens_only_with_usage_and_requests_only_when_served(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_outcome o;
 
 	/* Served, no usage: a request without tokens. */
@@ -1234,7 +1235,7 @@ static void
 test_metrics_count_classes_retries_and_latency_buckets(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_outcome o;
 
 	for (int i = 0; i < 6; i++)
@@ -1286,7 +1287,7 @@ test_metrics_count_classes_retries_and_latency_buckets(void **state)
 	assert_int_equal(u.answers[STORE_CLASS_2XX], 2);
 	expect_hist(&u.latency, lat, 4, 50 + 51 + 300000 + 300001);
 	/* An endpoint never seen reads all zero. */
-	const struct store_endpoint other = {"b", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint other = {"b", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const long long none[STORE_HIST_N] = {0};
 	u = read_one(f->st, &other, T0);
 	assert_int_equal(u.attempts, 0);
@@ -1341,7 +1342,7 @@ test_metrics_rejections_counted_by_reason(void **state)
 	for (size_t i = 0; i < STORE_REJECT_N; i++)
 		assert_int_equal(n[i], (long long)i + 1);
 	/* An endpoint's counters are not touched. */
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	assert_int_equal(read_one(f->st, &ep, T0).attempts, 0);
 }
 
@@ -1350,8 +1351,8 @@ test_reset_tokens_of_one_and_of_all_keeps_counters(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {5, 30, 0};
-	const struct store_endpoint eps[] = {{"a", 10, 10, 0, -1, -1, 0},
-					     {"b", 10, 10, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 10, 10, 0, -1, -1, 0, NULL, NULL},
+					     {"b", 10, 10, 0, -1, -1, 0, NULL, NULL}};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -1403,7 +1404,7 @@ static void
 test_token_totals_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1458,7 +1459,7 @@ static void
 test_tokens_today_roll_over_at_local_midnight(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	record_tokens(f->st, "a", 1, 2, T0);
 	record_tokens(f->st, "a", 10, 20, T0 + HOUR_MS);
@@ -1488,7 +1489,7 @@ test_tokens_today_roll_over_at_local_midnight(void **state)
 	u = read_one(f->st, &ep, TOKYO_MIDNIGHT + 24 * HOUR_MS);
 	expect_today(&u, 0, 0, 0);
 	/* Each endpoint has its own. */
-	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint b = {"b", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	record_tokens(f->st, "b", 7, 0, TOKYO_MIDNIGHT + 4000);
 	u = read_one(f->st, &b, TOKYO_MIDNIGHT + 5000);
 	expect_today(&u, 7, 0, 7);
@@ -1501,7 +1502,7 @@ static void
 test_tokens_today_day_follows_tz(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	assert_int_equal(setenv("TZ", "UTC", 1), 0);
 	tzset();
@@ -1523,8 +1524,8 @@ static void
 test_reset_tokens_keeps_tokens_today(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
-					     {"b", -1, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 5, 6, T0);
@@ -1553,7 +1554,7 @@ static void
 test_tokens_today_saturate(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	const long long max = 1LL << 60;
 	struct store_outcome o = {.success = true,
 				  .has_usage = true,
@@ -1625,8 +1626,8 @@ static void
 test_damaged_record_fails_and_counts_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", 7, -1, 0, -1, -1, 0},
-					     {"b", 7, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", 7, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", 7, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_outcome ok = {.success = true, .served = true};
 	struct store_usage u[2];
 	char err[256] = "";
@@ -1685,7 +1686,7 @@ static void
 test_version_2_record_is_read_and_upgraded(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, 9, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, 9, 0, -1, -1, 0, NULL, NULL};
 	struct {
 		struct v2_head h;
 		struct v2_ent e;
@@ -1777,7 +1778,7 @@ static void
 test_version_3_record_keeps_its_counts_as_the_one_key(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 2, 9, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 2, 9, 0, -1, -1, 0, NULL, NULL};
 	struct {
 		struct v2_head h;
 		struct v3_ent e;
@@ -1894,7 +1895,7 @@ static void
 test_version_4_record_keeps_its_counts(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 2, 9, 0, 1000, 100000, 300};
+	const struct store_endpoint ep = {"a", 2, 9, 0, 1000, 100000, 300, NULL, NULL};
 	struct {
 		struct v2_head h;
 		struct v4_ent e;
@@ -1984,8 +1985,8 @@ static void
 test_tokens_today_survive_a_reboot(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0},
-					     {"bb", 3, 9, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"bb", 3, 9, 0, -1, -1, 0, NULL, NULL}};
 	char err[256] = "";
 
 	record_tokens(f->st, "a", 3, 4, T0);
@@ -2012,7 +2013,7 @@ static void
 test_torn_file_copy_loses_nothing(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	char err[256] = "";
 
 	/* Each step synced: sequence 3 is in state.1, sequence 2 in state.0. */
@@ -2054,7 +2055,7 @@ static void
 test_live_copy_of_another_boot_is_not_used(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	char err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
@@ -2078,7 +2079,7 @@ static void
 test_sync_writes_the_file_only_when_behind(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct stat a, b;
 	char err[256] = "";
 
@@ -2134,7 +2135,7 @@ static void
 test_state_file_replaced_by_garbage_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -2305,7 +2306,7 @@ static void
 test_state_file_turned_symlink_fails_calls(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	char moved[160], err[256] = "";
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
@@ -2360,7 +2361,7 @@ test_reopen_keeps_the_state(void **state)
 {
 	struct fix *f = *state;
 	const struct store_cooldown cd = {1, 30, 0};
-	const struct store_endpoint ep = {"a", 3, 10, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 3, 10, 0, -1, -1, 0, NULL, NULL};
 	struct store_outcome ok = {.served = true,
 				   .success = true,
 				   .has_usage = true,
@@ -2391,7 +2392,7 @@ static void
 test_two_handles_see_each_others_counts(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	char err[256] = "";
 	struct store *st2 = store_open(f->path, err, sizeof(err));
 
@@ -2445,7 +2446,7 @@ static void
 test_threads_share_the_limit(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0, NULL, NULL};
 	enum { THREADS = 4 };
 	pthread_t tid[THREADS];
 	struct thread_arg args[THREADS];
@@ -2509,7 +2510,7 @@ run_children(const char *path, int procs, child_fn fn, int arg)
 static long
 child_reserve_rpm_1000(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0, NULL, NULL};
 	char err[256];
 	long reserved = 0;
 	struct store *st = store_open(path, err, sizeof(err));
@@ -2534,7 +2535,7 @@ child_reserve_rpm_1000(const char *path, int calls, int *failed)
 static long
 child_reserve_record_unlimited(const char *path, int calls, int *failed)
 {
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
 				   .has_usage = true,
@@ -2568,7 +2569,7 @@ static void
 test_fork_4x500_reserve_rpm_1000_gives_exactly_1000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0, NULL, NULL};
 
 	assert_int_equal(run_children(f->path, 4, child_reserve_rpm_1000, 500), 1000);
 	assert_int_equal(expect_refused(f->st, &ep, 1, T0, STORE_LIMITED), 60);
@@ -2581,7 +2582,7 @@ static void
 test_fork_8x250_reserve_and_record_counts_2000(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 
 	assert_int_equal(run_children(f->path, 8, child_reserve_record_unlimited, 250), 2000);
 	struct store_usage u = read_one(f->st, &ep, T0);
@@ -2605,8 +2606,8 @@ static void *
 thread_reserve_record(void *p)
 {
 	struct cycle_arg *a = p;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0},
-					      {"b", 500, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", 500, -1, 0, -1, -1, 0, NULL, NULL}};
 	const struct store_outcome ok = {.success = true,
 					 .served = true,
 					 .has_usage = true,
@@ -2670,8 +2671,8 @@ static void
 test_fork_4x8_threads_reserve_and_record_exactly(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0},
-					      {"b", 500, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[2] = {{"a", 500, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", 500, -1, 0, -1, -1, 0, NULL, NULL}};
 
 	assert_int_equal(run_children(f->path, 4, child_threads, 40), 1000);
 	for (size_t i = 0; i < 2; i++) {
@@ -2729,9 +2730,9 @@ test_killed_process_loses_nothing(void **state)
 {
 	struct fix *f = *state;
 	/* Small records, and large ones (a full-size RPM ring). */
-	const struct store_endpoint eps[] = {{"small", -1, -1, 0, -1, -1, 0},
-					     {"ring", 2000000, -1, 0, -1, -1, 0},
-					     {"mid", 50000, -1, 0, -1, -1, 0}};
+	const struct store_endpoint eps[] = {{"small", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"ring", 2000000, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"mid", 50000, -1, 0, -1, -1, 0, NULL, NULL}};
 	enum { N = 3, KILLS = 25 };
 	long want_r[N] = {0}, want_w[N] = {0};
 	uint64_t seed = 7;
@@ -2867,7 +2868,7 @@ static void
 test_redis_script_sent_whole_after_noscript(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 
 	expect_reserved(f->st, &ep, 1, T0, 0);
 	assert_true(redis_admin2("SCRIPT", "FLUSH"));
@@ -2886,7 +2887,7 @@ static void
 test_redis_restarted_server_is_reconnected(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_reservation res;
 	char err[256] = "", want[64];
 
@@ -2936,7 +2937,7 @@ static void
 test_redis_stalled_server_bounded_by_timeout(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_options o = {NULL, 200, false};
 	struct store_reservation res;
 	char err[256] = "";
@@ -2987,7 +2988,7 @@ static void *
 thread_reserve_once(void *p)
 {
 	struct stall_arg *a = p;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_reservation res;
 	int64_t t0 = mono_ms();
 
@@ -3003,7 +3004,7 @@ static void
 test_redis_stalled_server_bounds_every_waiting_thread(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_options o = {NULL, 200, false};
 	enum { THREADS = 8 };
 	struct stall_arg args[THREADS];
@@ -3039,7 +3040,7 @@ static void
 test_redis_prefixes_keep_stores_apart(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 3, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_options oa = {"gw-a:", 0, false}, ob = {"gw-b:", 0, false};
 	struct store_outcome ok = {.success = true,
 				   .served = true,
@@ -3076,7 +3077,7 @@ static void
 test_redis_down_at_open_fails_each_call(void **state)
 {
 	(void)state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_reservation res;
 	struct store_usage u;
 	char addr[64], err[256] = "";
@@ -3102,7 +3103,7 @@ static void
 test_redis_password_and_database(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	const char *set_pass[] = {"CONFIG", "SET", "requirepass", "s3cr@t/pw"};
 	const char *clear_pass[] = {"CONFIG", "SET", "requirepass", ""};
 	char addr[160], err[256] = "";
@@ -3194,7 +3195,7 @@ static void
 test_redis_readonly_handle_refuses_writes(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 7, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_outcome ok = {.success = true};
 	struct store_reservation res;
 	char err[256] = "";
@@ -3265,7 +3266,7 @@ static void
 test_redis_killed_or_paused_mid_commit_leaves_whole_states(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0};
+	const struct store_endpoint ep = {"a", 1000, -1, 0, -1, -1, 0, NULL, NULL};
 	enum { PROCS = 4 };
 	pid_t pids[PROCS];
 	long got[128] = {0};
@@ -3644,8 +3645,8 @@ static void
 test_redis_layout_1_is_converted_keeping_every_count(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0},
-				    b = {"b", 2000, -1, 0, -1, -1, 0};
+	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0, NULL, NULL},
+				    b = {"b", 2000, -1, 0, -1, -1, 0, NULL, NULL};
 	long long rej[STORE_REJECT_N];
 	char err[256] = "";
 
@@ -3708,8 +3709,8 @@ static void
 test_redis_layout_1_not_converted_by_a_readonly_handle(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0},
-				    b = {"b", 2000, -1, 0, -1, -1, 0};
+	const struct store_endpoint a = {"a", 5, 100, 0, -1, -1, 0, NULL, NULL},
+				    b = {"b", 2000, -1, 0, -1, -1, 0, NULL, NULL};
 	struct store_usage u;
 	char err[256] = "";
 
@@ -3731,7 +3732,7 @@ static void
 test_redis_unknown_layout_is_refused(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 5, -1, 0, -1, -1, 0};
+	const struct store_endpoint a = {"a", 5, -1, 0, -1, -1, 0, NULL, NULL};
 	const char *argv[] = {"HSET", STORE_DEFAULT_PREFIX "meta", "format", "3"};
 	struct store_usage u;
 	char err[256] = "";
@@ -3771,7 +3772,7 @@ static void
 test_redis_layout_1_converted_once_by_processes_starting_together(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint a = {"a", 10, -1, 0, -1, -1, 0};
+	const struct store_endpoint a = {"a", 10, -1, 0, -1, -1, 0, NULL, NULL};
 	enum { PROCS = 6 };
 	pid_t pids[PROCS];
 	int go[2];
@@ -3873,7 +3874,7 @@ static void
 test_redis_layout_1_counts_made_during_the_conversion_are_kept(void **state)
 {
 	struct fix *f = *state;
-	const struct store_endpoint c = {"c", -1, -1, 0, -1, -1, 0};
+	const struct store_endpoint c = {"c", -1, -1, 0, -1, -1, 0, NULL, NULL};
 	long got = 0;
 	int p[2];
 	char buf[256], err[256] = "";
