@@ -135,8 +135,8 @@ MOCK_ERROR_BODY = json.dumps({"error": {"message": "injected failure", "type": "
                                         "code": MOCK_ERROR_CODE}}).encode()
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z (debug|info|warn|error) "
                       r"api-together\[\d+\]: (.*)$")
-LOG_CHAT = re.compile(r"^POST /v1/chat/completions model=(\S+) tried=\S+ status=(\d+) "
-                      r"attempts=\d+ ms=\d+$")
+LOG_CHAT = re.compile(r"^POST /v1/chat/completions model=(\S+)(?: fallback=\S+)? tried=\S+ "
+                      r"status=(\d+) attempts=\d+ ms=\d+(?: client=\S+)?$")
 RPM_LIMIT = 30
 RPD_LIMIT = 100
 
