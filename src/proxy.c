@@ -13,6 +13,7 @@
 #include "response.h"
 #include "route.h"
 #include "store.h"
+#include "tz.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -197,7 +198,12 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		co.code_class = STORE_CLASS_N;
 		co.retry = false;
 		co.latency_ms = co.ttfb_ms = -1;
-		co.zone = NULL; /* the client's day is the responder's */
+		/* The client's day is the responder's: its estimate was
+		 * reserved in the local day of the reservation's time, which
+		 * differs from the endpoint's (at_day) when the endpoint has a
+		 * dayResetTimezone (rule 26). */
+		co.zone = NULL;
+		co.est_day = tz_day(NULL, co.est_ms);
 		proxy_store(rec->st, rec->client->slot, &co, rec->cd, now_ms);
 	}
 	if (charge != STORE_CHARGE_RUN || !call->failure)

@@ -78,6 +78,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -1215,3 +1216,33 @@ Include "{dir}/snippet.conf"
         finally:
             conn.close()
         return res
+
+
+class Checks:
+    """Named checks of a script-style test (one long scenario, not unittest
+    cases), printed as TAP: checks.add(name, ok, diag) as it goes, then
+    checks.run(main) runs main, counts a crash as one failed check with its
+    reason, prints the plan and exits 0 only when every check passed."""
+
+    def __init__(self):
+        self.results = []
+
+    def add(self, name, ok, diag=""):
+        self.results.append((name, bool(ok), diag))
+        return bool(ok)
+
+    def all_passed(self):
+        return all(ok for _, ok, _ in self.results)
+
+    def run(self, main, what):
+        try:
+            main()
+        except Exception as e:  # a crash is one failed check, with its reason
+            self.add("%s runs to the end" % what, False, repr(e))
+        for i, (name, ok, diag) in enumerate(self.results, 1):
+            print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
+            if not ok and diag:
+                for line in str(diag).splitlines():
+                    print("# " + line)
+        print("1..%d" % len(self.results))
+        sys.exit(0 if self.results and self.all_passed() else 1)

@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import LIGHTTPD, free_port  # noqa: E402
+from harness import LIGHTTPD, Checks, free_port  # noqa: E402
 from mock_upstream import MockUpstream  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,11 +25,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 # (a configured source tree refuses a second, out-of-tree configure).
 BUILDDIR = os.environ.get("API_TOGETHER_BUILDDIR", TOP)
 
-results = []
-
-
-def check(name, ok, diag=""):
-    results.append((name, bool(ok), diag))
+checks = Checks()
+check = checks.add
 
 
 def run(cmd, cwd, log):
@@ -146,19 +143,9 @@ def main():
                 pass
             lighttpd.wait(timeout=10)
         mock.stop()
-        if all(ok for _, ok, _ in results):
+        if checks.all_passed():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a crash is one failed test, with its reason
-        check("install test runs to the end", False, repr(e))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok and diag:
-            for line in str(diag).splitlines():
-                print("# " + line)
-    print("1..%d" % len(results))
-    sys.exit(0 if results and all(ok for _, ok, _ in results) else 1)
+    checks.run(main, "install test")

@@ -33,7 +33,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import free_port  # noqa: E402
+from harness import Checks, free_port  # noqa: E402
 from test_status_page import chromium, chromium_missing  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,12 +47,8 @@ NOT_IN_A_CLONE = ("configure", "Makefile.in", "aclocal.m4", "build-aux")
 # back anywhere arrives in one piece; the slack is for a loaded machine.
 STREAM_SPREAD_S = 0.4
 
-results = []
-
-
-def check(name, ok, diag=""):
-    results.append((name, bool(ok), diag))
-    return bool(ok)
+checks = Checks()
+check = checks.add
 
 
 def readme_curls(readme):
@@ -342,21 +338,11 @@ def main():
             proc.wait(timeout=10)
         if terminal is not None:
             os.close(terminal)
-        if all(ok for _, ok, _ in results):
+        if checks.all_passed():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print("# kept for a look: %s" % tmp)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a crash is one failed test, with its reason
-        check("quickstart test runs to the end", False, repr(e))
-    for i, (name, ok, diag) in enumerate(results, 1):
-        print("%s %d - %s" % ("ok" if ok else "not ok", i, name))
-        if not ok and diag:
-            for line in str(diag).splitlines():
-                print("# " + line)
-    print("1..%d" % len(results))
-    sys.exit(0 if results and all(ok for _, ok, _ in results) else 1)
+    checks.run(main, "quickstart test")

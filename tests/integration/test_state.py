@@ -2180,6 +2180,23 @@ class S15DayResetTimezone(ClockBase):
         # 7 November 2027 starts at 07:00 UTC (PDT) and ends at 08:00 UTC (PST).
         self.switch_day("tzfall", utc_at(2027, 11, 7, 7), 25)
 
+    def test_e_client_tpd_on_its_own_day(self):
+        # 03:00 UTC: still the day before in Los Angeles. A client with a
+        # tpd reserves each request's estimate (300) in the responder's
+        # (UTC) day; the answer's 18 tokens replace it there, whatever the
+        # endpoint's calendar. Were the estimates left in flight, the 4th
+        # request would be refused (3 x 318 + 300 > 1000).
+        self.clock_to(utc_at(2027, 1, 15, 3))
+        up = self.mock("tzcl", "chat", usage=(11, 7))
+        dave = new_key()
+        self.configure([self.api(self.uid("la"), up.url, ["m-tzcl"],
+                                 dayResetTimezone=self.ZONE)],
+                       apiKeys=[{"key": dave, "name": "dave", "tpd": 1000}])
+        for i in range(6):
+            r = self.post(CHAT, chat_of_estimate("m-tzcl", 300), key=dave)
+            self.assertStatus(r, 200)
+        self.assertEqual(up.count(), 6)
+
 
 class S16ModelLimits(ClockBase):
     """apis[].modelLimits (doc/behaviour.md, Limits and state, rule 27): a
