@@ -1579,6 +1579,35 @@ test_tokens_today_saturate(void **state)
 	assert_true(u.prompt_tokens == max);
 }
 
+/* The answers counted from their estimate (rule 24) are counted per key
+ * in the store, and a token reset keeps them (a metrics' counter). */
+static void
+test_estimated_answers_are_counted(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 0, NULL, NULL};
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .total_tokens = 40,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	char err[256] = "";
+
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o.estimated = true;
+	record(f->st, "a", &o, &no_cooldown, T0);
+	record(f->st, "a", &o, &no_cooldown, T0);
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.estimated_answers, 2);
+	assert_int_equal(u.total_tokens, 120);
+	assert_int_equal(store_reset_tokens(f->st, NULL, err, sizeof(err)), 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.estimated_answers, 2);
+	assert_int_equal(u.total_tokens, 0);
+}
+
 #ifndef TEST_STORE_REDIS
 /* --- The file (GDBM only) --- */
 
@@ -4068,6 +4097,7 @@ main(void)
 		T(test_tokens_today_day_follows_tz),
 		T(test_reset_tokens_keeps_tokens_today),
 		T(test_tokens_today_saturate),
+		T(test_estimated_answers_are_counted),
 		T(test_clock_set_back_holds_back_one_window_at_most),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
