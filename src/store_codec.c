@@ -37,8 +37,7 @@ struct store_codec_head {
 	(offsetof(struct limit_state, tok_sec) - offsetof(struct limit_state, key_state))
 #define STORE_CODEC_ENT_TOK                                                                        \
 	(offsetof(struct limit_state, est_answers) - offsetof(struct limit_state, tok_sec))
-#define STORE_CODEC_ENT_V6                                                                         \
-	(sizeof(struct limit_state) - offsetof(struct limit_state, est_answers))
+#define STORE_CODEC_ENT_V6 (sizeof(struct limit_state) - offsetof(struct limit_state, est_answers))
 
 /* The block is copied whole: it must hold no padding, and be what it was. */
 _Static_assert(offsetof(struct limit_state, ring_len) ==
@@ -218,8 +217,8 @@ store_codec_check(const char *p, size_t len, uint64_t *seq)
 	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
 	if (h.magic != STORE_CODEC_MAGIC ||
 	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V5 &&
-	     h.version != STORE_CODEC_VERSION_V4 &&
-	     h.version != STORE_CODEC_VERSION_V3 && h.version != STORE_CODEC_VERSION_V2) ||
+	     h.version != STORE_CODEC_VERSION_V4 && h.version != STORE_CODEC_VERSION_V3 &&
+	     h.version != STORE_CODEC_VERSION_V2) ||
 	    h.size != len || tail != h.seq || h.n > 1000000)
 		return -1;
 	*seq = h.seq;
