@@ -144,13 +144,15 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 			"until", ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(),
 			"reason",
 			ks != STORE_KEY_ACTIVE ? json_string(api_key_reasons[ks]) : json_null(),
-			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd", (json_int_t)u[k].rpd_used,
-			"tpm", (json_int_t)u[k].tpm_used, "tpd", (json_int_t)u[k].tpd_used);
-		/* Its answers counted from their estimate (Forwarding: a
-		 * stream's usage), where streamTokens is shown. */
+			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd",
+			(json_int_t)u[k].rpd_used);
+		/* Its tokens, and its answers counted from their estimate
+		 * (Forwarding: a stream's usage), where the endpoint shows them. */
 		if (o != NULL && api_token_limited(a) &&
-		    json_object_set_new(o, "estimatedAnswers",
-					json_integer((json_int_t)u[k].estimated_answers)) != 0) {
+		    (api_add_tokens(json_object_get(o, "usage"), u[k].tpm_used, u[k].tpd_used) !=
+			     0 ||
+		     json_object_set_new(o, "estimatedAnswers",
+					 json_integer((json_int_t)u[k].estimated_answers)) != 0)) {
 			json_decref(o);
 			o = NULL;
 		}
