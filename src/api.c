@@ -144,8 +144,18 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 			"until", ks != STORE_KEY_ACTIVE ? json_string(until) : json_null(),
 			"reason",
 			ks != STORE_KEY_ACTIVE ? json_string(api_key_reasons[ks]) : json_null(),
-			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd", (json_int_t)u[k].rpd_used,
-			"tpm", (json_int_t)u[k].tpm_used, "tpd", (json_int_t)u[k].tpd_used);
+			"usage", "rpm", (json_int_t)u[k].rpm_used, "rpd",
+			(json_int_t)u[k].rpd_used);
+		/* Its tokens, and its answers counted from their estimate
+		 * (Forwarding: a stream's usage), where the endpoint shows them. */
+		if (o != NULL && api_token_limited(a) &&
+		    (api_add_tokens(json_object_get(o, "usage"), u[k].tpm_used, u[k].tpd_used) !=
+			     0 ||
+		     json_object_set_new(o, "estimatedAnswers",
+					 json_integer((json_int_t)u[k].estimated_answers)) != 0)) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (o == NULL || json_array_append_new(keys, o) != 0) {
 			json_decref(keys);
 			return NULL;
@@ -190,51 +200,63 @@ api_config_json(void)
 			 rejected);
 }
 
+/* The four limits, or usage against them, as /v1/status shows them. */
+static json_t *
+api_four_json(long long rpm, long long rpd, long long tpm, long long tpd)
+{
+	return json_pack("{s:I,s:I,s:I,s:I}", "rpm", (json_int_t)rpm, "rpd", (json_int_t)rpd, "tpm",
+			 (json_int_t)tpm, "tpd", (json_int_t)tpd);
+}
+
 /* apis[].modelLimits as /v1/status shows them (Limits and state, rule
- * 27): per model its limits and its usage summed over the keys. NULL when
- * memory runs out or the store cannot be read. */
+ * 27): per model its limits, its usage summed over the keys and each
+ * key's. NULL when memory runs out or the store cannot be read. */
 static json_t *
 api_model_limits_json(struct store *st, const struct config_api *a, int64_t now)
 {
-	size_t nk = a->n_keys > 0 ? a->n_keys : 1;
-	struct store_endpoint *eps = calloc(nk, sizeof(*eps));
-	struct store_usage *u = calloc(nk, sizeof(*u));
+	size_t nk = a->n_keys;
+	struct store_usage *u = NULL;
 	json_t *out = json_object();
 	char err[300];
 
-	if (st == NULL || eps == NULL || u == NULL || out == NULL)
+	if (st == NULL || out == NULL)
 		goto fail;
+	if (worker_model_usage_read(st, a, now, &u, err, sizeof(err)) != 0) {
+		log_error("%s cannot be read: %s", store_what(st), err);
+		goto fail;
+	}
 	for (size_t m = 0; m < a->n_model_limits; m++) {
 		const struct config_model_limit *ml = &a->model_limits[m];
+		const struct store_usage *mu = u + m * nk;
 		struct store_usage sum = {0};
-		for (size_t k = 0; k < nk; k++)
-			eps[k] = (struct store_endpoint){.id = ml->slots[k],
-							 .rpm = ml->rpm,
-							 .rpd = ml->rpd,
-							 .tpm = ml->tpm,
-							 .tpd = ml->tpd,
-							 .zone = a->day_zone};
-		if (store_read(st, eps, nk, now, u, err, sizeof(err)) != 0) {
-			log_error("%s cannot be read: %s", store_what(st), err);
-			goto fail;
+		json_t *keys = json_array();
+		for (size_t k = 0; keys != NULL && k < nk; k++) {
+			char shown[16];
+			limit_usage_add(&sum, &mu[k], k == 0);
+			snprintf(shown, sizeof(shown), "\u2026%s", a->keys[k].tail);
+			json_t *ko = json_pack("{s:s,s:o}", "key", shown, "usage",
+					       api_four_json(mu[k].rpm_used, mu[k].rpd_used,
+							     mu[k].tpm_used, mu[k].tpd_used));
+			if (ko == NULL || json_array_append_new(keys, ko) != 0) {
+				json_decref(keys);
+				keys = NULL;
+			}
 		}
-		for (size_t k = 0; k < nk; k++)
-			limit_usage_add(&sum, &u[k], k == 0);
-		json_t *o =
-			json_pack("{s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I}}", "limits", "rpm",
-				  (json_int_t)ml->rpm, "rpd", (json_int_t)ml->rpd, "tpm",
-				  (json_int_t)ml->tpm, "tpd", (json_int_t)ml->tpd, "usage", "rpm",
-				  (json_int_t)sum.rpm_used, "rpd", (json_int_t)sum.rpd_used, "tpm",
-				  (json_int_t)sum.tpm_used, "tpd", (json_int_t)sum.tpd_used);
+		json_t *o = keys == NULL
+				    ? NULL
+				    : json_pack("{s:o,s:o,s:o}", "limits",
+						api_four_json(ml->rpm, ml->rpd, ml->tpm, ml->tpd),
+						"usage",
+						api_four_json(sum.rpm_used, sum.rpd_used,
+							      sum.tpm_used, sum.tpd_used),
+						"keys", keys);
 		if (o == NULL || json_object_set_new(out, ml->model, o) != 0)
 			goto fail;
 	}
-	free(eps);
 	free(u);
 	return out;
 fail:
 	json_decref(out);
-	free(eps);
 	free(u);
 	return NULL;
 }
@@ -285,7 +307,9 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 		      * Forwarding: a stream's usage). */
 		     json_object_set_new(o, "streamTokens",
 					 json_string(a->stream_usage ? "usage" : "estimate")) !=
-			     0)) {
+			     0 ||
+		     json_object_set_new(o, "estimatedAnswers",
+					 json_integer((json_int_t)u[i].estimated_answers)) != 0)) {
 			json_decref(o);
 			o = NULL;
 		}

@@ -565,6 +565,8 @@ limit_record(struct limit_state *s, const struct store_outcome *o, const struct 
 		s->answers[o->code_class]++;
 	if (o->retry)
 		s->retries++;
+	if (o->estimated)
+		s->est_answers++;
 	limit_hist_put(s->lat, &s->lat_count, &s->lat_sum_ms, o->latency_ms);
 	limit_hist_put(s->ttfb, &s->ttfb_count, &s->ttfb_sum_ms, o->ttfb_ms);
 }
@@ -605,6 +607,7 @@ limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 	u->last_used = s->last_used;
 	u->attempts = s->attempts;
 	u->retries = s->retries;
+	u->estimated_answers = s->est_answers;
 	for (size_t k = 0; k < STORE_CLASS_N; k++)
 		u->answers[k] = s->answers[k];
 	limit_hist_get(&u->latency, s->lat, s->lat_count, s->lat_sum_ms);
@@ -669,6 +672,7 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 		sum->last_used = k->last_used;
 	sum->attempts += k->attempts;
 	sum->retries += k->retries;
+	sum->estimated_answers += k->estimated_answers;
 	for (size_t i = 0; i < STORE_CLASS_N; i++)
 		sum->answers[i] += k->answers[i];
 	limit_hist_add(&sum->latency, &k->latency);

@@ -102,6 +102,9 @@ struct limit_state {
 	int64_t tok_count[LIMIT_BUCKETS];
 	int64_t est_day;
 	int64_t day_est;
+	/* Answers whose tokens were their estimate (a stream served without
+	 * usage, rule 24): a metrics' counter, never reset. */
+	int64_t est_answers;
 };
 
 /* The moment a rule is applied at. The calendar comes in with it so the
@@ -189,8 +192,9 @@ int64_t limit_last_attempt(const struct limit_state *s);
  * and last_used, tokens (saturating; the day's from 0 on a new local day;
  * the answer's total into now's second of the token window, its estimate
  * released from where it was reserved),
- * the answer's class (none with STORE_CLASS_N), retries and the latency
- * histograms. */
+ * the answer's class (none with STORE_CLASS_N), retries, the latency
+ * histograms and, with o->estimated, the answers counted from their
+ * estimate. */
 void limit_record(struct limit_state *s, const struct store_outcome *o,
 		  const struct store_cooldown *cd, const struct limit_now *now);
 

@@ -24,10 +24,12 @@
 
 #include "clock.h"
 #include "config.h"
+#include "limit.h"
 #include "log.h"
 #include "route.h"
 #include "routes.h"
 #include "store.h"
+#include "tz.h"
 #include "worker.h"
 
 #define MAIN_DEFAULT_CONFIG SYSCONFDIR "/api-together/apis.json"
@@ -358,6 +360,12 @@ main_check_config(const char *path)
 /* The keys of a pool under their endpoint's line: the last 4 characters
  * of each, its state and counts. */
 static void
+main_status_tokens(const struct config_api *a, const struct store_usage *u)
+{
+	printf(" tpm=%lld/%ld tpd=%lld/%ld", u->tpm_used, a->tpm, u->tpd_used, a->tpd);
+}
+
+static void
 main_status_keys(const struct config_api *a, const struct store_usage *k)
 {
 	static const char *const states[STORE_KEY_STATE_N] = {"active", "cooling", "cooling",
@@ -369,9 +377,54 @@ main_status_keys(const struct config_api *a, const struct store_usage *k)
 		snprintf(rpd, sizeof(rpd), "%ld/%ld", k[j].rpd_used, a->rpd);
 		if (k[j].key_state != STORE_KEY_ACTIVE && k[j].key_until > 0)
 			clock_iso8601(k[j].key_until, until, sizeof(until));
-		printf("  key \u2026%-8s %-10s %-13s %-13s %-9ld %s\n", a->keys[j].tail,
+		printf("  key \u2026%-8s %-10s %-13s %-13s %-9ld %s", a->keys[j].tail,
 		       states[k[j].key_state], rpm, rpd, k[j].fail_run, until);
+		if (a->tpm >= 0 || a->tpd >= 0)
+			main_status_tokens(a, &k[j]);
+		printf("\n");
 	}
+}
+
+/* The lines of an endpoint's token limits, day rollover and modelLimits
+ * under its line, only where it has them (doc/behaviour.md, Limits and
+ * state: what --status shows), so that a config without them prints as
+ * before. u is the endpoint's usage. Returns 0, or -1 with err. */
+static int
+main_status_limits(struct store *st, const struct config_api *a, const struct store_usage *u,
+		   int64_t now, char *err, size_t errlen)
+{
+	struct store_usage *mu = NULL;
+
+	if (a->tpm >= 0 || a->tpd >= 0) {
+		printf("  tokens");
+		main_status_tokens(a, u);
+		printf(" streams=%s estimated-answers=%lld\n",
+		       a->stream_usage ? "usage" : "estimate", u->estimated_answers);
+	}
+	if (a->day_zone != NULL) {
+		char at[40];
+		clock_iso8601(now + tz_ms_to_midnight(a->day_zone, now), at, sizeof(at));
+		printf("  day resets at %s (%s)\n", at, a->day_zone_name);
+	}
+	if (worker_model_usage_read(st, a, now, &mu, err, errlen) != 0)
+		return -1;
+	for (size_t m = 0; m < a->n_model_limits; m++) {
+		const struct config_model_limit *ml = &a->model_limits[m];
+		const struct store_usage *k = mu + m * a->n_keys;
+		struct store_usage sum = {0};
+		for (size_t j = 0; j < a->n_keys; j++)
+			limit_usage_add(&sum, &k[j], j == 0);
+		printf("  model %s rpm=%ld/%ld rpd=%ld/%ld tpm=%lld/%ld tpd=%lld/%ld\n", ml->model,
+		       sum.rpm_used, ml->rpm, sum.rpd_used, ml->rpd, sum.tpm_used, ml->tpm,
+		       sum.tpd_used, ml->tpd);
+		for (size_t j = 0; a->n_keys > 1 && j < a->n_keys; j++)
+			printf("    key \u2026%s rpm=%ld/%ld rpd=%ld/%ld tpm=%lld/%ld "
+			       "tpd=%lld/%ld\n",
+			       a->keys[j].tail, k[j].rpm_used, ml->rpm, k[j].rpd_used, ml->rpd,
+			       k[j].tpm_used, ml->tpm, k[j].tpd_used, ml->tpd);
+	}
+	free(mu);
+	return 0;
 }
 
 static int
@@ -431,6 +484,10 @@ main_status(void)
 		       u[i].completion_tokens, u[i].total_tokens);
 		if (a->n_keys > 1)
 			main_status_keys(a, wu.keys + wu.first[i]);
+		if (main_status_limits(st, a, &u[i], now, err, sizeof(err)) != 0) {
+			fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
+			goto out;
+		}
 	}
 	rc = 0;
 out:

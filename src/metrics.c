@@ -86,6 +86,42 @@ static const char *const metrics_class_label[STORE_CLASS_N] = {
 static const char *const metrics_reject_label[STORE_REJECT_N] = {"auth", "bad_input", "rate_limit",
 								 "cooldown"};
 
+/* The four limits of an endpoint's key and of a model on it
+ * (doc/behaviour.md, Limits and state): a row each, so that every series
+ * of used against limit is written by one loop. */
+enum metrics_limit { METRICS_RPM, METRICS_RPD, METRICS_TPM, METRICS_TPD, METRICS_LIMIT_N };
+
+static const struct metrics_limit_row {
+	const char *name;  /* of the series NAME_used, NAME_limit, key_NAME_used, the label */
+	const char *upper; /* in the limit's help */
+	const char *what;  /* the used series' help, without its end */
+	const char *more;  /* added to the endpoint's used help */
+} metrics_limits[METRICS_LIMIT_N] = {
+	[METRICS_RPM] = {"rpm", "RPM", "Attempts in the last 60 s", ""},
+	[METRICS_RPD] = {"rpd", "RPD", "Attempts today (local day)", ""},
+	[METRICS_TPM] = {"tpm", "TPM", "Tokens in the last 60 s",
+			 ", estimates of attempts in flight included"},
+	[METRICS_TPD] = {"tpd", "TPD", "Tokens today (local day)",
+			 ", estimates of attempts in flight included"},
+};
+
+/* What u used of limit l. */
+static long long
+metrics_used(const struct store_usage *u, enum metrics_limit l)
+{
+	const long long used[METRICS_LIMIT_N] = {u->rpm_used, u->rpd_used, u->tpm_used,
+						 u->tpd_used};
+	return used[l];
+}
+
+/* Limit l of rpm, rpd, tpm, tpd (-1 unlimited). */
+static long
+metrics_cap(long rpm, long rpd, long tpm, long tpd, enum metrics_limit l)
+{
+	const long cap[METRICS_LIMIT_N] = {rpm, rpd, tpm, tpd};
+	return cap[l];
+}
+
 char *
 metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
 	       const long long *rejects, int64_t now_ms, size_t *len)
@@ -150,37 +186,31 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	metrics_head(&b, "failure_run", "gauge", "Failures in a row of the endpoint.");
 	for (size_t i = 0; i < n; i++)
 		metrics_ep(&b, "failure_run", eps[i].id, NULL, u[i].fail_run);
+	metrics_head(&b, "estimated_answers_total", "counter",
+		     "Answers whose tokens were their estimate: streams served without usage "
+		     "on an endpoint with a token limit.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(&b, "estimated_answers_total", eps[i].id, NULL, u[i].estimated_answers);
 	/* An unlimited endpoint has no limit series: no ratio to draw. */
-	metrics_head(&b, "rpm_used", "gauge", "Attempts in the last 60 s.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "rpm_used", eps[i].id, NULL, u[i].rpm_used);
-	metrics_head(&b, "rpm_limit", "gauge", "RPM limit (absent: unlimited).");
-	for (size_t i = 0; i < n; i++)
-		if (eps[i].rpm >= 0)
-			metrics_ep(&b, "rpm_limit", eps[i].id, NULL, eps[i].rpm);
-	metrics_head(&b, "rpd_used", "gauge", "Attempts today (local day).");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "rpd_used", eps[i].id, NULL, u[i].rpd_used);
-	metrics_head(&b, "rpd_limit", "gauge", "RPD limit (absent: unlimited).");
-	for (size_t i = 0; i < n; i++)
-		if (eps[i].rpd >= 0)
-			metrics_ep(&b, "rpd_limit", eps[i].id, NULL, eps[i].rpd);
-	metrics_head(&b, "tpm_used", "gauge",
-		     "Tokens in the last 60 s, estimates of attempts in flight included.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "tpm_used", eps[i].id, NULL, u[i].tpm_used);
-	metrics_head(&b, "tpm_limit", "gauge", "TPM limit (absent: unlimited).");
-	for (size_t i = 0; i < n; i++)
-		if (eps[i].tpm >= 0)
-			metrics_ep(&b, "tpm_limit", eps[i].id, NULL, eps[i].tpm);
-	metrics_head(&b, "tpd_used", "gauge",
-		     "Tokens today (local day), estimates of attempts in flight included.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "tpd_used", eps[i].id, NULL, u[i].tpd_used);
-	metrics_head(&b, "tpd_limit", "gauge", "TPD limit (absent: unlimited).");
-	for (size_t i = 0; i < n; i++)
-		if (eps[i].tpd >= 0)
-			metrics_ep(&b, "tpd_limit", eps[i].id, NULL, eps[i].tpd);
+	for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
+		const struct metrics_limit_row *row = &metrics_limits[l];
+		char used[32], limit[32];
+		snprintf(used, sizeof(used), "%s_used", row->name);
+		snprintf(limit, sizeof(limit), "%s_limit", row->name);
+		dynbuf_printf(&b, "# HELP api_together_%s %s%s.\n# TYPE api_together_%s gauge\n",
+			      used, row->what, row->more, used);
+		for (size_t i = 0; i < n; i++)
+			metrics_ep(&b, used, eps[i].id, NULL, metrics_used(&u[i], l));
+		dynbuf_printf(&b,
+			      "# HELP api_together_%s %s limit (absent: unlimited).\n"
+			      "# TYPE api_together_%s gauge\n",
+			      limit, row->upper, limit);
+		for (size_t i = 0; i < n; i++) {
+			long cap = metrics_cap(eps[i].rpm, eps[i].rpd, eps[i].tpm, eps[i].tpd, l);
+			if (cap >= 0)
+				metrics_ep(&b, limit, eps[i].id, NULL, cap);
+		}
+	}
 	/* Out of memory or over the bound: no page rather than a cut one. */
 	return dynbuf_take(&b, len);
 }
@@ -244,27 +274,95 @@ metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text
 			}
 		}
 	}
-	metrics_head(&b, "key_rpm_used", "gauge", "Attempts in the last 60 s, by key.");
+	for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
+		char name[32];
+		snprintf(name, sizeof(name), "key_%s_used", metrics_limits[l].name);
+		dynbuf_printf(&b,
+			      "# HELP api_together_%s %s, by key.\n# TYPE api_together_%s gauge\n",
+			      name, metrics_limits[l].what, name);
+		for (size_t i = 0; i < cfg->n_apis; i++)
+			for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
+				metrics_key(&b, name, cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+					    NULL, metrics_used(&wu->keys[wu->first[i] + k], l));
+	}
+	metrics_head(&b, "key_estimated_answers_total", "counter",
+		     "Answers whose tokens were their estimate, by key.");
 	for (size_t i = 0; i < cfg->n_apis; i++)
 		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-			metrics_key(&b, "key_rpm_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
-				    NULL, wu->keys[wu->first[i] + k].rpm_used);
-	metrics_head(&b, "key_rpd_used", "gauge", "Attempts today (local day), by key.");
-	for (size_t i = 0; i < cfg->n_apis; i++)
-		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-			metrics_key(&b, "key_rpd_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
-				    NULL, wu->keys[wu->first[i] + k].rpd_used);
-	metrics_head(&b, "key_tpm_used", "gauge", "Tokens in the last 60 s, by key.");
-	for (size_t i = 0; i < cfg->n_apis; i++)
-		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-			metrics_key(&b, "key_tpm_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
-				    NULL, wu->keys[wu->first[i] + k].tpm_used);
-	metrics_head(&b, "key_tpd_used", "gauge", "Tokens today (local day), by key.");
-	for (size_t i = 0; i < cfg->n_apis; i++)
-		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-			metrics_key(&b, "key_tpd_used", cfg->apis[i].id, cfg->apis[i].keys[k].tail,
-				    NULL, wu->keys[wu->first[i] + k].tpd_used);
+			metrics_key(&b, "key_estimated_answers_total", cfg->apis[i].id,
+				    cfg->apis[i].keys[k].tail, NULL,
+				    wu->keys[wu->first[i] + k].estimated_answers);
 	return dynbuf_take(&b, len);
+}
+
+/* One model's sample: name{endpoint="id",[key="...abcd",]model="m",limit="l"} v. */
+static void
+metrics_model(struct dynbuf *b, const char *name, const char *id, const char *tail,
+	      const char *model, enum metrics_limit l, long long v)
+{
+	dynbuf_printf(b, "api_together_%s{endpoint=\"", name);
+	metrics_label(b, id);
+	if (tail != NULL) {
+		dynbuf_printf(b, "\",key=\"\u2026");
+		metrics_label(b, tail);
+	}
+	dynbuf_printf(b, "\",model=\"");
+	metrics_label(b, model);
+	dynbuf_printf(b, "\",limit=\"%s\"} %lld\n", metrics_limits[l].name, v);
+}
+
+/* Appends the series of apis[].modelLimits (doc/behaviour.md, Limits and
+ * state, rule 27) to the page text (*len bytes, freed): each model's use
+ * on each key and its limits (per key; absent: unlimited). Returns the new
+ * page, NULL when out of memory, over the bound or the store cannot be
+ * read (err set; text freed in every case). */
+static char *
+metrics_models(const struct config *cfg, struct store *st, int64_t now, char *text, size_t *len,
+	       char *err, size_t errlen)
+{
+	struct dynbuf b;
+	struct store_usage *u = NULL;
+
+	err[0] = '\0';
+	dynbuf_init(&b, METRICS_PAGE_MAX);
+	dynbuf_add(&b, text, *len);
+	free(text);
+	metrics_head(&b, "model_used", "gauge",
+		     "Use of a model of modelLimits on a key: attempts (rpm, rpd) or tokens "
+		     "(tpm, tpd, estimates in flight included) of the last 60 s or the day.");
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		if (a->n_model_limits == 0)
+			continue;
+		if (worker_model_usage_read(st, a, now, &u, err, errlen) != 0)
+			goto fail;
+		for (size_t m = 0; m < a->n_model_limits; m++)
+			for (size_t k = 0; k < a->n_keys; k++)
+				for (size_t l = 0; l < METRICS_LIMIT_N; l++)
+					metrics_model(&b, "model_used", a->id, a->keys[k].tail,
+						      a->model_limits[m].model, l,
+						      metrics_used(&u[m * a->n_keys + k], l));
+		free(u);
+		u = NULL;
+	}
+	metrics_head(&b, "model_limit", "gauge",
+		     "A model's limit of modelLimits, per key (absent: unlimited).");
+	for (size_t i = 0; i < cfg->n_apis; i++) {
+		const struct config_api *a = &cfg->apis[i];
+		for (size_t m = 0; m < a->n_model_limits; m++) {
+			const struct config_model_limit *ml = &a->model_limits[m];
+			for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
+				long cap = metrics_cap(ml->rpm, ml->rpd, ml->tpm, ml->tpd, l);
+				if (cap >= 0)
+					metrics_model(&b, "model_limit", a->id, NULL, ml->model, l,
+						      cap);
+			}
+		}
+	}
+	return dynbuf_take(&b, len);
+fail:
+	dynbuf_free(&b);
+	return NULL;
 }
 
 int
@@ -291,9 +389,17 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto out;
 	}
+	err[0] = '\0'; /* set below only by a store that cannot be read */
 	text = metrics_render(eps, wu.apis, cfg->n_apis, rejects, now, &len);
 	if (text != NULL)
 		text = metrics_keys(cfg, &wu, text, &len);
+	if (text != NULL)
+		text = metrics_models(cfg, st, now, text, &len, err, sizeof(err));
+	if (text == NULL && err[0] != '\0') {
+		log_error("%s cannot be read: %s", store_what(st), err);
+		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+		goto out;
+	}
 	if (text == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;

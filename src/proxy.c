@@ -184,6 +184,7 @@ proxy_record(void *ctx, const struct upstream_call *call)
 	 * (doc/behaviour.md, Limits and state, rule 24). */
 	if (rec->stream && o.served && !o.has_usage && p->at_estimate > 0) {
 		o.has_usage = true;
+		o.estimated = true;
 		o.total_tokens = p->at_estimate;
 	}
 	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);

@@ -130,6 +130,10 @@ struct store_outcome {
 	long long prompt_tokens;
 	long long completion_tokens;
 	long long total_tokens;
+	/* The tokens above are the attempt's estimate, no usage having come
+	 * (a stream served without it: doc/behaviour.md, Limits and state,
+	 * rule 24); counted in store_usage.estimated_answers. */
+	bool estimated;
 	/* The estimate the attempt reserved (store_endpoint.estimate) and the
 	 * reservation's at_ms and at_day: recording releases it (rule 24). */
 	long long estimate;
@@ -196,6 +200,7 @@ struct store_usage {
 	/* Counters for the metrics; never reset (store_reset_tokens keeps them). */
 	long long attempts;               /* reserved */
 	long long retries;                /* recorded with retry set */
+	long long estimated_answers;      /* recorded with estimated set */
 	long long answers[STORE_CLASS_N]; /* recorded, by class */
 	struct store_hist latency, ttfb;
 };

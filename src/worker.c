@@ -140,3 +140,40 @@ fail:
 	worker_usage_free(out);
 	return -1;
 }
+
+int
+worker_model_usage_read(struct store *st, const struct config_api *a, int64_t now,
+			struct store_usage **out, char *err, size_t errlen)
+{
+	size_t nk = a->n_keys, n = a->n_model_limits * nk;
+	struct store_endpoint *eps = NULL;
+
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	eps = calloc(n, sizeof(*eps));
+	*out = calloc(n, sizeof(**out));
+	if (eps == NULL || *out == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t m = 0; m < a->n_model_limits; m++) {
+		const struct config_model_limit *ml = &a->model_limits[m];
+		for (size_t k = 0; k < nk; k++)
+			eps[m * nk + k] = (struct store_endpoint){.id = ml->slots[k],
+								  .rpm = ml->rpm,
+								  .rpd = ml->rpd,
+								  .tpm = ml->tpm,
+								  .tpd = ml->tpd,
+								  .zone = a->day_zone};
+	}
+	if (store_read(st, eps, n, now, *out, err, errlen) != 0)
+		goto fail;
+	free(eps);
+	return 0;
+fail:
+	free(eps);
+	free(*out);
+	*out = NULL;
+	return -1;
+}

@@ -64,4 +64,12 @@ int worker_usage_read(struct store *st, const struct config *cfg, int64_t now,
 		      struct worker_usage *out, char *err, size_t errlen);
 void worker_usage_free(struct worker_usage *u);
 
+/* The usage of each model of a's modelLimits on each of a's keys
+ * (doc/behaviour.md, Limits and state, rule 27): (*out)[m * a->n_keys + k]
+ * is model_limits[m] on key k, read at now under the model's limits.
+ * Returns 0 with *out malloc'd for the caller to free (NULL when a has no
+ * modelLimits), or -1 with err set (then *out is NULL). */
+int worker_model_usage_read(struct store *st, const struct config_api *a, int64_t now,
+			    struct store_usage **out, char *err, size_t errlen);
+
 #endif

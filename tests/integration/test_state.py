@@ -217,7 +217,10 @@ def cli_status(gw, state_path=None):
     env = dict(os.environ, API_TOGETHER_CONFIG=gw.config_path,
                API_TOGETHER_STATE=state_path or gw.state_path, TZ=TZ_NAME)
     env.pop("API_TOGETHER_STORE", None)
-    env.update({k: v for k, v in gw.responder_env().items() if k == "API_TOGETHER_STORE"})
+    # The store in force, and the test clock of a test-clock gateway: --status
+    # reads the usage at the gateway's time.
+    env.update({k: v for k, v in gw.responder_env().items()
+                if k in ("API_TOGETHER_STORE", "API_TOGETHER_TEST_CLOCK_FILE")})
     return subprocess.run([gw.binary, "--status"], env=env, capture_output=True, text=True,
                           timeout=20)
 
@@ -1979,6 +1982,7 @@ class S14TokenLimits(ClockBase):
         st = self.status_entry(aid)
         self.assertEqual((st["usage"]["tpm"], st["tokens"]["total"]), (100, 100), st)
         self.assertEqual(st["streamTokens"], "usage", st)
+        self.assertEqual(st["estimatedAnswers"], 0, st)
 
     def test_f_stream_usage_the_client_asked_for(self):
         up = self.mock("sua", "stream", events=2, interval_ms=0, usage=(10, 15),
@@ -2022,6 +2026,61 @@ class S14TokenLimits(ClockBase):
         self.assertEqual(st["usage"]["tpm"], len(raw) // 4, st)
         self.assertEqual(st["tokens"]["total"], len(raw) // 4, st)
         self.assertEqual(st["streamTokens"], "estimate", st)
+        # Marked as such (issue 14 point 5): the answers counted from their
+        # estimate, on the endpoint and its key, in /v1/status, /metrics and
+        # --status (test_e and test_i: answers with usage are not).
+        self.assertStatus(self.post(CHAT, raw), 200)
+        st = self.status_entry(aid)
+        self.assertEqual(st["estimatedAnswers"], 2, st)
+        self.assertEqual([k["estimatedAnswers"] for k in st["keys"]], [2], st)
+        self.assertEqual(st["tokens"]["total"], 2 * (len(raw) // 4), st)
+        metrics = self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode()
+        self.assertIn('api_together_estimated_answers_total{endpoint="%s"} 2' % aid, metrics)
+        self.assertRegex(metrics, r'api_together_key_estimated_answers_total\{endpoint="%s",'
+                         r'key="[^"]*"\} 2' % re.escape(aid))
+        out = cli_status(self.gw).stdout
+        self.assertIn("  tokens tpm=%d/100000 tpd=%d/-1 streams=estimate estimated-answers=2"
+                      % (st["usage"]["tpm"], st["usage"]["tpd"]), out)
+
+    def test_i_a_pool_shows_each_keys_tokens(self):
+        # Issue 14 point 6: per key usage.tpm and usage.tpd, in /v1/status,
+        # /metrics and --status; an endpoint without a token limit shows none.
+        up = self.mock("tpk", "chat", usage=(100, 200))
+        plain = self.mock("tpk-plain", "chat")
+        keys = [new_key("sk-pool-") for _ in range(2)]
+        aid, pid = self.uid("a"), self.uid("plain")
+        self.configure([self.api(aid, up.url, ["m-tpk"], apiKey=keys, tpm=10000, tpd=20000),
+                        self.api(pid, plain.url, ["m-tpk-plain"])])
+        self.assertCounts(statuses([self.tok_post("m-tpk") for _ in range(3)]), {200: 3},
+                          "3 answers of 300")
+        st = self.status_entry(aid)
+        self.assertEqual((st["limits"]["tpm"], st["limits"]["tpd"]), (10000, 20000), st)
+        self.assertEqual((st["usage"]["tpm"], st["usage"]["tpd"]), (900, 900), st)
+        # The key used least recently serves: 2 answers, then 1.
+        self.assertEqual([(k["usage"]["tpm"], k["usage"]["tpd"]) for k in st["keys"]],
+                         [(600, 600), (300, 300)], st)
+        self.assertEqual([k["estimatedAnswers"] for k in st["keys"]], [0, 0], st)
+        plain_st = self.status_entry(pid)
+        self.assertEqual(set(plain_st["keys"][0]["usage"]), {"rpm", "rpd"}, plain_st)
+        self.assertNotIn("tpm", plain_st["limits"])
+        self.assertNotIn("estimatedAnswers", plain_st)
+        metrics = self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode()
+        for k, used in zip(keys, (600, 300)):
+            for kind in ("tpm", "tpd"):
+                self.assertIn('api_together_key_%s_used{endpoint="%s",key="\u2026%s"} %d'
+                              % (kind, aid, k[-4:], used), metrics)
+        self.assertIn('api_together_tpd_limit{endpoint="%s"} 20000' % aid, metrics)
+        self.assertNotIn('api_together_tpm_limit{endpoint="%s"}' % pid, metrics)
+        out = cli_status(self.gw).stdout
+        self.assertIn("  tokens tpm=900/10000 tpd=900/20000 streams=usage estimated-answers=0",
+                      out)
+        for k, used in zip(keys, (600, 300)):
+            self.assertRegex(out, r"  key \u2026%s .* tpm=%d/10000 tpd=%d/20000\n"
+                             % (k[-4:], used, used))
+        # The endpoint without a token limit prints as before: no such line.
+        lines = out.splitlines()
+        at = [i for i, l in enumerate(lines) if l.split() and l.split()[0] == pid][0]
+        self.assertFalse(at + 1 < len(lines) and lines[at + 1].startswith("  "), out)
 
 
 class S17ClientLimits(ClockBase):
@@ -2138,6 +2197,8 @@ class S15DayResetTimezone(ClockBase):
         # The endpoint without a zone keeps the responder's (UTC) midnight.
         self.assertEqual(self.status_entry(utc)["dayResetsAt"],
                          iso((midnight_utc // 86400 + 1) * 86400), "UTC endpoint")
+        out = cli_status(self.gw).stdout
+        self.assertIn("  day resets at %s (%s)\n" % (iso(midnight_utc), self.ZONE), out)
         self.gw.advance_clock(12)
         st = self.status_entry(la)
         self.assertEqual(st["usage"]["rpd"], 0, st)
@@ -2243,6 +2304,43 @@ class S16ModelLimits(ClockBase):
         self.assertCounts(statuses(fire_at_once(10, one)), {200: 3, 429: 7},
                           "model rpm 3, 10 at once")
         self.assertEqual(up.count(), 3)
+
+    def test_d_each_keys_model_usage_is_shown(self):
+        # Issue 14 point 6: per model, its limits and its usage summed and
+        # per key, in /v1/status, /metrics and --status.
+        up = self.mock("mlk", "chat", usage=(50, 50))
+        keys = [new_key("sk-pool-") for _ in range(2)]
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-mlk-a", "m-mlk-b"], apiKey=keys,
+                                 modelLimits={"m-mlk-a": {"rpm": 5, "tpd": 10000}})])
+        self.assertCounts(statuses(self.seq(3, "m-mlk-a") + self.seq(1, "m-mlk-b")), {200: 4},
+                          "3 of the model, 1 of another")
+        st = self.status_entry(aid)
+        ml = st["modelLimits"]["m-mlk-a"]
+        self.assertEqual(ml["limits"], {"rpm": 5, "rpd": -1, "tpm": -1, "tpd": 10000}, st)
+        self.assertEqual(ml["usage"], {"rpm": 3, "rpd": 3, "tpm": 300, "tpd": 300}, st)
+        # Least recently used first: keys 0, 1, 0 for the model.
+        self.assertEqual(ml["keys"], [
+            {"key": "\u2026" + keys[0][-4:], "usage": {"rpm": 2, "rpd": 2, "tpm": 200, "tpd": 200}},
+            {"key": "\u2026" + keys[1][-4:], "usage": {"rpm": 1, "rpd": 1, "tpm": 100, "tpd": 100}},
+        ], st)
+        metrics = self.gw.request("GET", "/metrics", key=CLIENT_KEY).body.decode()
+        for k, (rpm, tok) in zip(keys, ((2, 200), (1, 100))):
+            for kind, v in (("rpm", rpm), ("rpd", rpm), ("tpm", tok), ("tpd", tok)):
+                self.assertIn('api_together_model_used{endpoint="%s",key="\u2026%s",'
+                              'model="m-mlk-a",limit="%s"} %d' % (aid, k[-4:], kind, v), metrics)
+        self.assertIn('api_together_model_limit{endpoint="%s",model="m-mlk-a",limit="rpm"} 5'
+                      % aid, metrics)
+        self.assertIn('api_together_model_limit{endpoint="%s",model="m-mlk-a",limit="tpd"} '
+                      '10000' % aid, metrics)
+        self.assertNotIn('model="m-mlk-a",limit="tpm"} -1', metrics)
+        self.assertNotIn('model="m-mlk-b"', metrics)
+        out = cli_status(self.gw).stdout
+        self.assertIn("  model m-mlk-a rpm=3/5 rpd=3/-1 tpm=300/-1 tpd=300/10000\n", out)
+        self.assertIn("    key \u2026%s rpm=2/5 rpd=2/-1 tpm=200/-1 tpd=200/10000\n"
+                      % keys[0][-4:], out)
+        self.assertIn("    key \u2026%s rpm=1/5 rpd=1/-1 tpm=100/-1 tpd=100/10000\n"
+                      % keys[1][-4:], out)
 
     def test_c_the_model_goes_to_another_endpoint(self):
         up_a, up_b = self.mock("mla"), self.mock("mlb")

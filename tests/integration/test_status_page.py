@@ -54,9 +54,13 @@ ENDPOINTS = [
     {"id": "gamma", "name": "Gamma local", "model": "m-gamma", "rpm": 30, "rpd": -1,
      "requests": 2, "tpm": 100000},
     # A pool of 3 keys (doc/behaviour.md, Key pools): a row per key; the
-    # least recently used key serves, so 4 requests give 2, 1, 1.
+    # least recently used key serves, so 4 requests give 2, 1, 1. Its tpd
+    # gives each key's row a TPD bar; its modelLimits a box for the model
+    # with a bar per limit it sets and a row per key (issue 14 point 6); its
+    # day is Los Angeles's.
     {"id": "delta", "name": "Delta pool", "model": "m-delta", "rpm": 10, "rpd": 100,
-     "requests": 4, "keys": 3},
+     "requests": 4, "keys": 3, "tpd": 100000, "dayResetTimezone": "America/Los_Angeles",
+     "modelLimits": {"m-delta": {"rpm": 5, "tpd": 1000}}},
 ]
 # Reset (POST /v1/token/reset) after the traffic: its card shows the day's
 # tokens, and 0 since the reset.
@@ -115,8 +119,9 @@ class StatusPageBase(Base):
             apis.append({"id": e["id"], "name": e["name"], "baseUrl": m.url,
                          "apiKey": keys if len(keys) > 1 else keys[0],
                          "models": [e["model"]], "rpm": e["rpm"], "rpd": e["rpd"]})
-            if "tpm" in e:
-                apis[-1]["tpm"] = e["tpm"]
+            for field in ("tpm", "tpd", "dayResetTimezone", "modelLimits"):
+                if field in e:
+                    apis[-1][field] = e[field]
         cls.gw.write_config({"server": test_http.default_server(), "apis": apis})
         for e in ENDPOINTS:
             for _ in range(e["requests"]):
@@ -284,6 +289,57 @@ class S02Browser(StatusPageBase):
         self.assertRegex(dom, r'id="updated"[^>]*>last updated \d\d:\d\d:\d\d<')
         self.assertRegex(dom, r'<form id="login"[^>]* hidden')
         self.assertRegex(dom, r'<div id="banner"[^>]* hidden')
+
+    def test_cards_show_model_limits_token_bars_and_the_day(self):
+        # Issue 14 point 6: a bar per limit set, per key and per model of
+        # modelLimits; when the endpoint's day rolls over; the answers
+        # counted from their estimate where a token limit is.
+        status = {a["id"]: a for a in
+                  self.gw.request("GET", "/v1/status", key=CLIENT_KEY).json()["apis"]}
+        dom = chromium(self.url("key=" + CLIENT_KEY), "--dump-dom")
+        cards = dict(re.findall(r'<article class="card" data-id="([^"]+)">(.*?)</article>', dom,
+                                re.S))
+        self.assertEqual(sorted(cards), sorted(e["id"] for e in ENDPOINTS), dom[-3000:])
+        for e in ENDPOINTS:
+            body = cards[e["id"]]
+            m = re.search(r'<dd data-day-resets="([^"]+)">', body)
+            self.assertIsNotNone(m, body)
+            self.assertEqual(m.group(1), status[e["id"]]["dayResetsAt"], body)
+            m = re.search(r'<dd data-estimated="(\d+)">', body)
+            if "tpm" in e or "tpd" in e:
+                self.assertIsNotNone(m, body)
+                self.assertEqual(m.group(1), "0", body)
+            else:
+                self.assertIsNone(m, body)
+            if "modelLimits" not in e:
+                self.assertNotIn('class="model"', body)
+        # Los Angeles's midnight is 07:00 or 08:00 UTC.
+        self.assertRegex(status["delta"]["dayResetsAt"], r"T0[78]:00:00")
+        body = cards["delta"]
+        # Each key's row has a TPD bar beside RPM and RPD: 18 tokens an answer.
+        rows = re.findall(r'<tr data-key="([^"]+)" data-state="[^"]+">(.*?)</tr>', body, re.S)
+        self.assertEqual(len(rows), 3, body)
+        self.assertEqual([int(re.search(r'data-kind="tpd" data-used="(\d+)" '
+                                        r'data-limit="100000"', r).group(1)) for _, r in rows],
+                         [36, 18, 18], body)
+        m = re.search(r'<div class="model" data-model="m-delta">(.*?)</table>', body, re.S)
+        self.assertIsNotNone(m, body)
+        box = m.group(1)
+        self.assertIn(">Model m-delta<", box)
+        # The model's limits set (rpm 5, tpd 1000), summed over the keys...
+        bars = re.findall(r'<div class="meter[^"]*" data-kind="(\w+)" data-used="(\d+)" '
+                          r'data-limit="(-?\d+)">', box)
+        self.assertEqual(bars[:2], [("rpm", "4", "5"), ("tpd", "72", "1000")], box)
+        self.assertNotIn('data-kind="tpm"', box)
+        # ...and a row per key.
+        krows = re.findall(r'<tr data-key="([^"]+)">(.*?)</tr>', box, re.S)
+        self.assertEqual([k for k, _ in krows], ["\u2026" + k[-4:] for k in
+                                                 [x for x in ENDPOINTS if x["id"] == "delta"][0]
+                                                 ["apiKeys"]], box)
+        self.assertEqual([re.findall(r'data-kind="(\w+)" data-used="(\d+)"', r)
+                          for _, r in krows],
+                         [[("rpm", "2"), ("tpd", "36")], [("rpm", "1"), ("tpd", "18")],
+                          [("rpm", "1"), ("tpd", "18")]], box)
 
     def test_wrong_key_shows_login_error(self):
         dom = chromium(self.url("key=" + new_key()), "--dump-dom")

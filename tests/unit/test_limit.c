@@ -988,6 +988,57 @@ test_tokens_replaced_or_released(void **state)
 	}
 }
 
+/* Rule 24: an answer whose tokens were its estimate (a stream served
+ * without usage) is counted as such, once per recording; its tokens count
+ * as any answer's; the count is read by limit_usage, summed over keys by
+ * limit_usage_add and kept by a token reset (a metrics' counter). */
+static void
+test_estimated_answers_counted(void **state)
+{
+	static const struct {
+		const char *name;
+		bool estimated;
+		long long want;
+	} cases[] = {
+		{"an answer with its own usage is not counted", false, 0},
+		{"an answer counted from its estimate is", true, 1},
+	};
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 0, NULL, NULL};
+	const struct store_cooldown cd = {0, 0, 0};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct held h;
+		held_init(&h);
+		const struct tok_res r = {T0, 300};
+		tok_reserve(&h, &r);
+		struct limit_now rec = at(T0 + 1000);
+		const struct store_outcome o = {.success = true,
+						.served = true,
+						.has_usage = true,
+						.estimated = cases[i].estimated,
+						.total_tokens = 300,
+						.estimate = 300,
+						.est_ms = T0,
+						.est_day = at(T0).day,
+						.code_class = STORE_CLASS_2XX,
+						.latency_ms = -1,
+						.ttfb_ms = -1};
+		limit_record(&h.s, &o, &cd, &rec);
+		print_message("%s\n", cases[i].name);
+		struct store_usage u, sum;
+		limit_usage(&h.s, &ep, &rec, &u);
+		assert_int_equal(u.estimated_answers, cases[i].want);
+		assert_int_equal(u.tpm_used, 300);
+		limit_reset_tokens(&h.s);
+		limit_usage(&h.s, &ep, &rec, &u);
+		assert_int_equal(u.estimated_answers, cases[i].want);
+		limit_usage_add(&sum, &u, true);
+		limit_usage_add(&sum, &u, false);
+		assert_int_equal(sum.estimated_answers, 2 * cases[i].want);
+	}
+}
+
 /* Rule 25: the day's tokens and estimates in flight under tpd. */
 static void
 test_tpd_day(void **state)
@@ -1140,6 +1191,7 @@ main(void)
 		cmocka_unit_test(test_usage_sum_over_keys),
 		cmocka_unit_test(test_tpm_window),
 		cmocka_unit_test(test_tokens_replaced_or_released),
+		cmocka_unit_test(test_estimated_answers_counted),
 		cmocka_unit_test(test_tpd_day),
 		cmocka_unit_test(test_tpm_admits_exactly),
 		cmocka_unit_test(test_look_model_limits),

@@ -55,7 +55,7 @@ expect_no_substring(const char *text, const char *s)
 static void
 test_render_families_and_counts(void **state)
 {
-	const struct store_endpoint eps[] = {{"a", 10, 100, 0, -1, -1, 0, NULL, NULL},
+	const struct store_endpoint eps[] = {{"a", 10, 100, 0, 1000, 50000, 0, NULL, NULL},
 					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
 	struct store_usage u[2];
 	const long long rejects[STORE_REJECT_N] = {3, 4, 5, 6};
@@ -72,6 +72,9 @@ test_render_families_and_counts(void **state)
 	u[0].total_tokens = 33;
 	u[0].rpm_used = 3;
 	u[0].rpd_used = 9;
+	u[0].tpm_used = 700;
+	u[0].tpd_used = 4000;
+	u[0].estimated_answers = 5;
 	u[0].fail_run = 1;
 	u[0].cooldown_until = NOW + 5500;
 	u[0].latency.bucket[0] = 1;
@@ -123,9 +126,23 @@ test_render_families_and_counts(void **state)
 	expect_line(t, "api_together_rpm_limit{endpoint=\"a\"} 10");
 	expect_line(t, "api_together_rpd_used{endpoint=\"a\"} 9");
 	expect_line(t, "api_together_rpd_limit{endpoint=\"a\"} 100");
+	expect_line(t, "# HELP api_together_tpm_used Tokens in the last 60 s, estimates of "
+		       "attempts in flight included.");
+	expect_line(t, "# TYPE api_together_tpm_limit gauge");
+	expect_line(t, "api_together_tpm_used{endpoint=\"a\"} 700");
+	expect_line(t, "api_together_tpm_limit{endpoint=\"a\"} 1000");
+	expect_line(t, "api_together_tpd_used{endpoint=\"a\"} 4000");
+	expect_line(t, "api_together_tpd_limit{endpoint=\"a\"} 50000");
+	expect_line(t, "api_together_tpd_used{endpoint=\"b\"} 0");
+	/* Answers counted from their estimate (issue 14 point 5). */
+	expect_line(t, "# TYPE api_together_estimated_answers_total counter");
+	expect_line(t, "api_together_estimated_answers_total{endpoint=\"a\"} 5");
+	expect_line(t, "api_together_estimated_answers_total{endpoint=\"b\"} 0");
 	/* Unlimited: no limit series at all. */
 	expect_no_substring(t, "api_together_rpm_limit{endpoint=\"b\"}");
 	expect_no_substring(t, "api_together_rpd_limit{endpoint=\"b\"}");
+	expect_no_substring(t, "api_together_tpm_limit{endpoint=\"b\"}");
+	expect_no_substring(t, "api_together_tpd_limit{endpoint=\"b\"}");
 	assert_int_equal(t[strlen(t) - 1], '\n');
 	free(t);
 }

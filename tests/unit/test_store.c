@@ -1579,6 +1579,35 @@ test_tokens_today_saturate(void **state)
 	assert_true(u.prompt_tokens == max);
 }
 
+/* The answers counted from their estimate (rule 24) are counted per key
+ * in the store, and a token reset keeps them (a metrics' counter). */
+static void
+test_estimated_answers_are_counted(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, 1000, -1, 0, NULL, NULL};
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .total_tokens = 40,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	char err[256] = "";
+
+	record(f->st, "a", &o, &no_cooldown, T0);
+	o.estimated = true;
+	record(f->st, "a", &o, &no_cooldown, T0);
+	record(f->st, "a", &o, &no_cooldown, T0);
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.estimated_answers, 2);
+	assert_int_equal(u.total_tokens, 120);
+	assert_int_equal(store_reset_tokens(f->st, NULL, err, sizeof(err)), 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.estimated_answers, 2);
+	assert_int_equal(u.total_tokens, 0);
+}
+
 #ifndef TEST_STORE_REDIS
 /* --- The file (GDBM only) --- */
 
@@ -1746,8 +1775,9 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 5 since token limits (4 since key pools, 3 before). */
-	assert_int_equal(h.version, 5);
+	/* 6 since the estimated answers (5 since token limits, 4 since key
+	 * pools, 3 before). */
+	assert_int_equal(h.version, 6);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
 	assert_int_equal(u.rpd_used, 6);
@@ -1767,6 +1797,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 /* What version 5 added to an entry: the token window's seconds and
  * counts, the day's estimates in flight and their day. */
 #define V5_TOK_BYTES ((2 * 61 + 2) * 8)
+/* What version 6 added: the count of answers counted from their estimate. */
+#define V6_BYTES 8
 
 struct v3_ent {
 	struct v2_ent c;
@@ -1866,10 +1898,11 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(s.day_total, 12);
 	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
 	assert_int_equal(s.recheck_ms, 0);
-	/* Written back, it is version 5: 16 bytes longer for the key's state,
-	 * the token window's more, and read the same. */
-	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES);
-	char out[sizeof(v) + 16 + V5_TOK_BYTES];
+	/* Written back, it is version 6: 16 bytes longer for the key's state,
+	 * the token window's and the estimated answers' more, and read the
+	 * same. */
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES);
+	char out[sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES];
 	s.key_state = STORE_KEY_REJECTED;
 	s.recheck_ms = 60000;
 	store_codec_ent_put(out, "ab", 2, &s);
@@ -1935,7 +1968,7 @@ test_version_4_record_keeps_its_counts(void **state)
 	long long n[STORE_REJECT_N];
 	read_rejects(f->st, n);
 	assert_int_equal(n[STORE_REJECT_AUTH], 2);
-	/* Reserved and written back as version 5, the estimate with it. */
+	/* Reserved and written back as version 6, the estimate with it. */
 	expect_reserved(f->st, &ep, 1, T0, 0);
 	u = read_one(f->st, &ep, T0);
 	assert_int_equal(u.rpd_used, 2);
@@ -1948,7 +1981,7 @@ test_version_4_record_keeps_its_counts(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	assert_int_equal(h.version, 5);
+	assert_int_equal(h.version, 6);
 }
 
 /* A Redis value of version 4 is one such entry, read the same way. */
@@ -1976,7 +2009,119 @@ test_version_4_entry_alone_is_read(void **state)
 	assert_int_equal(s.key_state, STORE_KEY_REJECTED);
 	assert_int_equal(s.recheck_ms, 60000);
 	assert_int_equal(s.day_est, 0);
-	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V5_TOK_BYTES);
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V5_TOK_BYTES + V6_BYTES);
+}
+
+/* A state of version 5 (before the count of estimated answers): version
+ * 4's counters and the token window. Read, it keeps every count, its
+ * window's tokens too; its estimated answers start at 0. */
+struct v5_ent {
+	struct v4_ent c4;
+	int64_t tok_sec[61], tok_count[61], est_day, day_est;
+};
+
+static void
+test_version_5_record_keeps_its_counts(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", 2, 9, 0, 1000, 100000, 0, NULL, NULL};
+	struct {
+		struct v2_head h;
+		struct v5_ent e;
+		char id[8];
+		int64_t rejects[8];
+		uint64_t tail;
+	} rec;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.h = (struct v2_head){0x41544732u, 5, 100, sizeof(rec), 1};
+	rec.e.c4.c3.c.id_len = 1;
+	rec.e.c4.c3.c.day = clock_local_day(T0);
+	rec.e.c4.c3.c.day_count = 1;
+	rec.e.c4.c3.c.attempts = 1;
+	rec.e.c4.c3.c.total = 70;
+	rec.e.c4.c3.c.buckets[(T0 / 1000 - 5) % 61].second = (uint32_t)(T0 / 1000 - 5);
+	rec.e.c4.c3.c.buckets[(T0 / 1000 - 5) % 61].count = 1;
+	rec.e.c4.c3.tok_day = clock_local_day(T0);
+	rec.e.c4.c3.day_total = 70;
+	rec.e.tok_sec[(T0 / 1000 - 5) % 61] = T0 / 1000 - 5;
+	rec.e.tok_count[(T0 / 1000 - 5) % 61] = 70;
+	memcpy(rec.id, "a", 1);
+	rec.rejects[STORE_REJECT_AUTH] = 3;
+	rec.tail = 100;
+	gdbm_put_raw(f->path, "state.0", &rec, sizeof(rec));
+	rec.h.seq = rec.tail = 99;
+	gdbm_put_raw(f->path, "state.1", &rec, sizeof(rec));
+	assert_int_equal(unlink(f->lock), 0);
+
+	struct store_usage u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpm_used, 1);
+	assert_int_equal(u.total_tokens, 70);
+	assert_int_equal(u.tpm_used, 70);
+	assert_int_equal(u.tpd_used, 70);
+	assert_int_equal(u.estimated_answers, 0);
+	long long n[STORE_REJECT_N];
+	read_rejects(f->st, n);
+	assert_int_equal(n[STORE_REJECT_AUTH], 3);
+	/* An answer counted from its estimate, written back as version 6. */
+	expect_reserved(f->st, &ep, 1, T0, 0);
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .estimated = true,
+				  .total_tokens = 30,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	record(f->st, "a", &o, &no_cooldown, T0);
+	char err[256] = "";
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	datum v = gdbm_get_raw(f->path, "state.1");
+	struct v2_head h;
+	assert_true((size_t)v.dsize > sizeof(h));
+	memcpy(&h, v.dptr, sizeof(h));
+	free(v.dptr);
+	assert_int_equal(h.version, 6);
+	assert_int_equal(unlink(f->lock), 0);
+	u = read_one(f->st, &ep, T0);
+	assert_int_equal(u.rpd_used, 2);
+	assert_int_equal(u.tpm_used, 100);
+	assert_int_equal(u.total_tokens, 100);
+	assert_int_equal(u.estimated_answers, 1);
+}
+
+/* A Redis value of version 5 is one such entry, read the same way. */
+static void
+test_version_5_entry_alone_is_read(void **state)
+{
+	struct {
+		struct v5_ent e;
+		char id[8];
+	} v;
+	struct limit_state s;
+	uint32_t ring[LIMIT_RING_MAX];
+
+	(void)state;
+	memset(&v, 0, sizeof(v));
+	v.e.c4.c3.c.id_len = 2;
+	v.e.c4.c3.c.day_count = 9;
+	v.e.c4.key_state = STORE_KEY_REJECTED;
+	v.e.day_est = 44;
+	memcpy(v.id, "ab", 2);
+	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ab", 2, &s, ring), 0);
+	assert_int_equal(s.day_count, 9);
+	assert_int_equal(s.key_state, STORE_KEY_REJECTED);
+	assert_int_equal(s.day_est, 44);
+	assert_int_equal(s.est_answers, 0);
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V6_BYTES);
+	/* Written back as version 6 and read the same, the new count with it. */
+	char out[sizeof(v) + V6_BYTES];
+	s.est_answers = 5;
+	store_codec_ent_put(out, "ab", 2, &s);
+	struct limit_state back;
+	assert_int_equal(store_codec_ent_get(out, sizeof(out), "ab", 2, &back, ring), 0);
+	assert_int_equal(back.day_est, 44);
+	assert_int_equal(back.est_answers, 5);
 }
 
 /* The day's tokens are in the record: a reboot (no live copy, the file
@@ -3952,6 +4097,7 @@ main(void)
 		T(test_tokens_today_day_follows_tz),
 		T(test_reset_tokens_keeps_tokens_today),
 		T(test_tokens_today_saturate),
+		T(test_estimated_answers_are_counted),
 		T(test_clock_set_back_holds_back_one_window_at_most),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
@@ -3961,6 +4107,8 @@ main(void)
 		T(test_version_3_entry_alone_is_read),
 		T(test_version_4_record_keeps_its_counts),
 		T(test_version_4_entry_alone_is_read),
+		T(test_version_5_record_keeps_its_counts),
+		T(test_version_5_entry_alone_is_read),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
