@@ -36,6 +36,9 @@ struct admin_target {
 	size_t action;
 };
 
+/* What a path names, or what it lacks. */
+enum admin_found { ADMIN_FOUND, ADMIN_NO_ACTION, ADMIN_NO_ENDPOINT, ADMIN_NO_KEY };
+
 /* Reads "N" of s[0..len) as a key's index below n; false when it is not
  * one (no sign, no leading zero but "0"). */
 static bool
@@ -64,31 +67,29 @@ admin_find(const struct config *cfg, const char *s, size_t len)
 	return -1;
 }
 
-/* Parses the decoded path into t: 0, or the error to answer
- * (RESP_NOT_FOUND for no action, RESP_API_NOT_FOUND for no endpoint, -2
- * for an endpoint without that key). An id may hold '/': ".../keys/N" is
- * a key only when what comes before it is an endpoint's id. */
-static int
+/* Parses the decoded path into t. An id may hold '/': ".../keys/N" is a
+ * key only when what comes before it is an endpoint's id. */
+static enum admin_found
 admin_parse(const struct config *cfg, const char *path, struct admin_target *t)
 {
 	size_t plen = strlen(ADMIN_PREFIX), len = strlen(path), i;
 	const char *id = path + plen;
 
 	if (strncmp(path, ADMIN_PREFIX, plen) != 0)
-		return RESP_NOT_FOUND;
+		return ADMIN_NO_ACTION;
 	for (i = 0; i < sizeof(admin_actions) / sizeof(admin_actions[0]); i++) {
 		size_t sl = strlen(admin_actions[i].suffix);
 		if (len > plen + sl && strcmp(path + len - sl, admin_actions[i].suffix) == 0)
 			break;
 	}
 	if (i == sizeof(admin_actions) / sizeof(admin_actions[0]))
-		return RESP_NOT_FOUND;
+		return ADMIN_NO_ACTION;
 	t->action = i;
 	size_t idlen = len - plen - strlen(admin_actions[i].suffix);
 	t->key = SIZE_MAX;
 	t->api = admin_find(cfg, id, idlen);
 	if (t->api >= 0)
-		return 0;
+		return ADMIN_FOUND;
 	/* ID/keys/N */
 	const char *slash = NULL;
 	for (size_t j = idlen; j > 0; j--) {
@@ -98,14 +99,14 @@ admin_parse(const struct config *cfg, const char *path, struct admin_target *t)
 		}
 	}
 	if (slash == NULL || (size_t)(slash - id) < 5 || memcmp(slash - 5, "/keys", 5) != 0)
-		return RESP_API_NOT_FOUND;
+		return ADMIN_NO_ENDPOINT;
 	t->api = admin_find(cfg, id, (size_t)(slash - 5 - id));
 	if (t->api < 0)
-		return RESP_API_NOT_FOUND;
+		return ADMIN_NO_ENDPOINT;
 	if (!admin_index(slash + 1, (size_t)(id + idlen - slash - 1), cfg->apis[t->api].n_keys,
 			 &t->key))
-		return -2;
-	return 0;
+		return ADMIN_NO_KEY;
+	return ADMIN_FOUND;
 }
 
 /* Applies t's action to each key it names. Returns 0, or -1 with err. */
@@ -139,18 +140,22 @@ admin_handle(struct request *r, const struct config *cfg, const char *why, struc
 	struct store *st;
 	char err[300], msg[160];
 	json_t *body, *o;
-	int rc, status;
+	int status;
 
 	(void)why;
-	rc = admin_parse(cfg, r->decoded, &t);
-	if (rc == -2) {
+	switch (admin_parse(cfg, r->decoded, &t)) {
+	case ADMIN_FOUND:
+		break;
+	case ADMIN_NO_ACTION:
+		return response_error(r->fcgi->out, RESP_NOT_FOUND, NULL, 0, cfg->cors);
+	case ADMIN_NO_ENDPOINT:
+		return response_error(r->fcgi->out, RESP_API_NOT_FOUND, NULL, 0, cfg->cors);
+	case ADMIN_NO_KEY:
 		snprintf(msg, sizeof(msg),
 			 "The endpoint has no key of this index (its keys are 0 to %zu).",
 			 cfg->apis[t.api].n_keys - 1);
 		return response_error(r->fcgi->out, RESP_NOT_FOUND, msg, 0, cfg->cors);
 	}
-	if (rc != 0)
-		return response_error(r->fcgi->out, (enum response_error)rc, NULL, 0, cfg->cors);
 	st = worker_store(w, cfg);
 	if (st == NULL || admin_apply(st, cfg, &t, err, sizeof(err)) != 0) {
 		if (st != NULL)

@@ -16,7 +16,8 @@ upstreams.
         429): served at once
     A05 recheck a rejected key now: the next request rechecks it
     A06 reset tokens of an endpoint
-    A07 a pause survives a restart of the server and its responders
+    A07 a pause survives a restart of the server and its responders (and
+        --status shows it meanwhile)
     A08 the status page in headless Chromium: click, accept the confirm, the
         card changes without a reload, and /v1/status says so
 
@@ -334,6 +335,13 @@ class A07Restart(ts.OwnGatewayBase, AdminBase):
         self.acted(a + "/pause")
         self.acted(b + "/keys/1/pause")
         gw.stop(keep=True)
+        # --status, the server stopped, says so too
+        cli = ts.cli_status(gw)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        self.assertEqual(ts.cli_row(cli.stdout, a)[1], "paused", cli.stdout)
+        self.assertEqual(ts.cli_row(cli.stdout, b)[1], "yes", cli.stdout)
+        self.assertEqual([line.split()[2] for line in cli.stdout.splitlines()
+                          if line.startswith("  key ")], ["active", "paused"], cli.stdout)
         gw.start()
         st = self.status_entry(a)
         self.assertIs(st["paused"], True, st)
