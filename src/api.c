@@ -164,6 +164,37 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 	return keys;
 }
 
+/* An operator's pause (doc/behaviour.md, Limits and state, rule 31) on
+ * endpoint object o and its keys (u, n of them): "paused" on each, a paused
+ * key's state "paused", and an endpoint none of whose keys is in rotation
+ * is not available. Returns 0, or -1 when memory runs out. */
+static int
+api_paused_json(json_t *o, const struct store_usage *u, size_t n)
+{
+	json_t *keys = json_object_get(o, "keys");
+	bool endpoint = n > 0, any_in = false;
+
+	for (size_t k = 0; k < n; k++) {
+		json_t *ko = json_array_get(keys, k);
+		endpoint &= (u[k].paused & STORE_PAUSED_ENDPOINT) != 0;
+		any_in |= u[k].paused == 0;
+		if (ko == NULL ||
+		    json_object_set_new(ko, "paused",
+					json_boolean(u[k].paused & STORE_PAUSED_KEY)) != 0)
+			return -1;
+		if (u[k].paused != 0 &&
+		    (json_object_set_new(ko, "state", json_string("paused")) != 0 ||
+		     json_object_set_new(ko, "until", json_null()) != 0 ||
+		     json_object_set_new(ko, "reason", json_string("paused by an operator")) != 0))
+			return -1;
+	}
+	if (json_object_set_new(o, "paused", json_boolean(endpoint)) != 0)
+		return -1;
+	if (!any_in && json_object_set_new(o, "available", json_false()) != 0)
+		return -1;
+	return 0;
+}
+
 /* A text that may not be UTF-8 (a file's path): jansson takes only UTF-8. */
 static json_t *
 api_text_json(const char *s)
@@ -261,19 +292,18 @@ fail:
 	return NULL;
 }
 
-int
-api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
+json_t *
+api_status_body(struct request *r, const struct config *cfg, struct worker *w, int *status)
 {
 	int64_t now = clock_now_ms();
 	struct worker_usage wu;
 	struct store_usage *u;
-	json_t *apis, *body;
-	int status = 0;
+	json_t *apis;
 	char day_ends[40];
 
-	(void)why;
-	if (api_read_usage(r, cfg, w, &wu, &status) != 0)
-		return status;
+	*status = 0;
+	if (api_read_usage(r, cfg, w, &wu, status) != 0)
+		return NULL;
 	u = wu.apis;
 	apis = json_array();
 	for (size_t i = 0; apis != NULL && i < cfg->n_apis; i++) {
@@ -330,15 +360,30 @@ api_status(struct request *r, const struct config *cfg, const char *why, struct 
 			json_decref(o);
 			o = NULL;
 		}
+		if (o != NULL && api_paused_json(o, wu.keys + wu.first[i], a->n_keys) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (o == NULL || json_array_append_new(apis, o) != 0) {
 			json_decref(apis);
 			apis = NULL;
 		}
 	}
 	worker_usage_free(&wu);
-	body = apis != NULL ? json_pack("{s:s,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
+	return apis != NULL ? json_pack("{s:s,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
 					api_now_json(), "config", api_config_json(), "apis", apis)
 			    : NULL;
+}
+
+int
+api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w)
+{
+	int status;
+	json_t *body = api_status_body(r, cfg, w, &status);
+
+	(void)why;
+	if (body == NULL && status != 0)
+		return status;
 	return api_send(r, cfg->cors, body);
 }
 

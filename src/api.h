@@ -5,6 +5,7 @@
 #ifndef API_TOGETHER_API_H
 #define API_TOGETHER_API_H
 
+#include <jansson.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -18,6 +19,11 @@ int api_health(struct request *r, const struct config *cfg, const char *why, str
 /* GET /v1/status: every endpoint's limits, usage and cooldown; 503 when the
  * store cannot be read. why is unused. */
 int api_status(struct request *r, const struct config *cfg, const char *why, struct worker *w);
+
+/* The body of GET /v1/status, a new reference. NULL when the store cannot
+ * be read (then it answered 503 itself and *status is that) or memory ran
+ * out (*status 0). */
+json_t *api_status_body(struct request *r, const struct config *cfg, struct worker *w, int *status);
 
 /* GET /v1/models and /v1/models/ID: the models enabled endpoints serve; 404
  * model_not_found for an ID none serves. why and w are unused. */

@@ -606,16 +606,21 @@ config_parse_keys(struct config_parse_ctx *ctx, json_t *server, struct config *c
 	n_clients = cfg->n_api_keys;
 	if (admins != NULL && (!json_is_array(admins) || na == 0)) {
 		config_parse_report(ctx, true, "server.adminKeys",
-				    "expected a non-empty array of strings");
+				    "expected a non-empty array of strings or objects");
 	} else if (admins != NULL) {
 		cfg->admin_keys = true;
 		for (size_t i = 0; i < na; i++) {
-			struct config_client *c;
+			json_t *k = json_array_get(admins, i);
+			size_t before = cfg->n_api_keys;
 			config_parse_path_index(path, sizeof(path), "server.adminKeys", i);
-			c = config_parse_add_key(
-				ctx, cfg, json_string_value(json_array_get(admins, i)), path);
-			if (c != NULL)
-				c->admin = true;
+			/* An object as server.apiKeys': a name for the logs (of
+			 * admin actions too), and limits of its own if wanted. */
+			if (json_is_object(k))
+				config_parse_client(ctx, k, path, cfg);
+			else
+				(void)config_parse_add_key(ctx, cfg, json_string_value(k), path);
+			if (cfg->n_api_keys > before)
+				cfg->clients[before].admin = true;
 		}
 	}
 	/* Without a key every client would be let in (or none): refuse. One

@@ -316,6 +316,8 @@ limit_look(const struct limit_state *const *st, const struct store_endpoint *eps
 	for (size_t i = 0; i < n; i++) {
 		const struct limit_state *s = st[i];
 		room[i] = false;
+		if (s->paused != 0)
+			continue;
 		if (s->cooldown_until > now->ms) {
 			int64_t w = s->cooldown_until - now->ms;
 			if (limit_key_limited(s)) {
@@ -365,10 +367,15 @@ limit_look(const struct limit_state *const *st, const struct store_endpoint *eps
 		res->verdict = STORE_LIMITED;
 		res->retry_after_s = limit_retry_after_s(min_wait);
 		res->reason = why_wait;
-	} else {
+	} else if (min_cool >= 0) {
 		res->verdict = STORE_COOLING;
 		res->retry_after_s = limit_retry_after_s(min_cool);
 		res->reason = why_cool;
+	} else {
+		/* Every candidate is paused (rule 31). */
+		res->verdict = STORE_COOLING;
+		res->retry_after_s = LIMIT_PAUSED_RETRY_S;
+		res->reason = STORE_KEY_PAUSED;
 	}
 	return 0;
 }
@@ -614,6 +621,7 @@ limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 	limit_hist_get(&u->ttfb, s->ttfb, s->ttfb_count, s->ttfb_sum_ms);
 	int64_t w = limit_wait_ms(s, ep, now);
 	u->free_in_s = w > 0 ? limit_retry_after_s(w) : 0;
+	u->paused = (unsigned)s->paused;
 	if (s->key_state == STORE_KEY_REJECTED) {
 		u->key_state = STORE_KEY_REJECTED;
 		u->key_until = s->cooldown_until;
@@ -679,6 +687,39 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 	limit_hist_add(&sum->ttfb, &k->ttfb);
 	if (k->key_state == STORE_KEY_ACTIVE)
 		sum->key_state = STORE_KEY_ACTIVE;
+	/* Paused while every key is: each mark that all of them carry. */
+	sum->paused &= k->paused;
+}
+
+void
+limit_admin(struct limit_state *s, enum store_admin action, const struct limit_now *now)
+{
+	switch (action) {
+	case STORE_ADMIN_PAUSE_KEY:
+		s->paused |= STORE_PAUSED_KEY;
+		return;
+	case STORE_ADMIN_RESUME_KEY:
+		s->paused &= ~(int64_t)STORE_PAUSED_KEY;
+		return;
+	case STORE_ADMIN_PAUSE_ENDPOINT:
+		s->paused |= STORE_PAUSED_ENDPOINT;
+		return;
+	case STORE_ADMIN_RESUME_ENDPOINT:
+		s->paused &= ~(int64_t)STORE_PAUSED_ENDPOINT;
+		return;
+	case STORE_ADMIN_END_COOLDOWN:
+		/* A rejected key waits for its recheck: STORE_ADMIN_RECHECK. */
+		s->fail_run = 0;
+		if (s->key_state == STORE_KEY_REJECTED)
+			return;
+		s->cooldown_until = 0;
+		s->key_state = STORE_KEY_ACTIVE;
+		return;
+	case STORE_ADMIN_RECHECK:
+		if (s->key_state == STORE_KEY_REJECTED && s->cooldown_until > now->ms)
+			s->cooldown_until = now->ms;
+		return;
+	}
 }
 
 void

@@ -22,7 +22,10 @@
  * - TPM and TPD: tokens in the last 61 s and of the local day, estimates in
  *   flight included; a window without tokens admits any one estimate.
  * - The clock set back: times ahead of now count as now for one window at
- *   most. */
+ *   most.
+ * - An operator's pause (rule 31): a paused key is never offered, whatever
+ *   else its state says; the other actions of store_admin end a cooldown
+ *   or bring a recheck forward. */
 #ifndef API_TOGETHER_LIMIT_H
 #define API_TOGETHER_LIMIT_H
 
@@ -105,6 +108,8 @@ struct limit_state {
 	/* Answers whose tokens were their estimate (a stream served without
 	 * usage, rule 24): a metrics' counter, never reset. */
 	int64_t est_answers;
+	/* An operator's pause (rule 31): STORE_PAUSED_* bits, 0 in rotation. */
+	int64_t paused;
 };
 
 /* The moment a rule is applied at. The calendar comes in with it so the
@@ -165,10 +170,12 @@ struct store_endpoint limit_model_endpoint(const struct store_endpoint *ep);
  * room[i] for those not cooling down and with room (a rejected key whose
  * recheck is due has room: counting on it claims the recheck), of the keys
  * of one group only the one used least recently, and returns how many
- * have. With none, fills *res: STORE_LIMITED when one is limited (by its
- * RPM/RPD, an upstream 429 or a spent daily quota; its Retry-After the
- * smallest wait of all, cooling ones included), else STORE_COOLING (the
- * smallest cooldown left); res->reason says why the first to free is out. */
+ * have. A paused one never has (rule 31). With none, fills *res:
+ * STORE_LIMITED when one is limited (by its RPM/RPD, an upstream 429 or a
+ * spent daily quota; its Retry-After the smallest wait of all, cooling ones
+ * included), else STORE_COOLING (the smallest cooldown left, or with only
+ * paused ones LIMIT_PAUSED_RETRY_S and STORE_KEY_PAUSED); res->reason says
+ * why the first to free is out. */
 size_t limit_look(const struct limit_state *const *st, const struct store_endpoint *eps, size_t n,
 		  const struct limit_now *now, bool *room, struct store_reservation *res);
 
@@ -207,6 +214,13 @@ void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
  * key does (until the first frees), and has room when a key that does not
  * cool has (free_in_s the smallest of theirs). */
 void limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first);
+
+/* A reservation's Retry-After when every candidate is paused (rule 31): a
+ * pause has no end, so a client is told to come back in a minute. */
+#define LIMIT_PAUSED_RETRY_S 60
+
+/* Applies an operator's action to s at now (rule 31). */
+void limit_admin(struct limit_state *s, enum store_admin action, const struct limit_now *now);
 
 /* Zeroes the token totals, requests and last_used; the day's tokens and
  * the metrics' counters stay. */

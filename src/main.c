@@ -368,8 +368,8 @@ main_status_tokens(const struct config_api *a, const struct store_usage *u)
 static void
 main_status_keys(const struct config_api *a, const struct store_usage *k)
 {
-	static const char *const states[STORE_KEY_STATE_N] = {"active", "cooling", "cooling",
-							      "exhausted", "rejected"};
+	static const char *const states[STORE_KEY_STATE_N] = {"active",    "cooling",  "cooling",
+							      "exhausted", "rejected", "paused"};
 
 	for (size_t j = 0; j < a->n_keys; j++) {
 		char rpm[32], rpd[32], until[40] = "-";
@@ -378,7 +378,8 @@ main_status_keys(const struct config_api *a, const struct store_usage *k)
 		if (k[j].key_state != STORE_KEY_ACTIVE && k[j].key_until > 0)
 			clock_iso8601(k[j].key_until, until, sizeof(until));
 		printf("  key \u2026%-8s %-10s %-13s %-13s %-9ld %s", a->keys[j].tail,
-		       states[k[j].key_state], rpm, rpd, k[j].fail_run, until);
+		       states[k[j].paused != 0 ? STORE_KEY_PAUSED : k[j].key_state], rpm, rpd,
+		       k[j].fail_run, until);
 		if (a->tpm >= 0 || a->tpd >= 0)
 			main_status_tokens(a, &k[j]);
 		printf("\n");
@@ -480,8 +481,11 @@ main_status(void)
 		if (u[i].cooldown_until > now)
 			clock_iso8601(u[i].cooldown_until, cool, sizeof(cool));
 		printf("%-16s %-8s %-13s %-13s %-9ld %-24s %lld/%lld/%lld\n", a->id,
-		       a->enabled ? "yes" : "no", rpm, rpd, u[i].fail_run, cool, u[i].prompt_tokens,
-		       u[i].completion_tokens, u[i].total_tokens);
+		       !a->enabled                                  ? "no"
+		       : (u[i].paused & STORE_PAUSED_ENDPOINT) != 0 ? "paused"
+								    : "yes",
+		       rpm, rpd, u[i].fail_run, cool, u[i].prompt_tokens, u[i].completion_tokens,
+		       u[i].total_tokens);
 		if (a->n_keys > 1)
 			main_status_keys(a, wu.keys + wu.first[i]);
 		if (main_status_limits(st, a, &u[i], now, err, sizeof(err)) != 0) {

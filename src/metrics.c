@@ -230,6 +230,7 @@ metrics_key_state(enum store_key_state ks)
 	case STORE_KEY_REJECTED:
 		return 3;
 	case STORE_KEY_ACTIVE:
+	case STORE_KEY_PAUSED: /* a reservation's reason only */
 	case STORE_KEY_STATE_N:
 		break;
 	}

@@ -533,6 +533,8 @@ proxy_reason(enum store_key_state why)
 		return "Every key serving this model has spent its daily quota (exhausted).";
 	case STORE_KEY_REJECTED:
 		return "Every key serving this model was rejected by its upstream.";
+	case STORE_KEY_PAUSED:
+		return "Every key serving this model is paused by an operator.";
 	case STORE_KEY_ACTIVE:
 	case STORE_KEY_STATE_N:
 		break;

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "admin.h"
 #include "api.h"
 #include "auth.h"
 #include "clock.h"
@@ -37,6 +38,7 @@ static const struct routes_row routes_table[] = {
 	{"/v1/models/", "GET, HEAD", ROUTES_KEY, false, api_models},
 	{"/v1/token/stats", "GET, HEAD", ROUTES_ADMIN, false, api_token_stats},
 	{"/v1/token/reset", "POST", ROUTES_ADMIN, false, api_token_reset},
+	{"/v1/admin/", "POST", ROUTES_ADMIN, false, admin_handle},
 	{"/v1", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 	{"/v1/", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 };

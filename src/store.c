@@ -185,6 +185,13 @@ store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
 }
 
 int
+store_admin(struct store *st, const char *id, enum store_admin action, int64_t now_ms, char *err,
+	    size_t errlen)
+{
+	return st->ops->admin(st, id, action, now_ms, err, errlen);
+}
+
+int
 store_check(struct store *st, char *err, size_t errlen)
 {
 	return st->ops->check(st, err, errlen);

@@ -57,6 +57,8 @@ enum store_key_state {
 				endpoint's own): cooldown.seconds */
 	STORE_KEY_EXHAUSTED, /* a 429 of a spent daily quota: until the local midnight */
 	STORE_KEY_REJECTED,  /* a 401: until a recheck answers 2xx */
+	STORE_KEY_PAUSED,    /* paused by an operator (store_admin): never stored as
+				a key's state, only a reservation's reason */
 	STORE_KEY_STATE_N
 };
 
@@ -197,6 +199,9 @@ struct store_usage {
 	 * the next recheck). */
 	enum store_key_state key_state;
 	int64_t key_until;
+	/* Paused by an operator (store_admin): STORE_PAUSED_* bits, 0 none.
+	 * Independent of key_state, which a resume shows again. */
+	unsigned paused;
 	/* Counters for the metrics; never reset (store_reset_tokens keeps them). */
 	long long attempts;               /* reserved */
 	long long retries;                /* recorded with retry set */
@@ -297,6 +302,31 @@ int store_read_rejects(struct store *st, long long *out, char *err, size_t errle
  * of every endpoint when id is NULL; attempt counters and the day's tokens
  * stay. Returns 0, or -1 with err. */
 int store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen);
+
+/* An operator's action on one key's state (doc/behaviour.md, Limits and
+ * state: an operator's pause; HTTP: admin actions). An endpoint's action is
+ * its keys' each. */
+enum store_admin {
+	STORE_ADMIN_PAUSE_KEY,       /* out of rotation until resumed */
+	STORE_ADMIN_RESUME_KEY,      /* undoes PAUSE_KEY */
+	STORE_ADMIN_PAUSE_ENDPOINT,  /* the same, as its endpoint's: a mark of its own,
+					so that resuming one of the two keeps the other */
+	STORE_ADMIN_RESUME_ENDPOINT, /* undoes PAUSE_ENDPOINT */
+	STORE_ADMIN_END_COOLDOWN,    /* a cooldown, a 429's wait or a spent day ends now,
+					the failure run is cleared; a rejected key stays */
+	STORE_ADMIN_RECHECK          /* a rejected key's recheck is due now: its next
+					reservation is the recheck; others unchanged */
+};
+
+/* The bits of store_usage.paused. */
+#define STORE_PAUSED_KEY 1u
+#define STORE_PAUSED_ENDPOINT 2u
+
+/* Applies action to the state of id at now_ms in one atomic step (the
+ * state is created when it has none). Returns 0, or -1 with err set when
+ * the store cannot be read or written (then nothing changed). */
+int store_admin(struct store *st, const char *id, enum store_admin action, int64_t now_ms,
+		char *err, size_t errlen);
 
 /* Checks that the store can be read and written now, with no exclusive
  * lock while it can (GDBM: a shared read of the live copy and an access

@@ -726,6 +726,36 @@ store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t er
 			       errlen);
 }
 
+struct store_gdbm_admin_ctx {
+	const char *id;
+	enum store_admin action;
+	struct limit_now now;
+};
+
+static int
+store_gdbm_admin_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
+{
+	struct store_gdbm_admin_ctx *c = ctx;
+	struct store_codec_ent *e = store_codec_entry(s, c->id);
+
+	if (e == NULL) {
+		store_gdbm_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
+	limit_admin(&e->s, c->action, &c->now);
+	return 1;
+}
+
+static int
+store_gdbm_admin(struct store *base, const char *id, enum store_admin action, int64_t now_ms,
+		 char *err, size_t errlen)
+{
+	struct store_gdbm *st = (struct store_gdbm *)base;
+	struct store_gdbm_admin_ctx c = {id, action, store_gdbm_now(now_ms)};
+
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_admin_fn, &c, err, errlen);
+}
+
 static int
 store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
@@ -839,6 +869,7 @@ static const struct store_ops store_gdbm_ops = {
 	.fold = store_gdbm_fold,
 	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
+	.admin = store_gdbm_admin,
 	.check = store_gdbm_check,
 	.sync = store_gdbm_sync,
 };

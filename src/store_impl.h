@@ -27,6 +27,8 @@ struct store_ops {
 	int (*fold)(struct store *st, long long *add, char *err, size_t errlen);
 	int (*read_rejects)(struct store *st, long long *out, char *err, size_t errlen);
 	int (*reset_tokens)(struct store *st, const char *id, char *err, size_t errlen);
+	int (*admin)(struct store *st, const char *id, enum store_admin action, int64_t now_ms,
+		     char *err, size_t errlen);
 	int (*check)(struct store *st, char *err, size_t errlen); /* takes no exclusive lock */
 	int (*sync)(struct store *st, char *err, size_t errlen);  /* NULL: nothing to do */
 };

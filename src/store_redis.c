@@ -1605,6 +1605,33 @@ store_redis_reset_tokens(struct store *sb, const char *id, char *err, size_t err
 	return rc;
 }
 
+struct store_redis_admin_ctx {
+	enum store_admin action;
+	struct limit_now now;
+};
+
+static void
+store_redis_admin_fn(struct limit_state *s, const void *ctx)
+{
+	const struct store_redis_admin_ctx *c = ctx;
+
+	limit_admin(s, c->action, &c->now);
+}
+
+static int
+store_redis_admin(struct store *sb, const char *id, enum store_admin action, int64_t now_ms,
+		  char *err, size_t errlen)
+{
+	struct store_redis *st = (struct store_redis *)sb;
+	struct store_redis_admin_ctx c = {action, store_redis_now(now_ms)};
+
+	if (!store_redis_writable(st, err, errlen))
+		return -1;
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
+	return store_redis_change(st, id, false, store_redis_admin_fn, &c, err, errlen);
+}
+
 /* Converts keys of layout 1 (store_redis_upgrade) and refuses those of any
  * other; then a read, but for the first check under a prefix, which writes
  * the layout. */
@@ -1675,6 +1702,7 @@ static const struct store_ops store_redis_ops = {
 	.fold = store_redis_fold,
 	.read_rejects = store_redis_read_rejects,
 	.reset_tokens = store_redis_reset_tokens,
+	.admin = store_redis_admin,
 	.check = store_redis_check,
 	.sync = NULL, /* Redis keeps its data itself (its persistence settings) */
 };

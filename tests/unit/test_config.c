@@ -826,6 +826,20 @@ client_keys_are_read_and_checked(void **state)
 	config_free(cfg);
 	config_issues_free(&is);
 
+	/* An admin key may be an object too: its name is what logs show. */
+	assert_int_equal(parse("{'server': {'apiKeys': ['k1'], 'adminKeys': ['adm-1234',"
+			       " {'key': 'adm-secret-wxyz', 'name': 'ops'}]}, 'apis': []}",
+			       &cfg, &is),
+			 0);
+	assert_int_equal(cfg->n_api_keys, 3);
+	assert_false(cfg->clients[0].admin);
+	assert_true(cfg->clients[1].admin && cfg->clients[2].admin);
+	assert_null(cfg->clients[1].name);
+	assert_string_equal(cfg->clients[2].name, "ops");
+	assert_string_equal(cfg->clients[2].tail, "wxyz");
+	config_free(cfg);
+	config_issues_free(&is);
+
 	/* Without adminKeys every client key is an admin, as before them. */
 	assert_int_equal(
 		parse("{'server': {'apiKeys': ['k1', {'key': 'k2'}]}, 'apis': []}", &cfg, &is), 0);

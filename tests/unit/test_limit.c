@@ -378,6 +378,90 @@ test_cooldown_expires(void **state)
 	assert_int_equal(u.fail_run, 1);
 }
 
+/* --- An operator's pause and actions: Limits and state, rule 31 --- */
+
+/* A paused candidate never has room, whatever else it has; with only paused
+ * ones the verdict is COOLING for LIMIT_PAUSED_RETRY_S, beside a limited one
+ * LIMITED with its wait. An endpoint reads paused while every key is. */
+static void
+test_paused_never_has_room(void **state)
+{
+	struct store_endpoint eps[2] = {{"a", 1, -1, 0, -1, -1, 0, NULL, NULL},
+					{"b", 1, -1, 0, -1, -1, 0, NULL, NULL}};
+	struct held h[2];
+	const struct limit_state *st[2] = {&h[0].s, &h[1].s};
+	struct store_reservation res;
+	struct store_usage u[2], sum;
+	bool room[2];
+
+	(void)state;
+	held_init(&h[0]);
+	held_init(&h[1]);
+	struct limit_now now = at(T0);
+	limit_admin(&h[0].s, STORE_ADMIN_PAUSE_KEY, &now);
+	assert_int_equal(limit_look(st, eps, 2, &now, room, &res), 1);
+	assert_false(room[0]);
+	assert_true(room[1]);
+	limit_admin(&h[1].s, STORE_ADMIN_PAUSE_ENDPOINT, &now);
+	assert_int_equal(limit_look(st, eps, 2, &now, room, &res), 0);
+	assert_int_equal(res.verdict, STORE_COOLING);
+	assert_int_equal(res.retry_after_s, LIMIT_PAUSED_RETRY_S);
+	assert_int_equal(res.reason, STORE_KEY_PAUSED);
+	/* b at its rpm instead: 429 with b's wait */
+	limit_admin(&h[1].s, STORE_ADMIN_RESUME_ENDPOINT, &now);
+	attempts(&h[1], 1, 1, T0, 0);
+	assert_int_equal(limit_look(st, eps, 2, &now, room, &res), 0);
+	assert_int_equal(res.verdict, STORE_LIMITED);
+	assert_int_equal(res.retry_after_s, 60);
+	/* the marks as read, and summed over an endpoint's keys */
+	limit_admin(&h[1].s, STORE_ADMIN_PAUSE_ENDPOINT, &now);
+	limit_admin(&h[0].s, STORE_ADMIN_PAUSE_ENDPOINT, &now);
+	limit_usage(&h[0].s, &eps[0], &now, &u[0]);
+	limit_usage(&h[1].s, &eps[1], &now, &u[1]);
+	assert_int_equal(u[0].paused, STORE_PAUSED_KEY | STORE_PAUSED_ENDPOINT);
+	assert_int_equal(u[1].paused, STORE_PAUSED_ENDPOINT);
+	limit_usage_add(&sum, &u[0], true);
+	limit_usage_add(&sum, &u[1], false);
+	assert_int_equal(sum.paused, STORE_PAUSED_ENDPOINT);
+	limit_admin(&h[0].s, STORE_ADMIN_RESUME_KEY, &now);
+	assert_int_equal(h[0].s.paused, STORE_PAUSED_ENDPOINT);
+}
+
+/* Ending a cooldown clears the run and every wait but a rejection, which
+ * a recheck brings forward to now instead. */
+static void
+test_admin_end_cooldown_and_recheck(void **state)
+{
+	const struct store_cooldown cd = {1, 30, 600};
+	struct store_outcome o = {.latency_ms = -1, .ttfb_ms = -1};
+	struct held h;
+	struct limit_now now = at(T0);
+
+	(void)state;
+	held_init(&h);
+	o.charge = STORE_CHARGE_RUN;
+	limit_record(&h.s, &o, &cd, &now);
+	assert_int_equal(h.s.cooldown_until, T0 + 30000);
+	limit_admin(&h.s, STORE_ADMIN_END_COOLDOWN, &now);
+	assert_int_equal(h.s.cooldown_until, 0);
+	assert_int_equal(h.s.fail_run, 0);
+	o.charge = STORE_CHARGE_EXHAUSTED;
+	limit_record(&h.s, &o, &cd, &now);
+	limit_admin(&h.s, STORE_ADMIN_END_COOLDOWN, &now);
+	assert_int_equal(h.s.key_state, STORE_KEY_ACTIVE);
+	assert_int_equal(h.s.cooldown_until, 0);
+	o.charge = STORE_CHARGE_REJECTED;
+	limit_record(&h.s, &o, &cd, &now);
+	limit_admin(&h.s, STORE_ADMIN_END_COOLDOWN, &now);
+	assert_int_equal(h.s.key_state, STORE_KEY_REJECTED);
+	assert_int_equal(h.s.cooldown_until, T0 + 600000);
+	now = at(T0 + 5000);
+	limit_admin(&h.s, STORE_ADMIN_RECHECK, &now);
+	assert_int_equal(h.s.cooldown_until, T0 + 5000);
+	assert_true(limit_count_attempt(&h.s, &now));
+	assert_int_equal(h.s.cooldown_until, T0 + 5000 + 600000);
+}
+
 /* --- Tokens: Limits and state, rule 12 (and the day of rule 6) --- */
 
 struct token_case {
@@ -1178,6 +1262,8 @@ main(void)
 		cmocka_unit_test(test_look_verdicts),
 		cmocka_unit_test(test_failure_run_and_cooldown),
 		cmocka_unit_test(test_cooldown_expires),
+		cmocka_unit_test(test_paused_never_has_room),
+		cmocka_unit_test(test_admin_end_cooldown_and_recheck),
 		cmocka_unit_test(test_token_saturation),
 		cmocka_unit_test(test_record_saturates_every_token_counter),
 		cmocka_unit_test(test_day_tokens_roll_over_at_midnight),

@@ -27,6 +27,8 @@ static const struct find_case find_cases[] = {
 	{"/v1/models/a/b", "/v1/models/", ROUTES_KEY},
 	{"/v1/token/stats", "/v1/token/stats", ROUTES_ADMIN},
 	{"/v1/token/reset", "/v1/token/reset", ROUTES_ADMIN},
+	{"/v1/admin/endpoints/a/pause", "/v1/admin/", ROUTES_ADMIN},
+	{"/v1/admin/", "/v1/admin/", ROUTES_ADMIN},
 	/* Everything else under /v1 goes upstream. */
 	{"/v1", "/v1", ROUTES_KEY},
 	{"/v1/", "/v1/", ROUTES_KEY},
@@ -123,6 +125,7 @@ routes_allow_headers(void **state)
 	(void)state;
 	assert_string_equal(routes_find("/health")->allow, "GET, HEAD");
 	assert_string_equal(routes_find("/v1/token/reset")->allow, "POST");
+	assert_string_equal(routes_find("/v1/admin/endpoints/a/keys/0/resume")->allow, "POST");
 	assert_string_equal(routes_find("/v1/chat/completions")->allow,
 			    "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
 	assert_true(routes_find("/status")->no_cors);

@@ -1347,6 +1347,98 @@ test_metrics_rejections_counted_by_reason(void **state)
 }
 
 static void
+admin(struct store *st, const char *id, enum store_admin action, int64_t now)
+{
+	char err[256] = "";
+	int rc = store_admin(st, id, action, now, err, sizeof(err));
+
+	if (rc != 0)
+		print_error("store_admin: %s\n", err);
+	assert_int_equal(rc, 0);
+}
+
+/* An operator's pause (doc/behaviour.md, Limits and state, rule 31): a
+ * paused key is never reserved, the key's and its endpoint's marks are
+ * apart, and with every candidate paused the verdict is COOLING for
+ * LIMIT_PAUSED_RETRY_S. */
+static void
+test_admin_pause_keeps_a_key_out_until_resumed(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					     {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+
+	admin(f->st, "a", STORE_ADMIN_PAUSE_KEY, T0);
+	expect_reserved(f->st, eps, 2, T0, 1);
+	expect_reserved(f->st, eps, 2, T0, 1);
+	struct store_usage u = read_one(f->st, &eps[0], T0);
+	assert_int_equal(u.paused, STORE_PAUSED_KEY);
+	assert_int_equal(u.attempts, 0);
+	admin(f->st, "b", STORE_ADMIN_PAUSE_ENDPOINT, T0);
+	struct store_reservation res = reserve(f->st, eps, 2, T0);
+	assert_int_equal(res.verdict, STORE_COOLING);
+	assert_int_equal(res.retry_after_s, LIMIT_PAUSED_RETRY_S);
+	assert_int_equal(res.reason, STORE_KEY_PAUSED);
+	/* Resuming the other mark changes nothing. */
+	admin(f->st, "b", STORE_ADMIN_RESUME_KEY, T0);
+	assert_int_equal(reserve(f->st, eps, 2, T0).verdict, STORE_COOLING);
+	admin(f->st, "b", STORE_ADMIN_RESUME_ENDPOINT, T0);
+	expect_reserved(f->st, eps, 2, T0, 1);
+	admin(f->st, "a", STORE_ADMIN_RESUME_KEY, T0);
+	expect_reserved(f->st, eps, 2, T0, 0);
+	assert_int_equal(read_one(f->st, &eps[0], T0).paused, 0);
+	/* A paused key beside a cooling one: the cooling one's 503. */
+	const struct store_cooldown cd = {1, 30, 0};
+	const struct store_outcome fail = {.charge = STORE_CHARGE_RUN,
+					   .code_class = STORE_CLASS_5XX,
+					   .latency_ms = -1,
+					   .ttfb_ms = -1};
+	record(f->st, "b", &fail, &cd, T0);
+	admin(f->st, "a", STORE_ADMIN_PAUSE_KEY, T0);
+	res = reserve(f->st, eps, 2, T0);
+	assert_int_equal(res.verdict, STORE_COOLING);
+	assert_int_equal(res.retry_after_s, 30);
+	/* Ending b's cooldown serves it at once. */
+	admin(f->st, "b", STORE_ADMIN_END_COOLDOWN, T0 + 1000);
+	u = read_one(f->st, &eps[1], T0 + 1000);
+	assert_int_equal(u.cooldown_until, 0);
+	assert_int_equal(u.fail_run, 0);
+	expect_reserved(f->st, eps, 2, T0 + 1000, 1);
+}
+
+/* A rejected key's recheck brought forward: its next reservation is the
+ * recheck; ending a cooldown leaves a rejected key rejected. */
+static void
+test_admin_recheck_makes_the_next_reservation_the_recheck(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_cooldown cd = {3, 60, 600};
+	const struct store_outcome rejected = {.charge = STORE_CHARGE_REJECTED,
+					       .code_class = STORE_CLASS_4XX,
+					       .latency_ms = -1,
+					       .ttfb_ms = -1};
+
+	record(f->st, "a", &rejected, &cd, T0);
+	expect_refused(f->st, &ep, 1, T0 + 1000, STORE_COOLING);
+	admin(f->st, "a", STORE_ADMIN_END_COOLDOWN, T0 + 1000);
+	expect_refused(f->st, &ep, 1, T0 + 1000, STORE_COOLING);
+	assert_int_equal(read_one(f->st, &ep, T0 + 1000).key_state, STORE_KEY_REJECTED);
+	admin(f->st, "a", STORE_ADMIN_RECHECK, T0 + 2000);
+	struct store_reservation res = reserve(f->st, &ep, 1, T0 + 2000);
+	assert_int_equal(res.verdict, STORE_RESERVED);
+	assert_true(res.recheck);
+	/* Claimed: the next one waits a period again. */
+	expect_refused(f->st, &ep, 1, T0 + 2000, STORE_COOLING);
+	/* On a key in rotation a recheck changes nothing. */
+	const struct store_endpoint other = {"z", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	admin(f->st, "z", STORE_ADMIN_RECHECK, T0);
+	res = reserve(f->st, &other, 1, T0);
+	assert_int_equal(res.verdict, STORE_RESERVED);
+	assert_false(res.recheck);
+}
+
+static void
 test_reset_tokens_of_one_and_of_all_keeps_counters(void **state)
 {
 	struct fix *f = *state;
@@ -1775,8 +1867,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 6 since the estimated answers (5 since token limits, 4 since key
-	 * pools, 3 before). */
+	/* 6 since the estimated answers and admin actions (5 since token
+	 * limits, 4 since key pools, 3 before). */
 	assert_int_equal(h.version, 6);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
@@ -1797,8 +1889,9 @@ test_version_2_record_is_read_and_upgraded(void **state)
 /* What version 5 added to an entry: the token window's seconds and
  * counts, the day's estimates in flight and their day. */
 #define V5_TOK_BYTES ((2 * 61 + 2) * 8)
-/* What version 6 added: the count of answers counted from their estimate. */
-#define V6_BYTES 8
+/* What version 6 added: the count of answers counted from their estimate
+ * and an operator's pause. */
+#define V6_BYTES 16
 
 struct v3_ent {
 	struct v2_ent c;
@@ -1899,8 +1992,8 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
 	assert_int_equal(s.recheck_ms, 0);
 	/* Written back, it is version 6: 16 bytes longer for the key's state,
-	 * the token window's and the estimated answers' more, and read the
-	 * same. */
+	 * the token window's, the estimated answers' and the pause's more,
+	 * and read the same. */
 	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES);
 	char out[sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES];
 	s.key_state = STORE_KEY_REJECTED;
@@ -2122,6 +2215,41 @@ test_version_5_entry_alone_is_read(void **state)
 	assert_int_equal(store_codec_ent_get(out, sizeof(out), "ab", 2, &back, ring), 0);
 	assert_int_equal(back.day_est, 44);
 	assert_int_equal(back.est_answers, 5);
+}
+
+/* A Redis value of version 5 (before admin actions) is read with no pause,
+ * and written back as version 6 with it. */
+static void
+test_version_5_entry_has_no_pause(void **state)
+{
+	struct limit_state s, back;
+	uint32_t ring[LIMIT_RING_MAX], r3[3] = {1, 2, 3};
+	char v6[4096], v5[4096];
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	s.ring = r3;
+	s.ring_cap = 3;
+	s.ring_len = 3;
+	s.day_count = 7;
+	s.day_est = 40;
+	s.paused = STORE_PAUSED_KEY;
+	size_t n6 = store_codec_ent_size(&s, 3);
+	assert_true(n6 <= sizeof(v6));
+	store_codec_ent_put(v6, "abc", 3, &s);
+	/* Version 5: the same without version 6's counters, which end the
+	 * counters. */
+	size_t counters6 = n6 - 8 - 16; /* the id and the ring, each padded */
+	memcpy(v5, v6, counters6 - V6_BYTES);
+	memcpy(v5 + counters6 - V6_BYTES, v6 + counters6, n6 - counters6);
+	assert_int_equal(store_codec_ent_get(v5, n6 - V6_BYTES, "abc", 3, &back, ring), 0);
+	assert_int_equal(back.day_count, 7);
+	assert_int_equal(back.day_est, 40);
+	assert_int_equal(back.paused, 0);
+	assert_int_equal(ring[2], 3);
+	assert_int_equal(store_codec_ent_get(v6, n6, "abc", 3, &back, ring), 0);
+	assert_int_equal(back.paused, STORE_PAUSED_KEY);
+	assert_int_equal(back.day_est, 40);
 }
 
 /* The day's tokens are in the record: a reboot (no live copy, the file
@@ -2950,11 +3078,11 @@ test_killed_process_loses_nothing(void **state)
 		for (int i = 0; i < N; i++) {
 			long dr = u[i].rpd_used - want_r[i], dw = u[i].requests - want_w[i];
 			if (dr < 0 || dr > 1 || dw < 0 || dw > 1)
-				fail_msg(
-					"after kill %d, %s: attempts %ld (wrote %ld), requests %ld "
-					"(wrote %ld)",
-					k, eps[i].id, u[i].rpd_used, want_r[i], u[i].requests,
-					want_w[i]);
+				fail_msg("after kill %d, %s: attempts %ld (wrote %ld), "
+					 "requests %ld "
+					 "(wrote %ld)",
+					 k, eps[i].id, u[i].rpd_used, want_r[i], u[i].requests,
+					 want_w[i]);
 			slack_r += dr;
 			slack_w += dw;
 			/* Each record added its tokens whole: a kill in the middle
@@ -4092,6 +4220,8 @@ main(void)
 		T(test_metrics_count_classes_retries_and_latency_buckets),
 		T(test_metrics_rejections_counted_by_reason),
 		T(test_reset_tokens_of_one_and_of_all_keeps_counters),
+		T(test_admin_pause_keeps_a_key_out_until_resumed),
+		T(test_admin_recheck_makes_the_next_reservation_the_recheck),
 		T(test_token_totals_saturate),
 		T(test_tokens_today_roll_over_at_local_midnight),
 		T(test_tokens_today_day_follows_tz),
@@ -4109,6 +4239,7 @@ main(void)
 		T(test_version_4_entry_alone_is_read),
 		T(test_version_5_record_keeps_its_counts),
 		T(test_version_5_entry_alone_is_read),
+		T(test_version_5_entry_has_no_pause),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
