@@ -22,7 +22,9 @@
  * - TPM and TPD: tokens in the last 61 s and of the local day, estimates in
  *   flight included; a window without tokens admits any one estimate.
  * - The clock set back: times ahead of now count as now for one window at
- *   most. */
+ *   most.
+ * - History (rules 31 to 35): an attempt's outcome in the bucket of its
+ *   minute (history.h holds the buckets' own rules). */
 #ifndef API_TOGETHER_LIMIT_H
 #define API_TOGETHER_LIMIT_H
 
@@ -30,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "store.h"
 #include "tz.h"
 
@@ -52,9 +55,10 @@ struct limit_bucket {
 
 /* One endpoint's state. A zeroed struct (ring NULL) is an endpoint never
  * seen. Only ring points elsewhere: the holder owns that memory (see
- * limit_fit_ring). From ring_base to the end the fields are 64 bits wide
- * and in the order the state record stores them (store_codec.c copies them
- * as one block, and checks that they are). */
+ * limit_fit_ring). From ring_base to hist the fields are 64 bits wide
+ * and, hist (padding-free) included, in the order the state record stores
+ * them (store_codec.c copies them as one block, and checks that they
+ * are). */
 struct limit_state {
 	uint32_t *ring;     /* ring_cap times, ms after ring_base */
 	uint32_t ring_cap;  /* limit_ring_cap_for(rpm) when last counted */
@@ -102,6 +106,9 @@ struct limit_state {
 	int64_t tok_count[LIMIT_BUCKETS];
 	int64_t est_day;
 	int64_t day_est;
+	/* The last hour in one-minute buckets (rules 31 to 35): last, apart
+	 * from the 64-bit block (store_codec.c copies it as its own). */
+	struct history hist;
 };
 
 /* The moment a rule is applied at. The calendar comes in with it so the
@@ -190,9 +197,14 @@ int64_t limit_last_attempt(const struct limit_state *s);
  * the answer's total into now's second of the token window, its estimate
  * released from where it was reserved),
  * the answer's class (none with STORE_CLASS_N), retries and the latency
- * histograms. */
+ * histograms, and, for an attempt (a class other than STORE_CLASS_N), its
+ * history bucket (rules 31 and 32). */
 void limit_record(struct limit_state *s, const struct store_outcome *o,
 		  const struct store_cooldown *cd, const struct limit_now *now);
+
+/* Counts n refusals of the gateway's own (rule 33) in the history bucket
+ * of now_ms: s is the gateway's row (STORE_GATEWAY_ID). */
+void limit_record_refusals(struct limit_state *s, long long n, int64_t now_ms);
 
 /* s as a status page reads it at now (under ep's limits). */
 void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "redis_addr.h"
 
 struct tz_zone;
@@ -198,7 +199,14 @@ struct store_usage {
 	long long retries;                /* recorded with retry set */
 	long long answers[STORE_CLASS_N]; /* recorded, by class */
 	struct store_hist latency, ttfb;
+	/* The last hour in one-minute buckets, brought to the read's minute
+	 * (doc/behaviour.md, Limits and state, rules 31 to 35). */
+	struct history history;
 };
+
+/* The entry of the gateway's own history row (refusals, rule 33): no
+ * endpoint, key, model or client id starts with a unit separator. */
+#define STORE_GATEWAY_ID "\x1fgateway"
 
 /* How a Redis store is reached beyond its address; the GDBM store has no use
  * for them. */

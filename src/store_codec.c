@@ -7,8 +7,10 @@
 #define STORE_CODEC_MAGIC 0x41544732u /* "ATG2" */
 /* 3 added the metrics' counters and the refusals, and the day's tokens (in
  * the same block: 3 was extended before its release); 4 a key's state; 5
- * the token window and the day's estimates in flight. */
-#define STORE_CODEC_VERSION 5u
+ * the token window and the day's estimates in flight; 6 the history's
+ * one-minute buckets (history.h). */
+#define STORE_CODEC_VERSION 6u
+#define STORE_CODEC_VERSION_V5 5u
 #define STORE_CODEC_VERSION_V4 4u
 #define STORE_CODEC_VERSION_V3 3u
 #define STORE_CODEC_VERSION_V2 2u
@@ -33,7 +35,9 @@ struct store_codec_head {
 	(offsetof(struct limit_state, key_state) - offsetof(struct limit_state, retries))
 #define STORE_CODEC_ENT_KEY                                                                        \
 	(offsetof(struct limit_state, tok_sec) - offsetof(struct limit_state, key_state))
-#define STORE_CODEC_ENT_TOK (sizeof(struct limit_state) - offsetof(struct limit_state, tok_sec))
+#define STORE_CODEC_ENT_TOK                                                                        \
+	(offsetof(struct limit_state, hist) - offsetof(struct limit_state, tok_sec))
+#define STORE_CODEC_ENT_HIST (sizeof(struct limit_state) - offsetof(struct limit_state, hist))
 
 /* The block is copied whole: it must hold no padding, and be what it was. */
 _Static_assert(offsetof(struct limit_state, ring_len) ==
@@ -47,6 +51,7 @@ _Static_assert(STORE_CODEC_ENT_METRICS == (1 + STORE_CLASS_N + 2 * (STORE_HIST_N
 	       "the metrics of an entry moved");
 _Static_assert(STORE_CODEC_ENT_KEY == 2 * 8, "the key's state of an entry moved");
 _Static_assert(STORE_CODEC_ENT_TOK == (2 * LIMIT_BUCKETS + 2) * 8, "the tokens of an entry moved");
+_Static_assert(STORE_CODEC_ENT_HIST == sizeof(struct history), "the history of an entry moved");
 
 static size_t
 store_codec_pad8(size_t n)
@@ -54,21 +59,23 @@ store_codec_pad8(size_t n)
 	return (n + 7) & ~(size_t)7;
 }
 
-/* The counters of an entry of a version (2 to 5). */
+/* The counters of an entry of a version (2 to 6). */
 static size_t
 store_codec_counters(uint32_t version)
 {
 	return STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2 +
 	       (version >= STORE_CODEC_VERSION_V3 ? STORE_CODEC_ENT_METRICS : 0) +
 	       (version >= STORE_CODEC_VERSION_V4 ? STORE_CODEC_ENT_KEY : 0) +
-	       (version >= STORE_CODEC_VERSION ? STORE_CODEC_ENT_TOK : 0);
+	       (version >= STORE_CODEC_VERSION_V5 ? STORE_CODEC_ENT_TOK : 0) +
+	       (version >= STORE_CODEC_VERSION ? STORE_CODEC_ENT_HIST : 0);
 }
 
 /* Reads the counters of an entry of version at p (which has enough bytes)
  * into s and its id's length into *id_len; the ring is not touched. What
  * an older version lacks is zero: its metrics, and the state of a key in
- * rotation (the endpoint's state becomes its one key's), and the tokens
- * of before version 5 (counted from then on). */
+ * rotation (the endpoint's state becomes its one key's), the tokens
+ * of before version 5 (counted from then on) and the history of before
+ * version 6 (an empty hour). */
 static void
 store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s, uint32_t *id_len)
 {
@@ -89,10 +96,16 @@ store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s,
 	} else {
 		memset(&s->key_state, 0, STORE_CODEC_ENT_KEY);
 	}
-	if (version >= STORE_CODEC_VERSION)
+	if (version >= STORE_CODEC_VERSION_V5) {
 		memcpy(&s->tok_sec, p + off, STORE_CODEC_ENT_TOK);
-	else
+		off += STORE_CODEC_ENT_TOK;
+	} else {
 		memset(&s->tok_sec, 0, STORE_CODEC_ENT_TOK);
+	}
+	if (version >= STORE_CODEC_VERSION)
+		memcpy(&s->hist, p + off, STORE_CODEC_ENT_HIST);
+	else
+		memset(&s->hist, 0, STORE_CODEC_ENT_HIST);
 }
 
 /* Whether the ring numbers and the id's length of an entry are sound. */
@@ -128,7 +141,7 @@ store_codec_ent_put(char *p, const char *id, size_t id_len, const struct limit_s
 	memcpy(p + 4, &s->ring_cap, 12);
 	memcpy(p + STORE_CODEC_ENT_HEAD, &s->ring_base,
 	       STORE_CODEC_ENT_V2 + STORE_CODEC_ENT_METRICS + STORE_CODEC_ENT_KEY +
-		       STORE_CODEC_ENT_TOK);
+		       STORE_CODEC_ENT_TOK + STORE_CODEC_ENT_HIST);
 	memcpy(p + off, id, id_len);
 	memset(p + off + id_len, 0, store_codec_pad8(id_len) - id_len);
 	off += store_codec_pad8(id_len);
@@ -142,8 +155,8 @@ int
 store_codec_ent_get(const char *p, size_t len, const char *id, size_t id_len, struct limit_state *s,
 		    uint32_t *ring)
 {
-	/* An entry of version 3 (written before key pools) or 4 (before token
-	 * limits) is read too: its size tells. */
+	/* An entry of version 3 (written before key pools), 4 (before token
+	 * limits) or 5 (before the history) is read too: its size tells. */
 	uint32_t version = STORE_CODEC_VERSION;
 	size_t off = store_codec_counters(version);
 	uint32_t l;
@@ -159,6 +172,10 @@ store_codec_ent_get(const char *p, size_t len, const char *id, size_t id_len, st
 	} else if (s->ring_cap <= LIMIT_RING_MAX &&
 		   len == store_codec_ent_size_v(s, l, STORE_CODEC_VERSION_V4)) {
 		version = STORE_CODEC_VERSION_V4;
+		off = store_codec_counters(version);
+	} else if (s->ring_cap <= LIMIT_RING_MAX &&
+		   len == store_codec_ent_size_v(s, l, STORE_CODEC_VERSION_V5)) {
+		version = STORE_CODEC_VERSION_V5;
 		off = store_codec_counters(version);
 	} else if (len < off) {
 		return -1;
@@ -198,8 +215,9 @@ store_codec_check(const char *p, size_t len, uint64_t *seq)
 	memcpy(&h, p, sizeof(h));
 	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
 	if (h.magic != STORE_CODEC_MAGIC ||
-	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V4 &&
-	     h.version != STORE_CODEC_VERSION_V3 && h.version != STORE_CODEC_VERSION_V2) ||
+	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V5 &&
+	     h.version != STORE_CODEC_VERSION_V4 && h.version != STORE_CODEC_VERSION_V3 &&
+	     h.version != STORE_CODEC_VERSION_V2) ||
 	    h.size != len || tail != h.seq || h.n > 1000000)
 		return -1;
 	*seq = h.seq;

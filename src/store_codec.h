@@ -6,10 +6,11 @@
  * number, size, count), the entries, the refusal counters, and the sequence
  * number again, so a copy torn in the middle is told from a whole one. An
  * entry: its counters (limit.h's state, 64-bit, host byte order), its id
- * and its ring of times, each padded to 8 bytes. Version 5 is written;
- * version 4 (no token window: written before token limits), version 3 (no key state: written before
- * key pools, whose endpoint state becomes its one key's) and version 2 (no metrics, no refusals, no
- * day's tokens either) are still read, in a record and as a Redis value. */
+ * and its ring of times, each padded to 8 bytes. Version 6 is written
+ * (5 plus the history's buckets, history.h); version 5 (no history), version 4 (no token window:
+ * written before token limits), version 3 (no key state: written before key pools, whose endpoint
+ * state becomes its one key's) and version 2 (no metrics, no refusals, no day's tokens either) are
+ * still read, in a record and as a Redis value. */
 #ifndef API_TOGETHER_STORE_CODEC_H
 #define API_TOGETHER_STORE_CODEC_H
 

@@ -730,10 +730,20 @@ static int
 store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
 	const long long *add = ctx;
+	long long refused = add[STORE_REJECT_RATE_LIMIT] + add[STORE_REJECT_COOLDOWN];
 
-	(void)err, (void)errlen;
 	for (size_t k = 0; k < STORE_REJECT_N; k++)
 		s->rejects[k] += add[k];
+	if (refused > 0) {
+		/* In the same step: the history's bucket of this sync's minute
+		 * (Limits and state, rule 33). */
+		struct store_codec_ent *e = store_codec_entry(s, STORE_GATEWAY_ID);
+		if (e == NULL) {
+			store_gdbm_set_err(err, errlen, "state", "out of memory");
+			return -1;
+		}
+		limit_record_refusals(&e->s, refused, clock_now_ms());
+	}
 	return 1;
 }
 

@@ -1497,12 +1497,20 @@ store_redis_simple(struct store_redis *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* The gateway's refusals in its history row at this process's time. */
+static void
+store_redis_refusals_fn(struct limit_state *s, const void *ctx)
+{
+	limit_record_refusals(s, *(const long long *)ctx, clock_now_ms());
+}
+
 /* One HINCRBY per refusal reason with a count; on error, add keeps the
  * counts of the reasons not yet added. */
 static int
 store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
+	long long refused = add[STORE_REJECT_RATE_LIMIT] + add[STORE_REJECT_COOLDOWN];
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
@@ -1524,7 +1532,12 @@ store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 			return -1;
 		add[k] = 0;
 	}
-	return 0;
+	/* Then the gateway's history row (Limits and state, rule 33): a
+	 * change of its entry, as a record's. Should it fail, the counts above
+	 * stand and these refusals miss the history only. */
+	return refused > 0 ? store_redis_change(st, STORE_GATEWAY_ID, false,
+						store_redis_refusals_fn, &refused, err, errlen)
+			   : 0;
 }
 
 static int

@@ -500,6 +500,76 @@ secs_to_midnight(int64_t t)
 	return (long)((clock_ms_to_midnight(t) + 999) / 1000);
 }
 
+/* The history's buckets (doc/behaviour.md, Limits and state, rules 31 to
+ * 35), through either store: each outcome in the bucket of its minute,
+ * gone an hour later; the gateway's refusals in its own row at the sync. */
+static void
+test_history_buckets_outcomes_and_refusals(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_endpoint gw = {STORE_GATEWAY_ID, -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_outcome ok = {.success = true,
+					 .served = true,
+					 .has_usage = true,
+					 .total_tokens = 40,
+					 .code_class = STORE_CLASS_2XX,
+					 .latency_ms = 100};
+	const struct store_outcome limited = {.charge = STORE_CHARGE_LIMITED,
+					      .until_ms = T0 + 1000,
+					      .code_class = STORE_CLASS_4XX,
+					      .latency_ms = 5};
+	const int64_t m0 = T0 - T0 % 60000;
+	struct store_usage u;
+	int64_t start;
+	char err[256] = "";
+
+	record(f->st, "a", &ok, &no_cooldown, m0 + 1000);
+	record(f->st, "a", &ok, &no_cooldown, m0 + 59000);
+	record(f->st, "a", &limited, &no_cooldown, m0 + 60000);
+	record_failure(f->st, "a", &no_cooldown, m0 + 61000);
+	u = read_one(f->st, &ep, m0 + 61000);
+	const uint32_t *b = history_bucket(&u.history, 58, &start);
+	assert_true(start == m0);
+	assert_int_equal(b[HISTORY_REQUESTS], 2);
+	assert_int_equal(b[HISTORY_SUCCESSES], 2);
+	assert_int_equal(b[HISTORY_TOKENS], 80);
+	assert_int_equal(b[HISTORY_LATENCY_MS], 200);
+	b = history_bucket(&u.history, 59, &start);
+	assert_true(start == m0 + 60000);
+	assert_int_equal(b[HISTORY_REQUESTS], 2);
+	assert_int_equal(b[HISTORY_LIMITED], 1);
+	assert_int_equal(b[HISTORY_FAILURES], 1);
+	assert_int_equal(b[HISTORY_SUCCESSES], 0);
+	/* 60 minutes after the first minute: it is gone, the second stays. */
+	u = read_one(f->st, &ep, m0 + 60 * 60000);
+	assert_int_equal(history_bucket(&u.history, 0, &start)[HISTORY_REQUESTS], 2);
+	assert_true(start == m0 + 60000);
+	u = read_one(f->st, &ep, m0 + 61 * 60000);
+	for (int i = 0; i < HISTORY_MINUTES; i++)
+		assert_int_equal(history_bucket(&u.history, i, &start)[HISTORY_REQUESTS], 0);
+
+	/* Refusals: per process until the sync, then in the gateway's row at
+	 * the sync's minute (this test's real clock). */
+	assert_int_equal(store_count(f->st, STORE_REJECT_RATE_LIMIT, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_COOLDOWN, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_AUTH, err, sizeof(err)), 0);
+	int64_t before = clock_now_ms();
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	int64_t after = clock_now_ms();
+	u = read_one(f->st, &gw, after);
+	uint64_t refused = 0, requests = 0;
+	for (int i = 0; i < HISTORY_MINUTES; i++) {
+		b = history_bucket(&u.history, i, &start);
+		refused += b[HISTORY_REFUSED];
+		requests += b[HISTORY_REQUESTS];
+		if (b[HISTORY_REFUSED] > 0)
+			assert_true(start + 60000 > before && start <= after);
+	}
+	assert_true(refused == 2); /* the 401 is no refusal of capacity */
+	assert_true(requests == 0);
+}
+
 /* --- client limits (doc/behaviour.md, Limits and state: client limits) --- */
 
 static void
@@ -1746,8 +1816,9 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 5 since token limits (4 since key pools, 3 before). */
-	assert_int_equal(h.version, 5);
+	/* 6 since the history (5 since token limits, 4 since key pools, 3
+	 * before). */
+	assert_int_equal(h.version, 6);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
 	assert_int_equal(u.rpd_used, 6);
@@ -1767,6 +1838,9 @@ test_version_2_record_is_read_and_upgraded(void **state)
 /* What version 5 added to an entry: the token window's seconds and
  * counts, the day's estimates in flight and their day. */
 #define V5_TOK_BYTES ((2 * 61 + 2) * 8)
+/* What version 6 added: the history's newest minute and its 60 buckets of
+ * 7 counters of 32 bits. */
+#define V6_HIST_BYTES (8 + 60 * 7 * 4)
 
 struct v3_ent {
 	struct v2_ent c;
@@ -1866,10 +1940,11 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(s.day_total, 12);
 	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
 	assert_int_equal(s.recheck_ms, 0);
-	/* Written back, it is version 5: 16 bytes longer for the key's state,
-	 * the token window's more, and read the same. */
-	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES);
-	char out[sizeof(v) + 16 + V5_TOK_BYTES];
+	/* Written back, it is version 6: 16 bytes longer for the key's state,
+	 * the token window's and the history's more, and read the same. */
+	assert_int_equal(store_codec_ent_size(&s, 2),
+			 sizeof(v) + 16 + V5_TOK_BYTES + V6_HIST_BYTES);
+	char out[sizeof(v) + 16 + V5_TOK_BYTES + V6_HIST_BYTES];
 	s.key_state = STORE_KEY_REJECTED;
 	s.recheck_ms = 60000;
 	store_codec_ent_put(out, "ab", 2, &s);
@@ -1948,7 +2023,7 @@ test_version_4_record_keeps_its_counts(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	assert_int_equal(h.version, 5);
+	assert_int_equal(h.version, 6);
 }
 
 /* A Redis value of version 4 is one such entry, read the same way. */
@@ -1976,7 +2051,36 @@ test_version_4_entry_alone_is_read(void **state)
 	assert_int_equal(s.key_state, STORE_KEY_REJECTED);
 	assert_int_equal(s.recheck_ms, 60000);
 	assert_int_equal(s.day_est, 0);
-	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V5_TOK_BYTES);
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V5_TOK_BYTES + V6_HIST_BYTES);
+}
+
+/* A Redis value of version 5 (before the history): read with its counts,
+ * its history an empty hour (doc/behaviour.md, Limits and state, rule
+ * 34), and written back as version 6. */
+static void
+test_version_5_entry_alone_is_read(void **state)
+{
+	struct {
+		struct v4_ent e;
+		int64_t tok[2 * 61 + 2];
+		char id[8];
+	} v;
+	struct limit_state s;
+	uint32_t ring[LIMIT_RING_MAX];
+
+	(void)state;
+	memset(&v, 0, sizeof(v));
+	v.e.c3.c.id_len = 2;
+	v.e.c3.c.day_count = 9;
+	v.e.key_state = STORE_KEY_REJECTED;
+	v.tok[2 * 61 + 1] = 77; /* day_est */
+	memcpy(v.id, "ab", 2);
+	assert_int_equal(store_codec_ent_get((const char *)&v, sizeof(v), "ab", 2, &s, ring), 0);
+	assert_int_equal(s.day_count, 9);
+	assert_int_equal(s.key_state, STORE_KEY_REJECTED);
+	assert_int_equal(s.day_est, 77);
+	assert_int_equal(s.hist.newest, 0);
+	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + V6_HIST_BYTES);
 }
 
 /* The day's tokens are in the record: a reboot (no live copy, the file
@@ -3953,6 +4057,7 @@ main(void)
 		T(test_reset_tokens_keeps_tokens_today),
 		T(test_tokens_today_saturate),
 		T(test_clock_set_back_holds_back_one_window_at_most),
+		T(test_history_buckets_outcomes_and_refusals),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_file_copy_loses_nothing),
@@ -3961,6 +4066,7 @@ main(void)
 		T(test_version_3_entry_alone_is_read),
 		T(test_version_4_record_keeps_its_counts),
 		T(test_version_4_entry_alone_is_read),
+		T(test_version_5_entry_alone_is_read),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
