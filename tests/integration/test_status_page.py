@@ -8,8 +8,8 @@ its name, its RPD figures, its tokens (today's, and since a reset) and its
 last hour's charts (a gateway card's too), read from v1/status by the page's
 script. A
 screenshot of it is written to tests/integration/status-page.png in the build
-tree (docs/status.png was taken the same way, of four endpoints, one of them
-cooling down).
+tree (docs/status.png is taken by scripts/status-screenshot, the same way, with
+an hour of traffic on the test clock).
 
 Behind lighttpd (make check runs it there); API_TOGETHER_TEST_SERVER picks
 another server by hand. Prints TAP; the Chromium cases are skipped, with the
