@@ -726,10 +726,16 @@ store_gdbm_reset_tokens(struct store *base, const char *id, char *err, size_t er
 			       errlen);
 }
 
+struct store_gdbm_fold_ctx {
+	const long long *add;
+	int64_t now_ms; /* read before the lock is taken */
+};
+
 static int
 store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	const long long *add = ctx;
+	const struct store_gdbm_fold_ctx *c = ctx;
+	const long long *add = c->add;
 	long long refused = add[STORE_REJECT_RATE_LIMIT] + add[STORE_REJECT_COOLDOWN];
 
 	for (size_t k = 0; k < STORE_REJECT_N; k++)
@@ -742,7 +748,7 @@ store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errle
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
 			return -1;
 		}
-		limit_record_refusals(&e->s, refused, clock_now_ms());
+		limit_record_refusals(&e->s, refused, c->now_ms);
 	}
 	return 1;
 }
@@ -752,7 +758,9 @@ static int
 store_gdbm_fold(struct store *base, long long *add, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, add, err, errlen);
+	struct store_gdbm_fold_ctx c = {add, clock_now_ms()};
+
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, &c, err, errlen);
 }
 
 static int
