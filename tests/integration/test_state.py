@@ -656,6 +656,25 @@ class S18History(ClockBase):
             self.assertEqual(sum(y["requests"] for y in x["history"]), 0, x["id"])
         self.assertEqual(sum(y["refused"] for y in st["gateway"]["history"]), 0)
 
+    def test_pool_keys_each_their_own_buckets(self):
+        """A pool's keys each keep their buckets; the endpoint's are their sum
+        (rule 31). The least recently used key serves: 3 requests give 2, 1."""
+        up = self.mock("hpool", "chat", usage=(3, 4))
+        aid = self.uid("p")
+        keys = [new_key("sk-up-"), new_key("sk-up-")]
+        self.configure([self.api(aid, up.url, ["m-h-pool"], apiKey=keys)])
+        now = self.gw.clock_now()
+        self.gw.advance_clock(60 - now % 60 + 1)
+        m = int(self.gw.clock_now()) // 60 * 60
+        self.assertCounts(statuses(self.seq(3, "m-h-pool")), {200: 3}, "3 served")
+        st = self.status_entry(aid)
+        per_key = sorted(self.bucket(k["history"], m)["requests"] for k in st["keys"])
+        self.assertEqual(per_key, [1, 2], st["keys"])
+        self.assertEqual(sorted(self.bucket(k["history"], m)["tokens"] for k in st["keys"]),
+                         [7, 14])
+        got = self.bucket(st["history"], m)
+        self.assertEqual((got["requests"], got["successes"], got["tokens"]), (3, 3, 21), got)
+
 
 # ---------------------------------------------------------------------------
 class OwnGatewayBase(StateBase):
