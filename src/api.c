@@ -168,7 +168,7 @@ api_add_history(json_t *o, const struct history *h, int64_t now)
 	return j != NULL && json_object_set_new(o, "history", j) == 0 ? 0 : -1;
 }
 
-/* The gateway's row (Limits and state, rule 33): its own refusals, and the
+/* The gateway's row (Limits and state, rule 34): its own refusals, and the
  * attempts of every endpoint summed (those are the endpoints' rows). NULL
  * when memory runs out or the store cannot be read. */
 static json_t *

@@ -40,7 +40,7 @@ history_at(struct history *h, int64_t minute)
 	if (h->newest == 0 || minute >= h->newest + HISTORY_MINUTES ||
 	    minute <= h->newest - HISTORY_MINUTES) {
 		/* Nothing of it within the hour up to minute (or the clock set
-		 * back by an hour or more: rule 35). */
+		 * back by an hour or more: rule 36). */
 		memset(h->count, 0, sizeof(h->count));
 	} else if (minute > h->newest) {
 		for (int64_t m = h->newest + 1; m <= minute; m++)

@@ -1,5 +1,5 @@
 /* history: the last hour of an endpoint, a key or the gateway in one-minute
- * buckets (doc/behaviour.md, Limits and state, rules 31 to 35).
+ * buckets (doc/behaviour.md, Limits and state, rules 32 to 36).
  *
  * Pure functions over a plain struct: no I/O, no lock, no clock read, no
  * allocation; the time is an argument. Both stores keep a struct history in

@@ -538,7 +538,7 @@ limit_charge(struct limit_state *s, const struct store_outcome *o, const struct 
 	}
 }
 
-/* An attempt's outcome in its history bucket (rules 31 and 32). Only an
+/* An attempt's outcome in its history bucket (rules 32 and 33). Only an
  * attempt has a class: the other records (a charge settled later, a
  * sibling key's failure run, a model's or a client's entry, a recheck)
  * are no request of their own. An upstream 429 counts as that, not as a

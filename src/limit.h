@@ -23,7 +23,7 @@
  *   flight included; a window without tokens admits any one estimate.
  * - The clock set back: times ahead of now count as now for one window at
  *   most.
- * - History (rules 31 to 35): an attempt's outcome in the bucket of its
+ * - History (rules 32 to 36): an attempt's outcome in the bucket of its
  *   minute (history.h holds the buckets' own rules). */
 #ifndef API_TOGETHER_LIMIT_H
 #define API_TOGETHER_LIMIT_H
@@ -106,7 +106,7 @@ struct limit_state {
 	int64_t tok_count[LIMIT_BUCKETS];
 	int64_t est_day;
 	int64_t day_est;
-	/* The last hour in one-minute buckets (rules 31 to 35): last, apart
+	/* The last hour in one-minute buckets (rules 32 to 36): last, apart
 	 * from the 64-bit block (store_codec.c copies it as its own). */
 	struct history hist;
 };
@@ -198,11 +198,11 @@ int64_t limit_last_attempt(const struct limit_state *s);
  * released from where it was reserved),
  * the answer's class (none with STORE_CLASS_N), retries and the latency
  * histograms, and, for an attempt (a class other than STORE_CLASS_N), its
- * history bucket (rules 31 and 32). */
+ * history bucket (rules 32 and 33). */
 void limit_record(struct limit_state *s, const struct store_outcome *o,
 		  const struct store_cooldown *cd, const struct limit_now *now);
 
-/* Counts n refusals of the gateway's own (rule 33) in the history bucket
+/* Counts n refusals of the gateway's own (rule 34) in the history bucket
  * of now_ms: s is the gateway's row (STORE_GATEWAY_ID). */
 void limit_record_refusals(struct limit_state *s, long long n, int64_t now_ms);
 

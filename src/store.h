@@ -200,11 +200,11 @@ struct store_usage {
 	long long answers[STORE_CLASS_N]; /* recorded, by class */
 	struct store_hist latency, ttfb;
 	/* The last hour in one-minute buckets, brought to the read's minute
-	 * (doc/behaviour.md, Limits and state, rules 31 to 35). */
+	 * (doc/behaviour.md, Limits and state, rules 32 to 36). */
 	struct history history;
 };
 
-/* The entry of the gateway's own history row (refusals, rule 33): no
+/* The entry of the gateway's own history row (refusals, rule 34): no
  * endpoint, key, model or client id starts with a unit separator. */
 #define STORE_GATEWAY_ID "\x1fgateway"
 

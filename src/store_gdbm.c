@@ -742,7 +742,7 @@ store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errle
 		s->rejects[k] += add[k];
 	if (refused > 0) {
 		/* In the same step: the history's bucket of this sync's minute
-		 * (Limits and state, rule 33). */
+		 * (Limits and state, rule 34). */
 		struct store_codec_ent *e = store_codec_entry(s, STORE_GATEWAY_ID);
 		if (e == NULL) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");

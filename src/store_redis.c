@@ -1541,7 +1541,7 @@ store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 			return -1;
 		add[k] = 0;
 	}
-	/* Then the gateway's history row (Limits and state, rule 33): a
+	/* Then the gateway's history row (Limits and state, rule 34): a
 	 * change of its entry, as a record's. Should it fail, the counts above
 	 * stand and these refusals miss the history only. */
 	return refused.n > 0 ? store_redis_change(st, STORE_GATEWAY_ID, false,

@@ -45,7 +45,7 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
     S18 history (issue 17): one-minute buckets of the last hour per endpoint,
         key and the gateway equal the traffic sent (successes, failures, upstream
         429s, the gateway's refusals, tokens), roll with the test clock's minute
-        and are gone after 60 minutes (doc/behaviour.md, rules 31 to 35)
+        and are gone after 60 minutes (doc/behaviour.md, rules 32 to 36)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -553,7 +553,7 @@ class S04Cooldown(ClockBase):
 
 class S18History(ClockBase):
     """The last hour in one-minute buckets (issue 17 point 2; doc/behaviour.md,
-    Limits and state, rules 31 to 35, and HTTP: /v1/status "history"): the
+    Limits and state, rules 32 to 36, and HTTP: /v1/status "history"): the
     buckets of every endpoint, key and the gateway equal the traffic sent,
     roll with the (test) clock's minute and are gone after 60 minutes; the
     gateway's own refusals land in its row at the sync of their process."""
@@ -658,7 +658,7 @@ class S18History(ClockBase):
 
     def test_pool_keys_each_their_own_buckets(self):
         """A pool's keys each keep their buckets; the endpoint's are their sum
-        (rule 31). The least recently used key serves: 3 requests give 2, 1."""
+        (rule 32). The least recently used key serves: 3 requests give 2, 1."""
         up = self.mock("hpool", "chat", usage=(3, 4))
         aid = self.uid("p")
         keys = [new_key("sk-up-"), new_key("sk-up-")]

@@ -1,6 +1,6 @@
 /* Unit tests of the history's one-minute buckets (src/history.h) and of
  * what an attempt's outcome adds to them (limit_record, limit.h):
- * doc/behaviour.md, Limits and state, rules 31 to 35. Times are chosen by
+ * doc/behaviour.md, Limits and state, rules 32 to 36. Times are chosen by
  * the test; no clock is read. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,7 +107,7 @@ static const struct roll_case roll_cases[] = {
 	 M0 + 60, 1},
 	{"counted 3 hours apart: the first dropped", T0, T0 + 180 * MIN_MS, T0 + 180 * MIN_MS, -1,
 	 M0 + 180, 1},
-	/* The clock set back (rule 35): ahead of now counts as now. */
+	/* The clock set back (rule 36): ahead of now counts as now. */
 	{"set back a minute: the later bucket folds into now's", T0 + MIN_MS, T0, T0, M0, M0, 2},
 	{"set back 59 minutes: folded too", T0 + 59 * MIN_MS, T0, T0, M0, M0, 2},
 	{"set back 60 minutes: the hour ahead dropped", T0 + 60 * MIN_MS, T0, T0, -1, M0, 1},
@@ -188,7 +188,7 @@ test_sum_of_keys(void **state)
 	assert_true(reported(&empty, T0 + MIN_MS, M0 + 1, HISTORY_TOKENS) == 20);
 }
 
-/* --- What an outcome adds (limit_record, rules 31 and 32) --- */
+/* --- What an outcome adds (limit_record, rules 32 and 33) --- */
 
 struct outcome_case {
 	const char *name;

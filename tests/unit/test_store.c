@@ -500,8 +500,8 @@ secs_to_midnight(int64_t t)
 	return (long)((clock_ms_to_midnight(t) + 999) / 1000);
 }
 
-/* The history's buckets (doc/behaviour.md, Limits and state, rules 31 to
- * 35), through either store: each outcome in the bucket of its minute,
+/* The history's buckets (doc/behaviour.md, Limits and state, rules 32 to
+ * 36), through either store: each outcome in the bucket of its minute,
  * gone an hour later; the gateway's refusals in its own row at the sync. */
 static void
 test_history_buckets_outcomes_and_refusals(void **state)
