@@ -126,10 +126,79 @@ api_add_tokens(json_t *o, long long tpm, long long tpd)
 	return 0;
 }
 
+/* The 60 buckets of h, oldest first, each with its minute's start in
+ * epoch seconds (doc/behaviour.md, HTTP: /v1/status "history"); "refused"
+ * only in the gateway's row, the one that counts them. A history never
+ * counted is the empty hour up to now. NULL when memory runs out. */
+static json_t *
+api_history_json(const struct history *h, bool gateway, int64_t now)
+{
+	struct history c = *h;
+	json_t *out = json_array();
+	int64_t start;
+
+	if (c.newest == 0)
+		history_at(&c, history_minute(now));
+	for (int i = 0; out != NULL && i < HISTORY_MINUTES; i++) {
+		const uint32_t *b = history_bucket(&c, i, &start);
+		json_t *o = json_pack("{s:I}", "start", (json_int_t)(start / 1000));
+		for (int f = 0; o != NULL && f < HISTORY_FIELDS; f++) {
+			if (f == HISTORY_REFUSED && !gateway)
+				continue;
+			if (json_object_set_new(o, history_field_names[f],
+						json_integer((json_int_t)b[f])) != 0) {
+				json_decref(o);
+				o = NULL;
+			}
+		}
+		if (o == NULL || json_array_append_new(out, o) != 0) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
+	return out;
+}
+
+/* Sets "history" of o from h. Returns 0, or -1 when memory runs out. */
+static int
+api_add_history(json_t *o, const struct history *h, int64_t now)
+{
+	json_t *j = api_history_json(h, false, now);
+
+	return j != NULL && json_object_set_new(o, "history", j) == 0 ? 0 : -1;
+}
+
+/* The gateway's row (Limits and state, rule 34): its own refusals, and the
+ * attempts of every endpoint summed (those are the endpoints' rows). NULL
+ * when memory runs out or the store cannot be read. */
+static json_t *
+api_gateway_json(struct store *st, const struct worker_usage *wu, size_t n, int64_t now)
+{
+	const struct store_endpoint gw = {
+		.id = STORE_GATEWAY_ID, .rpm = -1, .rpd = -1, .tpm = -1, .tpd = -1};
+	struct store_usage *g = calloc(1, sizeof(*g));
+	json_t *out = NULL;
+	char err[300];
+
+	if (g == NULL || st == NULL)
+		goto out;
+	if (store_read(st, &gw, 1, now, g, err, sizeof(err)) != 0) {
+		log_error("%s cannot be read: %s", store_what(st), err);
+		goto out;
+	}
+	history_at(&g->history, history_minute(now));
+	for (size_t i = 0; i < n; i++)
+		history_sum(&g->history, &wu->apis[i].history);
+	out = json_pack("{s:o}", "history", api_history_json(&g->history, true, now));
+out:
+	free(g);
+	return out;
+}
+
 /* The keys array of endpoint a: the last 4 characters of each, never more
  * (doc/behaviour.md, Key pools). */
 static json_t *
-api_keys_json(const struct config_api *a, const struct store_usage *u)
+api_keys_json(const struct config_api *a, const struct store_usage *u, int64_t now)
 {
 	json_t *keys = json_array();
 
@@ -153,6 +222,10 @@ api_keys_json(const struct config_api *a, const struct store_usage *u)
 			     0 ||
 		     json_object_set_new(o, "estimatedAnswers",
 					 json_integer((json_int_t)u[k].estimated_answers)) != 0)) {
+			json_decref(o);
+			o = NULL;
+		}
+		if (o != NULL && api_add_history(o, &u[k].history, now) != 0) {
 			json_decref(o);
 			o = NULL;
 		}
@@ -355,8 +428,9 @@ api_status_body(struct request *r, const struct config *cfg, struct worker *w, i
 				o = NULL;
 			}
 		}
-		json_t *keys = o != NULL ? api_keys_json(a, wu.keys + wu.first[i]) : NULL;
-		if (keys == NULL || json_object_set_new(o, "keys", keys) != 0) {
+		json_t *keys = o != NULL ? api_keys_json(a, wu.keys + wu.first[i], now) : NULL;
+		if (keys == NULL || json_object_set_new(o, "keys", keys) != 0 ||
+		    api_add_history(o, &u[i].history, now) != 0) {
 			json_decref(o);
 			o = NULL;
 		}
@@ -369,10 +443,12 @@ api_status_body(struct request *r, const struct config *cfg, struct worker *w, i
 			apis = NULL;
 		}
 	}
+	json_t *gateway = api_gateway_json(worker_store(w, cfg), &wu, cfg->n_apis, now);
 	worker_usage_free(&wu);
-	return apis != NULL ? json_pack("{s:s,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
-					api_now_json(), "config", api_config_json(), "apis", apis)
-			    : NULL;
+	/* json_pack takes its "o" values, failing too; a NULL one makes it fail. */
+	return json_pack("{s:s,s:o,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
+			 api_now_json(), "config", api_config_json(), "apis", apis, "gateway",
+			 gateway);
 }
 
 int

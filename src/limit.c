@@ -545,6 +545,32 @@ limit_charge(struct limit_state *s, const struct store_outcome *o, const struct 
 	}
 }
 
+/* An attempt's outcome in its history bucket (rules 32 and 33). Only an
+ * attempt has a class: the other records (a charge settled later, a
+ * sibling key's failure run, a model's or a client's entry, a recheck)
+ * are no request of their own. An upstream 429 counts as that, not as a
+ * failure. */
+static void
+limit_history(struct limit_state *s, const struct store_outcome *o, const struct limit_now *now)
+{
+	uint32_t add[HISTORY_FIELDS] = {0};
+
+	if ((unsigned)o->code_class >= STORE_CLASS_N)
+		return;
+	add[HISTORY_REQUESTS] = 1;
+	if (o->charge == STORE_CHARGE_LIMITED || o->charge == STORE_CHARGE_EXHAUSTED)
+		add[HISTORY_LIMITED] = 1;
+	else if (o->success)
+		add[HISTORY_SUCCESSES] = 1;
+	else
+		add[HISTORY_FAILURES] = 1;
+	if (o->has_usage && o->total_tokens > 0)
+		add[HISTORY_TOKENS] = history_add32(0, (uint64_t)o->total_tokens);
+	if (o->latency_ms > 0)
+		add[HISTORY_LATENCY_MS] = history_add32(0, (uint64_t)o->latency_ms);
+	history_add(&s->hist, now->ms, add);
+}
+
 void
 limit_record(struct limit_state *s, const struct store_outcome *o, const struct store_cooldown *cd,
 	     const struct limit_now *now)
@@ -576,6 +602,18 @@ limit_record(struct limit_state *s, const struct store_outcome *o, const struct 
 		s->est_answers++;
 	limit_hist_put(s->lat, &s->lat_count, &s->lat_sum_ms, o->latency_ms);
 	limit_hist_put(s->ttfb, &s->ttfb_count, &s->ttfb_sum_ms, o->ttfb_ms);
+	limit_history(s, o, now);
+}
+
+void
+limit_record_refusals(struct limit_state *s, long long n, int64_t now_ms)
+{
+	uint32_t add[HISTORY_FIELDS] = {0};
+
+	if (n <= 0)
+		return;
+	add[HISTORY_REFUSED] = history_add32(0, (uint64_t)n);
+	history_add(&s->hist, now_ms, add);
 }
 
 static void
@@ -619,6 +657,11 @@ limit_usage(const struct limit_state *s, const struct store_endpoint *ep,
 		u->answers[k] = s->answers[k];
 	limit_hist_get(&u->latency, s->lat, s->lat_count, s->lat_sum_ms);
 	limit_hist_get(&u->ttfb, s->ttfb, s->ttfb_count, s->ttfb_sum_ms);
+	/* Never counted: left zeroed, as the rest of a state never seen. */
+	if (s->hist.newest != 0) {
+		u->history = s->hist;
+		history_at(&u->history, history_minute(now->ms));
+	}
 	int64_t w = limit_wait_ms(s, ep, now);
 	u->free_in_s = w > 0 ? limit_retry_after_s(w) : 0;
 	u->paused = (unsigned)s->paused;
@@ -685,6 +728,7 @@ limit_usage_add(struct store_usage *sum, const struct store_usage *k, bool first
 		sum->answers[i] += k->answers[i];
 	limit_hist_add(&sum->latency, &k->latency);
 	limit_hist_add(&sum->ttfb, &k->ttfb);
+	history_sum(&sum->history, &k->history);
 	if (k->key_state == STORE_KEY_ACTIVE)
 		sum->key_state = STORE_KEY_ACTIVE;
 	/* Paused while every key is: each mark that all of them carry. */

@@ -25,7 +25,9 @@
  *   most.
  * - An operator's pause (rule 31): a paused key is never offered, whatever
  *   else its state says; the other actions of store_admin end a cooldown
- *   or bring a recheck forward. */
+ *   or bring a recheck forward.
+ * - History (rules 32 to 36): an attempt's outcome in the bucket of its
+ *   minute (history.h holds the buckets' own rules). */
 #ifndef API_TOGETHER_LIMIT_H
 #define API_TOGETHER_LIMIT_H
 
@@ -33,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "store.h"
 #include "tz.h"
 
@@ -55,9 +58,10 @@ struct limit_bucket {
 
 /* One endpoint's state. A zeroed struct (ring NULL) is an endpoint never
  * seen. Only ring points elsewhere: the holder owns that memory (see
- * limit_fit_ring). From ring_base to the end the fields are 64 bits wide
- * and in the order the state record stores them (store_codec.c copies them
- * as one block, and checks that they are). */
+ * limit_fit_ring). From ring_base to hist the fields are 64 bits wide
+ * and, hist (padding-free) included, in the order the state record stores
+ * them (store_codec.c copies them as one block, and checks that they
+ * are). */
 struct limit_state {
 	uint32_t *ring;     /* ring_cap times, ms after ring_base */
 	uint32_t ring_cap;  /* limit_ring_cap_for(rpm) when last counted */
@@ -110,6 +114,9 @@ struct limit_state {
 	int64_t est_answers;
 	/* An operator's pause (rule 31): STORE_PAUSED_* bits, 0 in rotation. */
 	int64_t paused;
+	/* The last hour in one-minute buckets (rules 32 to 36): last, apart
+	 * from the 64-bit block (store_codec.c copies it as its own). */
+	struct history hist;
 };
 
 /* The moment a rule is applied at. The calendar comes in with it so the
@@ -200,10 +207,15 @@ int64_t limit_last_attempt(const struct limit_state *s);
  * the answer's total into now's second of the token window, its estimate
  * released from where it was reserved),
  * the answer's class (none with STORE_CLASS_N), retries, the latency
- * histograms and, with o->estimated, the answers counted from their
- * estimate. */
+ * histograms, with o->estimated the answers counted from their estimate,
+ * and, for an attempt (a class other than STORE_CLASS_N), its history
+ * bucket (rules 32 and 33). */
 void limit_record(struct limit_state *s, const struct store_outcome *o,
 		  const struct store_cooldown *cd, const struct limit_now *now);
+
+/* Counts n refusals of the gateway's own (rule 34) in the history bucket
+ * of now_ms: s is the gateway's row (STORE_GATEWAY_ID). */
+void limit_record_refusals(struct limit_state *s, long long n, int64_t now_ms);
 
 /* s as a status page reads it at now (under ep's limits). */
 void limit_usage(const struct limit_state *s, const struct store_endpoint *ep,

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "history.h"
 #include "redis_addr.h"
 
 struct tz_zone;
@@ -208,7 +209,14 @@ struct store_usage {
 	long long estimated_answers;      /* recorded with estimated set */
 	long long answers[STORE_CLASS_N]; /* recorded, by class */
 	struct store_hist latency, ttfb;
+	/* The last hour in one-minute buckets, brought to the read's minute
+	 * (doc/behaviour.md, Limits and state, rules 32 to 36). */
+	struct history history;
 };
+
+/* The entry of the gateway's own history row (refusals, rule 34): no
+ * endpoint, key, model or client id starts with a unit separator. */
+#define STORE_GATEWAY_ID "\x1fgateway"
 
 /* How a Redis store is reached beyond its address; the GDBM store has no use
  * for them. */

@@ -8,7 +8,8 @@
 /* 3 added the metrics' counters and the refusals, and the day's tokens (in
  * the same block: 3 was extended before its release); 4 a key's state; 5
  * the token window and the day's estimates in flight; 6 the count of
- * answers counted from their estimate and an operator's pause. */
+ * answers counted from their estimate, an operator's pause and the
+ * history's one-minute buckets (history.h). */
 #define STORE_CODEC_VERSION 6u
 #define STORE_CODEC_VERSION_V5 5u
 #define STORE_CODEC_VERSION_V4 4u
@@ -51,7 +52,11 @@ _Static_assert(STORE_CODEC_ENT_METRICS == (1 + STORE_CLASS_N + 2 * (STORE_HIST_N
 	       "the metrics of an entry moved");
 _Static_assert(STORE_CODEC_ENT_KEY == 2 * 8, "the key's state of an entry moved");
 _Static_assert(STORE_CODEC_ENT_TOK == (2 * LIMIT_BUCKETS + 2) * 8, "the tokens of an entry moved");
-_Static_assert(STORE_CODEC_ENT_V6 == 2 * 8, "the counters of version 6 moved");
+_Static_assert(STORE_CODEC_ENT_V6 == 2 * 8 + sizeof(struct history),
+	       "the counters of version 6 moved");
+_Static_assert(offsetof(struct limit_state, hist) - offsetof(struct limit_state, est_answers) ==
+		       2 * 8,
+	       "the history of an entry moved");
 
 static size_t
 store_codec_pad8(size_t n)
@@ -74,8 +79,8 @@ store_codec_counters(uint32_t version)
  * into s and its id's length into *id_len; the ring is not touched. What
  * an older version lacks is zero: its metrics, and the state of a key in
  * rotation (the endpoint's state becomes its one key's), the tokens
- * of before version 5 and the estimated answers and pause of before 6
- * (counted from then on). */
+ * of before version 5 and the estimated answers of before 6 (counted from
+ * then on), no pause and an empty hour of history before 6. */
 static void
 store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s, uint32_t *id_len)
 {
@@ -156,7 +161,7 @@ store_codec_ent_get(const char *p, size_t len, const char *id, size_t id_len, st
 		    uint32_t *ring)
 {
 	/* An entry of version 3 (written before key pools), 4 (before token
-	 * limits) or 5 (before the estimated answers and pauses) is read too: its size
+	 * limits) or 5 (before the estimated answers, pauses and history) is read too: its size
 	 * tells. */
 	uint32_t version = STORE_CODEC_VERSION;
 	size_t off = store_codec_counters(version);

@@ -7,7 +7,7 @@
  * number again, so a copy torn in the middle is told from a whole one. An
  * entry: its counters (limit.h's state, 64-bit, host byte order), its id
  * and its ring of times, each padded to 8 bytes. Version 6 is written;
- * version 5 (no count of estimated answers, no pause), version 4 (no token window:
+ * version 5 (no count of estimated answers, no pause, no history), version 4 (no token window:
  * written before token limits), version 3 (no key state: written before
  * key pools, whose endpoint state becomes its one key's) and version 2 (no metrics, no refusals, no
  * day's tokens either) are still read, in a record and as a Redis value. */

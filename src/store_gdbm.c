@@ -756,14 +756,30 @@ store_gdbm_admin(struct store *base, const char *id, enum store_admin action, in
 	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_admin_fn, &c, err, errlen);
 }
 
+struct store_gdbm_fold_ctx {
+	const long long *add;
+	int64_t now_ms; /* read before the lock is taken */
+};
+
 static int
 store_gdbm_fold_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
 {
-	const long long *add = ctx;
+	const struct store_gdbm_fold_ctx *c = ctx;
+	const long long *add = c->add;
+	long long refused = add[STORE_REJECT_RATE_LIMIT] + add[STORE_REJECT_COOLDOWN];
 
-	(void)err, (void)errlen;
 	for (size_t k = 0; k < STORE_REJECT_N; k++)
 		s->rejects[k] += add[k];
+	if (refused > 0) {
+		/* In the same step: the history's bucket of this sync's minute
+		 * (Limits and state, rule 34). */
+		struct store_codec_ent *e = store_codec_entry(s, STORE_GATEWAY_ID);
+		if (e == NULL) {
+			store_gdbm_set_err(err, errlen, "state", "out of memory");
+			return -1;
+		}
+		limit_record_refusals(&e->s, refused, c->now_ms);
+	}
 	return 1;
 }
 
@@ -772,7 +788,9 @@ static int
 store_gdbm_fold(struct store *base, long long *add, char *err, size_t errlen)
 {
 	struct store_gdbm *st = (struct store_gdbm *)base;
-	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, add, err, errlen);
+	struct store_gdbm_fold_ctx c = {add, clock_now_ms()};
+
+	return store_gdbm_step(st, STORE_GDBM_STEP_WRITE, store_gdbm_fold_fn, &c, err, errlen);
 }
 
 static int

@@ -1497,12 +1497,29 @@ store_redis_simple(struct store_redis *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* How many refusals go into the gateway's history row, and when (this
+ * process's time at the fold). */
+struct store_redis_refusals_ctx {
+	long long n;
+	int64_t now_ms;
+};
+
+static void
+store_redis_refusals_fn(struct limit_state *s, const void *ctx)
+{
+	const struct store_redis_refusals_ctx *c = ctx;
+
+	limit_record_refusals(s, c->n, c->now_ms);
+}
+
 /* One HINCRBY per refusal reason with a count; on error, add keeps the
  * counts of the reasons not yet added. */
 static int
 store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 {
 	struct store_redis *st = (struct store_redis *)sb;
+	struct store_redis_refusals_ctx refused = {
+		add[STORE_REJECT_RATE_LIMIT] + add[STORE_REJECT_COOLDOWN], clock_now_ms()};
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
@@ -1524,7 +1541,12 @@ store_redis_fold(struct store *sb, long long *add, char *err, size_t errlen)
 			return -1;
 		add[k] = 0;
 	}
-	return 0;
+	/* Then the gateway's history row (Limits and state, rule 34): a
+	 * change of its entry, as a record's. Should it fail, the counts above
+	 * stand and these refusals miss the history only. */
+	return refused.n > 0 ? store_redis_change(st, STORE_GATEWAY_ID, false,
+						  store_redis_refusals_fn, &refused, err, errlen)
+			     : 0;
 }
 
 static int

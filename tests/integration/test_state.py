@@ -42,6 +42,10 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
     S16 modelLimits (issue 14): a model at its own limit on a key goes to
         another endpoint or gets 429, another model of the endpoint is still
         served (doc/behaviour.md, rule 27)
+    S18 history (issue 17): one-minute buckets of the last hour per endpoint,
+        key and the gateway equal the traffic sent (successes, failures, upstream
+        429s, the gateway's refusals, tokens), roll with the test clock's minute
+        and are gone after 60 minutes (doc/behaviour.md, rules 32 to 36)
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -548,6 +552,131 @@ class S04Cooldown(ClockBase):
             self.assertStatus(self.direct(socks[pid], "m-cool"), 200)
         self.assertCounts(statuses(self.burst(16, "m-cool")), {200: 16}, "after the cooldown")
         self.assertEqual(bad.count(), 2 + 1 + len(socks) + 16)
+
+
+class S18History(ClockBase):
+    """The last hour in one-minute buckets (issue 17 point 2; doc/behaviour.md,
+    Limits and state, rules 32 to 36, and HTTP: /v1/status "history"): the
+    buckets of every endpoint, key and the gateway equal the traffic sent,
+    roll with the (test) clock's minute and are gone after 60 minutes; the
+    gateway's own refusals land in its row at the sync of their process."""
+
+    def status(self):
+        r = self.gw.request("GET", "/v1/status", key=CLIENT_KEY)
+        self.assertStatus(r, 200)
+        return r.json()
+
+    @staticmethod
+    def bucket(history, minute):
+        """The bucket of the minute starting at epoch second minute; None
+        when /v1/status does not report it."""
+        for b in history:
+            if b["start"] == minute:
+                return b
+        return None
+
+    def wait_refused(self, minute, want):
+        """The gateway's bucket of minute once it counts want refusals: each
+        process folds its refusals into the store once a second."""
+        deadline = time.monotonic() + 10
+        while True:
+            b = self.bucket(self.status()["gateway"]["history"], minute)
+            if (b is not None and b["refused"] >= want) or time.monotonic() > deadline:
+                return b
+            time.sleep(0.2)
+
+    def test_buckets_equal_the_traffic_roll_and_drop(self):
+        ok = self.mock("hok", "chat", usage=(10, 15))
+        bad = self.mock("hbad", "status", status=500, body='{"error":{"message":"down"}}')
+        lim = self.mock("hlim", "status", status=429, headers={"Retry-After": "30"},
+                        body='{"error":{"message":"slow down"}}')
+        a, b, c = self.uid("a"), self.uid("b"), self.uid("c")
+        self.configure([self.api(a, ok.url, ["m-h-ok"], rpm=5),
+                        self.api(b, bad.url, ["m-h-bad"]),
+                        self.api(c, lim.url, ["m-h-lim"])],
+                       cooldown={"failures": 5, "seconds": 30})
+        # Refusals of earlier cases reach the store within a second, in
+        # their minute; then this case starts a minute of its own, 1 s in.
+        time.sleep(1.5)
+        now = self.gw.clock_now()
+        self.gw.advance_clock(60 - now % 60 + 1)
+        m = int(self.gw.clock_now()) // 60 * 60
+        st = self.status()
+        self.assertEqual(len(st["gateway"]["history"]), 60)
+        self.assertEqual(st["gateway"]["history"][-1]["start"], m)
+        base = self.bucket(st["gateway"]["history"], m)["refused"]
+
+        self.assertCounts(statuses(self.seq(5, "m-h-ok")), {200: 5}, "5 served")
+        self.assertCounts(statuses(self.seq(3, "m-h-ok")), {429: 3}, "3 refused (rpm 5)")
+        self.assertCounts(statuses(self.seq(2, "m-h-bad")), {500: 2}, "2 failures")
+        self.assertEqual(bad.count(), 2)
+        self.chat_post("m-h-lim")
+        self.assertEqual(lim.count(), 1)
+
+        g = self.wait_refused(m, base + 3)
+        st = self.status()
+        rows = {x["id"]: x for x in st["apis"]}
+        for api_id, want in ((a, dict(requests=5, successes=5, failures=0, upstream429=0,
+                                      tokens=125)),
+                             (b, dict(requests=2, successes=0, failures=2, upstream429=0,
+                                      tokens=0)),
+                             (c, dict(requests=1, successes=0, failures=0, upstream429=1,
+                                      tokens=0))):
+            hist = rows[api_id]["history"]
+            self.assertEqual(len(hist), 60, api_id)
+            self.assertEqual([x["start"] for x in hist],
+                             list(range(m - 59 * 60, m + 60, 60)), "oldest first, by minute")
+            got = self.bucket(hist, m)
+            self.assertEqual({k: got[k] for k in want}, want, api_id)
+            self.assertNotIn("refused", got, "refusals are the gateway's row only")
+            self.assertGreaterEqual(got["latencyMsSum"], 0)
+            self.assertEqual(sum(x["requests"] for x in hist), want["requests"], api_id)
+            # Its one key's row is the endpoint's.
+            self.assertEqual(rows[api_id]["keys"][0]["history"], hist, api_id)
+        g = self.bucket(self.status()["gateway"]["history"], m)
+        self.assertEqual(g["refused"] - base, 3, g)
+        self.assertEqual((g["requests"], g["successes"], g["failures"], g["upstream429"],
+                          g["tokens"]), (8, 5, 2, 1, 125), g)
+
+        # The next minute: its own bucket; the first one's stays.
+        self.gw.advance_clock(60)
+        self.assertStatus(self.chat_post("m-h-ok"), 200)
+        hist = self.status_entry(a)["history"]
+        self.assertEqual(self.bucket(hist, m)["requests"], 5)
+        self.assertEqual(self.bucket(hist, m + 60)["requests"], 1)
+        self.assertEqual(hist[-1]["start"], m + 60)
+        # 60 minutes after the first minute it is gone, the second stays...
+        self.gw.advance_clock(59 * 60)
+        hist = self.status_entry(a)["history"]
+        self.assertIsNone(self.bucket(hist, m))
+        self.assertEqual(hist[0]["start"], m + 60)
+        self.assertEqual(hist[0]["requests"], 1)
+        self.assertEqual(sum(x["requests"] for x in hist), 1)
+        # ...and after 61 minutes both are.
+        self.gw.advance_clock(60)
+        st = self.status()
+        for x in st["apis"]:
+            self.assertEqual(sum(y["requests"] for y in x["history"]), 0, x["id"])
+        self.assertEqual(sum(y["refused"] for y in st["gateway"]["history"]), 0)
+
+    def test_pool_keys_each_their_own_buckets(self):
+        """A pool's keys each keep their buckets; the endpoint's are their sum
+        (rule 32). The least recently used key serves: 3 requests give 2, 1."""
+        up = self.mock("hpool", "chat", usage=(3, 4))
+        aid = self.uid("p")
+        keys = [new_key("sk-up-"), new_key("sk-up-")]
+        self.configure([self.api(aid, up.url, ["m-h-pool"], apiKey=keys)])
+        now = self.gw.clock_now()
+        self.gw.advance_clock(60 - now % 60 + 1)
+        m = int(self.gw.clock_now()) // 60 * 60
+        self.assertCounts(statuses(self.seq(3, "m-h-pool")), {200: 3}, "3 served")
+        st = self.status_entry(aid)
+        per_key = sorted(self.bucket(k["history"], m)["requests"] for k in st["keys"])
+        self.assertEqual(per_key, [1, 2], st["keys"])
+        self.assertEqual(sorted(self.bucket(k["history"], m)["tokens"] for k in st["keys"]),
+                         [7, 14])
+        got = self.bucket(st["history"], m)
+        self.assertEqual((got["requests"], got["successes"], got["tokens"]), (3, 3, 21), got)
 
 
 # ---------------------------------------------------------------------------
@@ -2354,6 +2483,7 @@ class S16ModelLimits(ClockBase):
 
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
          S13Fallbacks, S14TokenLimits, S15DayResetTimezone, S16ModelLimits, S17ClientLimits,
+         S18History,
          S05Restart, S06Kill9, S07BrokenState, S08Tokens,
          S09RedisFaults, S10TwoHosts]
 

@@ -4,11 +4,12 @@ responder serves (login form without a key or with a wrong one, the page
 with a right ?key=), its headers (CSP, no-store, nosniff, no-referrer, no
 cookie), the key kept out of the log, and the page rendered by headless
 Chromium (Debian package chromium): each endpoint of the config a card with
-its name, its RPD figures and its tokens (today's, and since a reset), read
-from v1/status by the page's script. A
+its name, its RPD figures, its tokens (today's, and since a reset) and its
+last hour's charts (a gateway card's too), read from v1/status by the page's
+script. A
 screenshot of it is written to tests/integration/status-page.png in the build
-tree (docs/status.png was taken the same way, of four endpoints, one of them
-cooling down).
+tree (docs/status.png is taken by scripts/status-screenshot, the same way, with
+an hour of traffic on the test clock).
 
 Behind lighttpd (make check runs it there); API_TOGETHER_TEST_SERVER picks
 another server by hand. Prints TAP; the Chromium cases are skipped, with the
@@ -340,6 +341,42 @@ class S02Browser(StatusPageBase):
                           for _, r in krows],
                          [[("rpm", "2"), ("tpd", "36")], [("rpm", "1"), ("tpd", "18")],
                           [("rpm", "1"), ("tpd", "18")]], box)
+
+    def test_charts_show_the_last_hour(self):
+        """Each card and the gateway's draw the last hour (doc/behaviour.md,
+        HTTP: /v1/status "history"): an inline SVG of requests by outcome
+        and one of tokens, 60 minutes wide, their bars the traffic sent,
+        each colour named with its hour's total beside the chart."""
+        dom = chromium(self.url("key=" + CLIENT_KEY), "--dump-dom")
+        cards = dict(re.findall(r'<article class="card" data-id="([^"]+)">(.*?)</article>',
+                                dom, re.S))
+        gw = re.search(r'<section id="gateway" class="card gateway">(.*?)</section>', dom, re.S)
+        self.assertIsNotNone(gw, "no gateway card: " + dom[-3000:])
+        rows = [(e["id"], cards.get(e["id"], ""), e["requests"]) for e in ENDPOINTS]
+        rows.append(("gateway", gw.group(1), sum(e["requests"] for e in ENDPOINTS)))
+
+        def bars(chart, kind):
+            return [int(v) for v in re.findall(
+                r'<rect [^>]*data-kind="%s" data-start="\d+" data-value="(\d+)"' % kind, chart)]
+
+        for cid, body, n in rows:
+            charts = dict(re.findall(r'<div class="chart" data-chart="(\w+)">(.*?</svg>)', body,
+                                     re.S))
+            self.assertEqual(sorted(charts), ["requests", "tokens"], "%s: %s" % (cid, body))
+            req, tok = charts["requests"], charts["tokens"]
+            self.assertIn("<svg", req)
+            self.assertEqual(sum(bars(req, "success")), n, "%s: %s" % (cid, req))
+            self.assertEqual(bars(req, "failure") + bars(req, "upstream429"), [], cid)
+            self.assertEqual(sum(bars(tok, "tokens")), 18 * n, "%s: %s" % (cid, tok))
+            # Each colour named inline with its hour's total; refusals on
+            # the gateway's chart only.
+            self.assertIn('data-kind="success"><i class="k-success"></i>success %d<' % n, req)
+            self.assertIn('>failure 0<', req)
+            self.assertIn('>upstream 429 0<', req)
+            self.assertEqual('data-kind="refused"' in req, cid == "gateway", cid)
+            # 60 minutes, the time axis labelled in local time (HH:MM).
+            self.assertEqual(len(re.findall(r"<title>", req)), 60, cid)
+            self.assertRegex(req, r'<text [^>]*text-anchor="end"[^>]*>\d\d:\d\d</text>')
 
     def test_wrong_key_shows_login_error(self):
         dom = chromium(self.url("key=" + new_key()), "--dump-dom")

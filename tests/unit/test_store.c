@@ -500,6 +500,76 @@ secs_to_midnight(int64_t t)
 	return (long)((clock_ms_to_midnight(t) + 999) / 1000);
 }
 
+/* The history's buckets (doc/behaviour.md, Limits and state, rules 32 to
+ * 36), through either store: each outcome in the bucket of its minute,
+ * gone an hour later; the gateway's refusals in its own row at the sync. */
+static void
+test_history_buckets_outcomes_and_refusals(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_endpoint gw = {STORE_GATEWAY_ID, -1, -1, 0, -1, -1, 0, NULL, NULL};
+	const struct store_outcome ok = {.success = true,
+					 .served = true,
+					 .has_usage = true,
+					 .total_tokens = 40,
+					 .code_class = STORE_CLASS_2XX,
+					 .latency_ms = 100};
+	const struct store_outcome limited = {.charge = STORE_CHARGE_LIMITED,
+					      .until_ms = T0 + 1000,
+					      .code_class = STORE_CLASS_4XX,
+					      .latency_ms = 5};
+	const int64_t m0 = T0 - T0 % 60000;
+	struct store_usage u;
+	int64_t start;
+	char err[256] = "";
+
+	record(f->st, "a", &ok, &no_cooldown, m0 + 1000);
+	record(f->st, "a", &ok, &no_cooldown, m0 + 59000);
+	record(f->st, "a", &limited, &no_cooldown, m0 + 60000);
+	record_failure(f->st, "a", &no_cooldown, m0 + 61000);
+	u = read_one(f->st, &ep, m0 + 61000);
+	const uint32_t *b = history_bucket(&u.history, 58, &start);
+	assert_true(start == m0);
+	assert_int_equal(b[HISTORY_REQUESTS], 2);
+	assert_int_equal(b[HISTORY_SUCCESSES], 2);
+	assert_int_equal(b[HISTORY_TOKENS], 80);
+	assert_int_equal(b[HISTORY_LATENCY_MS], 200);
+	b = history_bucket(&u.history, 59, &start);
+	assert_true(start == m0 + 60000);
+	assert_int_equal(b[HISTORY_REQUESTS], 2);
+	assert_int_equal(b[HISTORY_LIMITED], 1);
+	assert_int_equal(b[HISTORY_FAILURES], 1);
+	assert_int_equal(b[HISTORY_SUCCESSES], 0);
+	/* 60 minutes after the first minute: it is gone, the second stays. */
+	u = read_one(f->st, &ep, m0 + 60 * 60000);
+	assert_int_equal(history_bucket(&u.history, 0, &start)[HISTORY_REQUESTS], 2);
+	assert_true(start == m0 + 60000);
+	u = read_one(f->st, &ep, m0 + 61 * 60000);
+	for (int i = 0; i < HISTORY_MINUTES; i++)
+		assert_int_equal(history_bucket(&u.history, i, &start)[HISTORY_REQUESTS], 0);
+
+	/* Refusals: per process until the sync, then in the gateway's row at
+	 * the sync's minute (this test's real clock). */
+	assert_int_equal(store_count(f->st, STORE_REJECT_RATE_LIMIT, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_COOLDOWN, err, sizeof(err)), 0);
+	assert_int_equal(store_count(f->st, STORE_REJECT_AUTH, err, sizeof(err)), 0);
+	int64_t before = clock_now_ms();
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	int64_t after = clock_now_ms();
+	u = read_one(f->st, &gw, after);
+	uint64_t refused = 0, requests = 0;
+	for (int i = 0; i < HISTORY_MINUTES; i++) {
+		b = history_bucket(&u.history, i, &start);
+		refused += b[HISTORY_REFUSED];
+		requests += b[HISTORY_REQUESTS];
+		if (b[HISTORY_REFUSED] > 0)
+			assert_true(start + 60000 > before && start <= after);
+	}
+	assert_true(refused == 2); /* the 401 is no refusal of capacity */
+	assert_true(requests == 0);
+}
+
 /* --- client limits (doc/behaviour.md, Limits and state: client limits) --- */
 
 static void
@@ -1867,8 +1937,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 6 since the estimated answers and admin actions (5 since token
-	 * limits, 4 since key pools, 3 before). */
+	/* 6 since the estimated answers, admin actions and the history (5
+	 * since token limits, 4 since key pools, 3 before). */
 	assert_int_equal(h.version, 6);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
@@ -1889,9 +1959,10 @@ test_version_2_record_is_read_and_upgraded(void **state)
 /* What version 5 added to an entry: the token window's seconds and
  * counts, the day's estimates in flight and their day. */
 #define V5_TOK_BYTES ((2 * 61 + 2) * 8)
-/* What version 6 added: the count of answers counted from their estimate
- * and an operator's pause. */
-#define V6_BYTES 16
+/* What version 6 added: the count of answers counted from their estimate,
+ * an operator's pause, and the history's newest minute with its 60 buckets
+ * of 7 counters of 32 bits. */
+#define V6_BYTES (16 + 8 + 60 * 7 * 4)
 
 struct v3_ent {
 	struct v2_ent c;
@@ -1992,8 +2063,8 @@ test_version_3_entry_alone_is_read(void **state)
 	assert_int_equal(s.key_state, STORE_KEY_ACTIVE);
 	assert_int_equal(s.recheck_ms, 0);
 	/* Written back, it is version 6: 16 bytes longer for the key's state,
-	 * the token window's, the estimated answers' and the pause's more,
-	 * and read the same. */
+	 * the token window's, the estimated answers', the pause's and the
+	 * history's more, and read the same. */
 	assert_int_equal(store_codec_ent_size(&s, 2), sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES);
 	char out[sizeof(v) + 16 + V5_TOK_BYTES + V6_BYTES];
 	s.key_state = STORE_KEY_REJECTED;
@@ -4229,6 +4300,7 @@ main(void)
 		T(test_tokens_today_saturate),
 		T(test_estimated_answers_are_counted),
 		T(test_clock_set_back_holds_back_one_window_at_most),
+		T(test_history_buckets_outcomes_and_refusals),
 #ifndef TEST_STORE_REDIS
 		T(test_damaged_record_fails_and_counts_nothing),
 		T(test_torn_file_copy_loses_nothing),
