@@ -37,6 +37,7 @@ static const struct routes_row routes_table[] = {
 	{"/v1/models/", "GET, HEAD", ROUTES_KEY, false, api_models},
 	{"/v1/token/stats", "GET, HEAD", ROUTES_ADMIN, false, api_token_stats},
 	{"/v1/token/reset", "POST", ROUTES_ADMIN, false, api_token_reset},
+	{"/v1/usage", "GET, HEAD", ROUTES_KEY, false, api_usage},
 	{"/v1", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 	{"/v1/", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 };

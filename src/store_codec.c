@@ -7,8 +7,10 @@
 #define STORE_CODEC_MAGIC 0x41544732u /* "ATG2" */
 /* 3 added the metrics' counters and the refusals, and the day's tokens (in
  * the same block: 3 was extended before its release); 4 a key's state; 5
- * the token window and the day's estimates in flight. */
-#define STORE_CODEC_VERSION 5u
+ * the token window and the day's estimates in flight; 6 the clients' usage
+ * books (a section after the refusals; its entries are 5's). */
+#define STORE_CODEC_VERSION 6u
+#define STORE_CODEC_VERSION_V5 5u
 #define STORE_CODEC_VERSION_V4 4u
 #define STORE_CODEC_VERSION_V3 3u
 #define STORE_CODEC_VERSION_V2 2u
@@ -61,7 +63,7 @@ store_codec_counters(uint32_t version)
 	return STORE_CODEC_ENT_HEAD + STORE_CODEC_ENT_V2 +
 	       (version >= STORE_CODEC_VERSION_V3 ? STORE_CODEC_ENT_METRICS : 0) +
 	       (version >= STORE_CODEC_VERSION_V4 ? STORE_CODEC_ENT_KEY : 0) +
-	       (version >= STORE_CODEC_VERSION ? STORE_CODEC_ENT_TOK : 0);
+	       (version >= STORE_CODEC_VERSION_V5 ? STORE_CODEC_ENT_TOK : 0);
 }
 
 /* Reads the counters of an entry of version at p (which has enough bytes)
@@ -89,7 +91,7 @@ store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s,
 	} else {
 		memset(&s->key_state, 0, STORE_CODEC_ENT_KEY);
 	}
-	if (version >= STORE_CODEC_VERSION)
+	if (version >= STORE_CODEC_VERSION_V5)
 		memcpy(&s->tok_sec, p + off, STORE_CODEC_ENT_TOK);
 	else
 		memset(&s->tok_sec, 0, STORE_CODEC_ENT_TOK);
@@ -182,7 +184,104 @@ store_codec_free(struct store_codec_rec *r)
 		free(r->e[i].s.ring);
 	}
 	free(r->e);
+	free(r->books);
 	memset(r, 0, sizeof(*r));
+}
+
+/* The head of one book of a record's section. */
+struct store_codec_book_head {
+	uint32_t client_len;
+	uint32_t len;
+};
+
+/* Reads the book at p[off..len) of a section into *b: the size it takes,
+ * or 0 when the bytes there are not one. */
+static size_t
+store_codec_book_at(const char *p, size_t len, size_t off, struct store_codec_book *b)
+{
+	struct store_codec_book_head h;
+	size_t cl, bl;
+
+	if (len - off < sizeof(h))
+		return 0;
+	memcpy(&h, p + off, sizeof(h));
+	cl = store_codec_pad8(h.client_len);
+	bl = store_codec_pad8(h.len);
+	if (h.client_len == 0 || cl > len - off - sizeof(h) || bl > len - off - sizeof(h) - cl ||
+	    memchr(p + off + sizeof(h), '\0', h.client_len) != NULL)
+		return 0;
+	b->client = p + off + sizeof(h);
+	b->client_len = h.client_len;
+	b->p = b->client + cl;
+	b->len = h.len;
+	return sizeof(h) + cl + bl;
+}
+
+/* Whether p[0..len) is a books section: books one after the other. (Each
+ * book's own bytes are checked by usage_book_decode when read.) */
+static bool
+store_codec_books_ok(const char *p, size_t len)
+{
+	struct store_codec_book b;
+
+	for (size_t off = 0, k; off < len; off += k)
+		if ((k = store_codec_book_at(p, len, off, &b)) == 0)
+			return false;
+	return true;
+}
+
+bool
+store_codec_book_next(const struct store_codec_rec *r, size_t *off, struct store_codec_book *b)
+{
+	size_t k;
+
+	if (*off >= r->books_len || (k = store_codec_book_at(r->books, r->books_len, *off, b)) == 0)
+		return false;
+	*off += k;
+	return true;
+}
+
+int
+store_codec_book_set(struct store_codec_rec *r, const char *client, const char *p, size_t len)
+{
+	struct store_codec_book b;
+	size_t cl = strlen(client), off = 0, at = 0, old = 0;
+	bool found = false;
+
+	while (!found) {
+		at = off;
+		if (!store_codec_book_next(r, &off, &b))
+			break;
+		found = b.client_len == cl && memcmp(b.client, client, cl) == 0;
+		old = off - at;
+	}
+	if (!found) {
+		at = r->books_len;
+		old = 0;
+	}
+	struct store_codec_book_head h = {(uint32_t)cl, (uint32_t)len};
+	size_t add = sizeof(h) + store_codec_pad8(cl) + store_codec_pad8(len);
+	size_t n = r->books_len - old + add;
+	char *q = malloc(n);
+	if (q == NULL || cl > UINT32_MAX || len > UINT32_MAX) {
+		free(q);
+		return -1;
+	}
+	/* The book written anew in its place; the others as they were. */
+	if (at > 0)
+		memcpy(q, r->books, at);
+	char *w = q + at;
+	memset(w, 0, add);
+	memcpy(w, &h, sizeof(h));
+	memcpy(w + sizeof(h), client, cl);
+	if (len > 0)
+		memcpy(w + sizeof(h) + store_codec_pad8(cl), p, len);
+	if (r->books_len > at + old)
+		memcpy(w + add, r->books + at + old, r->books_len - at - old);
+	free(r->books);
+	r->books = q;
+	r->books_len = n;
+	return 0;
 }
 
 int
@@ -198,8 +297,9 @@ store_codec_check(const char *p, size_t len, uint64_t *seq)
 	memcpy(&h, p, sizeof(h));
 	memcpy(&tail, p + len - sizeof(tail), sizeof(tail));
 	if (h.magic != STORE_CODEC_MAGIC ||
-	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V4 &&
-	     h.version != STORE_CODEC_VERSION_V3 && h.version != STORE_CODEC_VERSION_V2) ||
+	    (h.version != STORE_CODEC_VERSION && h.version != STORE_CODEC_VERSION_V5 &&
+	     h.version != STORE_CODEC_VERSION_V4 && h.version != STORE_CODEC_VERSION_V3 &&
+	     h.version != STORE_CODEC_VERSION_V2) ||
 	    h.size != len || tail != h.seq || h.n > 1000000)
 		return -1;
 	*seq = h.seq;
@@ -257,6 +357,23 @@ store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
 		memcpy(out->rejects, p + off, sizeof(out->rejects));
 		off += sizeof(out->rejects);
 	}
+	if (h.version >= STORE_CODEC_VERSION) {
+		uint64_t bl;
+		if (off + sizeof(bl) > end)
+			goto bad;
+		memcpy(&bl, p + off, sizeof(bl));
+		off += sizeof(bl);
+		if (bl > end - off || bl % 8 != 0 || !store_codec_books_ok(p + off, (size_t)bl))
+			goto bad;
+		if (bl > 0) {
+			out->books = malloc((size_t)bl);
+			if (out->books == NULL)
+				goto bad;
+			memcpy(out->books, p + off, (size_t)bl);
+			out->books_len = (size_t)bl;
+		}
+		off += (size_t)bl;
+	}
 	if (off != end)
 		goto bad;
 	return 0;
@@ -269,7 +386,9 @@ char *
 store_codec_encode(const struct store_codec_rec *r, size_t *len)
 {
 	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, 0, r->n};
-	size_t n = sizeof(h) + sizeof(r->rejects) + sizeof(uint64_t), off = sizeof(h);
+	size_t n = sizeof(h) + sizeof(r->rejects) + 8 + r->books_len + sizeof(uint64_t),
+	       off = sizeof(h);
+	uint64_t bl = r->books_len;
 	char *p;
 
 	for (size_t i = 0; i < r->n; i++)
@@ -286,6 +405,11 @@ store_codec_encode(const struct store_codec_rec *r, size_t *len)
 	}
 	memcpy(p + off, r->rejects, sizeof(r->rejects));
 	off += sizeof(r->rejects);
+	memcpy(p + off, &bl, sizeof(bl));
+	off += sizeof(bl);
+	if (bl > 0)
+		memcpy(p + off, r->books, r->books_len);
+	off += r->books_len;
 	memcpy(p + off, &r->seq, sizeof(r->seq));
 	*len = n;
 	return p;

@@ -37,6 +37,7 @@
 #include "limit.h"
 #include "store_codec.h"
 #include "store_live.h"
+#include "usage_book.h"
 
 /* Tries by yielding before the flock is polled with sleeps. */
 #define STORE_GDBM_LOCK_YIELDS 50
@@ -644,6 +645,43 @@ out:
 	return rc;
 }
 
+/* Counts a served answer in its client's book (usage_book.h), in the
+ * record's step: on the responder's local day, as now has it. */
+static int
+store_gdbm_count_client(struct store_codec_rec *s, const struct store_outcome *o,
+			const struct limit_now *now)
+{
+	struct store_codec_book b = {0};
+	struct usage_book book;
+	size_t off = 0;
+	char *p = NULL;
+	bool found = false;
+	int rc = -1;
+
+	if (o->client == NULL || !o->served)
+		return 0;
+	usage_book_init(&book);
+	while (!found && store_codec_book_next(s, &off, &b))
+		found = b.client_len == strlen(o->client) &&
+			memcmp(b.client, o->client, b.client_len) == 0;
+	/* A damaged book starts over: refusing the answer's record (its
+	 * endpoint's counts) for it would be worse. */
+	if (!found || usage_book_decode(&book, b.p, b.len) != 0)
+		usage_book_decode(&book, NULL, 0);
+	if (usage_book_count(&book, now->day, o->model, o) < 0)
+		goto out;
+	size_t len = usage_book_size(&book);
+	p = malloc(len);
+	if (p == NULL)
+		goto out;
+	usage_book_put(&book, p);
+	rc = store_codec_book_set(s, o->client, p, len);
+out:
+	free(p);
+	usage_book_free(&book);
+	return rc;
+}
+
 struct store_gdbm_record_ctx {
 	const char *id;
 	const struct store_outcome *o;
@@ -663,6 +701,10 @@ store_gdbm_record_fn(struct store_codec_rec *s, void *ctx, char *err, size_t err
 	}
 	struct limit_now at = limit_now_in(&c->now, c->o->zone);
 	limit_record(&e->s, c->o, c->cd, &at);
+	if (store_gdbm_count_client(s, c->o, &c->now) != 0) {
+		store_gdbm_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
 	return 1;
 }
 
@@ -702,6 +744,40 @@ store_gdbm_read(struct store *base, const struct store_endpoint *eps, size_t n, 
 	struct store_gdbm_read_ctx c = {eps, n, store_gdbm_now(now_ms), out};
 
 	return store_gdbm_step(st, STORE_GDBM_STEP_READ, store_gdbm_read_fn, &c, err, errlen);
+}
+
+struct store_gdbm_clients_ctx {
+	const char *client; /* NULL: all */
+	long today;
+	struct store_clients *out;
+};
+
+static int
+store_gdbm_clients_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
+{
+	struct store_gdbm_clients_ctx *c = ctx;
+	struct store_codec_book b;
+	size_t off = 0;
+
+	while (store_codec_book_next(s, &off, &b)) {
+		if (c->client != NULL && (b.client_len != strlen(c->client) ||
+					  memcmp(b.client, c->client, b.client_len) != 0))
+			continue;
+		if (store_clients_add(c->out, b.client, b.client_len, b.p, b.len, c->today, err,
+				      errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+store_gdbm_read_clients(struct store *base, const char *client, int64_t now_ms,
+			struct store_clients *out, char *err, size_t errlen)
+{
+	struct store_gdbm *st = (struct store_gdbm *)base;
+	struct store_gdbm_clients_ctx c = {client, store_gdbm_now(now_ms).day, out};
+
+	return store_gdbm_step(st, STORE_GDBM_STEP_READ, store_gdbm_clients_fn, &c, err, errlen);
 }
 
 static int
@@ -839,6 +915,7 @@ static const struct store_ops store_gdbm_ops = {
 	.fold = store_gdbm_fold,
 	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
+	.read_clients = store_gdbm_read_clients,
 	.check = store_gdbm_check,
 	.sync = store_gdbm_sync,
 };
