@@ -1952,6 +1952,58 @@ test_version_4_record_keeps_its_counts(void **state)
 	assert_int_equal(h.version, 6);
 }
 
+static void read_clients(struct store *st, const char *client, int64_t now,
+			 struct store_clients *out);
+
+/* A record of version 5 (before usage per client: no books section) keeps
+ * its counts; the next step writes version 6, books and all. */
+static void
+test_version_5_record_is_read_and_gets_books(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .total_tokens = 9,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1};
+	char err[256] = "";
+
+	record(f->st, "a", &o, &no_cooldown, T0);
+	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
+	datum v = gdbm_get_raw(f->path, "state.1");
+	struct v2_head h;
+	memcpy(&h, v.dptr, sizeof(h));
+	assert_int_equal(h.version, 6);
+	/* Version 5: the same but for the books' length (0 here) before the
+	 * trailing sequence number. */
+	size_t len = (size_t)v.dsize - 8;
+	uint64_t books_len;
+	memcpy(&books_len, v.dptr + len - 8, 8);
+	assert_int_equal(books_len, 0);
+	memmove(v.dptr + len - 8, v.dptr + len, 8);
+	h.version = 5;
+	h.size = len;
+	memcpy(v.dptr, &h, sizeof(h));
+	gdbm_put_raw(f->path, "state.0", v.dptr, len);
+	gdbm_put_raw(f->path, "state.1", v.dptr, len);
+	free(v.dptr);
+	assert_int_equal(unlink(f->lock), 0);
+
+	assert_int_equal(read_one(f->st, &ep, T0).total_tokens, 9);
+	o.client = "alice";
+	o.model = "m";
+	record(f->st, "a", &o, &no_cooldown, T0);
+	assert_int_equal(read_one(f->st, &ep, T0).total_tokens, 18);
+	struct store_clients sc;
+	read_clients(f->st, NULL, T0, &sc);
+	assert_int_equal(sc.n, 1);
+	assert_int_equal(sc.c[0].book.all.total, 9);
+	store_clients_free(&sc);
+}
+
 /* A Redis value of version 4 is one such entry, read the same way. */
 static void
 test_version_4_entry_alone_is_read(void **state)
@@ -4160,6 +4212,7 @@ main(void)
 		T(test_version_3_record_keeps_its_counts_as_the_one_key),
 		T(test_version_3_entry_alone_is_read),
 		T(test_version_4_record_keeps_its_counts),
+		T(test_version_5_record_is_read_and_gets_books),
 		T(test_version_4_entry_alone_is_read),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
