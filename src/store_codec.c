@@ -184,7 +184,7 @@ store_codec_free(struct store_codec_rec *r)
 		free(r->e[i].s.ring);
 	}
 	free(r->e);
-	free(r->books);
+	free(r->books_own);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -278,7 +278,8 @@ store_codec_book_set(struct store_codec_rec *r, const char *client, const char *
 		memcpy(w + sizeof(h) + store_codec_pad8(cl), p, len);
 	if (r->books_len > at + old)
 		memcpy(w + add, r->books + at + old, r->books_len - at - old);
-	free(r->books);
+	free(r->books_own);
+	r->books_own = q;
 	r->books = q;
 	r->books_len = n;
 	return 0;
@@ -365,13 +366,8 @@ store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
 		off += sizeof(bl);
 		if (bl > end - off || bl % 8 != 0 || !store_codec_books_ok(p + off, (size_t)bl))
 			goto bad;
-		if (bl > 0) {
-			out->books = malloc((size_t)bl);
-			if (out->books == NULL)
-				goto bad;
-			memcpy(out->books, p + off, (size_t)bl);
-			out->books_len = (size_t)bl;
-		}
+		out->books = p + off; /* borrowed: store_codec_own_books */
+		out->books_len = (size_t)bl;
 		off += (size_t)bl;
 	}
 	if (off != end)
@@ -382,21 +378,39 @@ bad:
 	return -1;
 }
 
-char *
-store_codec_encode(const struct store_codec_rec *r, size_t *len)
+int
+store_codec_own_books(struct store_codec_rec *r)
 {
-	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, 0, r->n};
-	size_t n = sizeof(h) + sizeof(r->rejects) + 8 + r->books_len + sizeof(uint64_t),
-	       off = sizeof(h);
-	uint64_t bl = r->books_len;
-	char *p;
+	if (r->books_own != NULL || r->books_len == 0)
+		return 0;
+	r->books_own = malloc(r->books_len);
+	if (r->books_own == NULL)
+		return -1;
+	memcpy(r->books_own, r->books, r->books_len);
+	r->books = r->books_own;
+	return 0;
+}
+
+/* The size of r's record. */
+static size_t
+store_codec_size(const struct store_codec_rec *r)
+{
+	size_t n = sizeof(struct store_codec_head) + sizeof(r->rejects) + 8 + r->books_len +
+		   sizeof(uint64_t);
 
 	for (size_t i = 0; i < r->n; i++)
 		n += store_codec_ent_size(&r->e[i].s, r->e[i].id_len);
-	p = malloc(n);
-	if (p == NULL)
-		return NULL;
-	h.size = n;
+	return n;
+}
+
+/* Writes r's record of n bytes into p. */
+static void
+store_codec_put(const struct store_codec_rec *r, char *p, size_t n)
+{
+	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, n, r->n};
+	size_t off = sizeof(h);
+	uint64_t bl = r->books_len;
+
 	memcpy(p, &h, sizeof(h));
 	for (size_t i = 0; i < r->n; i++) {
 		const struct store_codec_ent *e = &r->e[i];
@@ -411,8 +425,33 @@ store_codec_encode(const struct store_codec_rec *r, size_t *len)
 		memcpy(p + off, r->books, r->books_len);
 	off += r->books_len;
 	memcpy(p + off, &r->seq, sizeof(r->seq));
+}
+
+char *
+store_codec_encode(const struct store_codec_rec *r, size_t *len)
+{
+	size_t n = store_codec_size(r);
+	char *p = malloc(n);
+
+	if (p == NULL)
+		return NULL;
+	store_codec_put(r, p, n);
 	*len = n;
 	return p;
+}
+
+const char *
+store_codec_encode_into(const struct store_codec_rec *r, struct dynbuf *out, size_t *len)
+{
+	size_t n = store_codec_size(r);
+
+	dynbuf_reset(out);
+	if (dynbuf_reserve(out, n) != 0)
+		return NULL;
+	store_codec_put(r, dynbuf_end(out), n);
+	dynbuf_commit(out, n);
+	*len = n;
+	return dynbuf_ptr(out);
 }
 
 struct store_codec_ent *

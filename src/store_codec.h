@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dynbuf.h"
 #include "limit.h"
 #include "store.h"
 
@@ -41,9 +42,14 @@ struct store_codec_rec {
 	/* Version 6: the clients' usage books (usage_book.h), kept as the
 	 * bytes of the record's books section and read only when asked for:
 	 * each book a client's length and its book's (32 bits each), the
-	 * client's name and the book's bytes, each padded to 8. Owned. */
-	char *books;
+	 * client's name and the book's bytes, each padded to 8. A step that
+	 * counts in no book only copies them once, into the next record:
+	 * books borrows them from the bytes decoded (which must then outlive
+	 * r: store_codec_own_books) until a book changes, and then points to
+	 * books_own, owned. */
+	const char *books;
 	size_t books_len;
+	char *books_own;
 };
 
 /* One book of a record's section. */
@@ -61,12 +67,24 @@ int store_codec_check(const char *p, size_t len, uint64_t *seq);
 
 /* Decodes a copy that store_codec_check accepted into *out. Returns 0, or
  * -1 when its insides are not consistent or memory runs out (then *out
- * holds nothing to free). */
+ * holds nothing to free). out's books borrow from p[0..len), which must
+ * outlive out unless store_codec_own_books is called. */
 int store_codec_decode(const char *p, size_t len, struct store_codec_rec *out);
+
+/* Makes r's books its own copy (nothing to do when they are). Returns 0, or
+ * -1 when out of memory (r unchanged). */
+int store_codec_own_books(struct store_codec_rec *r);
 
 /* Encodes r. Returns a buffer the caller frees, its size in *len; NULL
  * when memory runs out. */
 char *store_codec_encode(const struct store_codec_rec *r, size_t *len);
+
+/* Encodes r into out, emptied first (its memory kept from step to step: a
+ * record of a few hundred KB malloc'd and freed each step costs page
+ * faults). Returns the record (valid until out changes), its size in
+ * *len; NULL when out of memory or past out's cap. */
+const char *store_codec_encode_into(const struct store_codec_rec *r, struct dynbuf *out,
+				    size_t *len);
 
 /* Frees what r holds and zeroes it. */
 void store_codec_free(struct store_codec_rec *r);

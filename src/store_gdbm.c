@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dynbuf.h"
 #include "limit.h"
 #include "store_codec.h"
 #include "store_live.h"
@@ -43,6 +44,8 @@
 #define STORE_GDBM_LOCK_YIELDS 50
 /* How long a step waits for the lock before the store counts as unusable. */
 #define STORE_GDBM_LOCK_WAIT_MS 3000
+/* A record's bound: GDBM keeps a value's size in an int. */
+#define STORE_GDBM_RECORD_MAX ((size_t)1 << 30)
 
 struct store_gdbm {
 	struct store base; /* first: store.c sees this much */
@@ -55,6 +58,8 @@ struct store_gdbm {
 	/* The state file as the last check under the lock found it good. */
 	struct stat checked;
 	bool checked_ok;
+	/* The record a step writes, its memory kept for the next step. */
+	struct dynbuf enc;
 };
 
 static void
@@ -93,10 +98,13 @@ store_gdbm_load(GDBM_FILE db, struct store_codec_rec *s, char *err, size_t errle
 	else if (ok[1] == 1)
 		pick = 1;
 	if (pick >= 0) {
-		if (store_codec_decode(val[pick].dptr, (size_t)val[pick].dsize, s) == 0)
-			rc = 0;
-		else
+		if (store_codec_decode(val[pick].dptr, (size_t)val[pick].dsize, s) != 0)
 			store_gdbm_set_err(err, errlen, "state file", "damaged record");
+		else if (store_codec_own_books(s) != 0) /* the bytes are freed below */
+			store_codec_free(s),
+				store_gdbm_set_err(err, errlen, "state", "out of memory");
+		else
+			rc = 0;
 	} else if (ok[0] < 0 || ok[1] < 0) {
 		store_gdbm_set_err(err, errlen, "state file", "damaged record (no whole copy)");
 	} else {
@@ -383,7 +391,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	struct store_codec_rec s;
 	struct store_live_db note;
 	GDBM_FILE db = NULL;
-	char *rec = NULL;
+	const char *rec = NULL;
 	size_t len = 0;
 	int rc = -1, attached, loaded;
 
@@ -430,7 +438,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	if (changed)
 		s.seq++;
 	if (changed || db != NULL) {
-		rec = store_codec_encode(&s, &len);
+		rec = store_codec_encode_into(&s, &st->enc, &len);
 		if (rec == NULL) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
 			rc = -1;
@@ -466,7 +474,6 @@ out:
 	store_gdbm_unlock(st);
 	if (db != NULL)
 		gdbm_close(db);
-	free(rec);
 	store_codec_free(&s);
 	return rc < 0 ? -1 : 0;
 }
@@ -498,6 +505,7 @@ store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen)
 	}
 	st->base.ops = &store_gdbm_ops;
 	st->lock_fd = -1;
+	dynbuf_init(&st->enc, STORE_GDBM_RECORD_MAX);
 	st->readonly = readonly;
 	store_live_handle(&st->live, readonly);
 	n = strlen(path) + sizeof(".lock");
@@ -529,6 +537,7 @@ store_gdbm_close(struct store *base)
 		close(st->lock_fd);
 	free(st->path);
 	free(st->lock_path);
+	dynbuf_free(&st->enc);
 	free(st);
 }
 

@@ -217,10 +217,10 @@ struct store_redis {
 	/* The value this handle last wrote alone, and whose (a NUL-terminated
 	 * id): a batch of that endpoint alone starts from it. */
 	struct dynbuf last_val, last_id;
-	/* A batch's usage books (struct store_redis_book); the book this
-	 * handle last wrote alone, and whose: a batch that counts in it
-	 * starts from it, as from last_val. */
-	struct dynbuf books, last_book, last_client;
+	/* A batch's usage books (struct store_redis_book), the book value
+	 * being written; the book this handle last wrote alone, and whose: a
+	 * batch that counts in it starts from it, as from last_val. */
+	struct dynbuf books, bval, last_book, last_client;
 };
 
 /* A client's usage book in a batch, and the version it was read at. */
@@ -717,7 +717,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 			continue;
 		size_t n = STORE_REDIS_VERSION_LEN + usage_book_size(&books[j].book);
 		uint64_t version = 0;
-		char *p = store_redis_array(&st->val, n);
+		char *p = store_redis_array(&st->bval, n); /* val keeps the state's */
 		if (p == NULL) {
 			store_redis_set_err(st, err, errlen, "out of memory");
 			return -1;
@@ -727,7 +727,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		version++;
 		memcpy(p, &version, sizeof(version));
 		usage_book_put(&books[j].book, p + STORE_REDIS_VERSION_LEN);
-		dynbuf_commit(&st->val, n);
+		dynbuf_commit(&st->bval, n);
 		if (bdirty == 1) {
 			/* The next batch counting in this book alone starts from it. */
 			dynbuf_reset(&st->last_book);
@@ -752,8 +752,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		 * a reservation, when nothing else waited) starts from it. */
 		dynbuf_reset(&st->last_val);
 		dynbuf_reset(&st->last_id);
-		/* (st->val holds the last value built: a book's, when any.) */
-		if (ndirty == 1 && bdirty == 0) {
+		if (ndirty == 1) {
 			for (size_t j = 0; j < nslots; j++) {
 				if (dirty[j]) {
 					dynbuf_add(&st->last_val, dynbuf_ptr(&st->val),
@@ -1891,11 +1890,11 @@ store_redis_close(struct store *sb)
 		return;
 	store_redis_disconnect(st);
 	free(st->prefix);
-	struct dynbuf *bufs[] = {&st->words,      &st->argv,    &st->lens,  &st->text,
-				 &st->slots,      &st->rings,   &st->dirty, &st->eps,
-				 &st->idx,        &st->ptrs,    &st->room,  &st->val,
-				 &st->last_val,   &st->last_id, &st->books, &st->last_book,
-				 &st->last_client};
+	struct dynbuf *bufs[] = {&st->words,     &st->argv,       &st->lens,  &st->text,
+				 &st->slots,     &st->rings,      &st->dirty, &st->eps,
+				 &st->idx,       &st->ptrs,       &st->room,  &st->val,
+				 &st->last_val,  &st->last_id,    &st->books, &st->bval,
+				 &st->last_book, &st->last_client};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_free(bufs[i]);
 	/* The password is not left in freed memory. */
@@ -1929,11 +1928,11 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 		return NULL;
 	}
 	st->base.ops = &store_redis_ops;
-	struct dynbuf *bufs[] = {&st->words,      &st->argv,    &st->lens,  &st->text,
-				 &st->slots,      &st->rings,   &st->dirty, &st->eps,
-				 &st->idx,        &st->ptrs,    &st->room,  &st->val,
-				 &st->last_val,   &st->last_id, &st->books, &st->last_book,
-				 &st->last_client};
+	struct dynbuf *bufs[] = {&st->words,     &st->argv,       &st->lens,  &st->text,
+				 &st->slots,     &st->rings,      &st->dirty, &st->eps,
+				 &st->idx,       &st->ptrs,       &st->room,  &st->val,
+				 &st->last_val,  &st->last_id,    &st->books, &st->bval,
+				 &st->last_book, &st->last_client};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_init(bufs[i], STORE_REDIS_BUF_CAP);
 	if (redis_addr_parse(address, &st->a, why, sizeof(why)) != 0) {
