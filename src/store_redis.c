@@ -231,6 +231,7 @@ struct store_redis_book {
 	bool damaged; /* not a book: counted anew from empty */
 	bool dirty;
 	char head[STORE_REDIS_VERSION_LEN];
+	size_t head_len; /* of the value read: less than a version when damaged */
 };
 
 static void
@@ -585,12 +586,16 @@ store_redis_load_book(struct store_redis_book *b, const char *v, size_t len)
 {
 	b->present = len > 0;
 	b->damaged = false;
+	/* What the compare-and-set finds it still starting with. */
+	b->head_len = len < STORE_REDIS_VERSION_LEN ? len : STORE_REDIS_VERSION_LEN;
+	memset(b->head, 0, sizeof(b->head));
+	if (b->head_len > 0)
+		memcpy(b->head, v, b->head_len);
 	if (len == 0) {
 		usage_book_decode(&b->book, NULL, 0);
 		return;
 	}
 	if (len >= STORE_REDIS_VERSION_LEN) {
-		memcpy(b->head, v, STORE_REDIS_VERSION_LEN);
 		if (usage_book_decode(&b->book, v + STORE_REDIS_VERSION_LEN,
 				      len - STORE_REDIS_VERSION_LEN) == 0)
 			return;
@@ -735,7 +740,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 			dynbuf_add(&st->last_book, p, n);
 			dynbuf_adds(&st->last_client, books[j].client);
 		}
-		store_redis_word(st, books[j].head, books[j].present ? STORE_REDIS_VERSION_LEN : 0);
+		store_redis_word(st, books[j].head, books[j].head_len);
 		store_redis_word_copy(st, p, n);
 	}
 	r = store_redis_run(st, true, err, errlen);
@@ -1272,6 +1277,13 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	}
 }
 
+static void
+store_redis_books_free(struct store_redis_book *books, size_t nb)
+{
+	for (size_t j = 0; j < nb; j++)
+		usage_book_free(&books[j].book);
+}
+
 /* Runs the steps of the list ops on st's connection as if one after the
  * other: reads every state they name at once, applies each step to those
  * states in C in the order they came, and commits all the states they
@@ -1281,13 +1293,6 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
  * fail and the rest go on. Sets each step's rc (and err). Returns 0, or -1
  * when the batch as a whole failed (Redis did not answer, or the states
  * kept changing), with the reason in why. */
-static void
-store_redis_books_free(struct store_redis_book *books, size_t nb)
-{
-	for (size_t j = 0; j < nb; j++)
-		usage_book_free(&books[j].book);
-}
-
 static int
 store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why, size_t whylen)
 {

@@ -1954,6 +1954,8 @@ test_version_4_record_keeps_its_counts(void **state)
 
 static void read_clients(struct store *st, const char *client, int64_t now,
 			 struct store_clients *out);
+static struct store_outcome served_by(const char *client, const char *model, long long p,
+				      long long c);
 
 /* A record of version 5 (before usage per client: no books section) keeps
  * its counts; the next step writes version 6, books and all. */
@@ -3287,6 +3289,37 @@ test_redis_stalled_server_bounds_every_waiting_thread(void **state)
 		store_close(args[i].st);
 }
 
+/* A usage book key that holds what no responder wrote (shorter than a
+ * version, or not a book) is counted anew from empty by the next served
+ * answer, whose endpoint's record goes through; until then reading it is
+ * an error. */
+static void
+test_redis_damaged_usage_book_counted_anew(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	static const char *const values[] = {"xy", "0123456789abcdef-not-a-book"};
+	struct store_clients sc;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		const char *set[3] = {"SET", "api-together:usage:alice", values[i]};
+		const char *add[3] = {"SADD", "api-together:clients", "alice"};
+		assert_true(redis_admin(3, set));
+		assert_true(redis_admin(3, add));
+		assert_int_equal(store_read_clients(f->st, NULL, T0, &sc, err, sizeof(err)), -1);
+		store_clients_free(&sc);
+		struct store_outcome o = served_by("alice", "m", 1, 2);
+		record(f->st, "a", &o, &no_cooldown, T0);
+		read_clients(f->st, "alice", T0, &sc);
+		assert_int_equal(sc.n, 1);
+		assert_int_equal(sc.c[0].book.all.requests, 1);
+		assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).total, 3);
+		store_clients_free(&sc);
+	}
+	assert_int_equal(read_one(f->st, &ep, T0).requests, 2);
+}
+
 /* Gateways with their own prefixes share one Redis without sharing counts. */
 static void
 test_redis_prefixes_keep_stores_apart(void **state)
@@ -4243,6 +4276,7 @@ main(void)
 		T(test_redis_stalled_server_bounded_by_timeout),
 		T(test_redis_stalled_server_bounds_every_waiting_thread),
 		T(test_redis_prefixes_keep_stores_apart),
+		T(test_redis_damaged_usage_book_counted_anew),
 		T(test_redis_down_at_open_fails_each_call),
 		T(test_redis_password_and_database),
 		T(test_redis_address_forms),
