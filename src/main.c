@@ -81,7 +81,8 @@ main_usage(FILE *f)
 		"starts it with no option; or it listens itself with --listen.\n\n"
 		"  --check-config [FILE]  validate FILE (default: the configured one), print\n"
 		"                         each problem with its JSON path; exit 1 on an error\n"
-		"  --status               print each endpoint's and client's usage from the state store\n"
+		"  --status               print each endpoint's and client's usage from the state "
+		"store\n"
 		"  --listen ADDR:PORT|/path.sock\n"
 		"                         run as a FastCGI server on that socket\n"
 		"  --version              print the version\n"
@@ -392,8 +393,8 @@ main_status_clients(struct store *st, int64_t now)
 		store_clients_free(&sc);
 		return -1;
 	}
-	printf("\n%-24s %-10s %-24s %-10s %s\n", "CLIENT", "TODAY", "TOKENS(P/C/T)",
-	       "31 DAYS", "TOKENS(P/C/T)");
+	printf("\n%-24s %-10s %-24s %-10s %s\n", "CLIENT", "TODAY", "TOKENS(P/C/T)", "31 DAYS",
+	       "TOKENS(P/C/T)");
 	if (sc.n == 0)
 		printf("(no answers served yet)\n");
 	for (size_t i = 0; i < sc.n; i++) {
