@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "json_scan.h"
 #include "limit.h"
@@ -10,6 +11,7 @@
 #include "response.h"
 #include "store.h"
 #include "tz.h"
+#include "usage_book.h"
 #include "worker.h"
 
 #define API_SERVICE "api-together"
@@ -663,4 +665,58 @@ bad:
 	return response_error(r->fcgi->out, RESP_INVALID_JSON,
 			      "Body must be empty or a JSON object like {\"apiId\": \"api1\"}.", 0,
 			      cfg->cors);
+}
+
+/* The clients of sc as JSON (usage_book_json each), and self's empty book
+ * when sc has none of it: a client's own usage is always there. */
+static json_t *
+api_usage_clients(const struct store_clients *sc, const char *self, long today)
+{
+	json_t *a = json_array();
+	struct usage_book none;
+
+	usage_book_init(&none);
+	for (size_t i = 0; a != NULL && i < sc->n; i++)
+		if (json_array_append_new(
+			    a, usage_book_json(sc->c[i].client, &sc->c[i].book, today)) != 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	if (a != NULL && self != NULL && sc->n == 0 &&
+	    json_array_append_new(a, usage_book_json(self, &none, today)) != 0) {
+		json_decref(a);
+		a = NULL;
+	}
+	usage_book_free(&none);
+	return a;
+}
+
+int
+api_usage(struct request *r, const struct config *cfg, const char *why, struct worker *w)
+{
+	struct store *st = worker_store(w, cfg);
+	const char *self = auth_client_label(r->client);
+	bool all = r->client != NULL && r->client->admin;
+	struct store_clients sc;
+	int64_t now = clock_now_ms();
+	long today = tz_day(NULL, now);
+	char err[300], date[40];
+	json_t *body;
+
+	(void)why;
+	memset(&sc, 0, sizeof(sc));
+	if (st == NULL ||
+	    store_read_clients(st, all ? NULL : self, now, &sc, err, sizeof(err)) != 0) {
+		if (st != NULL)
+			log_error("%s cannot be read: %s", store_what(st), err);
+		store_clients_free(&sc);
+		return response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+	}
+	snprintf(date, sizeof(date), "%04ld-%02ld-%02ld", today / 10000, today / 100 % 100,
+		 today % 100);
+	body = json_pack("{s:s,s:o,s:s,s:i,s:o}", "object", "usage", "timestamp", api_now_json(),
+			 "date", date, "days", USAGE_BOOK_DAYS, "clients",
+			 api_usage_clients(&sc, all ? NULL : self, today));
+	store_clients_free(&sc);
+	return api_send(r, cfg->cors, body);
 }

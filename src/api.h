@@ -1,5 +1,5 @@
 /* api: the gateway's own endpoints: /health, /v1/status, /v1/models,
- * /v1/token/stats and /v1/token/reset (doc/behaviour.md, HTTP). Each is a handler of
+ * /v1/token/stats, /v1/token/reset and /v1/usage (doc/behaviour.md, HTTP). Each is a handler of
  * routes.c's table (a routes_fn): it answers the request, whose method and
  * key the table checked, and returns the status written. */
 #ifndef API_TOGETHER_API_H
@@ -35,5 +35,10 @@ int api_token_stats(struct request *r, const struct config *cfg, const char *why
 /* POST /v1/token/reset: zeroes the token totals of the body's apiId, or of
  * every endpoint for an empty body. */
 int api_token_reset(struct request *r, const struct config *cfg, const char *why, struct worker *w);
+
+/* GET /v1/usage: the usage per day and model of the key's client, or of
+ * every client for an admin key (doc/behaviour.md, HTTP: GET /v1/usage);
+ * 503 when the store cannot be read. why is unused. */
+int api_usage(struct request *r, const struct config *cfg, const char *why, struct worker *w);
 
 #endif

@@ -30,6 +30,7 @@
 #include "routes.h"
 #include "store.h"
 #include "tz.h"
+#include "usage_book.h"
 #include "worker.h"
 
 #define MAIN_DEFAULT_CONFIG SYSCONFDIR "/api-together/apis.json"
@@ -81,7 +82,7 @@ main_usage(FILE *f)
 		"starts it with no option; or it listens itself with --listen.\n\n"
 		"  --check-config [FILE]  validate FILE (default: the configured one), print\n"
 		"                         each problem with its JSON path; exit 1 on an error\n"
-		"  --status               print each endpoint's usage from the state store\n"
+		"  --status               print each endpoint's and client's usage from the store\n"
 		"  --listen ADDR:PORT|/path.sock\n"
 		"                         run as a FastCGI server on that socket\n"
 		"  --version              print the version\n"
@@ -428,6 +429,62 @@ main_status_limits(struct store *st, const struct config_api *a, const struct st
 	return 0;
 }
 
+/* The clients' usage (doc/behaviour.md, Limits and state: usage per
+ * client) under the endpoints: each client's today and its whole book
+ * (the last 31 local days), today's models, then each earlier day with
+ * answers. Returns 0, or -1 when the store cannot be read. */
+static int
+main_status_clients(struct store *st, int64_t now)
+{
+	struct store_clients sc;
+	long today = tz_day(NULL, now);
+	char err[300];
+
+	if (store_read_clients(st, NULL, now, &sc, err, sizeof(err)) != 0) {
+		fprintf(stderr, "api-together: %s: %s\n", store_what(st), err);
+		store_clients_free(&sc);
+		return -1;
+	}
+	printf("\n%-24s %-10s %-24s %-10s %s\n", "CLIENT", "TODAY", "TOKENS(P/C/T)", "31 DAYS",
+	       "TOKENS(P/C/T)");
+	if (sc.n == 0)
+		printf("(no answers served yet)\n");
+	for (size_t i = 0; i < sc.n; i++) {
+		const struct usage_book *b = &sc.c[i].book;
+		struct usage_count t = usage_book_day(b, today), w = {0, 0, 0, 0};
+		char tt[80];
+		size_t n;
+		const struct usage_row *r = usage_book_rows(b, &n);
+		for (size_t j = 0; j < n; j++) {
+			w.requests += r[j].c.requests;
+			w.prompt += r[j].c.prompt;
+			w.completion += r[j].c.completion;
+			w.total += r[j].c.total;
+		}
+		snprintf(tt, sizeof(tt), "%lld/%lld/%lld", (long long)t.prompt,
+			 (long long)t.completion, (long long)t.total);
+		printf("%-24s %-10lld %-24s %-10lld %lld/%lld/%lld\n", sc.c[i].client,
+		       (long long)t.requests, tt, (long long)w.requests, (long long)w.prompt,
+		       (long long)w.completion, (long long)w.total);
+		for (size_t j = 0; j < n; j++)
+			if (r[j].day == today)
+				printf("  model %-16s %-10lld %lld/%lld/%lld\n", r[j].model,
+				       (long long)r[j].c.requests, (long long)r[j].c.prompt,
+				       (long long)r[j].c.completion, (long long)r[j].c.total);
+		for (int d = 1; d < USAGE_BOOK_DAYS; d++) {
+			long day = usage_book_day_before(today, d);
+			struct usage_count c = usage_book_day(b, day);
+			if (c.requests > 0)
+				printf("  day   %04ld-%02ld-%02ld       %-10lld %lld/%lld/%lld\n",
+				       day / 10000, day / 100 % 100, day % 100,
+				       (long long)c.requests, (long long)c.prompt,
+				       (long long)c.completion, (long long)c.total);
+		}
+	}
+	store_clients_free(&sc);
+	return 0;
+}
+
 static int
 main_status(void)
 {
@@ -493,6 +550,8 @@ main_status(void)
 			goto out;
 		}
 	}
+	if (main_status_clients(st, now) != 0)
+		goto out;
 	rc = 0;
 out:
 	worker_usage_free(&wu);

@@ -366,10 +366,53 @@ fail:
 	return NULL;
 }
 
+/* One client's sample: name{client="..."[,extra]} value. */
+static void
+metrics_client(struct dynbuf *b, const char *name, const char *client, const char *extra,
+	       long long v)
+{
+	dynbuf_printf(b, "api_together_%s{client=\"", name);
+	metrics_label(b, client);
+	dynbuf_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "", v);
+}
+
+/* Appends the clients' series (doc/behaviour.md, Limits and state: usage
+ * per client) to the page text (*len bytes, freed): each client by its
+ * name or its key's last 4 characters, never the key; counts since its
+ * book began. Returns the new page, NULL when out of memory or over the
+ * bound. */
+static char *
+metrics_clients(const struct store_clients *sc, char *text, size_t *len)
+{
+	struct dynbuf b;
+
+	dynbuf_init(&b, METRICS_PAGE_MAX);
+	dynbuf_add(&b, text, *len);
+	free(text);
+	metrics_head(&b, "client_requests_total", "counter",
+		     "Answers served (2xx) to the client, by client.");
+	for (size_t i = 0; i < sc->n; i++)
+		metrics_client(&b, "client_requests_total", sc->c[i].client, NULL,
+			       sc->c[i].book.all.requests);
+	metrics_head(&b, "client_tokens_total", "counter",
+		     "Tokens of the answers served to the client, by client and type.");
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct usage_count *c = &sc->c[i].book.all;
+		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"prompt\"",
+			       c->prompt);
+		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"completion\"",
+			       c->completion);
+		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"total\"",
+			       c->total);
+	}
+	return dynbuf_take(&b, len);
+}
+
 int
 metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 {
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
+	struct store_clients sc = {0};
 	struct worker_usage wu = {0};
 	struct store *st = worker_store(w, cfg);
 	long long rejects[STORE_REJECT_N];
@@ -384,7 +427,8 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	}
 	worker_store_endpoints(cfg, eps);
 	if (st == NULL || worker_usage_read(st, cfg, now, &wu, err, sizeof(err)) != 0 ||
-	    store_read_rejects(st, rejects, err, sizeof(err)) != 0) {
+	    store_read_rejects(st, rejects, err, sizeof(err)) != 0 ||
+	    store_read_clients(st, NULL, now, &sc, err, sizeof(err)) != 0) {
 		if (st != NULL)
 			log_error("%s cannot be read: %s", store_what(st), err);
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
@@ -401,6 +445,8 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto out;
 	}
+	if (text != NULL)
+		text = metrics_clients(&sc, text, &len);
 	if (text == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
@@ -418,6 +464,7 @@ out:
 	free(text);
 	free(eps);
 	worker_usage_free(&wu);
+	store_clients_free(&sc);
 	return status;
 }
 

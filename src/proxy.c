@@ -82,6 +82,10 @@ struct proxy_recorder {
 	 * the attempt and client_estimate tokens with it. */
 	const struct config_client *client;
 	long long client_estimate;
+	/* Whose usage a served answer counts in, under which model
+	 * (doc/behaviour.md, Limits and state: usage per client). */
+	const char *usage_client;
+	const char *usage_model;
 };
 
 /* Records o on the key slot, logging a store that fails. */
@@ -187,7 +191,11 @@ proxy_record(void *ctx, const struct upstream_call *call)
 		o.estimated = true;
 		o.total_tokens = p->at_estimate;
 	}
-	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &o, rec->cd, now_ms);
+	/* The client's usage in the endpoint's record only: counted once. */
+	struct store_outcome eo = o;
+	eo.client = rec->usage_client;
+	eo.model = rec->usage_model;
+	proxy_store(rec->st, plan_slot(rec->cfg, p->chosen, p->chosen_key), &eo, rec->cd, now_ms);
 	proxy_store_model(rec->st, p->at_model_id, &o, rec->cd, now_ms);
 	if (rec->client != NULL) {
 		/* The client's tokens replace its estimate (rule 24), as the
@@ -486,7 +494,9 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 				     .plan = p,
 				     .cd = &cd,
 				     .retry = p->n_tries > 0,
-				     .stream = info->stream};
+				     .stream = info->stream,
+				     .usage_client = auth_client_label(r->client),
+				     .usage_model = info->model};
 
 	if (config_client_limited(r->client)) {
 		rec.client = r->client;

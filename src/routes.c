@@ -39,6 +39,7 @@ static const struct routes_row routes_table[] = {
 	{"/v1/token/stats", "GET, HEAD", ROUTES_ADMIN, false, api_token_stats},
 	{"/v1/token/reset", "POST", ROUTES_ADMIN, false, api_token_reset},
 	{"/v1/admin/", "POST", ROUTES_ADMIN, false, admin_handle},
+	{"/v1/usage", "GET, HEAD", ROUTES_KEY, false, api_usage},
 	{"/v1", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 	{"/v1/", ROUTES_FORWARDED, ROUTES_KEY, false, routes_proxy},
 };

@@ -184,6 +184,68 @@ store_reset_tokens(struct store *st, const char *id, char *err, size_t errlen)
 	return st->ops->reset_tokens(st, id, err, errlen);
 }
 
+/* Far above any use: some 100,000 clients. */
+#define STORE_CLIENTS_CAP ((size_t)8 << 20)
+
+void
+store_clients_free(struct store_clients *out)
+{
+	for (size_t i = 0; i < out->n; i++) {
+		free(out->c[i].client);
+		usage_book_free(&out->c[i].book);
+	}
+	dynbuf_free(&out->list);
+	memset(out, 0, sizeof(*out));
+}
+
+int
+store_clients_add(struct store_clients *out, const char *client, size_t client_len, const char *p,
+		  size_t len, long today, char *err, size_t errlen)
+{
+	struct store_client_usage *c = dynbuf_addz(&out->list, sizeof(*c));
+
+	if (c == NULL)
+		goto oom;
+	out->c = dynbuf_ptr(&out->list);
+	out->n++;
+	usage_book_init(&c->book);
+	c->client = strndup(client, client_len);
+	if (c->client == NULL)
+		goto oom;
+	if (usage_book_decode(&c->book, p, len) != 0) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "state: damaged usage of client %.80s", c->client);
+		return -1;
+	}
+	usage_book_prune(&c->book, today);
+	return 0;
+oom:
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "state: out of memory");
+	return -1;
+}
+
+static int
+store_clients_cmp(const void *a, const void *b)
+{
+	const struct store_client_usage *x = a, *y = b;
+
+	return strcmp(x->client, y->client);
+}
+
+int
+store_read_clients(struct store *st, const char *client, int64_t now_ms, struct store_clients *out,
+		   char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	dynbuf_init(&out->list, STORE_CLIENTS_CAP);
+	if (st->ops->read_clients(st, client, now_ms, out, err, errlen) != 0)
+		return -1;
+	if (out->n > 1)
+		qsort(out->c, out->n, sizeof(*out->c), store_clients_cmp);
+	return 0;
+}
+
 int
 store_admin(struct store *st, const char *id, enum store_admin action, int64_t now_ms, char *err,
 	    size_t errlen)

@@ -14,8 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dynbuf.h"
 #include "history.h"
 #include "redis_addr.h"
+#include "usage_book.h"
 
 struct tz_zone;
 
@@ -149,6 +151,12 @@ struct store_outcome {
 	bool retry;         /* not the request's first attempt */
 	int64_t latency_ms; /* start of the attempt to the answer's last byte; < 0 none */
 	int64_t ttfb_ms;    /* a stream's start to its first byte (status line); < 0 none */
+	/* Usage per client (doc/behaviour.md, Limits and state: usage per
+	 * client): with served, the answer is counted in client's book on
+	 * the responder's local day under model (the one requested; NULL
+	 * "-"), in the same atomic step. client NULL: in no book. */
+	const char *client;
+	const char *model;
 };
 
 /* Why the gateway refused a request itself, before or without an attempt. */
@@ -335,6 +343,29 @@ enum store_admin {
  * the store cannot be read or written (then nothing changed). */
 int store_admin(struct store *st, const char *id, enum store_admin action, int64_t now_ms,
 		char *err, size_t errlen);
+/* One client's book, as store_read_clients gives it. */
+struct store_client_usage {
+	char *client; /* owned */
+	struct usage_book book;
+};
+
+/* The books store_read_clients read: c[0..n) sorted by client. */
+struct store_clients {
+	size_t n;
+	struct store_client_usage *c; /* in list */
+	struct dynbuf list;
+};
+
+/* Frees what out holds and zeroes it (out may be zeroed only). */
+void store_clients_free(struct store_clients *out);
+
+/* Reads the usage book of client, or of every client with one when client
+ * is NULL, into *out (zeroed first; a client without a book is none), days
+ * older than the 30 before now_ms's local day left out. The caller frees
+ * *out with store_clients_free, also on error. Returns 0, or -1 with err
+ * (a damaged book is an error). */
+int store_read_clients(struct store *st, const char *client, int64_t now_ms,
+		       struct store_clients *out, char *err, size_t errlen);
 
 /* Checks that the store can be read and written now, with no exclusive
  * lock while it can (GDBM: a shared read of the live copy and an access

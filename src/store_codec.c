@@ -9,7 +9,8 @@
  * the same block: 3 was extended before its release); 4 a key's state; 5
  * the token window and the day's estimates in flight; 6 the count of
  * answers counted from their estimate, an operator's pause and the
- * history's one-minute buckets (history.h). */
+ * history's one-minute buckets (history.h) in each entry, and the
+ * clients' usage books (a section after the refusals). */
 #define STORE_CODEC_VERSION 6u
 #define STORE_CODEC_VERSION_V5 5u
 #define STORE_CODEC_VERSION_V4 4u
@@ -205,7 +206,105 @@ store_codec_free(struct store_codec_rec *r)
 		free(r->e[i].s.ring);
 	}
 	free(r->e);
+	free(r->books_own);
 	memset(r, 0, sizeof(*r));
+}
+
+/* The head of one book of a record's section. */
+struct store_codec_book_head {
+	uint32_t client_len;
+	uint32_t len;
+};
+
+/* Reads the book at p[off..len) of a section into *b: the size it takes,
+ * or 0 when the bytes there are not one. */
+static size_t
+store_codec_book_at(const char *p, size_t len, size_t off, struct store_codec_book *b)
+{
+	struct store_codec_book_head h;
+	size_t cl, bl;
+
+	if (len - off < sizeof(h))
+		return 0;
+	memcpy(&h, p + off, sizeof(h));
+	cl = store_codec_pad8(h.client_len);
+	bl = store_codec_pad8(h.len);
+	if (h.client_len == 0 || cl > len - off - sizeof(h) || bl > len - off - sizeof(h) - cl ||
+	    memchr(p + off + sizeof(h), '\0', h.client_len) != NULL)
+		return 0;
+	b->client = p + off + sizeof(h);
+	b->client_len = h.client_len;
+	b->p = b->client + cl;
+	b->len = h.len;
+	return sizeof(h) + cl + bl;
+}
+
+/* Whether p[0..len) is a books section: books one after the other. (Each
+ * book's own bytes are checked by usage_book_decode when read.) */
+static bool
+store_codec_books_ok(const char *p, size_t len)
+{
+	struct store_codec_book b;
+
+	for (size_t off = 0, k; off < len; off += k)
+		if ((k = store_codec_book_at(p, len, off, &b)) == 0)
+			return false;
+	return true;
+}
+
+bool
+store_codec_book_next(const struct store_codec_rec *r, size_t *off, struct store_codec_book *b)
+{
+	size_t k;
+
+	if (*off >= r->books_len || (k = store_codec_book_at(r->books, r->books_len, *off, b)) == 0)
+		return false;
+	*off += k;
+	return true;
+}
+
+int
+store_codec_book_set(struct store_codec_rec *r, const char *client, const char *p, size_t len)
+{
+	struct store_codec_book b;
+	size_t cl = strlen(client), off = 0, at = 0, old = 0;
+	bool found = false;
+
+	while (!found) {
+		at = off;
+		if (!store_codec_book_next(r, &off, &b))
+			break;
+		found = b.client_len == cl && memcmp(b.client, client, cl) == 0;
+		old = off - at;
+	}
+	if (!found) {
+		at = r->books_len;
+		old = 0;
+	}
+	struct store_codec_book_head h = {(uint32_t)cl, (uint32_t)len};
+	size_t add = sizeof(h) + store_codec_pad8(cl) + store_codec_pad8(len);
+	size_t n = r->books_len - old + add;
+	char *q = malloc(n);
+	if (q == NULL || cl > UINT32_MAX || len > UINT32_MAX) {
+		free(q);
+		return -1;
+	}
+	/* The book written anew in its place; the others as they were. */
+	if (at > 0)
+		memcpy(q, r->books, at);
+	char *w = q + at;
+	memset(w, 0, add);
+	memcpy(w, &h, sizeof(h));
+	memcpy(w + sizeof(h), client, cl);
+	if (len > 0)
+		memcpy(w + sizeof(h) + store_codec_pad8(cl), p, len);
+	if (r->books_len > at + old)
+		memcpy(w + add, r->books + at + old, r->books_len - at - old);
+	free(r->books_own);
+	r->books_own = q;
+	r->books = q;
+	r->books_len = n;
+	return 0;
 }
 
 int
@@ -281,6 +380,18 @@ store_codec_decode(const char *p, size_t len, struct store_codec_rec *out)
 		memcpy(out->rejects, p + off, sizeof(out->rejects));
 		off += sizeof(out->rejects);
 	}
+	if (h.version >= STORE_CODEC_VERSION) {
+		uint64_t bl;
+		if (off + sizeof(bl) > end)
+			goto bad;
+		memcpy(&bl, p + off, sizeof(bl));
+		off += sizeof(bl);
+		if (bl > end - off || bl % 8 != 0 || !store_codec_books_ok(p + off, (size_t)bl))
+			goto bad;
+		out->books = p + off; /* borrowed: store_codec_own_books */
+		out->books_len = (size_t)bl;
+		off += (size_t)bl;
+	}
 	if (off != end)
 		goto bad;
 	return 0;
@@ -289,19 +400,39 @@ bad:
 	return -1;
 }
 
-char *
-store_codec_encode(const struct store_codec_rec *r, size_t *len)
+int
+store_codec_own_books(struct store_codec_rec *r)
 {
-	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, 0, r->n};
-	size_t n = sizeof(h) + sizeof(r->rejects) + sizeof(uint64_t), off = sizeof(h);
-	char *p;
+	if (r->books_own != NULL || r->books_len == 0)
+		return 0;
+	r->books_own = malloc(r->books_len);
+	if (r->books_own == NULL)
+		return -1;
+	memcpy(r->books_own, r->books, r->books_len);
+	r->books = r->books_own;
+	return 0;
+}
+
+/* The size of r's record. */
+static size_t
+store_codec_size(const struct store_codec_rec *r)
+{
+	size_t n = sizeof(struct store_codec_head) + sizeof(r->rejects) + 8 + r->books_len +
+		   sizeof(uint64_t);
 
 	for (size_t i = 0; i < r->n; i++)
 		n += store_codec_ent_size(&r->e[i].s, r->e[i].id_len);
-	p = malloc(n);
-	if (p == NULL)
-		return NULL;
-	h.size = n;
+	return n;
+}
+
+/* Writes r's record of n bytes into p. */
+static void
+store_codec_put(const struct store_codec_rec *r, char *p, size_t n)
+{
+	struct store_codec_head h = {STORE_CODEC_MAGIC, STORE_CODEC_VERSION, r->seq, n, r->n};
+	size_t off = sizeof(h);
+	uint64_t bl = r->books_len;
+
 	memcpy(p, &h, sizeof(h));
 	for (size_t i = 0; i < r->n; i++) {
 		const struct store_codec_ent *e = &r->e[i];
@@ -310,9 +441,39 @@ store_codec_encode(const struct store_codec_rec *r, size_t *len)
 	}
 	memcpy(p + off, r->rejects, sizeof(r->rejects));
 	off += sizeof(r->rejects);
+	memcpy(p + off, &bl, sizeof(bl));
+	off += sizeof(bl);
+	if (bl > 0)
+		memcpy(p + off, r->books, r->books_len);
+	off += r->books_len;
 	memcpy(p + off, &r->seq, sizeof(r->seq));
+}
+
+char *
+store_codec_encode(const struct store_codec_rec *r, size_t *len)
+{
+	size_t n = store_codec_size(r);
+	char *p = malloc(n);
+
+	if (p == NULL)
+		return NULL;
+	store_codec_put(r, p, n);
 	*len = n;
 	return p;
+}
+
+const char *
+store_codec_encode_into(const struct store_codec_rec *r, struct dynbuf *out, size_t *len)
+{
+	size_t n = store_codec_size(r);
+
+	dynbuf_reset(out);
+	if (dynbuf_reserve(out, n) != 0)
+		return NULL;
+	store_codec_put(r, dynbuf_end(out), n);
+	dynbuf_commit(out, n);
+	*len = n;
+	return dynbuf_ptr(out);
 }
 
 struct store_codec_ent *

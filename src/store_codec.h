@@ -6,17 +6,22 @@
  * number, size, count), the entries, the refusal counters, and the sequence
  * number again, so a copy torn in the middle is told from a whole one. An
  * entry: its counters (limit.h's state, 64-bit, host byte order), its id
- * and its ring of times, each padded to 8 bytes. Version 6 is written;
- * version 5 (no count of estimated answers, no pause, no history), version 4 (no token window:
- * written before token limits), version 3 (no key state: written before
- * key pools, whose endpoint state becomes its one key's) and version 2 (no metrics, no refusals, no
- * day's tokens either) are still read, in a record and as a Redis value. */
+ * and its ring of times, each padded to 8 bytes. Version 6 is written (its
+ * entries hold the count of estimated answers, the pause and the history;
+ * the clients' usage books follow the refusal counters); version 5 (no
+ * count of estimated answers, no pause, no history, no books), version 4
+ * (no token window: written before token limits), version 3 (no key state:
+ * written before key pools, whose endpoint state becomes its one key's)
+ * and version 2 (no metrics, no refusals, no day's tokens either) are still
+ * read, in a record and as a Redis value. */
 #ifndef API_TOGETHER_STORE_CODEC_H
 #define API_TOGETHER_STORE_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dynbuf.h"
 #include "limit.h"
 #include "store.h"
 
@@ -37,6 +42,25 @@ struct store_codec_rec {
 	size_t n, cap;
 	struct store_codec_ent *e;
 	int64_t rejects[STORE_CODEC_REJECTS];
+	/* Version 6: the clients' usage books (usage_book.h), kept as the
+	 * bytes of the record's books section and read only when asked for:
+	 * each book a client's length and its book's (32 bits each), the
+	 * client's name and the book's bytes, each padded to 8. A step that
+	 * counts in no book only copies them once, into the next record:
+	 * books borrows them from the bytes decoded (which must then outlive
+	 * r: store_codec_own_books) until a book changes, and then points to
+	 * books_own, owned. */
+	const char *books;
+	size_t books_len;
+	char *books_own;
+};
+
+/* One book of a record's section. */
+struct store_codec_book {
+	const char *client; /* not NUL-terminated */
+	size_t client_len;
+	const char *p; /* the book's bytes */
+	size_t len;
 };
 
 /* Checks that the copy p[0..len) is whole and a record: 1 with its
@@ -46,12 +70,24 @@ int store_codec_check(const char *p, size_t len, uint64_t *seq);
 
 /* Decodes a copy that store_codec_check accepted into *out. Returns 0, or
  * -1 when its insides are not consistent or memory runs out (then *out
- * holds nothing to free). */
+ * holds nothing to free). out's books borrow from p[0..len), which must
+ * outlive out unless store_codec_own_books is called. */
 int store_codec_decode(const char *p, size_t len, struct store_codec_rec *out);
+
+/* Makes r's books its own copy (nothing to do when they are). Returns 0, or
+ * -1 when out of memory (r unchanged). */
+int store_codec_own_books(struct store_codec_rec *r);
 
 /* Encodes r. Returns a buffer the caller frees, its size in *len; NULL
  * when memory runs out. */
 char *store_codec_encode(const struct store_codec_rec *r, size_t *len);
+
+/* Encodes r into out, emptied first (its memory kept from step to step: a
+ * record of a few hundred KB malloc'd and freed each step costs page
+ * faults). Returns the record (valid until out changes), its size in
+ * *len; NULL when out of memory or past out's cap. */
+const char *store_codec_encode_into(const struct store_codec_rec *r, struct dynbuf *out,
+				    size_t *len);
 
 /* Frees what r holds and zeroes it. */
 void store_codec_free(struct store_codec_rec *r);
@@ -62,6 +98,15 @@ struct store_codec_ent *store_codec_entry(struct store_codec_rec *r, const char 
 
 /* The state of id in r, or a zeroed one when r has none (read only). */
 const struct limit_state *store_codec_find(const struct store_codec_rec *r, const char *id);
+
+/* The book after *off in r's section (*off 0: the first) into *b, *off
+ * moved past it. Returns true, or false when there is no more. */
+bool store_codec_book_next(const struct store_codec_rec *r, size_t *off,
+			   struct store_codec_book *b);
+
+/* Sets client's book in r to the bytes p[0..len), added when missing.
+ * Returns 0, or -1 when out of memory (r unchanged). */
+int store_codec_book_set(struct store_codec_rec *r, const char *client, const char *p, size_t len);
 
 /* Makes e's ring room for limit_ring_cap_for(rpm) times, as
  * limit_fit_ring needs. Returns 0, or -1 when out of memory (e unchanged). */

@@ -34,14 +34,18 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dynbuf.h"
 #include "limit.h"
 #include "store_codec.h"
 #include "store_live.h"
+#include "usage_book.h"
 
 /* Tries by yielding before the flock is polled with sleeps. */
 #define STORE_GDBM_LOCK_YIELDS 50
 /* How long a step waits for the lock before the store counts as unusable. */
 #define STORE_GDBM_LOCK_WAIT_MS 3000
+/* A record's bound: GDBM keeps a value's size in an int. */
+#define STORE_GDBM_RECORD_MAX ((size_t)1 << 30)
 
 struct store_gdbm {
 	struct store base; /* first: store.c sees this much */
@@ -54,6 +58,8 @@ struct store_gdbm {
 	/* The state file as the last check under the lock found it good. */
 	struct stat checked;
 	bool checked_ok;
+	/* The record a step writes, its memory kept for the next step. */
+	struct dynbuf enc;
 };
 
 static void
@@ -92,10 +98,13 @@ store_gdbm_load(GDBM_FILE db, struct store_codec_rec *s, char *err, size_t errle
 	else if (ok[1] == 1)
 		pick = 1;
 	if (pick >= 0) {
-		if (store_codec_decode(val[pick].dptr, (size_t)val[pick].dsize, s) == 0)
-			rc = 0;
-		else
+		if (store_codec_decode(val[pick].dptr, (size_t)val[pick].dsize, s) != 0)
 			store_gdbm_set_err(err, errlen, "state file", "damaged record");
+		else if (store_codec_own_books(s) != 0) /* the bytes are freed below */
+			store_codec_free(s),
+				store_gdbm_set_err(err, errlen, "state", "out of memory");
+		else
+			rc = 0;
 	} else if (ok[0] < 0 || ok[1] < 0) {
 		store_gdbm_set_err(err, errlen, "state file", "damaged record (no whole copy)");
 	} else {
@@ -382,7 +391,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	struct store_codec_rec s;
 	struct store_live_db note;
 	GDBM_FILE db = NULL;
-	char *rec = NULL;
+	const char *rec = NULL;
 	size_t len = 0;
 	int rc = -1, attached, loaded;
 
@@ -429,7 +438,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	if (changed)
 		s.seq++;
 	if (changed || db != NULL) {
-		rec = store_codec_encode(&s, &len);
+		rec = store_codec_encode_into(&s, &st->enc, &len);
 		if (rec == NULL) {
 			store_gdbm_set_err(err, errlen, "state", "out of memory");
 			rc = -1;
@@ -465,7 +474,6 @@ out:
 	store_gdbm_unlock(st);
 	if (db != NULL)
 		gdbm_close(db);
-	free(rec);
 	store_codec_free(&s);
 	return rc < 0 ? -1 : 0;
 }
@@ -497,6 +505,7 @@ store_gdbm_open(const char *path, bool readonly, char *err, size_t errlen)
 	}
 	st->base.ops = &store_gdbm_ops;
 	st->lock_fd = -1;
+	dynbuf_init(&st->enc, STORE_GDBM_RECORD_MAX);
 	st->readonly = readonly;
 	store_live_handle(&st->live, readonly);
 	n = strlen(path) + sizeof(".lock");
@@ -528,6 +537,7 @@ store_gdbm_close(struct store *base)
 		close(st->lock_fd);
 	free(st->path);
 	free(st->lock_path);
+	dynbuf_free(&st->enc);
 	free(st);
 }
 
@@ -644,6 +654,43 @@ out:
 	return rc;
 }
 
+/* Counts a served answer in its client's book (usage_book.h), in the
+ * record's step: on the responder's local day, as now has it. */
+static int
+store_gdbm_count_client(struct store_codec_rec *s, const struct store_outcome *o,
+			const struct limit_now *now)
+{
+	struct store_codec_book b = {0};
+	struct usage_book book;
+	size_t off = 0;
+	char *p = NULL;
+	bool found = false;
+	int rc = -1;
+
+	if (o->client == NULL || !o->served)
+		return 0;
+	usage_book_init(&book);
+	while (!found && store_codec_book_next(s, &off, &b))
+		found = b.client_len == strlen(o->client) &&
+			memcmp(b.client, o->client, b.client_len) == 0;
+	/* A damaged book starts over: refusing the answer's record (its
+	 * endpoint's counts) for it would be worse. */
+	if (!found || usage_book_decode(&book, b.p, b.len) != 0)
+		usage_book_decode(&book, NULL, 0);
+	if (usage_book_count(&book, now->day, o->model, o) < 0)
+		goto out;
+	size_t len = usage_book_size(&book);
+	p = malloc(len);
+	if (p == NULL)
+		goto out;
+	usage_book_put(&book, p);
+	rc = store_codec_book_set(s, o->client, p, len);
+out:
+	free(p);
+	usage_book_free(&book);
+	return rc;
+}
+
 struct store_gdbm_record_ctx {
 	const char *id;
 	const struct store_outcome *o;
@@ -663,6 +710,10 @@ store_gdbm_record_fn(struct store_codec_rec *s, void *ctx, char *err, size_t err
 	}
 	struct limit_now at = limit_now_in(&c->now, c->o->zone);
 	limit_record(&e->s, c->o, c->cd, &at);
+	if (store_gdbm_count_client(s, c->o, &c->now) != 0) {
+		store_gdbm_set_err(err, errlen, "state", "out of memory");
+		return -1;
+	}
 	return 1;
 }
 
@@ -702,6 +753,40 @@ store_gdbm_read(struct store *base, const struct store_endpoint *eps, size_t n, 
 	struct store_gdbm_read_ctx c = {eps, n, store_gdbm_now(now_ms), out};
 
 	return store_gdbm_step(st, STORE_GDBM_STEP_READ, store_gdbm_read_fn, &c, err, errlen);
+}
+
+struct store_gdbm_clients_ctx {
+	const char *client; /* NULL: all */
+	long today;
+	struct store_clients *out;
+};
+
+static int
+store_gdbm_clients_fn(struct store_codec_rec *s, void *ctx, char *err, size_t errlen)
+{
+	struct store_gdbm_clients_ctx *c = ctx;
+	struct store_codec_book b;
+	size_t off = 0;
+
+	while (store_codec_book_next(s, &off, &b)) {
+		if (c->client != NULL && (b.client_len != strlen(c->client) ||
+					  memcmp(b.client, c->client, b.client_len) != 0))
+			continue;
+		if (store_clients_add(c->out, b.client, b.client_len, b.p, b.len, c->today, err,
+				      errlen) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+store_gdbm_read_clients(struct store *base, const char *client, int64_t now_ms,
+			struct store_clients *out, char *err, size_t errlen)
+{
+	struct store_gdbm *st = (struct store_gdbm *)base;
+	struct store_gdbm_clients_ctx c = {client, store_gdbm_now(now_ms).day, out};
+
+	return store_gdbm_step(st, STORE_GDBM_STEP_READ, store_gdbm_clients_fn, &c, err, errlen);
 }
 
 static int
@@ -888,6 +973,7 @@ static const struct store_ops store_gdbm_ops = {
 	.read_rejects = store_gdbm_read_rejects,
 	.reset_tokens = store_gdbm_reset_tokens,
 	.admin = store_gdbm_admin,
+	.read_clients = store_gdbm_read_clients,
 	.check = store_gdbm_check,
 	.sync = store_gdbm_sync,
 };

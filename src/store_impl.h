@@ -29,9 +29,17 @@ struct store_ops {
 	int (*reset_tokens)(struct store *st, const char *id, char *err, size_t errlen);
 	int (*admin)(struct store *st, const char *id, enum store_admin action, int64_t now_ms,
 		     char *err, size_t errlen);
+	int (*read_clients)(struct store *st, const char *client, int64_t now_ms,
+			    struct store_clients *out, char *err, size_t errlen);
 	int (*check)(struct store *st, char *err, size_t errlen); /* takes no exclusive lock */
 	int (*sync)(struct store *st, char *err, size_t errlen);  /* NULL: nothing to do */
 };
+
+/* For read_clients: adds client (client_len bytes) with the book of the
+ * bytes p[0..len) to out, its days before the 30 before today dropped.
+ * Returns 0, or -1 with err when they are not a book or memory runs out. */
+int store_clients_add(struct store_clients *out, const char *client, size_t client_len,
+		      const char *p, size_t len, long today, char *err, size_t errlen);
 
 struct store {
 	const struct store_ops *ops;

@@ -38,9 +38,11 @@
  *
  * Keys, below the configured prefix P: P "ep:" ID (an endpoint's state),
  * P "ids" (a set of every ID, for a reset of all), P "gw" (the gateway's
- * refusal counts, "rej" N, by HINCRBY) and P "meta" (the layout's version,
- * "format": 2). The previous release kept layout 1 (hashes of counters
- * kept by a script): a handle's first use converts it in place, every
+ * refusal counts, "rej" N, by HINCRBY), P "meta" (the layout's version,
+ * "format": 2), P "usage:" CLIENT (a client's usage book, usage_book.h,
+ * after a version as a state's: written in the compare-and-set of the
+ * outcome it counts) and P "clients" (a set of every CLIENT with a book). The previous release kept
+ * layout 1 (hashes of counters kept by a script): a handle's first use converts it in place, every
  * count kept (store_redis_upgrade). The store needs one Redis, not a
  * Cluster.
  *
@@ -71,6 +73,7 @@
 #include "log.h"
 #include "redis_addr.h"
 #include "store_codec.h"
+#include "usage_book.h"
 
 #ifndef HAVE_HIREDIS
 
@@ -214,6 +217,21 @@ struct store_redis {
 	/* The value this handle last wrote alone, and whose (a NUL-terminated
 	 * id): a batch of that endpoint alone starts from it. */
 	struct dynbuf last_val, last_id;
+	/* A batch's usage books (struct store_redis_book), the book value
+	 * being written; the book this handle last wrote alone, and whose: a
+	 * batch that counts in it starts from it, as from last_val. */
+	struct dynbuf books, bval, last_book, last_client;
+};
+
+/* A client's usage book in a batch, and the version it was read at. */
+struct store_redis_book {
+	const char *client;
+	struct usage_book book;
+	bool present; /* false: no key, an empty book */
+	bool damaged; /* not a book: counted anew from empty */
+	bool dirty;
+	char head[STORE_REDIS_VERSION_LEN];
+	size_t head_len; /* of the value read: less than a version when damaged */
 };
 
 static void
@@ -561,27 +579,54 @@ store_redis_load_slot(struct store_redis *st, struct store_redis_slot *sl, uint3
 	sl->damaged = store_redis_load(st, sl, ring, id, v, len, NULL, 0) != 0;
 }
 
-/* Reads the states of eps[0..n) (their ids only) with Redis's time, in
- * one call. Returns the reply, {time, value of each}, or NULL with err
- * set. */
+/* Loads a book of a batch from v[0..len): "" an empty one; a value that is
+ * not a book of it is counted anew from empty (damaged). */
+static void
+store_redis_load_book(struct store_redis_book *b, const char *v, size_t len)
+{
+	b->present = len > 0;
+	b->damaged = false;
+	/* What the compare-and-set finds it still starting with. */
+	b->head_len = len < STORE_REDIS_VERSION_LEN ? len : STORE_REDIS_VERSION_LEN;
+	memset(b->head, 0, sizeof(b->head));
+	if (b->head_len > 0)
+		memcpy(b->head, v, b->head_len);
+	if (len == 0) {
+		usage_book_decode(&b->book, NULL, 0);
+		return;
+	}
+	if (len >= STORE_REDIS_VERSION_LEN) {
+		if (usage_book_decode(&b->book, v + STORE_REDIS_VERSION_LEN,
+				      len - STORE_REDIS_VERSION_LEN) == 0)
+			return;
+	}
+	b->damaged = true;
+	usage_book_decode(&b->book, NULL, 0);
+}
+
+/* Reads the states of eps[0..n) (their ids only) and the books of
+ * books[0..nb) (their clients only) with Redis's time, in one call. Returns the reply, {time,
+ * value of each state, value of each book}, or NULL with err set. */
 static redisReply *
-store_redis_get(struct store_redis *st, const struct store_endpoint *eps, size_t n, char *err,
-		size_t errlen)
+store_redis_get(struct store_redis *st, const struct store_endpoint *eps, size_t n,
+		const struct store_redis_book *books, size_t nb, char *err, size_t errlen)
 {
 	redisReply *r;
 
 	store_redis_begin(st, true);
-	store_redis_word_int(st, (long long)n);
+	store_redis_word_int(st, (long long)(n + nb));
 	for (size_t i = 0; i < n; i++)
 		store_redis_word_key(st, "ep:", eps[i].id);
+	for (size_t i = 0; i < nb; i++)
+		store_redis_word_key(st, "usage:", books[i].client);
 	store_redis_word(st, "get", 3);
 	r = store_redis_run(st, true, err, errlen);
 	if (r == NULL)
 		return NULL;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 1 ||
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != n + nb + 1 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER)
 		goto bad;
-	for (size_t i = 1; i <= n; i++)
+	for (size_t i = 1; i <= n + nb; i++)
 		if (r->element[i]->type != REDIS_REPLY_STRING)
 			goto bad;
 	return r;
@@ -600,9 +645,10 @@ bad:
 static int
 store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, size_t nslots,
 		   struct store_redis_slot *sl, uint32_t *rings, const bool *dirty,
-		   long long deadline, long long *redis_now, char *err, size_t errlen)
+		   struct store_redis_book *books, size_t nb, long long deadline,
+		   long long *redis_now, char *err, size_t errlen)
 {
-	size_t ndirty = 0, nnew = 0, at;
+	size_t ndirty = 0, nnew = 0, bdirty = 0, bnew = 0, at;
 	redisReply *r;
 	long long code;
 	int rc = -1;
@@ -610,6 +656,23 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 	for (size_t j = 0; j < nslots; j++) {
 		ndirty += dirty[j];
 		nnew += dirty[j] && !sl[j].present;
+	}
+	for (size_t j = 0; j < nb; j++) {
+		bdirty += books[j].dirty;
+		bnew += books[j].dirty && !books[j].present;
+	}
+	if (bnew > 0) {
+		/* New books: in the set a read of every client's goes through. */
+		store_redis_begin(st, false);
+		store_redis_word(st, "SADD", 4);
+		store_redis_word_key(st, "clients", "");
+		for (size_t j = 0; j < nb; j++)
+			if (books[j].dirty && !books[j].present)
+				store_redis_word(st, books[j].client, strlen(books[j].client));
+		r = store_redis_run(st, false, err, errlen);
+		if (r == NULL)
+			return -1;
+		freeReplyObject(r);
 	}
 	if (nnew > 0) {
 		/* New endpoints: in the set a reset of all goes through. */
@@ -625,10 +688,13 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		freeReplyObject(r);
 	}
 	store_redis_begin(st, true);
-	store_redis_word_int(st, (long long)ndirty);
+	store_redis_word_int(st, (long long)(ndirty + bdirty));
 	for (size_t j = 0; j < nslots; j++)
 		if (dirty[j])
 			store_redis_word_key(st, "ep:", eps[j].id);
+	for (size_t j = 0; j < nb; j++)
+		if (books[j].dirty)
+			store_redis_word_key(st, "usage:", books[j].client);
 	store_redis_word(st, "cas", 3);
 	store_redis_word_int(st, deadline);
 	for (size_t j = 0; j < nslots; j++) {
@@ -651,9 +717,38 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		store_redis_word(st, sl[j].head, sl[j].present ? STORE_REDIS_VERSION_LEN : 0);
 		store_redis_word_copy(st, p, n);
 	}
+	for (size_t j = 0; j < nb; j++) {
+		if (!books[j].dirty)
+			continue;
+		size_t n = STORE_REDIS_VERSION_LEN + usage_book_size(&books[j].book);
+		uint64_t version = 0;
+		char *p = store_redis_array(&st->bval, n); /* val keeps the state's */
+		if (p == NULL) {
+			store_redis_set_err(st, err, errlen, "out of memory");
+			return -1;
+		}
+		if (books[j].present)
+			memcpy(&version, books[j].head, sizeof(version));
+		version++;
+		memcpy(p, &version, sizeof(version));
+		usage_book_put(&books[j].book, p + STORE_REDIS_VERSION_LEN);
+		dynbuf_commit(&st->bval, n);
+		if (bdirty == 1) {
+			/* The next batch counting in this book alone starts from it. */
+			dynbuf_reset(&st->last_book);
+			dynbuf_reset(&st->last_client);
+			dynbuf_add(&st->last_book, p, n);
+			dynbuf_adds(&st->last_client, books[j].client);
+		}
+		store_redis_word(st, books[j].head, books[j].head_len);
+		store_redis_word_copy(st, p, n);
+	}
 	r = store_redis_run(st, true, err, errlen);
-	if (r == NULL)
+	if (r == NULL) {
+		dynbuf_reset(&st->last_book);
+		dynbuf_reset(&st->last_client);
 		return -1;
+	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    !store_redis_ll(r->element[0], &code))
 		goto bad;
@@ -673,7 +768,7 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 		}
 		rc = 1;
 	} else if (code == 0) {
-		if (r->elements != 2 + ndirty || !store_redis_ll(r->element[1], redis_now))
+		if (r->elements != 2 + ndirty + bdirty || !store_redis_ll(r->element[1], redis_now))
 			goto bad;
 		at = 2;
 		for (size_t j = 0; j < nslots; j++) {
@@ -685,16 +780,30 @@ store_redis_commit(struct store_redis *st, const struct store_endpoint *eps, siz
 			store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX, eps[j].id,
 					      v->str, v->len);
 		}
+		for (size_t j = 0; j < nb; j++) {
+			if (!books[j].dirty)
+				continue;
+			const redisReply *v = r->element[at++];
+			if (v->type != REDIS_REPLY_STRING)
+				goto bad;
+			store_redis_load_book(&books[j], v->str, v->len);
+		}
 		rc = 0;
 	} else {
 		/* Redis stalled between the read and this write, for longer
 		 * than the caller waits. */
 		rc = 2;
 	}
+	if (rc != 1 && bdirty == 1) {
+		dynbuf_reset(&st->last_book); /* not written */
+		dynbuf_reset(&st->last_client);
+	}
 	freeReplyObject(r);
 	return rc;
 bad:
 	freeReplyObject(r);
+	dynbuf_reset(&st->last_book);
+	dynbuf_reset(&st->last_client);
 	store_redis_set_err(st, err, errlen, "unexpected answer to a write");
 	return -1;
 }
@@ -1008,6 +1117,12 @@ struct store_redis_op {
 	bool skip_new;
 	void (*fn)(struct limit_state *s, const void *ctx);
 	const void *ctx;
+	/* With a change: an outcome to count in its client's usage book too
+	 * (NULL: none), on the local day usage_day, in the same
+	 * compare-and-set; book its index in the batch's books. */
+	const struct store_outcome *usage;
+	long usage_day;
+	size_t book;
 	char *err;
 	size_t errlen;
 	int rc;
@@ -1071,7 +1186,7 @@ store_redis_op_fail(struct store_redis_op *op, const char *why)
 static void
 store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_t *idx,
 		  struct store_redis_slot *states, bool *dirty, const struct limit_state **ptrs,
-		  bool *room)
+		  bool *room, struct store_redis_book *books)
 {
 	char why[512], what[160];
 
@@ -1100,6 +1215,16 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 			return;
 		op->fn(&states[j].s, op->ctx);
 		dirty[j] = true;
+		if (op->usage != NULL) {
+			struct store_redis_book *b = &books[op->book];
+			if (usage_book_count(&b->book, op->usage_day, op->usage->model, op->usage) <
+			    0) {
+				store_redis_set_err(st, why, sizeof(why), "out of memory");
+				store_redis_op_fail(op, why);
+				return;
+			}
+			b->dirty = true;
+		}
 		return;
 	}
 	memset(op->res, 0, sizeof(*op->res));
@@ -1152,6 +1277,13 @@ store_redis_apply(struct store_redis *st, struct store_redis_op *op, const size_
 	}
 }
 
+static void
+store_redis_books_free(struct store_redis_book *books, size_t nb)
+{
+	for (size_t j = 0; j < nb; j++)
+		usage_book_free(&books[j].book);
+}
+
 /* Runs the steps of the list ops on st's connection as if one after the
  * other: reads every state they name at once, applies each step to those
  * states in C in the order they came, and commits all the states they
@@ -1165,7 +1297,8 @@ static int
 store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why, size_t whylen)
 {
 	int64_t start = clock_mono_ms();
-	size_t nidx = 0, nslots = 0, most = 1;
+	size_t nidx = 0, nslots = 0, most = 1, nb = 0;
+	struct store_redis_book *books = NULL;
 	char err[512] = "";
 	long long redis_now = 0;
 	int64_t now_at = 0; /* this host's monotonic time when redis_now was read */
@@ -1203,6 +1336,22 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 			idx[op->first + c] = j;
 		}
 	}
+	books = store_redis_array(&st->books, nidx * sizeof(*books));
+	if (books == NULL)
+		goto oom;
+	for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
+		if (op->usage == NULL)
+			continue;
+		size_t j = 0;
+		while (j < nb && strcmp(books[j].client, op->usage->client) != 0)
+			j++;
+		if (j == nb) {
+			memset(&books[nb], 0, sizeof(books[nb]));
+			books[nb].client = op->usage->client;
+			usage_book_init(&books[nb++].book);
+		}
+		op->book = j;
+	}
 	struct store_redis_slot *sl = store_redis_array(&st->slots, nslots * sizeof(*sl));
 	uint32_t *rings = store_redis_array(&st->rings, nslots * LIMIT_RING_MAX * sizeof(*rings));
 	bool *dirty = store_redis_array(&st->dirty, nslots * sizeof(*dirty));
@@ -1213,14 +1362,20 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 	for (int tries = 0;; tries++) {
 		bool any = false, reserving = false;
 		if (read && nslots == 1 && !reserves && dynbuf_len(&st->last_val) > 0 &&
-		    strcmp(dynbuf_str(&st->last_id), eps[0].id) == 0) {
+		    strcmp(dynbuf_str(&st->last_id), eps[0].id) == 0 &&
+		    (nb == 0 || (nb == 1 && dynbuf_len(&st->last_book) > 0 &&
+				 strcmp(dynbuf_str(&st->last_client), books[0].client) == 0))) {
 			/* As good as a read: the write checks its version. */
 			store_redis_load_slot(st, &sl[0], rings, eps[0].id,
 					      dynbuf_ptr(&st->last_val), dynbuf_len(&st->last_val));
+			if (nb == 1)
+				store_redis_load_book(&books[0], dynbuf_ptr(&st->last_book),
+						      dynbuf_len(&st->last_book));
 			read = false;
 		}
 		if (read) {
-			redisReply *r = store_redis_get(st, eps, nslots, err, sizeof(err));
+			redisReply *r =
+				store_redis_get(st, eps, nslots, books, nb, err, sizeof(err));
 			if (r == NULL)
 				goto fail;
 			redis_now = r->element[0]->integer;
@@ -1229,16 +1384,21 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 				store_redis_load_slot(st, &sl[j], rings + j * LIMIT_RING_MAX,
 						      eps[j].id, r->element[j + 1]->str,
 						      r->element[j + 1]->len);
+			for (size_t j = 0; j < nb; j++)
+				store_redis_load_book(&books[j], r->element[nslots + j + 1]->str,
+						      r->element[nslots + j + 1]->len);
 			freeReplyObject(r);
 			read = false;
 		}
 		/* The steps change only the states they mark dirty: the others
 		 * stay as read, and a conflict's answer brings those back. */
 		memset(dirty, 0, nslots * sizeof(*dirty));
+		for (size_t j = 0; j < nb; j++)
+			books[j].dirty = false;
 		for (struct store_redis_op *op = ops; op != NULL; op = op->next) {
 			op->counted = false;
 			if (!op->over)
-				store_redis_apply(st, op, idx, sl, dirty, ptrs, room);
+				store_redis_apply(st, op, idx, sl, dirty, ptrs, room, books);
 			reserving |= op->counted;
 		}
 		for (size_t j = 0; j < nslots; j++)
@@ -1248,8 +1408,8 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 		long long deadline =
 			reserving ? redis_now + (clock_mono_ms() - now_at) + st->timeout_ms : 0;
 		int c = !any ? 1
-			     : store_redis_commit(st, eps, nslots, sl, rings, dirty, deadline,
-						  &redis_now, err, sizeof(err));
+			     : store_redis_commit(st, eps, nslots, sl, rings, dirty, books, nb,
+						  deadline, &redis_now, err, sizeof(err));
 		if (c < 0)
 			goto fail;
 		if (c == 1)
@@ -1272,6 +1432,7 @@ store_redis_batch(struct store_redis *st, struct store_redis_op *ops, char *why,
 			op->rc = 0;
 		op->over = true;
 	}
+	store_redis_books_free(books, nb);
 	return 0;
 oom:
 	store_redis_set_err(st, err, sizeof(err), "out of memory");
@@ -1280,6 +1441,7 @@ fail:
 		if (!op->over)
 			store_redis_op_fail(op, err);
 	snprintf(why, whylen, "%s", err);
+	store_redis_books_free(books, nb);
 	return -1;
 }
 
@@ -1444,12 +1606,19 @@ store_redis_record(struct store *sb, const char *id, const struct store_outcome 
 {
 	struct store_redis *st = (struct store_redis *)sb;
 	struct store_redis_record_ctx c = {o, cd, store_redis_now(now_ms)};
+	struct store_redis_op op = {
+		.id = id, .fn = store_redis_record_fn, .ctx = &c, .err = err, .errlen = errlen};
 
 	if (!store_redis_writable(st, err, errlen))
 		return -1;
 	if (store_redis_upgrade(st, err, errlen) != 0)
 		return -1;
-	return store_redis_change(st, id, false, store_redis_record_fn, &c, err, errlen);
+	if (o->client != NULL && o->served) {
+		/* In the client's book, in the same compare-and-set. */
+		op.usage = o;
+		op.usage_day = c.now.day;
+	}
+	return store_redis_step(st, &op);
 }
 
 static int
@@ -1471,7 +1640,7 @@ store_redis_read(struct store *sb, const struct store_endpoint *eps, size_t n, i
 		store_redis_set_err(st, err, errlen, "out of memory");
 		return -1;
 	}
-	r = store_redis_get(st, eps, n, err, errlen);
+	r = store_redis_get(st, eps, n, NULL, 0, err, errlen);
 	if (r == NULL)
 		return -1;
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -1481,6 +1650,76 @@ store_redis_read(struct store *sb, const struct store_endpoint *eps, size_t n, i
 			limit_usage(&sl->s, &eps[i], &now, &out[i]);
 	}
 	freeReplyObject(r);
+	return rc;
+}
+
+/* The books of client, or of every client in P "clients" (client NULL),
+ * read in one call. */
+static int
+store_redis_read_clients(struct store *sb, const char *client, int64_t now_ms,
+			 struct store_clients *out, char *err, size_t errlen)
+{
+	struct store_redis *st = (struct store_redis *)sb;
+	long today = store_redis_now(now_ms).day;
+	redisReply *m = NULL, *r = NULL;
+	struct store_redis_book *books;
+	size_t nb = 1;
+	int rc = -1;
+
+	if (store_redis_upgrade(st, err, errlen) != 0)
+		return -1;
+	if (client == NULL) {
+		store_redis_begin(st, false);
+		store_redis_word(st, "SMEMBERS", 8);
+		store_redis_word_key(st, "clients", "");
+		m = store_redis_run(st, false, err, errlen);
+		if (m == NULL)
+			return -1;
+		if (m->type != REDIS_REPLY_ARRAY || m->elements > 100000) {
+			store_redis_set_err(st, err, errlen, "unexpected answer to a read");
+			goto out;
+		}
+		nb = m->elements;
+	}
+	books = store_redis_array(&st->books, (nb + 1) * sizeof(*books));
+	if (books == NULL) {
+		store_redis_set_err(st, err, errlen, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nb; i++) {
+		const redisReply *e = m != NULL ? m->element[i] : NULL;
+		if (e != NULL && (e->type != REDIS_REPLY_STRING || strlen(e->str) != e->len)) {
+			store_redis_set_err(st, err, errlen, "unexpected answer to a read");
+			goto out;
+		}
+		books[i].client = e != NULL ? e->str : client;
+	}
+	if (nb == 0) {
+		rc = 0;
+		goto out;
+	}
+	r = store_redis_get(st, NULL, 0, books, nb, err, errlen);
+	if (r == NULL)
+		goto out;
+	for (size_t i = 0; i < nb; i++) {
+		const redisReply *v = r->element[i + 1];
+		if (v->len == 0)
+			continue; /* no book (yet) */
+		if (v->len < STORE_REDIS_VERSION_LEN) {
+			store_redis_set_err(st, err, errlen, "damaged usage book");
+			goto out;
+		}
+		if (store_clients_add(out, books[i].client, strlen(books[i].client),
+				      v->str + STORE_REDIS_VERSION_LEN,
+				      v->len - STORE_REDIS_VERSION_LEN, today, err, errlen) != 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	if (r != NULL)
+		freeReplyObject(r);
+	if (m != NULL)
+		freeReplyObject(m);
 	return rc;
 }
 
@@ -1705,9 +1944,11 @@ store_redis_close(struct store *sb)
 		return;
 	store_redis_disconnect(st);
 	free(st->prefix);
-	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,     &st->text,   &st->slots,
-				 &st->rings, &st->dirty, &st->eps,      &st->idx,    &st->ptrs,
-				 &st->room,  &st->val,   &st->last_val, &st->last_id};
+	struct dynbuf *bufs[] = {&st->words,     &st->argv,       &st->lens,  &st->text,
+				 &st->slots,     &st->rings,      &st->dirty, &st->eps,
+				 &st->idx,       &st->ptrs,       &st->room,  &st->val,
+				 &st->last_val,  &st->last_id,    &st->books, &st->bval,
+				 &st->last_book, &st->last_client};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_free(bufs[i]);
 	/* The password is not left in freed memory. */
@@ -1725,6 +1966,7 @@ static const struct store_ops store_redis_ops = {
 	.read_rejects = store_redis_read_rejects,
 	.reset_tokens = store_redis_reset_tokens,
 	.admin = store_redis_admin,
+	.read_clients = store_redis_read_clients,
 	.check = store_redis_check,
 	.sync = NULL, /* Redis keeps its data itself (its persistence settings) */
 };
@@ -1741,9 +1983,11 @@ store_redis_open(const char *address, const struct store_options *o, char *err, 
 		return NULL;
 	}
 	st->base.ops = &store_redis_ops;
-	struct dynbuf *bufs[] = {&st->words, &st->argv,  &st->lens,     &st->text,   &st->slots,
-				 &st->rings, &st->dirty, &st->eps,      &st->idx,    &st->ptrs,
-				 &st->room,  &st->val,   &st->last_val, &st->last_id};
+	struct dynbuf *bufs[] = {&st->words,     &st->argv,       &st->lens,  &st->text,
+				 &st->slots,     &st->rings,      &st->dirty, &st->eps,
+				 &st->idx,       &st->ptrs,       &st->room,  &st->val,
+				 &st->last_val,  &st->last_id,    &st->books, &st->bval,
+				 &st->last_book, &st->last_client};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		dynbuf_init(bufs[i], STORE_REDIS_BUF_CAP);
 	if (redis_addr_parse(address, &st->a, why, sizeof(why)) != 0) {

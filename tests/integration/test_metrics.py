@@ -199,8 +199,11 @@ class M02Numbers(MetricsBase):
         texts = []
 
         def keep(text):
-            # The slow endpoint's own lines move meanwhile.
-            texts.append("\n".join(x for x in text.splitlines() if idslow not in x))
+            # The slow endpoint's own lines move meanwhile, and so do its
+            # client's usage lines (doc/behaviour.md, Limits and state: usage
+            # per client), which its answer adds to.
+            texts.append("\n".join(x for x in text.splitlines()
+                                   if idslow not in x and "api_together_client_" not in x))
 
         keep(self.scrape().text())
         holder = threading.Thread(target=self.post, args=(CHAT,), kwargs={"body": chat("slow")},

@@ -42,10 +42,15 @@ file itself (S05's file-alone case, S07) are skipped with Redis, the Redis ones
     S16 modelLimits (issue 14): a model at its own limit on a key goes to
         another endpoint or gets 429, another model of the endpoint is still
         served (doc/behaviour.md, rule 27)
+    S17 client limits (issue 15): a client key's own rpm and tpm
     S18 history (issue 17): one-minute buckets of the last hour per endpoint,
         key and the gateway equal the traffic sent (successes, failures, upstream
         429s, the gateway's refusals, tokens), roll with the test clock's minute
         and are gone after 60 minutes (doc/behaviour.md, rules 32 to 36)
+    S19 usage per client (issue 15): GET /v1/usage equals the traffic sent
+        per client and model (JSON and streams, two clients, two models), a
+        client sees its own, an admin every one; /metrics and --status; the
+        day rolls over and days older than 30 drop
 
 Prints TAP for automake's tap-driver (the runner of test_http.py); exit status 0
 when every case passes. Python 3 standard library only. By hand:
@@ -2275,6 +2280,155 @@ class S17ClientLimits(ClockBase):
         self.assertStatus(one(0), 200)
 
 
+class S19ClientUsage(ClockBase):
+    """Usage per client (issue 15 point 5; doc/behaviour.md, Limits and
+    state: usage per client): each served answer counted in its client's
+    book on the responder's local day, per model, in the step that records
+    its outcome, across every process. Clients are named after the test
+    (uid), so the books of other cases on this gateway do not count here;
+    the clock stands still until the test moves it."""
+
+    def setUp(self):
+        super().setUp()
+        self.alice, self.bob, self.admin = new_key(), new_key(), new_key()
+        self.alice_name = self.uid("alice")
+        self.bob_label = self.bob[-4:]  # no name: its key's last 4 characters
+
+    def clients(self, key, want=200):
+        r = self.get("/v1/usage", key=key)
+        self.assertStatus(r, want)
+        j = r.json()
+        self.assertEqual(j.get("object"), "usage", self.diag(r))
+        for secret in (self.alice, self.bob, self.admin):
+            self.assertNotIn(secret, r.body.decode(), "a key in /v1/usage")
+        return j, {c["client"]: c for c in j["clients"]}
+
+    def today_date(self):
+        return datetime.datetime.fromtimestamp(self.gw.clock_now(), LOCAL_TZ).strftime(
+            "%Y-%m-%d")
+
+    def test_a_usage_equals_the_traffic_per_client_and_model(self):
+        up = self.mock("us", "auto", usage=(11, 7), stream_usage=(5, 3), events=2,
+                       interval_ms=10)
+        bad = self.mock("usbad", "status", status=400)
+        aid, bid = self.uid("a"), self.uid("b")
+        self.configure([self.api(aid, up.url, ["m-us1", "m-us2"]),
+                        self.api(bid, bad.url, ["m-usbad"])],
+                       apiKeys=[{"key": self.alice, "name": self.alice_name},
+                                {"key": self.bob}],
+                       adminKeys=[self.admin])
+        # (key, model, stream) of each request, fired at once across the
+        # processes: alice 3 JSON and 2 streams of m-us1, 1 JSON of m-us2;
+        # bob 2 JSON and 1 stream of m-us2; a 400 passed on counts nowhere.
+        plan = ([(self.alice, "m-us1", False)] * 3 + [(self.alice, "m-us1", True)] * 2 +
+                [(self.alice, "m-us2", False)] + [(self.bob, "m-us2", False)] * 2 +
+                [(self.bob, "m-us2", True)] + [(self.alice, "m-usbad", False)])
+
+        def one(i):
+            key, model, stream = plan[i]
+            if stream:
+                return self.gw.stream("POST", CHAT, body=chat(model, stream=True), key=key)
+            return self.post(CHAT, chat(model), key=key)
+
+        res = fire_at_once(len(plan), one)
+        self.assertCounts(statuses(res), {200: 9, 400: 1}, "the traffic")
+        j, by = self.clients(self.alice)
+        self.assertEqual(list(by), [self.alice_name], "alice sees only her own")
+        self.assertEqual(j["date"], self.today_date())
+        self.assertEqual(j["days"], 31)
+        a = by[self.alice_name]
+        self.assertEqual(len(a["days"]), 31)
+        self.assertEqual(a["days"][0]["date"], self.today_date())
+        self.assertEqual(a["today"], a["days"][0])
+        m1 = {"requests": 5, "prompt_tokens": 3 * 11 + 2 * 5,
+              "completion_tokens": 3 * 7 + 2 * 3, "total_tokens": 3 * 18 + 2 * 8}
+        m2 = {"requests": 1, "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        self.assertEqual(a["today"]["models"], {"m-us1": m1, "m-us2": m2}, json.dumps(a))
+        for k in m1:
+            self.assertEqual(a["today"][k], m1[k] + m2[k], k)
+            self.assertEqual(a["total"][k], m1[k] + m2[k], k)
+        self.assertTrue(all(d["requests"] == 0 for d in a["days"][1:]), json.dumps(a))
+
+        _, by = self.clients(self.bob)
+        self.assertEqual(list(by), [self.bob_label], "bob sees only his own")
+        b_m2 = {"requests": 3, "prompt_tokens": 2 * 11 + 5, "completion_tokens": 2 * 7 + 3,
+                "total_tokens": 2 * 18 + 8}
+        self.assertEqual(by[self.bob_label]["today"]["models"], {"m-us2": b_m2})
+
+        # An admin sees both (and the other cases' clients, if any).
+        _, by = self.clients(self.admin)
+        self.assertEqual(by[self.alice_name]["today"]["models"], {"m-us1": m1, "m-us2": m2})
+        self.assertEqual(by[self.bob_label]["today"]["models"], {"m-us2": b_m2})
+        self.assertNotIn(self.admin[-4:], by, "the admin was served nothing")
+
+        # /metrics (an admin's), by client, never the key.
+        r = self.get("/metrics", key=self.admin)
+        self.assertStatus(r, 200)
+        text = r.body.decode()
+        self.assertIn('api_together_client_requests_total{client="%s"} 6\n' % self.alice_name,
+                      text)
+        self.assertIn('api_together_client_requests_total{client="%s"} 3\n' % self.bob_label,
+                      text)
+        for typ, v in (("prompt", m1["prompt_tokens"] + 11),
+                       ("completion", m1["completion_tokens"] + 7),
+                       ("total", m1["total_tokens"] + 18)):
+            self.assertIn('api_together_client_tokens_total{client="%s",type="%s"} %d\n'
+                          % (self.alice_name, typ, v), text)
+        for secret in (self.alice, self.bob):
+            self.assertNotIn(secret, text)
+
+        # --status prints it, on the responder's (test) clock.
+        env = dict(os.environ, **self.gw.responder_env())
+        out = subprocess.run([self.gw.binary, "--status"], env=env, capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        row = cli_row(out.stdout, self.alice_name)
+        self.assertIsNotNone(row, out.stdout)
+        self.assertEqual(row[1:5], ["6", "%d/%d/%d" % (m1["prompt_tokens"] + 11,
+                                                      m1["completion_tokens"] + 7,
+                                                      m1["total_tokens"] + 18),
+                                    "6", "%d/%d/%d" % (m1["prompt_tokens"] + 11,
+                                                      m1["completion_tokens"] + 7,
+                                                      m1["total_tokens"] + 18)], out.stdout)
+        for secret in (self.alice, self.bob):
+            self.assertNotIn(secret, out.stdout)
+
+    def test_b_the_day_rolls_over_and_days_older_than_30_drop(self):
+        up = self.mock("usd", "chat", usage=(1, 2))
+        aid = self.uid("a")
+        self.configure([self.api(aid, up.url, ["m-usd"])],
+                       apiKeys=[{"key": self.alice, "name": self.alice_name}])
+        now = datetime.datetime.fromtimestamp(self.gw.clock_now(), LOCAL_TZ)
+        target = now.replace(hour=23, minute=59, second=50, microsecond=0)
+        if target <= now:
+            target += datetime.timedelta(days=1)
+        self.gw.advance_clock((target - now).total_seconds())
+        day0 = self.today_date()
+        for _ in range(2):
+            self.assertStatus(self.post(CHAT, chat("m-usd"), key=self.alice), 200)
+        self.gw.advance_clock(12)  # the next local day
+        self.assertStatus(self.post(CHAT, chat("m-usd"), key=self.alice), 200)
+        _, by = self.clients(self.alice)
+        a = by[self.alice_name]
+        self.assertEqual([(d["date"], d["requests"]) for d in a["days"][:2]],
+                         [(self.today_date(), 1), (day0, 2)], json.dumps(a["days"][:3]))
+        self.assertEqual(a["days"][1]["models"]["m-usd"]["total_tokens"], 6)
+        # 29 days on, day0 is the 30th day before today: still there.
+        self.gw.advance_clock(29 * 86400)
+        _, by = self.clients(self.alice)
+        days = by[self.alice_name]["days"]
+        self.assertEqual((days[30]["date"], days[30]["requests"]), (day0, 2))
+        self.assertEqual(days[29]["requests"], 1)
+        # A day more and it is gone; the totals since the book began stay.
+        self.gw.advance_clock(86400)
+        _, by = self.clients(self.alice)
+        a = by[self.alice_name]
+        self.assertNotIn(day0, [d["date"] for d in a["days"]])
+        self.assertEqual(sum(d["requests"] for d in a["days"]), 1, json.dumps(a["days"]))
+        self.assertEqual(a["days"][30]["requests"], 1)
+        self.assertEqual(a["total"]["requests"], 3)
+
+
 def utc_at(*ymdhms):
     """Seconds since the epoch of a UTC date and time."""
     return int(datetime.datetime(*ymdhms, tzinfo=datetime.timezone.utc).timestamp())
@@ -2483,7 +2637,7 @@ class S16ModelLimits(ClockBase):
 
 ORDER = [S01ExactLimits, S02Window, S03Midnight, S04Cooldown, S11KeyPools, S12PriorityTiers,
          S13Fallbacks, S14TokenLimits, S15DayResetTimezone, S16ModelLimits, S17ClientLimits,
-         S18History,
+         S18History, S19ClientUsage,
          S05Restart, S06Kill9, S07BrokenState, S08Tokens,
          S09RedisFaults, S10TwoHosts]
 

@@ -378,6 +378,24 @@ class S02Browser(StatusPageBase):
             self.assertEqual(len(re.findall(r"<title>", req)), 60, cid)
             self.assertRegex(req, r'<text [^>]*text-anchor="end"[^>]*>\d\d:\d\d</text>')
 
+    def test_clients_table_shows_the_usage_per_client(self):
+        # Usage per client (issue 15 point 5): the class's traffic, all sent
+        # with CLIENT_KEY (no name: its last 4 characters), 18 tokens each.
+        dom = chromium(self.url("key=" + CLIENT_KEY), "--dump-dom")
+        self.assertRegex(dom, r'<section id="clients" class="clients"><h2>Clients</h2>')
+        label = CLIENT_KEY[-4:]
+        n = sum(e["requests"] for e in ENDPOINTS)
+        m = re.search(r'<tr data-client="%s"><td class="client">%s</td>'
+                      r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td>'
+                      r'<td class="num">([^<]*)</td><td class="num">([^<]*)</td>'
+                      r'<td class="models">([^<]*)</td></tr>' % (label, label), dom)
+        self.assertIsNotNone(m, dom[-3000:])
+        self.assertEqual(m.groups()[:4], (str(n), "{:,}".format(18 * n), str(n),
+                                          "{:,}".format(18 * n)))
+        self.assertEqual(sorted(m.group(5).split(", ")),
+                         sorted("%s %d" % (e["model"], e["requests"]) for e in ENDPOINTS))
+        self.assertFalse(leaked(dom, CLIENT_KEY), "the key is in the DOM")
+
     def test_wrong_key_shows_login_error(self):
         dom = chromium(self.url("key=" + new_key()), "--dump-dom")
         self.assertIn('data-state="denied"', dom)

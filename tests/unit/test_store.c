@@ -1937,8 +1937,8 @@ test_version_2_record_is_read_and_upgraded(void **state)
 	assert_true((size_t)v.dsize > sizeof(h));
 	memcpy(&h, v.dptr, sizeof(h));
 	free(v.dptr);
-	/* 6 since the estimated answers, admin actions and the history (5
-	 * since token limits, 4 since key pools, 3 before). */
+	/* 6 since the estimated answers, admin actions, the history and usage
+	 * per client (5 since token limits, 4 since key pools, 3 before). */
 	assert_int_equal(h.version, 6);
 	assert_int_equal(unlink(f->lock), 0);
 	u = read_one(f->st, &ep, T0);
@@ -2184,6 +2184,10 @@ struct v5_ent {
 	int64_t tok_sec[61], tok_count[61], est_day, day_est;
 };
 
+static void read_clients(struct store *st, const char *client, int64_t now,
+			 struct store_clients *out);
+
+/* Read, it also gets books (usage per client): the next step writes them. */
 static void
 test_version_5_record_keeps_its_counts(void **state)
 {
@@ -2236,7 +2240,9 @@ test_version_5_record_keeps_its_counts(void **state)
 				  .total_tokens = 30,
 				  .code_class = STORE_CLASS_2XX,
 				  .latency_ms = -1,
-				  .ttfb_ms = -1};
+				  .ttfb_ms = -1,
+				  .client = "alice",
+				  .model = "m"};
 	record(f->st, "a", &o, &no_cooldown, T0);
 	char err[256] = "";
 	assert_int_equal(store_sync(f->st, err, sizeof(err)), 0);
@@ -2252,6 +2258,12 @@ test_version_5_record_keeps_its_counts(void **state)
 	assert_int_equal(u.tpm_used, 100);
 	assert_int_equal(u.total_tokens, 100);
 	assert_int_equal(u.estimated_answers, 1);
+	struct store_clients sc;
+	read_clients(f->st, NULL, T0, &sc);
+	assert_int_equal(sc.n, 1);
+	assert_string_equal(sc.c[0].client, "alice");
+	assert_int_equal(sc.c[0].book.all.total, 30);
+	store_clients_free(&sc);
 }
 
 /* A Redis value of version 5 is one such entry, read the same way. */
@@ -2807,6 +2819,205 @@ test_threads_share_the_limit(void **state)
 	}
 	assert_int_equal(total, 1000);
 	assert_int_equal(read_one(f->st, &ep, T0).rpm_used, 1000);
+}
+
+/* A served answer of client for model with tokens p + c (doc/behaviour.md,
+ * Limits and state: usage per client). */
+static struct store_outcome
+served_by(const char *client, const char *model, long long p, long long c)
+{
+	struct store_outcome o = {.success = true,
+				  .served = true,
+				  .has_usage = true,
+				  .prompt_tokens = p,
+				  .completion_tokens = c,
+				  .total_tokens = p + c,
+				  .code_class = STORE_CLASS_2XX,
+				  .latency_ms = -1,
+				  .ttfb_ms = -1,
+				  .client = client,
+				  .model = model};
+	return o;
+}
+
+static void
+read_clients(struct store *st, const char *client, int64_t now, struct store_clients *out)
+{
+	char err[256] = "";
+	int rc = store_read_clients(st, client, now, out, err, sizeof(err));
+
+	if (rc != 0)
+		print_error("store_read_clients: %s\n", err);
+	assert_int_equal(rc, 0);
+}
+
+/* The counts of model on day in b (all zero when it has none). */
+static struct usage_count
+book_model(const struct usage_book *b, long day, const char *model)
+{
+	struct usage_count none = {0, 0, 0, 0};
+	size_t n;
+	const struct usage_row *r = usage_book_rows(b, &n);
+
+	for (size_t i = 0; i < n; i++)
+		if (r[i].day == day && strcmp(r[i].model, model) == 0)
+			return r[i].c;
+	return none;
+}
+
+/* Served answers count per client, day and model in the outcome's step;
+ * others (a failure, a client error) do not; the endpoint's counts are as
+ * without. */
+static void
+test_usage_counted_per_client_and_model(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	long day = clock_local_day(T0);
+	struct store_clients sc;
+
+	struct store_outcome o = served_by("alice", "gpt-4o", 10, 5);
+	record(f->st, "a", &o, &no_cooldown, T0);
+	record(f->st, "a", &o, &no_cooldown, T0 + 1);
+	o = served_by("alice", "claude-3", 7, 0);
+	o.has_usage = false; /* no usage object: a request without tokens */
+	record(f->st, "a", &o, &no_cooldown, T0 + 2);
+	o = served_by("bob", "gpt-4o", 1, 2);
+	record(f->st, "a", &o, &no_cooldown, T0 + 3);
+	o = served_by("bob", "gpt-4o", 100, 100);
+	o.served = false; /* an answer the client did not get as 2xx */
+	o.code_class = STORE_CLASS_4XX;
+	record(f->st, "a", &o, &no_cooldown, T0 + 4);
+	o = served_by(NULL, "gpt-4o", 100, 100); /* no client: in no book */
+	record(f->st, "a", &o, &no_cooldown, T0 + 5);
+	assert_int_equal(read_one(f->st, &ep, T0 + 6).requests, 5);
+
+	read_clients(f->st, NULL, T0 + 6, &sc);
+	assert_int_equal(sc.n, 2);
+	assert_string_equal(sc.c[0].client, "alice");
+	assert_string_equal(sc.c[1].client, "bob");
+	struct usage_count c = book_model(&sc.c[0].book, day, "gpt-4o");
+	assert_int_equal(c.requests, 2);
+	assert_int_equal(c.prompt, 20);
+	assert_int_equal(c.completion, 10);
+	assert_int_equal(c.total, 30);
+	c = book_model(&sc.c[0].book, day, "claude-3");
+	assert_int_equal(c.requests, 1);
+	assert_int_equal(c.total, 0);
+	c = usage_book_day(&sc.c[0].book, day);
+	assert_int_equal(c.requests, 3);
+	assert_int_equal(c.total, 30);
+	assert_int_equal(sc.c[0].book.all.requests, 3);
+	c = book_model(&sc.c[1].book, day, "gpt-4o");
+	assert_int_equal(c.requests, 1);
+	assert_int_equal(c.total, 3);
+	store_clients_free(&sc);
+
+	read_clients(f->st, "bob", T0 + 6, &sc);
+	assert_int_equal(sc.n, 1);
+	assert_string_equal(sc.c[0].client, "bob");
+	assert_int_equal(sc.c[0].book.all.requests, 1);
+	store_clients_free(&sc);
+	read_clients(f->st, "carol", T0 + 6, &sc);
+	assert_int_equal(sc.n, 0);
+	store_clients_free(&sc);
+}
+
+/* The day is the responder's local one: the book keeps today and the 30
+ * days before it; an older day drops, the totals stay. */
+static void
+test_usage_days_roll_and_older_than_30_drop(void **state)
+{
+	struct fix *f = *state;
+	const int64_t day_ms = 24 * HOUR_MS;
+	struct store_clients sc;
+
+	struct store_outcome o = served_by("alice", "m", 1, 1);
+	record(f->st, "a", &o, &no_cooldown, T0);
+	record(f->st, "a", &o, &no_cooldown, TOKYO_MIDNIGHT - 1);
+	record(f->st, "a", &o, &no_cooldown, TOKYO_MIDNIGHT);
+	read_clients(f->st, "alice", TOKYO_MIDNIGHT, &sc);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).requests, 2);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(TOKYO_MIDNIGHT)).requests,
+			 1);
+	store_clients_free(&sc);
+
+	/* 30 days after T0's day: still there; 31: gone, in a read too. */
+	read_clients(f->st, "alice", T0 + 30 * day_ms, &sc);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).requests, 2);
+	store_clients_free(&sc);
+	read_clients(f->st, "alice", T0 + 31 * day_ms, &sc);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).requests, 0);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(TOKYO_MIDNIGHT)).requests,
+			 1);
+	store_clients_free(&sc);
+	record(f->st, "a", &o, &no_cooldown, T0 + 31 * day_ms);
+	read_clients(f->st, "alice", T0 + 31 * day_ms, &sc);
+	size_t n;
+	(void)usage_book_rows(&sc.c[0].book, &n);
+	assert_int_equal(n, 2); /* T0's day dropped from the book itself */
+	assert_int_equal(sc.c[0].book.all.requests, 4);
+	store_clients_free(&sc);
+}
+
+struct usage_thread_arg {
+	const char *path;
+	const char *client;
+	int calls;
+	int errors;
+};
+
+static void *
+thread_record_usage(void *p)
+{
+	struct usage_thread_arg *a = p;
+	char err[256];
+	struct store *st = store_open(a->path, err, sizeof(err));
+
+	if (st == NULL) {
+		a->errors = a->calls;
+		return NULL;
+	}
+	for (int i = 0; i < a->calls; i++) {
+		struct store_outcome o = served_by(a->client, i % 2 ? "m1" : "m2", 1, 2);
+		if (store_record(st, "a", &o, &no_cooldown, T0, err, sizeof(err)) != 0)
+			a->errors++;
+	}
+	store_close(st);
+	return NULL;
+}
+
+/* Threads with handles of their own record at once (on Redis, in shared
+ * batches and racing compare-and-sets): every answer is in its book. */
+static void
+test_usage_threads_count_exactly(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	enum { THREADS = 4, CALLS = 100 };
+	static const char *const clients[THREADS] = {"alice", "bob", "alice", "bob"};
+	pthread_t tid[THREADS];
+	struct usage_thread_arg args[THREADS];
+	struct store_clients sc;
+	long day = clock_local_day(T0);
+
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct usage_thread_arg){f->path, clients[i], CALLS, 0};
+		assert_int_equal(pthread_create(&tid[i], NULL, thread_record_usage, &args[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(tid[i], NULL), 0);
+		assert_int_equal(args[i].errors, 0);
+	}
+	assert_int_equal(read_one(f->st, &ep, T0).requests, THREADS * CALLS);
+	read_clients(f->st, NULL, T0, &sc);
+	assert_int_equal(sc.n, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(book_model(&sc.c[i].book, day, "m1").requests, CALLS);
+		assert_int_equal(book_model(&sc.c[i].book, day, "m2").requests, CALLS);
+		assert_int_equal(usage_book_day(&sc.c[i].book, day).total, 2 * CALLS * 3);
+	}
+	store_clients_free(&sc);
 }
 
 /* Runs fn(path, arg) in procs children; returns the sum of what they wrote
@@ -3377,6 +3588,37 @@ test_redis_stalled_server_bounds_every_waiting_thread(void **state)
 	}
 	for (int i = 0; i < THREADS; i++)
 		store_close(args[i].st);
+}
+
+/* A usage book key that holds what no responder wrote (shorter than a
+ * version, or not a book) is counted anew from empty by the next served
+ * answer, whose endpoint's record goes through; until then reading it is
+ * an error. */
+static void
+test_redis_damaged_usage_book_counted_anew(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint ep = {"a", -1, -1, 0, -1, -1, 0, NULL, NULL};
+	static const char *const values[] = {"xy", "0123456789abcdef-not-a-book"};
+	struct store_clients sc;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		const char *set[3] = {"SET", "api-together:usage:alice", values[i]};
+		const char *add[3] = {"SADD", "api-together:clients", "alice"};
+		assert_true(redis_admin(3, set));
+		assert_true(redis_admin(3, add));
+		assert_int_equal(store_read_clients(f->st, NULL, T0, &sc, err, sizeof(err)), -1);
+		store_clients_free(&sc);
+		struct store_outcome o = served_by("alice", "m", 1, 2);
+		record(f->st, "a", &o, &no_cooldown, T0);
+		read_clients(f->st, "alice", T0, &sc);
+		assert_int_equal(sc.n, 1);
+		assert_int_equal(sc.c[0].book.all.requests, 1);
+		assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).total, 3);
+		store_clients_free(&sc);
+	}
+	assert_int_equal(read_one(f->st, &ep, T0).requests, 2);
 }
 
 /* Gateways with their own prefixes share one Redis without sharing counts. */
@@ -4328,6 +4570,9 @@ main(void)
 		T(test_reopen_keeps_the_state),
 		T(test_two_handles_see_each_others_counts),
 		T(test_threads_share_the_limit),
+		T(test_usage_counted_per_client_and_model),
+		T(test_usage_days_roll_and_older_than_30_drop),
+		T(test_usage_threads_count_exactly),
 		T(test_fork_4x500_reserve_rpm_1000_gives_exactly_1000),
 		T(test_fork_4x8_threads_reserve_and_record_exactly),
 		T(test_fork_8x250_reserve_and_record_counts_2000),
@@ -4338,6 +4583,7 @@ main(void)
 		T(test_redis_stalled_server_bounded_by_timeout),
 		T(test_redis_stalled_server_bounds_every_waiting_thread),
 		T(test_redis_prefixes_keep_stores_apart),
+		T(test_redis_damaged_usage_book_counted_anew),
 		T(test_redis_down_at_open_fails_each_call),
 		T(test_redis_password_and_database),
 		T(test_redis_address_forms),
