@@ -44,6 +44,9 @@
 #define STORE_GDBM_LOCK_YIELDS 50
 /* How long a step waits for the lock before the store counts as unusable. */
 #define STORE_GDBM_LOCK_WAIT_MS 3000
+/* The encoding buffer a handle keeps from step to step from this size on
+ * (store_gdbm_step). */
+#define STORE_GDBM_ENC_KEEP (64 * 1024)
 /* A record's bound: GDBM keeps a value's size in an int. */
 #define STORE_GDBM_RECORD_MAX ((size_t)1 << 30)
 
@@ -58,7 +61,8 @@ struct store_gdbm {
 	/* The state file as the last check under the lock found it good. */
 	struct stat checked;
 	bool checked_ok;
-	/* The record a step writes, its memory kept for the next step. */
+	/* The record a step writes, its memory kept for the next step when
+	 * large (STORE_GDBM_ENC_KEEP). */
 	struct dynbuf enc;
 };
 
@@ -475,6 +479,12 @@ out:
 	if (db != NULL)
 		gdbm_close(db);
 	store_codec_free(&s);
+	/* Every worker thread has a handle: a record of a few KB kept in each
+	 * costs more memory than its malloc costs time. A large one (many
+	 * clients' books) is kept, as freeing it at the heap's top and taking
+	 * it again costs page faults each step. */
+	if (st->enc.alloc < STORE_GDBM_ENC_KEEP)
+		dynbuf_free(&st->enc);
 	return rc < 0 ? -1 : 0;
 }
 
