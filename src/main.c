@@ -126,6 +126,7 @@ struct main_pool {
 	struct curl_shelf curls;
 	atomic_long idle;    /* threads waiting in accept */
 	atomic_long started; /* threads started (or being started) */
+	atomic_long served;  /* requests served, for main_trim */
 	long max;
 	pthread_attr_t attr;
 	atomic_bool warned; /* that a thread could not start */
@@ -315,6 +316,7 @@ main_worker(void *arg)
 			main_spawn(pool);
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
+		atomic_fetch_add_explicit(&pool->served, 1, memory_order_relaxed);
 	}
 	store_close(w.store);
 	return NULL;
@@ -579,6 +581,26 @@ main_threads(void)
 	return n;
 }
 
+/* Gives the heap's free pages back to the system once a burst is over:
+ * glibc keeps what the threads of a peak freed, in every arena, for good
+ * (doc/behaviour.md, Processes, threads, timeouts: memory after a burst).
+ * Only when no thread serves and some served since the last call: then the
+ * walk of the arenas holds nobody up, and an idle process pays nothing. */
+static void
+main_trim(struct main_pool *pool, long *trimmed_at)
+{
+#ifdef HAVE_MALLOC_TRIM
+	long served = atomic_load_explicit(&pool->served, memory_order_relaxed);
+	if (served == *trimmed_at || atomic_load(&pool->idle) < atomic_load(&pool->started))
+		return;
+	*trimmed_at = served;
+	malloc_trim(0);
+#else
+	(void)pool;
+	(void)trimmed_at;
+#endif
+}
+
 /* The main thread's work once the workers run: once a second, the store
  * gets the refusals the workers counted since, and the state file what they
  * counted since (store_sync). Every process does it; the first to find the
@@ -586,8 +608,9 @@ main_threads(void)
  * when it starts and when it changes, not every second; the workers answer
  * 503 for it on their own. */
 static _Noreturn void
-main_sync_forever(void)
+main_sync_forever(struct main_pool *pool)
 {
+	long trimmed_at = 0;
 	struct store *st = NULL;
 	char err[256], last[256] = "";
 	sigset_t stop;
@@ -624,6 +647,7 @@ main_sync_forever(void)
 				  want != NULL ? worker_store_what(want) : "state store", err);
 		config_release(cfg);
 		memcpy(last, err, sizeof(last));
+		main_trim(pool, &trimmed_at);
 	}
 	_exit(0);
 }
@@ -698,7 +722,7 @@ main_serve_forever(const char *listen_addr)
 		return 1;
 	log_info("started: %ld worker threads (up to %ld as requests need them), pid %ld",
 		 (long)atomic_load(&pool.started), n, (long)getpid());
-	main_sync_forever();
+	main_sync_forever(&pool);
 }
 
 int
