@@ -215,13 +215,18 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	return dynbuf_take(&b, len);
 }
 
-static const char *const metrics_key_states[] = {"active", "cooling", "exhausted", "rejected"};
+static const char *const metrics_key_states[] = {"active", "cooling", "exhausted", "rejected",
+						 "paused"};
+#define METRICS_KEY_STATES (sizeof(metrics_key_states) / sizeof(metrics_key_states[0]))
 
-/* The state an endpoint's key is shown in (as /v1/status's keys). */
+/* The state an endpoint's key is shown in (as /v1/status's keys): paused
+ * by an operator (itself or its endpoint) whatever else it is. */
 static size_t
-metrics_key_state(enum store_key_state ks)
+metrics_key_state(const struct store_usage *u)
 {
-	switch (ks) {
+	if (u->paused != 0)
+		return 4;
+	switch (u->key_state) {
 	case STORE_KEY_COOLING:
 	case STORE_KEY_FAILING:
 		return 1;
@@ -265,8 +270,8 @@ metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
 		for (size_t k = 0; k < a->n_keys; k++) {
-			size_t now = metrics_key_state(wu->keys[wu->first[i] + k].key_state);
-			for (size_t j = 0; j < 4; j++) {
+			size_t now = metrics_key_state(&wu->keys[wu->first[i] + k]);
+			for (size_t j = 0; j < METRICS_KEY_STATES; j++) {
 				char extra[32];
 				snprintf(extra, sizeof(extra), "state=\"%s\"",
 					 metrics_key_states[j]);

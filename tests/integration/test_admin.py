@@ -32,6 +32,7 @@ library only:
 
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -227,6 +228,13 @@ class A03PauseKey(AdminBase):
                          [("paused", True), ("active", False)], st)
         self.assertIs(st["paused"], False, st)
         self.assertIs(st["available"], True, st)
+        # /metrics shows it too: the key's state series says paused.
+        r = self.gw.request("GET", "/metrics", key=ADMIN_KEY)
+        self.assertStatus(r, 200)
+        states = dict(re.findall(r'^api_together_key_state\{endpoint="%s",key="\u2026([^"]{4})",'
+                                 r'state="paused"\} (\d)$' % re.escape(a),
+                                 r.body.decode(), re.M))
+        self.assertEqual(states, {keys[0][-4:]: "1", keys[1][-4:]: "0"}, r.body[-2000:])
         self.assertCounts(ts.statuses(self.burst(6, "m-pk")), {200: 6}, "one key paused")
         self.assertEqual(up.keys(), [keys[1]] * 6)
         # the endpoint's pause and the key's are apart
