@@ -122,6 +122,94 @@ metrics_cap(long rpm, long rpd, long tpm, long tpd, enum metrics_limit l)
 	return cap[l];
 }
 
+/* The endpoints' series and the refusals (metrics_render's page) onto b. */
+static void
+metrics_endpoints(struct dynbuf *b, const struct store_endpoint *eps, const struct store_usage *u,
+		  size_t n, const long long *rejects, int64_t now_ms)
+{
+	metrics_head(b, "requests_total", "counter",
+		     "Attempts that ended, by endpoint and the class of the upstream's answer "
+		     "(none: no HTTP answer).");
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < STORE_CLASS_N; k++)
+			if (k != STORE_CLASS_1XX)
+				metrics_ep(b, "requests_total", eps[i].id, metrics_class_label[k],
+					   u[i].answers[k]);
+	metrics_head(b, "attempts_total", "counter",
+		     "Attempts reserved on an endpoint (what its RPM and RPD limits count).");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(b, "attempts_total", eps[i].id, NULL, u[i].attempts);
+	metrics_head(b, "retries_total", "counter",
+		     "Attempts that were not their request's first.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(b, "retries_total", eps[i].id, NULL, u[i].retries);
+	metrics_head(b, "rejections_total", "counter",
+		     "Requests the gateway refused itself, by reason.");
+	for (size_t k = 0; k < STORE_REJECT_N; k++)
+		dynbuf_printf(b, "api_together_rejections_total{reason=\"%s\"} %lld\n",
+			      metrics_reject_label[k], rejects[k]);
+	metrics_head(b, "tokens_total", "counter",
+		     "Tokens the upstreams reported, by endpoint and kind (POST /v1/token/reset "
+		     "zeroes them).");
+	for (size_t i = 0; i < n; i++) {
+		metrics_ep(b, "tokens_total", eps[i].id, "kind=\"prompt\"", u[i].prompt_tokens);
+		metrics_ep(b, "tokens_total", eps[i].id, "kind=\"completion\"",
+			   u[i].completion_tokens);
+		metrics_ep(b, "tokens_total", eps[i].id, "kind=\"total\"", u[i].total_tokens);
+	}
+	metrics_head(b, "upstream_latency_seconds", "histogram",
+		     "Time from an attempt's start to the last byte of its answer (a stream's "
+		     "end), attempts with an HTTP answer.");
+	for (size_t i = 0; i < n; i++)
+		metrics_hist(b, "upstream_latency_seconds", eps[i].id, &u[i].latency);
+	metrics_head(b, "stream_ttfb_seconds", "histogram",
+		     "Time from a stream's start to the first byte of the upstream's answer.");
+	for (size_t i = 0; i < n; i++)
+		metrics_hist(b, "stream_ttfb_seconds", eps[i].id, &u[i].ttfb);
+	metrics_head(b, "cooldown_active", "gauge", "1 while the endpoint cools down.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(b, "cooldown_active", eps[i].id, NULL,
+			   u[i].cooldown_until > now_ms ? 1 : 0);
+	metrics_head(b, "cooldown_until_seconds", "gauge",
+		     "Unix time its cooldown ends; 0 when none.");
+	for (size_t i = 0; i < n; i++) {
+		int64_t cu = u[i].cooldown_until > now_ms ? u[i].cooldown_until : 0;
+		dynbuf_printf(b, "api_together_cooldown_until_seconds{endpoint=\"");
+		metrics_label(b, eps[i].id);
+		dynbuf_printf(b, "\"} ");
+		metrics_seconds(b, cu);
+		dynbuf_printf(b, "\n");
+	}
+	metrics_head(b, "failure_run", "gauge", "Failures in a row of the endpoint.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(b, "failure_run", eps[i].id, NULL, u[i].fail_run);
+	metrics_head(b, "estimated_answers_total", "counter",
+		     "Answers whose tokens were their estimate: streams served without usage "
+		     "on an endpoint with a token limit.");
+	for (size_t i = 0; i < n; i++)
+		metrics_ep(b, "estimated_answers_total", eps[i].id, NULL, u[i].estimated_answers);
+	/* An unlimited endpoint has no limit series: no ratio to draw. */
+	for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
+		const struct metrics_limit_row *row = &metrics_limits[l];
+		char used[32], limit[32];
+		snprintf(used, sizeof(used), "%s_used", row->name);
+		snprintf(limit, sizeof(limit), "%s_limit", row->name);
+		dynbuf_printf(b, "# HELP api_together_%s %s%s.\n# TYPE api_together_%s gauge\n",
+			      used, row->what, row->more, used);
+		for (size_t i = 0; i < n; i++)
+			metrics_ep(b, used, eps[i].id, NULL, metrics_used(&u[i], l));
+		dynbuf_printf(b,
+			      "# HELP api_together_%s %s limit (absent: unlimited).\n"
+			      "# TYPE api_together_%s gauge\n",
+			      limit, row->upper, limit);
+		for (size_t i = 0; i < n; i++) {
+			long cap = metrics_cap(eps[i].rpm, eps[i].rpd, eps[i].tpm, eps[i].tpd, l);
+			if (cap >= 0)
+				metrics_ep(b, limit, eps[i].id, NULL, cap);
+		}
+	}
+}
+
 char *
 metrics_render(const struct store_endpoint *eps, const struct store_usage *u, size_t n,
 	       const long long *rejects, int64_t now_ms, size_t *len)
@@ -129,88 +217,7 @@ metrics_render(const struct store_endpoint *eps, const struct store_usage *u, si
 	struct dynbuf b;
 
 	dynbuf_init(&b, METRICS_PAGE_MAX);
-
-	metrics_head(&b, "requests_total", "counter",
-		     "Attempts that ended, by endpoint and the class of the upstream's answer "
-		     "(none: no HTTP answer).");
-	for (size_t i = 0; i < n; i++)
-		for (size_t k = 0; k < STORE_CLASS_N; k++)
-			if (k != STORE_CLASS_1XX)
-				metrics_ep(&b, "requests_total", eps[i].id, metrics_class_label[k],
-					   u[i].answers[k]);
-	metrics_head(&b, "attempts_total", "counter",
-		     "Attempts reserved on an endpoint (what its RPM and RPD limits count).");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "attempts_total", eps[i].id, NULL, u[i].attempts);
-	metrics_head(&b, "retries_total", "counter",
-		     "Attempts that were not their request's first.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "retries_total", eps[i].id, NULL, u[i].retries);
-	metrics_head(&b, "rejections_total", "counter",
-		     "Requests the gateway refused itself, by reason.");
-	for (size_t k = 0; k < STORE_REJECT_N; k++)
-		dynbuf_printf(&b, "api_together_rejections_total{reason=\"%s\"} %lld\n",
-			      metrics_reject_label[k], rejects[k]);
-	metrics_head(&b, "tokens_total", "counter",
-		     "Tokens the upstreams reported, by endpoint and kind (POST /v1/token/reset "
-		     "zeroes them).");
-	for (size_t i = 0; i < n; i++) {
-		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"prompt\"", u[i].prompt_tokens);
-		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"completion\"",
-			   u[i].completion_tokens);
-		metrics_ep(&b, "tokens_total", eps[i].id, "kind=\"total\"", u[i].total_tokens);
-	}
-	metrics_head(&b, "upstream_latency_seconds", "histogram",
-		     "Time from an attempt's start to the last byte of its answer (a stream's "
-		     "end), attempts with an HTTP answer.");
-	for (size_t i = 0; i < n; i++)
-		metrics_hist(&b, "upstream_latency_seconds", eps[i].id, &u[i].latency);
-	metrics_head(&b, "stream_ttfb_seconds", "histogram",
-		     "Time from a stream's start to the first byte of the upstream's answer.");
-	for (size_t i = 0; i < n; i++)
-		metrics_hist(&b, "stream_ttfb_seconds", eps[i].id, &u[i].ttfb);
-	metrics_head(&b, "cooldown_active", "gauge", "1 while the endpoint cools down.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "cooldown_active", eps[i].id, NULL,
-			   u[i].cooldown_until > now_ms ? 1 : 0);
-	metrics_head(&b, "cooldown_until_seconds", "gauge",
-		     "Unix time its cooldown ends; 0 when none.");
-	for (size_t i = 0; i < n; i++) {
-		int64_t cu = u[i].cooldown_until > now_ms ? u[i].cooldown_until : 0;
-		dynbuf_printf(&b, "api_together_cooldown_until_seconds{endpoint=\"");
-		metrics_label(&b, eps[i].id);
-		dynbuf_printf(&b, "\"} ");
-		metrics_seconds(&b, cu);
-		dynbuf_printf(&b, "\n");
-	}
-	metrics_head(&b, "failure_run", "gauge", "Failures in a row of the endpoint.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "failure_run", eps[i].id, NULL, u[i].fail_run);
-	metrics_head(&b, "estimated_answers_total", "counter",
-		     "Answers whose tokens were their estimate: streams served without usage "
-		     "on an endpoint with a token limit.");
-	for (size_t i = 0; i < n; i++)
-		metrics_ep(&b, "estimated_answers_total", eps[i].id, NULL, u[i].estimated_answers);
-	/* An unlimited endpoint has no limit series: no ratio to draw. */
-	for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
-		const struct metrics_limit_row *row = &metrics_limits[l];
-		char used[32], limit[32];
-		snprintf(used, sizeof(used), "%s_used", row->name);
-		snprintf(limit, sizeof(limit), "%s_limit", row->name);
-		dynbuf_printf(&b, "# HELP api_together_%s %s%s.\n# TYPE api_together_%s gauge\n",
-			      used, row->what, row->more, used);
-		for (size_t i = 0; i < n; i++)
-			metrics_ep(&b, used, eps[i].id, NULL, metrics_used(&u[i], l));
-		dynbuf_printf(&b,
-			      "# HELP api_together_%s %s limit (absent: unlimited).\n"
-			      "# TYPE api_together_%s gauge\n",
-			      limit, row->upper, limit);
-		for (size_t i = 0; i < n; i++) {
-			long cap = metrics_cap(eps[i].rpm, eps[i].rpd, eps[i].tpm, eps[i].tpd, l);
-			if (cap >= 0)
-				metrics_ep(&b, limit, eps[i].id, NULL, cap);
-		}
-	}
+	metrics_endpoints(&b, eps, u, n, rejects, now_ms);
 	/* Out of memory or over the bound: no page rather than a cut one. */
 	return dynbuf_take(&b, len);
 }
@@ -254,18 +261,13 @@ metrics_key(struct dynbuf *b, const char *name, const char *id, const char *tail
 	dynbuf_printf(b, "\"%s%s} %lld\n", extra != NULL ? "," : "", extra != NULL ? extra : "", v);
 }
 
-/* Appends the keys' series (doc/behaviour.md, Key pools) to the page text
- * (*len bytes, freed): each key by its last 4 characters only. Returns the
- * new page, NULL when out of memory or over the bound. */
-static char *
-metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text, size_t *len)
+/* Appends the keys' series (doc/behaviour.md, Key pools) to the page b:
+ * each key by its last 4 characters only. Out of memory or over the bound,
+ * b fails (dynbuf_take then gives no page). */
+static void
+metrics_keys(struct dynbuf *b, const struct config *cfg, const struct worker_usage *wu)
 {
-	struct dynbuf b;
-
-	dynbuf_init(&b, METRICS_PAGE_MAX);
-	dynbuf_add(&b, text, *len);
-	free(text);
-	metrics_head(&b, "key_state", "gauge",
+	metrics_head(b, "key_state", "gauge",
 		     "1 for the state a key of the endpoint is in (its last 4 characters).");
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
@@ -275,7 +277,7 @@ metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text
 				char extra[32];
 				snprintf(extra, sizeof(extra), "state=\"%s\"",
 					 metrics_key_states[j]);
-				metrics_key(&b, "key_state", a->id, a->keys[k].tail, extra,
+				metrics_key(b, "key_state", a->id, a->keys[k].tail, extra,
 					    j == now);
 			}
 		}
@@ -283,22 +285,21 @@ metrics_keys(const struct config *cfg, const struct worker_usage *wu, char *text
 	for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
 		char name[32];
 		snprintf(name, sizeof(name), "key_%s_used", metrics_limits[l].name);
-		dynbuf_printf(&b,
+		dynbuf_printf(b,
 			      "# HELP api_together_%s %s, by key.\n# TYPE api_together_%s gauge\n",
 			      name, metrics_limits[l].what, name);
 		for (size_t i = 0; i < cfg->n_apis; i++)
 			for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-				metrics_key(&b, name, cfg->apis[i].id, cfg->apis[i].keys[k].tail,
+				metrics_key(b, name, cfg->apis[i].id, cfg->apis[i].keys[k].tail,
 					    NULL, metrics_used(&wu->keys[wu->first[i] + k], l));
 	}
-	metrics_head(&b, "key_estimated_answers_total", "counter",
+	metrics_head(b, "key_estimated_answers_total", "counter",
 		     "Answers whose tokens were their estimate, by key.");
 	for (size_t i = 0; i < cfg->n_apis; i++)
 		for (size_t k = 0; k < cfg->apis[i].n_keys; k++)
-			metrics_key(&b, "key_estimated_answers_total", cfg->apis[i].id,
+			metrics_key(b, "key_estimated_answers_total", cfg->apis[i].id,
 				    cfg->apis[i].keys[k].tail, NULL,
 				    wu->keys[wu->first[i] + k].estimated_answers);
-	return dynbuf_take(&b, len);
 }
 
 /* One model's sample: name{endpoint="id",[key="...abcd",]model="m",limit="l"} v. */
@@ -318,22 +319,16 @@ metrics_model(struct dynbuf *b, const char *name, const char *id, const char *ta
 }
 
 /* Appends the series of apis[].modelLimits (doc/behaviour.md, Limits and
- * state, rule 27) to the page text (*len bytes, freed): each model's use
- * on each key and its limits (per key; absent: unlimited). Returns the new
- * page, NULL when out of memory, over the bound or the store cannot be
- * read (err set; text freed in every case). */
-static char *
-metrics_models(const struct config *cfg, struct store *st, int64_t now, char *text, size_t *len,
-	       char *err, size_t errlen)
+ * state, rule 27) to the page b: each model's use on each key and its
+ * limits (per key; absent: unlimited). Returns 0, or -1 with err when the
+ * store cannot be read; b fails as metrics_keys'. */
+static int
+metrics_models(struct dynbuf *b, const struct config *cfg, struct store *st, int64_t now, char *err,
+	       size_t errlen)
 {
-	struct dynbuf b;
 	struct store_usage *u = NULL;
 
-	err[0] = '\0';
-	dynbuf_init(&b, METRICS_PAGE_MAX);
-	dynbuf_add(&b, text, *len);
-	free(text);
-	metrics_head(&b, "model_used", "gauge",
+	metrics_head(b, "model_used", "gauge",
 		     "Use of a model of modelLimits on a key: attempts (rpm, rpd) or tokens "
 		     "(tpm, tpd, estimates in flight included) of the last 60 s or the day.");
 	for (size_t i = 0; i < cfg->n_apis; i++) {
@@ -341,17 +336,17 @@ metrics_models(const struct config *cfg, struct store *st, int64_t now, char *te
 		if (a->n_model_limits == 0)
 			continue;
 		if (worker_model_usage_read(st, a, now, &u, err, errlen) != 0)
-			goto fail;
+			return -1;
 		for (size_t m = 0; m < a->n_model_limits; m++)
 			for (size_t k = 0; k < a->n_keys; k++)
 				for (size_t l = 0; l < METRICS_LIMIT_N; l++)
-					metrics_model(&b, "model_used", a->id, a->keys[k].tail,
+					metrics_model(b, "model_used", a->id, a->keys[k].tail,
 						      a->model_limits[m].model, l,
 						      metrics_used(&u[m * a->n_keys + k], l));
 		free(u);
 		u = NULL;
 	}
-	metrics_head(&b, "model_limit", "gauge",
+	metrics_head(b, "model_limit", "gauge",
 		     "A model's limit of modelLimits, per key (absent: unlimited).");
 	for (size_t i = 0; i < cfg->n_apis; i++) {
 		const struct config_api *a = &cfg->apis[i];
@@ -360,15 +355,12 @@ metrics_models(const struct config *cfg, struct store *st, int64_t now, char *te
 			for (size_t l = 0; l < METRICS_LIMIT_N; l++) {
 				long cap = metrics_cap(ml->rpm, ml->rpd, ml->tpm, ml->tpd, l);
 				if (cap >= 0)
-					metrics_model(&b, "model_limit", a->id, NULL, ml->model, l,
+					metrics_model(b, "model_limit", a->id, NULL, ml->model, l,
 						      cap);
 			}
 		}
 	}
-	return dynbuf_take(&b, len);
-fail:
-	dynbuf_free(&b);
-	return NULL;
+	return 0;
 }
 
 /* One client's sample: name{client="..."[,extra]} value. */
@@ -382,35 +374,28 @@ metrics_client(struct dynbuf *b, const char *name, const char *client, const cha
 }
 
 /* Appends the clients' series (doc/behaviour.md, Limits and state: usage
- * per client) to the page text (*len bytes, freed): each client by its
- * name or its key's last 4 characters, never the key; counts since its
- * book began. Returns the new page, NULL when out of memory or over the
- * bound. */
-static char *
-metrics_clients(const struct store_clients *sc, char *text, size_t *len)
+ * per client) to the page b: each client by its name or its key's last 4
+ * characters, never the key; counts since its book began. b fails as
+ * metrics_keys'. */
+static void
+metrics_clients(struct dynbuf *b, const struct store_clients *sc)
 {
-	struct dynbuf b;
-
-	dynbuf_init(&b, METRICS_PAGE_MAX);
-	dynbuf_add(&b, text, *len);
-	free(text);
-	metrics_head(&b, "client_requests_total", "counter",
+	metrics_head(b, "client_requests_total", "counter",
 		     "Answers served (2xx) to the client, by client.");
 	for (size_t i = 0; i < sc->n; i++)
-		metrics_client(&b, "client_requests_total", sc->c[i].client, NULL,
+		metrics_client(b, "client_requests_total", sc->c[i].client, NULL,
 			       sc->c[i].book.all.requests);
-	metrics_head(&b, "client_tokens_total", "counter",
+	metrics_head(b, "client_tokens_total", "counter",
 		     "Tokens of the answers served to the client, by client and type.");
 	for (size_t i = 0; i < sc->n; i++) {
 		const struct usage_count *c = &sc->c[i].book.all;
-		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"prompt\"",
+		metrics_client(b, "client_tokens_total", sc->c[i].client, "type=\"prompt\"",
 			       c->prompt);
-		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"completion\"",
+		metrics_client(b, "client_tokens_total", sc->c[i].client, "type=\"completion\"",
 			       c->completion);
-		metrics_client(&b, "client_tokens_total", sc->c[i].client, "type=\"total\"",
+		metrics_client(b, "client_tokens_total", sc->c[i].client, "type=\"total\"",
 			       c->total);
 	}
-	return dynbuf_take(&b, len);
 }
 
 int
@@ -419,6 +404,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	struct store_endpoint *eps = calloc(cfg->n_apis + 1, sizeof(*eps));
 	struct store_clients sc = {0};
 	struct worker_usage wu = {0};
+	struct dynbuf page;
 	struct store *st = worker_store(w, cfg);
 	long long rejects[STORE_REJECT_N];
 	int64_t now = clock_now_ms();
@@ -426,6 +412,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	size_t len = 0;
 	int status;
 
+	dynbuf_init(&page, METRICS_PAGE_MAX);
 	if (eps == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
@@ -439,19 +426,16 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto out;
 	}
-	err[0] = '\0'; /* set below only by a store that cannot be read */
-	text = metrics_render(eps, wu.apis, cfg->n_apis, rejects, now, &len);
-	if (text != NULL)
-		text = metrics_keys(cfg, &wu, text, &len);
-	if (text != NULL)
-		text = metrics_models(cfg, st, now, text, &len, err, sizeof(err));
-	if (text == NULL && err[0] != '\0') {
+	metrics_endpoints(&page, eps, wu.apis, cfg->n_apis, rejects, now);
+	metrics_keys(&page, cfg, &wu);
+	if (metrics_models(&page, cfg, st, now, err, sizeof(err)) != 0) {
 		log_error("%s cannot be read: %s", store_what(st), err);
 		status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 		goto out;
 	}
-	if (text != NULL)
-		text = metrics_clients(&sc, text, &len);
+	metrics_clients(&page, &sc);
+	/* Out of memory or over the bound: no page rather than a cut one. */
+	text = dynbuf_take(&page, &len);
 	if (text == NULL) {
 		status = response_error(r->fcgi->out, RESP_INTERNAL, NULL, 0, cfg->cors);
 		goto out;
@@ -466,6 +450,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 	if (strcmp(r->method, "HEAD") != 0)
 		FCGX_PutStr(text, (int)len, r->fcgi->out);
 out:
+	dynbuf_free(&page);
 	free(text);
 	free(eps);
 	worker_usage_free(&wu);
