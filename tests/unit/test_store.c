@@ -2335,6 +2335,35 @@ test_version_5_entry_has_no_pause(void **state)
 	assert_int_equal(back.day_est, 40);
 }
 
+/* A version 6 entry whose history's newest minute is not one a clock gives
+ * (before the epoch, or past what history_minute can return) is refused:
+ * history.c indexes its buckets by that minute, and a negative one would
+ * reach before them (doc/behaviour.md, Limits and state, rules 32 to 36). */
+static void
+test_history_minute_out_of_range_refused(void **state)
+{
+	struct limit_state s, back;
+	uint32_t ring[LIMIT_RING_MAX];
+	char v[4096];
+	const int64_t bad[] = {-1, -59, INT64_MAX / HISTORY_MINUTE_MS + 1, INT64_MAX};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&s, 0, sizeof(s));
+		s.hist.newest = bad[i];
+		size_t n = store_codec_ent_size(&s, 2);
+		assert_true(n <= sizeof(v));
+		store_codec_ent_put(v, "ab", 2, &s);
+		assert_int_equal(store_codec_ent_get(v, n, "ab", 2, &back, ring), -1);
+	}
+	memset(&s, 0, sizeof(s));
+	s.hist.newest = history_minute(INT64_MAX);
+	size_t n = store_codec_ent_size(&s, 2);
+	store_codec_ent_put(v, "ab", 2, &s);
+	assert_int_equal(store_codec_ent_get(v, n, "ab", 2, &back, ring), 0);
+	assert_true(back.hist.newest == s.hist.newest);
+}
+
 /* The day's tokens are in the record: a reboot (no live copy, the file
  * read back) keeps them and their day. */
 static void
@@ -4554,6 +4583,7 @@ main(void)
 		T(test_version_5_record_keeps_its_counts),
 		T(test_version_5_entry_alone_is_read),
 		T(test_version_5_entry_has_no_pause),
+		T(test_history_minute_out_of_range_refused),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
