@@ -2336,11 +2336,12 @@ test_version_5_entry_has_no_pause(void **state)
 }
 
 /* A version 6 entry whose history's newest minute is not one a clock gives
- * (before the epoch, or past what history_minute can return) is refused:
+ * (before the epoch, or past what history_minute can return), or whose
+ * key's state is STORE_KEY_PAUSED (a reservation's reason only), is refused:
  * history.c indexes its buckets by that minute, and a negative one would
  * reach before them (doc/behaviour.md, Limits and state, rules 32 to 36). */
 static void
-test_history_minute_out_of_range_refused(void **state)
+test_unsound_history_or_key_state_refused(void **state)
 {
 	struct limit_state s, back;
 	uint32_t ring[LIMIT_RING_MAX];
@@ -2356,6 +2357,12 @@ test_history_minute_out_of_range_refused(void **state)
 		store_codec_ent_put(v, "ab", 2, &s);
 		assert_int_equal(store_codec_ent_get(v, n, "ab", 2, &back, ring), -1);
 	}
+	/* Nor is a key's state that is only a reservation's reason. */
+	memset(&s, 0, sizeof(s));
+	s.key_state = STORE_KEY_PAUSED;
+	store_codec_ent_put(v, "ab", 2, &s);
+	assert_int_equal(store_codec_ent_get(v, store_codec_ent_size(&s, 2), "ab", 2, &back, ring),
+			 -1);
 	memset(&s, 0, sizeof(s));
 	s.hist.newest = history_minute(INT64_MAX);
 	size_t n = store_codec_ent_size(&s, 2);
@@ -4583,7 +4590,7 @@ main(void)
 		T(test_version_5_record_keeps_its_counts),
 		T(test_version_5_entry_alone_is_read),
 		T(test_version_5_entry_has_no_pause),
-		T(test_history_minute_out_of_range_refused),
+		T(test_unsound_history_or_key_state_refused),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
