@@ -3184,6 +3184,61 @@ test_fork_8x250_reserve_and_record_counts_2000(void **state)
 	assert_int_equal(u.total_tokens, 6000);
 }
 
+/* A child of test_fork_usage_counts_exactly: calls records served to
+ * alice, on "a" and "b" by turns, each after a reservation of its endpoint
+ * (on Redis: a state and a book written alone, then the other endpoint's
+ * record starting from the book this handle wrote last). */
+static long
+child_record_usage(const char *path, int calls, int *failed)
+{
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+	struct store_outcome o = served_by("alice", "m", 1, 2);
+	char err[256];
+	long n = 0;
+	struct store *st = store_open(path, err, sizeof(err));
+
+	if (st == NULL) {
+		*failed = 1;
+		return 0;
+	}
+	for (int i = 0; i < calls; i++) {
+		const struct store_endpoint *ep = &eps[i % 2];
+		struct store_reservation res;
+		if (store_reserve(st, ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)) != 0 ||
+		    res.verdict != STORE_RESERVED ||
+		    store_record(st, ep->id, &o, &no_cooldown, T0, err, sizeof(err)) != 0) {
+			fprintf(stderr, "child: %s\n", err);
+			*failed = 1;
+			continue;
+		}
+		n++;
+	}
+	store_close(st);
+	return n;
+}
+
+/* Processes count in one client's book at once (on Redis: racing
+ * compare-and-sets of the book, each retried from what the conflict gave
+ * back; Limits and state, rule 39): every answer is in it once. */
+static void
+test_fork_usage_counts_exactly(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+	struct store_clients sc;
+
+	assert_int_equal(run_children(f->path, 4, child_record_usage, 100), 400);
+	assert_int_equal(
+		read_one(f->st, &eps[0], T0).requests + read_one(f->st, &eps[1], T0).requests, 400);
+	read_clients(f->st, NULL, T0, &sc);
+	assert_int_equal(sc.n, 1);
+	assert_int_equal(sc.c[0].book.all.requests, 400);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).total, 400 * 3);
+	store_clients_free(&sc);
+}
+
 /* A thread of child_threads: reservations on {a, b} (rpm 500 each, the
  * first with room), each reserved one recorded as a success of 1+2 tokens. */
 struct cycle_arg {
@@ -4610,6 +4665,7 @@ main(void)
 		T(test_usage_counted_per_client_and_model),
 		T(test_usage_days_roll_and_older_than_30_drop),
 		T(test_usage_threads_count_exactly),
+		T(test_fork_usage_counts_exactly),
 		T(test_fork_4x500_reserve_rpm_1000_gives_exactly_1000),
 		T(test_fork_4x8_threads_reserve_and_record_exactly),
 		T(test_fork_8x250_reserve_and_record_counts_2000),
