@@ -549,7 +549,9 @@ limit_charge(struct limit_state *s, const struct store_outcome *o, const struct 
  * attempt has a class: the other records (a charge settled later, a
  * sibling key's failure run, a model's or a client's entry, a recheck)
  * are no request of their own. An upstream 429 counts as that, not as a
- * failure. */
+ * failure; a success is a 2xx answer: a 4xx the client caused, passed on,
+ * is no failure of the endpoint's (o->success: it ends a failure run) but
+ * a failure here. */
 static void
 limit_history(struct limit_state *s, const struct store_outcome *o, const struct limit_now *now)
 {
@@ -560,7 +562,7 @@ limit_history(struct limit_state *s, const struct store_outcome *o, const struct
 	add[HISTORY_REQUESTS] = 1;
 	if (o->charge == STORE_CHARGE_LIMITED || o->charge == STORE_CHARGE_EXHAUSTED)
 		add[HISTORY_LIMITED] = 1;
-	else if (o->success)
+	else if (o->success && o->code_class == STORE_CLASS_2XX)
 		add[HISTORY_SUCCESSES] = 1;
 	else
 		add[HISTORY_FAILURES] = 1;

@@ -114,13 +114,19 @@ store_codec_counters_get(const char *p, uint32_t version, struct limit_state *s,
 		memset(&s->est_answers, 0, STORE_CODEC_ENT_V6);
 }
 
-/* Whether the ring numbers and the id's length of an entry are sound. */
+/* Whether the ring numbers, the id's length, the key's state and the
+ * history's newest minute of an entry are sound. STORE_KEY_PAUSED is a
+ * reservation's reason, never a stored state (the pause is its own field):
+ * /v1/status has no name for it. history.c indexes its buckets by that
+ * minute (a negative one would reach before them) and adds 60 to it, so it
+ * must be one history_minute can give. */
 static bool
 store_codec_counters_ok(const struct limit_state *s, uint32_t id_len)
 {
 	return id_len != 0 && s->ring_cap <= LIMIT_RING_MAX && s->ring_len <= s->ring_cap &&
 	       (s->ring_cap == 0 || s->ring_head < s->ring_cap) && s->key_state >= 0 &&
-	       s->key_state < STORE_KEY_STATE_N;
+	       s->key_state < STORE_KEY_STATE_N && s->key_state != STORE_KEY_PAUSED &&
+	       s->hist.newest >= 0 && s->hist.newest <= INT64_MAX / HISTORY_MINUTE_MS;
 }
 
 /* The size of an entry of a version. */

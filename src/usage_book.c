@@ -190,6 +190,27 @@ usage_book_add(struct usage_count *c, const struct store_outcome *o)
 	c->total = limit_add_tokens(c->total, o->total_tokens);
 }
 
+/* Drops from name, cut from a text of len bytes, the start of a character
+ * the cut left incomplete: the name goes into JSON (usage_book_json), which
+ * needs UTF-8. */
+static void
+usage_book_cut_utf8(char *name, size_t len)
+{
+	size_t n = strlen(name), i = n, need;
+
+	if (len <= n)
+		return;
+	/* Back to the last character's first byte (at most 3 continuations). */
+	while (i > 0 && n - i < 4 && ((unsigned char)name[i - 1] & 0xC0) == 0x80)
+		i--;
+	if (i == 0)
+		return;
+	unsigned char lead = (unsigned char)name[i - 1];
+	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+	if (n - (i - 1) < need)
+		name[i - 1] = '\0';
+}
+
 int
 usage_book_count(struct usage_book *b, long today, const char *model, const struct store_outcome *o)
 {
@@ -202,6 +223,7 @@ usage_book_count(struct usage_book *b, long today, const char *model, const stru
 	if (model == NULL || model[0] == '\0')
 		model = USAGE_BOOK_NO_MODEL;
 	snprintf(name, sizeof(name), "%s", model);
+	usage_book_cut_utf8(name, strlen(model));
 	usage_book_prune(b, today);
 	r = dynbuf_ptr(&b->rows);
 	(void)usage_book_rows(b, &n);

@@ -2335,6 +2335,42 @@ test_version_5_entry_has_no_pause(void **state)
 	assert_int_equal(back.day_est, 40);
 }
 
+/* A version 6 entry whose history's newest minute is not one a clock gives
+ * (before the epoch, or past what history_minute can return), or whose
+ * key's state is STORE_KEY_PAUSED (a reservation's reason only), is refused:
+ * history.c indexes its buckets by that minute, and a negative one would
+ * reach before them (doc/behaviour.md, Limits and state, rules 32 to 36). */
+static void
+test_unsound_history_or_key_state_refused(void **state)
+{
+	struct limit_state s, back;
+	uint32_t ring[LIMIT_RING_MAX];
+	char v[4096];
+	const int64_t bad[] = {-1, -59, INT64_MAX / HISTORY_MINUTE_MS + 1, INT64_MAX};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&s, 0, sizeof(s));
+		s.hist.newest = bad[i];
+		size_t n = store_codec_ent_size(&s, 2);
+		assert_true(n <= sizeof(v));
+		store_codec_ent_put(v, "ab", 2, &s);
+		assert_int_equal(store_codec_ent_get(v, n, "ab", 2, &back, ring), -1);
+	}
+	/* Nor is a key's state that is only a reservation's reason. */
+	memset(&s, 0, sizeof(s));
+	s.key_state = STORE_KEY_PAUSED;
+	store_codec_ent_put(v, "ab", 2, &s);
+	assert_int_equal(store_codec_ent_get(v, store_codec_ent_size(&s, 2), "ab", 2, &back, ring),
+			 -1);
+	memset(&s, 0, sizeof(s));
+	s.hist.newest = history_minute(INT64_MAX);
+	size_t n = store_codec_ent_size(&s, 2);
+	store_codec_ent_put(v, "ab", 2, &s);
+	assert_int_equal(store_codec_ent_get(v, n, "ab", 2, &back, ring), 0);
+	assert_true(back.hist.newest == s.hist.newest);
+}
+
 /* The day's tokens are in the record: a reboot (no live copy, the file
  * read back) keeps them and their day. */
 static void
@@ -3146,6 +3182,61 @@ test_fork_8x250_reserve_and_record_counts_2000(void **state)
 	assert_int_equal(u.prompt_tokens, 2000);
 	assert_int_equal(u.completion_tokens, 4000);
 	assert_int_equal(u.total_tokens, 6000);
+}
+
+/* A child of test_fork_usage_counts_exactly: calls records served to
+ * alice, on "a" and "b" by turns, each after a reservation of its endpoint
+ * (on Redis: a state and a book written alone, then the other endpoint's
+ * record starting from the book this handle wrote last). */
+static long
+child_record_usage(const char *path, int calls, int *failed)
+{
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+	struct store_outcome o = served_by("alice", "m", 1, 2);
+	char err[256];
+	long n = 0;
+	struct store *st = store_open(path, err, sizeof(err));
+
+	if (st == NULL) {
+		*failed = 1;
+		return 0;
+	}
+	for (int i = 0; i < calls; i++) {
+		const struct store_endpoint *ep = &eps[i % 2];
+		struct store_reservation res;
+		if (store_reserve(st, ep, 1, T0, pick_first, NULL, &res, err, sizeof(err)) != 0 ||
+		    res.verdict != STORE_RESERVED ||
+		    store_record(st, ep->id, &o, &no_cooldown, T0, err, sizeof(err)) != 0) {
+			fprintf(stderr, "child: %s\n", err);
+			*failed = 1;
+			continue;
+		}
+		n++;
+	}
+	store_close(st);
+	return n;
+}
+
+/* Processes count in one client's book at once (on Redis: racing
+ * compare-and-sets of the book, each retried from what the conflict gave
+ * back; Limits and state, rule 39): every answer is in it once. */
+static void
+test_fork_usage_counts_exactly(void **state)
+{
+	struct fix *f = *state;
+	const struct store_endpoint eps[2] = {{"a", -1, -1, 0, -1, -1, 0, NULL, NULL},
+					      {"b", -1, -1, 0, -1, -1, 0, NULL, NULL}};
+	struct store_clients sc;
+
+	assert_int_equal(run_children(f->path, 4, child_record_usage, 100), 400);
+	assert_int_equal(
+		read_one(f->st, &eps[0], T0).requests + read_one(f->st, &eps[1], T0).requests, 400);
+	read_clients(f->st, NULL, T0, &sc);
+	assert_int_equal(sc.n, 1);
+	assert_int_equal(sc.c[0].book.all.requests, 400);
+	assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).total, 400 * 3);
+	store_clients_free(&sc);
 }
 
 /* A thread of child_threads: reservations on {a, b} (rpm 500 each, the
@@ -4554,6 +4645,7 @@ main(void)
 		T(test_version_5_record_keeps_its_counts),
 		T(test_version_5_entry_alone_is_read),
 		T(test_version_5_entry_has_no_pause),
+		T(test_unsound_history_or_key_state_refused),
 		T(test_tokens_today_survive_a_reboot),
 		T(test_live_copy_of_another_boot_is_not_used),
 		T(test_sync_writes_the_file_only_when_behind),
@@ -4573,6 +4665,7 @@ main(void)
 		T(test_usage_counted_per_client_and_model),
 		T(test_usage_days_roll_and_older_than_30_drop),
 		T(test_usage_threads_count_exactly),
+		T(test_fork_usage_counts_exactly),
 		T(test_fork_4x500_reserve_rpm_1000_gives_exactly_1000),
 		T(test_fork_4x8_threads_reserve_and_record_exactly),
 		T(test_fork_8x250_reserve_and_record_counts_2000),

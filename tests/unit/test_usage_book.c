@@ -182,6 +182,45 @@ test_json_shape(void **state)
 	usage_book_free(&b);
 }
 
+/* A model name cut to its first 127 bytes is cut before a character, not
+ * in one: the name is written in /v1/usage's JSON, whose encoder would
+ * write a broken document for a key that is not UTF-8 (doc/behaviour.md,
+ * Limits and state, rule 40). */
+static void
+test_model_cut_at_a_character(void **state)
+{
+	struct usage_book b;
+	struct store_outcome o = served(1, 1);
+	char model[USAGE_BOOK_MODEL_MAX + 8];
+	size_t n;
+
+	(void)state;
+	/* 126 bytes of 'a', then U+00E9 (2 bytes): byte 127 is its first. */
+	memset(model, 'a', USAGE_BOOK_MODEL_MAX - 2);
+	memcpy(model + USAGE_BOOK_MODEL_MAX - 2, "\xc3\xa9", 3);
+	usage_book_init(&b);
+	assert_int_equal(usage_book_count(&b, 20240310, model, &o), 1);
+	/* U+20AC (3 bytes) from byte 125: two of its bytes would fit. */
+	memset(model, 'b', USAGE_BOOK_MODEL_MAX - 3);
+	memcpy(model + USAGE_BOOK_MODEL_MAX - 3, "\xe2\x82\xac", 4);
+	assert_int_equal(usage_book_count(&b, 20240310, model, &o), 1);
+	const struct usage_row *r = usage_book_rows(&b, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(strlen(r[0].model), USAGE_BOOK_MODEL_MAX - 2);
+	assert_int_equal(strlen(r[1].model), USAGE_BOOK_MODEL_MAX - 3);
+	json_t *j = usage_book_json("alice", &b, 20240310);
+	assert_non_null(j);
+	char *text = json_dumps(j, 0);
+	assert_non_null(text);
+	json_error_t e;
+	json_t *back = json_loads(text, 0, &e);
+	assert_non_null(back);
+	json_decref(back);
+	free(text);
+	json_decref(j);
+	usage_book_free(&b);
+}
+
 int
 main(void)
 {
@@ -191,6 +230,7 @@ main(void)
 		cmocka_unit_test(test_days_kept_and_dropped),
 		cmocka_unit_test(test_bytes_round_trip_and_damage),
 		cmocka_unit_test(test_json_shape),
+		cmocka_unit_test(test_model_cut_at_a_character),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
