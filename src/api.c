@@ -676,12 +676,19 @@ api_usage_clients(const struct store_clients *sc, const char *self, long today)
 	struct usage_book none;
 
 	usage_book_init(&none);
-	for (size_t i = 0; a != NULL && i < sc->n; i++)
-		if (json_array_append_new(
-			    a, usage_book_json(sc->c[i].client, &sc->c[i].book, today)) != 0) {
+	for (size_t i = 0; a != NULL && i < sc->n; i++) {
+		json_t *o = usage_book_json(sc->c[i].client, &sc->c[i].book, today);
+		/* A book that could not be read shows empty, and says so. */
+		if (o != NULL && sc->c[i].damaged &&
+		    json_object_set_new(o, "damaged", json_true()) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
+		if (json_array_append_new(a, o) != 0) {
 			json_decref(a);
 			a = NULL;
 		}
+	}
 	if (a != NULL && self != NULL && sc->n == 0 &&
 	    json_array_append_new(a, usage_book_json(self, &none, today)) != 0) {
 		json_decref(a);
@@ -712,6 +719,11 @@ api_usage(struct request *r, const struct config *cfg, const char *why, struct w
 		store_clients_free(&sc);
 		return response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
 	}
+	for (size_t i = 0; i < sc.n; i++)
+		if (sc.c[i].damaged)
+			log_warn("%s: the usage of client %s is damaged: shown empty, counted anew "
+				 "from its next answer",
+				 store_what(st), sc.c[i].client);
 	snprintf(date, sizeof(date), "%04ld-%02ld-%02ld", today / 10000, today / 100 % 100,
 		 today % 100);
 	body = json_pack("{s:s,s:o,s:s,s:i,s:o}", "object", "usage", "timestamp", api_now_json(),

@@ -212,10 +212,11 @@ store_clients_add(struct store_clients *out, const char *client, size_t client_l
 	c->client = strndup(client, client_len);
 	if (c->client == NULL)
 		goto oom;
-	if (usage_book_decode(&c->book, p, len) != 0) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "state: damaged usage of client %.80s", c->client);
-		return -1;
+	if (p == NULL || usage_book_decode(&c->book, p, len) != 0) {
+		usage_book_free(&c->book);
+		usage_book_init(&c->book);
+		c->damaged = true;
+		return 0;
 	}
 	usage_book_prune(&c->book, today);
 	return 0;

@@ -347,6 +347,10 @@ int store_admin(struct store *st, const char *id, enum store_admin action, int64
 struct store_client_usage {
 	char *client; /* owned */
 	struct usage_book book;
+	/* Its stored book could not be read (damaged, or of a later format):
+	 * book is empty, and the client's next served answer counts anew. One
+	 * such book does not keep the others from being read. */
+	bool damaged;
 };
 
 /* The books store_read_clients read: c[0..n) sorted by client. */

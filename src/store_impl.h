@@ -36,8 +36,10 @@ struct store_ops {
 };
 
 /* For read_clients: adds client (client_len bytes) with the book of the
- * bytes p[0..len) to out, its days before the 30 before today dropped.
- * Returns 0, or -1 with err when they are not a book or memory runs out. */
+ * bytes p[0..len) to out, its days before the 30 before today dropped;
+ * when they are not a book (or p is NULL: the value was too short to hold
+ * one), with an empty book marked damaged. Returns 0, or -1 with err when
+ * memory runs out. */
 int store_clients_add(struct store_clients *out, const char *client, size_t client_len,
 		      const char *p, size_t len, long today, char *err, size_t errlen);
 

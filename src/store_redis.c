@@ -1705,13 +1705,12 @@ store_redis_read_clients(struct store *sb, const char *client, int64_t now_ms,
 		const redisReply *v = r->element[i + 1];
 		if (v->len == 0)
 			continue; /* no book (yet) */
-		if (v->len < STORE_REDIS_VERSION_LEN) {
-			store_redis_set_err(st, err, errlen, "damaged usage book");
-			goto out;
-		}
+		/* Shorter than a version: damaged (store_clients_add marks it). */
+		bool whole = v->len >= STORE_REDIS_VERSION_LEN;
 		if (store_clients_add(out, books[i].client, strlen(books[i].client),
-				      v->str + STORE_REDIS_VERSION_LEN,
-				      v->len - STORE_REDIS_VERSION_LEN, today, err, errlen) != 0)
+				      whole ? v->str + STORE_REDIS_VERSION_LEN : NULL,
+				      whole ? v->len - STORE_REDIS_VERSION_LEN : 0, today, err,
+				      errlen) != 0)
 			goto out;
 	}
 	rc = 0;

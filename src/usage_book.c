@@ -1,6 +1,8 @@
 /* One client's usage per day and model: see usage_book.h. */
 #include "usage_book.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -211,6 +213,39 @@ usage_book_cut_utf8(char *name, size_t len)
 		name[i - 1] = '\0';
 }
 
+/* Whether s is UTF-8 (RFC 3629: no overlong form, no surrogate, nothing
+ * past U+10FFFF). A model name that is not (a multipart part's bytes are
+ * taken as they come) must not go into JSON. */
+static bool
+usage_book_utf8_ok(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p != 0) {
+		unsigned c = *p++;
+		size_t more;
+		uint32_t cp, min;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xC2 && c <= 0xDF)
+			more = 1, cp = c & 0x1F, min = 0x80;
+		else if (c >= 0xE0 && c <= 0xEF)
+			more = 2, cp = c & 0x0F, min = 0x800;
+		else if (c >= 0xF0 && c <= 0xF4)
+			more = 3, cp = c & 0x07, min = 0x10000;
+		else
+			return false;
+		for (size_t i = 0; i < more; i++, p++) {
+			if ((*p & 0xC0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p & 0x3F);
+		}
+		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+	}
+	return true;
+}
+
 int
 usage_book_count(struct usage_book *b, long today, const char *model, const struct store_outcome *o)
 {
@@ -224,6 +259,8 @@ usage_book_count(struct usage_book *b, long today, const char *model, const stru
 		model = USAGE_BOOK_NO_MODEL;
 	snprintf(name, sizeof(name), "%s", model);
 	usage_book_cut_utf8(name, strlen(model));
+	if (!usage_book_utf8_ok(name))
+		snprintf(name, sizeof(name), "%s", USAGE_BOOK_OTHER);
 	usage_book_prune(b, today);
 	r = dynbuf_ptr(&b->rows);
 	(void)usage_book_rows(b, &n);

@@ -3699,12 +3699,17 @@ test_redis_damaged_usage_book_counted_anew(void **state)
 		const char *add[3] = {"SADD", "api-together:clients", "alice"};
 		assert_true(redis_admin(3, set));
 		assert_true(redis_admin(3, add));
-		assert_int_equal(store_read_clients(f->st, NULL, T0, &sc, err, sizeof(err)), -1);
+		/* Read, it is an empty book marked damaged: the others are read. */
+		assert_int_equal(store_read_clients(f->st, NULL, T0, &sc, err, sizeof(err)), 0);
+		assert_int_equal(sc.n, 1);
+		assert_true(sc.c[0].damaged);
+		assert_int_equal(sc.c[0].book.all.requests, 0);
 		store_clients_free(&sc);
 		struct store_outcome o = served_by("alice", "m", 1, 2);
 		record(f->st, "a", &o, &no_cooldown, T0);
 		read_clients(f->st, "alice", T0, &sc);
 		assert_int_equal(sc.n, 1);
+		assert_false(sc.c[0].damaged);
 		assert_int_equal(sc.c[0].book.all.requests, 1);
 		assert_int_equal(usage_book_day(&sc.c[0].book, clock_local_day(T0)).total, 3);
 		store_clients_free(&sc);

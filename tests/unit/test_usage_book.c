@@ -221,6 +221,39 @@ test_model_cut_at_a_character(void **state)
 	usage_book_free(&b);
 }
 
+/* A model name that is not UTF-8 (a multipart part's bytes) is counted
+ * under (other): the book's JSON stays JSON. */
+static void
+test_model_not_utf8_counts_as_other(void **state)
+{
+	static const char *const bad[] = {"\xff", "m\xc3", "\xc0\xaf", "\xed\xa0\x80",
+					  "\xf4\x90\x80\x80"};
+	struct usage_book b;
+	struct store_outcome o = served(1, 1);
+	size_t n;
+
+	(void)state;
+	usage_book_init(&b);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(usage_book_count(&b, 20240310, bad[i], &o), 1);
+	assert_int_equal(usage_book_count(&b, 20240310, "gpt-\xc3\xa9", &o), 1);
+	const struct usage_row *r = usage_book_rows(&b, &n);
+	assert_int_equal(n, 2);
+	assert_string_equal(r[0].model, USAGE_BOOK_OTHER);
+	assert_int_equal(r[0].c.requests, 5);
+	assert_string_equal(r[1].model, "gpt-\xc3\xa9");
+	json_t *j = usage_book_json("alice", &b, 20240310);
+	char *text = json_dumps(j, 0);
+	assert_non_null(text);
+	json_error_t e;
+	json_t *back = json_loads(text, 0, &e);
+	assert_non_null(back);
+	json_decref(back);
+	free(text);
+	json_decref(j);
+	usage_book_free(&b);
+}
+
 int
 main(void)
 {
@@ -231,6 +264,7 @@ main(void)
 		cmocka_unit_test(test_bytes_round_trip_and_damage),
 		cmocka_unit_test(test_json_shape),
 		cmocka_unit_test(test_model_cut_at_a_character),
+		cmocka_unit_test(test_model_not_utf8_counts_as_other),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
