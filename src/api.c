@@ -172,9 +172,11 @@ api_add_history(json_t *o, const struct history *h, int64_t now)
 
 /* The gateway's row (Limits and state, rule 34): its own refusals, and the
  * attempts of every endpoint summed (those are the endpoints' rows). NULL
- * when memory runs out or the store cannot be read. */
+ * when memory runs out, or when the store cannot be read (*unreadable then
+ * set). */
 static json_t *
-api_gateway_json(struct store *st, const struct worker_usage *wu, size_t n, int64_t now)
+api_gateway_json(struct store *st, const struct worker_usage *wu, size_t n, int64_t now,
+		 bool *unreadable)
 {
 	const struct store_endpoint gw = {
 		.id = STORE_GATEWAY_ID, .rpm = -1, .rpd = -1, .tpm = -1, .tpd = -1};
@@ -186,6 +188,7 @@ api_gateway_json(struct store *st, const struct worker_usage *wu, size_t n, int6
 		goto out;
 	if (store_read(st, &gw, 1, now, g, err, sizeof(err)) != 0) {
 		log_error("%s cannot be read: %s", store_what(st), err);
+		*unreadable = true;
 		goto out;
 	}
 	history_at(&g->history, history_minute(now));
@@ -445,8 +448,16 @@ api_status_body(struct request *r, const struct config *cfg, struct worker *w, i
 			apis = NULL;
 		}
 	}
-	json_t *gateway = api_gateway_json(worker_store(w, cfg), &wu, cfg->n_apis, now);
+	bool unreadable = false;
+	json_t *gateway =
+		api_gateway_json(worker_store(w, cfg), &wu, cfg->n_apis, now, &unreadable);
 	worker_usage_free(&wu);
+	if (unreadable) {
+		/* As a store that cannot be read at the start: 503, not 500. */
+		json_decref(apis);
+		*status = response_error(r->fcgi->out, RESP_STATE_UNAVAILABLE, NULL, 0, cfg->cors);
+		return NULL;
+	}
 	/* json_pack takes its "o" values, failing too; a NULL one makes it fail. */
 	return json_pack("{s:s,s:o,s:o,s:o,s:o}", "service", API_SERVICE, "timestamp",
 			 api_now_json(), "config", api_config_json(), "apis", apis, "gateway",
