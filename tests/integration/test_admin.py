@@ -524,6 +524,77 @@ class A08Page(AdminBase):
             cdp.close()
 
 
+    def test_cooldown_recheck_and_tokens_buttons(self):
+        # The other three actions through the page: End cooldown on a
+        # cooling endpoint, Recheck on a rejected key of a pool, Reset tokens;
+        # each confirmed, each seen on the card without a reload and in
+        # /v1/status of every process.
+        down = self.mock("pgcd", "status", status=500, body={"error": {"message": "down"}})
+        up = self.mock("pgok", usage=(11, 7))
+        keys = [new_key("sk-pool-") for _ in range(2)]
+        c, p = self.uid("pg-cool"), self.uid("pg-rej")
+        self.configure([self.api(c, down.url, ["m-pgc"]),
+                        self.api(p, up.url, ["m-pgp"], apiKey=keys)],
+                       cooldown={"failures": 1, "seconds": 600}, recheckMinutes=60)
+        self.assertStatus(self.chat_post("m-pgc"), 500)
+        self.assertIs(self.status_entry(c)["temporarilyDisabled"], True)
+        up.set_key(keys[0], "status", status=401, body={"error": {"message": "bad key"}})
+        self.assertStatus(self.chat_post("m-pgp"), 200)
+        self.assertEqual(self.status_entry(p)["keys"][0]["state"], "rejected")
+        self.assertTrue(self.wait_for(lambda: self.status_entry(p)["tokens"]["total"] == 18))
+        url = "http://127.0.0.1:%d%s?key=%s" % (self.gw.port, self.gw.url_path("/status"),
+                                               ADMIN_KEY)
+        cdp = Cdp()
+        try:
+            cdp.call("Page.navigate", {"url": url})
+            card, pool = self.card(c), self.card(p)
+            self.assertTrue(cdp.wait(card + " !== null && " + pool + " !== null"),
+                            "no cards")
+            button = card + ".querySelector('button[data-action=\"cooldown-end\"]')"
+            self.assertTrue(cdp.wait(button + " !== null"), cdp.eval(card + ".outerHTML"))
+            down.set("chat")
+            cdp.eval(button + ".click()")
+            self.assertEqual(cdp.dialogs[-1], "End the cooldown of endpoint %s now?" % c)
+            self.assertTrue(cdp.wait(self.card(c) + ".querySelector('button[data-action="
+                                     "\"cooldown-end\"]') === null"),
+                            cdp.eval(self.card(c) + ".outerHTML"))
+            self.assertIs(self.seen_by_every_process(c)["temporarilyDisabled"], False)
+            self.admin_log("cooldown/end", c)
+            self.assertStatus(self.chat_post("m-pgc"), 200)
+            # Recheck on the rejected key's row: the next request rechecks it.
+            row = pool + ".querySelectorAll('table.keys tr[data-key]')[0]"
+            self.assertEqual(cdp.eval(row + ".getAttribute('data-state')"), "rejected")
+            up.set_key(keys[0], None)
+            cdp.eval(row + ".querySelector('button[data-action=\"recheck\"]').click()")
+            self.assertEqual(cdp.dialogs[-1], "Recheck key \u2026%s with the next request?"
+                             % keys[0][-4:])
+            self.admin_log("recheck", p, key=0)  # once logged, the action is done
+            n = up.count()
+            self.assertStatus(self.chat_post("m-pgp"), 200)
+            self.assertEqual([(r.path, r.key) for r in up.requests[n:] if r.method == "GET"],
+                             [("/v1/models", keys[0])])
+            self.assertEqual([k["state"] for k in self.seen_by_every_process(p)["keys"]],
+                             ["active", "active"])
+            self.assertTrue(cdp.wait(self.card(p) + ".querySelectorAll('table.keys "
+                                     "tr[data-key]')[0].getAttribute('data-state') === "
+                                     "'active'", timeout=20))
+            # Reset tokens: the card's "since reset" total goes to 0, today's stays.
+            total = (self.card(p) + ".querySelector('table.tokens tr[data-tokens=\"total\"] "
+                     "td.since-reset').textContent")
+            self.assertTrue(cdp.wait(total + " !== '0'"), cdp.eval(total))
+            cdp.eval(self.card(p) + ".querySelector('button[data-action=\"tokens-reset\"]')"
+                     ".click()")
+            self.assertEqual(cdp.dialogs[-1], "Reset the token totals of endpoint %s?" % p)
+            self.assertTrue(cdp.wait(total + " === '0'"), cdp.eval(total))
+            got = self.seen_by_every_process(p)
+            self.assertEqual(got["tokens"]["total"], 0, got)
+            self.assertGreater(got["tokensToday"]["total"], 0, got)
+            self.admin_log("tokens/reset", p)
+            self.assertEqual(len(cdp.dialogs), 3)
+            self.assertEqual(cdp.eval("performance.getEntriesByType('navigation').length"), 1)
+        finally:
+            cdp.close()
+
 ORDER = [A01Refusals, A02PauseEndpoint, A03PauseKey, A04EndCooldown, A05Recheck,
          A06ResetTokens, A07Restart, A08Page]
 
