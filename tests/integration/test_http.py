@@ -1573,8 +1573,13 @@ class T15Reload(Base):
     def test_broken_rewrite_keeps_last_good(self):
         up = self.mock("rl")
         self.configure([self.api(self.uid("a"), up.url, ["m-good"])])
-        for _ in range(2):
-            self.assertStatus(self.get("/v1/models"), 200)
+        # Every process loads the good file before it is broken, each asked
+        # on its own socket: one the web server did not happen to send a
+        # request to would keep the previous test's config as its last good.
+        for sock in self.gw.process_sockets().values():
+            r = harness.fastcgi_request(sock, "GET", self.gw.url_path("/v1/models"),
+                                        key=CLIENT_KEY)
+            self.assertEqual([m["id"] for m in r.json()["data"]], ["m-good"], self.diag(r))
         off = self.gw.log_size()
         self.gw.write_config(raw='{"server": {"apiKey": "x"}, "apis": [ {"id": ')
         for _ in range(4):
