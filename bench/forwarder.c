@@ -17,13 +17,16 @@
  * reused across requests. Any command-line argument (bench/run calls
  * --check-config FILE, --help, --version on a gateway binary) prints one
  * line and exits 0. */
+#define _POSIX_C_SOURCE 200809L
 #include <fcgiapp.h>
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FWD_MAX_BODY (20L * 1024 * 1024) /* lighttpd's max-request-size */
 #define FWD_MAX_THREADS 1024
@@ -180,6 +183,13 @@ fwd_thread(void *arg)
 	return NULL;
 }
 
+static void
+fwd_term(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -223,6 +233,14 @@ main(int argc, char **argv)
 		fprintf(stderr, "forwarder: setup failed (run it under a FastCGI server)\n");
 		return 2;
 	}
+	/* libfcgi's SIGTERM handler only sets a flag, and threads blocked in
+	 * accept never look at it: lighttpd, which stops or replaces a backend
+	 * with SIGTERM, would leave the process running (and bench/run would
+	 * count its memory). Leave at once instead, as api-together does. */
+	struct sigaction term = {.sa_handler = fwd_term};
+	sigemptyset(&term.sa_mask);
+	if (sigaction(SIGTERM, &term, NULL) != 0 || sigaction(SIGINT, &term, NULL) != 0)
+		return 2;
 	for (; started < n; started++)
 		if (pthread_create(&tids[started], NULL, fwd_thread, NULL) != 0)
 			break;
