@@ -1,6 +1,8 @@
 /* The libcurl handles of a process: see curl_shelf.h. */
 #include "curl_shelf.h"
 
+#include <string.h>
+
 CURL *
 curl_shelf_take(struct curl_shelf *s)
 {
@@ -30,4 +32,22 @@ curl_shelf_put(struct curl_shelf *s, CURL *h)
 	pthread_mutex_unlock(&s->mu);
 	if (rc != 0)
 		curl_easy_cleanup(h); /* one connection fewer kept */
+}
+
+void
+curl_shelf_drop_coldest(struct curl_shelf *s)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&s->mu);
+	size_t n = dynbuf_len(&s->handles) / sizeof(h);
+	if (n > 0) {
+		CURL **v = dynbuf_ptr(&s->handles);
+		h = v[0];
+		memmove(v, v + 1, (n - 1) * sizeof(h));
+		dynbuf_truncate(&s->handles, (n - 1) * sizeof(h));
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (h != NULL)
+		curl_easy_cleanup(h);
 }

@@ -33,4 +33,9 @@ CURL *curl_shelf_take(struct curl_shelf *s);
  * memory) it is cleaned up instead. */
 void curl_shelf_put(struct curl_shelf *s, CURL *h);
 
+/* Cleans up the handle put back longest ago, if any: a worker thread that
+ * ends takes a handle's worth of connections with it, so that the shelf
+ * holds no more handles than the process has threads. */
+void curl_shelf_drop_coldest(struct curl_shelf *s);
+
 #endif

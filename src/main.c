@@ -38,6 +38,9 @@
 #define MAIN_MAX_THREADS 4096
 /* Threads started before the first request; more start as they are needed. */
 #define MAIN_FIRST_THREADS 4
+/* How long a worker thread waits in accept before it asks whether it is
+ * still needed (main_retire). */
+#define MAIN_IDLE_THREAD_MS 5000
 /* How long a FastCGI connection may stay silent before its request's
  * parameters are in: then it is dropped. */
 #define MAIN_FIRST_RECORD_MS 5000
@@ -127,6 +130,7 @@ struct main_pool {
 	atomic_long idle;    /* threads waiting in accept */
 	atomic_long started; /* threads started (or being started) */
 	atomic_long served;  /* requests served, for main_trim */
+	atomic_long retired; /* threads ended by main_retire, for main_trim */
 	long max;
 	pthread_attr_t attr;
 	atomic_bool warned; /* that a thread could not start */
@@ -176,6 +180,28 @@ main_long_request(void *arg)
 
 	if (atomic_load(&pool->idle) == 0)
 		main_spawn(pool);
+}
+
+/* Whether the thread that waited MAIN_IDLE_THREAD_MS in accept for nothing
+ * ends: yes while another thread waits there and more than the
+ * MAIN_FIRST_THREADS of the start run, so that the threads a burst (or a
+ * thousand streams) started go once it is over, with their stacks and what
+ * their caches of freed memory hold (main_trim gives that back), and the
+ * process is as it started. The count of idle threads no longer holds this
+ * one: of threads that time out together, the last to look finds no other
+ * and stays. */
+static bool
+main_retire(struct main_pool *pool)
+{
+	long n = atomic_load(&pool->started);
+
+	do {
+		if (n <= MAIN_FIRST_THREADS || atomic_load(&pool->idle) < 1)
+			return false;
+	} while (!atomic_compare_exchange_weak(&pool->started, &n, n - 1));
+	atomic_fetch_add(&pool->retired, 1);
+	curl_shelf_drop_coldest(&pool->curls);
+	return true;
 }
 
 /* Takes the next connection off the listening socket, counted idle while
@@ -280,8 +306,11 @@ main_worker(void *arg)
 		long idle_before = 0;
 		if (f.ipcFd < 0) {
 			int fd = main_accept(pool, &idle_before);
+			if ((fd == -EAGAIN || fd == -EWOULDBLOCK) && main_retire(pool))
+				break;
 			if (fd < 0) {
-				if (fd != -EINTR && fd != -ECONNABORTED && fd != -EACCES)
+				if (fd != -EINTR && fd != -ECONNABORTED && fd != -EACCES &&
+				    fd != -EAGAIN && fd != -EWOULDBLOCK)
 					log_warn("FastCGI accept failed (%d); retrying", fd);
 				if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM ||
 				    fd == -ENOBUFS) {
@@ -319,6 +348,7 @@ main_worker(void *arg)
 		atomic_fetch_add_explicit(&pool->served, 1, memory_order_relaxed);
 	}
 	store_close(w.store);
+	FCGX_Free(&f, 0);
 	return NULL;
 }
 
@@ -590,7 +620,9 @@ static void
 main_trim(struct main_pool *pool, long *trimmed_at)
 {
 #ifdef HAVE_MALLOC_TRIM
-	long served = atomic_load_explicit(&pool->served, memory_order_relaxed);
+	/* A thread that ended (main_retire) handed its cache back to an arena. */
+	long served = atomic_load_explicit(&pool->served, memory_order_relaxed) +
+		      atomic_load(&pool->retired);
 	if (served == *trimmed_at || atomic_load(&pool->idle) < atomic_load(&pool->started))
 		return;
 	*trimmed_at = served;
@@ -716,6 +748,13 @@ main_serve_forever(const char *listen_addr)
 	pool.max = n;
 	pthread_attr_init(&pool.attr);
 	pthread_attr_setstacksize(&pool.attr, 1024 * 1024);
+	/* accept gives up after MAIN_IDLE_THREAD_MS (main_retire). Without
+	 * it, threads stay: a matter of memory, not behaviour. */
+	struct timeval idle_wait = {MAIN_IDLE_THREAD_MS / 1000,
+				    (MAIN_IDLE_THREAD_MS % 1000) * 1000};
+	if (setsockopt(main_listen_fd, SOL_SOCKET, SO_RCVTIMEO, &idle_wait, sizeof(idle_wait)) != 0)
+		log_debug("idle worker threads stay: SO_RCVTIMEO on the FastCGI socket: %s",
+			  strerror(errno));
 	for (long i = 0; i < n && i < MAIN_FIRST_THREADS; i++)
 		main_spawn(&pool);
 	if (atomic_load(&pool.started) == 0)

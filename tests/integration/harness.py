@@ -46,7 +46,8 @@ or processes rests on, in four kinds:
     held until released, F02 connection dropped, T12 client gone, S06 kill
     loop (until 10 kills and 100 answers), test_store_redis after a kill
     (until Redis dropped the child's connection), T12 events one by one
-    (lockstep: the mock writes an event once the client has the last).
+    (lockstep: the mock writes an event once the client has the last),
+    B02 all requests at the mock, then the burst's threads gone (60 s).
   certain by construction: FIRST/LAST weights (T11, F*, H03, M01); S01
     rpd 5 (Retry-After bracketed by midnight measured before and after);
     T16 rpm exact (counts); T16 weights share (binomial(1000, 3/4) bounds

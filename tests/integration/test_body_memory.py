@@ -17,6 +17,8 @@ past it (refused), one long string; each routed on a mapped model, so the
 copy with the model rewritten is made too.
 
     B01 every worst shape within 2 x body + 2 MiB, and back within 2 MiB
+    B02 the threads a burst started, and their upstream connections, go
+        after it (a thread that waited 5 s in accept for nothing ends)
 
 Prints TAP (the runner of test_http.py). By hand:
 
@@ -25,6 +27,7 @@ Prints TAP (the runner of test_http.py). By hand:
 
 import os
 import sys
+import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -150,7 +153,98 @@ class B01WorstShapes(th.Base):
                 self.assertLessEqual(after - idle, SLACK, what)
 
 
-ORDER = [B01WorstShapes]
+def worker_threads(pid):
+    """The threads of pid but its main one."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1]) - 1
+    raise AssertionError("no Threads: in /proc/%d/status" % pid)
+
+
+def connections_to(pid, port):
+    """pid's established TCP connections to 127.0.0.1:port."""
+    inodes = set()
+    with open("/proc/%d/net/tcp" % pid) as f:
+        for row in f.read().splitlines()[1:]:
+            cols = row.split()
+            if len(cols) >= 10 and cols[3] == "01" and \
+                    int(cols[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add("socket:[%s]" % cols[9])
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes
+        except OSError:
+            pass
+    return n
+
+
+class B02BurstThreadsEnd(th.Base):
+    """The worker threads a burst started end once it is over, down to the
+    4 a process starts with, each taking one of the libcurl handles the
+    process keeps (and so its upstream connection) along (doc/behaviour.md,
+    Processes, threads, timeouts: memory after a burst). One responder:
+    BURST requests held HOLD s at the mock all reach it together, so the
+    process runs at least BURST threads; a thread that waited 5 s in accept
+    for nothing ends while another waits there."""
+
+    mock = None
+    BURST, HOLD = 12, 3.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mock = MockUpstream("burst").start()
+        config = {
+            "server": {"apiKey": th.CLIENT_KEY},
+            "apis": [{"id": "burst-ep", "name": "burst", "baseUrl": cls.mock.url,
+                      "apiKey": th.new_key("sk-up-burst-"), "models": ["m"]}],
+        }
+        cls.gw = th.gateway("burst", config=config, max_procs=1)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.mock is not None:
+            cls.mock.stop()
+
+    def test_threads_and_connections_of_a_burst_go_after_it(self):
+        if harness.DEFAULT_SERVER != "lighttpd":
+            self.skipTest("reads one lighttpd responder's /proc")
+        pids = self.gw.responder_pids()
+        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
+        pid = pids[0]
+        self.mock.clear()
+        self.mock.set("chat", delay=self.HOLD)
+        results = []
+
+        def one():
+            r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY,
+                                body={"model": "m", "messages": []}, timeout=60)
+            results.append(r.status)
+        clients = [threading.Thread(target=one) for _ in range(self.BURST)]
+        for c in clients:
+            c.start()
+        # Every request at the mock at once: each is served by a thread.
+        self.assertTrue(self.wait_for(lambda: self.mock.count() >= self.BURST, timeout=30),
+                        "all %d requests at the mock" % self.BURST)
+        during = worker_threads(pid)
+        for c in clients:
+            c.join(60)
+        self.assertEqual(results, [200] * self.BURST)
+        self.assertGreaterEqual(during, self.BURST)
+        self.assertGreaterEqual(connections_to(pid, self.mock.port), self.BURST)
+        self.assertTrue(self.wait_for(lambda: worker_threads(pid) <= 4, timeout=60, step=0.5),
+                        "the burst's threads gone: %d during it, %d now"
+                        % (during, worker_threads(pid)))
+        self.assertLessEqual(connections_to(pid, self.mock.port), 4)
+        self.assertEqual(self.gw.responder_pids(), [pid], "the responder was restarted")
+        # And they come back when needed.
+        self.mock.set("chat")
+        r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY, body={"model": "m", "messages": []})
+        self.assertEqual(r.status, 200, r.describe())
+
+
+ORDER = [B01WorstShapes, B02BurstThreadsEnd]
 
 
 def main(argv):
