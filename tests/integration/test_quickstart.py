@@ -149,9 +149,20 @@ def start_in_terminal(cmd, cwd, env, log):
     a pseudo-terminal as its controlling terminal, whose output a thread
     copies to the file log. Returns (process, the terminal's master side)."""
     master, slave = os.openpty()
+
+    def as_a_terminal_job():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # What a shell in a terminal starts gets SIGINT and SIGQUIT at their
+        # defaults. This test may itself run with them ignored (started in
+        # the background of a shell without job control, as with "cmd &" in
+        # a script): inherited, the quickstart could not trap Ctrl+C (a
+        # shell cannot trap a signal ignored when it started) and would
+        # never stop.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True,
-                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                            start_new_session=True, preexec_fn=as_a_terminal_job)
     os.close(slave)
 
     def copy():
