@@ -47,13 +47,18 @@ CHAT = "/v1/chat/completions"
 SERVED, MAPPED = "m-up", "m"
 
 
-def status_kb(pid, field):
-    """A "VmXXX:  N kB" line of /proc/PID/status, in bytes."""
+def status_field(pid, field):
+    """The number of a "Field:  N" line of /proc/PID/status."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1])
     raise AssertionError("%s not in /proc/%d/status" % (field, pid))
+
+
+def status_kb(pid, field):
+    """A "VmXXX:  N kB" line of /proc/PID/status, in bytes."""
+    return status_field(pid, field) * 1024
 
 
 def fill(head, unit, tail, size):
@@ -155,11 +160,7 @@ class B01WorstShapes(th.Base):
 
 def worker_threads(pid):
     """The threads of pid but its main one."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1]) - 1
-    raise AssertionError("no Threads: in /proc/%d/status" % pid)
+    return status_field(pid, "Threads") - 1
 
 
 def connections_to(pid, port):
