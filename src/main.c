@@ -94,7 +94,7 @@ main_usage(FILE *f)
 		"API_TOGETHER_STATE, API_TOGETHER_STORE (\"gdbm\" or a Redis address),\n"
 		"API_TOGETHER_LOG_LEVEL, API_TOGETHER_BASE_PATH,\n"
 		"API_TOGETHER_THREADS (most worker threads per process, started as\n"
-		"requests need them; default %d).\n",
+		"requests wait on their upstreams; default %d).\n",
 		MAIN_DEFAULT_CONFIG, MAIN_DEFAULT_THREADS);
 }
 
@@ -121,13 +121,17 @@ main_serve(FCGX_Request *f, struct worker *w)
 
 /* The worker threads of this process. A thread serves one request at a
  * time, a stream for as long as it lasts, so a process needs as many as it
- * has requests in flight: they start as they are needed, up to max, and stay.
- * Each one that has served costs its stack pages and a share of the heap,
- * so starting all of max up front would cost that for threads a small site
+ * has requests waiting on upstreams, and a few for the rest: they start as
+ * they are needed, up to max, and end once idle (main_retire). Each one
+ * that has served costs its stack pages and a share of the heap, so
+ * starting all of max up front would cost that for threads a small site
  * never uses. */
 struct main_pool {
 	struct curl_shelf curls;
-	atomic_long idle;    /* threads waiting in accept */
+	atomic_long idle; /* threads waiting in accept */
+	/* Threads waiting on what is outside the process: an upstream's answer
+	 * (main_transfer) or a new connection's first bytes. */
+	atomic_long waiting;
 	atomic_long started; /* threads started (or being started) */
 	atomic_long served;  /* requests served, for main_trim */
 	atomic_long retired; /* threads ended by main_retire, for main_trim */
@@ -168,6 +172,34 @@ main_spawn(struct main_pool *pool)
 		return;
 	}
 	pthread_detach(t);
+}
+
+/* Starts one more worker for a connection that waits while no thread waits
+ * in accept, when every other thread waits on what is outside the process
+ * (an upstream's answer, a silent connection's first bytes): then none
+ * would take it soon. Threads busy with the processors (or the state file)
+ * end their requests within moments, and one of them takes it; one more
+ * thread would only share the processors with them and cost its stack and
+ * a share of the heap. Before this rule a process grew to 35-46 threads at
+ * c=64 with 16 requests in flight, where 4 to 12 served a sixth more
+ * requests a second (BENCHMARKS.md). A burst that waits on its upstreams
+ * still starts a thread per connection, each new one finding the others
+ * waiting. self_waiting: the calling thread is one of pool->waiting. */
+static void
+main_spawn_for_queue(struct main_pool *pool, bool self_waiting)
+{
+	if (atomic_load(&pool->idle) == 0 &&
+	    atomic_load(&pool->waiting) - (self_waiting ? 1 : 0) >= atomic_load(&pool->started) - 1)
+		main_spawn(pool);
+}
+
+/* Counts a transfer of this process while it runs (worker.transfer). */
+static void
+main_transfer(void *arg, int delta)
+{
+	struct main_pool *pool = arg;
+
+	atomic_fetch_add(&pool->waiting, delta);
 }
 
 /* A request of this process turned out long (a stream, a slow upstream):
@@ -245,7 +277,8 @@ main_accept(struct main_pool *pool, long *idle_before)
  * a connection that sends nothing must not hold a thread for good
  * (doc/behaviour.md, Web servers: libfcgi). Meanwhile the thread serves
  * nobody and is not counted idle: when a connection waits in the listen
- * queue and no thread is idle, one more starts. True when bytes came. */
+ * queue and no thread is idle, one more may start (main_spawn_for_queue).
+ * True when bytes came. */
 static bool
 main_first_bytes(struct main_pool *pool, int fd)
 {
@@ -253,23 +286,28 @@ main_first_bytes(struct main_pool *pool, int fd)
 			      {.fd = main_listen_fd, .events = POLLIN}};
 	int64_t deadline = clock_mono_ms() + MAIN_FIRST_RECORD_MS;
 	nfds_t n = 2;
+	bool came = false;
 
+	atomic_fetch_add(&pool->waiting, 1);
 	for (;;) {
 		int64_t left = deadline - clock_mono_ms();
 		if (left <= 0)
-			return false;
+			break;
 		int rc = poll(p, n, (int)left);
 		if (rc < 0 && errno == EINTR)
 			continue;
 		if (rc <= 0)
-			return false;
-		if (p[0].revents != 0)
-			return (p[0].revents & POLLIN) != 0;
+			break;
+		if (p[0].revents != 0) {
+			came = (p[0].revents & POLLIN) != 0;
+			break;
+		}
 		/* Once: an idle thread takes it, or the one started now. */
-		if (atomic_load(&pool->idle) == 0)
-			main_spawn(pool);
+		main_spawn_for_queue(pool, true);
 		n = 1;
 	}
+	atomic_fetch_sub(&pool->waiting, 1);
+	return came;
 }
 
 /* How long a read of a request's parameters may wait: the web server sends
@@ -287,7 +325,10 @@ static void *
 main_worker(void *arg)
 {
 	struct main_pool *pool = arg;
-	struct worker w = {.curls = &pool->curls, .long_request = main_long_request, .pool = pool};
+	struct worker w = {.curls = &pool->curls,
+			   .long_request = main_long_request,
+			   .transfer = main_transfer,
+			   .pool = pool};
 	FCGX_Request f;
 
 	route_seed(&w.rng);
@@ -336,13 +377,12 @@ main_worker(void *arg)
 		}
 		main_read_timeout(f.ipcFd, 0);
 		/* The last idle thread took this one, and the next is already
-		 * waiting: start another thread to take it. A thread for every
-		 * momentary peak of short requests would cost memory for
-		 * nothing; a connection waiting in the listen queue is demand.
-		 * Long requests see to a spare thread themselves
-		 * (main_long_request). */
+		 * waiting: another thread may be needed to take it
+		 * (main_spawn_for_queue). A thread for every momentary peak of
+		 * short requests would cost memory for nothing. Long requests
+		 * see to a spare thread themselves (main_long_request). */
 		if (idle_before == 1 && main_pending())
-			main_spawn(pool);
+			main_spawn_for_queue(pool, false);
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
 		atomic_fetch_add_explicit(&pool->served, 1, memory_order_relaxed);

@@ -544,6 +544,7 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	call.on_outcome = proxy_record;
 	call.on_outcome_ctx = &rec;
 	call.on_long = w->long_request;
+	call.on_transfer = w->transfer;
 	call.on_long_ctx = w->pool;
 	call.model = plan_answer_model(p, p->model);
 	ur = proxy_attempt(r, cfg, api, key, plan_model(p), info, w, &call);

@@ -877,7 +877,11 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
 	upstream_set_method(curl, call);
 
+	if (call->on_transfer != NULL)
+		call->on_transfer(call->on_long_ctx, 1);
 	rc = curl_easy_perform(curl);
+	if (call->on_transfer != NULL)
+		call->on_transfer(call->on_long_ctx, -1);
 	call->status = x.status;
 	upstream_times(curl, call);
 	if (x.client_gone) {

@@ -121,6 +121,9 @@ struct upstream_call {
 	/* Called once when the transfer has lasted 50 ms (a stream, a
 	 * slow upstream). May be NULL. */
 	void (*on_long)(void *ctx);
+	/* Called with +1 as the transfer starts and -1 as it ends, with
+	 * on_long_ctx. May be NULL. */
+	void (*on_transfer)(void *ctx, int delta);
 	void *on_long_ctx;
 	/* Out. */
 	long status;        /* 0 when no status line arrived */

@@ -22,6 +22,10 @@ struct worker {
 	 * upstream): its process then starts another thread if none waits
 	 * for the next request. NULL: nothing to do. */
 	void (*long_request)(void *pool);
+	/* Called with +1 as a transfer to an upstream starts and -1 as it
+	 * ends: its process starts a thread for a waiting connection only
+	 * while the others wait on upstreams. NULL: nothing to do. */
+	void (*transfer)(void *pool, int delta);
 	void *pool;
 };
 

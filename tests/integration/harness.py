@@ -148,6 +148,16 @@ def free_port():
     return port
 
 
+def recv_to_end(sock):
+    """All that sock receives until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def redis_missing():
     """None when the tests can start a redis-server, else why not."""
     if os.access(REDIS_SERVER, os.X_OK):

@@ -19,15 +19,21 @@ copy with the model rewritten is made too.
     B01 every worst shape within 2 x body + 2 MiB, and back within 2 MiB
     B02 the threads a burst started, and their upstream connections, go
         after it (a thread that waited 5 s in accept for nothing ends)
+    B03 requests held by the state file, not by their upstreams, start no
+        thread: the waiting connections are left to the threads running
 
 Prints TAP (the runner of test_http.py). By hand:
 
     python3 tests/integration/test_body_memory.py [-v]
 """
 
+import fcntl
+import json
 import os
+import socket
 import sys
 import threading
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (make dist)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -245,7 +251,83 @@ class B02BurstThreadsEnd(th.Base):
         self.assertEqual(r.status, 200, r.describe())
 
 
-ORDER = [B01WorstShapes, B02BurstThreadsEnd]
+class B03NoThreadsForTheProcessors(th.Base):
+    """A connection that waits while every thread is busy starts another
+    thread only when the others wait on their upstreams (doc/behaviour.md,
+    Processes, threads, timeouts): threads held by the state file, as by
+    the processors, end their requests without help, and more of them would
+    only share what holds them up. One responder, its state file locked
+    from here while BURST requests arrive together: its 4 threads wait for
+    the lock, the rest of the requests wait in the listen queue, and no
+    thread starts; the lock released, all are served."""
+
+    mock = None
+    BURST = 10
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mock = MockUpstream("queue").start()
+        config = {
+            "server": {"apiKey": th.CLIENT_KEY},
+            "apis": [{"id": "queue-ep", "name": "queue", "baseUrl": cls.mock.url,
+                      "apiKey": th.new_key("sk-up-queue-"), "models": ["m"]}],
+        }
+        cls.gw = th.gateway("queue", config=config, max_procs=1, store="gdbm")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.mock is not None:
+            cls.mock.stop()
+
+    def test_threads_waiting_on_the_state_file_start_none(self):
+        if harness.DEFAULT_SERVER != "lighttpd":
+            self.skipTest("reads one lighttpd responder's /proc")
+        pids = self.gw.responder_pids()
+        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
+        pid = pids[0]
+        # Served once: the store is open and the 4 first threads run.
+        r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY, body={"model": "m", "messages": []})
+        self.assertEqual(r.status, 200, r.describe())
+        self.assertTrue(self.wait_for(lambda: worker_threads(pid) <= 4, timeout=30, step=0.2))
+        self.mock.clear()
+        body = json.dumps({"model": "m", "messages": []}).encode()
+        head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                "Connection: close\r\n\r\n" % (CHAT, th.CLIENT_KEY, len(body))).encode()
+        socks = [socket.create_connection(("127.0.0.1", self.gw.port), timeout=60)
+                 for _ in range(self.BURST)]
+        most = 0
+        try:
+            with open(self.gw.state_path + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                # All but the last byte first, then the last bytes together:
+                # lighttpd reads them in one turn and connects to the
+                # responder BURST times at once, so connections wait in its
+                # listen queue as its threads take the first ones.
+                for s in socks:
+                    s.sendall(head + body[:-1])
+                time.sleep(0.2)
+                for s in socks:
+                    s.sendall(body[-1:])
+                # Well within the responder's 3 s wait for the lock.
+                end = time.monotonic() + 1.5
+                while time.monotonic() < end:
+                    most = max(most, worker_threads(pid))
+                    time.sleep(0.02)
+                self.assertEqual(self.mock.count(), 0, "a request passed the locked state file")
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            answers = [harness.recv_to_end(s).split(b"\r\n", 1)[0].decode("latin-1")
+                       for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(answers, ["HTTP/1.1 200 OK"] * self.BURST)
+        self.assertEqual(self.mock.count(), self.BURST)
+        self.assertLessEqual(most, 4, "threads started for requests held by the state file")
+        self.assertEqual(self.gw.responder_pids(), [pid], "the responder was restarted")
+
+
+ORDER = [B01WorstShapes, B02BurstThreadsEnd, B03NoThreadsForTheProcessors]
 
 
 def main(argv):

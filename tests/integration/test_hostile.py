@@ -42,12 +42,7 @@ def raw_request(gw, line, headers=(), body=b""):
         head = [line, "Host: 127.0.0.1", "Connection: close",
                 "Content-Length: %d" % len(body)] + list(headers)
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = harness.recv_to_end(s)
     finally:
         s.close()
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
