@@ -38,6 +38,7 @@ struct fwd_req {
 	FCGX_Request *r;
 	CURL *h;
 	int head_sent;
+	int stream; /* an event stream: each piece goes out as it comes */
 };
 
 /* The head goes out before the first byte of the body (or after perform for
@@ -54,6 +55,7 @@ fwd_head(struct fwd_req *q)
 		return -1;
 	if (type && strpbrk(type, "\r\n"))
 		type = NULL;
+	q->stream = type && strncmp(type, "text/event-stream", 17) == 0;
 	return FCGX_FPrintF(q->r->out, "Status: %ld\r\nContent-Type: %s\r\n\r\n", code,
 			    type ? type : "application/json") < 0
 		       ? -1
@@ -69,6 +71,8 @@ fwd_write(char *p, size_t size, size_t n, void *arg)
 	if (!q->head_sent && fwd_head(q) != 0)
 		return 0; /* aborts the transfer */
 	if (FCGX_PutStr(p, (int)len, q->r->out) != (int)len)
+		return 0;
+	if (q->stream && FCGX_FFlush(q->r->out) != 0)
 		return 0;
 	return len;
 }
@@ -106,7 +110,7 @@ fwd_serve(FCGX_Request *r, CURL *h)
 {
 	const char *method = FCGX_GetParam("REQUEST_METHOD", r->envp);
 	const char *uri = FCGX_GetParam("REQUEST_URI", r->envp);
-	struct fwd_req q = {r, h, 0};
+	struct fwd_req q = {r, h, 0, 0};
 	char url[4096];
 	char *body = NULL;
 	long len = 0;
