@@ -44,6 +44,9 @@
 /* How long a FastCGI connection may stay silent before its request's
  * parameters are in: then it is dropped. */
 #define MAIN_FIRST_RECORD_MS 5000
+/* A new connection from the web server brings its request at once: one
+ * silent for this long counts as waiting on what is outside the process. */
+#define MAIN_SILENT_MS 500
 
 /* The socket every worker accepts on: set once before the threads start. */
 static int main_listen_fd;
@@ -129,8 +132,10 @@ main_serve(FCGX_Request *f, struct worker *w)
 struct main_pool {
 	struct curl_shelf curls;
 	atomic_long idle; /* threads waiting in accept */
-	/* Threads waiting on what is outside the process: an upstream's answer
-	 * (main_transfer) or a new connection's first bytes. */
+	/* Threads waiting on what is outside the process (main_waiting): an
+	 * upstream's answer, a client's body, a connection silent for
+	 * MAIN_SILENT_MS; and those whose connection the web server keeps,
+	 * which never come back to accept while it lasts. */
 	atomic_long waiting;
 	atomic_long started; /* threads started (or being started) */
 	atomic_long served;  /* requests served, for main_trim */
@@ -174,32 +179,44 @@ main_spawn(struct main_pool *pool)
 	pthread_detach(t);
 }
 
-/* Starts one more worker for a connection that waits while no thread waits
- * in accept, when every other thread waits on what is outside the process
- * (an upstream's answer, a silent connection's first bytes): then none
- * would take it soon. Threads busy with the processors (or the state file)
- * end their requests within moments, and one of them takes it; one more
- * thread would only share the processors with them and cost its stack and
- * a share of the heap. Before this rule a process grew to 35-46 threads at
- * c=64 with 16 requests in flight, where 4 to 12 served a sixth more
- * requests a second (BENCHMARKS.md). A burst that waits on its upstreams
- * still starts a thread per connection, each new one finding the others
- * waiting. self_waiting: the calling thread is one of pool->waiting. */
-static void
-main_spawn_for_queue(struct main_pool *pool, bool self_waiting)
+/* Whether a connection waiting in the listen queue wants one more thread:
+ * none waits in accept, and every other thread waits on what is outside
+ * the process (pool->waiting), so none would take it soon. Threads busy
+ * with the processors or the state file end their requests within
+ * moments (or, the state file held by another process for seconds, wait
+ * on what one more thread would wait on too), and one of them takes it;
+ * one more thread would only share the processors with them and cost its
+ * stack and a share of the heap. Before this rule a process grew to 35-46
+ * threads at c=64 with 16 requests in flight, where 4 to 12 served a sixth
+ * more requests a second (BENCHMARKS.md). self_waiting: the calling thread
+ * is one of pool->waiting. */
+static bool
+main_all_wait(struct main_pool *pool, bool self_waiting)
 {
-	if (atomic_load(&pool->idle) == 0 &&
-	    atomic_load(&pool->waiting) - (self_waiting ? 1 : 0) >= atomic_load(&pool->started) - 1)
-		main_spawn(pool);
+	return atomic_load(&pool->idle) == 0 &&
+	       atomic_load(&pool->waiting) - (self_waiting ? 1 : 0) >=
+		       atomic_load(&pool->started) - 1;
 }
 
-/* Counts a transfer of this process while it runs (worker.transfer). */
+/* Whether this thread's connection is kept by the web server
+ * (FCGI_KEEP_CONN): it then counts in pool->waiting for as long as it
+ * holds it, and its waits are not counted again. */
+static _Thread_local bool main_kept;
+
+/* Counts a wait of this thread on what is outside the process
+ * (worker.waiting): delta +1 as it starts, -1 as it ends. As a wait
+ * starts, a connection in the listen queue that no thread would take soon
+ * gets one more thread: so a burst against slow upstreams grows a thread
+ * per request as each goes upstream, not only once requests turn long. */
 static void
-main_transfer(void *arg, int delta)
+main_waiting(void *arg, int delta)
 {
 	struct main_pool *pool = arg;
 
-	atomic_fetch_add(&pool->waiting, delta);
+	if (!main_kept)
+		atomic_fetch_add(&pool->waiting, delta);
+	if (delta > 0 && main_all_wait(pool, true) && main_pending())
+		main_spawn(pool);
 }
 
 /* A request of this process turned out long (a stream, a slow upstream):
@@ -277,36 +294,49 @@ main_accept(struct main_pool *pool, long *idle_before)
  * a connection that sends nothing must not hold a thread for good
  * (doc/behaviour.md, Web servers: libfcgi). Meanwhile the thread serves
  * nobody and is not counted idle: when a connection waits in the listen
- * queue and no thread is idle, one more may start (main_spawn_for_queue).
+ * queue and no thread is idle, one more may start (main_all_wait).
  * True when bytes came. */
 static bool
-main_first_bytes(struct main_pool *pool, int fd)
+main_first_bytes(struct main_pool *pool, int fd, bool kept)
 {
 	struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
 			      {.fd = main_listen_fd, .events = POLLIN}};
-	int64_t deadline = clock_mono_ms() + MAIN_FIRST_RECORD_MS;
-	nfds_t n = 2;
-	bool came = false;
+	int64_t start = clock_mono_ms(), deadline = start + MAIN_FIRST_RECORD_MS;
+	bool counted = false, watch = true, came = false;
 
-	atomic_fetch_add(&pool->waiting, 1);
 	for (;;) {
-		int64_t left = deadline - clock_mono_ms();
+		int64_t now = clock_mono_ms(), left = deadline - now;
 		if (left <= 0)
 			break;
-		int rc = poll(p, n, (int)left);
+		/* A kept connection's thread waits on the web server from the
+		 * start; a new connection's once it has been silent a while. */
+		if (!counted && (kept || now - start >= MAIN_SILENT_MS)) {
+			atomic_fetch_add(&pool->waiting, 1);
+			counted = true;
+			watch = true;
+		}
+		if (!counted && left > start + MAIN_SILENT_MS - now)
+			left = start + MAIN_SILENT_MS - now;
+		int rc = poll(p, watch ? 2 : 1, (int)left);
 		if (rc < 0 && errno == EINTR)
 			continue;
-		if (rc <= 0)
+		if (rc < 0)
 			break;
+		if (rc == 0)
+			continue; /* silent for MAIN_SILENT_MS, or the deadline */
 		if (p[0].revents != 0) {
 			came = (p[0].revents & POLLIN) != 0;
 			break;
 		}
-		/* Once: an idle thread takes it, or the one started now. */
-		main_spawn_for_queue(pool, true);
-		n = 1;
+		/* A connection waits: an idle thread takes it, or the one
+		 * started now. Looked at again once this thread counts as
+		 * waiting. */
+		if (main_all_wait(pool, counted))
+			main_spawn(pool);
+		watch = false;
 	}
-	atomic_fetch_sub(&pool->waiting, 1);
+	if (counted)
+		atomic_fetch_sub(&pool->waiting, 1);
 	return came;
 }
 
@@ -327,7 +357,7 @@ main_worker(void *arg)
 	struct main_pool *pool = arg;
 	struct worker w = {.curls = &pool->curls,
 			   .long_request = main_long_request,
-			   .transfer = main_transfer,
+			   .waiting = main_waiting,
 			   .pool = pool};
 	FCGX_Request f;
 
@@ -345,6 +375,8 @@ main_worker(void *arg)
 	}
 	for (;;) {
 		long idle_before = 0;
+		/* Open still: the web server kept it after the last request. */
+		bool kept = f.ipcFd >= 0;
 		if (f.ipcFd < 0) {
 			int fd = main_accept(pool, &idle_before);
 			if ((fd == -EAGAIN || fd == -EWOULDBLOCK) && main_retire(pool))
@@ -362,7 +394,7 @@ main_worker(void *arg)
 			}
 			f.ipcFd = fd;
 		}
-		if (!main_first_bytes(pool, f.ipcFd)) {
+		if (!main_first_bytes(pool, f.ipcFd, kept)) {
 			log_debug("FastCGI connection dropped: nothing came within %d ms",
 				  MAIN_FIRST_RECORD_MS);
 			close(f.ipcFd);
@@ -378,13 +410,21 @@ main_worker(void *arg)
 		main_read_timeout(f.ipcFd, 0);
 		/* The last idle thread took this one, and the next is already
 		 * waiting: another thread may be needed to take it
-		 * (main_spawn_for_queue). A thread for every momentary peak of
-		 * short requests would cost memory for nothing. Long requests
-		 * see to a spare thread themselves (main_long_request). */
-		if (idle_before == 1 && main_pending())
-			main_spawn_for_queue(pool, false);
+		 * (main_all_wait). A thread for every momentary peak of short
+		 * requests would cost memory for nothing. Long requests see to
+		 * a spare thread themselves (main_long_request). */
+		if (idle_before == 1 && main_all_wait(pool, false) && main_pending())
+			main_spawn(pool);
+		/* libfcgi took FCGI_KEEP_CONN from the request's first record. */
+		main_kept = f.keepConnection != 0;
+		if (main_kept)
+			atomic_fetch_add(&pool->waiting, 1);
 		main_serve(&f, &w);
 		FCGX_Finish_r(&f);
+		if (main_kept) {
+			atomic_fetch_sub(&pool->waiting, 1);
+			main_kept = false;
+		}
 		atomic_fetch_add_explicit(&pool->served, 1, memory_order_relaxed);
 	}
 	store_close(w.store);

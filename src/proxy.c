@@ -367,12 +367,18 @@ out:
 	return res;
 }
 
-/* Reads and checks the body; answers the client itself when it is refused. */
+/* Reads and checks the body; answers the client itself when it is refused.
+ * The body may come slowly (a web server that streams uploads): the thread
+ * waits on the client meanwhile. */
 static int
-proxy_read_body(struct request *r, const struct config *cfg, struct body_info *info)
+proxy_read_body(struct request *r, const struct config *cfg, struct body_info *info,
+		struct worker *w)
 {
 	char err[512];
+
+	worker_waits(w, 1);
 	int rc = request_read_body(r, cfg->max_body_bytes);
+	worker_waits(w, -1);
 
 	if (rc == 1)
 		return response_error(r->fcgi->out, RESP_REQUEST_TOO_LARGE, NULL, 0, cfg->cors);
@@ -410,10 +416,12 @@ proxy_recheck(const struct config *cfg, size_t api_i, size_t k, long long estima
 
 	if (curl != NULL) {
 		/* A list of models comes at once: the request waits for it. */
+		worker_waits(w, 1);
 		status = upstream_probe(curl, url, headers, cfg->connect_timeout_s,
 					cfg->timeout_s < PROXY_RECHECK_S ? cfg->timeout_s
 									 : PROXY_RECHECK_S,
 					err, sizeof(err));
+		worker_waits(w, -1);
 		curl_shelf_put(w->curls, curl);
 	}
 	/* The reservation took the request's estimate: the recheck gives it
@@ -544,7 +552,7 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	call.on_outcome = proxy_record;
 	call.on_outcome_ctx = &rec;
 	call.on_long = w->long_request;
-	call.on_transfer = w->transfer;
+	call.on_transfer = w->waiting;
 	call.on_long_ctx = w->pool;
 	call.model = plan_answer_model(p, p->model);
 	ur = proxy_attempt(r, cfg, api, key, plan_model(p), info, w, &call);
@@ -658,7 +666,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	struct store *st;
 	int status;
 
-	status = proxy_read_body(r, cfg, &info);
+	status = proxy_read_body(r, cfg, &info, w);
 	if (status != 0) {
 		metrics_reject(w, cfg, STORE_REJECT_BAD_INPUT);
 		goto done;

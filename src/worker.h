@@ -22,12 +22,21 @@ struct worker {
 	 * upstream): its process then starts another thread if none waits
 	 * for the next request. NULL: nothing to do. */
 	void (*long_request)(void *pool);
-	/* Called with +1 as a transfer to an upstream starts and -1 as it
+	/* Called with +1 as the thread starts to wait on what is outside the
+	 * process (an upstream's answer, the client's body) and -1 as that
 	 * ends: its process starts a thread for a waiting connection only
-	 * while the others wait on upstreams. NULL: nothing to do. */
-	void (*transfer)(void *pool, int delta);
+	 * while the others wait so. NULL: nothing to do. */
+	void (*waiting)(void *pool, int delta);
 	void *pool;
 };
+
+/* Counts a wait of w's thread on what is outside the process (waiting). */
+static inline void
+worker_waits(struct worker *w, int delta)
+{
+	if (w->waiting != NULL)
+		w->waiting(w->pool, delta);
+}
 
 /* The store of w for cfg, opened (or opened again when its address or
  * options changed) as needed; NULL with the reason logged and kept in
