@@ -302,6 +302,7 @@ main_first_bytes(struct main_pool *pool, int fd, bool kept)
 	struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
 			      {.fd = main_listen_fd, .events = POLLIN}};
 	int64_t start = clock_mono_ms(), deadline = start + MAIN_FIRST_RECORD_MS;
+	int64_t silent_at = start + MAIN_SILENT_MS;
 	bool counted = false, watch = true, came = false;
 
 	for (;;) {
@@ -310,13 +311,13 @@ main_first_bytes(struct main_pool *pool, int fd, bool kept)
 			break;
 		/* A kept connection's thread waits on the web server from the
 		 * start; a new connection's once it has been silent a while. */
-		if (!counted && (kept || now - start >= MAIN_SILENT_MS)) {
+		if (!counted && (kept || now >= silent_at)) {
 			atomic_fetch_add(&pool->waiting, 1);
 			counted = true;
 			watch = true;
 		}
-		if (!counted && left > start + MAIN_SILENT_MS - now)
-			left = start + MAIN_SILENT_MS - now;
+		if (!counted && left > silent_at - now)
+			left = silent_at - now;
 		int rc = poll(p, watch ? 2 : 1, (int)left);
 		if (rc < 0 && errno == EINTR)
 			continue;
@@ -340,15 +341,16 @@ main_first_bytes(struct main_pool *pool, int fd, bool kept)
 	return came;
 }
 
-/* How long a read of a request's parameters may wait: the web server sends
- * them at once. 0 takes the limit off again, for the body: a client may
- * upload slowly through a server that streams it. */
-static void
+/* How long a read (or accept) on fd may wait, SO_RCVTIMEO: a request's
+ * parameters, which the web server sends at once; 0 takes the limit off
+ * again, for the body, which a client may upload slowly through a server
+ * that streams it. Returns setsockopt's result. */
+static int
 main_read_timeout(int fd, long ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
 static void *
@@ -830,9 +832,7 @@ main_serve_forever(const char *listen_addr)
 	pthread_attr_setstacksize(&pool.attr, 1024 * 1024);
 	/* accept gives up after MAIN_IDLE_THREAD_MS (main_retire). Without
 	 * it, threads stay: a matter of memory, not behaviour. */
-	struct timeval idle_wait = {MAIN_IDLE_THREAD_MS / 1000,
-				    (MAIN_IDLE_THREAD_MS % 1000) * 1000};
-	if (setsockopt(main_listen_fd, SOL_SOCKET, SO_RCVTIMEO, &idle_wait, sizeof(idle_wait)) != 0)
+	if (main_read_timeout(main_listen_fd, MAIN_IDLE_THREAD_MS) != 0)
 		log_debug("idle worker threads stay: SO_RCVTIMEO on the FastCGI socket: %s",
 			  strerror(errno));
 	for (long i = 0; i < n && i < MAIN_FIRST_THREADS; i++)

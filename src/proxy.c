@@ -553,7 +553,7 @@ proxy_forward(struct plan *p, struct request *r, const struct config *cfg,
 	call.on_outcome_ctx = &rec;
 	call.on_long = w->long_request;
 	call.on_transfer = w->waiting;
-	call.on_long_ctx = w->pool;
+	call.thread_ctx = w->pool;
 	call.model = plan_answer_model(p, p->model);
 	ur = proxy_attempt(r, cfg, api, key, plan_model(p), info, w, &call);
 	if (call.local_error) {

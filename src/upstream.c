@@ -671,7 +671,7 @@ upstream_on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t 
 	if (!x->long_told && x->call->on_long != NULL &&
 	    upstream_since(&x->started) >= UPSTREAM_LONG_S) {
 		x->long_told = true;
-		x->call->on_long(x->call->on_long_ctx);
+		x->call->on_long(x->call->thread_ctx);
 	}
 	if (fd >= 0 && upstream_since(&x->polled) >= UPSTREAM_POLL_S) {
 		clock_gettime(CLOCK_MONOTONIC, &x->polled);
@@ -878,10 +878,10 @@ upstream_forward(CURL *curl, struct upstream_call *call)
 	upstream_set_method(curl, call);
 
 	if (call->on_transfer != NULL)
-		call->on_transfer(call->on_long_ctx, 1);
+		call->on_transfer(call->thread_ctx, 1);
 	rc = curl_easy_perform(curl);
 	if (call->on_transfer != NULL)
-		call->on_transfer(call->on_long_ctx, -1);
+		call->on_transfer(call->thread_ctx, -1);
 	call->status = x.status;
 	upstream_times(curl, call);
 	if (x.client_gone) {

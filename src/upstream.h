@@ -118,13 +118,13 @@ struct upstream_call {
 	 * ends. May be NULL. */
 	void (*on_outcome)(void *ctx, const struct upstream_call *call);
 	void *on_outcome_ctx;
-	/* Called once when the transfer has lasted 50 ms (a stream, a
-	 * slow upstream). May be NULL. */
+	/* What the calling thread's pool hears of the transfer, both with
+	 * thread_ctx; each may be NULL. on_long: called once when the
+	 * transfer has lasted 50 ms (a stream, a slow upstream); on_transfer:
+	 * called with +1 as it starts and -1 as it ends. */
 	void (*on_long)(void *ctx);
-	/* Called with +1 as the transfer starts and -1 as it ends, with
-	 * on_long_ctx. May be NULL. */
 	void (*on_transfer)(void *ctx, int delta);
-	void *on_long_ctx;
+	void *thread_ctx;
 	/* Out. */
 	long status;        /* 0 when no status line arrived */
 	bool failure;       /* counts against the endpoint */

@@ -187,7 +187,40 @@ def connections_to(pid, port):
     return n
 
 
-class B02BurstThreadsEnd(th.Base):
+class OneResponder(th.Base):
+    """A gateway of its own, NAME, with one responder process (max-procs 1)
+    and one endpoint on a mock serving model "m"; gateway_kw go to the
+    gateway too."""
+
+    NAME = None
+    gateway_kw = {}
+    mock = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mock = MockUpstream(cls.NAME).start()
+        config = {
+            "server": {"apiKey": th.CLIENT_KEY},
+            "apis": [{"id": cls.NAME + "-ep", "name": cls.NAME, "baseUrl": cls.mock.url,
+                      "apiKey": th.new_key("sk-up-%s-" % cls.NAME), "models": ["m"]}],
+        }
+        cls.gw = th.gateway(cls.NAME, config=config, max_procs=1, **cls.gateway_kw)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.mock is not None:
+            cls.mock.stop()
+
+    def responder_pid(self):
+        """The one responder's pid; the test is skipped under another server."""
+        if harness.DEFAULT_SERVER != "lighttpd":
+            self.skipTest("reads one lighttpd responder's /proc")
+        pids = self.gw.responder_pids()
+        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
+        return pids[0]
+
+
+class B02BurstThreadsEnd(OneResponder):
     """The worker threads a burst started end once it is over, down to the
     4 a process starts with, each taking one of the libcurl handles the
     process keeps (and so its upstream connection) along (doc/behaviour.md,
@@ -196,30 +229,11 @@ class B02BurstThreadsEnd(th.Base):
     process runs at least BURST threads; a thread that waited 5 s in accept
     for nothing ends while another waits there."""
 
-    mock = None
+    NAME = "burst"
     BURST, HOLD = 12, 3.0
 
-    @classmethod
-    def setUpClass(cls):
-        cls.mock = MockUpstream("burst").start()
-        config = {
-            "server": {"apiKey": th.CLIENT_KEY},
-            "apis": [{"id": "burst-ep", "name": "burst", "baseUrl": cls.mock.url,
-                      "apiKey": th.new_key("sk-up-burst-"), "models": ["m"]}],
-        }
-        cls.gw = th.gateway("burst", config=config, max_procs=1)
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.mock is not None:
-            cls.mock.stop()
-
     def test_threads_and_connections_of_a_burst_go_after_it(self):
-        if harness.DEFAULT_SERVER != "lighttpd":
-            self.skipTest("reads one lighttpd responder's /proc")
-        pids = self.gw.responder_pids()
-        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
-        pid = pids[0]
+        pid = self.responder_pid()
         self.mock.clear()
         self.mock.set("chat", delay=self.HOLD)
         results = []
@@ -251,7 +265,7 @@ class B02BurstThreadsEnd(th.Base):
         self.assertEqual(r.status, 200, r.describe())
 
 
-class B03NoThreadsForTheProcessors(th.Base):
+class B03NoThreadsForTheProcessors(OneResponder):
     """A connection that waits while every thread is busy starts another
     thread only when the others wait on their upstreams (doc/behaviour.md,
     Processes, threads, timeouts): threads held by the state file, as by
@@ -261,30 +275,12 @@ class B03NoThreadsForTheProcessors(th.Base):
     the lock, the rest of the requests wait in the listen queue, and no
     thread starts; the lock released, all are served."""
 
-    mock = None
+    NAME = "queue"
+    gateway_kw = {"store": "gdbm"}
     BURST = 10
 
-    @classmethod
-    def setUpClass(cls):
-        cls.mock = MockUpstream("queue").start()
-        config = {
-            "server": {"apiKey": th.CLIENT_KEY},
-            "apis": [{"id": "queue-ep", "name": "queue", "baseUrl": cls.mock.url,
-                      "apiKey": th.new_key("sk-up-queue-"), "models": ["m"]}],
-        }
-        cls.gw = th.gateway("queue", config=config, max_procs=1, store="gdbm")
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.mock is not None:
-            cls.mock.stop()
-
     def test_threads_waiting_on_the_state_file_start_none(self):
-        if harness.DEFAULT_SERVER != "lighttpd":
-            self.skipTest("reads one lighttpd responder's /proc")
-        pids = self.gw.responder_pids()
-        self.assertEqual(len(pids), 1, "one responder process expected: %r" % pids)
-        pid = pids[0]
+        pid = self.responder_pid()
         # Served once: the store is open and the 4 first threads run.
         r = self.gw.request("POST", CHAT, key=th.CLIENT_KEY, body={"model": "m", "messages": []})
         self.assertEqual(r.status, 200, r.describe())
