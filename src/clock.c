@@ -82,16 +82,45 @@ clock_ms_to_midnight(int64_t t_ms)
 void
 clock_iso8601(int64_t t_ms, char *buf, size_t len)
 {
+	/* The second's part, kept per thread: every log line takes one, and
+	 * gmtime_r and strftime were a sixth of what a line cost. */
+	static _Thread_local int64_t clock_second_s = -1;
+	static _Thread_local char clock_second[32];
+	static _Thread_local size_t clock_second_len;
 	time_t t = (time_t)(t_ms / 1000);
-	struct tm tm;
-	char day[32];
+	int ms = (int)(t_ms % 1000);
+	char out[40];
 
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
-		snprintf(buf, len, "1970-01-01T00:00:00.000Z");
-		return;
+	if (t_ms < 0 || (int64_t)t != clock_second_s) {
+		struct tm tm;
+		clock_second_s = -1;
+		clock_second_len = 0;
+		if (gmtime_r(&t, &tm) != NULL)
+			clock_second_len = strftime(clock_second, sizeof(clock_second),
+						    "%Y-%m-%dT%H:%M:%S", &tm);
+		if (clock_second_len == 0) {
+			snprintf(buf, len, "1970-01-01T00:00:00.000Z");
+			return;
+		}
+		if (t_ms < 0) {
+			snprintf(buf, len, "%s.%03dZ", clock_second, ms);
+			return;
+		}
+		clock_second_s = (int64_t)t;
 	}
-	snprintf(buf, len, "%s.%03dZ", day, (int)(t_ms % 1000));
+	memcpy(out, clock_second, clock_second_len);
+	out[clock_second_len] = '.';
+	out[clock_second_len + 1] = (char)('0' + ms / 100);
+	out[clock_second_len + 2] = (char)('0' + ms / 10 % 10);
+	out[clock_second_len + 3] = (char)('0' + ms % 10);
+	out[clock_second_len + 4] = 'Z';
+	size_t n = clock_second_len + 5;
+	if (len == 0)
+		return;
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, out, n);
+	buf[n] = '\0';
 }
 
 int64_t

@@ -158,6 +158,21 @@ log_json_string(char *buf, size_t cap, size_t *len, const char *msg, size_t msg_
 	char esc[8];
 
 	for (size_t i = 0; i < msg_len;) {
+		/* A run of printable ASCII other than '"' and '\\' goes as it is. */
+		size_t run = 0;
+		while (i + run < msg_len && s[i + run] >= 0x20 && s[i + run] < 0x7f &&
+		       s[i + run] != '"' && s[i + run] != '\\')
+			run++;
+		if (run > 0) {
+			if (run > cap - *len || cap - *len - run < tail)
+				run = cap - *len > tail ? cap - *len - tail : 0;
+			if (run == 0)
+				return;
+			memcpy(buf + *len, s + i, run);
+			*len += run;
+			i += run;
+			continue;
+		}
 		size_t n = log_utf8_len(s + i, msg_len - i);
 		const char *out = (const char *)s + i;
 		size_t out_len = n;
@@ -203,6 +218,11 @@ log_text_neutralise(char *buf, size_t start, size_t *len)
 	size_t out = start;
 
 	for (size_t i = start; i < *len;) {
+		/* Printable ASCII, nearly every byte of a line, stays as it is. */
+		if (s[i] >= 0x20 && s[i] < 0x7f) {
+			s[out++] = s[i++];
+			continue;
+		}
 		size_t n = log_utf8_len(s + i, *len - i);
 
 		if (n == 0 || log_is_control(log_utf8_cp(s + i, n))) {

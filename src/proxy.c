@@ -708,6 +708,7 @@ proxy_handle(struct request *r, const struct config *cfg, struct worker *w)
 	status = proxy_finish(&plan, step, r, cfg, w, &held);
 	served = proxy_served(&plan, step, info.model);
 done:
+	response_finish(r->fcgi);
 	proxy_log(r, info.model, served, &plan, status);
 	upstream_answer_free(&held);
 	body_info_free(&info);

@@ -316,13 +316,22 @@ request_read_body(struct request *r, long long max)
 		dynbuf_commit(&b, (size_t)n);
 	}
 	len = dynbuf_len(&b);
+	int read_err = FCGX_GetError(r->fcgi->in);
+	/* The end of the body's stream, which a web server sends with the
+	 * body's last bytes: read (from libfcgi's buffer, nearly always), the
+	 * request is read whole, and its connection can be closed without
+	 * waiting for the web server (main_finish). What this read finds (more
+	 * bytes than the length said, a web server gone) leaves the body as it
+	 * was read. */
+	if (cl >= 0 && len == (size_t)cl && read_err == 0)
+		(void)FCGX_GetChar(r->fcgi->in);
 	if ((long long)len > max) {
 		dynbuf_free(&b);
 		return 1;
 	}
 	/* A body that ended before its length, or a read error, is not sent
 	 * on: a cut upload would still be counted upstream. */
-	if ((cl >= 0 && len < (size_t)cl) || FCGX_GetError(r->fcgi->in) != 0)
+	if ((cl >= 0 && len < (size_t)cl) || read_err != 0)
 		goto fail;
 	r->body = dynbuf_take(&b, &r->body_len);
 	return 0;

@@ -249,3 +249,13 @@ response_preflight(FCGX_Stream *out, const char *request_headers)
 	response_end_headers(out);
 	return 204;
 }
+
+void
+response_finish(FCGX_Request *f)
+{
+	/* The error stream first: libfcgi writes the end of the request with
+	 * the last of its two output streams to close. An error here (the web
+	 * server gone) is FCGX_Finish_r's to act on: it closes the connection. */
+	(void)FCGX_FClose(f->err);
+	(void)FCGX_FClose(f->out);
+}

@@ -82,4 +82,12 @@ int response_json(FCGX_Stream *out, int status, const json_t *body, bool cors);
 /* Answers a CORS preflight: 204 with the allowed methods and headers. */
 int response_preflight(FCGX_Stream *out, const char *request_headers);
 
+/* Ends the answer of f: what is left of it and the end of the request go to
+ * the web server in one write, now rather than in FCGX_Finish_r. Called once
+ * the answer is whole and before the request's log line, so that the line
+ * is not written between the client and its answer's end; nothing may be
+ * written to f after it, and calling it again does nothing. An answer
+ * longer than libfcgi's 8 KB buffer has gone out in writes before. */
+void response_finish(FCGX_Request *f);
+
 #endif

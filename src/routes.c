@@ -185,6 +185,7 @@ routes_serve(FCGX_Request *f, const struct config *cfg, const char *why, struct 
 		return;
 	}
 done:
+	response_finish(f);
 	log_msg(status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%s %s%s status=%d ms=%lld%s%s",
 		r.method != NULL ? r.method : "-", r.mount != NULL ? r.mount : "",
 		r.path != NULL ? r.path : "-", status, (long long)(clock_now_ms() - r.start_ms),

@@ -229,11 +229,24 @@ store_gdbm_open_lock_file(struct store_gdbm *st, char *err, size_t errlen)
 	return st->lock_fd < 0 ? -1 : 0;
 }
 
+/* Whether held (the lock file open) is the file named named. */
+static bool
+store_gdbm_same_file(const struct stat *held, const struct stat *named)
+{
+	return held->st_ino == named->st_ino && held->st_dev == named->st_dev;
+}
+
 /* Takes the lock on the lock file that is at lock_path now. A lock file
  * deleted or replaced since it was opened (its folder removed and made
- * again) would exclude nobody who opens the new one, so it is opened anew. */
+ * again) would exclude nobody who opens the new one, so it is opened anew.
+ * seen: lock_path's lstat taken just before the step (NULL: none); when it
+ * names the file held, the lock file is not looked up again with the lock
+ * held, which keeps a path lookup out of the time every other step of the
+ * host waits (BENCHMARKS.md). The one change it cannot see is the lock file
+ * renamed away (its folder included) while the step waited for the lock;
+ * the lookup under the lock missed the same change made a moment later. */
 static int
-store_gdbm_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
+store_gdbm_lock(struct store_gdbm *st, int how, const struct stat *seen, char *err, size_t errlen)
 {
 	int64_t deadline = clock_mono_ms() + STORE_GDBM_LOCK_WAIT_MS;
 	struct timespec until;
@@ -255,8 +268,13 @@ store_gdbm_lock(struct store_gdbm *st, int how, char *err, size_t errlen)
 			break;
 		if (store_gdbm_lock_fd(st, how, deadline, err, errlen) != 0)
 			break;
-		if (fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
-		    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+		/* seen may be from before a long wait for the lock: it is
+		 * trusted only while the file held still has a name (a lock
+		 * file deleted or replaced meanwhile has none left). */
+		if (fstat(st->lock_fd, &held) == 0 &&
+		    ((tries == 0 && seen != NULL && held.st_nlink > 0 &&
+		      store_gdbm_same_file(&held, seen)) ||
+		     (lstat(st->lock_path, &named) == 0 && store_gdbm_same_file(&held, &named)))) {
 			st->lock_size = (size_t)held.st_size;
 			return 0;
 		}
@@ -321,22 +339,35 @@ store_gdbm_db_open(struct store_gdbm *st, bool write, char *err, size_t errlen)
 	return db;
 }
 
+static bool
+store_gdbm_db_as_noted(const struct stat *sb, const struct store_live_db *d)
+{
+	return (uint64_t)sb->st_dev == d->dev && (uint64_t)sb->st_ino == d->ino &&
+	       (uint64_t)sb->st_size == d->size &&
+	       (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec == d->mtime_ns &&
+	       (int64_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec == d->ctime_ns;
+}
+
 /* Whether the GDBM file is still as this store last left it: a file
  * replaced, rewritten, truncated or made read-only by somebody else is
  * opened again at once, so that a damaged one is noticed (doc/behaviour.md,
- * Limits and state: GDBM). */
+ * Limits and state: GDBM). seen: its lstat taken just before the step (NULL:
+ * none). When that already shows the file as noted, it was so a moment ago
+ * and the step goes on without looking again under the lock (a change
+ * since is the next step's to see); otherwise, as when a sync of another
+ * process wrote it meanwhile, it is looked at again now. */
 static bool
-store_gdbm_db_unchanged(const struct store_gdbm *st, const struct store_live_db *d)
+store_gdbm_db_unchanged(const struct store_gdbm *st, const struct store_live_db *d,
+			const struct stat *seen)
 {
 	struct stat sb;
 
+	if (seen != NULL && store_gdbm_db_as_noted(seen, d))
+		return true;
 	/* lstat: a file replaced by a symbolic link is opened again, and refused. */
 	if (lstat(st->path, &sb) != 0)
 		return false;
-	return (uint64_t)sb.st_dev == d->dev && (uint64_t)sb.st_ino == d->ino &&
-	       (uint64_t)sb.st_size == d->size &&
-	       (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec == d->mtime_ns &&
-	       (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec == d->ctime_ns;
+	return store_gdbm_db_as_noted(&sb, d);
 }
 
 static void
@@ -404,7 +435,14 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 		store_gdbm_set_err(err, errlen, st->path, "opened read-only");
 		return -1;
 	}
-	if (store_gdbm_lock(st, write ? LOCK_EX : LOCK_SH, err, errlen) != 0)
+	/* Both files looked up before the lock, not while every other step
+	 * waits for it: the path lookups were a third of the time it was held
+	 * (BENCHMARKS.md, issue 16). */
+	struct stat seen_db, seen_lock;
+	bool db_seen = lstat(st->path, &seen_db) == 0;
+	bool lock_seen = lstat(st->lock_path, &seen_lock) == 0;
+	if (store_gdbm_lock(st, write ? LOCK_EX : LOCK_SH, lock_seen ? &seen_lock : NULL, err,
+			    errlen) != 0)
 		return -1;
 	attached = store_live_attach(&st->live, st->lock_fd, st->lock_size, err, errlen);
 	if (attached < 0)
@@ -413,7 +451,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	bool need_db = loaded == 0;
 	if (loaded == 1) {
 		const struct store_live_db *d = store_live_db(&st->live);
-		need_db = !store_gdbm_db_unchanged(st, d) ||
+		need_db = !store_gdbm_db_unchanged(st, d, db_seen ? &seen_db : NULL) ||
 			  (kind == STORE_GDBM_STEP_SYNC && d->seq != s.seq);
 	}
 	if (need_db) {
@@ -953,7 +991,7 @@ store_gdbm_check(struct store *base, char *err, size_t errlen)
 	    store_gdbm_same_stat(&now, &st->checked) &&
 	    faccessat(AT_FDCWD, st->path, R_OK | W_OK, AT_EACCESS) == 0 &&
 	    fstat(st->lock_fd, &held) == 0 && lstat(st->lock_path, &named) == 0 &&
-	    held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+	    store_gdbm_same_file(&held, &named)) {
 		for (int tries = 0; tries < STORE_GDBM_LOCK_YIELDS; tries++) {
 			if (flock(st->lock_fd, LOCK_SH | LOCK_NB) == 0) {
 				flock(st->lock_fd, LOCK_UN);

@@ -563,12 +563,17 @@ upstream_mask_kept(struct upstream_xfer *x)
 	upstream_mask(dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), x->call);
 }
 
-/* Sends the kept answer whole, with its length. */
+/* Sends the kept answer whole, with its length, and ends the request: the
+ * answer is the client's last (its outcome is recorded already), and its
+ * last bytes and the end of the request go out in one write (lighttpd ends
+ * the client's answer on its length and closes the connection, so an end
+ * record written apart would only meet a closed socket). */
 static void
 upstream_send_kept(struct upstream_xfer *x)
 {
 	upstream_commit(x, (long)dynbuf_len(&x->buf));
-	upstream_to_client(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), true);
+	upstream_to_client(x, dynbuf_ptr(&x->buf), dynbuf_len(&x->buf), false);
+	response_finish(x->call->client);
 }
 
 static size_t

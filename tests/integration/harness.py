@@ -66,7 +66,8 @@ for storeTimeoutMs 300, back < 1.5 s), T19/T20 and S05 (processes gone 5 s
 after SIGTERM), test_store_redis stall (150-1000 ms for 200 ms), test_quickstart's demo
 stream (first to last event >= 0.4 s of the >= 1.5 s the demo upstream takes
 to write them), soak descriptors (bounded by the threads and connections
-sampled).
+sampled), B04 next request on a one-thread responder (< 1 s, where
+libfcgi's close held the thread 2 s).
 """
 
 import atexit
@@ -539,12 +540,10 @@ def _fcgi_pair(name, value):
     return out + name + value
 
 
-def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None, timeout=30,
-                    content_type="application/json"):
-    """One request straight to the responder listening on socket_path (a
-    Unix socket), speaking FastCGI as the web server would: so a test
-    reaches the process it names, not the one a web server chose. path is
-    the whole URI path; the answer is a Response, as of Gateway.request."""
+def fastcgi_encode(method, path, body=None, headers=None, key=None,
+                   content_type="application/json"):
+    """The records a web server sends for one request (request id 1): the
+    parameters, then the body and the end of its stream."""
     body = _body_bytes(body) or b""
     hdrs = _headers_list(headers, key, body or None, content_type)
     params = [("REQUEST_METHOD", method), ("REQUEST_URI", path), ("SCRIPT_NAME", path),
@@ -565,25 +564,23 @@ def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None
     for i in range(0, len(body), 65535):
         out += _fcgi_record(_FCGI_STDIN, body[i:i + 65535])
     out += _fcgi_record(_FCGI_STDIN, b"")
-    t0 = time.monotonic()
+    return out
+
+
+def fastcgi_answer(f, method, path, t0):
+    """The answer read from f (a connection's file) up to the end of the
+    request, as a Response; t0: when the request was sent (time.monotonic)."""
     stdout = b""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        # A blocking connect: it waits for room in the listen queue (mod_fcgid
-        # keeps it short), where a non-blocking one fails with EAGAIN.
-        s.connect(socket_path)
-        s.settimeout(timeout)
-        s.sendall(out)
-        f = s.makefile("rb")
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                raise OSError("FastCGI: %s closed before the end of the request" % socket_path)
-            n, pad = (head[4] << 8) | head[5], head[6]
-            content = f.read(n + pad)[:n]
-            if head[1] == _FCGI_STDOUT:
-                stdout += content
-            elif head[1] == _FCGI_END:
-                break
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            raise OSError("FastCGI: closed before the end of the request")
+        n, pad = (head[4] << 8) | head[5], head[6]
+        content = f.read(n + pad)[:n]
+        if head[1] == _FCGI_STDOUT:
+            stdout += content
+        elif head[1] == _FCGI_END:
+            break
     head, _, data = stdout.partition(b"\r\n\r\n")
     status, reason, got = 200, "OK", []
     for line in head.decode("latin-1").split("\r\n"):
@@ -594,6 +591,23 @@ def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None
         elif name:
             got.append((name, value.strip()))
     return Response(method, path, status, reason, got, data, time.monotonic() - t0)
+
+
+def fastcgi_request(socket_path, method, path, body=None, headers=None, key=None, timeout=30,
+                    content_type="application/json"):
+    """One request straight to the responder listening on socket_path (a
+    Unix socket), speaking FastCGI as the web server would: so a test
+    reaches the process it names, not the one a web server chose. path is
+    the whole URI path; the answer is a Response, as of Gateway.request."""
+    out = fastcgi_encode(method, path, body, headers, key, content_type)
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        # A blocking connect: it waits for room in the listen queue (mod_fcgid
+        # keeps it short), where a non-blocking one fails with EAGAIN.
+        s.connect(socket_path)
+        s.settimeout(timeout)
+        s.sendall(out)
+        return fastcgi_answer(s.makefile("rb"), method, path, t0)
 
 
 class Gateway:

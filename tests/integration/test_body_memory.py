@@ -323,7 +323,42 @@ class B03NoThreadsForTheProcessors(OneResponder):
         self.assertEqual(self.gw.responder_pids(), [pid], "the responder was restarted")
 
 
-ORDER = [B01WorstShapes, B02BurstThreadsEnd, B03NoThreadsForTheProcessors]
+class B04AnsweredRequestFreesItsThread(OneResponder):
+    """A request read whole and answered on a Unix socket frees its thread
+    at once: the responder closes the connection without waiting for the
+    web server to close its side (doc/behaviour.md, Web servers: libfcgi). One responder with one thread, spoken to on its socket as
+    lighttpd does: connection A gets its whole answer and stays open, as a
+    web server busy with other clients keeps it a while; B's request is
+    then answered at once. libfcgi's close shut its side and read from A
+    until A closed or 2 s passed, holding the one thread."""
+
+    NAME = "close"
+    gateway_kw = {"extra_env": {"API_TOGETHER_THREADS": "1"}}
+    DRAIN_S = 2.0  # libfcgi's wait for the web server's close
+
+    def test_thread_serves_the_next_request_while_the_server_keeps_the_last(self):
+        pid = self.responder_pid()
+        sock = self.gw.process_sockets()[pid]
+        path = self.gw.url_path(CHAT)
+        body = {"model": "m", "messages": []}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as a:
+            a.connect(sock)
+            a.settimeout(30)
+            a.sendall(harness.fastcgi_encode("POST", path, body, key=th.CLIENT_KEY))
+            first = harness.fastcgi_answer(a.makefile("rb"), "POST", path, time.monotonic())
+            self.assertEqual(first.status, 200, first.describe())
+            # A stays open; the one thread takes B.
+            r = harness.fastcgi_request(sock, "POST", path, body=body, key=th.CLIENT_KEY)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertLess(r.elapsed, self.DRAIN_S / 2,
+                            "B waited %.2f s: the thread was still on A" % r.elapsed)
+            # And A was closed by the responder: nothing more, then the end.
+            self.assertEqual(a.recv(1), b"")
+        self.assertEqual(self.mock.count(), 2)
+
+
+ORDER = [B01WorstShapes, B02BurstThreadsEnd, B03NoThreadsForTheProcessors,
+         B04AnsweredRequestFreesItsThread]
 
 
 def main(argv):

@@ -14,6 +14,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Where stderr goes while a test logs: a pipe (a log file, for isatty) or a
@@ -365,6 +366,48 @@ json_long_message_stays_valid(void **state)
 	j = json_line(buf, "info");
 	assert_true(strlen(json_string_value(json_object_get(j, "msg"))) > 1000);
 	json_decref(j);
+
+	/* Escapes, then plain text that reaches the end of the line: the plain
+	 * run is cut where the line ends, and the line is still whole JSON. */
+	memset(big, 0x01, 1300);
+	memset(big + 1300, 'a', 700);
+	big[2000] = '\0';
+	close(s.read_fd);
+	sink_pipe(&s);
+	sink_begin(&s);
+	log_info("%s", big);
+	n = sink_end(&s, buf, sizeof(buf));
+	assert_true(n <= 8192);
+	assert_true(n > 8100);
+	j = json_line(buf, "info");
+	const char *msg = json_string_value(json_object_get(j, "msg"));
+	size_t len = strlen(msg);
+	assert_true(len > 1300 && len < 2000);
+	assert_int_equal(msg[len - 1], 'a');
+	json_decref(j);
+}
+
+/* A line's time: the second's part is kept per thread, the milliseconds
+ * are the caller's; going back in time, or to another day, must not show
+ * the second kept. */
+static void
+time_is_iso8601_to_the_millisecond(void **state)
+{
+	char b[32];
+
+	(void)state;
+	clock_iso8601(1700000000123LL, b, sizeof(b));
+	assert_string_equal(b, "2023-11-14T22:13:20.123Z");
+	clock_iso8601(1700000000999LL, b, sizeof(b));
+	assert_string_equal(b, "2023-11-14T22:13:20.999Z");
+	clock_iso8601(1700000001000LL, b, sizeof(b));
+	assert_string_equal(b, "2023-11-14T22:13:21.000Z");
+	clock_iso8601(1600000000007LL, b, sizeof(b));
+	assert_string_equal(b, "2020-09-13T12:26:40.007Z");
+	clock_iso8601(0, b, sizeof(b));
+	assert_string_equal(b, "1970-01-01T00:00:00.000Z");
+	clock_iso8601(1700000000123LL, b, 11);
+	assert_string_equal(b, "2023-11-14");
 }
 
 static void
@@ -401,6 +444,7 @@ main(void)
 		cmocka_unit_test_setup(json_escapes_bidi_controls, env_reset),
 		cmocka_unit_test_setup(json_on_a_tty_has_no_colour, env_reset),
 		cmocka_unit_test_setup(json_long_message_stays_valid, env_reset),
+		cmocka_unit_test_setup(time_is_iso8601_to_the_millisecond, env_reset),
 		cmocka_unit_test_setup(unknown_format_warns_and_writes_text, env_reset),
 	};
 
