@@ -190,7 +190,8 @@ main_spawn(struct main_pool *pool)
  * one more thread would only share the processors with them and cost its
  * stack and a share of the heap. Before this rule a process grew to 35-46
  * threads at c=64 with 16 requests in flight, where 4 to 12 served a sixth
- * more requests a second (BENCHMARKS.md). self_waiting: the calling thread
+ * more requests a second (doc/behaviour.md, Processes, threads, timeouts:
+ * When threads start). self_waiting: the calling thread
  * is one of pool->waiting. */
 static bool
 main_all_wait(struct main_pool *pool, bool self_waiting)

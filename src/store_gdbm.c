@@ -242,9 +242,9 @@ store_gdbm_same_file(const struct stat *held, const struct stat *named)
  * seen: lock_path's lstat taken just before the step (NULL: none); when it
  * names the file held, the lock file is not looked up again with the lock
  * held, which keeps a path lookup out of the time every other step of the
- * host waits (BENCHMARKS.md). The one change it cannot see is the lock file
- * renamed away (its folder included) while the step waited for the lock;
- * the lookup under the lock missed the same change made a moment later. */
+ * host waits (doc/behaviour.md, Limits and state: GDBM). The one change it cannot see is the lock
+ * file renamed away (its folder included) while the step waited for the lock; the lookup under the
+ * lock missed the same change made a moment later. */
 static int
 store_gdbm_lock(struct store_gdbm *st, int how, const struct stat *seen, char *err, size_t errlen)
 {
@@ -437,7 +437,7 @@ store_gdbm_step(struct store_gdbm *st, enum store_gdbm_step_kind kind,
 	}
 	/* Both files looked up before the lock, not while every other step
 	 * waits for it: the path lookups were a third of the time it was held
-	 * (BENCHMARKS.md, issue 16). */
+	 * (doc/behaviour.md, Limits and state: GDBM). */
 	struct stat seen_db, seen_lock;
 	bool db_seen = lstat(st->path, &seen_db) == 0;
 	bool lock_seen = lstat(st->lock_path, &seen_lock) == 0;
