@@ -15,6 +15,9 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 static enum log_level log_threshold = LOG_LEVEL_INFO;
 static enum log_format log_format = LOG_FORMAT_TEXT;
 static int log_colour;
+/* The process's id for every line: getpid is a system call, and glibc no
+ * longer keeps it; nothing forks after log_init. 0: log_init not called. */
+static pid_t log_pid;
 
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
@@ -55,6 +58,7 @@ log_init(void)
 	const char *no_colour = getenv("NO_COLOR");
 	int unknown = 0;
 
+	log_pid = getpid();
 	log_threshold = LOG_LEVEL_INFO;
 	log_format = LOG_FORMAT_TEXT;
 	if (fmt != NULL && strcasecmp(fmt, "json") == 0)
@@ -256,7 +260,7 @@ log_write_json(enum log_level level, const char *msg, size_t msg_len)
 
 	clock_iso8601(clock_now_ms(), when, sizeof(when));
 	n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%ld,\"msg\":\"",
-		     when, log_names[level], (long)getpid());
+		     when, log_names[level], (long)(log_pid != 0 ? log_pid : getpid()));
 	if (n < 0 || (size_t)n >= sizeof(line) - sizeof(tail))
 		return;
 	len = (size_t)n;
@@ -279,7 +283,7 @@ log_write_text(enum log_level level, const char *msg, size_t msg_len)
 	end = start + LOG_TEXT_MAX - 2; /* a line's text, as it was before colours */
 	clock_iso8601(clock_now_ms(), when, sizeof(when));
 	n = snprintf(line + len, end - len, "%s %s api-together[%ld]: ", when, log_names[level],
-		     (long)getpid());
+		     (long)(log_pid != 0 ? log_pid : getpid()));
 	if (n < 0)
 		return;
 	len += (size_t)n < end - len ? (size_t)n : end - len - 1;

@@ -375,6 +375,41 @@ main_read_timeout(int fd, long ms)
 	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
+/* Whether the request f says it has no body: CONTENT_LENGTH "0", or none
+ * with a method that carries none. */
+static bool
+main_bodiless(FCGX_Request *f)
+{
+	const char *len = FCGX_GetParam("CONTENT_LENGTH", f->envp);
+	const char *m = FCGX_GetParam("REQUEST_METHOD", f->envp);
+
+	if (len != NULL)
+		return strcmp(len, "0") == 0;
+	return m != NULL &&
+	       (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0);
+}
+
+/* On a Unix socket, reads the end of the input of a request that has no
+ * body, while the parameters' time limit still holds: the web server sends
+ * it with the parameters, and a request read to its end is closed without
+ * libfcgi's wait for the web server's close (main_finish). GET /health,
+ * /v1/models and the other requests without a body, which never read
+ * their input, kept their thread that long. A byte that comes anyway (a
+ * body the parameters did not announce) is put back. True when the input
+ * was read to its end. */
+static bool
+main_read_no_body(FCGX_Request *f)
+{
+	if (!main_listen_unix || !main_bodiless(f))
+		return false;
+	int c = FCGX_GetChar(f->in);
+	if (c != EOF) {
+		FCGX_UnGetChar(c, f->in);
+		return false;
+	}
+	return FCGX_HasSeenEOF(f->in) == EOF && FCGX_GetError(f->in) == 0;
+}
+
 static void *
 main_worker(void *arg)
 {
@@ -431,7 +466,10 @@ main_worker(void *arg)
 			f.ipcFd = -1; /* libfcgi closed it */
 			continue;
 		}
-		main_read_timeout(f.ipcFd, 0);
+		/* The limit comes off for the body, which a client may upload
+		 * slowly; a request without one has read all it will. */
+		if (!main_read_no_body(&f))
+			main_read_timeout(f.ipcFd, 0);
 		/* The last idle thread took this one, and the next is already
 		 * waiting: another thread may be needed to take it
 		 * (main_all_wait). A thread for every momentary peak of short

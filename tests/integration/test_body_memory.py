@@ -356,6 +356,24 @@ class B04AnsweredRequestFreesItsThread(OneResponder):
             self.assertEqual(a.recv(1), b"")
         self.assertEqual(self.mock.count(), 2)
 
+    def test_a_request_without_a_body_frees_its_thread_too(self):
+        # GET /health never reads its input: the responder reads its end
+        # with the parameters, or libfcgi's close waits on A as above.
+        pid = self.responder_pid()
+        sock = self.gw.process_sockets()[pid]
+        health = self.gw.url_path("/health")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as a:
+            a.connect(sock)
+            a.settimeout(30)
+            a.sendall(harness.fastcgi_encode("GET", health))
+            first = harness.fastcgi_answer(a.makefile("rb"), "GET", health, time.monotonic())
+            self.assertEqual(first.status, 200, first.describe())
+            r = harness.fastcgi_request(sock, "GET", health)
+            self.assertEqual(r.status, 200, r.describe())
+            self.assertLess(r.elapsed, self.DRAIN_S / 2,
+                            "B waited %.2f s: the thread was still on A" % r.elapsed)
+            self.assertEqual(a.recv(1), b"")
+
 
 ORDER = [B01WorstShapes, B02BurstThreadsEnd, B03NoThreadsForTheProcessors,
          B04AnsweredRequestFreesItsThread]
