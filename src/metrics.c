@@ -445,7 +445,7 @@ metrics_handle(struct request *r, const struct config *cfg, struct worker *w)
 							     .content_type = METRICS_CONTENT_TYPE,
 							     .cors = cfg->cors});
 	response_header(r->fcgi->out, "Cache-Control", "no-store");
-	response_headerf(r->fcgi->out, "Content-Length", "%zu", len);
+	response_header_number(r->fcgi->out, "Content-Length", (long long)len);
 	response_end_headers(r->fcgi->out);
 	if (strcmp(r->method, "HEAD") != 0)
 		FCGX_PutStr(text, (int)len, r->fcgi->out);

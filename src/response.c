@@ -111,15 +111,36 @@ response_has_cors(const char *p, size_t len)
 	return false;
 }
 
+/* Writes v in decimal at the end of buf (RESPONSE_DIGITS bytes) and returns
+ * where it starts. Every answer's status and length are written with it:
+ * snprintf's format parsing cost more than the rest of a header line. */
+#define RESPONSE_DIGITS 24
+static char *
+response_digits(char *buf, long long v)
+{
+	char *p = buf + RESPONSE_DIGITS;
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0);
+	if (v < 0)
+		*--p = '-';
+	return p;
+}
+
 void
 response_begin(FCGX_Stream *out, const struct response_head *h)
 {
-	char line[64];
-	int n = snprintf(line, sizeof(line), "Status: %ld %s\r\n", h->status,
-			 response_reason(h->status));
+	char buf[RESPONSE_DIGITS];
+	const char *d = response_digits(buf, h->status);
 
-	if (n > 0)
-		FCGX_PutStr(line, n < (int)sizeof(line) ? n : (int)sizeof(line) - 1, out);
+	FCGX_PutStr("Status: ", 8, out);
+	FCGX_PutStr(d, (int)(buf + sizeof(buf) - d), out);
+	FCGX_PutStr(" ", 1, out);
+	FCGX_PutS(response_reason(h->status), out);
+	FCGX_PutStr("\r\n", 2, out);
 	if (h->content_type != NULL)
 		response_header(out, "Content-Type", h->content_type);
 	if (h->relayed != NULL && h->relayed_len > 0)
@@ -136,6 +157,18 @@ response_header(FCGX_Stream *out, const char *name, const char *value)
 	FCGX_PutS(name, out);
 	FCGX_PutStr(": ", 2, out);
 	FCGX_PutS(value, out);
+	FCGX_PutStr("\r\n", 2, out);
+}
+
+void
+response_header_number(FCGX_Stream *out, const char *name, long long value)
+{
+	char buf[RESPONSE_DIGITS];
+	const char *d = response_digits(buf, value);
+
+	FCGX_PutS(name, out);
+	FCGX_PutStr(": ", 2, out);
+	FCGX_PutStr(d, (int)(buf + sizeof(buf) - d), out);
 	FCGX_PutStr("\r\n", 2, out);
 }
 
@@ -180,7 +213,7 @@ response_json(FCGX_Stream *out, int status, const json_t *body, bool cors)
 		FCGX_PutS("{}", out);
 		return status;
 	}
-	response_headerf(out, "Content-Length", "%zu", strlen(text));
+	response_header_number(out, "Content-Length", (long long)strlen(text));
 	response_end_headers(out);
 	FCGX_PutS(text, out);
 	free(text);

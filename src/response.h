@@ -58,6 +58,9 @@ void response_begin(FCGX_Stream *out, const struct response_head *h);
 /* Writes the header line "name: value". value must hold no CR or LF. */
 void response_header(FCGX_Stream *out, const char *name, const char *value);
 
+/* As response_header, the value a number in decimal (Content-Length). */
+void response_header_number(FCGX_Stream *out, const char *name, long long value);
+
 /* As response_header, the value printf-formatted; a value longer than
  * 1023 bytes is cut (the line still ends). For numbers and short values. */
 void response_headerf(FCGX_Stream *out, const char *name, const char *fmt, ...)

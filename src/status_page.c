@@ -143,7 +143,7 @@ status_page_handle(struct request *r, const struct config *cfg)
 	/* A page of the gateway's own origin: no CORS. */
 	response_begin(out, &(struct response_head){.status = status,
 						    .content_type = "text/html; charset=utf-8"});
-	response_headerf(out, "Content-Length", "%zu", len);
+	response_header_number(out, "Content-Length", (long long)len);
 	response_header(out, "Cache-Control", "no-store");
 	response_header(out, "X-Content-Type-Options", "nosniff");
 	response_header(out, "Referrer-Policy", "no-referrer");

@@ -48,11 +48,17 @@ static const char *const upstream_hop_by_hop[] = {
 	NULL,
 };
 
+/* Whether name is in list, in any case. Every header of every request and
+ * answer goes through these lists, and most names differ from an entry in
+ * their first letter: that is compared first (ASCII letters, whose case is
+ * bit 0x20; the lists hold nothing else there). */
 static bool
 upstream_name_in(const char *name, const char *const *list)
 {
+	unsigned char first = (unsigned char)name[0] | 0x20;
+
 	for (size_t i = 0; list[i] != NULL; i++)
-		if (strcasecmp(name, list[i]) == 0)
+		if (((unsigned char)list[i][0] | 0x20) == first && strcasecmp(name, list[i]) == 0)
 			return true;
 	return false;
 }
@@ -471,7 +477,7 @@ upstream_commit(struct upstream_xfer *x, long content_length)
 	if (x->event_stream)
 		response_header(out, "X-Accel-Buffering", "no");
 	if (content_length >= 0)
-		response_headerf(out, "Content-Length", "%ld", content_length);
+		response_header_number(out, "Content-Length", content_length);
 	response_end_headers(out);
 	x->mode = MODE_PASS;
 }
@@ -982,7 +988,7 @@ upstream_answer_send(const struct upstream_answer *a, FCGX_Stream *out, bool cor
 						    .cors = cors});
 	if (a->model != NULL)
 		response_header(out, UPSTREAM_MODEL_HEADER, a->model);
-	response_headerf(out, "Content-Length", "%zu", a->body_len);
+	response_header_number(out, "Content-Length", (long long)a->body_len);
 	response_end_headers(out);
 	if (a->body_len > 0)
 		FCGX_PutStr(a->body, (int)a->body_len, out);

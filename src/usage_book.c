@@ -192,6 +192,18 @@ usage_book_add(struct usage_count *c, const struct store_outcome *o)
 	c->total = limit_add_tokens(c->total, o->total_tokens);
 }
 
+/* Copies s into name (USAGE_BOOK_MODEL_MAX bytes), cut to fit. A record's
+ * step copies its model's name under the state lock: snprintf's format
+ * parsing cost more than the rest of the copy. */
+static void
+usage_book_name(char name[USAGE_BOOK_MODEL_MAX], const char *s)
+{
+	size_t n = strnlen(s, USAGE_BOOK_MODEL_MAX - 1);
+
+	memcpy(name, s, n);
+	name[n] = '\0';
+}
+
 /* Drops from name, cut from a text of len bytes, the start of a character
  * the cut left incomplete: the name goes into JSON (usage_book_json), which
  * needs UTF-8. */
@@ -257,10 +269,10 @@ usage_book_count(struct usage_book *b, long today, const char *model, const stru
 		return 0;
 	if (model == NULL || model[0] == '\0')
 		model = USAGE_BOOK_NO_MODEL;
-	snprintf(name, sizeof(name), "%s", model);
+	usage_book_name(name, model);
 	usage_book_cut_utf8(name, strlen(model));
 	if (!usage_book_utf8_ok(name))
-		snprintf(name, sizeof(name), "%s", USAGE_BOOK_OTHER);
+		usage_book_name(name, USAGE_BOOK_OTHER);
 	usage_book_prune(b, today);
 	r = dynbuf_ptr(&b->rows);
 	(void)usage_book_rows(b, &n);
@@ -276,7 +288,7 @@ usage_book_count(struct usage_book *b, long today, const char *model, const stru
 	}
 	if (at == SIZE_MAX && models >= USAGE_BOOK_MODELS) {
 		at = other;
-		snprintf(name, sizeof(name), "%s", USAGE_BOOK_OTHER);
+		usage_book_name(name, USAGE_BOOK_OTHER);
 	}
 	if (at == SIZE_MAX) {
 		struct usage_row *nr = dynbuf_addz(&b->rows, sizeof(*nr));

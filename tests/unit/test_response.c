@@ -268,6 +268,50 @@ long_formatted_value_is_cut_but_the_line_ends(void **state)
 	assert_memory_equal(text + len - 3, "v\r\n", 3);
 }
 
+static void
+number_header_in_decimal_at_every_width(void **state)
+{
+	(void)state;
+	struct test_out o;
+	FCGX_Stream *out = test_out_open(&o);
+
+	response_header_number(out, "Content-Length", 0);
+	response_header_number(out, "Content-Length", 7);
+	response_header_number(out, "Content-Length", 409);
+	response_header_number(out, "Content-Length", 1234567890123LL);
+	response_header_number(out, "X-N", -42);
+	response_header_number(out, "X-Max", INT64_MAX);
+	response_header_number(out, "X-Min", INT64_MIN);
+	assert_string_equal(test_out_text(&o), "Content-Length: 0\r\n"
+					       "Content-Length: 7\r\n"
+					       "Content-Length: 409\r\n"
+					       "Content-Length: 1234567890123\r\n"
+					       "X-N: -42\r\n"
+					       "X-Max: 9223372036854775807\r\n"
+					       "X-Min: -9223372036854775808\r\n");
+}
+
+static void
+status_line_of_every_class(void **state)
+{
+	(void)state;
+	struct test_out o;
+	static const struct {
+		long status;
+		const char *line;
+	} cases[] = {
+		{200, "Status: 200 OK\r\n"},
+		{404, "Status: 404 Not Found\r\n"},
+		{503, "Status: 503 Service Unavailable\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		response_begin(test_out_open(&o),
+			       &(struct response_head){.status = cases[i].status});
+		assert_string_equal(test_out_text(&o), cases[i].line);
+	}
+}
+
 int
 main(void)
 {
@@ -281,6 +325,8 @@ main(void)
 		cmocka_unit_test(relayed_head_keeps_an_upstream_cors_header),
 		cmocka_unit_test(relayed_lookalike_is_not_cors),
 		cmocka_unit_test(long_formatted_value_is_cut_but_the_line_ends),
+		cmocka_unit_test(number_header_in_decimal_at_every_width),
+		cmocka_unit_test(status_line_of_every_class),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
