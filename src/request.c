@@ -208,40 +208,70 @@ request_add_header(struct dynbuf *hv, const char *name, size_t len, const char *
 	return 0;
 }
 
+/* Where request_load keeps the parameter named name[0..len), if it keeps
+ * it: REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH or REQUEST_URI. */
+static const char **
+request_param_slot(const char *name, size_t len, const char **method, const char **type,
+		   const char **length, const char **uri)
+{
+	static const struct {
+		const char *name;
+		size_t len;
+	} names[] = {{"REQUEST_METHOD", 14},
+		     {"CONTENT_TYPE", 12},
+		     {"CONTENT_LENGTH", 14},
+		     {"REQUEST_URI", 11}};
+	const char **slots[] = {method, type, length, uri};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (len == names[i].len && memcmp(name, names[i].name, len) == 0)
+			return slots[i];
+	return NULL;
+}
+
 int
 request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 {
 	struct request_header *h;
 	struct dynbuf hv;
-	const char *uri, *cl;
+	const char *uri = NULL, *cl = NULL;
 	int v;
 
 	memset(r, 0, sizeof(*r));
 	r->fcgi = f;
 	r->start_ms = now_ms;
 	r->content_length = -1;
-	r->method = FCGX_GetParam("REQUEST_METHOD", f->envp);
+	dynbuf_init(&hv, REQUEST_HEADERS_MAX * sizeof(*h));
+	/* One pass over the parameters: the headers, and the first of each
+	 * parameter read here (as FCGX_GetParam finds it; a scan of them all
+	 * per name cost more than the rest of the request's loading). */
+	for (char **e = f->envp; e != NULL && *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+		if (eq == NULL)
+			continue;
+		size_t len = (size_t)(eq - *e);
+		if (strncmp(*e, "HTTP_", 5) != 0) {
+			const char **want = request_param_slot(*e, len, &r->method,
+							       &r->content_type, &cl, &uri);
+			if (want != NULL && *want == NULL)
+				*want = eq + 1;
+			continue;
+		}
+		/* A name that is no token could smuggle a line upstream. */
+		if (!request_is_token(*e + 5, len - 5))
+			continue;
+		if (request_add_header(&hv, *e + 5, len - 5, eq + 1) != 0)
+			goto fail;
+	}
 	if (r->method == NULL)
 		r->method = "GET";
-	r->content_type = FCGX_GetParam("CONTENT_TYPE", f->envp);
 	if (r->content_type != NULL && *r->content_type == '\0')
 		r->content_type = NULL;
-	cl = FCGX_GetParam("CONTENT_LENGTH", f->envp);
 	if (cl != NULL && *cl != '\0') {
 		char *end;
 		long long n = strtoll(cl, &end, 10);
 		if (*end == '\0' && n >= 0)
 			r->content_length = n;
-	}
-	dynbuf_init(&hv, REQUEST_HEADERS_MAX * sizeof(*h));
-	for (char **e = f->envp; e != NULL && *e != NULL; e++) {
-		const char *eq = strchr(*e, '=');
-		/* A name that is no token could smuggle a line upstream. */
-		if (eq == NULL || strncmp(*e, "HTTP_", 5) != 0 ||
-		    !request_is_token(*e + 5, (size_t)(eq - *e - 5)))
-			continue;
-		if (request_add_header(&hv, *e + 5, (size_t)(eq - *e - 5), eq + 1) != 0)
-			goto fail;
 	}
 	if (r->content_type != NULL &&
 	    request_add_header(&hv, "CONTENT_TYPE", 12, r->content_type) != 0)
@@ -251,7 +281,6 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	/* REQUEST_URI is the path as the client sent it whatever split of
 	 * SCRIPT_NAME and PATH_INFO the server made (doc/behaviour.md, Web
 	 * servers: Paths). */
-	uri = FCGX_GetParam("REQUEST_URI", f->envp);
 	if (uri == NULL || *uri != '/')
 		return REQUEST_PATH_FOREIGN;
 	v = request_split_uri(uri, getenv("API_TOGETHER_BASE_PATH"), &r->mount, &r->path,
