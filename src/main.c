@@ -358,7 +358,10 @@ main_first_bytes(struct main_pool *pool, int fd, bool kept)
 static void
 main_finish(FCGX_Request *f)
 {
-	f->detached = main_listen_unix && f->in != NULL && FCGX_HasSeenEOF(f->in) == EOF;
+	/* libfcgi closes a stream on a read error too: that one keeps the
+	 * wait, as the web server may still be sending. */
+	f->detached = main_listen_unix && f->in != NULL && FCGX_HasSeenEOF(f->in) == EOF &&
+		      FCGX_GetError(f->in) == 0;
 	FCGX_Finish_r(f);
 	f->detached = 0;
 }
@@ -376,17 +379,20 @@ main_read_timeout(int fd, long ms)
 }
 
 /* Whether the request f says it has no body: CONTENT_LENGTH "0", or none
- * with a method that carries none. */
+ * with a method that carries none and no Transfer-Encoding (a server that
+ * streams a chunked body, as Apache's mod_proxy_fcgi does, sends no
+ * CONTENT_LENGTH, and its first chunk may be slow to come). */
 static bool
 main_bodiless(FCGX_Request *f)
 {
 	const char *len = FCGX_GetParam("CONTENT_LENGTH", f->envp);
-	const char *m = FCGX_GetParam("REQUEST_METHOD", f->envp);
 
 	if (len != NULL)
 		return strcmp(len, "0") == 0;
+	const char *m = FCGX_GetParam("REQUEST_METHOD", f->envp);
 	return m != NULL &&
-	       (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0);
+	       (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0) &&
+	       FCGX_GetParam("HTTP_TRANSFER_ENCODING", f->envp) == NULL;
 }
 
 /* On a Unix socket, reads the end of the input of a request that has no

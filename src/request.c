@@ -235,6 +235,7 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 	struct request_header *h;
 	struct dynbuf hv;
 	const char *uri = NULL, *cl = NULL;
+	bool oom = false;
 	int v;
 
 	memset(r, 0, sizeof(*r));
@@ -258,10 +259,10 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 			continue;
 		}
 		/* A name that is no token could smuggle a line upstream. */
-		if (!request_is_token(*e + 5, len - 5))
+		if (oom || !request_is_token(*e + 5, len - 5))
 			continue;
-		if (request_add_header(&hv, *e + 5, len - 5, eq + 1) != 0)
-			goto fail;
+		/* Out of memory: the parameters are still read, for the log. */
+		oom = request_add_header(&hv, *e + 5, len - 5, eq + 1) != 0;
 	}
 	if (r->method == NULL)
 		r->method = "GET";
@@ -273,8 +274,8 @@ request_load(struct request *r, FCGX_Request *f, int64_t now_ms)
 		if (*end == '\0' && n >= 0)
 			r->content_length = n;
 	}
-	if (r->content_type != NULL &&
-	    request_add_header(&hv, "CONTENT_TYPE", 12, r->content_type) != 0)
+	if (oom || (r->content_type != NULL &&
+		    request_add_header(&hv, "CONTENT_TYPE", 12, r->content_type) != 0))
 		goto fail;
 	r->n_headers = dynbuf_len(&hv) / sizeof(*h);
 	r->headers = (struct request_header *)dynbuf_take(&hv, NULL);
