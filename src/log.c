@@ -21,6 +21,12 @@ static pid_t log_pid;
 
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
+static pid_t
+log_the_pid(void)
+{
+	return log_pid != 0 ? log_pid : getpid();
+}
+
 /* The Node.js original's colours (errors red, warnings yellow, the rest
  * green); debug lines, which it did not have, dim so they recede. */
 static const char *const log_colours[] = {"\033[31m", "\033[33m", "\033[32m", "\033[2m"};
@@ -260,7 +266,7 @@ log_write_json(enum log_level level, const char *msg, size_t msg_len)
 
 	clock_iso8601(clock_now_ms(), when, sizeof(when));
 	n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%ld,\"msg\":\"",
-		     when, log_names[level], (long)(log_pid != 0 ? log_pid : getpid()));
+		     when, log_names[level], (long)log_the_pid());
 	if (n < 0 || (size_t)n >= sizeof(line) - sizeof(tail))
 		return;
 	len = (size_t)n;
@@ -283,7 +289,7 @@ log_write_text(enum log_level level, const char *msg, size_t msg_len)
 	end = start + LOG_TEXT_MAX - 2; /* a line's text, as it was before colours */
 	clock_iso8601(clock_now_ms(), when, sizeof(when));
 	n = snprintf(line + len, end - len, "%s %s api-together[%ld]: ", when, log_names[level],
-		     (long)(log_pid != 0 ? log_pid : getpid()));
+		     (long)log_the_pid());
 	if (n < 0)
 		return;
 	len += (size_t)n < end - len ? (size_t)n : end - len - 1;

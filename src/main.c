@@ -26,6 +26,7 @@
 #include "config.h"
 #include "limit.h"
 #include "log.h"
+#include "request.h"
 #include "route.h"
 #include "routes.h"
 #include "store.h"
@@ -366,56 +367,6 @@ main_finish(FCGX_Request *f)
 	f->detached = 0;
 }
 
-/* How long a read (or accept) on fd may wait, SO_RCVTIMEO: a request's
- * parameters, which the web server sends at once; 0 takes the limit off
- * again, for the body, which a client may upload slowly through a server
- * that streams it. Returns setsockopt's result. */
-static int
-main_read_timeout(int fd, long ms)
-{
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-
-	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-/* Whether the request f says it has no body: CONTENT_LENGTH "0", or none
- * with a method that carries none and no Transfer-Encoding (a server that
- * streams a chunked body, as Apache's mod_proxy_fcgi does, sends no
- * CONTENT_LENGTH, and its first chunk may be slow to come). */
-static bool
-main_bodiless(FCGX_Request *f)
-{
-	const char *len = FCGX_GetParam("CONTENT_LENGTH", f->envp);
-
-	if (len != NULL)
-		return strcmp(len, "0") == 0;
-	const char *m = FCGX_GetParam("REQUEST_METHOD", f->envp);
-	return m != NULL &&
-	       (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0) &&
-	       FCGX_GetParam("HTTP_TRANSFER_ENCODING", f->envp) == NULL;
-}
-
-/* On a Unix socket, reads the end of the input of a request that has no
- * body, while the parameters' time limit still holds: the web server sends
- * it with the parameters, and a request read to its end is closed without
- * libfcgi's wait for the web server's close (main_finish). GET /health,
- * /v1/models and the other requests without a body, which never read
- * their input, kept their thread that long. A byte that comes anyway (a
- * body the parameters did not announce) is put back. True when the input
- * was read to its end. */
-static bool
-main_read_no_body(FCGX_Request *f)
-{
-	if (!main_listen_unix || !main_bodiless(f))
-		return false;
-	int c = FCGX_GetChar(f->in);
-	if (c != EOF) {
-		FCGX_UnGetChar(c, f->in);
-		return false;
-	}
-	return FCGX_HasSeenEOF(f->in) == EOF && FCGX_GetError(f->in) == 0;
-}
-
 static void *
 main_worker(void *arg)
 {
@@ -466,16 +417,14 @@ main_worker(void *arg)
 			f.ipcFd = -1;
 			continue;
 		}
-		main_read_timeout(f.ipcFd, MAIN_FIRST_RECORD_MS);
+		/* Left on for the request: request_read_body takes it off for
+		 * a body. */
+		request_read_limit(f.ipcFd, MAIN_FIRST_RECORD_MS);
 		f.keepConnection = 1;
 		if (FCGX_Accept_r(&f) < 0) {
 			f.ipcFd = -1; /* libfcgi closed it */
 			continue;
 		}
-		/* The limit comes off for the body, which a client may upload
-		 * slowly; a request without one has read all it will. */
-		if (!main_read_no_body(&f))
-			main_read_timeout(f.ipcFd, 0);
 		/* The last idle thread took this one, and the next is already
 		 * waiting: another thread may be needed to take it
 		 * (main_all_wait). A thread for every momentary peak of short
@@ -907,7 +856,7 @@ main_serve_forever(const char *listen_addr)
 	pthread_attr_setstacksize(&pool.attr, 1024 * 1024);
 	/* accept gives up after MAIN_IDLE_THREAD_MS (main_retire). Without
 	 * it, threads stay: a matter of memory, not behaviour. */
-	if (main_read_timeout(main_listen_fd, MAIN_IDLE_THREAD_MS) != 0)
+	if (request_read_limit(main_listen_fd, MAIN_IDLE_THREAD_MS) != 0)
 		log_debug("idle worker threads stay: SO_RCVTIMEO on the FastCGI socket: %s",
 			  strerror(errno));
 	for (long i = 0; i < n && i < MAIN_FIRST_THREADS; i++)

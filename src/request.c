@@ -1,8 +1,11 @@
 #include "request.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <strings.h>
 
 #include "dynbuf.h"
@@ -305,6 +308,30 @@ fail:
 }
 
 int
+request_read_limit(int fd, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+void
+request_read_end(struct request *r)
+{
+	long long cl = r->content_length;
+	const char *m = r->method;
+
+	if (cl > 0 ||
+	    (cl < 0 && (m == NULL || (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0 &&
+				      strcmp(m, "OPTIONS") != 0))) ||
+	    (cl < 0 && request_header(r, "Transfer-Encoding") != NULL))
+		return;
+	int c = FCGX_GetChar(r->fcgi->in);
+	if (c != EOF)
+		FCGX_UnGetChar(c, r->fcgi->in);
+}
+
+int
 request_read_body(struct request *r, long long max)
 {
 	long long cl = r->content_length;
@@ -313,6 +340,7 @@ request_read_body(struct request *r, long long max)
 
 	if (cl > max)
 		return 1;
+	(void)request_read_limit(r->fcgi->ipcFd, 0);
 	/* A byte past max is read, to see that a body without a length is
 	 * too large. */
 	bound = (size_t)max + 1;

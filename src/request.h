@@ -62,6 +62,23 @@ bool request_path_safe(const char *raw, const char *decoded, size_t decoded_len)
  * for request_free on every path. */
 int request_load(struct request *r, FCGX_Request *f, int64_t now_ms);
 
+/* How long a read on fd (a FastCGI connection, or the listening socket
+ * for accept) may wait, SO_RCVTIMEO; 0 takes the limit off. A request's
+ * parameters are read under a limit, since the web server sends them at
+ * once; request_read_body takes it off for the body, which a client may
+ * upload slowly through a server that streams it. Returns setsockopt's
+ * result. */
+int request_read_limit(int fd, long ms);
+
+/* For a request that says it has no body (Content-Length 0, or none on a
+ * GET, HEAD or OPTIONS without Transfer-Encoding: a server streaming a
+ * chunked body sends no length), reads the end of its input, which the web
+ * server sends with the parameters, still under their limit: a request read
+ * to its end is closed without libfcgi's wait for the web server's close
+ * (doc/behaviour.md, Web servers: libfcgi). A byte that comes anyway is put
+ * back for the handler. */
+void request_read_end(struct request *r);
+
 /* Reads the body, at most max bytes. Returns 0, 1 when it is larger than
  * max (nothing more is read), -1 when it ends before its Content-Length, on
  * a read error or lack of memory. */

@@ -144,6 +144,7 @@ routes_serve(FCGX_Request *f, const struct config *cfg, const char *why, struct 
 	int v, status, refusal;
 
 	v = request_load(&r, f, clock_now_ms());
+	request_read_end(&r);
 	if (v == REQUEST_PATH_FOREIGN) {
 		status = response_error(f->out, RESP_NOT_FOUND, NULL, 0, cors);
 		goto done;
